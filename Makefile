@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine: `make ci` (the whole pipeline, local executor)
+# and `make test` (the whole test suite). Both install what they need on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY := .venv/bin/python
+UV := python3 -m uv
+
+.PHONY: ci test test-fast lint fmt venv tools bench-gateway clean
+
+ci: tools ## Run every pipeline stage locally (test, build, scan, render, smoke, loadtest, promote to dev)
+	$(PY) -m pipeline ci
+
+test: tools lint ## The whole test suite: lint, types, unit and slow end-to-end tests
+	$(PY) -m pytest -q -m "slow or not slow"
+
+test-fast: venv ## Unit tests only (no slow end-to-end tests)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: venv ## ruff + mypy (strict on app/ and pipeline/)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+fmt: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+venv: .venv/.synced
+.venv/.synced: pyproject.toml uv.lock
+	python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q 'uv>=0.5'
+	$(UV) sync --all-extras --frozen
+	touch $@
+
+tools: .tools/.ensured
+.tools/.ensured: .venv/.synced pipeline/tools.py
+	$(PY) -m pipeline.tools ensure
+	touch $@
+
+bench-gateway: venv ## Simulator direct vs through the gateway: RPS and added latency
+	$(PY) -m app.bench
+
+clean:
+	rm -rf .venv .tools .runs .pytest_cache .mypy_cache .ruff_cache dist
