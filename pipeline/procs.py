@@ -78,8 +78,10 @@ class ManagedProcess:
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if not self.alive():
-                    raise ProcessFailed(f"{self.name} exited (code {self.proc and self.proc.returncode}) "
-                                        f"before {url} answered:\n{self.log_tail()}")
+                    raise ProcessFailed(
+                        f"{self.name} exited (code {self.proc and self.proc.returncode}) "
+                        f"before {url} answered:\n{self.log_tail()}"
+                    )
                 try:
                     r = client.get(url)
                     if r.status_code == expect:

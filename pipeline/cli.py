@@ -1,0 +1,87 @@
+"""`python -m pipeline <verb>`: the local executor's command line.
+
+Verbs are discovered from modules in `pipeline/stages/` (stages: return a StageResult)
+and `pipeline/commands/` (other operator commands). A stage module defines:
+
+    NAME = "render"                      # the verb; also the Dagger function's name
+    HELP = "one line"
+    def add_arguments(parser) -> None
+    def run_from_args(args, ctx) -> StageResult
+
+A command module defines NAME, HELP, add_arguments and `main(args, ctx) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from pipeline.context import RunContext, new_run_dir
+from pipeline.result import StageResult, Status
+
+PACKAGES = ("pipeline.stages", "pipeline.commands")
+
+
+def discover() -> dict[str, ModuleType]:
+    verbs: dict[str, ModuleType] = {}
+    for pkg_name in PACKAGES:
+        try:
+            pkg = importlib.import_module(pkg_name)
+        except ModuleNotFoundError:
+            continue
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+            if info.name.startswith("_"):
+                continue
+            mod = importlib.import_module(f"{pkg_name}.{info.name}")
+            name = getattr(mod, "NAME", None)
+            if isinstance(name, str):
+                verbs[name] = mod
+    return verbs
+
+
+def build_parser(verbs: dict[str, ModuleType]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="LLM service delivery pipeline.")
+    parser.add_argument("--run-dir", type=Path, help="write results here (default: .runs/<time>-<verb>/)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, mod in verbs.items():
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+    return parser
+
+
+def print_result(ctx: RunContext, result: StageResult) -> None:
+    colour = {Status.PASSED: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[result.status]
+    ctx.console.print(
+        f"[bold {colour}]{result.stage}: {result.status.value.upper()}[/] {result.summary} ({result.seconds:.1f}s)"
+    )
+    for check in result.checks:
+        if check.status is not Status.PASSED:
+            ctx.console.print(f"  [{colour}]{check.status.value.upper():7}[/] {check.name}: {check.detail}")
+    ctx.console.print(f"[dim]results: {ctx.run_dir}[/dim]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    verbs = discover()
+    args = build_parser(verbs).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    mod = verbs[args.verb]
+    ctx = RunContext(run_dir=args.run_dir or new_run_dir(args.verb))
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    if hasattr(mod, "run_from_args"):
+        result: StageResult = mod.run_from_args(args, ctx)
+        result.write(ctx.run_dir)
+        print_result(ctx, result)
+        return 0 if result.ok else 1
+    return int(mod.main(args, ctx))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""What every stage gets besides its own options: where to write, which executor, a console."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.tools import REPO_ROOT
+
+
+def new_run_dir(verb: str, base: Path | None = None) -> Path:
+    """`.runs/<UTC timestamp>-<verb>/` under the repo (or $PIPELINE_RUNS_DIR)."""
+    root = base or Path(os.environ.get("PIPELINE_RUNS_DIR", REPO_ROOT / ".runs"))
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = root / f"{stamp}-{verb}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class RunContext:
+    run_dir: Path
+    repo_root: Path = REPO_ROOT
+    # "local" (processes on this machine) or "dagger" (inside a Dagger container).
+    executor: str = field(default_factory=lambda: os.environ.get("PIPELINE_EXECUTOR", "local"))
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+
+    def progress(self, message: str) -> None:
+        self.console.print(f"[dim]·[/dim] {message}")
