@@ -1,0 +1,61 @@
+"""A release = the pins that say what runs: image digests, model revision, chart version.
+
+`environments/<env>/release.yaml` holds exactly these fields (Helm values shape); the
+pipeline is the only writer. Evidence = the stage results that vouch for the release.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class Release(BaseModel):
+    """The promotable pins of one release."""
+
+    id: str = Field(description="release identifier, e.g. 0.1.0+g1a2b3c4")
+    commit: str = Field(description="source commit the release was built from")
+    chart_version: str
+    gateway_digest: str
+    vllm_digest: str
+    model_revision: str
+    # False when the local executor could not build images: digests are content hashes
+    # of the build context, not registry digests (the evidence says why).
+    images_built: bool = True
+
+    @field_validator("gateway_digest", "vllm_digest")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not DIGEST_RE.match(v):
+            raise ValueError(f"not an image digest (sha256:<64 hex>): {v!r}")
+        return v
+
+    def to_values(self) -> dict[str, Any]:
+        """The Helm values layout written to release.yaml."""
+        return {
+            "release": {
+                "id": self.id,
+                "commit": self.commit,
+                "chartVersion": self.chart_version,
+                "imagesBuilt": self.images_built,
+            },
+            "gateway": {"image": {"digest": self.gateway_digest}},
+            "vllm": {"image": {"digest": self.vllm_digest}, "model": {"revision": self.model_revision}},
+        }
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Release:
+        rel = values.get("release") or {}
+        return cls(
+            id=str(rel.get("id", "")),
+            commit=str(rel.get("commit", "")),
+            chart_version=str(rel.get("chartVersion", "")),
+            images_built=bool(rel.get("imagesBuilt", True)),
+            gateway_digest=str(values.get("gateway", {}).get("image", {}).get("digest", "")),
+            vllm_digest=str(values.get("vllm", {}).get("image", {}).get("digest", "")),
+            model_revision=str(values.get("vllm", {}).get("model", {}).get("revision", "")),
+        )
