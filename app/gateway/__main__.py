@@ -1,0 +1,65 @@
+"""`python -m app.gateway --host H --port P [--workers N]`: validate the configuration, then serve.
+
+Bad configuration exits with status 2 and one line naming the setting (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+import uvicorn
+
+from app.gateway.app import build_components
+from app.gateway.config import ConfigError, load_settings
+
+log = logging.getLogger("app.gateway")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.gateway", description="The LLM gateway (settings: GATEWAY_* env)."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    try:
+        build_components(load_settings()).audit.close()  # fail fast, before any worker starts
+    except ConfigError as exc:
+        sys.stderr.write(f"gateway: configuration error: {exc}\n")
+        return 2
+
+    multiproc_dir = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # prometheus-client aggregates workers through files in this directory.
+        multiproc_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    try:
+        uvicorn.run(
+            "app.gateway.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,  # the audit log is the access log
+            log_level=args.log_level,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if multiproc_dir:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

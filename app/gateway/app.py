@@ -1,0 +1,650 @@
+"""The gateway ASGI application.
+
+Entry point for ASGI servers (one or several workers):
+
+    uvicorn --factory app.gateway.app:create_app --workers N
+    gunicorn -k uvicorn.workers.UvicornWorker 'app.gateway.app:create_app()'
+
+The hot routes are plain Starlette routes (no FastAPI dependency solving per request),
+and everything derivable once (RBAC policies, JWKS keys, verified tokens, metric
+children) is cached; see docs/gateway.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from app.gateway import metrics as m
+from app.gateway.audit import AuditLog
+from app.gateway.auth import Authenticator, AuthError, JwksStore, Principal
+from app.gateway.config import ConfigError, Settings, load_settings
+from app.gateway.errors import GatewayError, error_body, sse_error_event
+from app.gateway.health import Readiness
+from app.gateway.ratelimit import Decision, RateLimiter
+from app.gateway.rbac import Policy, Rbac, RbacError, load_rbac
+from app.gateway.schemas import ChatCompletionRequest, CompletionRequest
+from app.gateway.upstream import Upstream, bad_upstream, upstream_error
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+JSON = "application/json"
+
+
+@dataclass(slots=True)
+class Ctx:
+    """Per-request facts, gathered for the audit line and the metrics."""
+
+    route: str
+    request_id: str
+    t0: float
+    principal: Principal | None = None
+    policy: Policy | None = None
+    model: str | None = None
+    status: int = 200
+    error: str | None = None
+    stream: bool = False
+    estimate: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    decision: Decision | None = None
+    ttft: float | None = None
+    text: dict[str, Any] | None = field(default=None)
+
+
+@dataclass
+class Components:
+    """Everything built once from the settings."""
+
+    settings: Settings
+    rbac: Rbac
+    auth: Authenticator
+    audit: AuditLog
+    limiter: RateLimiter
+
+
+def build_components(settings: Settings) -> Components:
+    """Validate the files the settings point at; ConfigError naming the setting on failure."""
+    try:
+        rbac = Rbac(load_rbac(settings.rbac_file))
+    except RbacError as exc:
+        raise ConfigError(f"GATEWAY_RBAC_FILE: {settings.rbac_file}: {exc}") from None
+    jwks = None
+    if settings.jwt_jwks:
+        jwks = JwksStore(
+            settings.jwt_jwks,
+            is_url=settings.jwks_is_url,
+            cache_seconds=settings.jwks_cache_seconds,
+            min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        )
+        if not settings.jwks_is_url:
+            try:
+                jwks.load_file_now()
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"GATEWAY_JWT_JWKS: not a valid JWKS file: {exc}") from None
+            if not jwks.keys:
+                raise ConfigError("GATEWAY_JWT_JWKS: the JWKS holds no usable RS256/ES256 signing key")
+    try:
+        audit = AuditLog(settings.audit_log)
+    except OSError as exc:
+        raise ConfigError(f"GATEWAY_AUDIT_LOG: cannot open {settings.audit_log}: {exc}") from None
+    limiter = RateLimiter(
+        settings.redis_url, timeout=settings.redis_timeout_seconds, retry_after=settings.redis_retry_after_seconds
+    )
+    return Components(settings, rbac, Authenticator(settings, jwks), audit, limiter)
+
+
+def request_id_of(request: Request) -> str:
+    rid = request.headers.get("x-request-id")
+    if rid and _REQUEST_ID.fullmatch(rid):
+        return rid
+    return uuid.uuid4().hex
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
+
+
+def _param(loc: tuple[int | str, ...]) -> str | None:
+    """The field path of a validation error, without pydantic's union-member tags (`str`, `list[str]`)."""
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, str) and ("[" in p or p in _TYPE_TAGS):
+            break
+        parts.append(str(p))
+    return ".".join(parts) or None
+
+
+class SSEProxyResponse:
+    """Streams `body` as SSE; a client disconnect cancels the stream (and with it the upstream request)."""
+
+    def __init__(
+        self,
+        body: AsyncGenerator[bytes, None],
+        headers: dict[str, str],
+        on_disconnect: Callable[[], None],
+        on_close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.body = body
+        self.headers = headers
+        self.on_disconnect = on_disconnect
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+        raw += [(k.encode(), v.encode()) for k, v in self.headers.items()]
+        # Proxies in front (nginx) must not buffer the stream either.
+        raw.append((b"x-accel-buffering", b"no"))
+
+        async def pump() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": raw})
+            async for chunk in self.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        pump_task = asyncio.create_task(pump())
+        watch_task = asyncio.create_task(watch())
+        try:
+            done, _ = await asyncio.wait({pump_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+            if pump_task not in done:
+                self.on_disconnect()
+                pump_task.cancel()
+            watch_task.cancel()
+            for t in (pump_task, watch_task):
+                with contextlib.suppress(asyncio.CancelledError, OSError):
+                    await t
+        finally:
+            # Closes the upstream response and writes the audit line on every path,
+            # including a disconnect before the first chunk (the generator never ran).
+            await self.body.aclose()
+            await self.on_close()
+
+
+class Gateway:
+    """Request handling; one instance per worker process."""
+
+    def __init__(self, c: Components) -> None:
+        self.c = c
+        self.s = c.settings
+        self.upstream: Upstream | None = None
+        self.readiness: Readiness | None = None
+        self._bg: set[asyncio.Task[None]] = set()
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self.upstream = Upstream(self.s)
+        self.readiness = Readiness(self.s, self.upstream)
+        self.readiness.start()
+
+    async def stop(self) -> None:
+        if self.readiness:
+            await self.readiness.stop()
+        if self._bg:
+            await asyncio.gather(*self._bg, return_exceptions=True)
+        if self.upstream:
+            await self.upstream.aclose()
+        await self.c.limiter.close()
+        self.c.audit.close()
+
+    def _background(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    # ---------------------------------------------------------------- bookkeeping
+    def _finish(self, ctx: Ctx) -> None:
+        """Audit line + metrics, exactly once per request."""
+        elapsed = time.perf_counter() - ctx.t0
+        model_label = ctx.model or "-"
+        m.REQUESTS.labels(ctx.route, model_label, str(ctx.status)).inc()
+        m.LATENCY.labels(ctx.route).observe(elapsed)
+        m.IN_FLIGHT.dec()
+        if ctx.prompt_tokens:
+            m.PROMPT_TOKENS.labels(model_label).inc(ctx.prompt_tokens)
+        if ctx.completion_tokens:
+            m.COMPLETION_TOKENS.labels(model_label).inc(ctx.completion_tokens)
+        p = ctx.principal
+        rec: dict[str, Any] = {
+            "request_id": ctx.request_id,
+            "subject": p.subject_hash if p else None,
+            "roles": list(p.roles) if p else None,
+            "model": ctx.model,
+            "route": ctx.route,
+            "status": ctx.status,
+            "stream": ctx.stream,
+            "prompt_tokens": ctx.prompt_tokens,
+            "completion_tokens": ctx.completion_tokens,
+            "latency_ms": round(elapsed * 1000, 3),
+            "ttft_ms": round(ctx.ttft * 1000, 3) if ctx.ttft is not None else None,
+            "ratelimit": ctx.decision.label if ctx.decision else None,
+            "ratelimit_backend": ctx.decision.backend if ctx.decision else None,
+            "error": ctx.error,
+        }
+        if ctx.text is not None:
+            rec["text"] = ctx.text
+        self.c.audit.write(rec)
+
+    def _fail(self, ctx: Ctx, err: GatewayError) -> Response:
+        ctx.status = err.status
+        ctx.error = err.kind
+        if isinstance(err, AuthError):
+            m.AUTH_FAILURES.labels(err.reason).inc()
+        headers = dict(err.headers)
+        if ctx.decision is not None:
+            headers.update(ctx.decision.headers())
+        headers["x-request-id"] = ctx.request_id
+        return Response(err.body(), status_code=err.status, headers=headers, media_type=JSON)
+
+    def _settle(self, ctx: Ctx) -> None:
+        """Reconcile the token bucket with what the upstream reported."""
+        if ctx.prompt_tokens is None or ctx.policy is None or ctx.principal is None:
+            return
+        delta = ctx.prompt_tokens + (ctx.completion_tokens or 0) - ctx.estimate
+        if delta:
+            pol = ctx.policy
+            self._background(
+                self.c.limiter.adjust(ctx.principal.subject_hash, pol.requests_per_minute, pol.tokens_per_minute, delta)
+            )
+
+    # ---------------------------------------------------------------- request checks
+    async def _body(self, request: Request) -> bytes:
+        cap = self.s.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise GatewayError(413, f"The request body is larger than {cap} bytes.", code="body_too_large")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise GatewayError(413, f"The request body is larger than {cap} bytes.", code="body_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _authorize(self, request: Request, ctx: Ctx) -> Policy:
+        ctx.principal = await self.c.auth.authenticate(request.headers.get("authorization"))
+        policy = self.c.rbac.policy(ctx.principal.roles)
+        if policy is None:
+            raise GatewayError(403, "None of the token's roles grants access to this service.", code="no_role")
+        ctx.policy = policy
+        return policy
+
+    async def _check_model(self, model: str, policy: Policy) -> None:
+        rd = self.readiness
+        if rd is not None and model not in rd.model_ids:
+            await rd.refresh_models()
+            # An empty list means the upstream is unreachable: let the request fail there (502/503).
+            if rd.model_ids and model not in rd.model_ids:
+                raise GatewayError(404, f"The model '{model}' does not exist.", code="model_not_found", param="model")
+        if not policy.allows(model):
+            raise GatewayError(
+                403, f"You are not allowed to use the model '{model}'.", code="model_not_allowed", param="model"
+            )
+
+    def _validate(
+        self, data: Any, schema: type[ChatCompletionRequest] | type[CompletionRequest]
+    ) -> ChatCompletionRequest | CompletionRequest:
+        if not isinstance(data, dict):
+            raise GatewayError(400, "The request body must be a JSON object.", code="invalid_body")
+        try:
+            return schema.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            param = _param(err.get("loc", ()))
+            msg = str(err.get("msg", "invalid value"))
+            if err.get("type") == "extra_forbidden":
+                msg = "Unrecognized request argument"
+            raise GatewayError(400, f"Invalid value for '{param}': {msg}.", code="invalid_value", param=param) from None
+
+    def _caps(self, req: ChatCompletionRequest | CompletionRequest, data: dict[str, Any], policy: Policy) -> int:
+        """Enforce size caps, settle max_tokens; return the token estimate for the limiter."""
+        s = self.s
+        count = req.message_count()
+        if count > s.max_messages:
+            what = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
+            raise GatewayError(
+                400, f"Too many {what}: {count} > {s.max_messages}.", code="too_many_messages", param=what
+            )
+        chars = req.prompt_chars()
+        if chars > s.max_prompt_chars:
+            what = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
+            raise GatewayError(
+                400,
+                f"The prompt is too long: {chars} > {s.max_prompt_chars} characters.",
+                code="prompt_too_long",
+                param=what,
+            )
+        n = req.n or 1
+        if n > s.max_n:
+            raise GatewayError(400, f"'n' must be at most {s.max_n}.", code="invalid_value", param="n")
+        limit = min(s.max_tokens, policy.max_tokens)
+        field_name = "max_tokens"
+        asked = req.max_tokens
+        if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
+            field_name, asked = "max_completion_tokens", req.max_completion_tokens
+        if asked is not None and asked > limit:
+            raise GatewayError(
+                400,
+                f"'{field_name}' must be at most {limit} for your role.",
+                code="max_tokens_exceeded",
+                param=field_name,
+            )
+        if asked is None:
+            # Unbounded generations are not allowed through: default to the role's cap.
+            data["max_tokens"] = asked = limit
+        prompts = 1 if isinstance(req, ChatCompletionRequest) else count
+        # ~4 characters per token plus per-message overhead: a cheap, deliberately generous estimate.
+        return chars // 4 + 4 * count + asked * n * prompts
+
+    # ---------------------------------------------------------------- routes
+    async def chat(self, request: Request) -> Response:
+        return await self._generate(request, "/v1/chat/completions", ChatCompletionRequest)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, "/v1/completions", CompletionRequest)
+
+    async def _generate(
+        self, request: Request, route: str, schema: type[ChatCompletionRequest] | type[CompletionRequest]
+    ) -> Response:
+        ctx = Ctx(route=route, request_id=request_id_of(request), t0=time.perf_counter())
+        m.IN_FLIGHT.inc()
+        streaming = False
+        try:
+            policy = await self._authorize(request, ctx)
+            raw = await self._body(request)
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json") from None
+            req = self._validate(data, schema)
+            await self._check_model(req.model, policy)
+            ctx.model = req.model
+            ctx.stream = req.stream
+            ctx.estimate = self._caps(req, data, policy)
+            ctx.decision = d = await self.c.limiter.take(
+                ctx.principal.subject_hash,  # type: ignore[union-attr]  # set by _authorize
+                policy.requests_per_minute,
+                policy.tokens_per_minute,
+                ctx.estimate,
+            )
+            if d.backend == "fallback":
+                m.RATELIMIT_BACKEND_ERRORS.inc()
+            if not d.allowed:
+                m.RATE_LIMITED.labels(d.reason).inc()
+                if d.reason == "too_large":
+                    msg = f"Request needs about {ctx.estimate} tokens, above your limit of {d.limit_tokens} tokens per minute."
+                else:
+                    msg = f"Rate limit reached ({d.reason} per minute). Retry after {d.headers()['retry-after']}s."
+                raise GatewayError(429, msg, code="rate_limit_exceeded", kind=f"ratelimit_{d.reason}")
+            if self.s.audit_include_text:
+                ctx.text = {"prompt": data.get("messages", data.get("prompt"))}
+            if req.stream:
+                resp = await self._stream(ctx, data)
+                streaming = isinstance(resp, SSEProxyResponse)
+                return resp  # type: ignore[return-value]  # an ASGI app, like a Response
+            return await self._unary(ctx, data)
+        except GatewayError as err:
+            return self._fail(ctx, err)
+        except ClientDisconnect:
+            ctx.status, ctx.error = 499, "client_closed"
+            return Response(status_code=499)
+        finally:
+            if not streaming:
+                self._finish(ctx)
+
+    async def _unary(self, ctx: Ctx, data: dict[str, Any]) -> Response:
+        assert self.upstream is not None
+        r = await self.upstream.post(ctx.route, orjson.dumps(data), ctx.request_id)
+        if r.status_code >= 500:
+            raise bad_upstream("status", f"The model server failed (HTTP {r.status_code}).")
+        try:
+            payload = orjson.loads(r.content)
+        except orjson.JSONDecodeError:
+            raise bad_upstream("malformed", "The model server sent a malformed reply.") from None
+        if not isinstance(payload, dict):
+            raise bad_upstream("malformed", "The model server sent a malformed reply.")
+        headers = ctx.decision.headers() if ctx.decision else {}
+        headers["x-request-id"] = ctx.request_id
+        if r.status_code >= 400:
+            # vLLM's own 4xx (e.g. context too long) are already OpenAI-shaped: pass them on.
+            ctx.status, ctx.error = r.status_code, "upstream_rejected"
+            return Response(r.content, status_code=r.status_code, headers=headers, media_type=JSON)
+        if not isinstance(payload.get("choices"), list):
+            raise bad_upstream("malformed", "The model server sent a reply without choices.")
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            ctx.prompt_tokens = usage.get("prompt_tokens")
+            ctx.completion_tokens = usage.get("completion_tokens")
+            self._settle(ctx)
+        if ctx.text is not None:
+            ctx.text["completion"] = [
+                (c.get("message") or {}).get("content") if "message" in c else c.get("text")
+                for c in payload["choices"]
+                if isinstance(c, dict)
+            ]
+        return Response(r.content, status_code=200, headers=headers, media_type=JSON)
+
+    async def _stream(self, ctx: Ctx, data: dict[str, Any]) -> Response | SSEProxyResponse:
+        assert self.upstream is not None
+        opts = data.get("stream_options") or {}
+        # Ask for usage so the token bucket can be settled; hide it if the client did not ask.
+        strip_usage = not opts.get("include_usage")
+        if strip_usage:
+            data["stream_options"] = {**opts, "include_usage": True}
+        r = await self.upstream.open_stream(ctx.route, orjson.dumps(data), ctx.request_id)
+        if r.status_code != 200:
+            content = await r.aread()
+            await r.aclose()
+            if r.status_code >= 500:
+                raise bad_upstream("status", f"The model server failed (HTTP {r.status_code}).")
+            ctx.status, ctx.error = r.status_code, "upstream_rejected"
+            return Response(
+                content, status_code=r.status_code, headers={"x-request-id": ctx.request_id}, media_type=JSON
+            )
+        headers = ctx.decision.headers() if ctx.decision else {}
+        headers["x-request-id"] = ctx.request_id
+
+        def disconnected() -> None:
+            ctx.status, ctx.error = 499, "client_closed"
+
+        relay = StreamRelay(self, ctx, r, strip_usage)
+        return SSEProxyResponse(relay.events(), headers, disconnected, relay.close)
+
+    async def models(self, request: Request) -> Response:
+        ctx = Ctx(route="/v1/models", request_id=request_id_of(request), t0=time.perf_counter())
+        m.IN_FLIGHT.inc()
+        try:
+            policy = await self._authorize(request, ctx)
+            rd = self.readiness
+            assert rd is not None
+            if not rd.model_ids:
+                await rd.refresh_models()
+            if not rd.model_ids:
+                raise GatewayError(
+                    503, "The model list is unavailable (model server unreachable).", code="upstream_unavailable"
+                )
+            data = [mdl for mdl in rd.models if policy.allows(mdl["id"])]
+            return Response(
+                orjson.dumps({"object": "list", "data": data}),
+                media_type=JSON,
+                headers={"x-request-id": ctx.request_id},
+            )
+        except GatewayError as err:
+            return self._fail(ctx, err)
+        finally:
+            self._finish(ctx)
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    async def readyz(self, request: Request) -> Response:
+        assert self.readiness is not None
+        ready, info = self.readiness.status()
+        return Response(orjson.dumps(info), status_code=200 if ready else 503, media_type=JSON)
+
+    async def metrics(self, request: Request) -> Response:
+        body, ctype = m.render()
+        return Response(body, media_type=ctype)
+
+
+class StreamRelay:
+    """Forwards complete SSE events as they arrive, reads usage on the way, and ends a
+    broken stream with an error event. close() is idempotent and runs on every path."""
+
+    def __init__(self, gw: Gateway, ctx: Ctx, r: httpx.Response, strip_usage: bool) -> None:
+        self.gw = gw
+        self.ctx = ctx
+        self.r = r
+        self.strip_usage = strip_usage
+        self.chunks = 0
+        self.pieces: list[str] | None = [] if ctx.text is not None else None
+        self._closed = False
+
+    async def events(self) -> AsyncGenerator[bytes, None]:
+        ctx = self.ctx
+        buf = b""
+        done = False
+        inspect_all = self.pieces is not None
+        try:
+            async for raw in self.r.aiter_raw():
+                buf += raw
+                end = buf.rfind(b"\n\n")
+                if end < 0:
+                    continue
+                block, buf = buf[: end + 2], buf[end + 2 :]
+                out: list[bytes] = []
+                for event in block.split(b"\n\n"):
+                    if not event:
+                        continue
+                    if event.startswith(b"data: [DONE]"):
+                        done = True
+                    elif inspect_all or b'"usage"' in event:
+                        kept = self._inspect(event)
+                        if kept is None:
+                            continue
+                        event = kept
+                    self.chunks += 1
+                    out.append(event + b"\n\n")
+                if out:
+                    if ctx.ttft is None:
+                        ctx.ttft = time.perf_counter() - ctx.t0
+                        m.TTFT.labels(ctx.model or "-").observe(ctx.ttft)
+                    yield b"".join(out)
+            if not done:
+                raise httpx.RemoteProtocolError("stream ended without [DONE]")
+        except httpx.HTTPError as exc:
+            err = upstream_error(exc)
+            ctx.status, ctx.error = err.status, err.kind
+            yield sse_error_event(
+                err.status, "The model server stream broke off: " + err.message, err.code or "upstream_error"
+            )
+            yield b"data: [DONE]\n\n"
+        finally:
+            await self.close()
+
+    def _inspect(self, event: bytes) -> bytes | None:
+        """Read usage (and text if audited) from one event; None = drop it (usage the client did not ask for)."""
+        try:
+            obj = orjson.loads(event[5:] if event.startswith(b"data:") else event)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(obj, dict):
+            return event
+        choices = obj.get("choices") or []
+        if self.pieces is not None:
+            for c in choices:
+                if isinstance(c, dict):
+                    delta = c.get("delta")
+                    piece = delta.get("content") if isinstance(delta, dict) else c.get("text")
+                    if isinstance(piece, str):
+                        self.pieces.append(piece)
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.ctx.prompt_tokens = usage.get("prompt_tokens")
+            self.ctx.completion_tokens = usage.get("completion_tokens")
+        if self.strip_usage and isinstance(usage, dict):
+            if not choices:
+                return None
+            del obj["usage"]
+            return b"data: " + orjson.dumps(obj)
+        return event
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ctx = self.ctx
+        await self.r.aclose()
+        if ctx.completion_tokens is None and self.chunks:
+            ctx.completion_tokens = max(0, self.chunks - 1)  # fallback: ~1 token per event
+        if self.pieces is not None and ctx.text is not None:
+            ctx.text["completion"] = "".join(self.pieces)
+        self.gw._settle(ctx)
+        self.gw._finish(ctx)
+
+
+def _config_exit(message: str) -> None:
+    sys.stderr.write(f"gateway: configuration error: {message}\n")
+    raise SystemExit(2)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app. Without `settings`, reads the environment and exits(2) with one line on bad config."""
+    try:
+        comps = build_components(settings or load_settings())
+    except ConfigError as exc:
+        _config_exit(str(exc))
+        raise  # unreachable; keeps type checkers informed
+    gw = Gateway(comps)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.gateway = gw
+    app.add_route("/v1/chat/completions", gw.chat, methods=["POST"])
+    app.add_route("/v1/completions", gw.completions, methods=["POST"])
+    app.add_route("/v1/models", gw.models, methods=["GET"])
+    app.add_route("/healthz", gw.healthz, methods=["GET"])
+    app.add_route("/readyz", gw.readyz, methods=["GET"])
+    app.add_route("/metrics", gw.metrics, methods=["GET"])
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+        msg = exc.detail if isinstance(exc, StarletteHTTPException) else "Internal error."
+        return Response(error_body(status, str(msg)), status_code=status, media_type=JSON)
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        return Response(error_body(500, "Internal error."), status_code=500, media_type=JSON)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
+    return app

@@ -1,0 +1,252 @@
+"""JWT bearer authentication against a JWKS (RS256/ES256), HS256 only when enabled.
+
+Verified tokens are cached by their exact text until they expire, so the signature is
+checked once per token, not once per request. JWKS keys are cached; an unknown `kid`
+triggers a refetch (rate-limited) so key rotation at the IdP needs no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+from jwt import PyJWK
+
+from app.gateway.config import Settings
+from app.gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+ASYMMETRIC = frozenset({"RS256", "ES256"})
+
+
+class AuthError(GatewayError):
+    """401 with an OpenAI-shaped body; `reason` labels the auth-failure metric."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(
+            401,
+            message,
+            code="invalid_api_key",
+            headers={"www-authenticate": 'Bearer error="invalid_token"'},
+            kind=reason,
+        )
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    sub: str
+    roles: tuple[str, ...]
+    subject_hash: str
+    expires_at: float
+
+
+class JwksStore:
+    """Public keys by kid, from a JWKS file or URL."""
+
+    def __init__(self, source: str, *, is_url: bool, cache_seconds: float, min_refresh_seconds: float) -> None:
+        self.source = source
+        self.is_url = is_url
+        self.cache_seconds = cache_seconds
+        self.min_refresh_seconds = min_refresh_seconds
+        self.keys: dict[str, PyJWK] = {}
+        self.version = 0
+        self._loaded_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def parse(raw: bytes) -> dict[str, PyJWK]:
+        data = orjson.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+            raise ValueError('a JWKS must be an object with a "keys" list')
+        keys: dict[str, PyJWK] = {}
+        for jwk in data["keys"]:
+            if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str):
+                continue
+            if jwk.get("use", "sig") != "sig" or jwk.get("kty") not in ("RSA", "EC"):
+                continue
+            try:
+                # PyJWK binds the key to one algorithm (from "alg", or the kty default).
+                key = PyJWK(jwk, algorithm=jwk.get("alg"))
+            except jwt.PyJWTError as exc:
+                log.warning("skipping JWKS key %s: %s", jwk.get("kid"), exc)
+                continue
+            if key.algorithm_name in ASYMMETRIC:
+                keys[jwk["kid"]] = key
+        return keys
+
+    def load_file_now(self) -> None:
+        """Synchronous first load of a file JWKS (start-up validation)."""
+        self._install(self.parse(Path(self.source).read_bytes()))
+
+    async def _fetch(self) -> bytes:
+        if not self.is_url:
+            return await asyncio.to_thread(Path(self.source).read_bytes)
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            r = await client.get(self.source)
+            r.raise_for_status()
+            return r.content
+
+    def _install(self, keys: dict[str, PyJWK]) -> None:
+        now = time.monotonic()
+        self._loaded_at = self._attempted_at = now
+        if set(keys) != set(self.keys) or any(keys[k].key != self.keys[k].key for k in keys):
+            self.version += 1
+        self.keys = keys
+
+    async def refresh(self, *, force: bool) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if now - self._attempted_at < self.min_refresh_seconds and (force or self.keys):
+                return
+            self._attempted_at = now
+            try:
+                self._install(self.parse(await self._fetch()))
+                log.info("JWKS loaded: %d key(s)", len(self.keys))
+            except (OSError, ValueError, httpx.HTTPError, orjson.JSONDecodeError) as exc:
+                # Keep serving with the keys we have; an IdP blip must not lock everyone out.
+                log.warning("JWKS refresh from %s failed: %s", self.source, exc)
+
+    async def get(self, kid: str) -> PyJWK | None:
+        now = time.monotonic()
+        if now - self._loaded_at > self.cache_seconds:
+            await self.refresh(force=False)
+        key = self.keys.get(kid)
+        if key is None:
+            await self.refresh(force=True)
+            key = self.keys.get(kid)
+        return key
+
+
+def _roles_from(claims: dict[str, Any], path: str) -> tuple[str, ...]:
+    value: Any = claims
+    for part in path.split("."):  # dotted paths reach nested claims (e.g. realm_access.roles)
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, str):
+        return tuple(r for r in value.replace(",", " ").split() if r)
+    if isinstance(value, list):
+        return tuple(r for r in value if isinstance(r, str) and r)
+    return ()
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, jwks: JwksStore | None) -> None:
+        self.settings = settings
+        self.jwks = jwks
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.leeway = settings.jwt_leeway_seconds
+        self.max_bytes = settings.jwt_max_token_bytes
+        self.roles_claim = settings.jwt_roles_claim
+        self.hs_secret = settings.jwt_hs256_secret.get_secret_value().encode() if settings.jwt_hs256_secret else b""
+        self.allowed_algs = ASYMMETRIC | ({"HS256"} if settings.jwt_allow_hs256 else set())
+        self._hash_key = settings.audit_hash_key.get_secret_value().encode()
+        self._cache: dict[str, Principal] = {}
+        self._cache_size = settings.token_cache_size
+        self._jwks_version = jwks.version if jwks else 0
+
+    def subject_hash(self, sub: str) -> str:
+        return hmac.new(self._hash_key, sub.encode(), hashlib.sha256).hexdigest()[:32]
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise AuthError("missing", "Missing bearer token in the Authorization header.")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("malformed", "The Authorization header must be 'Bearer <token>'.")
+        if len(token) > self.max_bytes:
+            raise AuthError("oversized", f"The token is larger than {self.max_bytes} bytes.")
+        if self.jwks is not None and self.jwks.version != self._jwks_version:
+            # Keys rotated: tokens verified with a removed key must be checked again.
+            self._cache.clear()
+            self._jwks_version = self.jwks.version
+        cached = self._cache.get(token)
+        if cached is not None:
+            if time.time() < cached.expires_at + self.leeway:
+                return cached
+            del self._cache[token]
+            raise AuthError("expired", "The token has expired.")
+        principal = await self._verify(token)
+        if len(self._cache) >= self._cache_size:
+            self._evict()
+        self._cache[token] = principal
+        return principal
+
+    def _evict(self) -> None:
+        now = time.time()
+        for tok in [t for t, p in self._cache.items() if p.expires_at + self.leeway <= now]:
+            del self._cache[tok]
+        if len(self._cache) >= self._cache_size:
+            # Still full: drop the oldest half (dicts keep insertion order).
+            for tok in list(self._cache)[: self._cache_size // 2]:
+                del self._cache[tok]
+
+    async def _verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except Exception:
+            raise AuthError("malformed", "The token is not a well-formed JWT.") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.allowed_algs:
+            raise AuthError("algorithm", f"Token algorithm {alg!r} is not accepted.")
+        key: Any
+        if alg == "HS256":
+            key = self.hs_secret
+        else:
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid or self.jwks is None:
+                raise AuthError("kid", "The token has no key id (kid).")
+            jwk = await self.jwks.get(kid)
+            if jwk is None:
+                raise AuthError("kid", "The token's key id (kid) is unknown.")
+            # The key decides the algorithm, never the token (algorithm confusion).
+            if jwk.algorithm_name != alg:
+                raise AuthError("algorithm", f"Token algorithm {alg} does not match its key.")
+            key = jwk.key
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("expired", "The token has expired.") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("not_yet_valid", "The token is not valid yet (nbf).") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("audience", "The token's audience is not accepted.") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("issuer", "The token's issuer is not accepted.") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError("claims", f"The token lacks the required claim {exc.claim!r}.") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("signature", "The token signature is invalid.") from None
+        except Exception:
+            # Any other decode problem (bad base64, bad JSON, bad key material) is the token's fault.
+            raise AuthError("malformed", "The token is invalid.") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise AuthError("claims", "The token's 'sub' claim must be a non-empty string.")
+        exp = claims["exp"]
+        return Principal(
+            sub=sub,
+            roles=_roles_from(claims, self.roles_claim),
+            subject_hash=self.subject_hash(sub),
+            expires_at=float(exp),
+        )

@@ -1,0 +1,67 @@
+"""OpenAI-shaped error bodies: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from starlette.responses import Response
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "upstream_error",
+    503: "upstream_error",
+    504: "upstream_error",
+}
+
+
+class GatewayError(Exception):
+    """An error that becomes an OpenAI-shaped response; raised anywhere, rendered at the edge."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+        # A short machine label for metrics and the audit log.
+        self.kind = kind or code or _TYPES.get(status, "error")
+
+    def body(self) -> bytes:
+        return error_body(self.status, self.message, code=self.code, param=self.param)
+
+    def response(self, request_id: str | None = None) -> Response:
+        headers = dict(self.headers)
+        if request_id:
+            headers["x-request-id"] = request_id
+        return Response(self.body(), status_code=self.status, headers=headers, media_type="application/json")
+
+
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": _TYPES.get(status, "api_error"), "param": param, "code": code}}
+    )
+
+
+def sse_error_event(status: int, message: str, code: str) -> bytes:
+    """An SSE event carrying an OpenAI error (the SDK raises APIError on it)."""
+    return b"data: " + error_body(status, message, code=code) + b"\n\n"

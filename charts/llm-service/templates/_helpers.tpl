@@ -1,0 +1,84 @@
+{{/* llm-service.name: the chart name, or nameOverride. */}}
+{{- define "llm-service.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* llm-service.fullname: prefix for every resource name (release name, plus chart name when different). */}}
+{{- define "llm-service.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* llm-service.chart: chart name and version for the helm.sh/chart label. */}}
+{{- define "llm-service.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* llm-service.selectorLabels: the immutable labels Deployments and Services select on. */}}
+{{- define "llm-service.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llm-service.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* llm-service.labels: standard labels for every object; call with (dict "ctx" $ "component" "x"). */}}
+{{- define "llm-service.labels" -}}
+{{- $ctx := .ctx -}}
+helm.sh/chart: {{ include "llm-service.chart" $ctx }}
+{{ include "llm-service.selectorLabels" $ctx }}
+app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: {{ $ctx.Values.partOf }}
+app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
+llm.example.com/environment: {{ $ctx.Values.environment }}
+{{- end }}
+
+{{/* llm-service.image: repository@digest when a digest is pinned, else repository:tag (tag defaults to appVersion); call with (dict "ctx" $ "image" .Values.x.image "what" "x"). */}}
+{{- define "llm-service.image" -}}
+{{- $img := .image }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else if .ctx.Values.images.requireDigests }}
+{{- fail (printf "%s.image.digest must be set (images.requireDigests is true)" .what) }}
+{{- else }}
+{{- $tag := default .ctx.Chart.AppVersion $img.tag }}
+{{- if eq $tag "latest" }}
+{{- fail (printf "%s.image.tag must not be latest" .what) }}
+{{- end }}
+{{- printf "%s:%s" $img.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* llm-service.serviceAccountName: the ServiceAccount the pods run as. */}}
+{{- define "llm-service.serviceAccountName" -}}
+{{- default (include "llm-service.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{/* llm-service.gatewaySecretName: the Secret with the gateway's secret settings. */}}
+{{- define "llm-service.gatewaySecretName" -}}
+{{- default (printf "%s-gateway" (include "llm-service.fullname" .)) .Values.gateway.secret.name }}
+{{- end }}
+
+{{/* llm-service.scope: PromQL label matchers selecting this release's series. */}}
+{{- define "llm-service.scope" -}}
+namespace="{{ .Release.Namespace }}", pod=~"{{ include "llm-service.fullname" . }}-.*"
+{{- end }}
+
+{{/* llm-service.containerSecurityContext: the hardened container security context shared by both containers. */}}
+{{- define "llm-service.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}

@@ -1,0 +1,52 @@
+"""`rollback-controller`: serve the Alertmanager webhook that turns rollback alerts into git reverts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pipeline import promotion as pm
+from pipeline.context import RunContext
+from pipeline.gitops import resolve_remote
+
+log = logging.getLogger(__name__)
+
+NAME = "rollback-controller"
+HELP = "Alertmanager webhook receiver (v4): revert the bad promotion of an env when its rollback alert fires"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9095)
+    parser.add_argument("--gitops-repo", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)")
+    parser.add_argument("--work-dir", type=Path, help="where the private work copy lives (default: run dir)")
+    parser.add_argument("--envs", default=",".join(pm.ENVS), help="envs this controller may roll back")
+    parser.add_argument("--rate-limit", type=int, default=1, help="max automatic rollbacks per env per window")
+    parser.add_argument("--rate-window", type=float, default=3600.0, help="rate-limit window in seconds")
+    parser.add_argument("--stale-tolerance", type=float, default=60.0, help="clock-skew allowance for stale alerts (s)")
+    parser.add_argument("--audit-file", type=Path, help="also append audit lines (JSON) to this file")
+
+
+def main(args: argparse.Namespace, ctx: RunContext) -> int:
+    import uvicorn
+
+    from pipeline.controller import ControllerConfig, create_app
+
+    cfg = ControllerConfig.from_env(
+        resolve_remote(args.gitops_repo, ctx.repo_root),
+        args.work_dir or ctx.run_dir / "work",
+        envs=tuple(e for e in args.envs.split(",") if e),
+        rate_limit=args.rate_limit,
+        rate_window=args.rate_window,
+        stale_tolerance=args.stale_tolerance,
+        audit_file=args.audit_file,
+    )
+    try:
+        app = create_app(cfg)
+    except ValueError as exc:
+        ctx.console.print(f"[red]rollback-controller: {exc}[/red]")
+        return 2
+    log.info("rollback-controller on %s:%d, GitOps remote %s", args.host, args.port, cfg.gitops_repo)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0

@@ -1,0 +1,91 @@
+"""`status`: what runs in each env according to git, since when, who put it there, and why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+from rich.table import Table
+
+from pipeline import promotion as pm
+from pipeline.context import RunContext
+from pipeline.gitops import GitOpsError, GitOpsRepo, resolve_remote, work_dir_for
+
+log = logging.getLogger(__name__)
+
+NAME = "status"
+HELP = "Show per env: pinned digests and model, since when, who promoted it, evidence, frozen"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gitops-repo", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def collect(repo: GitOpsRepo) -> list[dict[str, Any]]:
+    rows = []
+    for env in pm.ENVS:
+        if not repo.file(f"environments/{env}").is_dir():
+            continue
+        rel = pm.read_release(repo, env)
+        last = pm.pinned_since(repo, env)
+        freeze = pm.read_freeze(repo, env)
+        evidence = pm.read_evidence(repo, env, rel.id) if rel else None
+        gates = {k: v.get("status") for k, v in (evidence or {}).get("gates", {}).items()}
+        by = ""
+        if last:
+            by = last.trailer("Promoted-By") or last.trailer("Rolled-Back-By") or last.author
+        rows.append(
+            {
+                "env": env,
+                "release": rel.id if rel else None,
+                "gateway_digest": rel.gateway_digest if rel else None,
+                "vllm_digest": rel.vllm_digest if rel else None,
+                "model_revision": rel.model_revision if rel else None,
+                "images_built": rel.images_built if rel else None,
+                "since": pm.iso(last.date) if last else None,
+                "by": by,
+                "commit": last.sha if last else None,
+                "change": last.subject if last else None,
+                "approved_by": last.trailer_all("Approved-By") if last else [],
+                "evidence": pm.evidence_path(env, rel.id) if evidence and rel else None,
+                "gates": gates,
+                "frozen": freeze.as_dict(),
+            }
+        )
+    return rows
+
+
+def main(args: argparse.Namespace, ctx: RunContext) -> int:
+    try:
+        repo = GitOpsRepo(resolve_remote(args.gitops_repo, ctx.repo_root), work_dir_for(ctx.run_dir / "work"))
+        repo.sync()
+        rows = collect(repo)
+    except GitOpsError as exc:
+        ctx.console.print(f"[red]status: {exc}[/red]")
+        return 1
+    (ctx.run_dir / "status.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(rows, indent=2))  # noqa: T201 - machine output on stdout by request
+        return 0
+    table = Table(title=f"GitOps status ({repo.remote})")
+    for col in ("env", "release", "digests (gateway / vllm)", "model", "since", "by", "evidence", "frozen"):
+        table.add_column(col)
+    for r in rows:
+        short = lambda d: (d or "-").removeprefix("sha256:")[:12]  # noqa: E731
+        gates = " ".join(f"{k}:{v}" for k, v in sorted(r["gates"].items())) or "-"
+        frozen = r["frozen"]
+        table.add_row(
+            r["env"],
+            r["release"] or "(none)",
+            f"{short(r['gateway_digest'])} / {short(r['vllm_digest'])}",
+            r["model_revision"] or "-",
+            r["since"] or "-",
+            r["by"] + (f" (approved: {', '.join(r['approved_by'])})" if r["approved_by"] else ""),
+            gates,
+            f"[red]FROZEN[/red] by {frozen['by']}: {frozen['reason']}" if frozen["frozen"] else "no",
+        )
+    ctx.console.print(table)
+    return 0

@@ -1,0 +1,343 @@
+"""The rollback controller: Alertmanager webhook (v4) in, `git revert` of the bad promotion out.
+
+State lives in git only (incident keys and rate-limit history are commit trailers), so the
+controller is restartable at any moment: a kill -9 mid-rollback leaves the remote untouched
+(nothing was pushed) or fully rolled back (the push happened); the next notification
+completes the rollback or is recognised as a duplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline import promotion as pm
+from pipeline.gitops import Commit, GitOpsRepo
+from pipeline.stages import rollback
+
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("pipeline.controller.audit")
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    status: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: str = Field("", alias="startsAt")
+    ends_at: str = Field("", alias="endsAt")
+    fingerprint: str = ""
+
+
+class WebhookPayload(BaseModel):
+    """Alertmanager webhook payload, version 4."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    version: str
+    group_key: str = Field("", alias="groupKey")
+    status: str = ""
+    receiver: str = ""
+    truncated_alerts: int = Field(0, alias="truncatedAlerts")
+    alerts: list[Alert] = Field(default_factory=list)
+
+
+@dataclass
+class ControllerConfig:
+    gitops_repo: str
+    work_root: Path
+    envs: tuple[str, ...] = pm.ENVS
+    bearer_token: str | None = None
+    basic_user: str | None = None
+    basic_password: str | None = None
+    # At most `rate_limit` automatic rollbacks per env within `rate_window` seconds.
+    rate_limit: int = 1
+    rate_window: float = 3600.0
+    # An alert that started this long before the current pins were committed predates them.
+    stale_tolerance: float = 60.0
+    rollback_label: str = "rollback"
+    env_label: str = "env"
+    actor: str = "rollback-controller"
+    audit_file: Path | None = None
+    attempts: int = 5
+
+    @classmethod
+    def from_env(cls, gitops_repo: str, work_root: Path, **kw: Any) -> ControllerConfig:
+        """Credentials from the environment or mounted secret files (never from argv)."""
+
+        def secret(name: str) -> str | None:
+            path = os.environ.get(f"{name}_FILE")
+            if path:
+                return Path(path).read_text().strip()
+            return os.environ.get(name) or None
+
+        return cls(
+            gitops_repo=gitops_repo,
+            work_root=work_root,
+            bearer_token=secret("ROLLBACK_CONTROLLER_TOKEN"),
+            basic_user=secret("ROLLBACK_CONTROLLER_BASIC_USER"),
+            basic_password=secret("ROLLBACK_CONTROLLER_BASIC_PASSWORD"),
+            **kw,
+        )
+
+    def auth_configured(self) -> bool:
+        return bool(self.bearer_token) or bool(self.basic_user and self.basic_password)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.rollbacks = Counter(
+            "rollback_controller_rollbacks",
+            "Rollback decisions by env and outcome (rolled_back, duplicate, rate_limited, ...).",
+            ["env", "outcome"],
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "rollback_controller_webhooks",
+            "Webhook requests by result (accepted, unauthorized, invalid, error).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.last_rollback = Gauge(
+            "rollback_controller_last_rollback_timestamp_seconds",
+            "Unix time of the last rollback commit pushed, by env.",
+            ["env"],
+            registry=self.registry,
+        )
+
+
+def incident_key(env: str, alert: Alert) -> str:
+    """One incident = one firing episode of one alert series (fingerprint + startsAt)."""
+    fp = alert.fingerprint or hashlib.sha256(json.dumps(alert.labels, sort_keys=True).encode()).hexdigest()[:16]
+    name = alert.labels.get("alertname", "")
+    return hashlib.sha256(f"{env}|{name}|{fp}|{alert.starts_at}".encode()).hexdigest()[:20]
+
+
+def parse_time(text: str) -> dt.datetime | None:
+    """RFC 3339 as Alertmanager sends it (nanoseconds, Z) → aware datetime; None if unparsable."""
+    m = re.match(r"^(.*?T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$", text.strip())
+    if not m:
+        return None
+    frac = f".{m.group(2)[:6]}" if m.group(2) else ""
+    tz = (m.group(3) or "Z").replace("Z", "+00:00")
+    try:
+        return dt.datetime.fromisoformat(f"{m.group(1)}{frac}{tz}")
+    except ValueError:
+        return None
+
+
+class Controller:
+    """Decides and performs rollbacks; one at a time (git serializes across replicas too)."""
+
+    def __init__(self, cfg: ControllerConfig) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self._lock = threading.Lock()
+        # A fresh private work copy per process: a killed predecessor's copy is never reused.
+        cfg.work_root.mkdir(parents=True, exist_ok=True)
+        from pipeline.gitops import work_dir_for
+
+        self.repo = GitOpsRepo(cfg.gitops_repo, work_dir_for(cfg.work_root, "controller"))
+        # Fast-path memory of handled incidents; git trailers are the durable record.
+        self._seen: dict[str, str] = {}
+
+    # -------------------------------------------------------------- auth
+
+    def authorized(self, header: str | None) -> bool:
+        if not header:
+            return False
+        scheme, _, cred = header.partition(" ")
+        if scheme.lower() == "bearer" and self.cfg.bearer_token:
+            return hmac.compare_digest(cred.strip().encode(), self.cfg.bearer_token.encode())
+        if scheme.lower() == "basic" and self.cfg.basic_user and self.cfg.basic_password:
+            try:
+                user, _, pw = base64.b64decode(cred.strip()).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            ok_user = hmac.compare_digest(user.encode(), self.cfg.basic_user.encode())
+            ok_pw = hmac.compare_digest(pw.encode(), self.cfg.basic_password.encode())
+            return ok_user and ok_pw
+        return False
+
+    # -------------------------------------------------------------- audit
+
+    def audit(self, **fields: Any) -> None:
+        line = json.dumps({"ts": pm.iso(pm.utcnow()), **fields}, sort_keys=True, default=str)
+        audit_log.info(line)
+        if self.cfg.audit_file:
+            with self.cfg.audit_file.open("a") as fh:
+                fh.write(line + "\n")
+
+    # -------------------------------------------------------------- decisions
+
+    def handle(self, payload: WebhookPayload) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        candidates: dict[str, Alert] = {}
+        for alert in payload.alerts:
+            env = alert.labels.get(self.cfg.env_label, "")
+            base = {"alertname": alert.labels.get("alertname", ""), "env": env, "status": alert.status}
+            if alert.status != "firing":
+                results.append({**base, "outcome": "ignored", "detail": "not firing"})
+            elif alert.labels.get(self.cfg.rollback_label) != "true":
+                results.append({**base, "outcome": "ignored", "detail": f'no {self.cfg.rollback_label}="true" label'})
+            elif not env:
+                results.append({**base, "outcome": "ignored", "detail": f"no {self.cfg.env_label} label"})
+            elif env not in self.cfg.envs:
+                self.metrics.rollbacks.labels(env=env, outcome="unknown_env").inc()
+                results.append(
+                    {**base, "outcome": "unknown_env", "detail": f"env {env!r} is not one of {self.cfg.envs}"}
+                )
+            else:
+                # One rollback per env per notification: the earliest-starting alert is the incident.
+                if env not in candidates or alert.starts_at < candidates[env].starts_at:
+                    candidates[env] = alert
+        for env, alert in sorted(candidates.items()):
+            results.append(self._rollback(env, alert, payload.group_key))
+        for r in results:
+            self.audit(event="decision", group_key=payload.group_key, **r)
+        return results
+
+    def _rollback(self, env: str, alert: Alert, group_key: str) -> dict[str, Any]:
+        key = incident_key(env, alert)
+        base = {"alertname": alert.labels.get("alertname", ""), "env": env, "status": "firing", "incident": key}
+        with self._lock:
+            if key in self._seen:
+                self.metrics.rollbacks.labels(env=env, outcome="duplicate").inc()
+                return {**base, "outcome": "duplicate", "detail": f"incident already handled: {self._seen[key]}"}
+            reason = f"alert {base['alertname']} firing since {alert.starts_at}" + (
+                f": {alert.annotations['summary']}" if alert.annotations.get("summary") else ""
+            )
+            opts = rollback.RollbackOptions(
+                env=env,
+                reason=reason,
+                actor=self.cfg.actor,
+                gitops_repo=self.cfg.gitops_repo,
+                trigger="alert",
+                trailers=[
+                    ("Alert-Name", base["alertname"]),
+                    ("Alert-Fingerprint", alert.fingerprint),
+                    ("Alert-Starts-At", alert.starts_at),
+                    ("Alert-Group-Key", group_key),
+                    ("Incident", key),
+                ],
+                guard=lambda repo, history: self._guard(env, key, alert, history),
+                attempts=self.cfg.attempts,
+            )
+            self.audit(event="rollback_start", **base)
+            out = rollback.execute(opts, self.repo)
+            outcome, detail = out.status, out.detail
+            if outcome == "noop":
+                outcome, _, detail = detail.partition(": ")
+            elif outcome == "refused":
+                outcome = "nothing_to_roll_back"
+            self.metrics.rollbacks.labels(env=env, outcome=outcome).inc()
+            if outcome == "rolled_back":
+                self.metrics.last_rollback.labels(env=env).set_to_current_time()
+            if outcome in ("rolled_back", "duplicate", "already_rolled_back"):
+                self._seen[key] = detail
+            return {**base, "outcome": outcome, "detail": detail, "commit": out.sha}
+
+    def _guard(self, env: str, key: str, alert: Alert, history: list[Commit]) -> str | None:
+        """Re-checked on every fresh base: duplicates, already rolled back, stale alerts, rate limit."""
+        for c in history:
+            if c.trailer("Incident") == key:
+                return f"duplicate: incident {key} already rolled back in {c.sha[:12]}"
+        if history and history[0].trailer("Rollback-Env") == env:
+            last = history[0]
+            return (
+                f"already_rolled_back: the current pins of {env} come from rollback {last.sha[:12]} "
+                f"({last.trailer('Rollback-Reason')}); going further back needs a human (`pipeline rollback`)"
+            )
+        started = parse_time(alert.starts_at)
+        if history and started is not None:
+            pinned = history[0].date
+            if started < pinned - dt.timedelta(seconds=self.cfg.stale_tolerance):
+                return f"stale: alert started {alert.starts_at}, before the current pins of {env} ({pm.iso(pinned)})"
+        now = pm.utcnow()
+        recent = [
+            c
+            for c in history
+            if c.trailer("Rollback-Env") == env
+            and c.trailer("Rollback-Trigger") == "alert"
+            and (now - c.date).total_seconds() < self.cfg.rate_window
+        ]
+        if len(recent) >= self.cfg.rate_limit:
+            return (
+                f"rate_limited: {len(recent)} automatic rollback(s) of {env} in the last "
+                f"{self.cfg.rate_window:.0f}s (limit {self.cfg.rate_limit})"
+            )
+        return None
+
+
+def create_app(cfg: ControllerConfig) -> FastAPI:
+    if not cfg.auth_configured():
+        raise ValueError(
+            "no webhook credentials: set ROLLBACK_CONTROLLER_TOKEN(_FILE) or "
+            "ROLLBACK_CONTROLLER_BASIC_USER/ROLLBACK_CONTROLLER_BASIC_PASSWORD(_FILE)"
+        )
+    ctl = Controller(cfg)
+    app = FastAPI(title="rollback-controller", docs_url=None, redoc_url=None)
+    app.state.controller = ctl
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(ctl.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def receive(body: bytes, authorization: str | None) -> JSONResponse:
+        if not ctl.authorized(authorization):
+            ctl.metrics.webhooks.labels(result="unauthorized").inc()
+            ctl.audit(event="unauthorized")
+            return JSONResponse(
+                {"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="rollback"'}
+            )
+        try:
+            payload = WebhookPayload.model_validate_json(body)
+        except ValidationError as exc:
+            ctl.metrics.webhooks.labels(result="invalid").inc()
+            return JSONResponse({"error": f"not an Alertmanager webhook payload: {exc.error_count()} error(s)"}, 400)
+        if payload.version != "4":
+            ctl.metrics.webhooks.labels(result="invalid").inc()
+            return JSONResponse({"error": f"unsupported webhook payload version {payload.version!r} (want 4)"}, 400)
+        results = ctl.handle(payload)
+        failed = any(r["outcome"] == "error" for r in results)
+        ctl.metrics.webhooks.labels(result="error" if failed else "accepted").inc()
+        # 5xx makes Alertmanager retry: exactly what we want when git was unreachable.
+        return JSONResponse({"results": results}, status_code=500 if failed else 200)
+
+    @app.post("/webhook")
+    async def webhook(request: Request, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
+        body = await request.body()
+        # Git work happens in a worker thread; the event loop stays free for /healthz.
+        import anyio
+
+        return await anyio.to_thread.run_sync(receive, body, authorization)
+
+    return app
+
+
+def summarize(results: list[Mapping[str, Any]]) -> str:
+    return ", ".join(f"{r.get('env')}:{r.get('outcome')}" for r in results)

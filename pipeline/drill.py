@@ -1,0 +1,418 @@
+"""The rollback drill: a bad release is promoted, the real alert fires, git is reverted, errors stop.
+
+Everything is real except the cluster: Prometheus and Alertmanager (Debian packages), the
+gateway and the vLLM-compatible simulator (pipeline.stack), the rollback controller (its own
+process, talking HTTP), a local GitOps remote, and pipeline.sync_agent standing in for Argo CD.
+The alert's expression and labels come from the chart's PrometheusRule (helm template), with
+only the time windows shortened; the Alertmanager route matchers come from the
+rollback-controller chart's values, so the drill fails if they stop lining up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from ruamel.yaml import YAML
+
+from pipeline import promotion as pm
+from pipeline.context import RunContext
+from pipeline.gitops import GitOpsRepo, ensure_local_remote
+from pipeline.procs import free_port, running
+from pipeline.release import Release
+from pipeline.result import StageResult, Status
+from pipeline.stages import promote
+from pipeline.sync_agent import SyncAgent, simulator_applier
+from pipeline.tools import REPO_ROOT, require
+
+log = logging.getLogger(__name__)
+
+ALERT = "LLMHighErrorRate"
+ERROR_RATIO_RECORD = "llm:gateway_errors:ratio_rate5m"
+
+
+@dataclass
+class DrillConfig:
+    env: str = "staging"
+    # Drill timers (production values come from the charts; see production_timers()).
+    window: str = "10s"
+    interval: str = "1s"
+    alert_for: str = "0s"
+    error_rate: float = 0.5
+    rps: float = 25.0
+    timeout: float = 90.0
+
+
+@dataclass
+class DrillReport:
+    ok: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    git: dict[str, Any] = field(default_factory=dict)
+    traffic: dict[str, int] = field(default_factory=dict)
+    production: dict[str, str] = field(default_factory=dict)
+
+
+def _yaml_all(text: str) -> list[Any]:
+    return [d for d in YAML(typ="safe").load_all(text) if d]
+
+
+def chart_alert_rules(env: str, cfg: DrillConfig) -> tuple[dict[str, Any], float, dict[str, str]]:
+    """The chart's error-ratio recording rule + rollback alert for `env`, with drill windows.
+
+    Returns (rules file content, threshold, label set the scraped series need to match).
+    """
+    helm = require("helm")
+    args = [helm, "template", "llm", str(REPO_ROOT / "charts" / "llm-service"), "--namespace", f"llm-{env}"]
+    for f in ("values.yaml", "release.yaml"):
+        path = REPO_ROOT / "environments" / env / f
+        if path.exists():
+            args += ["-f", str(path)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    rule_doc = next(d for d in _yaml_all(out) if d.get("kind") == "PrometheusRule")
+    rules = [r for g in rule_doc["spec"]["groups"] for r in g["rules"]]
+    record = next(r for r in rules if r.get("record") == ERROR_RATIO_RECORD)
+    alert = next(r for r in rules if r.get("alert") == ALERT)
+    shorten = lambda expr: re.sub(r"\[\d+[smhd]\]", f"[{cfg.window}]", expr)  # noqa: E731
+    drill_rules = {
+        "groups": [
+            {
+                "name": "drill",
+                "interval": cfg.interval,
+                "rules": [
+                    {"record": record["record"], "expr": shorten(record["expr"])},
+                    {**alert, "expr": shorten(alert["expr"]), "for": cfg.alert_for},
+                ],
+            }
+        ]
+    }
+    threshold = float(alert["expr"].rsplit(">", 1)[1].strip())
+    # Give the scraped gateway the labels the chart's selectors expect (namespace, pod, ...).
+    target_labels: dict[str, str] = {}
+    for name, op, value in re.findall(r'(\w+)\s*(=~|=)\s*"([^"]*)"', record["expr"]):
+        if name in ("status", "__name__") or op == "=~" and name != "pod":
+            continue
+        target_labels[name] = value.replace(".*", "drill-0") if op == "=~" else value
+    return drill_rules, threshold, target_labels
+
+
+def route_matchers() -> list[dict[str, str]]:
+    """The AlertmanagerConfig route matchers of charts/rollback-controller (values.yaml)."""
+    values = YAML(typ="safe").load((REPO_ROOT / "charts" / "rollback-controller" / "values.yaml").read_text())
+    return list(values["alertmanagerConfig"]["matchers"])
+
+
+def production_timers(env: str) -> dict[str, str]:
+    """What the production settings of the charts give, for the report."""
+    y = YAML(typ="safe")
+    svc = y.load((REPO_ROOT / "charts" / "llm-service" / "values.yaml").read_text())
+    env_values_file = REPO_ROOT / "environments" / env / "values.yaml"
+    env_values = y.load(env_values_file.read_text()) if env_values_file.exists() else {}
+    alerts = {**svc["monitoring"]["alerts"], **((env_values or {}).get("monitoring", {}) or {}).get("alerts", {})}
+    ctl = y.load((REPO_ROOT / "charts" / "rollback-controller" / "values.yaml").read_text())["alertmanagerConfig"]
+    return {
+        "alert": f"{ALERT}: 5m rate window, threshold {alerts['errorRateRatio']}, for {alerts['errorRateFor']}",
+        "breach_to_firing": f"≈ scrape+eval (30s–1m) + for {alerts['errorRateFor']}",
+        "firing_to_webhook": f"groupWait {ctl['groupWait']} (repeat {ctl['repeatInterval']})",
+        "webhook_to_revert": "≈ 1 s (one git transaction)",
+        "revert_to_recovered": "Argo CD: up to 3 min polling (timeout.reconciliation) or seconds with a git webhook, + rollout",
+    }
+
+
+def _wait(what: str, cond: Callable[[], bool], deadline: float, step: float = 0.2) -> float:
+    while time.monotonic() < deadline:
+        if cond():
+            return time.monotonic()
+        time.sleep(step)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class Traffic(threading.Thread):
+    """Steady chat completions through the gateway; counts statuses per second."""
+
+    def __init__(self, url: str, token: str, model: str, rps: float) -> None:
+        super().__init__(name="drill-traffic", daemon=True)
+        self.url, self.token, self.model, self.period = url, token, model, 1.0 / rps
+        self.stop_event = threading.Event()
+        self.counts: dict[str, int] = {}
+        self.last_error_at = 0.0
+
+    def run(self) -> None:
+        body = {"model": self.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 4}
+        with httpx.Client(timeout=5, headers={"Authorization": f"Bearer {self.token}"}) as client:
+            while not self.stop_event.is_set():
+                t0 = time.monotonic()
+                try:
+                    code = str(client.post(f"{self.url}/v1/chat/completions", json=body).status_code)
+                except httpx.HTTPError:
+                    code = "transport"
+                self.counts[code] = self.counts.get(code, 0) + 1
+                if code.startswith("5") or code == "transport":
+                    self.last_error_at = time.monotonic()
+                self.stop_event.wait(max(0.0, self.period - (time.monotonic() - t0)))
+
+
+def _drill_release(n: int, bad: bool) -> Release:
+    h = lambda s: "sha256:" + hashlib.sha256(s.encode()).hexdigest()  # noqa: E731
+    return Release(
+        id=f"0.{n}.0+drill{'-bad' if bad else ''}",
+        commit=hashlib.sha1(f"drill{n}".encode()).hexdigest(),  # noqa: S324 - an id, not security
+        chart_version="0.1.0",
+        gateway_digest=h(f"drill-gateway-{n}"),
+        vllm_digest=h(f"drill-vllm-{n}"),
+        model_revision="drill",
+        images_built=False,
+    )
+
+
+def _evidence() -> dict[str, StageResult]:
+    # Drill releases are synthetic; their gates are marked as such in the evidence.
+    return {g: StageResult(stage=g, status=Status.PASSED, summary="drill: synthetic gate") for g in pm.GATE_STAGES}
+
+
+def _promote(remote: str, rel: Release, env: str, work: Path, actor: str) -> None:
+    ctx = RunContext(run_dir=work, console=RunContext(run_dir=work).console)
+    r = promote.run(
+        promote.PromoteOptions(to="dev", release=rel, evidence=_evidence(), run_id="drill", gitops_repo=remote, actor=actor),
+        ctx,
+    )
+    if not r.ok:
+        raise RuntimeError(f"drill: promote {rel.id} to dev refused: {[c.detail for c in r.checks]}")
+    if env != "dev":
+        for target in pm.ENVS[1 : pm.ENVS.index(env) + 1]:
+            opts = promote.PromoteOptions(
+                to=target,
+                gitops_repo=remote,
+                policy_profile="local",
+                approvers=["drill-approver-1", "drill-approver-2"],
+                allow_unbuilt_images=True,
+                actor=actor,
+            )
+            r = promote.run(opts, ctx)
+            if not r.ok:
+                raise RuntimeError(f"drill: promote {rel.id} to {target} refused: {[c.detail for c in r.checks]}")
+
+
+@contextlib.contextmanager
+def _monitoring(
+    work: Path, rules: dict[str, Any], gateway_target: str, target_labels: dict[str, str], webhook_url: str, token_file: Path
+) -> Iterator[tuple[str, str]]:
+    """Real Alertmanager + Prometheus on free loopback ports; stopped by PID on exit."""
+    y = YAML(typ="safe")
+    y.default_flow_style = False
+    am_port, prom_port = free_port(), free_port()
+    matchers = [f'{m["name"]}{m.get("matchType", "=")}"{m["value"]}"' for m in route_matchers()]
+    am_cfg = {
+        "route": {
+            "receiver": "blackhole",
+            "routes": [
+                {
+                    "receiver": "rollback-controller",
+                    "matchers": matchers,
+                    "group_by": ["alertname", "env"],
+                    "group_wait": "1s",
+                    "group_interval": "1s",
+                    "repeat_interval": "1h",
+                }
+            ],
+        },
+        "receivers": [
+            {"name": "blackhole"},
+            {
+                "name": "rollback-controller",
+                "webhook_configs": [
+                    {
+                        "url": webhook_url,
+                        "send_resolved": True,
+                        "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}},
+                    }
+                ],
+            },
+        ],
+    }
+    with (work / "alertmanager.yml").open("w") as fh:
+        y.dump(am_cfg, fh)
+    with (work / "rules.yml").open("w") as fh:
+        y.dump(rules, fh)
+    prom_cfg = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(work / "rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+        "scrape_configs": [
+            {"job_name": "gateway", "static_configs": [{"targets": [gateway_target], "labels": target_labels}]}
+        ],
+    }
+    with (work / "prometheus.yml").open("w") as fh:
+        y.dump(prom_cfg, fh)
+    subprocess.run([require("promtool"), "check", "rules", str(work / "rules.yml")], check=True, capture_output=True)
+    am_argv = [
+        require("prometheus-alertmanager"),
+        f"--config.file={work / 'alertmanager.yml'}",
+        f"--storage.path={work / 'am-data'}",
+        f"--web.listen-address=127.0.0.1:{am_port}",
+        "--cluster.listen-address=",
+    ]
+    prom_argv = [
+        require("prometheus"),
+        f"--config.file={work / 'prometheus.yml'}",
+        f"--storage.tsdb.path={work / 'prom-data'}",
+        f"--web.listen-address=127.0.0.1:{prom_port}",
+    ]
+    am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
+    with (
+        running("alertmanager", am_argv, work / "logs" / "alertmanager.log", ready_url=f"{am_url}/-/ready"),
+        running("prometheus", prom_argv, work / "logs" / "prometheus.log", ready_url=f"{prom_url}/-/ready"),
+    ):
+        yield prom_url, am_url
+
+
+def _alert_state(prom_url: str) -> str:
+    r = httpx.get(f"{prom_url}/api/v1/alerts", timeout=5).json()
+    states = [a["state"] for a in r["data"]["alerts"] if a["labels"].get("alertname") == ALERT]
+    return "firing" if "firing" in states else ("pending" if states else "inactive")
+
+
+def _audit(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _mono(wall: float) -> float:
+    """Map a wall-clock time (audit lines, commits) onto time.monotonic()."""
+    return time.monotonic() - (time.time() - wall)
+
+
+def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = log.info) -> DrillReport:
+    from pipeline.stack import local_stack  # the gateway stream's module; imported late (heavier)
+
+    report = DrillReport(production=production_timers(cfg.env))
+    work.mkdir(parents=True, exist_ok=True)
+    env = cfg.env
+    remote = str(ensure_local_remote(work / "gitops.git", REPO_ROOT))
+    v1, v2 = _drill_release(1, bad=False), _drill_release(2, bad=True)
+    profiles = {v2.vllm_digest: {"error_rate": cfg.error_rate, "error_status": 500}}
+    rules, threshold, target_labels = chart_alert_rules(env, cfg)
+    progress(f"alert {ALERT} from the chart: threshold {threshold}, window [{cfg.window}], labels {target_labels}")
+    _promote(remote, v1, env, work / "promote-v1", "drill")
+    token_file = work / "webhook-token"
+    token_file.write_text(secrets.token_urlsafe(24))
+    token_file.chmod(0o600)
+    audit_file = work / "controller-audit.jsonl"
+    ctl_port = free_port()
+    ctl_argv = [
+        sys.executable, "-m", "pipeline", "--run-dir", str(work / "controller-run"), "rollback-controller",
+        "--host", "127.0.0.1", "--port", str(ctl_port), "--gitops-repo", remote,
+        "--audit-file", str(audit_file), "--work-dir", str(work / "controller-work"),
+    ]  # fmt: skip
+    ctl_env = {"ROLLBACK_CONTROLLER_TOKEN_FILE": str(token_file)}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            running(
+                "rollback-controller", ctl_argv, work / "logs" / "controller.log",
+                ready_url=f"http://127.0.0.1:{ctl_port}/healthz", env=ctl_env, cwd=REPO_ROOT,
+            )
+        )  # fmt: skip
+        app = stack.enter_context(local_stack(work / "stack"))
+        gateway_target = app.gateway_url.removeprefix("http://")
+        prom_url, _ = stack.enter_context(
+            _monitoring(work, rules, gateway_target, target_labels, f"http://127.0.0.1:{ctl_port}/webhook", token_file)
+        )
+        agent = SyncAgent(remote, env, work / "sync-agent", simulator_applier(app.upstream_url, profiles)).start()
+        stack.callback(agent.stop)
+        traffic = Traffic(app.gateway_url, app.mint(), app.model, cfg.rps)
+        traffic.start()
+        stack.callback(traffic.stop_event.set)
+        deadline = time.monotonic() + cfg.timeout
+
+        def ratio() -> float | None:
+            q = httpx.get(f"{prom_url}/api/v1/query", params={"query": ERROR_RATIO_RECORD}, timeout=5).json()
+            res = q["data"]["result"]
+            return float(res[0]["value"][1]) if res else None
+
+        def healthy_baseline() -> bool:
+            value = ratio()
+            return value is not None and value < threshold
+
+        _wait("a healthy baseline in Prometheus (v1)", healthy_baseline, deadline)
+        progress(f"v1 {v1.id} healthy in {env}; promoting v2 {v2.id} (bad build)")
+        report.marks["promote"] = time.monotonic()
+        _promote(remote, v2, env, work / "promote-v2", "drill")
+        _wait("the sync agent to apply v2", lambda: any(e.release == v2.id for e in agent.events), deadline, 0.05)
+        report.marks["breach"] = next(e.at for e in agent.events if e.release == v2.id)
+        progress("v2 applied: the simulator now fails requests; waiting for the alert")
+        report.marks["firing"] = _wait("the alert to fire", lambda: _alert_state(prom_url) == "firing", deadline, 0.1)
+        progress("alert firing; waiting for the controller's revert")
+
+        def rolled_back() -> bool:
+            return any(a.get("outcome") == "rolled_back" for a in _audit(audit_file))
+
+        _wait("the controller to roll back", rolled_back, deadline, 0.1)
+        lines = _audit(audit_file)
+        start = next(a for a in lines if a.get("event") == "rollback_start")
+        done = next(a for a in lines if a.get("outcome") == "rolled_back")
+        report.marks["webhook"] = _mono(dt.datetime.fromisoformat(start["ts"].replace("Z", "+00:00")).timestamp())
+        check = GitOpsRepo(remote, work / "check")
+        check.sync()
+        revert = next(c for c in check.log(limit=5) if c.sha == done["commit"])
+        report.marks["revert"] = max(report.marks["webhook"], _mono(revert.date.timestamp()))
+        _wait("the sync agent to apply v1 again", lambda: agent.events[-1].release == v1.id, deadline, 0.05)
+        report.marks["recovered"] = agent.events[-1].at
+        progress("v1 applied again; waiting for errors to stop and the alert to resolve")
+        _wait("errors to stop", lambda: time.monotonic() - traffic.last_error_at > 2.0, deadline)
+        report.marks["errors_stopped"] = traffic.last_error_at
+        report.marks["resolved"] = _wait("the alert to resolve", lambda: _alert_state(prom_url) == "inactive", deadline)
+        traffic.stop_event.set()
+        traffic.join(5)
+        report.traffic = dict(traffic.counts)
+
+        # Final git state: v1 pinned, a revert commit whose reason is the alert, env frozen.
+        check.sync()
+        head = check.log(pm.release_path(env), limit=1)[0]
+        report.git = {
+            "pinned": (pm.read_release(check, env) or v2).id,
+            "head": head.sha,
+            "subject": head.subject,
+            "reason": head.trailer("Rollback-Reason"),
+            "alert": head.trailer("Alert-Name"),
+            "frozen": pm.read_freeze(check, env).frozen,
+            "remote": remote,
+        }
+        if pm.read_release(check, env) != v1:
+            report.problems.append(f"{env} should pin {v1.id}, pins {report.git['pinned']}")
+        if head.trailer("Alert-Name") != ALERT or not head.trailer("Reverts"):
+            report.problems.append(f"last change of {env} is not a revert triggered by {ALERT}: {head.subject}")
+        if not report.git["frozen"]:
+            report.problems.append(f"{env} is not frozen after the rollback")
+        if report.traffic.get("200", 0) == 0:
+            report.problems.append("no successful request during the drill")
+
+    m = report.marks
+    report.timings = {
+        "breach_to_firing": m["firing"] - m["breach"],
+        "firing_to_webhook": m["webhook"] - m["firing"],
+        "webhook_to_revert": m["revert"] - m["webhook"],
+        "revert_to_recovered": m["recovered"] - m["revert"],
+        "breach_to_revert": m["revert"] - m["breach"],
+        "breach_to_recovered": m["recovered"] - m["breach"],
+        "recovered_to_resolved": m["resolved"] - m["recovered"],
+    }
+    if report.timings["breach_to_revert"] > 30:
+        report.problems.append(f"breach → revert took {report.timings['breach_to_revert']:.1f}s (target ≤ 30 s)")
+    report.ok = not report.problems
+    return report

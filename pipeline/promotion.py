@@ -1,0 +1,361 @@
+"""Shared model of the GitOps environments: pins, evidence, freeze state, history, policy.
+
+Used by `promote`, `rollback`, `unfreeze`, `status` and the rollback controller, so they
+all read git the same way. Layout of one env in the GitOps repository:
+
+    environments/<env>/release.yaml               the pins (pipeline.release.Release.to_values)
+    environments/<env>/freeze.yaml                frozen: true|false (+ since, by, reason)
+    environments/<env>/evidence/<release-id>.json gate results + promotion records for that release
+
+Commit trailers (see docs/promotion.md) make every change answerable from `git log` alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import getpass
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+
+from pipeline.gitops import Commit, GitOpsError, GitOpsRepo, flatten, load_yaml_text
+from pipeline.release import Release
+from pipeline.result import StageResult
+from pipeline.tools import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+ENVS = ("dev", "staging", "prod")
+# Gates whose results a release must carry (names of the pipeline stages that produce them).
+GATE_STAGES = ("test", "scan", "smoke", "loadtest")
+POLICY_DIR = REPO_ROOT / "policies"
+
+
+class PromotionError(RuntimeError):
+    """A promotion/rollback cannot proceed; the message says why."""
+
+
+def release_path(env: str) -> str:
+    return f"environments/{env}/release.yaml"
+
+
+def freeze_path(env: str) -> str:
+    return f"environments/{env}/freeze.yaml"
+
+
+def evidence_path(env: str, release_id: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", release_id)
+    return f"environments/{env}/evidence/{safe}.json"
+
+
+def previous_rung(env: str) -> str:
+    idx = ENVS.index(env)
+    return "ci" if idx == 0 else ENVS[idx - 1]
+
+
+def actor_name(explicit: str | None = None) -> str:
+    """Who acts: --by/--actor, else $PIPELINE_ACTOR, else the OS user."""
+    if explicit:
+        return explicit
+    env = os.environ.get("PIPELINE_ACTOR")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------- reading an env
+
+
+def validate_env_yaml(repo: GitOpsRepo, env: str) -> None:
+    """Every YAML file of the env must parse (Argo CD would fail on it anyway): refuse early."""
+    env_dir = repo.file(f"environments/{env}")
+    if not env_dir.is_dir():
+        raise GitOpsError(f"environments/{env}/ does not exist in the GitOps repository")
+    for path in sorted(env_dir.rglob("*.y*ml")):
+        rel = str(path.relative_to(repo.path))
+        load_yaml_text(path.read_text(), rel)
+
+
+def read_release(repo: GitOpsRepo, env: str) -> Release | None:
+    """The pinned release of `env`, or None if nothing valid is pinned yet (placeholders)."""
+    path = repo.file(release_path(env))
+    if not path.exists():
+        return None
+    values = load_yaml_text(path.read_text(), release_path(env)) or {}
+    if not isinstance(values, Mapping):
+        raise GitOpsError(f"{release_path(env)}: expected a mapping at the top level")
+    try:
+        rel = Release.from_values(json.loads(json.dumps(values, default=str)))
+    except ValidationError:
+        return None
+    # The seed files carry a syntactically valid placeholder (all-zero commit): nothing promoted yet.
+    if not rel.id or set(rel.commit) <= {"0"}:
+        return None
+    return rel
+
+
+def same_pins(a: Release | None, b: Release | None) -> bool:
+    if a is None or b is None:
+        return False
+    keys = ("id", "gateway_digest", "vllm_digest", "model_revision", "chart_version")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+def pin_updates(rel: Release) -> dict[tuple[str, ...], Any]:
+    """Exactly the keys a promotion may change in release.yaml."""
+    return flatten(rel.to_values())
+
+
+@dataclass(frozen=True)
+class Freeze:
+    frozen: bool
+    since: str = ""
+    by: str = ""
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frozen": self.frozen, "since": self.since, "by": self.by, "reason": self.reason}
+
+
+def read_freeze(repo: GitOpsRepo, env: str) -> Freeze:
+    path = repo.file(freeze_path(env))
+    if not path.exists():
+        return Freeze(False)
+    doc = load_yaml_text(path.read_text(), freeze_path(env)) or {}
+    return Freeze(
+        frozen=bool(doc.get("frozen", False)),
+        since=str(doc.get("since") or ""),
+        by=str(doc.get("by") or ""),
+        reason=str(doc.get("reason") or ""),
+    )
+
+
+def read_evidence(repo: GitOpsRepo, env: str, release_id: str) -> dict[str, Any] | None:
+    path = repo.file(evidence_path(env, release_id))
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise GitOpsError(f"{evidence_path(env, release_id)}: not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def pinned_since(repo: GitOpsRepo, env: str) -> Commit | None:
+    """The commit that last changed the env's pins (promotion or rollback)."""
+    commits = repo.log(release_path(env), limit=1)
+    return commits[0] if commits else None
+
+
+# ---------------------------------------------------------------- evidence
+
+
+def _as_dict(result: StageResult | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(result, StageResult):
+        return result.model_dump(mode="json")
+    return dict(result)
+
+
+def evidence_bundle(
+    rel: Release, results: Mapping[str, StageResult | Mapping[str, Any]], run_id: str
+) -> dict[str, Any]:
+    """The bundle a ci run hands to the dev promotion: each gate's outcome bound to the release digests."""
+    gates: dict[str, Any] = {}
+    for name, raw in results.items():
+        r = _as_dict(raw)
+        skipped = [c.get("name") for c in r.get("checks", []) if c.get("status") == "skipped"]
+        gates[name] = {
+            "status": str(r.get("status", "unknown")),
+            "summary": str(r.get("summary", "")),
+            "numbers": r.get("numbers", {}),
+            "skipped_checks": skipped,
+            "cached": bool(r.get("cached", False)),
+            "run_id": run_id,
+            # The same ci run built the release and ran the gate: the gate vouches for these digests.
+            "digests": {"gateway": rel.gateway_digest, "vllm": rel.vllm_digest},
+        }
+    return {"schema": 1, "release": rel.model_dump(mode="json"), "run_id": run_id, "gates": gates, "promotions": []}
+
+
+def merge_stage_files(bundle: dict[str, Any], files: Sequence[Path], rel: Release, run_id: str) -> None:
+    """Attach extra stage results (e.g. a staging load test) given as StageResult JSON files."""
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        name = str(data.get("stage") or Path(f).stem)
+        bundle["gates"].update(evidence_bundle(rel, {name: data}, run_id)["gates"])
+
+
+# ---------------------------------------------------------------- Argo CD sync windows
+
+
+def _cron_field(spec: str, lo: int, hi: int) -> set[int]:
+    out: set[int] = set()
+    for part in spec.split(","):
+        rng, _, step_s = part.partition("/")
+        step = int(step_s) if step_s else 1
+        if rng == "*":
+            a, b = lo, hi
+        elif "-" in rng:
+            a_s, b_s = rng.split("-", 1)
+            a, b = int(a_s), int(b_s)
+        else:
+            a = int(rng)
+            b = hi if step_s else a
+        out.update(range(a, b + 1, step))
+    return out
+
+
+def cron_matches(expr: str, t: dt.datetime) -> bool:
+    """Standard 5-field cron (the dialect Argo CD sync windows use), minute resolution."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron expression needs 5 fields: {expr!r}")
+    minute, hour, dom, month, dow = fields
+    dows = {d % 7 for d in _cron_field(dow, 0, 7)}
+    dom_ok = t.day in _cron_field(dom, 1, 31)
+    dow_ok = (t.isoweekday() % 7) in dows
+    # Cron's rule: when both day fields are restricted, either may match.
+    day_ok = (dom_ok or dow_ok) if (dom != "*" and dow != "*") else (dom_ok and dow_ok)
+    return (
+        t.minute in _cron_field(minute, 0, 59)
+        and t.hour in _cron_field(hour, 0, 23)
+        and t.month in _cron_field(month, 1, 12)
+        and day_ok
+    )
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """Go-style durations as Argo CD writes them: 1h, 30m, 1h30m, 90s."""
+    parts = re.findall(r"(\d+)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        raise ValueError(f"not a duration: {text!r}")
+    units = {"h": 3600, "m": 60, "s": 1}
+    return dt.timedelta(seconds=sum(int(n) * units[u] for n, u in parts))
+
+
+def window_active(window: Mapping[str, Any], now: dt.datetime) -> bool:
+    tz = ZoneInfo(str(window.get("timeZone") or "UTC"))
+    duration = parse_duration(str(window.get("duration", "0m")))
+    local = now.astimezone(tz).replace(second=0, microsecond=0)
+    # A window is active if one of its start minutes lies in (now - duration, now].
+    steps = min(int(duration.total_seconds() // 60), 7 * 24 * 60)
+    return any(cron_matches(str(window["schedule"]), local - dt.timedelta(minutes=m)) for m in range(steps))
+
+
+def _docs(repo: GitOpsRepo, rel_dir: str) -> Iterable[Mapping[str, Any]]:
+    base = repo.file(rel_dir)
+    if not base.is_dir():
+        return
+    for path in sorted(base.rglob("*.y*ml")):
+        text = path.read_text()
+        for chunk in re.split(r"^---\s*$", text, flags=re.M):
+            if not chunk.strip():
+                continue
+            try:
+                doc = load_yaml_text(chunk, str(path.relative_to(repo.path)))
+            except GitOpsError:
+                log.warning("skipping unparsable %s while reading sync windows", path.name)
+                continue
+            if isinstance(doc, Mapping):
+                yield doc
+
+
+def _app_identity(repo: GitOpsRepo, env: str) -> tuple[set[str], set[str]]:
+    """Application names and namespaces the ApplicationSet generates for `env` (best effort)."""
+    names, namespaces = {env, f"llm-service-{env}"}, {env, f"llm-{env}", f"llm-service-{env}"}
+    for doc in _docs(repo, "environments/argocd"):
+        if doc.get("kind") != "ApplicationSet":
+            continue
+        tmpl = (doc.get("spec") or {}).get("template") or {}
+        subst = lambda s: re.sub(r"\{\{\s*\.?path\.basename\s*\}\}", env, str(s))  # noqa: E731
+        if (tmpl.get("metadata") or {}).get("name"):
+            names.add(subst(tmpl["metadata"]["name"]))
+        ns = ((tmpl.get("spec") or {}).get("destination") or {}).get("namespace")
+        if ns:
+            namespaces.add(subst(ns))
+    return names, namespaces
+
+
+def sync_windows(repo: GitOpsRepo, env: str, now: dt.datetime) -> dict[str, Any]:
+    """Which AppProject sync windows apply to `env` and which are active now."""
+    names, namespaces = _app_identity(repo, env)
+    out: dict[str, Any] = {"active_deny": [], "active_allow": [], "allow_defined": False, "allow_windows": []}
+    for doc in _docs(repo, "environments/argocd"):
+        if doc.get("kind") != "AppProject":
+            continue
+        for w in (doc.get("spec") or {}).get("syncWindows") or []:
+            apps, nss = w.get("applications") or [], w.get("namespaces") or []
+            applies = any(fnmatch.fnmatch(n, g) for g in apps for n in names) or any(
+                fnmatch.fnmatch(n, g) for g in nss for n in namespaces
+            )
+            if not applies:
+                continue
+            label = f"{w.get('kind')} '{w.get('schedule')}' for {w.get('duration')} ({w.get('timeZone') or 'UTC'})"
+            active = window_active(w, now)
+            if w.get("kind") == "allow":
+                out["allow_defined"] = True
+                out["allow_windows"].append(label)
+                if active:
+                    out["active_allow"].append(label)
+            elif w.get("kind") == "deny" and active:
+                out["active_deny"].append(label)
+    return out
+
+
+# ---------------------------------------------------------------- policy
+
+
+def load_policy_data(profile: str = "production") -> dict[str, Any]:
+    """data.promotion from promotion.data.json, overlaid by promotion.<profile>.json if not production."""
+    data: dict[str, Any] = json.loads((POLICY_DIR / "promotion.data.json").read_text())
+    if profile != "production":
+        overlay_file = POLICY_DIR / f"promotion.{profile}.json"
+        if not overlay_file.exists():
+            raise PromotionError(f"unknown policy profile {profile!r}: {overlay_file.name} does not exist")
+        _deep_merge(data, json.loads(overlay_file.read_text()))
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def evaluate_policy(policy_input: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    """Run policies/promotion.rego (Rego v1, regorus) and return every denial, sorted."""
+    import regorus
+
+    engine = regorus.Engine()
+    engine.add_policy_from_file(str(POLICY_DIR / "promotion.rego"))
+    engine.add_data(json.loads(json.dumps(data)))
+    engine.set_input(json.loads(json.dumps(policy_input, default=str)))
+    result = engine.eval_rule("data.main.deny")
+    return sorted(str(m) for m in (result or []))

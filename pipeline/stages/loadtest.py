@@ -1,0 +1,319 @@
+"""`loadtest`: Locust streaming load through the gateway, judged by the env's SLO file.
+
+Without `--target` the simulator and the gateway start locally (torn down after); with it,
+the load goes to that URL (a token from $LOADTEST_TOKEN or `--token-file`). Writes into
+the run directory: Locust's CSV/JSON/HTML, samples.jsonl, slo.json, PNG plots and
+loadtest.md linking them. FAILED names every breached threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtests import slo as slo_mod
+from loadtests.runner import LocustRun, LocustSpec, run_locust
+from pipeline.context import RunContext
+from pipeline.procs import ProcessFailed
+from pipeline.result import Check, StageResult, Status, Timer
+
+log = logging.getLogger(__name__)
+
+NAME = "loadtest"
+HELP = "Locust streaming load through the gateway; SLO gate on TTFT/ITL/E2E, errors, throughput, goodput"
+CACHE_INPUTS = ("app", "pipeline", "loadtests", "pyproject.toml", "uv.lock")
+DEFAULT_MODEL = "sim-llama"
+# The simulator profile the local gate runs against: small, steady latencies like a lightly
+# loaded GPU replica, so the dev thresholds have room on a shared CI machine.
+DEFAULT_SIMULATOR_ARGS: tuple[str, ...] = ("--ttft-ms", "40", "--itl-ms", "8", "--max-num-seqs", "32")
+# Roles of the minted load-test tokens; admin may use every model (see app/gateway RBAC).
+TOKEN_ROLES = ("admin",)
+
+
+@dataclass
+class LoadtestOptions:
+    env: str = "dev"
+    target: str | None = None
+    duration: float | None = None
+    users: int | None = None
+    shape: str | None = None
+    workers: int = 0
+    model: str = DEFAULT_MODEL
+    slo_file: Path | None = None
+    # For --target: JWTs, one per line (else $LOADTEST_TOKEN, else no Authorization header).
+    token_file: Path | None = None
+    # Extra simulator flags (later ones win), e.g. ("--ttft-ms", "1500") to plant a slow model.
+    simulator_args: Sequence[str] = field(default_factory=tuple)
+    seed: int = 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env", default="dev", choices=["dev", "staging", "prod"], help="SLO file loadtests/slo/ENV.yaml"
+    )
+    parser.add_argument("--target", help="gateway URL to load (default: start simulator + gateway locally)")
+    parser.add_argument("--duration", type=float, help="seconds of load (default: the SLO file's run.duration_s)")
+    parser.add_argument("--users", type=int, help="concurrent users (default: the SLO file's run.users)")
+    parser.add_argument("--shape", choices=["steady", "ramp", "spike"], help="load shape (default: SLO file)")
+    parser.add_argument("--workers", type=int, default=0, help="distributed: a Locust master + N local workers")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="served model name (default: %(default)s)")
+    parser.add_argument("--slo-file", type=Path, help="SLO YAML instead of loadtests/slo/ENV.yaml")
+    parser.add_argument("--token-file", type=Path, help="with --target: JWTs, one per line (else $LOADTEST_TOKEN)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for prompts and lengths")
+    sim = parser.add_argument_group("local simulator (ignored with --target)")
+    sim.add_argument("--sim-ttft-ms", type=float, help="simulator time to first token (plant a slow model)")
+    sim.add_argument("--sim-itl-ms", type=float, help="simulator inter-token latency")
+    sim.add_argument("--sim-error-rate", type=float, help="simulator share of requests answered with an error")
+    sim.add_argument(
+        "--sim-arg", action="append", default=[], metavar="ARG", help="raw simulator flag, e.g. --sim-arg=--seed=3"
+    )
+
+
+def simulator_args_from(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    for flag, value in (
+        ("--ttft-ms", args.sim_ttft_ms),
+        ("--itl-ms", args.sim_itl_ms),
+        ("--error-rate", args.sim_error_rate),
+    ):
+        if value is not None:
+            out += [flag, f"{value:g}"]
+    return out + list(args.sim_arg)
+
+
+def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
+    opts = LoadtestOptions(
+        env=args.env,
+        target=args.target,
+        duration=args.duration,
+        users=args.users,
+        shape=args.shape,
+        workers=args.workers,
+        model=args.model,
+        slo_file=args.slo_file,
+        token_file=args.token_file,
+        simulator_args=tuple(simulator_args_from(args)),
+        seed=args.seed,
+    )
+    return run(opts, ctx)
+
+
+def _gate_checks(gate: dict[str, Any]) -> list[Check]:
+    checks = []
+    for r in gate["rows"]:
+        if r["value"] is None:
+            detail = r.get("detail") or "no data"
+        else:
+            unit = f" {r['unit']}" if r["unit"] else ""
+            verdict = "within:" if r["passed"] else "BREACHED:"
+            detail = f"{verdict} {r['value']:.3f}{unit} {r['op']} {r['limit']:g}{unit} (margin {r['margin']:+.3f})"
+            if r.get("detail"):
+                detail += f"; {r['detail']}"
+        numbers = {} if r["value"] is None else {"value": r["value"], "limit": r["limit"]}
+        checks.append(
+            Check(
+                name=f"slo:{r['name']}",
+                status=Status.PASSED if r["passed"] else Status.FAILED,
+                detail=detail,
+                numbers=numbers,
+            )
+        )
+    return checks
+
+
+def _numbers(gate: dict[str, Any]) -> dict[str, float]:
+    s = gate["summary"]
+    out: dict[str, float] = {}
+    for key in ("requests", "ok", "failed", "warmup_excluded", "window_s", "rps", "output_tokens_per_s", "error_rate"):
+        if s.get(key) is not None:
+            out[key] = float(s[key])
+    for key in ("goodput_ratio", "goodput_rps"):
+        if s.get(key) is not None:
+            out[key] = float(s[key])
+    for metric, pcts in s.get("latency_ms", {}).items():
+        for q, v in pcts.items():
+            if v is not None and q != "mean":
+                out[f"{metric.removesuffix('_ms')}_{q}_ms"] = float(v)
+    return out
+
+
+def _write_summary(ctx: RunContext, result: StageResult, gate: dict[str, Any] | None, files: list[Path]) -> Path:
+    from loadtests.gate import GateReport, Row, Summary
+
+    lines = [f"# Load test: {result.status.value.upper()}", "", result.summary, ""]
+    if gate is not None:
+        rows = [Row.from_dict(r) for r in gate["rows"]]
+        report = GateReport(
+            env=gate["env"], passed=gate["passed"], rows=rows, summary=Summary(), aborted=gate["aborted"]
+        )
+        lines += ["## SLO gate", "", report.markdown(), ""]
+        if gate["aborted"]:
+            lines += [f"**Aborted early:** {gate['aborted']}", ""]
+    lines += ["## Files", ""]
+    for p in files:
+        rel = os.path.relpath(p, ctx.run_dir)
+        lines.append(f"![{p.stem}]({rel})" if p.suffix == ".png" else f"- [{p.name}]({rel})")
+    path = ctx.run_dir / "loadtest.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _breach(r: dict[str, Any]) -> str:
+    """`ttft.p95 1701 ms > 1000 ms` (the inverted operator reads as what went wrong)."""
+    if r["value"] is None:
+        return f"{r['name']} ({r.get('detail') or 'no data'})"
+    unit = f" {r['unit']}" if r["unit"] else ""
+    bad_op = ">" if r["op"] == "<=" else "<"
+    return f"{r['name']} {r['value']:.3g}{unit} {bad_op} {r['limit']:g}{unit}"
+
+
+def _headline(slo: slo_mod.SLO, gate: dict[str, Any]) -> str:
+    s = gate["summary"]
+    lat = s["latency_ms"]
+
+    def fmt(v: float | None, spec: str) -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    return (
+        f"{slo.env}: {s['requests']} requests in {s['window_s']:.0f}s, {fmt(s['rps'], '.1f')} req/s, "
+        f"{fmt(s['output_tokens_per_s'], '.0f')} tok/s, TTFT p95 {fmt(lat['ttft_ms']['p95'], '.0f')} ms, "
+        f"ITL p95 {fmt(lat['itl_ms']['p95'], '.0f')} ms, errors {fmt((s['error_rate'] or 0) * 100, '.1f')}%, "
+        f"goodput {fmt((s['goodput_ratio'] or 0) * 100, '.0f')}%"
+    )
+
+
+def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
+    """Load the SLO, reach or start the service, run Locust, gate, plot, report."""
+    checks: list[Check] = []
+    evidence: dict[str, Any] = {"env": opts.env, "target": opts.target, "model": opts.model}
+    slo_path = opts.slo_file or slo_mod.path_for(opts.env)
+    try:
+        slo = slo_mod.load(slo_path)
+    except slo_mod.SLOFileError as exc:
+        return StageResult(
+            stage=NAME,
+            status=Status.FAILED,
+            summary=str(exc).splitlines()[0],
+            checks=[Check(name="slo-file", status=Status.FAILED, detail=str(exc))],
+        )
+    users = opts.users or slo.run.users
+    duration = opts.duration or slo.run.duration_s
+    if duration <= slo.run.warmup_s:
+        return StageResult(
+            stage=NAME,
+            status=Status.FAILED,
+            summary=f"--duration {duration:g}s leaves nothing after the {slo.run.warmup_s:g}s warm-up",
+        )
+    evidence.update(
+        slo_file=str(slo_path),
+        users=users,
+        duration_s=duration,
+        shape=opts.shape or slo.run.shape,
+        workers=opts.workers,
+        warmup_s=slo.run.warmup_s,
+    )
+    out_dir = ctx.run_dir / "loadtest"
+    run_result: LocustRun | None = None
+    with Timer() as total:
+        try:
+            run_result = _run_against_service(opts, ctx, slo, slo_path, users, duration, out_dir, evidence)
+        except ProcessFailed as exc:
+            checks.append(Check(name="stack", status=Status.FAILED, detail=str(exc)[-2000:]))
+    files: list[Path] = []
+    gate: dict[str, Any] | None = None
+    if run_result is not None:
+        gate = run_result.gate
+        files += run_result.artifacts()
+        evidence["locust_exit_code"] = run_result.exit_code
+        if gate is None:
+            tail = (
+                "\n".join(run_result.logs[0].read_text(errors="replace").splitlines()[-25:])
+                if run_result.logs[0].exists()
+                else ""
+            )
+            checks.append(
+                Check(
+                    name="locust",
+                    status=Status.FAILED,
+                    detail=f"no slo.json (exit code {run_result.exit_code}, timed out: {run_result.timed_out}):\n{tail}",
+                )
+            )
+        else:
+            checks += _gate_checks(gate)
+            from loadtests.plots import run_plots
+
+            try:
+                files += run_plots(run_result.samples, gate["t_start"], slo, out_dir, gate["t_end"])
+            except Exception as exc:  # a plot bug must not hide the gate verdict
+                log.exception("plotting failed")
+                checks.append(Check(name="plots", status=Status.FAILED, detail=f"{type(exc).__name__}: {exc}"))
+        files += [p for p in (out_dir / "slo.json", out_dir / "samples.jsonl") if p.exists()]
+    result = StageResult.from_checks(NAME, checks, evidence=evidence, logs=str(out_dir), seconds=total.seconds)
+    if gate is not None:
+        result.numbers = _numbers(gate)
+        result.evidence["slo"] = {k: gate[k] for k in ("passed", "aborted", "rows")}
+        breached = [_breach(r) for r in gate["rows"] if not r["passed"]]
+        result.summary = _headline(slo, gate) + (f"; BREACHED: {'; '.join(breached)}" if breached else "; all SLOs met")
+    else:
+        result.summary = "; ".join(f"{c.name}: {c.detail.splitlines()[0]}" for c in result.failures()) or "no result"
+    summary_md = _write_summary(ctx, result, gate, files)
+    result.artifacts = [os.path.relpath(p, ctx.run_dir) for p in [summary_md, *files]]
+    return result
+
+
+def _run_against_service(
+    opts: LoadtestOptions,
+    ctx: RunContext,
+    slo: slo_mod.SLO,
+    slo_path: Path,
+    users: int,
+    duration: float,
+    out_dir: Path,
+    evidence: dict[str, Any],
+) -> LocustRun:
+    spec = LocustSpec(
+        host="",
+        out_dir=out_dir,
+        users=users,
+        duration_s=duration,
+        slo_file=slo_path,
+        shape=opts.shape or "",
+        model=opts.model,
+        workers=opts.workers,
+        seed=opts.seed,
+        timeout_s=slo.run.timeout_s,
+    )
+    if opts.target:
+        spec.host = opts.target.rstrip("/")
+        if opts.token_file:
+            spec.token_file = opts.token_file
+        ctx.progress(f"load: {users} users for {duration:g}s against {spec.host}")
+        return run_locust(spec)
+    from pipeline.stack import local_stack  # imported late so `--help` stays light
+
+    sim_args = (*DEFAULT_SIMULATOR_ARGS, *opts.simulator_args)
+    evidence["simulator_args"] = list(sim_args)
+    ctx.progress("starting the simulator and the gateway")
+    with local_stack(ctx.run_dir / "stack", model=opts.model, simulator_args=sim_args) as stack:
+        evidence["gateway_url"] = stack.gateway_url
+        spec.host = stack.gateway_url.rstrip("/")
+        # One JWT per simulated user, so per-subject rate limits and audit see distinct clients.
+        token_file = out_dir / "tokens.txt"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        token_file.touch(mode=0o600)
+        token_file.write_text(
+            "".join(
+                stack.mint(sub=f"loadtest-{i}", roles=TOKEN_ROLES, ttl=int(duration) + 600) + "\n" for i in range(users)
+            )
+        )
+        spec.token_file = token_file
+        try:
+            ctx.progress(f"load: {users} users for {duration:g}s ({spec.shape or slo.run.shape}) through the gateway")
+            return run_locust(spec)
+        finally:
+            token_file.unlink(missing_ok=True)  # bearer tokens never outlive the run

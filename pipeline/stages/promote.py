@@ -1,0 +1,300 @@
+"""`promote`: write a release's pins into an env of the GitOps repository, if policy allows.
+
+- dev takes the release and evidence of a ci run (`ci` calls `run()` with them);
+- staging/prod copy exactly the pins of the source env (default: the rung below).
+
+One commit per promotion, with trailers and the evidence bundle; re-promoting the same
+release is a no-op; a refusal lists every unmet rule of policies/promotion.rego.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import promotion as pm
+from pipeline.context import RunContext
+from pipeline.gitops import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, work_dir_for
+from pipeline.release import Release
+from pipeline.result import Check, StageResult, Status, Timer
+
+log = logging.getLogger(__name__)
+
+NAME = "promote"
+HELP = "Promote a release into dev|staging|prod of the GitOps repo (policy-checked, one commit with evidence)"
+
+
+@dataclass
+class PromoteOptions:
+    to: str
+    # dev only: the release a ci run produced, and its stage results (the evidence).
+    release: Release | None = None
+    evidence: Mapping[str, StageResult | Mapping[str, Any]] | None = None
+    run_id: str | None = None
+    source: str | None = None
+    approvers: Sequence[str] = ()
+    dry_run: bool = False
+    gitops_repo: str | None = None
+    policy_profile: str = "production"
+    allow_unbuilt_images: bool = False
+    trivy_reports: Path | None = None
+    extra_evidence: Sequence[Path] = ()
+    actor: str | None = None
+    now: dt.datetime | None = None
+    attempts: int = 5
+    notes: list[str] = field(default_factory=list)
+
+
+class Refused(Exception):
+    def __init__(self, denials: list[str]) -> None:
+        super().__init__("; ".join(denials))
+        self.denials = denials
+
+
+class DryRunDone(Exception):
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--to", required=True, choices=pm.ENVS, help="target environment")
+    parser.add_argument("--from", dest="source", choices=pm.ENVS, help="source env (default: the rung below)")
+    parser.add_argument("--approve", action="append", default=[], metavar="NAME", help="an approver (repeat)")
+    parser.add_argument("--dry-run", action="store_true", help="evaluate policy, change nothing")
+    parser.add_argument("--gitops-repo", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)")
+    parser.add_argument(
+        "--policy-profile",
+        default="production",
+        help="policy parameters: production (default) or an overlay such as `local` (recorded in the commit)",
+    )
+    parser.add_argument(
+        "--allow-unbuilt-images", action="store_true", help="accept a release without registry images (recorded)"
+    )
+    parser.add_argument("--trivy-reports", type=Path, help="VulnerabilityReports (JSON/YAML list) for the prod gate")
+    parser.add_argument(
+        "--evidence", dest="extra_evidence", action="append", default=[], type=Path, help="extra StageResult JSON"
+    )
+    parser.add_argument("--release-file", type=Path, help="dev only: a Release JSON (as written by `build`)")
+    parser.add_argument("--actor", help="who promotes (default: $PIPELINE_ACTOR or the OS user)")
+
+
+def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
+    release = None
+    if args.release_file:
+        release = Release.model_validate_json(args.release_file.read_text())
+    return run(
+        PromoteOptions(
+            to=args.to,
+            release=release,
+            source=args.source,
+            approvers=args.approve,
+            dry_run=args.dry_run,
+            gitops_repo=args.gitops_repo,
+            policy_profile=args.policy_profile,
+            allow_unbuilt_images=args.allow_unbuilt_images,
+            trivy_reports=args.trivy_reports,
+            extra_evidence=args.extra_evidence,
+            actor=args.actor,
+        ),
+        ctx,
+    )
+
+
+def _trivy_operator(opts: PromoteOptions, rel: Release, now: dt.datetime, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Input for the trivy-operator rule. The live path (reading the cluster) needs a Kubernetes API."""
+    if not params.get("trivy_operator_required", {}).get(opts.to, False):
+        return {"passed": True, "evaluated": False, "detail": "not required for this env"}
+    if opts.trivy_reports is None:
+        return {
+            "passed": False,
+            "evaluated": False,
+            "detail": "no VulnerabilityReports given (--trivy-reports FILE, e.g. `kubectl get vulnerabilityreports -o json`)",
+        }
+    try:
+        from pipeline import trivy_operator  # written by the pipeline-core stream
+    except ImportError:
+        return {"passed": False, "evaluated": False, "detail": "pipeline.trivy_operator is not available"}
+    from ruamel.yaml import YAML
+
+    raw = YAML(typ="safe").load(opts.trivy_reports.read_text())
+    reports = raw.get("items", []) if isinstance(raw, dict) else list(raw or [])
+    max_age = dt.timedelta(seconds=float(params.get("trivy_operator_max_age_seconds", 86400)))
+    res: Any = trivy_operator.gate(reports, [rel.gateway_digest, rel.vllm_digest], now, max_age)
+    passed = bool(getattr(res, "ok", getattr(res, "passed", False)))
+    detail = str(getattr(res, "summary", "") or getattr(res, "detail", "") or res)
+    return {"passed": passed, "evaluated": True, "detail": detail}
+
+
+def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
+    target = opts.to
+    if target not in pm.ENVS:
+        raise ValueError(f"unknown env {target!r}")
+    source = opts.source or pm.previous_rung(target)
+    actor = pm.actor_name(opts.actor)
+    run_id = opts.run_id or ctx.run_dir.name
+    checks: list[Check] = []
+    outcome: dict[str, Any] = {}
+
+    def mutate(repo: GitOpsRepo) -> Message | None:
+        now = opts.now or pm.utcnow()
+        outcome.clear()
+        pm.validate_env_yaml(repo, target)
+        if source == "ci":
+            if opts.release is None:
+                raise pm.PromotionError(
+                    f"promote --to {target}: the release comes from a ci run (python -m pipeline ci)"
+                )
+            rel = opts.release
+            bundle = pm.evidence_bundle(rel, opts.evidence or {}, run_id)
+            soak = {"since": pm.iso(now), "elapsed_seconds": 0}
+        else:
+            pm.validate_env_yaml(repo, source)
+            found = pm.read_release(repo, source)
+            if found is None:
+                raise pm.PromotionError(f"nothing is pinned in <{source}> yet: promote into {source} first")
+            rel = found
+            bundle = pm.read_evidence(repo, source, rel.id) or {"release": {}, "gates": {}, "promotions": []}
+            since = pm.pinned_since(repo, source)
+            since_t = since.date if since else now
+            soak = {"since": pm.iso(since_t), "elapsed_seconds": max(0.0, (now - since_t).total_seconds())}
+        if opts.extra_evidence:
+            pm.merge_stage_files(bundle, opts.extra_evidence, rel, run_id)
+        current = pm.read_release(repo, target)
+        outcome["release"] = rel
+        if pm.same_pins(current, rel):
+            outcome["noop"] = True
+            return None
+
+        data = pm.load_policy_data(opts.policy_profile)
+        params = data["promotion"]
+        freeze = pm.read_freeze(repo, target)
+        policy_input = {
+            "kind": "PromotionRequest",
+            "target": target,
+            "source": source,
+            "actor": actor,
+            "release": rel.model_dump(mode="json"),
+            "evidence": bundle,
+            "soak": soak,
+            "approvers": list(opts.approvers),
+            "freeze": freeze.as_dict(),
+            "sync_windows": pm.sync_windows(repo, target, now),
+            "trivy_operator": _trivy_operator(opts, rel, now, params),
+            "allow_unbuilt_images": opts.allow_unbuilt_images,
+        }
+        denials = pm.evaluate_policy(policy_input, data)
+        outcome["input"] = policy_input
+        if denials:
+            raise Refused(denials)
+        if opts.dry_run:
+            raise DryRunDone()
+
+        # Round-trip edit of exactly the pins; anything else moving aborts the promotion.
+        edit_yaml(repo.file(pm.release_path(target)), pm.pin_updates(rel), pm.release_path(target))
+        record = {
+            "from": source,
+            "to": target,
+            "at": pm.iso(now),
+            "by": actor,
+            "approvers": sorted({a.lower() for a in opts.approvers}),
+            "run_id": run_id,
+            "policy_profile": params.get("profile", opts.policy_profile),
+            "soak_seconds": round(float(soak["elapsed_seconds"])),
+            "images_built": rel.images_built,
+            "unbuilt_images_allowed": opts.allow_unbuilt_images and not rel.images_built,
+            "trivy_operator": policy_input["trivy_operator"],
+        }
+        bundle = {**bundle, "promotions": [*bundle.get("promotions", []), record]}
+        ev_rel = pm.evidence_path(target, rel.id)
+        pm.write_json(repo.file(ev_rel), bundle)
+        outcome["evidence_path"] = ev_rel
+        return _message(rel, source, target, actor, opts, run_id, ev_rel, bundle, str(record["policy_profile"]))
+
+    with Timer() as t:
+        remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
+        repo = GitOpsRepo(remote, work_dir_for(ctx.run_dir / "work"))
+        try:
+            tx = repo.transact(mutate, attempts=opts.attempts)
+        except Refused as exc:
+            checks += [Check(name="policy", status=Status.FAILED, detail=d) for d in exc.denials]
+            rel = outcome.get("release")
+            summary = f"refused {rel.id if rel else '?'} {source} → {target}: {len(exc.denials)} unmet rule(s)"
+            return StageResult.from_checks(NAME, checks, summary=summary, evidence=_ev(outcome, source, target))
+        except DryRunDone:
+            rel = outcome["release"]
+            checks.append(Check(name="policy", status=Status.PASSED, detail="all promotion rules met"))
+            return StageResult.from_checks(
+                NAME,
+                checks,
+                summary=f"dry run: {rel.id} may go {source} → {target}",
+                evidence=_ev(outcome, source, target),
+            )
+        except (GitOpsError, pm.PromotionError, OSError, json.JSONDecodeError) as exc:
+            checks.append(Check(name="gitops", status=Status.FAILED, detail=f"{exc} (nothing pushed)"))
+            return StageResult.from_checks(NAME, checks, summary=f"promotion to {target} failed: {exc}")
+    rel = outcome["release"]
+    if not tx.changed:
+        checks.append(Check(name="idempotent", status=Status.PASSED, detail=f"{target} already runs {rel.id}"))
+        return StageResult.from_checks(
+            NAME, checks, summary=f"no-op: {target} already at {rel.id}", evidence={"target": target, "release": rel.id}
+        )
+    checks.append(Check(name="policy", status=Status.PASSED, detail="all promotion rules met"))
+    checks.append(Check(name="push", status=Status.PASSED, detail=f"{tx.sha} after {tx.attempts} attempt(s)"))
+    return StageResult.from_checks(
+        NAME,
+        checks,
+        summary=f"promoted {rel.id} {source} → {target} as {tx.sha[:12] if tx.sha else ''}",
+        seconds=t.seconds,
+        evidence={**_ev(outcome, source, target), "commit": tx.sha, "remote_is_local": opts.gitops_repo is None},
+    )
+
+
+def _ev(outcome: Mapping[str, Any], source: str, target: str) -> dict[str, Any]:
+    rel = outcome.get("release")
+    return {
+        "source": source,
+        "target": target,
+        "release": rel.model_dump(mode="json") if rel else None,
+        "evidence_path": outcome.get("evidence_path"),
+    }
+
+
+def _message(
+    rel: Release,
+    source: str,
+    target: str,
+    actor: str,
+    opts: PromoteOptions,
+    run_id: str,
+    ev_rel: str,
+    bundle: Mapping[str, Any],
+    profile: str,
+) -> Message:
+    gates = bundle.get("gates", {})
+    body = "\n".join(
+        [f"Promote release {rel.id} (commit {rel.commit[:12]}) from {source} to {target}.", "", "Gates:"]
+        + [f"  {name:10} {g.get('status', '?'):8} {g.get('summary', '')}"[:200] for name, g in sorted(gates.items())]
+    )
+    trailers = [
+        ("Promote-From", source),
+        ("Promote-To", target),
+        ("Release-Id", rel.id),
+        ("Release-Commit", rel.commit),
+        ("Chart-Version", rel.chart_version),
+        ("Gateway-Digest", rel.gateway_digest),
+        ("Vllm-Digest", rel.vllm_digest),
+        ("Model-Revision", rel.model_revision),
+        ("Images-Built", "true" if rel.images_built else "false (local executor)"),
+        ("Run-Id", run_id),
+        ("Promoted-By", actor),
+    ]
+    trailers += [("Approved-By", a) for a in sorted({a.lower() for a in opts.approvers})]
+    if opts.allow_unbuilt_images and not rel.images_built:
+        trailers.append(("Unbuilt-Images-Allowed-By", actor))
+    trailers += [("Policy-Profile", profile), ("Evidence", ev_rel)]
+    return Message(subject=f"promote({target}): {rel.id} from {source}", body=body, trailers=trailers, author=actor)

@@ -1,0 +1,324 @@
+"""`scan`: Trivy secret scan of the repository, config scan of Dockerfiles (and a rendered
+chart), CycloneDX SBOM, and vulnerability scans of images + the lockfile where a
+vulnerability DB exists.
+
+Gate: no CRITICAL/HIGH vulnerability with a fix available, no CRITICAL/HIGH
+misconfiguration, no secret — except entries of the ignore file, each with a reason and an
+unexpired date (an expired or reasonless entry fails the gate).
+
+No DB here (none can be downloaded): the vulnerability check is SKIPPED with the reason,
+never passed. In CI/Dagger the DB is downloaded (`--download-db`, the default there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import trivy_ignore
+from pipeline.checks import run_command, tail
+from pipeline.context import RunContext
+from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.tools import find
+
+log = logging.getLogger(__name__)
+
+NAME = "scan"
+HELP = "Trivy: secrets, Dockerfile/chart config, SBOM (CycloneDX), image + lockfile vulnerabilities; ignore-file gate"
+CACHE_INPUTS = (".",)  # the secret scan reads every file
+CACHE_TOOLS = ("trivy",)
+GATE_SEVERITIES = ("CRITICAL", "HIGH")
+SKIP_DIRS = (
+    ".git",
+    ".venv",
+    ".tools",
+    ".runs",
+    ".cache",
+    ".gitops",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "node_modules",
+    "dist",
+    "build",
+)
+
+
+@dataclass
+class ScanOptions:
+    root: Path | None = None
+    images: list[str] = field(default_factory=list)  # image refs (repo@sha256:...) to scan for vulnerabilities
+    render_dir: Path | None = None  # rendered manifests to config-scan
+    ignorefile: Path | None = None  # default: <root>/.trivyignore.yaml
+    download_db: bool | None = None  # None: only under the Dagger executor
+    today: dt.date | None = None  # for tests: the date expiry is judged against
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, help="directory to scan (default: this repository)")
+    parser.add_argument(
+        "--image", dest="images", action="append", default=[], help="image ref to scan for vulnerabilities (repeatable)"
+    )
+    parser.add_argument("--render-dir", type=Path, help="rendered chart manifests to config-scan")
+    parser.add_argument("--ignorefile", type=Path, help="ignore file (default: .trivyignore.yaml at the root)")
+    parser.add_argument(
+        "--download-db",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="download the vulnerability DB if absent (default: yes under Dagger, no locally)",
+    )
+
+
+def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
+    return run(
+        ScanOptions(
+            root=args.root,
+            images=args.images,
+            render_dir=args.render_dir,
+            ignorefile=args.ignorefile,
+            download_db=args.download_db,
+        ),
+        ctx,
+    )
+
+
+def trivy_cache_dir() -> Path:
+    return Path(os.environ.get("TRIVY_CACHE_DIR") or Path.home() / ".cache" / "trivy")
+
+
+def db_present(cache_dir: Path | None = None) -> bool:
+    return ((cache_dir or trivy_cache_dir()) / "db" / "trivy.db").is_file()
+
+
+def _skip_args() -> list[str]:
+    out: list[str] = []
+    for d in SKIP_DIRS:
+        out += ["--skip-dirs", d, "--skip-dirs", f"**/{d}"]
+    return out
+
+
+def _load_json(text: str) -> dict[str, Any]:
+    start = text.find("{")
+    try:
+        data = json.loads(text[start:]) if start >= 0 else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _trivy_json(name: str, argv: list[str], root: Path, out: Path, report: Path) -> tuple[Check | None, dict[str, Any]]:
+    """Run a trivy command writing JSON to `report`; return (failure check or None, parsed report)."""
+    check, output = run_command(name, [*argv, "--format", "json", "--output", str(report)], cwd=root, log_dir=out)
+    if check.status is not Status.PASSED:
+        return check, {}
+    try:
+        return None, json.loads(report.read_text())
+    except (OSError, ValueError) as exc:
+        return Check(name=name, status=Status.FAILED, detail=f"unreadable trivy report: {exc}; {tail(output)}"), {}
+
+
+def gate_secrets(report: dict[str, Any], ignores: trivy_ignore.IgnoreFile) -> tuple[list[str], list[str]]:
+    """(violations, ignored) — each names the file, line and rule."""
+    bad: list[str] = []
+    ignored: list[str] = []
+    for res in report.get("Results") or []:
+        for s in res.get("Secrets") or []:
+            what = f"{res.get('Target')}:{s.get('StartLine')} {s.get('RuleID')} ({s.get('Severity')}: {s.get('Title')})"
+            (ignored if ignores.match("secrets", str(s.get("RuleID")), str(res.get("Target"))) else bad).append(what)
+    return bad, ignored
+
+
+def gate_misconfigs(report: dict[str, Any], ignores: trivy_ignore.IgnoreFile) -> tuple[list[str], list[str], int]:
+    bad: list[str] = []
+    ignored: list[str] = []
+    total = 0
+    for res in report.get("Results") or []:
+        for m in res.get("Misconfigurations") or []:
+            if m.get("Status", "FAIL") != "FAIL":
+                continue
+            total += 1
+            if m.get("Severity") not in GATE_SEVERITIES:
+                continue
+            mid = str(m.get("AVDID") or m.get("ID"))
+            what = f"{res.get('Target')}: {m.get('ID')} {m.get('Severity')} {m.get('Title')}"
+            target = str(res.get("Target"))
+            matched = ignores.match("misconfigurations", mid, target) or ignores.match(
+                "misconfigurations", str(m.get("ID")), target
+            )
+            (ignored if matched else bad).append(what)
+    return bad, ignored, total
+
+
+def gate_vulnerabilities(
+    report: dict[str, Any], ignores: trivy_ignore.IgnoreFile
+) -> tuple[list[str], list[str], dict[str, float]]:
+    """CRITICAL/HIGH with a FixedVersion and no valid ignore entry → violation."""
+    bad: list[str] = []
+    ignored: list[str] = []
+    counts: dict[str, float] = {}
+    for res in report.get("Results") or []:
+        for v in res.get("Vulnerabilities") or []:
+            sev = str(v.get("Severity", "UNKNOWN"))
+            counts[sev] = counts.get(sev, 0) + 1
+            if sev not in GATE_SEVERITIES or not v.get("FixedVersion"):
+                continue
+            vid = str(v.get("VulnerabilityID"))
+            what = f"{vid} {sev} {v.get('PkgName')} {v.get('InstalledVersion')} → {v.get('FixedVersion')} ({res.get('Target')})"
+            pkg_path = str(v.get("PkgPath") or res.get("Target") or "")
+            (ignored if ignores.match("vulnerabilities", vid, pkg_path) else bad).append(what)
+    return bad, ignored, counts
+
+
+def _verdict(name: str, bad: list[str], ignored: list[str], ok_detail: str, seconds: float) -> Check:
+    if bad:
+        more = f" (+{len(bad) - 10} more)" if len(bad) > 10 else ""
+        return Check(
+            name=name, status=Status.FAILED, detail="; ".join(bad[:10]) + more, seconds=seconds,
+            numbers={"violations": len(bad), "ignored": len(ignored)},
+        )  # fmt: skip
+    note = f"; {len(ignored)} ignored by the ignore file" if ignored else ""
+    return Check(
+        name=name, status=Status.PASSED, detail=ok_detail + note, seconds=seconds, numbers={"ignored": len(ignored)}
+    )
+
+
+def _config_targets(root: Path, render_dir: Path | None) -> list[Path]:
+    targets = sorted(
+        p
+        for p in (root / "app").rglob("*")
+        if p.is_file() and (p.name == "Dockerfile" or p.name.endswith(".Dockerfile"))
+    )
+    if render_dir is not None:
+        targets.append(render_dir)
+    return targets
+
+
+def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
+    root = (opts.root or ctx.repo_root).resolve()
+    out = ctx.run_dir / NAME
+    out.mkdir(parents=True, exist_ok=True)
+    checks: list[Check] = []
+    artifacts: list[str] = []
+    trivy = find("trivy")
+    if trivy is None:
+        check = Check(name="trivy", status=Status.FAILED, detail="trivy not installed (`make venv`)")
+        return StageResult.from_checks(NAME, [check], summary=check.detail)
+    ignore_path = opts.ignorefile or root / ".trivyignore.yaml"
+    common = ["--quiet", "--timeout", "10m"]
+    with Timer() as total:
+        ignores = trivy_ignore.load(ignore_path, opts.today)
+        if ignores.problems:
+            checks.append(Check(name="ignorefile", status=Status.FAILED, detail="; ".join(ignores.problems)))
+        else:
+            checks.append(
+                Check(name="ignorefile", status=Status.PASSED, detail=f"{len(ignores.entries)} valid entries")
+            )
+
+        # Secrets in the working tree (tracked or not: a local leak is still a leak).
+        ctx.progress("scan: trivy fs --scanners secret")
+        with Timer() as t:
+            argv = [trivy, "fs", *common, "--scanners", "secret", *_skip_args(), "."]
+            failed, report = _trivy_json("secrets", argv, root, out, out / "secrets.json")
+        if failed:
+            checks.append(failed)
+        else:
+            bad, ignored = gate_secrets(report, ignores)
+            checks.append(_verdict("secrets", bad, ignored, "no secrets found", t.seconds))
+            artifacts.append(str(out / "secrets.json"))
+
+        # Misconfigurations: Dockerfiles and the rendered chart.
+        targets = _config_targets(root, opts.render_dir)
+        if not targets:
+            checks.append(Check(name="config", status=Status.SKIPPED, detail="no Dockerfile or rendered chart to scan"))
+        for i, target in enumerate(targets):
+            rel = target.relative_to(root) if target.is_relative_to(root) else target
+            ctx.progress(f"scan: trivy config {rel}")
+            with Timer() as t:
+                argv = [trivy, "config", *common, "--skip-check-update", str(target)]
+                failed, report = _trivy_json(f"config {rel}", argv, root, out, out / f"config-{i}.json")
+            if failed:
+                checks.append(failed)
+                continue
+            bad, ignored, n = gate_misconfigs(report, ignores)
+            checks.append(_verdict(f"config {rel}", bad, ignored, f"{n} finding(s) below HIGH", t.seconds))
+            artifacts.append(str(out / f"config-{i}.json"))
+
+        # SBOM of the source tree (lockfile packages); needs no DB.
+        ctx.progress("scan: SBOM (CycloneDX)")
+        sbom = out / "sbom.cdx.json"
+        check, _ = run_command(
+            "sbom",
+            [trivy, "fs", *common, "--format", "cyclonedx", "--output", str(sbom), *_skip_args(), "."],
+            cwd=root,
+            log_dir=out,
+        )
+        if check.status is Status.PASSED:
+            try:
+                comps = len(json.loads(sbom.read_text()).get("components") or [])
+                check.detail, check.numbers = f"{comps} components → {sbom.name}", {"components": comps}
+                artifacts.append(str(sbom))
+            except (OSError, ValueError) as exc:
+                check = Check(name="sbom", status=Status.FAILED, detail=f"SBOM unreadable: {exc}")
+        checks.append(check)
+
+        checks.extend(_vulnerability_checks(trivy, opts, ctx, root, out, ignores, artifacts))
+
+    failed_names = [c.name for c in checks if c.status is Status.FAILED]
+    skipped = [c.name for c in checks if c.status is Status.SKIPPED]
+    summary = (
+        f"failed: {', '.join(failed_names)}"
+        if failed_names
+        else "gate passed" + (f"; not proven here: {', '.join(skipped)}" if skipped else "")
+    )
+    return StageResult.from_checks(
+        NAME, checks, summary=summary, seconds=total.seconds, logs=str(out), artifacts=artifacts
+    )
+
+
+def _vulnerability_checks(
+    trivy: str,
+    opts: ScanOptions,
+    ctx: RunContext,
+    root: Path,
+    out: Path,
+    ignores: trivy_ignore.IgnoreFile,
+    artifacts: list[str],
+) -> Iterable[Check]:
+    download = opts.download_db if opts.download_db is not None else ctx.executor == "dagger"
+    have_db = db_present()
+    if not have_db and not download:
+        why = (
+            f"no Trivy vulnerability DB in {trivy_cache_dir()} and DB download is off here "
+            "(`--download-db` to try; CI/Dagger downloads it) — vulnerabilities NOT scanned"
+        )
+        yield Check(name="vulnerabilities", status=Status.SKIPPED, detail=why)
+        return
+    db_flags = ["--skip-db-update"] if have_db and not download else []
+    targets: list[tuple[str, list[str]]] = [("lockfile", ["fs", "--scanners", "vuln", *_skip_args(), "."])]
+    targets += [(f"image {ref}", ["image", "--scanners", "vuln", ref]) for ref in opts.images]
+    if not opts.images:
+        yield Check(
+            name="vulnerabilities image",
+            status=Status.SKIPPED,
+            detail="no image refs given (no image was built here) — image vulnerabilities NOT scanned",
+        )
+    for i, (label, args) in enumerate(targets):
+        ctx.progress(f"scan: trivy vulnerabilities {label}")
+        with Timer() as t:
+            argv = [trivy, *args[:1], "--quiet", "--timeout", "15m", *db_flags, *args[1:]]
+            failed, report = _trivy_json(f"vulnerabilities {label}", argv, root, out, out / f"vuln-{i}.json")
+        if failed:
+            yield failed
+            continue
+        bad, ignored, counts = gate_vulnerabilities(report, ignores)
+        check = _verdict(f"vulnerabilities {label}", bad, ignored, "no fixable CRITICAL/HIGH", t.seconds)
+        check.numbers.update(counts)
+        artifacts.append(str(out / f"vuln-{i}.json"))
+        yield check

@@ -1,0 +1,91 @@
+"""A tiny stand-in for Argo CD, used by the drill only: it applies what git says.
+
+Argo CD watches the GitOps repository and syncs each env's Helm release to the pinned
+values. There is no cluster here, so this agent polls the GitOps remote and, whenever the
+pins of its env change, calls `apply(release)` — in the drill that maps the release's
+vLLM digest to a fault profile of the simulator (a "bad build") or clears all faults.
+It is NOT a deployment tool: production uses the ApplicationSet in environments/argocd/.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pipeline import promotion as pm
+from pipeline.gitops import GitOpsError, GitOpsRepo
+from pipeline.release import Release
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncEvent:
+    at: float  # time.monotonic()
+    wall: float  # time.time()
+    commit: str
+    release: str | None
+
+
+@dataclass
+class SyncAgent:
+    remote: str
+    env: str
+    work_dir: Path
+    apply: Callable[[Release | None], None]
+    interval: float = 0.25
+    events: list[SyncEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"sync-agent-{self.env}", daemon=True)
+        self._repo = GitOpsRepo(self.remote, self.work_dir)
+        self._applied: Release | None = None
+        self._first = True
+        self.error: str | None = None
+
+    def start(self) -> SyncAgent:
+        self.sync_once()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def sync_once(self) -> None:
+        head = self._repo.sync()
+        rel = pm.read_release(self._repo, self.env)
+        if self._first or rel != self._applied:
+            self.apply(rel)
+            self._applied, self._first = rel, False
+            self.events.append(SyncEvent(time.monotonic(), time.time(), head, rel.id if rel else None))
+            log.info("sync-agent: %s now runs %s (%s)", self.env, rel.id if rel else "nothing", head[:12])
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sync_once()
+            except (GitOpsError, httpx.HTTPError) as exc:
+                # Argo CD keeps retrying too; the drill reports the last error if it times out.
+                self.error = str(exc)
+                log.warning("sync-agent: %s", exc)
+
+
+def simulator_applier(simulator_url: str, profiles: Mapping[str, Mapping[str, Any]]) -> Callable[[Release | None], None]:
+    """apply(release): the fault profile of its vLLM digest (a bad build), or no faults at all."""
+
+    def apply(rel: Release | None) -> None:
+        faults = dict(profiles.get(rel.vllm_digest, {})) if rel else {}
+        r = httpx.put(f"{simulator_url}/admin/faults", json={"reset": True, **faults}, timeout=5)
+        r.raise_for_status()
+
+    return apply

@@ -1,0 +1,55 @@
+# Argo CD: Applications (and ApplicationSet templates) never use the `default` project; apps of
+# pinned envs (prod) pin every source's targetRevision to a commit or release tag; generated apps
+# sync automatically with prune and self-heal; AppProjects do not allow every repo or destination.
+package main
+
+import data.lib.k8s
+
+# conftest/OPA entry point; tests assert on argocd_violations so policies stay independent.
+deny contains msg if some msg in argocd_violations
+
+app_env(app) := app.metadata.labels["llm.example.com/environment"]
+
+argocd_violations contains msg if {
+	some obj in input.items
+	obj.kind == "Application"
+	obj.spec.project in data.params.forbidden_projects
+	msg := sprintf("%s uses project %s", [k8s.name(obj), obj.spec.project])
+}
+
+argocd_violations contains msg if {
+	some obj in k8s.objects_of_kind("ApplicationSet")
+	obj.spec.template.spec.project in data.params.forbidden_projects
+	msg := sprintf("%s generates apps in project %s", [k8s.name(obj), obj.spec.template.spec.project])
+}
+
+app_sources(app) := array.concat(object.get(app.spec, "sources", []), [s | s := app.spec.source])
+
+argocd_violations contains msg if {
+	some app in k8s.objects_of_kind("Application")
+	app_env(app) in data.params.pinned_envs
+	some src in app_sources(app)
+	not regex.match(data.params.pinned_revision_pattern, object.get(src, "targetRevision", "HEAD"))
+	msg := sprintf("%s (env %s) tracks targetRevision %s; pin a commit or release tag", [k8s.name(app), app_env(app), object.get(src, "targetRevision", "HEAD")])
+}
+
+argocd_violations contains msg if {
+	some app in k8s.objects_of_kind("Application")
+	app_env(app)
+	some flag in ["prune", "selfHeal"]
+	object.get(app.spec, ["syncPolicy", "automated", flag], false) != true
+	msg := sprintf("%s does not enable syncPolicy.automated.%s", [k8s.name(app), flag])
+}
+
+argocd_violations contains msg if {
+	some proj in k8s.objects_of_kind("AppProject")
+	"*" in object.get(proj.spec, "sourceRepos", [])
+	msg := sprintf("%s allows every source repository", [k8s.name(proj)])
+}
+
+argocd_violations contains msg if {
+	some proj in k8s.objects_of_kind("AppProject")
+	some d in object.get(proj.spec, "destinations", [])
+	object.get(d, "namespace", "*") == "*"
+	msg := sprintf("%s allows every namespace as a destination", [k8s.name(proj)])
+}

@@ -1,0 +1,141 @@
+"""Rate limits: RPM and TPM per subject, 429 with Retry-After, shared through a real Redis."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.gateway.ratelimit import MemoryLimiter
+from pipeline.procs import ManagedProcess, free_port
+from pipeline.tools import require
+
+from .conftest import Gateway, Keys, Upstream, assert_openai_error, chat_body, gateway_env, start_gateway
+
+
+def test_bucket_arithmetic() -> None:
+    lim = MemoryLimiter()
+    assert lim.take("k", 2, 100, 40).allowed
+    assert lim.take("k", 2, 100, 40).allowed
+    d = lim.take("k", 2, 100, 10)
+    assert not d.allowed and d.reason == "requests" and d.retry_after > 0
+    lim2 = MemoryLimiter()
+    assert lim2.take("k", 100, 100, 60).allowed
+    d = lim2.take("k", 100, 100, 60)
+    assert not d.allowed and d.reason == "tokens" and 20 < d.retry_after <= 60
+    # Settling: the reply used 30 fewer tokens than estimated → they come back.
+    lim2.adjust("k", 100, 100, -30)
+    assert lim2.take("k", 100, 100, 60).allowed
+    assert lim2.take("k", 100, 100, 1000).reason == "too_large"
+
+
+def test_rpm_limit_429(gateway: Gateway, client: httpx.Client) -> None:
+    headers = gateway.auth(sub="rpm-user", roles=("limited",))
+    statuses = [client.post("/v1/chat/completions", json=chat_body(), headers=headers) for _ in range(4)]
+    assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
+    r = statuses[3]
+    err = assert_openai_error(r, 429)
+    assert err["code"] == "rate_limit_exceeded"
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.headers["x-ratelimit-limit-requests"] == "3"
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    # Another subject is not affected.
+    assert (
+        client.post(
+            "/v1/chat/completions", json=chat_body(), headers=gateway.auth(sub="other", roles=("limited",))
+        ).status_code
+        == 200
+    )
+    rec = [a for a in gateway.audit() if a["status"] == 429][-1]
+    assert rec["ratelimit"] == "deny:requests"
+    assert "gateway_rate_limited_total" in client.get("/metrics").text
+
+
+def test_tpm_limit_and_settling(gateway: Gateway, client: httpx.Client) -> None:
+    # tier "tiny": 300 tokens/min. Estimate = prompt/4 + 4 + max_tokens; the upstream reports 10.
+    headers = gateway.auth(sub="tpm-user", roles=("tokenlimited",))
+    r = client.post("/v1/chat/completions", json=chat_body(max_tokens=150), headers=headers)
+    assert r.status_code == 200
+    # Settled down to 10 used, so another 150-token request still fits.
+    assert client.post("/v1/chat/completions", json=chat_body(max_tokens=150), headers=headers).status_code == 200
+    assert client.post("/v1/chat/completions", json=chat_body(max_tokens=200), headers=headers).status_code == 200
+    r = client.post("/v1/chat/completions", json=chat_body(max_tokens=200), headers=headers)
+    assert_openai_error(r, 429)
+    assert r.headers["x-ratelimit-limit-tokens"] == "300"
+
+
+def test_request_larger_than_tpm(gateway: Gateway, client: httpx.Client, upstream: Upstream) -> None:
+    upstream.reset()
+    headers = gateway.auth(sub="big", roles=("tokenlimited",))
+    r = client.post("/v1/chat/completions", json=chat_body(content="w" * 1600, max_tokens=200), headers=headers)
+    assert "limit" in assert_openai_error(r, 429)["message"]
+    assert upstream.state()["requests"] == 0
+
+
+@dataclass
+class RedisPair:
+    redis: ManagedProcess
+    a: Gateway
+    b: Gateway
+
+
+@pytest.fixture(scope="module")
+def redis_pair(gw_dir: Path, keys: Keys, rbac_file: Path, upstream: Upstream) -> Iterator[RedisPair]:
+    port = free_port()
+    redis = ManagedProcess(
+        "redis",
+        [require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        gw_dir / "redis.log",
+    ).start()
+    gws: list[Gateway] = []
+    try:
+        for name in ("a", "b"):
+            audit = gw_dir / f"audit-redis-{name}.log"
+            env = gateway_env(
+                keys,
+                rbac_file,
+                upstream.url,
+                audit,
+                GATEWAY_REDIS_URL=f"redis://127.0.0.1:{port}/0",
+                GATEWAY_REDIS_RETRY_AFTER_SECONDS="30",
+            )
+            proc, url = start_gateway(f"gateway-redis-{name}", env, gw_dir, keys)
+            gws.append(Gateway(url, proc, audit, keys, env))
+        yield RedisPair(redis, gws[0], gws[1])
+    finally:
+        for g in gws:
+            g.proc.stop()
+        redis.stop()
+
+
+@pytest.mark.slow
+def test_limit_shared_across_gateways_and_redis_outage(redis_pair: RedisPair) -> None:
+    a, b = redis_pair.a, redis_pair.b
+    token = a.mint(sub="shared-user", roles=("limited",))  # 3 requests/minute in total
+    h = {"authorization": f"Bearer {token}"}
+    got = [httpx.post(f"{g.url}/v1/chat/completions", json=chat_body(), headers=h).status_code for g in (a, b, a, b)]
+    assert got == [200, 200, 200, 429]
+    assert [x["ratelimit_backend"] for x in a.audit()][-1] == "redis"
+
+    # Redis dies: no 5xx, limits fall back to each process (fail open to local limits).
+    redis_pair.redis.stop()
+    h2 = {"authorization": f"Bearer {a.mint(sub='during-outage', roles=('limited',))}"}
+    got = [
+        httpx.post(f"{a.url}/v1/chat/completions", json=chat_body(), headers=h2, timeout=5).status_code
+        for _ in range(4)
+    ]
+    assert got == [200, 200, 200, 429]
+    assert a.audit()[-1]["ratelimit_backend"] == "fallback"
+    assert (
+        "gateway_ratelimit_backend_errors_total 1" in httpx.get(f"{a.url}/metrics").text
+        or "gateway_ratelimit_backend_errors_total" in httpx.get(f"{a.url}/metrics").text
+    )
+
+
+def test_redis_server_available() -> None:
+    out = subprocess.run([require("redis-server"), "--version"], capture_output=True, text=True, check=True)
+    assert "Redis server" in out.stdout

@@ -1,0 +1,19 @@
+"""Fixtures for the pipeline suites: an isolated run context, cache dir and Trivy cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from pipeline.context import RunContext
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRIVY_CACHE_DIR", str(tmp_path / "trivy-cache"))  # no DB here, never the user's
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    return RunContext(run_dir=run_dir, repo_root=tmp_path / "repo", console=Console(stderr=True, force_terminal=False))

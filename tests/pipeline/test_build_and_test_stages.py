@@ -1,0 +1,102 @@
+"""build (no engine here) and test (on a tiny fixture project, never on this suite itself)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.context import RunContext
+from pipeline.release import Release
+from pipeline.result import Status
+from pipeline.stages import build, test
+
+
+def test_engine_is_not_the_docker_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in ("DAGGER_SESSION_PORT", "DOCKER_HOST", "BUILDKIT_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nope.sock")
+    up, why = build.engine_status()
+    assert not up and "nope.sock" in why
+    monkeypatch.setenv("DAGGER_SESSION_PORT", "1234")
+    assert build.engine_status() == (True, "Dagger session")
+
+
+def test_build_without_engine_skips_images_and_pins_content_digests(
+    ctx: RunContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build, "engine_status", lambda: (False, "no container engine reachable (test)"))
+    root = ctx.repo_root
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "Dockerfile").write_text(
+        "FROM python:3.11-slim@sha256:" + "0" * 64 + ' AS gateway\nUSER 1000\nCMD ["python"]\nFROM gateway AS vllm\n'
+    )
+    result = build.run(build.BuildOptions(skip_dist=True), ctx)
+    assert result.status is Status.PASSED
+    images = [c for c in result.checks if c.name.startswith("image ")]
+    assert [c.status for c in images] == [Status.SKIPPED, Status.SKIPPED]
+    assert all("test" in c.detail for c in images)
+    release = build.release_of(result)
+    assert isinstance(release, Release) and release.images_built is False
+    assert release.gateway_digest != release.vllm_digest
+    assert release.gateway_digest == build.context_digest(root, "gateway")  # deterministic
+    assert (ctx.run_dir / "build" / "release.json").is_file()
+
+
+def test_hadolint_error_fails_build(ctx: RunContext) -> None:
+    (ctx.repo_root / "app").mkdir(parents=True)
+    (ctx.repo_root / "app" / "Dockerfile").write_text("FROM python:3.11\nRUN cd /tmp && make\nCMD python\n")
+    result = build.run(build.BuildOptions(skip_dist=True, hadolint_threshold="warning"), ctx)
+    hado = next(c for c in result.checks if c.name.startswith("hadolint"))
+    assert result.status is Status.FAILED and hado.status is Status.FAILED
+    assert "app/Dockerfile" in hado.detail
+
+
+def test_given_digests_mean_images_built(ctx: RunContext) -> None:
+    (ctx.repo_root / "app").mkdir(parents=True)
+    gw, vl = "sha256:" + "c" * 64, "sha256:" + "d" * 64
+    result = build.run(build.BuildOptions(skip_dist=True, gateway_digest=gw, vllm_digest=vl), ctx)
+    release = build.release_of(result)
+    assert release is not None and release.images_built and release.gateway_digest == gw
+
+
+def fixture_project(root: Path, test_body: str) -> Path:
+    (root / "tests").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [tool.ruff]
+            line-length = 100
+            [tool.pytest.ini_options]
+            markers = ["slow: slow"]
+            pythonpath = ["."]
+            """
+        )
+    )
+    (root / "calc.py").write_text("def add(a: int, b: int) -> int:\n    return a + b\n")
+    (root / "tests" / "test_calc.py").write_text("from calc import add\n\n\n" + test_body)
+    return root
+
+
+def test_test_stage_passes_on_clean_fixture_project(ctx: RunContext) -> None:
+    root = fixture_project(ctx.repo_root, "def test_add() -> None:\n    assert add(1, 2) == 3\n")
+    result = test.run(test.TestOptions(root=root, skip=["mypy"]), ctx)
+    by_name = {c.name: c for c in result.checks}
+    assert result.status is Status.PASSED, [c.detail for c in result.failures()]
+    assert by_name["pytest"].numbers["tests"] == 1
+    assert by_name["mypy"].status is Status.SKIPPED
+    assert by_name["rego"].status is Status.SKIPPED and by_name["chart"].status is Status.SKIPPED
+    assert (ctx.run_dir / "test" / "pytest-junit.xml").is_file()
+
+
+def test_test_stage_fails_on_a_failing_test_and_lint(ctx: RunContext) -> None:
+    body = "def test_add() -> None:\n    assert add(1, 2) == 4\n\n\nimport os\n"  # wrong + unsorted/unused import
+    root = fixture_project(ctx.repo_root, body)
+    result = test.run(test.TestOptions(root=root, skip=["mypy"]), ctx)
+    failed = {c.name for c in result.failures()}
+    assert result.status is Status.FAILED
+    assert {"pytest", "ruff"} <= failed
+    pytest_check = next(c for c in result.checks if c.name == "pytest")
+    assert "1 tests, 1 failed" in pytest_check.detail

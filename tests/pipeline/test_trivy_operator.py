@@ -1,0 +1,116 @@
+"""trivy-operator gate on VulnerabilityReports that validate against the CRD schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from pipeline import trivy_operator
+
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+GW = "sha256:" + "1" * 64
+VLLM = "sha256:" + "2" * 64
+
+
+def vuln(vid: str, severity: str, fixed: str = "") -> dict[str, Any]:
+    return {
+        "vulnerabilityID": vid,
+        "severity": severity,
+        "fixedVersion": fixed,
+        "installedVersion": "1.0.0",
+        "resource": "openssl",
+        "title": f"{vid} in openssl",
+        "publishedDate": "2026-01-01T00:00:00Z",
+        "lastModifiedDate": "2026-01-02T00:00:00Z",
+    }
+
+
+def report(digest: str, age_hours: float, vulns: list[dict[str, Any]], container: str = "gateway") -> dict[str, Any]:
+    counts = {
+        f"{s.lower()}Count": sum(v["severity"] == s for v in vulns) for s in ("CRITICAL", "HIGH", "MEDIUM", "LOW")
+    }
+    return {
+        "apiVersion": "aquasecurity.github.io/v1alpha1",
+        "kind": "VulnerabilityReport",
+        "metadata": {
+            "name": f"replicaset-llm-{container}",
+            "namespace": "llm-dev",
+            "labels": {trivy_operator.LABEL_CONTAINER: container, trivy_operator.LABEL_RESOURCE_KIND: "ReplicaSet"},
+        },
+        "report": {
+            "artifact": {"repository": f"llm/{container}", "digest": digest, "tag": "0.1.0"},
+            "os": {"family": "debian", "name": "12.8"},
+            "registry": {"server": "registry.example.com"},
+            "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.76.0"},
+            "summary": {**counts, "unknownCount": 0},
+            "updateTimestamp": (NOW - dt.timedelta(hours=age_hours)).isoformat().replace("+00:00", "Z"),
+            "vulnerabilities": vulns,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def validator(crd_schemas: Path) -> jsonschema.Draft7Validator:
+    schema = json.loads((crd_schemas / "aquasecurity.github.io" / "vulnerabilityreport_v1alpha1.json").read_text())
+    return jsonschema.Draft7Validator(schema)
+
+
+def checked(validator: jsonschema.Draft7Validator, *reports: dict[str, Any]) -> list[dict[str, Any]]:
+    for r in reports:
+        validator.validate(r)  # the fixtures are real-shaped reports
+    return list(reports)
+
+
+def test_fresh_clean_reports_pass(validator: jsonschema.Draft7Validator) -> None:
+    reports = checked(
+        validator,
+        report(GW, 2, [vuln("CVE-1", "HIGH"), vuln("CVE-2", "LOW", "1.1")]),  # HIGH without a fix: allowed
+        report(VLLM, 1, [], container="vllm"),
+    )
+    result = trivy_operator.gate(reports, [GW, VLLM], NOW, dt.timedelta(hours=24))
+    assert result.ok, result.summary()
+
+
+def test_fixable_critical_fails_naming_cve(validator: jsonschema.Draft7Validator) -> None:
+    reports = checked(validator, report(GW, 2, [vuln("CVE-9", "CRITICAL", "3.0.1")]), report(VLLM, 1, [], "vllm"))
+    result = trivy_operator.gate(reports, [GW, VLLM], NOW, dt.timedelta(hours=24))
+    assert not result.ok
+    assert result.violations == [
+        f"{GW}: fixable CRITICAL/HIGH: llm-dev/replicaset-llm-gateway: CVE-9 CRITICAL openssl 1.0.0 → 3.0.1"
+    ]
+
+
+def test_missing_and_stale_reports_fail(validator: jsonschema.Draft7Validator) -> None:
+    reports = checked(validator, report(GW, 30, []), report("sha256:" + "9" * 64, 1, []))
+    result = trivy_operator.gate(reports, [GW, VLLM], NOW, dt.timedelta(hours=24))
+    assert not result.ok
+    reasons = {v.digest: v.reason for v in result.images}
+    assert reasons[GW].startswith("stale report (30.0 h old")
+    assert reasons[VLLM].startswith("no VulnerabilityReport")
+
+
+def test_no_digests_is_not_a_pass() -> None:
+    assert not trivy_operator.gate([], [], NOW, dt.timedelta(hours=24)).ok
+
+
+def test_fetch_reports_uses_custom_objects_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubernetes import client, config
+
+    pages = [{"items": [{"a": 1}], "metadata": {"continue": "t"}}, {"items": [{"b": 2}], "metadata": {}}]
+    seen: list[tuple[Any, ...]] = []
+
+    class FakeApi:
+        def list_namespaced_custom_object(self, *args: Any, **kw: Any) -> dict[str, Any]:
+            seen.append((*args, kw.get("_continue")))
+            return pages[len(seen) - 1]
+
+    monkeypatch.setattr(config, "load_kube_config", lambda context=None: None)
+    monkeypatch.setattr(client, "CustomObjectsApi", FakeApi)
+    assert trivy_operator.fetch_reports("llm-dev") == [{"a": 1}, {"b": 2}]
+    assert seen[0][:4] == ("aquasecurity.github.io", "v1alpha1", "llm-dev", "vulnerabilityreports")
+    assert seen[1][-1] == "t"

@@ -1,0 +1,100 @@
+"""Fixtures: a throwaway GitOps remote shaped like environments/, releases, ci evidence."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.context import RunContext
+from pipeline.gitops import ensure_local_remote
+from pipeline.release import Release
+from pipeline.result import StageResult, Status
+
+RELEASE_YAML = """\
+# Release pins: written only by `python -m pipeline promote` (reverted by `rollback`).
+release:
+  # -- Release identifier of the pinned build.
+  id: ""
+  commit: ""
+  chartVersion: "0.1.0"
+  imagesBuilt: false
+gateway:
+  image:
+    # -- Gateway image digest (sha256:...).
+    digest: ""
+vllm:
+  image:
+    # -- vLLM server image digest.
+    digest: ""
+  model:
+    # -- Hugging Face model revision.
+    revision: ""
+"""
+
+VALUES_YAML = """\
+# Only what differs in this env.
+replicaCount: 1
+gateway:
+  rateLimit:
+    requestsPerMinute: 600  # per subject
+"""
+
+FREEZE_YAML = "# -- Freeze state written by rollback/unfreeze.\nfrozen: false\n"
+
+
+def write_envs(root: Path, appproject: str | None = None) -> Path:
+    for env in ("dev", "staging", "prod"):
+        d = root / "environments" / env
+        d.mkdir(parents=True)
+        (d / "release.yaml").write_text(RELEASE_YAML)
+        (d / "values.yaml").write_text(VALUES_YAML)
+        (d / "freeze.yaml").write_text(FREEZE_YAML)
+    if appproject:
+        (root / "environments" / "argocd").mkdir()
+        (root / "environments" / "argocd" / "appproject.yaml").write_text(appproject)
+    return root
+
+
+@pytest.fixture
+def source_tree(tmp_path: Path) -> Path:
+    return write_envs(tmp_path / "src")
+
+
+@pytest.fixture
+def remote(tmp_path: Path, source_tree: Path) -> str:
+    return str(ensure_local_remote(tmp_path / "remote" / "gitops.git", source_tree))
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> RunContext:
+    return RunContext(run_dir=tmp_path / "run")
+
+
+def _digest(seed: str) -> str:
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+@pytest.fixture
+def make_release() -> Callable[..., Release]:
+    def make(n: int = 1, *, images_built: bool = True) -> Release:
+        return Release(
+            id=f"0.{n}.0+g{n:07d}",
+            commit=f"{n:040d}",
+            chart_version="0.1.0",
+            gateway_digest=_digest(f"gw{n}"),
+            vllm_digest=_digest(f"vllm{n}"),
+            model_revision=f"rev{n}",
+            images_built=images_built,
+        )
+
+    return make
+
+
+def ci_evidence(failed: str | None = None) -> dict[str, StageResult]:
+    return {
+        name: StageResult(stage=name, status=Status.FAILED if name == failed else Status.PASSED, summary=f"{name} ok")
+        for name in ("test", "scan", "smoke", "loadtest")
+    }
