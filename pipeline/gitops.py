@@ -158,7 +158,7 @@ def dump_yaml(data: Any) -> str:
     return buf.getvalue()
 
 
-def set_path(doc: CommentedMap, dotted: Sequence[str], value: Any) -> bool:
+def set_path(doc: Any, dotted: Sequence[str], value: Any) -> bool:
     """Set doc[a][b][c] = value, creating maps on the way; True if the value changed."""
     node = doc
     for key in dotted[:-1]:

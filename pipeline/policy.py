@@ -10,7 +10,6 @@ parameters from `data.params`, each `x.rego` beside `x_test.rego` with `test_*` 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,26 +156,35 @@ def missing_tests(root: PolicySource) -> list[str]:
     return problems
 
 
+_VIOLATION_RULE_RE = re.compile(r"^(\w+)_violations\s+contains\b", re.MULTILINE)
+
+
+def violation_rules(sources: Iterable[PolicySource]) -> list[str]:
+    """Names `<x>` of the `<x>_violations` set rules the policies define (one per policy file)."""
+    names: set[str] = set()
+    for f in policy_files(sources):
+        names.update(_VIOLATION_RULE_RE.findall(f.read_text()))
+    return sorted(names)
+
+
 def evaluate_by_rule(
-    engine: regorus.Engine, input_doc: Any, package: str = "data.main", suffix: str = "_violations"
+    engine: regorus.Engine, input_doc: Any, rules: Iterable[str], package: str = "data.main"
 ) -> dict[str, list[str]]:
-    """Messages per policy: every `<name><suffix>` set rule of `package`, keyed by `<name>`.
+    """Messages per policy: `<package>.<x>_violations` for each x in `rules`, keyed by x.
 
     Lets callers say which policy produced a message (`policy images: ...`) while conftest/OPA
-    users still evaluate the aggregated `deny`.
+    users still evaluate the aggregated `deny`. Rules are evaluated one by one: evaluating the
+    whole package as one query is not reliable in regorus 0.13 (it returned empty sets).
     """
-    engine.set_input(input_doc)
-    try:
-        # JSON: the package may hold sets of arrays, which Python sets cannot.
-        result = json.loads(engine.eval_query_as_json(package))
-    except Exception as exc:
-        raise PolicyError(f"{package}: {_clean(exc)}") from exc
-    rows = result.get("result") or []
-    value = rows[0]["expressions"][0]["value"] if rows else {}
     out: dict[str, list[str]] = {}
-    for key, msgs in (value or {}).items():
-        if key.endswith(suffix) and isinstance(msgs, (set, list, frozenset, tuple)):
-            out[key[: -len(suffix)]] = sorted(str(m) for m in msgs)
+    engine.set_input(input_doc)
+    for rule in rules:
+        query = f"{package}.{rule}_violations"
+        try:
+            value = engine.eval_rule(query)
+        except Exception as exc:
+            raise PolicyError(f"{query}: {_clean(exc)}") from exc
+        out[rule] = sorted(str(m) for m in (value or []))
     return out
 
 

@@ -292,7 +292,10 @@ def _app_identity(repo: GitOpsRepo, env: str) -> tuple[set[str], set[str]]:
         if doc.get("kind") != "ApplicationSet":
             continue
         tmpl = (doc.get("spec") or {}).get("template") or {}
-        subst = lambda s: re.sub(r"\{\{\s*\.?path\.basename\s*\}\}", env, str(s))  # noqa: E731
+
+        def subst(s: object) -> str:
+            return re.sub(r"\{\{\s*\.?path\.basename\s*\}\}", env, str(s))
+
         if (tmpl.get("metadata") or {}).get("name"):
             names.add(subst(tmpl["metadata"]["name"]))
         ns = ((tmpl.get("spec") or {}).get("destination") or {}).get("namespace")

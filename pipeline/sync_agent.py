@@ -80,7 +80,9 @@ class SyncAgent:
                 log.warning("sync-agent: %s", exc)
 
 
-def simulator_applier(simulator_url: str, profiles: Mapping[str, Mapping[str, Any]]) -> Callable[[Release | None], None]:
+def simulator_applier(
+    simulator_url: str, profiles: Mapping[str, Mapping[str, Any]]
+) -> Callable[[Release | None], None]:
     """apply(release): the fault profile of its vLLM digest (a bad build), or no faults at all."""
 
     def apply(rel: Release | None) -> None:

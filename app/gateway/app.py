@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -42,7 +42,7 @@ from app.gateway.health import Readiness
 from app.gateway.ratelimit import Decision, RateLimiter
 from app.gateway.rbac import Policy, Rbac, RbacError, load_rbac
 from app.gateway.schemas import ChatCompletionRequest, CompletionRequest
-from app.gateway.upstream import Upstream, bad_upstream, upstream_error
+from app.gateway.upstream import TRANSPORT_ERRORS, Upstream, bad_upstream, upstream_error
 
 log = logging.getLogger(__name__)
 
@@ -416,21 +416,21 @@ class Gateway:
 
     async def _unary(self, ctx: Ctx, data: dict[str, Any]) -> Response:
         assert self.upstream is not None
-        r = await self.upstream.post(ctx.route, orjson.dumps(data), ctx.request_id)
-        if r.status_code >= 500:
-            raise bad_upstream("status", f"The model server failed (HTTP {r.status_code}).")
+        status, content = await self.upstream.post(ctx.route, orjson.dumps(data), ctx.request_id)
+        if status >= 500:
+            raise bad_upstream("status", f"The model server failed (HTTP {status}).")
         try:
-            payload = orjson.loads(r.content)
+            payload = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise bad_upstream("malformed", "The model server sent a malformed reply.") from None
         if not isinstance(payload, dict):
             raise bad_upstream("malformed", "The model server sent a malformed reply.")
         headers = ctx.decision.headers() if ctx.decision else {}
         headers["x-request-id"] = ctx.request_id
-        if r.status_code >= 400:
+        if status >= 400:
             # vLLM's own 4xx (e.g. context too long) are already OpenAI-shaped: pass them on.
-            ctx.status, ctx.error = r.status_code, "upstream_rejected"
-            return Response(r.content, status_code=r.status_code, headers=headers, media_type=JSON)
+            ctx.status, ctx.error = status, "upstream_rejected"
+            return Response(content, status_code=status, headers=headers, media_type=JSON)
         if not isinstance(payload.get("choices"), list):
             raise bad_upstream("malformed", "The model server sent a reply without choices.")
         usage = payload.get("usage")
@@ -444,7 +444,7 @@ class Gateway:
                 for c in payload["choices"]
                 if isinstance(c, dict)
             ]
-        return Response(r.content, status_code=200, headers=headers, media_type=JSON)
+        return Response(content, status_code=200, headers=headers, media_type=JSON)
 
     async def _stream(self, ctx: Ctx, data: dict[str, Any]) -> Response | SSEProxyResponse:
         assert self.upstream is not None
@@ -454,15 +454,17 @@ class Gateway:
         if strip_usage:
             data["stream_options"] = {**opts, "include_usage": True}
         r = await self.upstream.open_stream(ctx.route, orjson.dumps(data), ctx.request_id)
-        if r.status_code != 200:
-            content = await r.aread()
-            await r.aclose()
-            if r.status_code >= 500:
-                raise bad_upstream("status", f"The model server failed (HTTP {r.status_code}).")
-            ctx.status, ctx.error = r.status_code, "upstream_rejected"
-            return Response(
-                content, status_code=r.status_code, headers={"x-request-id": ctx.request_id}, media_type=JSON
-            )
+        if r.status != 200:
+            try:
+                content = await r.read()
+            except TRANSPORT_ERRORS as exc:
+                raise upstream_error(exc) from None
+            finally:
+                r.release()
+            if r.status >= 500:
+                raise bad_upstream("status", f"The model server failed (HTTP {r.status}).")
+            ctx.status, ctx.error = r.status, "upstream_rejected"
+            return Response(content, status_code=r.status, headers={"x-request-id": ctx.request_id}, media_type=JSON)
         headers = ctx.decision.headers() if ctx.decision else {}
         headers["x-request-id"] = ctx.request_id
 
@@ -513,7 +515,7 @@ class StreamRelay:
     """Forwards complete SSE events as they arrive, reads usage on the way, and ends a
     broken stream with an error event. close() is idempotent and runs on every path."""
 
-    def __init__(self, gw: Gateway, ctx: Ctx, r: httpx.Response, strip_usage: bool) -> None:
+    def __init__(self, gw: Gateway, ctx: Ctx, r: aiohttp.ClientResponse, strip_usage: bool) -> None:
         self.gw = gw
         self.ctx = ctx
         self.r = r
@@ -521,6 +523,7 @@ class StreamRelay:
         self.chunks = 0
         self.pieces: list[str] | None = [] if ctx.text is not None else None
         self._closed = False
+        self._complete = False
 
     async def events(self) -> AsyncGenerator[bytes, None]:
         ctx = self.ctx
@@ -528,7 +531,7 @@ class StreamRelay:
         done = False
         inspect_all = self.pieces is not None
         try:
-            async for raw in self.r.aiter_raw():
+            async for raw in self.r.content.iter_any():
                 buf += raw
                 end = buf.rfind(b"\n\n")
                 if end < 0:
@@ -553,8 +556,9 @@ class StreamRelay:
                         m.TTFT.labels(ctx.model or "-").observe(ctx.ttft)
                     yield b"".join(out)
             if not done:
-                raise httpx.RemoteProtocolError("stream ended without [DONE]")
-        except httpx.HTTPError as exc:
+                raise aiohttp.ClientPayloadError("stream ended without [DONE]")
+            self._complete = True
+        except TRANSPORT_ERRORS as exc:
             err = upstream_error(exc)
             ctx.status, ctx.error = err.status, err.kind
             yield sse_error_event(
@@ -596,7 +600,10 @@ class StreamRelay:
             return
         self._closed = True
         ctx = self.ctx
-        await self.r.aclose()
+        if self._complete:
+            self.r.release()  # back to the pool
+        else:
+            self.r.close()  # drop the connection: this is what cancels the request in vLLM
         if ctx.completion_tokens is None and self.chunks:
             ctx.completion_tokens = max(0, self.chunks - 1)  # fallback: ~1 token per event
         if self.pieces is not None and ctx.text is not None:

@@ -14,12 +14,11 @@ import logging
 import time
 from typing import Any
 
-import httpx
 import orjson
 
 from app.gateway.config import Settings
 from app.gateway.metrics import READY
-from app.gateway.upstream import Upstream
+from app.gateway.upstream import TRANSPORT_ERRORS, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +57,29 @@ class Readiness:
                 return
             self._models_fetched_at = time.monotonic()
             try:
-                r = await self.upstream.client.get("/v1/models", timeout=self.settings.ready_probe_timeout)
-                r.raise_for_status()
-                data = orjson.loads(r.content).get("data", [])
+                status, content = await self.upstream.request(
+                    "GET", "/v1/models", timeout_s=self.settings.ready_probe_timeout
+                )
+                if status != 200:
+                    raise ValueError(f"HTTP {status}")
+                data = orjson.loads(content).get("data", [])
                 self.models = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
                 self.model_ids = frozenset(m["id"] for m in self.models)
-            except (httpx.HTTPError, orjson.JSONDecodeError, AttributeError) as exc:
+            except (*TRANSPORT_ERRORS, ValueError, AttributeError) as exc:
                 log.debug("model list refresh failed: %s", exc)
 
     async def probe_once(self) -> None:
         timeout = self.settings.ready_probe_timeout
-        client = self.upstream.client
         try:
-            r = await client.get("/health", timeout=timeout)
-            self.health_ok = r.status_code == 200
-        except httpx.HTTPError as exc:
+            status, _ = await self.upstream.request("GET", "/health", timeout_s=timeout)
+            self.health_ok = status == 200
+        except TRANSPORT_ERRORS as exc:
             self.health_ok = False
             self.last_error = f"upstream /health failed: {type(exc).__name__}"
             self.status()
             return
         if not self.health_ok:
-            self.last_error = f"upstream /health answered {r.status_code}"
+            self.last_error = f"upstream /health answered {status}"
             self.status()
             return
         try:
@@ -87,18 +88,19 @@ class Readiness:
             if model is None:
                 self.last_error = "upstream serves no model"
                 return
-            g = await client.post(
+            gstatus, content = await self.upstream.request(
+                "POST",
                 "/v1/completions",
-                content=orjson.dumps({"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0}),
-                headers={"content-type": "application/json", "x-request-id": "gateway-ready-probe"},
-                timeout=timeout,
+                json_body={"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0},
+                headers={"x-request-id": "gateway-ready-probe"},
+                timeout_s=timeout,
             )
-            body = orjson.loads(g.content) if g.status_code == 200 else None
+            body = orjson.loads(content) if gstatus == 200 else None
             if isinstance(body, dict) and body.get("choices"):
                 self.last_generation_ok = time.monotonic()
             else:
-                self.last_error = f"1-token generation failed: HTTP {g.status_code}"
-        except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
+                self.last_error = f"1-token generation failed: HTTP {gstatus}"
+        except (*TRANSPORT_ERRORS, ValueError) as exc:
             self.last_error = f"1-token generation failed: {type(exc).__name__}"
         finally:
             self.status()

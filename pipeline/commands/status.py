@@ -58,6 +58,10 @@ def collect(repo: GitOpsRepo) -> list[dict[str, Any]]:
     return rows
 
 
+def short(digest: str | None) -> str:
+    return (digest or "-").removeprefix("sha256:")[:12]
+
+
 def main(args: argparse.Namespace, ctx: RunContext) -> int:
     try:
         repo = GitOpsRepo(resolve_remote(args.gitops_repo, ctx.repo_root), work_dir_for(ctx.run_dir / "work"))
@@ -68,13 +72,12 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         return 1
     (ctx.run_dir / "status.json").write_text(json.dumps(rows, indent=2) + "\n")
     if args.json:
-        print(json.dumps(rows, indent=2))  # noqa: T201 - machine output on stdout by request
+        print(json.dumps(rows, indent=2))
         return 0
     table = Table(title=f"GitOps status ({repo.remote})")
     for col in ("env", "release", "digests (gateway / vllm)", "model", "since", "by", "evidence", "frozen"):
         table.add_column(col)
     for r in rows:
-        short = lambda d: (d or "-").removeprefix("sha256:")[:12]  # noqa: E731
         gates = " ".join(f"{k}:{v}" for k, v in sorted(r["gates"].items())) or "-"
         frozen = r["frozen"]
         table.add_row(

@@ -182,7 +182,7 @@ class Controller:
     # -------------------------------------------------------------- audit
 
     def audit(self, **fields: Any) -> None:
-        line = json.dumps({"ts": pm.iso(pm.utcnow()), **fields}, sort_keys=True, default=str)
+        line = json.dumps({"ts": pm.utcnow().isoformat(timespec="milliseconds"), **fields}, sort_keys=True, default=str)
         audit_log.info(line)
         if self.cfg.audit_file:
             with self.cfg.audit_file.open("a") as fh:

@@ -212,7 +212,14 @@ def print_table(ctx: RunContext, results: list[StageResult], not_run: list[str])
     table = Table(title="pipeline ci", show_lines=False)
     for col in ("stage", "status", "time", "cached", "summary"):
         table.add_column(col, justify="right" if col == "time" else "left", overflow="fold")
-    for r in results:
+    by_name = {r.stage: r for r in results}
+    for name in [*ORDER, *(r.stage for r in results if r.stage not in ORDER)]:
+        if name in not_run:
+            table.add_row(name, "[dim]NOT RUN[/]", "", "", "stopped before this stage")
+            continue
+        r = by_name.get(name)
+        if r is None:
+            continue
         style = _status_style(r)
         table.add_row(
             r.stage,
@@ -221,8 +228,6 @@ def print_table(ctx: RunContext, results: list[StageResult], not_run: list[str])
             "cached" if r.cached else "",
             r.summary,
         )
-    for name in not_run:
-        table.add_row(name, "[dim]NOT RUN[/]", "", "", "stopped before this stage")
     ctx.console.print(table)
 
 

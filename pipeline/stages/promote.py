@@ -151,7 +151,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
                 )
             rel = opts.release
             bundle = pm.evidence_bundle(rel, opts.evidence or {}, run_id)
-            soak = {"since": pm.iso(now), "elapsed_seconds": 0}
+            soak: dict[str, Any] = {"since": pm.iso(now), "elapsed_seconds": 0.0}
         else:
             pm.validate_env_yaml(repo, source)
             found = pm.read_release(repo, source)

@@ -64,6 +64,9 @@ class RenderOptions:
     repo_root: Path | None = None
     # Fail on trivy findings of these severities.
     trivy_severities: tuple[str, ...] = ("HIGH", "CRITICAL")
+    # Tools not to run ("trivy", "promtool", "lint"): reported as SKIPPED, never as passed.
+    # For callers that re-check one aspect (tests of planted violations); the CLI never skips.
+    skip: frozenset[str] = frozenset()
 
 
 def namespace_for(env: str) -> str:
@@ -76,7 +79,11 @@ def discover_envs(root: Path) -> list[str]:
     return sorted(p.parent.name for p in (root / ENVIRONMENTS).glob("*/values.yaml"))
 
 
-def _run(argv: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], cwd: Path, timeout: float = 120, merge: bool = False) -> subprocess.CompletedProcess[str]:
+    if merge:  # one stream keeps promtool's per-file headers next to their failures
+        return subprocess.run(
+            argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False
+        )
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -117,6 +124,7 @@ def check_manifests(
     core: validate.CoreValidator,
     crds: validate.CrdSchemas,
     engine_factory: Callable[[str], Any],
+    rule_names: list[str],
 ) -> dict[str, list[str]]:
     """Schema and policy problems of one env's objects, keyed by check name; messages name env and object."""
     core_docs = [d for d in docs if core.is_core(d)]
@@ -126,7 +134,7 @@ def check_manifests(
         f"crd schema {env}": [f"{env}: {f}" for d in cr_docs for f in crds.validate(d)],
     }
     engine = engine_factory(env)
-    by_rule = policy.evaluate_by_rule(engine, {"kind": "List", "items": docs})
+    by_rule = policy.evaluate_by_rule(engine, {"kind": "List", "items": docs}, rule_names)
     out[f"policy {env}"] = [f"{env}: policy {rule}: {m}" for rule, msgs in sorted(by_rule.items()) for m in msgs]
     return out
 
@@ -148,7 +156,9 @@ def check_runbooks(env: str, rules: dict[str, Any], root: Path) -> list[str]:
         url = str((rule.get("annotations") or {}).get("runbook_url", ""))
         name = rule["alert"]
         if not url.endswith(f"/{RUNBOOKS.as_posix()}/{name}.md"):
-            problems.append(f"{env}: alert <{name}> runbook_url {url or '(none)'} does not point at {RUNBOOKS}/{name}.md")
+            problems.append(
+                f"{env}: alert <{name}> runbook_url {url or '(none)'} does not point at {RUNBOOKS}/{name}.md"
+            )
         elif not (root / RUNBOOKS / f"{name}.md").is_file():
             problems.append(f"{env}: alert <{name}> links {RUNBOOKS}/{name}.md, which does not exist")
     return problems
@@ -241,6 +251,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         yl_conf = YamlLintConfig(file=str(root / YAMLLINT_CONFIG))
         chart = root / CHART
 
+        rule_names = policy.violation_rules([root / d for d in POLICY_DIRS])
+
         # regorus engines are bound to the thread that made them: each env compiles its own
         # (milliseconds) with its own parameters.
         def engine_for(target: str) -> Any:
@@ -292,7 +304,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             docs = load_docs(proc.stdout)
             checks.add(f"helm template {env}", [], t.seconds, ok_detail=f"{len(docs)} objects", objects=len(docs))
             with Timer() as t:
-                results = check_manifests(env, docs, core, crds, engine_for)
+                results = check_manifests(env, docs, core, crds, engine_for, rule_names)
             for name, problems in results.items():
                 checks.add(name, problems, t.seconds)
             with Timer() as t:
@@ -320,7 +332,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 text = yaml.safe_dump_all(docs, sort_keys=False, width=1000)
                 (out / "argocd" / "manifests.yaml").write_text(text)
                 schema = [f"argocd: {f}" for d in docs for f in crds.validate(d)]
-                by_rule = policy.evaluate_by_rule(engine_for("argocd"), {"kind": "List", "items": docs})
+                by_rule = policy.evaluate_by_rule(engine_for("argocd"), {"kind": "List", "items": docs}, rule_names)
             checks.add("crd schema argocd", schema, t.seconds, objects=len(docs))
             checks.add(
                 "policy argocd",
@@ -372,7 +384,9 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                     continue
                 for m in res.get("Misconfigurations") or []:
                     if m.get("Status", "FAIL") == "FAIL":
-                        problems.append(f"{env}: {m.get('ID')} {m.get('Severity')} {m.get('Title')}: {m.get('Message')}")
+                        problems.append(
+                            f"{env}: {m.get('ID')} {m.get('Severity')} {m.get('Title')}: {m.get('Message')}"
+                        )
             checks.add("trivy config", problems, t.seconds, findings=len(problems))
 
         def promtool_rules(env_list: list[str]) -> None:
@@ -393,14 +407,20 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 checks.add("promtool test rules", [f"{e}: no alert tests in {ALERT_TESTS}" for e in missing], 0.0)
                 return
             with Timer() as t:
-                proc = _run([promtool, "test", "rules", *tests], cwd=out)
-            problems = [] if proc.returncode == 0 else [_failed_promtool_tests(proc.stdout + proc.stderr)]
-            checks.add("promtool test rules", problems, t.seconds, ok_detail=f"{len(tests)} test files", files=len(tests))
+                proc = _run([promtool, "test", "rules", *tests], cwd=out, merge=True)
+            problems = [] if proc.returncode == 0 else [_failed_promtool_tests(proc.stdout + (proc.stderr or ""))]
+            checks.add(
+                "promtool test rules", problems, t.seconds, ok_detail=f"{len(tests)} test files", files=len(tests)
+            )
 
         workers = max(4, min(8, (os.cpu_count() or 2) * 2))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render") as pool:
             renders: list[Future[None]] = [pool.submit(render_env, e) for e in envs]
-            side: list[Future[None]] = [pool.submit(lint, e) for e in envs]
+            side: list[Future[None]] = []
+            if "lint" in opts.skip:
+                checks.skip("helm lint", "skipped by RenderOptions.skip")
+            else:
+                side += [pool.submit(lint, e) for e in envs]
             side += [pool.submit(argocd), pool.submit(policy_tests)]
             for fut in renders:
                 fut.result()
@@ -408,9 +428,15 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             later: list[Future[None]] = []
             if done:
                 # trivy is the slowest tool: start it the moment all manifests are on disk.
-                later.append(pool.submit(trivy_scan, done))
+                if "trivy" in opts.skip:
+                    checks.skip("trivy config", "skipped by RenderOptions.skip")
+                else:
+                    later.append(pool.submit(trivy_scan, done))
+                if "promtool" in opts.skip:
+                    checks.skip("promtool test rules", "skipped by RenderOptions.skip")
+                else:
+                    later.append(pool.submit(promtool_tests, done))
                 later.append(pool.submit(promtool_rules, done))
-                later.append(pool.submit(promtool_tests, done))
             for fut in side + later:
                 fut.result()
 
@@ -418,7 +444,12 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         NAME,
         sorted(checks.checks, key=lambda c: c.name),
         numbers={"seconds": total.seconds, "environments": float(len(envs))},
-        evidence={"environments": envs, "out": str(out), "crd_schemas": crd_location, "kube_version": opts.kube_version},
+        evidence={
+            "environments": envs,
+            "out": str(out),
+            "crd_schemas": crd_location,
+            "kube_version": opts.kube_version,
+        },
         artifacts=[str(p) for p in sorted(out.rglob("*.yaml"))],
         seconds=total.seconds,
     )
@@ -451,4 +482,6 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
     envs = args.env or ["all"]
     if "all" in envs:
         envs = ["all"]
-    return run(RenderOptions(envs=envs, out=args.out, crd_schemas=args.crd_schemas, kube_version=args.kube_version), ctx)
+    return run(
+        RenderOptions(envs=envs, out=args.out, crd_schemas=args.crd_schemas, kube_version=args.kube_version), ctx
+    )

@@ -290,7 +290,7 @@ def _model_server(
 ) -> Iterator[str | None]:
     """Yield the upstream URL to smoke (None = let local_stack start the simulator).
 
-    Records the set-up steps as checks; yields nothing usable (raises _SetupFailed) if one failed.
+    Records the set-up steps (install, start) as checks; raises _SetupFailed after recording a failed one.
     """
     if opts.target:
         evidence["server"] = "target"

@@ -11,37 +11,51 @@ import jwt
 import pytest
 from ruamel.yaml import YAML
 
+from app.gateway.app import build_components
+from app.gateway.config import ConfigError, load_settings
 from app.gateway.rbac import Rbac, RbacError, load_rbac, parse_rbac
 from app.gateway.tokens import mint_token, write_dev_keys
 
 from .conftest import REPO, Keys, gateway_env
 
 
-def _run_gateway(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    return subprocess.run(
-        [sys.executable, "-m", "app.gateway", "--port", "1"],
-        env={**clean, **env},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def _config_error(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    for k in [k for k in os.environ if k.startswith("GATEWAY_")]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as exc:
+        build_components(load_settings())
+    return str(exc.value)
 
 
 @pytest.mark.parametrize(
     ("drop", "override", "named"),
     [
         ("GATEWAY_UPSTREAM_URL", {}, "GATEWAY_UPSTREAM_URL"),
+        ("GATEWAY_JWT_ISSUER", {}, "GATEWAY_JWT_ISSUER"),
         ("GATEWAY_AUDIT_HASH_KEY", {}, "GATEWAY_AUDIT_HASH_KEY"),
+        ("GATEWAY_JWT_JWKS", {}, "GATEWAY_JWT_JWKS"),
+        (None, {"GATEWAY_AUDIT_HASH_KEY": "short"}, "GATEWAY_AUDIT_HASH_KEY"),
         (None, {"GATEWAY_UPSTREAM_URL": "ftp://x"}, "GATEWAY_UPSTREAM_URL"),
         (None, {"GATEWAY_JWT_JWKS": "/nonexistent/jwks.json"}, "GATEWAY_JWT_JWKS"),
+        (None, {"GATEWAY_JWT_JWKS": "http://idp.example.com/jwks"}, "GATEWAY_JWT_JWKS"),
+        (None, {"GATEWAY_JWT_ALLOW_HS256": "true"}, "GATEWAY_JWT_HS256_SECRET"),
         (None, {"GATEWAY_MAX_N": "zero"}, "GATEWAY_MAX_N"),
+        (None, {"GATEWAY_REDIS_URL": "http://x"}, "GATEWAY_REDIS_URL"),
+        (None, {"GATEWAY_RBAC_FILE": "/nonexistent.yaml"}, "GATEWAY_RBAC_FILE"),
         (None, {"GATEWAY_RBAC_FILE": "BAD_RBAC"}, "roles.user.tier"),
+        (None, {"GATEWAY_JWT_JWKS": "BAD_JWKS"}, "GATEWAY_JWT_JWKS"),
     ],
 )
-def test_bad_config_exits_with_one_clear_line(
-    drop: str | None, override: dict[str, str], named: str, keys: Keys, rbac_file: Path, tmp_path: Path
+def test_bad_config_names_the_setting(
+    drop: str | None,
+    override: dict[str, str],
+    named: str,
+    keys: Keys,
+    rbac_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = gateway_env(keys, rbac_file, "http://127.0.0.1:9", tmp_path / "audit.log")
     if drop:
@@ -49,14 +63,33 @@ def test_bad_config_exits_with_one_clear_line(
     if override.get("GATEWAY_RBAC_FILE") == "BAD_RBAC":
         bad = tmp_path / "rbac.yaml"
         bad.write_text(
-            "tiers: {free: {requests_per_minute: 1, tokens_per_minute: 1}}\nroles: {user: {models: [a], max_tokens: 1, tier: gold}}\n"
+            "tiers: {free: {requests_per_minute: 1, tokens_per_minute: 1}}\n"
+            "roles: {user: {models: [a], max_tokens: 1, tier: gold}}\n"
         )
         override = {"GATEWAY_RBAC_FILE": str(bad)}
+    if override.get("GATEWAY_JWT_JWKS") == "BAD_JWKS":
+        bad = tmp_path / "jwks.json"
+        bad.write_text('{"keys": []}')
+        override = {"GATEWAY_JWT_JWKS": str(bad)}
     env.update(override)
-    res = _run_gateway(env)
+    msg = _config_error(env, monkeypatch)
+    assert named in msg and "\n" not in msg
+
+
+def test_bad_config_process_exits_2_without_traceback(keys: Keys, rbac_file: Path, tmp_path: Path) -> None:
+    env = gateway_env(keys, rbac_file, "http://127.0.0.1:9", tmp_path / "audit.log")
+    del env["GATEWAY_JWT_AUDIENCE"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "app.gateway", "--port", "1"],
+        env={**clean, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 2
-    assert named in res.stderr and "Traceback" not in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stderr.strip() == "gateway: configuration error: GATEWAY_JWT_AUDIENCE: Field required"
 
 
 def test_rbac_example_and_combination(repo_root: Path) -> None:

@@ -37,8 +37,12 @@ def short_slo_file(tmp_path: Path, dev_doc: dict[str, Any]) -> Callable[..., Pat
         doc = copy.deepcopy(dev_doc)
         doc["run"].update(duration_s=duration_s, warmup_s=warmup_s)
         for key, value in overrides.items():
+            # `abort={...}` replaces a section; `run__users=2` sets one field of it.
             section, _, field = key.partition("__")
-            doc[section][field] = value
+            if field:
+                doc[section][field] = value
+            else:
+                doc[section] = value
         validate(doc)
         path = tmp_path / "slo.yaml"
         with path.open("w") as fh:

@@ -75,7 +75,9 @@ def test_edit_yaml_refuses_to_move_unrelated_keys(tmp_path: Path) -> None:
 
 
 def test_trailer_parsing() -> None:
-    msg = Message("subj", "body line: not a trailer", [("Approved-By", "a"), ("Approved-By", "b"), ("X", "multi\nline")])
+    msg = Message(
+        "subj", "body line: not a trailer", [("Approved-By", "a"), ("Approved-By", "b"), ("X", "multi\nline")]
+    )
     parsed = parse_trailers(msg.render())
     assert parsed["approved-by"] == ["a", "b"] and parsed["x"] == ["multi line"]
     assert parse_trailers("subject only") == {}

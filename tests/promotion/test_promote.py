@@ -8,8 +8,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from pipeline.context import RunContext
 from pipeline.gitops import GitOpsRepo, git
 from pipeline.release import Release
@@ -143,7 +141,9 @@ def test_prod_with_approvals_local_profile_and_flag(
     assert head.trailer("Unbuilt-Images-Allowed-By") == "rm"
 
 
-def test_dry_run_changes_nothing(remote: str, ctx: RunContext, make_release: Callable[..., Release], tmp_path: Path) -> None:
+def test_dry_run_changes_nothing(
+    remote: str, ctx: RunContext, make_release: Callable[..., Release], tmp_path: Path
+) -> None:
     head = clone(remote, tmp_path).head()
     res = to_dev(remote, ctx, make_release(1), dry_run=True)
     assert res.status is Status.PASSED and "dry run" in res.summary
@@ -155,7 +155,18 @@ def test_frozen_target_is_refused(
 ) -> None:
     repo = clone(remote, tmp_path, "writer")
     repo.file("environments/dev/freeze.yaml").write_text("frozen: true\nsince: t\nby: ctl\nreason: alert\n")
-    git("commit", "-qam", "freeze", cwd=repo.path, env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
+    git(
+        "commit",
+        "-qam",
+        "freeze",
+        cwd=repo.path,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@x",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@x",
+        },
+    )
     git("push", "-q", "origin", "HEAD:main", cwd=repo.path)
     res = to_dev(remote, ctx, make_release(1))
     assert res.status is Status.FAILED
@@ -189,7 +200,18 @@ def test_malformed_values_file_is_a_clear_error_and_nothing_pushed(
 ) -> None:
     repo = clone(remote, tmp_path, "writer")
     repo.file("environments/dev/values.yaml").write_text("replicaCount: [1\n  broken: {\n")
-    git("commit", "-qam", "oops", cwd=repo.path, env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
+    git(
+        "commit",
+        "-qam",
+        "oops",
+        cwd=repo.path,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@x",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@x",
+        },
+    )
     git("push", "-q", "origin", "HEAD:main", cwd=repo.path)
     head = repo.head()
     res = to_dev(remote, ctx, make_release(1))

@@ -21,10 +21,12 @@ from tests.promotion.conftest import ci_evidence, ctx, make_release, remote, sou
 TOKEN = "test-token-not-a-secret"
 
 
-def promote_chain(remote: str, tmp_path: Path, releases: list[Release], env: str = "staging") -> None:
+def promote_chain(remote: str, tmp_path: Path, releases: list[Release], env: str = "staging") -> None:  # noqa: F811
     for i, rel in enumerate(releases):
         c = RunContext(run_dir=tmp_path / f"p{i}")
-        assert promote.run(promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), c).ok
+        assert promote.run(
+            promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), c
+        ).ok
         if env != "dev":
             r = promote.run(promote.PromoteOptions(to=env, gitops_repo=remote, policy_profile="local"), c)
             assert r.ok, r.checks
@@ -72,7 +74,7 @@ def alert_payload(
 
 
 class LiveController:
-    def __init__(self, remote: str, tmp_path: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, remote: str, tmp_path: Path, extra_env: dict[str, str] | None = None) -> None:  # noqa: F811
         self.remote, self.tmp_path, self.extra_env = remote, tmp_path, extra_env or {}
         self.audit = tmp_path / "audit.jsonl"
         self.proc: ManagedProcess | None = None
@@ -81,12 +83,32 @@ class LiveController:
     def start(self) -> LiveController:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "-m", "pipeline", "--run-dir", str(self.tmp_path / "ctl-run"), "rollback-controller",
-                "--host", "127.0.0.1", "--port", str(port), "--gitops-repo", self.remote,
-                "--audit-file", str(self.audit), "--work-dir", str(self.tmp_path / "ctl-work")]
+        argv = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--run-dir",
+            str(self.tmp_path / "ctl-run"),
+            "rollback-controller",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--gitops-repo",
+            self.remote,
+            "--audit-file",
+            str(self.audit),
+            "--work-dir",
+            str(self.tmp_path / "ctl-work"),
+        ]
         env = {"ROLLBACK_CONTROLLER_TOKEN": TOKEN, **self.extra_env}
-        self.proc = ManagedProcess("rollback-controller", argv, self.tmp_path / "controller.log", env=env,
-                                   cwd=Path(__file__).resolve().parents[2]).start()
+        self.proc = ManagedProcess(
+            "rollback-controller",
+            argv,
+            self.tmp_path / "controller.log",
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+        ).start()
         self.proc.wait_http(f"{self.url}/healthz", timeout=30)
         return self
 
@@ -111,5 +133,3 @@ def controller(remote: str, tmp_path: Path) -> Iterator[LiveController]:  # noqa
         yield ctl
     finally:
         ctl.stop()
-
-

@@ -23,8 +23,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def client(remote: str, tmp_path: Path) -> Iterator[TestClient]:
-    cfg = ControllerConfig(gitops_repo=remote, work_root=tmp_path / "ctl", bearer_token=TOKEN,
-                           basic_user="am", basic_password="pw", audit_file=tmp_path / "audit.jsonl")
+    cfg = ControllerConfig(
+        gitops_repo=remote,
+        work_root=tmp_path / "ctl",
+        bearer_token=TOKEN,
+        basic_user="am",
+        basic_password="pw",
+        audit_file=tmp_path / "audit.jsonl",
+    )
     with TestClient(create_app(cfg)) as c:
         yield c
 
@@ -70,9 +76,7 @@ def test_unauthenticated_and_wrong_credentials_get_401_and_no_action(
     assert 'rollback_controller_webhooks_total{result="unauthorized"} 3.0' in client.get("/metrics").text
 
 
-def test_basic_auth_as_alertmanager_http_config_sends_it(
-    client: TestClient, v1_v2: tuple[Release, Release]
-) -> None:
+def test_basic_auth_as_alertmanager_http_config_sends_it(client: TestClient, v1_v2: tuple[Release, Release]) -> None:
     basic = "Basic " + base64.b64encode(b"am:pw").decode()
     assert outcomes(client.post("/webhook", json=alert_payload(), headers={"Authorization": basic})) == ["rolled_back"]
 
@@ -142,8 +146,9 @@ def test_refuses_to_start_without_credentials(remote: str, tmp_path: Path) -> No
         create_app(ControllerConfig(gitops_repo=remote, work_root=tmp_path))
 
 
-def test_live_server_401_and_health(controller: LiveController, remote: str, tmp_path: Path,
-                                    v1_v2: tuple[Release, Release]) -> None:
+def test_live_server_401_and_health(
+    controller: LiveController, remote: str, tmp_path: Path, v1_v2: tuple[Release, Release]
+) -> None:
     before = head(remote, tmp_path).head()
     assert controller.post(alert_payload(), token=None).status_code == 401
     assert head(remote, tmp_path).head() == before

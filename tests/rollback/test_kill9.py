@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -27,10 +28,9 @@ def fire_and_kill(ctl: LiveController, payload: dict[str, object], marker: Path)
     """POST in the background, SIGKILL the controller's process group once the push is in flight."""
 
     def post() -> None:
-        try:
+        # The server dies under us: expected.
+        with contextlib.suppress(httpx.HTTPError):
             ctl.post(payload, timeout=20)
-        except httpx.HTTPError:
-            pass  # the server dies under us: expected
 
     t = threading.Thread(target=post, daemon=True)
     t.start()

@@ -62,9 +62,7 @@ def test_frozen_env_refuses_promotion_until_unfrozen(
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
 
 
-def test_nothing_to_roll_back_to_is_refused(
-    remote: str, tmp_path: Path, make_release: Callable[..., Release]
-) -> None:
+def test_nothing_to_roll_back_to_is_refused(remote: str, tmp_path: Path, make_release: Callable[..., Release]) -> None:
     promote_chain(remote, tmp_path, [make_release(1)])
     head = fresh(remote, tmp_path, "before").head()
     res = rollback.run(rollback.RollbackOptions(env="staging", gitops_repo=remote), RunContext(run_dir=tmp_path / "r"))
@@ -94,8 +92,10 @@ def test_status_reports_pins_who_evidence_and_freeze(
     remote: str, tmp_path: Path, v1_v2: tuple[Release, Release]
 ) -> None:
     _, v2 = v1_v2
-    rollback.run(rollback.RollbackOptions(env="dev", reason="drill", actor="oncall", gitops_repo=remote),
-                 RunContext(run_dir=tmp_path / "r"))
+    rollback.run(
+        rollback.RollbackOptions(env="dev", reason="drill", actor="oncall", gitops_repo=remote),
+        RunContext(run_dir=tmp_path / "r"),
+    )
     rows = {r["env"]: r for r in status.collect(fresh(remote, tmp_path))}
     assert rows["staging"]["release"] == v2.id and rows["staging"]["gates"]["smoke"] == "passed"
     assert rows["staging"]["evidence"] == pm.evidence_path("staging", v2.id)

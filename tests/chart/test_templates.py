@@ -1,0 +1,187 @@
+"""Rendered chart: layout conventions, release pins, toggles, env deltas."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.release import Release
+from tests.chart.conftest import Template, by_kind, env_files
+
+ENVS = ("dev", "staging", "prod")
+MIN = ("vllm.model.id=m/x", "vllm.model.revision=abc")
+
+
+def test_one_resource_per_template_named_by_kind(chart: Path, helm_template: Template) -> None:
+    # Turn every toggle on so every template renders.
+    docs_sets = (
+        *MIN,
+        "autoscaling.mode=keda",
+        "ingress.enabled=true",
+        "httpRoute.enabled=true",
+        "externalSecret.enabled=true",
+        "vllm.modelCache.type=pvc",
+    )
+    helm_template(sets=docs_sets)
+    for tpl in (chart / "templates").glob("*.yaml"):
+        kind_part, _, component = tpl.stem.partition("-")
+        assert component, f"{tpl.name} is not <kind>-<component>.yaml"
+        text = tpl.read_text()
+        assert len(re.findall(r"(?m)^kind: ", text)) == 1, f"{tpl.name} holds more than one resource"
+        kind = re.search(r"(?m)^kind: (\w+)", text)
+        assert kind and kind.group(1).lower() == kind_part, f"{tpl.name} renders a {kind and kind.group(1)}"
+
+
+def test_helpers_are_commented(chart: Path) -> None:
+    text = (chart / "templates" / "_helpers.tpl").read_text()
+    defines = re.findall(r'\{\{- define "([^"]+)" -\}\}', text)
+    assert defines and all(d.startswith("llm-service.") for d in defines)
+    for name in defines:
+        assert re.search(r"\{\{/\* " + re.escape(name) + r": .+\*/\}\}\n\{\{- define \"" + re.escape(name), text), name
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_standard_labels_and_security(repo_root: Path, helm_template: Template, env: str) -> None:
+    docs = helm_template(*env_files(repo_root, env), env=env)
+    for d in docs:
+        labels = d["metadata"]["labels"]
+        for key in ("name", "instance", "version", "component", "part-of", "managed-by"):
+            assert f"app.kubernetes.io/{key}" in labels, (d["kind"], key)
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] and sc["runAsNonRoot"] and not sc["allowPrivilegeEscalation"]
+        assert sc["capabilities"]["drop"] == ["ALL"]
+    # Only the gateway port is exposed by the main Service.
+    svc = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "llm-service")
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"]
+
+
+def test_model_id_and_revision_required(helm_template: Template) -> None:
+    assert "vllm.model.id must be set" in helm_template(sets=("vllm.model.revision=abc",), expect_ok=False)
+    assert "vllm.model.revision must be set" in helm_template(sets=("vllm.model.id=m/x",), expect_ok=False)
+
+
+def test_prod_requires_digests(repo_root: Path, helm_template: Template) -> None:
+    err = helm_template(*env_files(repo_root, "prod"), sets=("gateway.image.digest=",), expect_ok=False, env="prod")
+    assert "gateway.image.digest must be set" in err
+
+
+def test_release_pins_from_release_model(repo_root: Path, helm_template: Template, tmp_path: Path) -> None:
+    rel = Release(
+        id="0.2.0+gabc1234",
+        commit="abc1234",
+        chart_version="0.1.0",
+        gateway_digest="sha256:" + "a" * 64,
+        vllm_digest="sha256:" + "b" * 64,
+        model_revision="rev-42",
+    )
+    pins = tmp_path / "release.yaml"
+    pins.write_text(yaml.safe_dump(rel.to_values()))
+    docs = helm_template(repo_root / "environments/prod/values.yaml", pins, env="prod")
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]
+    images = {c["name"]: c["image"] for c in pod["spec"]["containers"]}
+    assert images == {
+        "gateway": "registry.example.com/llm/gateway@sha256:" + "a" * 64,
+        "vllm": "registry.example.com/llm/vllm@sha256:" + "b" * 64,
+    }
+    vllm = next(c for c in pod["spec"]["containers"] if c["name"] == "vllm")
+    assert "--revision=rev-42" in vllm["args"]
+    assert pod["metadata"]["annotations"]["llm.example.com/release-id"] == "0.2.0+gabc1234"
+
+
+def test_tag_defaults_to_app_version(chart: Path, helm_template: Template) -> None:
+    app_version = yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"]
+    docs = helm_template(sets=MIN)
+    images = [c["image"] for c in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]]
+    assert all(i.endswith(f":{app_version}") for i in images)
+
+
+def test_env_release_pins_are_valid_and_identical(repo_root: Path) -> None:
+    pins = [yaml.safe_load((repo_root / "environments" / e / "release.yaml").read_text()) for e in ENVS]
+    assert pins[0] == pins[1] == pins[2]
+    Release.from_values(pins[0])  # validates the digests
+
+
+def _rule(docs: list[dict[str, Any]], alert: str) -> dict[str, Any]:
+    groups = by_kind(docs, "PrometheusRule")[0]["spec"]["groups"]
+    return next(r for g in groups for r in g["rules"] if r.get("alert") == alert)
+
+
+@pytest.mark.parametrize(("env", "threshold"), [("dev", "0.05"), ("staging", "0.02"), ("prod", "0.01")])
+def test_error_rate_alert_routes_to_rollback(
+    repo_root: Path, helm_template: Template, env: str, threshold: str
+) -> None:
+    rule = _rule(helm_template(*env_files(repo_root, env), env=env), "LLMHighErrorRate")
+    assert rule["labels"] == {"severity": "critical", "rollback": "true", "env": env}
+    assert rule["expr"].endswith(f"> {threshold}")
+
+
+def test_every_alert_has_runbook_page(repo_root: Path, helm_template: Template) -> None:
+    docs = helm_template(*env_files(repo_root, "prod"), env="prod")
+    groups = by_kind(docs, "PrometheusRule")[0]["spec"]["groups"]
+    alerts = [r for g in groups for r in g["rules"] if "alert" in r]
+    assert {a["alert"] for a in alerts} >= {
+        "LLMHighErrorRate",
+        "LLMHighLatencyP95",
+        "LLMGPUUnderutilized",
+        "LLMGPUSaturated",
+        "LLMCostIncrease",
+        "LLMHighTTFTP95",
+        "LLMKVCacheSaturated",
+        "LLMQueueDepthHigh",
+    }
+    for a in alerts:
+        assert set(a["annotations"]) >= {"summary", "description", "runbook_url"}
+        assert (repo_root / "docs/runbooks" / f"{a['alert']}.md").is_file()
+
+
+def test_autoscaling_toggles(helm_template: Template) -> None:
+    keda = helm_template(sets=(*MIN, "autoscaling.mode=keda"))
+    so = by_kind(keda, "ScaledObject")[0]
+    assert "vllm:num_requests_waiting" in so["spec"]["triggers"][0]["metadata"]["query"]
+    assert "replicas" not in by_kind(keda, "Deployment")[0]["spec"]
+    hpa = helm_template(sets=(*MIN, "autoscaling.mode=hpa"))
+    assert by_kind(hpa, "HorizontalPodAutoscaler") and not by_kind(hpa, "ScaledObject")
+    none = helm_template(sets=MIN)
+    assert not by_kind(none, "HorizontalPodAutoscaler") and not by_kind(none, "ScaledObject")
+
+
+def test_exposure_and_secret_toggles(helm_template: Template) -> None:
+    off = helm_template(sets=MIN)
+    assert not by_kind(off, "Ingress") and not by_kind(off, "HTTPRoute") and not by_kind(off, "ExternalSecret")
+    on = helm_template(sets=(*MIN, "ingress.enabled=true", "httpRoute.enabled=true", "externalSecret.enabled=true"))
+    ing = by_kind(on, "Ingress")[0]
+    assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert by_kind(on, "HTTPRoute")[0]["spec"]["rules"][0]["timeouts"]["request"] == "600s"
+    es = by_kind(on, "ExternalSecret")[0]
+    env = next(
+        c for c in by_kind(on, "Deployment")[0]["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"
+    )["env"]
+    assert env[0]["valueFrom"]["secretKeyRef"]["name"] == es["spec"]["target"]["name"]
+    assert not by_kind(on, "Secret"), "secret values never render into manifests"
+
+
+def test_spot_pool_handling(repo_root: Path, helm_template: Template) -> None:
+    pod = by_kind(helm_template(*env_files(repo_root, "dev")), "Deployment")[0]["spec"]["template"]["spec"]
+    assert any(t["key"] == "cloud.example.com/spot" for t in pod["tolerations"])
+    pref = pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert pref[0]["preference"]["matchExpressions"][0]["values"] == ["spot"]
+    assert pod["terminationGracePeriodSeconds"] == 25
+    prod = by_kind(helm_template(*env_files(repo_root, "prod"), env="prod"), "Deployment")[0]["spec"]["template"][
+        "spec"
+    ]
+    assert "affinity" not in prod and prod["terminationGracePeriodSeconds"] == 180
+    assert prod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "DoNotSchedule"
+
+
+def test_rbac_configmap_shape(helm_template: Template) -> None:
+    cm = next(c for c in by_kind(helm_template(sets=MIN), "ConfigMap") if c["metadata"]["name"].endswith("-rbac"))
+    rbac = yaml.safe_load(cm["data"]["rbac.yaml"])
+    assert rbac["tiers"]["standard"] == {"requests_per_minute": 600, "tokens_per_minute": 600000}
+    assert rbac["roles"]["user"]["tier"] == "standard"

@@ -1,0 +1,43 @@
+"""Fixtures for render tests: a throwaway copy of the parts of the repo the stage reads."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.context import RunContext
+from pipeline.result import StageResult
+from pipeline.stages import render
+
+# What `render` reads; planted violations edit these copies, never the repo.
+COPIED = ("charts", "environments", "policies", "docs/runbooks")
+
+
+@pytest.fixture
+def repo_copy(repo_root: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "repo"
+    for rel in COPIED:
+        shutil.copytree(repo_root / rel, dest / rel)
+    return dest
+
+
+RenderFn = Callable[..., StageResult]
+
+
+@pytest.fixture
+def run_render(tmp_path: Path, crd_schemas: Path) -> RenderFn:
+    def _run(root: Path, envs: list[str] | None = None, **kw: object) -> StageResult:
+        ctx = RunContext(run_dir=tmp_path / "run")
+        opts = render.RenderOptions(
+            envs=envs or ["all"], out=tmp_path / "out", crd_schemas=str(crd_schemas), repo_root=root, **kw
+        )
+        return render.run(opts, ctx)
+
+    return _run
+
+
+def failure_text(result: StageResult) -> str:
+    return "\n".join(f"[{c.name}] {c.detail}" for c in result.failures())

@@ -1,0 +1,175 @@
+"""`python -m pipeline render`: passes on the repo; each planted violation fails naming it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.result import Status
+from tests.render.conftest import RenderFn, failure_text
+
+pytestmark = pytest.mark.slow
+
+# Planted violations aimed at schema/policy checks skip the slow tools they do not involve.
+FAST = frozenset({"trivy", "promtool"})
+
+
+def test_render_all_passes_on_repo(repo_root: Path, run_render: RenderFn, tmp_path: Path) -> None:
+    result = run_render(repo_root)
+    assert result.status is Status.PASSED, failure_text(result)
+    names = {c.name for c in result.checks}
+    for env in ("dev", "staging", "prod"):
+        assert {f"helm lint {env}", f"kubernetes schema {env}", f"crd schema {env}", f"policy {env}"} <= names
+        assert (tmp_path / "out" / env / "manifests.yaml").is_file()
+        assert (tmp_path / "out" / env / "prometheus-rules.yaml").is_file()
+    assert {
+        "trivy config",
+        "promtool check rules",
+        "promtool test rules",
+        "crd schema argocd",
+        "policy argocd",
+    } <= names
+    assert not result.skipped()
+    # The generated Applications are rendered and checked too.
+    argocd = (tmp_path / "out" / "argocd" / "manifests.yaml").read_text()
+    assert "name: llm-service-prod" in argocd
+
+
+def _edit(path: Path, old: str, new: str, count: int = 1) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, count))
+
+
+def test_latest_tag_in_template_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    tpl = repo_copy / "charts/llm-service/templates/deployment-llm.yaml"
+    _edit(
+        tpl,
+        '{{ include "llm-service.image" (dict "ctx" . "image" .Values.gateway.image "what" "gateway") }}',
+        "registry.example.com/llm/gateway:latest",
+    )
+    result = run_render(repo_copy, ["dev"], skip=FAST)
+    text = failure_text(result)
+    assert result.status is Status.FAILED
+    assert (
+        "[policy dev] dev: policy images: container <gateway> in Deployment <llm-service> uses the latest tag" in text
+    )
+
+
+def test_latest_tag_in_values_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    env = repo_copy / "environments/dev"
+    _edit(
+        env / "release.yaml",
+        "digest: sha256:0000000000000000000000000000000000000000000000000000000000000001",
+        'digest: ""',
+    )
+    (env / "values.yaml").write_text((env / "values.yaml").read_text() + "gateway:\n  image:\n    tag: latest\n")
+    result = run_render(repo_copy, ["dev"], skip=FAST)
+    assert result.status is Status.FAILED
+    assert "/gateway/image/tag" in failure_text(result)
+
+
+def test_missing_limit_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    values = repo_copy / "charts/llm-service/values.yaml"
+    _edit(values, '    limits:\n      cpu: "1"\n      memory: 512Mi\n', '    limits:\n      cpu: "1"\n')
+    result = run_render(repo_copy, ["dev"], skip=FAST)
+    assert result.status is Status.FAILED
+    assert "container <gateway> in Deployment <llm-service> has no resources.limits.memory" in failure_text(result)
+    # Tools left out are reported as skipped, never as passed.
+    assert {c.name for c in result.skipped()} == {"trivy config", "promtool test rules"}
+
+
+def test_privileged_container_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    _edit(repo_copy / "charts/llm-service/templates/_helpers.tpl", "privileged: false", "privileged: true")
+    result = run_render(repo_copy, ["prod"])
+    text = failure_text(result)
+    assert "policy security: container <vllm> in Deployment <llm-service> is privileged" in text
+    # trivy flags it as well (HIGH), naming the env.
+    assert re.search(r"\[trivy config\] prod: KSV-?0*17 HIGH", text), text
+
+
+def test_bad_values_type_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    values = repo_copy / "environments/staging/values.yaml"
+    values.write_text(values.read_text() + "replicaCount: two\n")
+    result = run_render(repo_copy, ["staging"], skip=frozenset({"trivy", "promtool"}))
+    text = failure_text(result)
+    assert "[helm template staging]" in text and "at '/replicaCount': got string, want integer" in text
+    assert "[helm lint staging]" in text
+
+
+def test_alert_without_runbook_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    _edit(
+        repo_copy / "charts/llm-service/templates/prometheusrule-llm.yaml",
+        "            runbook_url: {{ $rb }}/LLMQueueDepthHigh.md\n",
+        "",
+    )
+    result = run_render(repo_copy, ["prod"], skip=FAST)
+    text = failure_text(result)
+    assert (
+        "policy alerts: alert <LLMQueueDepthHigh> in PrometheusRule <llm-service> has no runbook_url annotation" in text
+    )
+    assert "alert <LLMQueueDepthHigh> runbook_url (none)" in text
+
+
+def test_missing_runbook_page_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    (repo_copy / "docs/runbooks/LLMCostIncrease.md").unlink()
+    result = run_render(repo_copy, ["dev"], skip=FAST)
+    assert "dev: alert <LLMCostIncrease> links docs/runbooks/LLMCostIncrease.md, which does not exist" in failure_text(
+        result
+    )
+
+
+def test_broken_argocd_field_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    _edit(
+        repo_copy / "environments/argocd/applicationset-llm-service.yaml",
+        "          prune: true",
+        "          prun: true",
+    )
+    result = run_render(repo_copy, ["dev"], skip=FAST)
+    text = failure_text(result)
+    assert (
+        "[crd schema argocd] argocd: ApplicationSet <argocd/llm-service>: spec.template.spec.syncPolicy.automated: "
+        in text
+    )
+    assert "'prun' was unexpected" in text
+
+
+def test_unpinned_prod_app_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    _edit(
+        repo_copy / "environments/argocd/applicationset-llm-service.yaml",
+        'prodRevision: "0000000000000000000000000000000000000000"',
+        "prodRevision: main",
+    )
+    result = run_render(repo_copy, ["dev"], skip=FAST)
+    assert "Application <llm-service-prod> (env prod) tracks targetRevision main" in failure_text(result)
+
+
+def test_broken_alert_test_expectation_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    # An alert that stops firing (threshold raised far above the test input) breaks its promtool case.
+    values = repo_copy / "environments/dev/values.yaml"
+    _edit(values, "    errorRateRatio: 0.05", "    errorRateRatio: 0.5")
+    result = run_render(repo_copy, ["dev"], skip=frozenset({"trivy"}))
+    text = failure_text(result)
+    assert "[promtool test rules]" in text and "dev/alerts.test.yaml" in text and "LLMHighErrorRate" in text
+
+
+def test_unknown_env_fails(repo_root: Path, run_render: RenderFn) -> None:
+    result = run_render(repo_root, ["qa"])
+    assert result.status is Status.FAILED and "unknown environment(s) qa" in result.summary
+
+
+def test_cli_exit_codes(tmp_path: Path, crd_schemas: Path, repo_root: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "pipeline", "--run-dir", str(tmp_path / "run"), "render", *args]
+        return subprocess.run(argv, cwd=repo_root, capture_output=True, text=True, check=False)
+
+    ok = cli("--env", "dev", "--out", str(tmp_path / "o"), "--crd-schemas", str(crd_schemas))
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "o" / "dev" / "manifests.yaml").is_file()
+    assert (tmp_path / "run" / "render.json").is_file()
+    bad = cli("--env", "qa", "--crd-schemas", str(crd_schemas))
+    assert bad.returncode == 1 and "unknown environment(s) qa" in bad.stderr
