@@ -68,7 +68,9 @@ async def _one_connection(
         writer.close()
 
 
-async def _load(url: str, path: str, body: bytes, token: str | None, concurrency: int, duration: float) -> dict[str, Any]:
+async def _load(
+    url: str, path: str, body: bytes, token: str | None, concurrency: int, duration: float
+) -> dict[str, Any]:
     u = urlparse(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
     head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -130,14 +132,32 @@ def _summary(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _run_load(url: str, body: Path, token: str | None, concurrency: int, duration: float) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process (Linux /proc); NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _run_load(
+    url: str, body: Path, token: str | None, concurrency: int, duration: float, pids: dict[str, int]
+) -> dict[str, Any]:
     argv = [sys.executable, "-m", "app.bench", "loadgen", "--url", url, "--path", "/v1/chat/completions"]
     raw = body.with_suffix(".result.json")
     argv += ["--body", str(body), "--concurrency", str(concurrency), "--duration", str(duration), "--out", str(raw)]
     # The token goes through the environment, not argv (visible in ps).
     env = {**os.environ, "BENCH_TOKEN": token or ""}
+    before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     subprocess.run(argv, env=env, check=True, timeout=duration + 120)
-    return _summary(json.loads(raw.read_text()))
+    after = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    out = _summary(json.loads(raw.read_text()))
+    # CPU per request is far less noisy than RPS on a shared machine (includes the 1 s warm-up).
+    total = out["requests"] * (1 + 1 / duration)
+    for name in pids:
+        out[f"{name}_cpu_ms_per_request"] = (after[name] - before[name]) * 1000 / total if total else float("nan")
+    return out
 
 
 def _compare(direct: dict[str, Any], gw: dict[str, Any], stream: bool) -> dict[str, Any]:
@@ -169,18 +189,22 @@ def bench_main(args: argparse.Namespace) -> int:
     }
     with local_stack(work, model=model, simulator_args=sim_args, workers=args.workers) as stack:
         token = stack.mint(sub="bench", roles=("user",), ttl=3600)
+        assert stack.simulator is not None
+        pids = {"simulator": stack.simulator.pid, "gateway": stack.gateway.pid}
         msgs = [{"role": "user", "content": "Say something about delivery pipelines."}]
         bodies = {}
         for stream in (False, True):
             p = work / f"body-{stream}.json"
-            p.write_text(json.dumps({"model": model, "messages": msgs, "max_tokens": args.max_tokens, "stream": stream}))
+            p.write_text(
+                json.dumps({"model": model, "messages": msgs, "max_tokens": args.max_tokens, "stream": stream})
+            )
             bodies[stream] = p
         for stream in (False, True):
             kind = "stream" if stream else "unary"
             log.info("%s: direct to the simulator, %d concurrent, %.0fs", kind, args.concurrency, args.duration)
-            direct = _run_load(stack.upstream_url, bodies[stream], None, args.concurrency, args.duration)
+            direct = _run_load(stack.upstream_url, bodies[stream], None, args.concurrency, args.duration, pids)
             log.info("%s: through the gateway", kind)
-            gw = _run_load(stack.gateway_url, bodies[stream], token, args.concurrency, args.duration)
+            gw = _run_load(stack.gateway_url, bodies[stream], token, args.concurrency, args.duration, pids)
             result[kind] = {"direct": direct, "gateway": gw, "compare": _compare(direct, gw, stream)}
         audit_lines = sum(1 for _ in stack.audit_log.open())
     result["audit_lines"] = audit_lines
@@ -208,6 +232,8 @@ def _print(r: dict[str, Any]) -> None:
     for kind in ("unary", "stream"):
         c = r[kind]["compare"]
         line = f"{kind}: RPS ratio {c['rps_ratio']:.2f}, added p50 {c['added_p50_ms']:+.2f} ms, added p99 {c['added_p99_ms']:+.2f} ms"
+        g = r[kind]["gateway"]
+        line += f"; CPU/request: gateway {g['gateway_cpu_ms_per_request']:.2f} ms, simulator {g['simulator_cpu_ms_per_request']:.2f} ms"
         if "added_first_chunk_p50_ms" in c:
             line += f", added first-chunk p50 {c['added_first_chunk_p50_ms']:+.2f} ms / p99 {c['added_first_chunk_p99_ms']:+.2f} ms"
         print(line)

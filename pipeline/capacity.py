@@ -207,7 +207,9 @@ def plan(best: Step, cap: CapacitySpec, place: Placement, prices: Prices) -> Pla
     )
 
 
-def autoscaling_edit(values_path: Path, min_replicas: int, max_replicas: int) -> tuple[str, str, list[str]]:
+def autoscaling_edit(
+    values_path: Path, min_replicas: int, max_replicas: int, label: str | None = None
+) -> tuple[str, str, list[str]]:
     """Round-trip edit of `autoscaling.minReplicas/maxReplicas`; returns (new text, unified diff, notes).
 
     Only those two keys change (comments, order and every other key are kept); the

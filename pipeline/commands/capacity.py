@@ -137,23 +137,22 @@ def sweep(
 
 
 def _step_table(steps: list[cap_mod.Step], best: cap_mod.Step | None) -> Table:
-    t = Table(title="Sweep (one replica)")
-    for col in ("users", "req/s", "tok/s", "good/s", "good%", "err%", "TTFT95", "ITL95", "E2E95"):
+    # Compact: CI logs are 80 columns wide; every number is in capacity.json.
+    t = Table(title="Sweep (one replica)", show_edge=False, pad_edge=False)
+    for col in ("users", "req/s", "good/s", "good%", "err%", "TTFT95", "ITL95", "E2E95"):
         t.add_column(col, justify="right")
     t.add_column("SLOs", no_wrap=True)
     for s in steps:
         mark = " <- best" if best is not None and s.concurrency == best.concurrency else ""
         t.add_row(
             str(s.concurrency),
-            f"{s.rps:.2f}",
-            f"{s.output_tokens_per_s:.0f}",
-            f"{s.goodput_rps:.2f}",
+            f"{s.rps:.1f}",
+            f"{s.goodput_rps:.1f}",
             f"{s.goodput_ratio * 100:.0f}",
             f"{s.error_rate * 100:.1f}",
             f"{s.ttft_p95_ms:.0f}",
             f"{s.itl_p95_ms:.0f}",
             f"{s.e2e_p95_ms:.0f}",
-            # Narrow: CI logs are 80 columns; the full list is in capacity.json.
             ("ok" if s.passed else f"FAIL {len(s.breached)}: " + ",".join(s.breached[:2])) + mark,
         )
     return t
@@ -284,7 +283,9 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         out["plan"] = p.to_dict()
         lines = _plan_lines(p)
         if args.write:
-            new, diff, edit_notes = cap_mod.autoscaling_edit(values_path, p.min_replicas, p.max_replicas)
+            new, diff, edit_notes = cap_mod.autoscaling_edit(
+                values_path, p.min_replicas, p.max_replicas, f"environments/{args.env}/values.yaml"
+            )
             ctx.console.print(diff or "values.yaml already has these bounds")
             for n in edit_notes:
                 ctx.console.print(f"[yellow]{n}[/yellow]")
@@ -294,7 +295,9 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
                     f"wrote autoscaling.minReplicas={p.min_replicas}, maxReplicas={p.max_replicas} to {values_path.name}"
                 )
         else:
-            _, diff, _ = cap_mod.autoscaling_edit(values_path, p.min_replicas, p.max_replicas)
+            _, diff, _ = cap_mod.autoscaling_edit(
+                values_path, p.min_replicas, p.max_replicas, f"environments/{args.env}/values.yaml"
+            )
             if diff:
                 lines.append("suggested values change (run with --write to apply):\n" + diff)
     for line in lines:

@@ -38,7 +38,9 @@ PRICES = Prices(
 
 
 def step(c: int, good_rps: float, passed: bool, out_tokens: float = 32.0) -> Step:
-    return Step(c, 100, good_rps, good_rps * out_tokens, 1.0 if passed else 0.5, good_rps, 0.0, 1, 1, 1, out_tokens, passed)
+    return Step(
+        c, 100, good_rps, good_rps * out_tokens, 1.0 if passed else 0.5, good_rps, 0.0, 1, 1, 1, out_tokens, passed
+    )
 
 
 SWEEP = [step(1, 2.0, True), step(2, 3.9, True), step(4, 7.5, True), step(8, 9.0, False), step(16, 8.0, False)]
@@ -122,9 +124,10 @@ def test_autoscaling_edit_changes_only_the_bounds(tmp_path: Path) -> None:
     before = values.read_text()
     new, diff, notes = autoscaling_edit(values, 4, 10)
     changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    assert sorted(changed) == sorted(
-        [line for line in changed if "minReplicas" in line or "maxReplicas" in line]
-    ) and len(changed) == 4
+    assert (
+        sorted(changed) == sorted([line for line in changed if "minReplicas" in line or "maxReplicas" in line])
+        and len(changed) == 4
+    )
     assert "+  minReplicas: 4" in diff and "+  maxReplicas: 10" in diff
     # Everything else (comments, order) is byte-identical.
     strip = [line for line in new.splitlines() if "Replicas" not in line]

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from loadtest_helpers import make_sample
 
 from loadtests.gate import evaluate, is_good
 from loadtests.slo import SLO
-from loadtest_helpers import make_sample
 
 T0 = 1_000_000.0
 
@@ -65,7 +65,13 @@ def test_goodput_is_the_share_meeting_every_latency_slo(dev_slo: SLO) -> None:
     slow_decode = make_sample(T0 + 4, ttft=100, itl=300)  # TPOT = 300 > 250
     long_total = make_sample(T0 + 4, ttft=900, itl=240, tokens=40)  # E2E = 900 + 39*240 = 10260 > 8000
     failed = make_sample(T0 + 4, ok=False)
-    assert [is_good(s, g) for s in (good, slow_first, slow_decode, long_total, failed)] == [True, False, False, False, False]
+    assert [is_good(s, g) for s in (good, slow_first, slow_decode, long_total, failed)] == [
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
     rep = evaluate(dev_slo, [good, good, good, slow_first, slow_decode, long_total, failed], t_start=T0, t_end=T0 + 10)
     assert rep.summary.goodput_ratio == pytest.approx(3 / 7)
     assert rep.summary.goodput_rps == pytest.approx(3 / 7)
