@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.resources as importlib_resources
 import json
 import os
 import re
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import importlib_resources
 import jsonschema
 import referencing
 from referencing.jsonschema import DRAFT202012

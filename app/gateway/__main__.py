@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             loop="uvloop",
             http="httptools",
             access_log=False,  # the audit log is the access log
+            proxy_headers=False,  # client addresses are not used; skip the middleware
             log_level=args.log_level,
             timeout_graceful_shutdown=10,
         )

@@ -191,6 +191,7 @@ class Gateway:
         self.upstream: Upstream | None = None
         self.readiness: Readiness | None = None
         self._bg: set[asyncio.Task[None]] = set()
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -218,8 +219,14 @@ class Gateway:
         """Audit line + metrics, exactly once per request."""
         elapsed = time.perf_counter() - ctx.t0
         model_label = ctx.model or "-"
-        m.REQUESTS.labels(ctx.route, model_label, str(ctx.status)).inc()
-        m.LATENCY.labels(ctx.route).observe(elapsed)
+        key = (ctx.route, model_label, ctx.status)
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and builds a tuple per call: resolve each combination once.
+            children = (m.REQUESTS.labels(ctx.route, model_label, str(ctx.status)), m.LATENCY.labels(ctx.route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
         m.IN_FLIGHT.dec()
         if ctx.prompt_tokens:
             m.PROMPT_TOKENS.labels(model_label).inc(ctx.prompt_tokens)

@@ -169,7 +169,8 @@ def _breach(r: dict[str, Any]) -> str:
         return f"{r['name']} ({r.get('detail') or 'no data'})"
     unit = f" {r['unit']}" if r["unit"] else ""
     bad_op = ">" if r["op"] == "<=" else "<"
-    return f"{r['name']} {r['value']:.3g}{unit} {bad_op} {r['limit']:g}{unit}"
+    value = f"{r['value']:.0f}" if abs(r["value"]) >= 100 else f"{r['value']:.3g}"
+    return f"{r['name']} {value}{unit} {bad_op} {r['limit']:g}{unit}"
 
 
 def _headline(slo: slo_mod.SLO, gate: dict[str, Any]) -> str:
