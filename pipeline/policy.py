@@ -4,12 +4,14 @@ Conventions (conftest/OPA compatible): `package main`, `deny contains msg if { .
 parameters from `data.params`, each `x.rego` beside `x_test.rego` with `test_*` rules.
 
     evaluate(["policies/manifests", "policies/lib"], input_doc, {"params": {...}}) -> ["msg", ...]
+    evaluate("policies/promotion.rego", as_json(request), as_json(data))  # one file, any object
     run_tests("policies") -> list[TestOutcome]        # every *_test.rego, grouped by directory
     missing_tests("policies") -> ["policies/x.rego has no policies/x_test.rego", ...]
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,11 @@ class PolicyError(RuntimeError):
 def _clean(exc: BaseException) -> str:
     """regorus errors carry a Rust backtrace after the message: keep the message."""
     return str(exc).split("Stack backtrace:")[0].strip()
+
+
+def as_json(value: Any) -> Any:
+    """`value` as plain JSON types (dates, paths, enums → strings), as a Rego engine expects its input/data."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def policy_files(sources: Iterable[PolicySource], *, include_tests: bool = False) -> list[Path]:

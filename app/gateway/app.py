@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import sys
 import time
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -38,6 +37,8 @@ from app.gateway.audit import AuditLog
 from app.gateway.auth import Authenticator, AuthError, JwksStore, Principal
 from app.gateway.config import ConfigError, Settings, load_settings
 from app.gateway.errors import GatewayError, error_body, sse_error_event
+from app.gateway.h1 import Response as UpstreamResponse
+from app.gateway.h1 import UpstreamProtocolError
 from app.gateway.health import Readiness
 from app.gateway.ratelimit import Decision, RateLimiter
 from app.gateway.rbac import Policy, Rbac, RbacError, load_rbac
@@ -48,6 +49,16 @@ log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 JSON = "application/json"
+Headers = list[tuple[bytes, bytes]]
+_JSON_CT = (b"content-type", b"application/json")
+_SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Proxies in front (nginx) must not buffer the stream either.
+    (b"x-accel-buffering", b"no"),
+]
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 @dataclass(slots=True)
@@ -69,6 +80,7 @@ class Ctx:
     decision: Decision | None = None
     ttft: float | None = None
     text: dict[str, Any] | None = field(default=None)
+    finished: bool = False
 
 
 @dataclass
@@ -113,11 +125,32 @@ def build_components(settings: Settings) -> Components:
     return Components(settings, rbac, Authenticator(settings, jwks), audit, limiter)
 
 
-def request_id_of(request: Request) -> str:
-    rid = request.headers.get("x-request-id")
+def new_request_id() -> str:
+    """A random UUID4 in hex, without uuid.uuid4()'s urandom syscall and object per request
+    (request ids need to be unique, not unguessable; each worker process seeds itself)."""
+    return "%032x" % ((random.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
+
+
+def valid_request_id(rid: str | None) -> str:
     if rid and _REQUEST_ID.fullmatch(rid):
         return rid
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+def request_id_of(request: Request) -> str:
+    return valid_request_id(request.headers.get("x-request-id"))
+
+
+async def send_response(send: Send, status: int, body: bytes, headers: Headers, ctype: tuple[bytes, bytes]) -> None:
+    """A complete response in two ASGI messages (what starlette's Response does, minus its overhead)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [ctype, (b"content-length", b"%d" % len(body)), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
@@ -131,55 +164,6 @@ def _param(loc: tuple[int | str, ...]) -> str | None:
             break
         parts.append(str(p))
     return ".".join(parts) or None
-
-
-class SSEProxyResponse:
-    """Streams `body` as SSE; a client disconnect cancels the stream (and with it the upstream request)."""
-
-    def __init__(
-        self,
-        body: AsyncGenerator[bytes, None],
-        headers: dict[str, str],
-        on_disconnect: Callable[[], None],
-        on_close: Callable[[], Awaitable[None]],
-    ) -> None:
-        self.body = body
-        self.headers = headers
-        self.on_disconnect = on_disconnect
-        self.on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
-        raw += [(k.encode(), v.encode()) for k, v in self.headers.items()]
-        # Proxies in front (nginx) must not buffer the stream either.
-        raw.append((b"x-accel-buffering", b"no"))
-
-        async def pump() -> None:
-            await send({"type": "http.response.start", "status": 200, "headers": raw})
-            async for chunk in self.body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        pump_task = asyncio.create_task(pump())
-        watch_task = asyncio.create_task(watch())
-        try:
-            done, _ = await asyncio.wait({pump_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
-            if pump_task not in done:
-                self.on_disconnect()
-                pump_task.cancel()
-            watch_task.cancel()
-            for t in (pump_task, watch_task):
-                with contextlib.suppress(asyncio.CancelledError, OSError):
-                    await t
-        finally:
-            # Closes the upstream response and writes the audit line on every path,
-            # including a disconnect before the first chunk (the generator never ran).
-            await self.body.aclose()
-            await self.on_close()
 
 
 class Gateway:
@@ -217,6 +201,9 @@ class Gateway:
     # ---------------------------------------------------------------- bookkeeping
     def _finish(self, ctx: Ctx) -> None:
         """Audit line + metrics, exactly once per request."""
+        if ctx.finished:
+            return
+        ctx.finished = True
         elapsed = time.perf_counter() - ctx.t0
         model_label = ctx.model or "-"
         key = (ctx.route, model_label, ctx.status)
@@ -253,16 +240,21 @@ class Gateway:
             rec["text"] = ctx.text
         self.c.audit.write(rec)
 
-    def _fail(self, ctx: Ctx, err: GatewayError) -> Response:
+    def _error(self, ctx: Ctx, err: GatewayError) -> tuple[int, bytes, Headers]:
+        """Status, OpenAI-shaped body and headers of a refusal; records it in ctx."""
         ctx.status = err.status
         ctx.error = err.kind
         if isinstance(err, AuthError):
             m.AUTH_FAILURES.labels(err.reason).inc()
-        headers = dict(err.headers)
+        headers: dict[str, str] = dict(err.headers)
         if ctx.decision is not None:
             headers.update(ctx.decision.headers())
         headers["x-request-id"] = ctx.request_id
-        return Response(err.body(), status_code=err.status, headers=headers, media_type=JSON)
+        return err.status, err.body(), [(k.encode(), v.encode()) for k, v in headers.items()]
+
+    def _fail(self, ctx: Ctx, err: GatewayError) -> Response:
+        status, body, headers = self._error(ctx, err)
+        return Response(body, status_code=status, headers={k.decode(): v.decode() for k, v in headers}, media_type=JSON)
 
     def _settle(self, ctx: Ctx) -> None:
         """Reconcile the token bucket with what the upstream reported."""
@@ -276,22 +268,32 @@ class Gateway:
             )
 
     # ---------------------------------------------------------------- request checks
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
         cap = self.s.max_body_bytes
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise GatewayError(413, f"The request body is larger than {cap} bytes.", code="body_too_large")
-        chunks: list[bytes] = []
+        body = b""
+        chunks: list[bytes] | None = None
         size = 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > cap:
                 raise GatewayError(413, f"The request body is larger than {cap} bytes.", code="body_too_large")
+            if not message.get("more_body", False):
+                if chunks is None:
+                    return chunk  # the usual case: the whole body in one message
+                chunks.append(chunk)
+                return b"".join(chunks)
+            if chunks is None:
+                chunks = [body]
             chunks.append(chunk)
-        return b"".join(chunks)
 
-    async def _authorize(self, request: Request, ctx: Ctx) -> Policy:
-        ctx.principal = await self.c.auth.authenticate(request.headers.get("authorization"))
+    async def _authorize(self, authorization: str | None, ctx: Ctx) -> Policy:
+        ctx.principal = await self.c.auth.authenticate(authorization)
         policy = self.c.rbac.policy(ctx.principal.roles)
         if policy is None:
             raise GatewayError(403, "None of the token's roles grants access to this service.", code="no_role")
@@ -365,63 +367,113 @@ class Gateway:
         # ~4 characters per token plus per-message overhead: a cheap, deliberately generous estimate.
         return chars // 4 + 4 * count + asked * n * prompts
 
-    # ---------------------------------------------------------------- routes
-    async def chat(self, request: Request) -> Response:
-        return await self._generate(request, "/v1/chat/completions", ChatCompletionRequest)
-
-    async def completions(self, request: Request) -> Response:
-        return await self._generate(request, "/v1/completions", CompletionRequest)
-
-    async def _generate(
-        self, request: Request, route: str, schema: type[ChatCompletionRequest] | type[CompletionRequest]
-    ) -> Response:
-        ctx = Ctx(route=route, request_id=request_id_of(request), t0=time.perf_counter())
+    # ---------------------------------------------------------------- generation (raw ASGI)
+    async def generate(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: str,
+        schema: type[ChatCompletionRequest] | type[CompletionRequest],
+    ) -> None:
+        """POST /v1/chat/completions and /v1/completions, served as raw ASGI: this is the
+        hot path, so no starlette Request/Response objects and no middleware stack."""
+        authorization: bytes | None = None
+        declared: bytes | None = None
+        rid: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name == b"content-length":
+                if declared is None:
+                    declared = value
+            elif name == b"x-request-id" and rid is None:
+                rid = value
+        ctx = Ctx(
+            route=route,
+            request_id=valid_request_id(rid.decode("latin-1") if rid is not None else None),
+            t0=time.perf_counter(),
+        )
         m.IN_FLIGHT.inc()
         streaming = False
-        try:
-            policy = await self._authorize(request, ctx)
-            raw = await self._body(request)
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json") from None
-            req = self._validate(data, schema)
-            await self._check_model(req.model, policy)
-            ctx.model = req.model
-            ctx.stream = req.stream
-            ctx.estimate = self._caps(req, data, policy)
-            ctx.decision = d = await self.c.limiter.take(
-                ctx.principal.subject_hash,  # type: ignore[union-attr]  # set by _authorize
-                policy.requests_per_minute,
-                policy.tokens_per_minute,
-                ctx.estimate,
-            )
-            if d.backend == "fallback":
-                m.RATELIMIT_BACKEND_ERRORS.inc()
-            if not d.allowed:
-                m.RATE_LIMITED.labels(d.reason).inc()
-                if d.reason == "too_large":
-                    msg = f"Request needs about {ctx.estimate} tokens, above your limit of {d.limit_tokens} tokens per minute."
-                else:
-                    msg = f"Rate limit reached ({d.reason} per minute). Retry after {d.headers()['retry-after']}s."
-                raise GatewayError(429, msg, code="rate_limit_exceeded", kind=f"ratelimit_{d.reason}")
-            if self.s.audit_include_text:
-                ctx.text = {"prompt": data.get("messages", data.get("prompt"))}
-            if req.stream:
-                resp = await self._stream(ctx, data)
-                streaming = isinstance(resp, SSEProxyResponse)
-                return resp  # type: ignore[return-value]  # an ASGI app, like a Response
-            return await self._unary(ctx, data)
-        except GatewayError as err:
-            return self._fail(ctx, err)
-        except ClientDisconnect:
-            ctx.status, ctx.error = 499, "client_closed"
-            return Response(status_code=499)
-        finally:
-            if not streaming:
-                self._finish(ctx)
+        started = False
 
-    async def _unary(self, ctx: Ctx, data: dict[str, Any]) -> Response:
+        def sender(message: Message) -> Awaitable[None]:
+            nonlocal started
+            started = True
+            return send(message)
+
+        try:
+            try:
+                policy = await self._authorize(authorization.decode("latin-1") if authorization else None, ctx)
+                data, req = self._parse(await self._body(receive, declared), schema)
+                await self._check_model(req.model, policy)
+                ctx.model = req.model
+                ctx.stream = req.stream
+                ctx.estimate = self._caps(req, data, policy)
+                await self._limit(ctx, policy)
+                if self.s.audit_include_text:
+                    ctx.text = {"prompt": data.get("messages", data.get("prompt"))}
+                if req.stream:
+                    streaming = True
+                    await self._stream(ctx, data, receive, sender)
+                else:
+                    status, body, headers = await self._unary(ctx, data)
+                    self._finish(ctx)
+                    await sender({"type": "http.response.start", "status": status, "headers": headers})
+                    await sender({"type": "http.response.body", "body": body})
+                return
+            except GatewayError as err:
+                status, body, headers = self._error(ctx, err)
+            except ClientDisconnect:
+                ctx.status, ctx.error = 499, "client_closed"
+                status, body, headers = 499, b"", []
+            if streaming and started:
+                return
+            streaming = False
+            self._finish(ctx)
+            await send_response(sender, status, body, headers, _JSON_CT)
+        except Exception:
+            log.exception("unhandled error on %s", route)
+            if not ctx.finished:
+                ctx.status, ctx.error = 500, "internal"
+                self._finish(ctx)
+            if not started:
+                await send_response(send, 500, error_body(500, "Internal error."), [], _JSON_CT)
+
+    def _parse(
+        self, raw: bytes, schema: type[ChatCompletionRequest] | type[CompletionRequest]
+    ) -> tuple[dict[str, Any], ChatCompletionRequest | CompletionRequest]:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json") from None
+        return data, self._validate(data, schema)
+
+    async def _limit(self, ctx: Ctx, policy: Policy) -> None:
+        ctx.decision = d = await self.c.limiter.take(
+            ctx.principal.subject_hash,  # type: ignore[union-attr]  # set by _authorize
+            policy.requests_per_minute,
+            policy.tokens_per_minute,
+            ctx.estimate,
+        )
+        if d.backend == "fallback":
+            m.RATELIMIT_BACKEND_ERRORS.inc()
+        if not d.allowed:
+            m.RATE_LIMITED.labels(d.reason).inc()
+            if d.reason == "too_large":
+                msg = f"Request needs about {ctx.estimate} tokens, above your limit of {d.limit_tokens} tokens per minute."
+            else:
+                msg = f"Rate limit reached ({d.reason} per minute). Retry after {d.headers()['retry-after']}s."
+            raise GatewayError(429, msg, code="rate_limit_exceeded", kind=f"ratelimit_{d.reason}")
+
+    def _headers(self, ctx: Ctx) -> Headers:
+        headers = ctx.decision.header_pairs() if ctx.decision else []
+        headers.append((b"x-request-id", ctx.request_id.encode()))
+        return headers
+
+    async def _unary(self, ctx: Ctx, data: dict[str, Any]) -> tuple[int, bytes, Headers]:
         assert self.upstream is not None
         status, content = await self.upstream.post(ctx.route, orjson.dumps(data), ctx.request_id)
         if status >= 500:
@@ -432,12 +484,12 @@ class Gateway:
             raise bad_upstream("malformed", "The model server sent a malformed reply.") from None
         if not isinstance(payload, dict):
             raise bad_upstream("malformed", "The model server sent a malformed reply.")
-        headers = ctx.decision.headers() if ctx.decision else {}
-        headers["x-request-id"] = ctx.request_id
+        headers = self._headers(ctx)
+        headers[:0] = [_JSON_CT, (b"content-length", b"%d" % len(content))]
         if status >= 400:
             # vLLM's own 4xx (e.g. context too long) are already OpenAI-shaped: pass them on.
             ctx.status, ctx.error = status, "upstream_rejected"
-            return Response(content, status_code=status, headers=headers, media_type=JSON)
+            return status, content, headers
         if not isinstance(payload.get("choices"), list):
             raise bad_upstream("malformed", "The model server sent a reply without choices.")
         usage = payload.get("usage")
@@ -451,9 +503,11 @@ class Gateway:
                 for c in payload["choices"]
                 if isinstance(c, dict)
             ]
-        return Response(content, status_code=200, headers=headers, media_type=JSON)
+        # The upstream's bytes go out as they came: no re-serialisation.
+        return 200, content, headers
 
-    async def _stream(self, ctx: Ctx, data: dict[str, Any]) -> Response | SSEProxyResponse:
+    async def _stream(self, ctx: Ctx, data: dict[str, Any], receive: Receive, send: Send) -> None:
+        """Relay the upstream SSE stream; raises GatewayError only before the response started."""
         assert self.upstream is not None
         opts = data.get("stream_options") or {}
         # Ask for usage so the token bucket can be settled; hide it if the client did not ask.
@@ -471,21 +525,34 @@ class Gateway:
             if r.status >= 500:
                 raise bad_upstream("status", f"The model server failed (HTTP {r.status}).")
             ctx.status, ctx.error = r.status, "upstream_rejected"
-            return Response(content, status_code=r.status, headers={"x-request-id": ctx.request_id}, media_type=JSON)
-        headers = ctx.decision.headers() if ctx.decision else {}
-        headers["x-request-id"] = ctx.request_id
-
-        def disconnected() -> None:
-            ctx.status, ctx.error = 499, "client_closed"
-
+            self._finish(ctx)
+            await send_response(send, r.status, content, [(b"x-request-id", ctx.request_id.encode())], _JSON_CT)
+            return
         relay = StreamRelay(self, ctx, r, strip_usage)
-        return SSEProxyResponse(relay.events(), headers, disconnected, relay.close)
+        # A client disconnect must abort the upstream request even while no chunk is due:
+        # one watcher task waits for it (the relay itself runs in this task).
+        watcher = asyncio.ensure_future(relay.watch(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + self._headers(ctx)})
+            async for chunk in relay.events():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if relay.disconnected:
+                    break
+            relay.finished = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            relay.disconnect()  # the client's socket failed under us
+        finally:
+            relay.finished = True
+            watcher.cancel()
+            # Closes the upstream response and writes the audit line on every path.
+            await relay.close()
 
     async def models(self, request: Request) -> Response:
         ctx = Ctx(route="/v1/models", request_id=request_id_of(request), t0=time.perf_counter())
         m.IN_FLIGHT.inc()
         try:
-            policy = await self._authorize(request, ctx)
+            policy = await self._authorize(request.headers.get("authorization"), ctx)
             rd = self.readiness
             assert rd is not None
             if not rd.model_ids:
@@ -522,7 +589,7 @@ class StreamRelay:
     """Forwards complete SSE events as they arrive, reads usage on the way, and ends a
     broken stream with an error event. close() is idempotent and runs on every path."""
 
-    def __init__(self, gw: Gateway, ctx: Ctx, r: aiohttp.ClientResponse, strip_usage: bool) -> None:
+    def __init__(self, gw: Gateway, ctx: Ctx, r: UpstreamResponse, strip_usage: bool) -> None:
         self.gw = gw
         self.ctx = ctx
         self.r = r
@@ -531,6 +598,22 @@ class StreamRelay:
         self.pieces: list[str] | None = [] if ctx.text is not None else None
         self._closed = False
         self._complete = False
+        self.finished = False  # the last byte went to the client
+        self.disconnected = False
+
+    async def watch(self, receive: Receive) -> None:
+        """Runs beside the relay: a client disconnect drops the upstream connection."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.finished:
+            self.disconnect()
+
+    def disconnect(self) -> None:
+        if self.disconnected:
+            return
+        self.disconnected = True
+        self.ctx.status, self.ctx.error = 499, "client_closed"
+        self.r.close()  # this is what cancels the request in vLLM
 
     async def events(self) -> AsyncGenerator[bytes, None]:
         ctx = self.ctx
@@ -538,7 +621,7 @@ class StreamRelay:
         done = False
         inspect_all = self.pieces is not None
         try:
-            async for raw in self.r.content.iter_any():
+            async for raw in self.r.iter_any():
                 buf += raw
                 end = buf.rfind(b"\n\n")
                 if end < 0:
@@ -563,9 +646,11 @@ class StreamRelay:
                         m.TTFT.labels(ctx.model or "-").observe(ctx.ttft)
                     yield b"".join(out)
             if not done:
-                raise aiohttp.ClientPayloadError("stream ended without [DONE]")
+                raise UpstreamProtocolError("stream ended without [DONE]")
             self._complete = True
         except TRANSPORT_ERRORS as exc:
+            if self.disconnected:
+                return  # nobody to tell
             err = upstream_error(exc)
             ctx.status, ctx.error = err.status, err.kind
             yield sse_error_event(

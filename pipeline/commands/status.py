@@ -16,7 +16,7 @@ from pipeline.gitops import GitOpsError, GitOpsRepo, resolve_remote, work_dir_fo
 log = logging.getLogger(__name__)
 
 NAME = "status"
-HELP = "Show per env: pinned digests and model, since when, who promoted it, evidence, frozen"
+HELP = "Show per env: pinned digests and model, since when, who promoted it, evidence, frozen, Argo CD revision"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +53,8 @@ def collect(repo: GitOpsRepo) -> list[dict[str, Any]]:
                 "evidence": pm.evidence_path(env, rel.id) if evidence and rel else None,
                 "gates": gates,
                 "frozen": freeze.as_dict(),
+                # What Argo CD syncs this env from: the branch, or (prod) the pinned commit.
+                "argocd_revision": pm.pin_status(repo, env),
             }
         )
     return rows
@@ -60,6 +62,13 @@ def collect(repo: GitOpsRepo) -> list[dict[str, Any]]:
 
 def short(digest: str | None) -> str:
     return (digest or "-").removeprefix("sha256:")[:12]
+
+
+def revision_cell(rev: dict[str, Any]) -> str:
+    if rev["mode"] == "branch":
+        return str(rev["detail"])
+    pin = (rev.get("revision") or "-")[:12]
+    return f"{pin} [green]matches[/green]" if rev["matches"] else f"{pin} [red]{rev['detail']}[/red]"
 
 
 def main(args: argparse.Namespace, ctx: RunContext) -> int:
@@ -75,7 +84,8 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = Table(title=f"GitOps status ({repo.remote})")
-    for col in ("env", "release", "digests (gateway / vllm)", "model", "since", "by", "evidence", "frozen"):
+    cols = ("env", "release", "digests (gateway / vllm)", "model", "since", "by", "evidence", "frozen", "argo cd syncs")
+    for col in cols:
         table.add_column(col)
     for r in rows:
         gates = " ".join(f"{k}:{v}" for k, v in sorted(r["gates"].items())) or "-"
@@ -89,6 +99,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
             r["by"] + (f" (approved: {', '.join(r['approved_by'])})" if r["approved_by"] else ""),
             gates,
             f"[red]FROZEN[/red] by {frozen['by']}: {frozen['reason']}" if frozen["frozen"] else "no",
+            revision_cell(r["argocd_revision"]),
         )
     ctx.console.print(table)
     return 0

@@ -255,7 +255,7 @@ class Controller:
                 self.metrics.last_rollback.labels(env=env).set_to_current_time()
             if outcome in ("rolled_back", "duplicate", "already_rolled_back"):
                 self._seen[key] = detail
-            return {**base, "outcome": outcome, "detail": detail, "commit": out.sha}
+            return {**base, "outcome": outcome, "detail": detail, "commit": out.sha, "pin_commit": out.pin_sha}
 
     def _guard(self, env: str, key: str, alert: Alert, history: list[Commit]) -> str | None:
         """Re-checked on every fresh base: duplicates, already rolled back, stale alerts, rate limit."""

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml.error import YAMLError
+
 from pipeline import promotion as pm
+from pipeline import trivy_operator
 from pipeline.context import RunContext
 from pipeline.gitops import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, work_dir_for
 from pipeline.release import Release
@@ -105,6 +108,18 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
     )
 
 
+def load_reports(path: Path) -> list[dict[str, Any]]:
+    """VulnerabilityReports from a file: a `kind: List` (kubectl -o json/yaml), a plain list, or one report."""
+    from ruamel.yaml import YAML
+
+    raw = YAML(typ="safe").load(path.read_text())
+    if isinstance(raw, dict):
+        items = raw.get("items", []) if raw.get("kind", "").endswith("List") or "items" in raw else [raw]
+    else:
+        items = list(raw or [])
+    return [r for r in items if isinstance(r, dict)]
+
+
 def _trivy_operator(opts: PromoteOptions, rel: Release, now: dt.datetime, params: Mapping[str, Any]) -> dict[str, Any]:
     """Input for the trivy-operator rule. The live path (reading the cluster) needs a Kubernetes API."""
     if not params.get("trivy_operator_required", {}).get(opts.to, False):
@@ -116,18 +131,22 @@ def _trivy_operator(opts: PromoteOptions, rel: Release, now: dt.datetime, params
             "detail": "no VulnerabilityReports given (--trivy-reports FILE, e.g. `kubectl get vulnerabilityreports -o json`)",
         }
     try:
-        from pipeline import trivy_operator  # written by the pipeline-core stream
-    except ImportError:
-        return {"passed": False, "evaluated": False, "detail": "pipeline.trivy_operator is not available"}
-    from ruamel.yaml import YAML
-
-    raw = YAML(typ="safe").load(opts.trivy_reports.read_text())
-    reports = raw.get("items", []) if isinstance(raw, dict) else list(raw or [])
+        reports = load_reports(opts.trivy_reports)
+    except (OSError, YAMLError) as exc:
+        return {"passed": False, "evaluated": False, "detail": f"cannot read {opts.trivy_reports.name}: {exc}"}
     max_age = dt.timedelta(seconds=float(params.get("trivy_operator_max_age_seconds", 86400)))
-    res: Any = trivy_operator.gate(reports, [rel.gateway_digest, rel.vllm_digest], now, max_age)
-    passed = bool(getattr(res, "ok", getattr(res, "passed", False)))
-    detail = str(getattr(res, "summary", "") or getattr(res, "detail", "") or res)
-    return {"passed": passed, "evaluated": True, "detail": detail}
+    images = {rel.gateway_digest: "gateway", rel.vllm_digest: "vllm"}
+    res = trivy_operator.gate(reports, list(images), now, max_age)
+    if res.ok:
+        detail = res.summary()
+    else:
+        detail = "; ".join(f"image <{images.get(v.digest, '?')}> {v.digest}: {v.reason}" for v in res.images if not v.ok)
+    return {
+        "passed": res.ok,
+        "evaluated": True,
+        "detail": detail,
+        "images": {images.get(v.digest, v.digest): {"ok": v.ok, "reason": v.reason, "reports": v.reports} for v in res.images},
+    }
 
 
 def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
@@ -219,7 +238,9 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
         repo = GitOpsRepo(remote, work_dir_for(ctx.run_dir / "work"))
         try:
-            tx = repo.transact(mutate, attempts=opts.attempts)
+            tx = repo.transact(
+                mutate, attempts=opts.attempts, follow_up=pm.pin_follow_up(target, actor, f"promotion from {source}")
+            )
         except Refused as exc:
             checks += [Check(name="policy", status=Status.FAILED, detail=d) for d in exc.denials]
             rel = outcome.get("release")
@@ -245,12 +266,21 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         )
     checks.append(Check(name="policy", status=Status.PASSED, detail="all promotion rules met"))
     checks.append(Check(name="push", status=Status.PASSED, detail=f"{tx.sha} after {tx.attempts} attempt(s)"))
+    if tx.follow_up_sha:
+        checks.append(
+            Check(name="pin", status=Status.PASSED, detail=f"Argo CD <{target}> pinned to {tx.sha} ({tx.follow_up_sha})")
+        )
     return StageResult.from_checks(
         NAME,
         checks,
         summary=f"promoted {rel.id} {source} → {target} as {tx.sha[:12] if tx.sha else ''}",
         seconds=t.seconds,
-        evidence={**_ev(outcome, source, target), "commit": tx.sha, "remote_is_local": opts.gitops_repo is None},
+        evidence={
+            **_ev(outcome, source, target),
+            "commit": tx.sha,
+            "pin_commit": tx.follow_up_sha,
+            "remote_is_local": opts.gitops_repo is None,
+        },
     )
 
 

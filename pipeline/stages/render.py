@@ -205,16 +205,76 @@ def yamllint_problems(label: str, text: str, conf: YamlLintConfig) -> list[str]:
 # --- Argo CD objects --------------------------------------------------------------------------
 
 
-def argocd_docs(root: Path) -> list[dict[str, Any]]:
-    """The Argo CD objects in environments/argocd plus the Applications their ApplicationSets generate."""
+def static_argocd_docs(root: Path) -> list[dict[str, Any]]:
+    """The Argo CD objects in environments/argocd (files that are not objects, like values files, skipped)."""
     docs: list[dict[str, Any]] = []
     for f in sorted((root / ARGOCD_DIR).glob("*.yaml")):
-        docs += load_docs(f.read_text())
+        docs += [d for d in load_docs(f.read_text()) if "apiVersion" in d and "kind" in d]
+    return docs
+
+
+def argocd_docs(root: Path) -> list[dict[str, Any]]:
+    """The Argo CD objects in environments/argocd plus the Applications their ApplicationSets generate."""
+    docs = static_argocd_docs(root)
     generated: list[dict[str, Any]] = []
     for d in docs:
         if d.get("kind") == "ApplicationSet":
             generated += validate.expand_applicationset(d, root)
     return docs + generated
+
+
+@dataclass(frozen=True)
+class ChartApp:
+    """A static Argo CD Application of a chart in this repo, as `helm template` must see it."""
+
+    name: str
+    chart: Path
+    release: str
+    namespace: str
+    value_files: list[Path]
+    values_object: dict[str, Any] | None
+
+
+def chart_apps(root: Path) -> list[ChartApp]:
+    """Applications in environments/argocd that deploy a chart of this repo (e.g. the rollback controller).
+
+    Values are exactly what Argo CD passes: `helm.valueFiles` (`$values/<path>` via a `ref: values`
+    source of the same repo, or paths relative to the chart) and `helm.valuesObject`.
+    """
+    apps: list[ChartApp] = []
+    # Generated Applications (the ApplicationSet's envs) are rendered per env above.
+    for doc in static_argocd_docs(root):
+        if doc.get("kind") != "Application" or "metadata" not in doc:
+            continue
+        spec = doc.get("spec") or {}
+        sources = list(spec.get("sources") or []) + ([spec["source"]] if spec.get("source") else [])
+        refs = {str(s["ref"]): str(s.get("repoURL")) for s in sources if s.get("ref")}
+        for src in sources:
+            path = str(src.get("path") or "")
+            if not path.startswith("charts/"):
+                continue
+            helm_cfg = src.get("helm") or {}
+            files: list[Path] = []
+            for vf in helm_cfg.get("valueFiles") or []:
+                vf = str(vf)
+                if vf.startswith("$"):
+                    ref, _, rel = vf[1:].partition("/")
+                    if refs.get(ref) != str(src.get("repoURL")):
+                        raise ValueError(f"Application <{doc['metadata']['name']}>: {vf}: no `ref: {ref}` source")
+                    files.append(root / rel)
+                else:
+                    files.append(root / path / vf)
+            apps.append(
+                ChartApp(
+                    name=str(doc["metadata"]["name"]),
+                    chart=root / path,
+                    release=str(helm_cfg.get("releaseName") or doc["metadata"]["name"]),
+                    namespace=str((spec.get("destination") or {}).get("namespace") or "default"),
+                    value_files=files,
+                    values_object=helm_cfg.get("valuesObject"),
+                )
+            )
+    return apps
 
 
 # --- the stage --------------------------------------------------------------------------------
@@ -262,6 +322,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
 
         rules_by_env: dict[str, dict[str, Any]] = {}
         rendered_envs: list[str] = []
+        rendered_apps: list[str] = []
         lock = threading.Lock()
         ctx.progress(f"render: {', '.join(envs)} -> {out} (CRD schemas: {crd_location})")
 
@@ -340,6 +401,58 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 t.seconds,
             )
 
+        def render_app(app: ChartApp) -> None:
+            """A chart an Application deploys, with exactly that Application's values: lint, render, schemas."""
+            label = app.name
+            app_out = out / label
+            app_out.mkdir(parents=True, exist_ok=True)
+            missing = [str(f.relative_to(root)) for f in app.value_files if not f.is_file()]
+            if missing:
+                checks.add(f"helm template {label}", [f"{label}: value file(s) {', '.join(missing)} missing"], 0.0)
+                return
+            args = [a for f in app.value_files for a in ("-f", str(f))]
+            if app.values_object:
+                inline = app_out / "values-object.yaml"
+                inline.write_text(yaml.safe_dump(app.values_object, sort_keys=False))
+                args += ["-f", str(inline)]
+            with Timer() as t:
+                proc = _run([helm, "lint", "--strict", str(app.chart), "--namespace", app.namespace, *args], cwd=root)
+            checks.add(
+                f"helm lint {label}",
+                [] if proc.returncode == 0 else [f"{label}: {_tail(proc.stdout + proc.stderr)}"],
+                t.seconds,
+            )
+            with Timer() as t:
+                proc = _run(
+                    [
+                        helm,
+                        "template",
+                        app.release,
+                        str(app.chart),
+                        "--namespace",
+                        app.namespace,
+                        "--kube-version",
+                        opts.kube_version,
+                        *args,
+                    ],
+                    cwd=root,
+                )
+            if proc.returncode != 0:
+                checks.add(f"helm template {label}", [f"{label}: {_tail(proc.stderr or proc.stdout)}"], t.seconds)
+                return
+            (app_out / "manifests.yaml").write_text(proc.stdout)
+            docs = load_docs(proc.stdout)
+            checks.add(f"helm template {label}", [], t.seconds, ok_detail=f"{len(docs)} objects", objects=len(docs))
+            with Timer() as t:
+                core_docs = [d for d in docs if core.is_core(d)]
+                cr_docs = [d for d in docs if not core.is_core(d)]
+                core_problems = [f"{label}: {f}" for d in core_docs for f in core.validate(d)]
+                cr_problems = [f"{label}: {f}" for d in cr_docs for f in crds.validate(d)]
+            checks.add(f"kubernetes schema {label}", core_problems, t.seconds, objects=len(core_docs))
+            checks.add(f"crd schema {label}", cr_problems, t.seconds, objects=len(cr_docs))
+            with lock:
+                rendered_apps.append(label)
+
         def policy_tests() -> None:
             with Timer() as t:
                 missing = policy.missing_tests(root / POLICY_ROOT)
@@ -416,6 +529,12 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         workers = max(4, min(8, (os.cpu_count() or 2) * 2))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render") as pool:
             renders: list[Future[None]] = [pool.submit(render_env, e) for e in envs]
+            try:
+                apps = chart_apps(root)
+            except (yaml.YAMLError, ValueError, KeyError) as exc:
+                checks.add("argocd chart apps", [f"argocd: {exc}"], 0.0)
+                apps = []
+            renders += [pool.submit(render_app, a) for a in apps]
             side: list[Future[None]] = []
             if "lint" in opts.skip:
                 checks.skip("helm lint", "skipped by RenderOptions.skip")
@@ -431,7 +550,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 if "trivy" in opts.skip:
                     checks.skip("trivy config", "skipped by RenderOptions.skip")
                 else:
-                    later.append(pool.submit(trivy_scan, done))
+                    later.append(pool.submit(trivy_scan, done + sorted(rendered_apps)))
                 if "promtool" in opts.skip:
                     checks.skip("promtool test rules", "skipped by RenderOptions.skip")
                 else:
@@ -446,6 +565,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         numbers={"seconds": total.seconds, "environments": float(len(envs))},
         evidence={
             "environments": envs,
+            "chart_apps": sorted(rendered_apps),
             "out": str(out),
             "crd_schemas": crd_location,
             "kube_version": opts.kube_version,

@@ -55,6 +55,8 @@ class RollbackOutcome:
     status: str  # rolled_back | noop | refused | error
     detail: str
     sha: str | None = None
+    # The commit that moved the Argo CD pin of a pinned env (prod) to `sha`, same push.
+    pin_sha: str | None = None
     restored: str | None = None
     reverted: str | None = None
     attempts: int = 0
@@ -86,7 +88,7 @@ def run(opts: RollbackOptions, ctx: RunContext) -> StageResult:
         [check],
         summary=out.detail,
         seconds=t.seconds,
-        evidence={"env": opts.env, "commit": out.sha, "restored": out.restored, "reverted": out.reverted},
+        evidence={"env": opts.env, "commit": out.sha, "pin_commit": out.pin_sha, "restored": out.restored, "reverted": out.reverted},
     )
 
 
@@ -175,7 +177,9 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
         )
 
     try:
-        tx = repo.transact(mutate, attempts=opts.attempts)
+        tx = repo.transact(
+            mutate, attempts=opts.attempts, follow_up=pm.pin_follow_up(env, actor, f"rollback ({opts.trigger})")
+        )
     except NothingToRollBack as exc:
         return RollbackOutcome("refused", str(exc))
     except (GitOpsError, pm.PromotionError, OSError) as exc:
@@ -184,8 +188,10 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
         return RollbackOutcome("noop", str(info.get("noop", "nothing changed")), attempts=tx.attempts)
     return RollbackOutcome(
         "rolled_back",
-        f"rolled back <{env}> {info['reverted']} → {info['restored']} as {tx.sha[:12] if tx.sha else ''}; env frozen",
+        f"rolled back <{env}> {info['reverted']} → {info['restored']} as {tx.sha[:12] if tx.sha else ''}; env frozen"
+        + (f"; Argo CD pin moved to it ({tx.follow_up_sha[:12]})" if tx.follow_up_sha else ""),
         sha=tx.sha,
+        pin_sha=tx.follow_up_sha,
         restored=info["restored"],
         reverted=info["reverted"],
         attempts=tx.attempts,

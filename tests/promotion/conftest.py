@@ -44,6 +44,10 @@ gateway:
 
 FREEZE_YAML = "# -- Freeze state written by rollback/unfreeze.\nfrozen: false\n"
 
+REPO = Path(__file__).resolve().parents[2]
+# The real ApplicationSet: its values.prodRevision is the prod pin promotions and rollbacks move.
+APPSET = "environments/argocd/applicationset-llm-service.yaml"
+
 
 def write_envs(root: Path, appproject: str | None = None) -> Path:
     for env in ("dev", "staging", "prod"):
@@ -52,8 +56,9 @@ def write_envs(root: Path, appproject: str | None = None) -> Path:
         (d / "release.yaml").write_text(RELEASE_YAML)
         (d / "values.yaml").write_text(VALUES_YAML)
         (d / "freeze.yaml").write_text(FREEZE_YAML)
+    (root / "environments" / "argocd").mkdir()
+    (root / APPSET).write_text((REPO / APPSET).read_text())
     if appproject:
-        (root / "environments" / "argocd").mkdir()
         (root / "environments" / "argocd" / "appproject.yaml").write_text(appproject)
     return root
 

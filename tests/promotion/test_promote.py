@@ -136,7 +136,7 @@ def test_prod_with_approvals_local_profile_and_flag(
     )
     res = promote.run(opts, ctx)
     assert res.status is Status.PASSED, res.checks
-    head = clone(remote, tmp_path).log(limit=1)[0]
+    head = clone(remote, tmp_path).log("environments/prod/release.yaml", limit=1)[0]
     assert head.trailer_all("Approved-By") == ["alice", "bob"]
     assert head.trailer("Unbuilt-Images-Allowed-By") == "rm"
 

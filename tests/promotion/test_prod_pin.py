@@ -1,0 +1,188 @@
+"""The prod pin: promotions and rollbacks of prod move the ApplicationSet's prodRevision in the same push."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline import promotion as pm
+from pipeline.commands import status
+from pipeline.context import RunContext
+from pipeline.controller import ControllerConfig, create_app
+from pipeline.gitops import GitOpsError, GitOpsRepo, git, load_yaml_text
+from pipeline.release import Release
+from pipeline.result import Status
+from pipeline.stages import promote, rollback
+from tests.promotion.conftest import APPSET, ci_evidence
+
+ZEROS = "0" * 40
+
+
+def clone(remote: str, tmp_path: Path, name: str) -> GitOpsRepo:
+    repo = GitOpsRepo(remote, tmp_path / name)
+    repo.sync()
+    return repo
+
+
+def to_prod(remote: str, tmp_path: Path, rel: Release, n: int) -> promote.StageResult:
+    ctx = RunContext(run_dir=tmp_path / f"p{n}")
+    dev = promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote)
+    assert promote.run(dev, ctx).ok
+    assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
+    opts = promote.PromoteOptions(
+        to="prod",
+        gitops_repo=remote,
+        approvers=["alice", "bob"],
+        actor="rm",
+        policy_profile="local",
+        allow_unbuilt_images=True,
+    )
+    res = promote.run(opts, ctx)
+    assert res.status is Status.PASSED, res.checks
+    return res
+
+
+def release_at(repo: GitOpsRepo, rev: str) -> Release:
+    text = git("show", f"{rev}:{pm.release_path('prod')}", cwd=repo.path)
+    return Release.from_values(json.loads(json.dumps(load_yaml_text(text, "release.yaml"), default=str)))
+
+
+def changed_lines(repo: GitOpsRepo, a: str, b: str, rel: str) -> list[tuple[str, str]]:
+    old = git("show", f"{a}:{rel}", cwd=repo.path).splitlines(keepends=True)
+    new = git("show", f"{b}:{rel}", cwd=repo.path).splitlines(keepends=True)
+    assert len(old) == len(new)
+    return [(x, y) for x, y in zip(old, new, strict=True) if x != y]
+
+
+def test_prod_promotion_pins_the_promotion_commit_in_the_same_push(
+    remote: str, tmp_path: Path, make_release: Callable[..., Release]
+) -> None:
+    v1 = make_release(1, images_built=False)
+    res = to_prod(remote, tmp_path, v1, 1)
+    promotion = str(res.evidence["commit"])
+    repo = clone(remote, tmp_path, "after")
+    # HEAD = the pin commit, its parent = the promotion: one push carried both.
+    assert repo.head() == res.evidence["pin_commit"]
+    assert git("rev-parse", "HEAD^", cwd=repo.path).strip() == promotion
+    assert pm.pinned_revision(repo, "prod") == promotion
+    # The pinned commit carries the new prod pins.
+    assert release_at(repo, promotion) == v1
+    # The pin commit changes one line of the ApplicationSet and nothing else.
+    assert git("show", "--name-only", "--format=", "HEAD", cwd=repo.path).split() == [APPSET]
+    assert changed_lines(repo, "HEAD^", "HEAD", APPSET) == [
+        (f'          prodRevision: "{ZEROS}"\n', f'          prodRevision: "{promotion}"\n')
+    ]
+    pin = repo.log(limit=1)[0]
+    assert pin.trailer("Pinned-Revision") == promotion and pin.trailer("Previous-Revision") == ZEROS
+    assert pin.trailer("Pinned-By") == "rm" and not pin.trailer("Promote-To")
+    # status: the prod row shows the pin and that it matches; dev/staging follow the branch.
+    rows = {r["env"]: r["argocd_revision"] for r in status.collect(repo)}
+    assert rows["prod"]["revision"] == promotion and rows["prod"]["matches"] is True
+    assert rows["staging"] == {"mode": "branch", "revision": "main", "matches": True, "detail": "follows main"}
+    # dev/staging promotions never move the pin.
+    assert git("log", "--format=%s", "--", APPSET, cwd=repo.path).splitlines()[0].startswith("pin(prod)")
+    assert len(git("log", "--format=%H", "--", APPSET, cwd=repo.path).split()) == 2  # seed + this pin
+
+
+def test_prod_rollback_pins_the_revert_commit(
+    remote: str, tmp_path: Path, make_release: Callable[..., Release]
+) -> None:
+    v1, v2 = make_release(1, images_built=False), make_release(2, images_built=False)
+    to_prod(remote, tmp_path, v1, 1)
+    second = str(to_prod(remote, tmp_path, v2, 2).evidence["commit"])
+    assert pm.pinned_revision(clone(remote, tmp_path, "mid"), "prod") == second
+    res = rollback.run(
+        rollback.RollbackOptions(env="prod", reason="p99", actor="oncall", gitops_repo=remote),
+        RunContext(run_dir=tmp_path / "rb"),
+    )
+    assert res.status is Status.PASSED, res.summary
+    revert = str(res.evidence["commit"])
+    repo = clone(remote, tmp_path, "after")
+    assert pm.pinned_revision(repo, "prod") == revert
+    assert repo.head() == res.evidence["pin_commit"]
+    assert release_at(repo, revert) == v1
+    assert repo.log(pm.release_path("prod"), limit=1)[0].trailer("Reverts") == second
+    assert changed_lines(repo, "HEAD^", "HEAD", APPSET) == [
+        (f'          prodRevision: "{second}"\n', f'          prodRevision: "{revert}"\n')
+    ]
+    assert pm.pin_status(repo, "prod")["matches"] is True
+
+
+def test_controller_rollback_of_prod_moves_the_pin(
+    remote: str, tmp_path: Path, make_release: Callable[..., Release]
+) -> None:
+    from tests.rollback.conftest import TOKEN, alert_payload
+
+    to_prod(remote, tmp_path, make_release(1, images_built=False), 1)
+    to_prod(remote, tmp_path, make_release(2, images_built=False), 2)
+    cfg = ControllerConfig(gitops_repo=remote, work_root=tmp_path / "ctl", bearer_token=TOKEN)
+    with TestClient(create_app(cfg)) as client:
+        resp = client.post(
+            "/webhook", json=alert_payload(env="prod"), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert resp.status_code == 200, resp.text
+    (result,) = resp.json()["results"]
+    assert result["outcome"] == "rolled_back", result
+    repo = clone(remote, tmp_path, "after")
+    assert pm.pinned_revision(repo, "prod") == result["commit"]
+    assert repo.head() == result["pin_commit"]
+    assert release_at(repo, result["commit"]) == make_release(1, images_built=False)
+
+
+def test_status_reports_a_pin_behind_the_branch(
+    remote: str, tmp_path: Path, make_release: Callable[..., Release]
+) -> None:
+    # The seed's all-zero placeholder is reported as such.
+    assert pm.pin_status(clone(remote, tmp_path, "seed"), "prod") == {
+        "mode": "pinned",
+        "revision": ZEROS,
+        "matches": False,
+        "detail": "placeholder pin: nothing promoted yet",
+    }
+    to_prod(remote, tmp_path, make_release(1, images_built=False), 1)
+    repo = clone(remote, tmp_path, "writer")
+    # Someone changes prod's values on the branch by hand: Argo CD (pinned) does not see it.
+    values = repo.file("environments/prod/values.yaml")
+    values.write_text(values.read_text() + "extra: 1\n")
+    ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    git("commit", "-qam", "hand edit", cwd=repo.path, env=ident)
+    state = pm.pin_status(repo, "prod")
+    assert state["matches"] is False and "values.yaml changed on main" in state["detail"]
+    assert pm.pin_status(clone(remote, tmp_path, "fresh"), "prod")["detail"].startswith("pins at ")
+
+
+def test_prod_promotion_without_the_applicationset_pushes_nothing(
+    remote: str, tmp_path: Path, make_release: Callable[..., Release]
+) -> None:
+    repo = clone(remote, tmp_path, "writer")
+    git("rm", "-q", APPSET, cwd=repo.path)
+    ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    git("commit", "-qm", "drop appset", cwd=repo.path, env=ident)
+    git("push", "-q", "origin", "HEAD:main", cwd=repo.path)
+    ctx = RunContext(run_dir=tmp_path / "p")
+    rel = make_release(1, images_built=False)
+    assert promote.run(promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), ctx).ok
+    assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
+    before = clone(remote, tmp_path, "before").head()
+    opts = promote.PromoteOptions(
+        to="prod", gitops_repo=remote, approvers=["a", "b"], policy_profile="local", allow_unbuilt_images=True
+    )
+    res = promote.run(opts, ctx)
+    assert res.status is Status.FAILED
+    assert f"{APPSET}: missing" in res.checks[-1].detail and "nothing pushed" in res.checks[-1].detail
+    assert clone(remote, tmp_path, "after").head() == before
+
+
+def test_pin_edit_refuses_to_reformat_other_lines(remote: str, tmp_path: Path) -> None:
+    repo = clone(remote, tmp_path, "w")
+    path = repo.file(APPSET)
+    # A hand-formatted line ruamel would normalize: the edit must not silently rewrite it.
+    path.write_text(path.read_text().replace("branch: main", "branch:    main"))
+    original = path.read_text()
+    with pytest.raises(GitOpsError, match="would change other lines"):
+        pm.set_pinned_revision(repo, "prod", "a" * 40)
+    assert path.read_text() == original
