@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -141,6 +142,16 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its live descendants (gateway workers are children of uvicorn's supervisor)."""
+    total = _cpu_seconds(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(_tree_cpu_seconds(int(c)) for c in children)
+
+
 def _run_load(
     url: str, body: Path, token: str | None, concurrency: int, duration: float, pids: dict[str, int]
 ) -> dict[str, Any]:
@@ -149,13 +160,17 @@ def _run_load(
     argv += ["--body", str(body), "--concurrency", str(concurrency), "--duration", str(duration), "--out", str(raw)]
     # The token goes through the environment, not argv (visible in ps).
     env = {**os.environ, "BENCH_TOKEN": token or ""}
-    before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    before = {name: _tree_cpu_seconds(pid) for name, pid in pids.items()}
+    lg0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(argv, env=env, check=True, timeout=duration + 120)
-    after = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    lg1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = {name: _tree_cpu_seconds(pid) for name, pid in pids.items()}
+    before["loadgen"] = lg0.ru_utime + lg0.ru_stime
+    after["loadgen"] = lg1.ru_utime + lg1.ru_stime
     out = _summary(json.loads(raw.read_text()))
     # CPU per request is far less noisy than RPS on a shared machine (includes the 1 s warm-up).
     total = out["requests"] * (1 + 1 / duration)
-    for name in pids:
+    for name in before:
         out[f"{name}_cpu_ms_per_request"] = (after[name] - before[name]) * 1000 / total if total else float("nan")
     return out
 
@@ -233,7 +248,12 @@ def _print(r: dict[str, Any]) -> None:
         c = r[kind]["compare"]
         line = f"{kind}: RPS ratio {c['rps_ratio']:.2f}, added p50 {c['added_p50_ms']:+.2f} ms, added p99 {c['added_p99_ms']:+.2f} ms"
         g = r[kind]["gateway"]
-        line += f"; CPU/request: gateway {g['gateway_cpu_ms_per_request']:.2f} ms, simulator {g['simulator_cpu_ms_per_request']:.2f} ms"
+        line += (
+            f"; CPU/request: gateway {g['gateway_cpu_ms_per_request']:.3f} ms, simulator "
+            f"{g['simulator_cpu_ms_per_request']:.3f} ms, load generator {g['loadgen_cpu_ms_per_request']:.3f} ms"
+            f" (direct: simulator {r[kind]['direct']['simulator_cpu_ms_per_request']:.3f} ms, "
+            f"load generator {r[kind]['direct']['loadgen_cpu_ms_per_request']:.3f} ms)"
+        )
         if "added_first_chunk_p50_ms" in c:
             line += f", added first-chunk p50 {c['added_first_chunk_p50_ms']:+.2f} ms / p99 {c['added_first_chunk_p99_ms']:+.2f} ms"
         print(line)

@@ -13,7 +13,6 @@ children) is cached; see docs/gateway.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import re
@@ -30,7 +29,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from app.gateway import metrics as m
 from app.gateway.audit import AuditLog
@@ -175,7 +175,8 @@ class Gateway:
         self.upstream: Upstream | None = None
         self.readiness: Readiness | None = None
         self._bg: set[asyncio.Task[None]] = set()
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}
+        self._ttft: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -199,6 +200,12 @@ class Gateway:
         task.add_done_callback(self._bg.discard)
 
     # ---------------------------------------------------------------- bookkeeping
+    def ttft_child(self, model: str) -> Any:
+        child = self._ttft.get(model)
+        if child is None:
+            child = self._ttft[model] = m.TTFT.labels(model)
+        return child
+
     def _finish(self, ctx: Ctx) -> None:
         """Audit line + metrics, exactly once per request."""
         if ctx.finished:
@@ -210,15 +217,20 @@ class Gateway:
         children = self._children.get(key)
         if children is None:
             # labels() takes a lock and builds a tuple per call: resolve each combination once.
-            children = (m.REQUESTS.labels(ctx.route, model_label, str(ctx.status)), m.LATENCY.labels(ctx.route))
+            children = (
+                m.REQUESTS.labels(ctx.route, model_label, str(ctx.status)),
+                m.LATENCY.labels(ctx.route),
+                m.PROMPT_TOKENS.labels(model_label),
+                m.COMPLETION_TOKENS.labels(model_label),
+            )
             self._children[key] = children
         children[0].inc()
         children[1].observe(elapsed)
         m.IN_FLIGHT.dec()
         if ctx.prompt_tokens:
-            m.PROMPT_TOKENS.labels(model_label).inc(ctx.prompt_tokens)
+            children[2].inc(ctx.prompt_tokens)
         if ctx.completion_tokens:
-            m.COMPLETION_TOKENS.labels(model_label).inc(ctx.completion_tokens)
+            children[3].inc(ctx.completion_tokens)
         p = ctx.principal
         rec: dict[str, Any] = {
             "request_id": ctx.request_id,
@@ -263,23 +275,26 @@ class Gateway:
         delta = ctx.prompt_tokens + (ctx.completion_tokens or 0) - ctx.estimate
         if delta:
             pol = ctx.policy
-            self._background(
-                self.c.limiter.adjust(ctx.principal.subject_hash, pol.requests_per_minute, pol.tokens_per_minute, delta)
-            )
+            limiter = self.c.limiter
+            key = ctx.principal.subject_hash
+            if limiter.redis is None:
+                # In memory the adjustment is synchronous: no task per request.
+                limiter.memory.adjust(key, pol.requests_per_minute, pol.tokens_per_minute, delta)
+            else:
+                self._background(limiter.adjust(key, pol.requests_per_minute, pol.tokens_per_minute, delta))
 
     # ---------------------------------------------------------------- request checks
     async def _body(self, receive: Receive, declared: bytes | None) -> bytes:
         cap = self.s.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise GatewayError(413, f"The request body is larger than {cap} bytes.", code="body_too_large")
-        body = b""
         chunks: list[bytes] | None = None
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 raise ClientDisconnect()
-            chunk = message.get("body", b"")
+            chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > cap:
                 raise GatewayError(413, f"The request body is larger than {cap} bytes.", code="body_too_large")
@@ -289,7 +304,7 @@ class Gateway:
                 chunks.append(chunk)
                 return b"".join(chunks)
             if chunks is None:
-                chunks = [body]
+                chunks = []
             chunks.append(chunk)
 
     async def _authorize(self, authorization: str | None, ctx: Ctx) -> Policy:
@@ -532,9 +547,10 @@ class Gateway:
         # A client disconnect must abort the upstream request even while no chunk is due:
         # one watcher task waits for it (the relay itself runs in this task).
         watcher = asyncio.ensure_future(relay.watch(receive))
+        events = relay.events()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + self._headers(ctx)})
-            async for chunk in relay.events():
+            async for chunk in events:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if relay.disconnected:
                     break
@@ -546,6 +562,7 @@ class Gateway:
             relay.finished = True
             watcher.cancel()
             # Closes the upstream response and writes the audit line on every path.
+            await events.aclose()
             await relay.close()
 
     async def models(self, request: Request) -> Response:
@@ -643,7 +660,7 @@ class StreamRelay:
                 if out:
                     if ctx.ttft is None:
                         ctx.ttft = time.perf_counter() - ctx.t0
-                        m.TTFT.labels(ctx.model or "-").observe(ctx.ttft)
+                        self.gw.ttft_child(ctx.model or "-").observe(ctx.ttft)
                     yield b"".join(out)
             if not done:
                 raise UpstreamProtocolError("stream ended without [DONE]")
@@ -704,12 +721,42 @@ class StreamRelay:
         self.gw._finish(ctx)
 
 
+class GenerateEndpoint:
+    """A generation route as a plain ASGI app."""
+
+    def __init__(self, gw: Gateway, route: str, schema: type[ChatCompletionRequest] | type[CompletionRequest]) -> None:
+        self.gw = gw
+        self.route = route
+        self.schema = schema
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.gw.generate(scope, receive, send, self.route, self.schema)
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, except that POSTs to the generation routes skip the middleware stack and the
+    router (~15 % of the gateway's CPU per request when profiled) and go straight to their
+    ASGI endpoint, which renders its own errors. Everything else is plain FastAPI."""
+
+    def __init__(self, hot: dict[str, GenerateEndpoint], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._hot = hot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._hot.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def _config_exit(message: str) -> None:
     sys.stderr.write(f"gateway: configuration error: {message}\n")
     raise SystemExit(2)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> GatewayApp:
     """The ASGI app. Without `settings`, reads the environment and exits(2) with one line on bad config."""
     try:
         comps = build_components(settings or load_settings())
@@ -726,10 +773,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await gw.stop()
 
-    app = FastAPI(title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    hot = {
+        "/v1/chat/completions": GenerateEndpoint(gw, "/v1/chat/completions", ChatCompletionRequest),
+        "/v1/completions": GenerateEndpoint(gw, "/v1/completions", CompletionRequest),
+    }
+    app = GatewayApp(hot, title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.gateway = gw
-    app.add_route("/v1/chat/completions", gw.chat, methods=["POST"])
-    app.add_route("/v1/completions", gw.completions, methods=["POST"])
+    for path, endpoint in hot.items():
+        # Also in the router: other methods get its 405, and the route table stays complete.
+        app.router.routes.append(Route(path, endpoint, methods=["POST"]))
     app.add_route("/v1/models", gw.models, methods=["GET"])
     app.add_route("/healthz", gw.healthz, methods=["GET"])
     app.add_route("/readyz", gw.readyz, methods=["GET"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +27,20 @@ class AuditLog:
         else:
             self._fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             self._owned = True
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        """datetime.now(UTC).isoformat(timespec="milliseconds"), formatted once per second."""
+        t = time.time()
+        sec = int(t)
+        if sec != self._second:
+            self._second = sec
+            self._prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        return f"{self._prefix}{int((t - sec) * 1000):03d}+00:00"
 
     def write(self, record: dict[str, Any]) -> None:
-        record["time"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+        record["time"] = self.now()
         try:
             os.write(self._fd, orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         except OSError as exc:

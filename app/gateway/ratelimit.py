@@ -46,6 +46,22 @@ class Decision:
         """Short value for the audit log."""
         return "allow" if self.allowed else f"deny:{self.reason}"
 
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        """headers() as ASGI header pairs, formatted straight to bytes (hot path)."""
+        rr = max(0.0, self.remaining_requests)
+        rt = max(0.0, self.remaining_tokens)
+        h = [
+            (b"x-ratelimit-limit-requests", b"%d" % self.limit_requests),
+            (b"x-ratelimit-remaining-requests", b"%d" % int(rr)),
+            (b"x-ratelimit-reset-requests", b"%.3fs" % ((self.limit_requests - rr) * WINDOW / self.limit_requests)),
+            (b"x-ratelimit-limit-tokens", b"%d" % self.limit_tokens),
+            (b"x-ratelimit-remaining-tokens", b"%d" % int(rt)),
+            (b"x-ratelimit-reset-tokens", b"%.3fs" % ((self.limit_tokens - rt) * WINDOW / self.limit_tokens)),
+        ]
+        if not self.allowed:
+            h.append((b"retry-after", b"%d" % max(1, math.ceil(self.retry_after))))
+        return h
+
     def headers(self) -> dict[str, str]:
         rr = max(0.0, self.remaining_requests)
         rt = max(0.0, self.remaining_tokens)

@@ -33,8 +33,13 @@ log = logging.getLogger(__name__)
 
 NAME = "build"
 HELP = "build the Python distribution, lint Dockerfiles (hadolint), build images if an engine exists; release pins"
+# Release images: their digests are the release pins.
 TARGETS = ("gateway", "vllm")
-CACHE_INPUTS = ("app", "pipeline", "charts", "pyproject.toml", "uv.lock", "README.md")
+# Also built from app/Dockerfile, not pinned per release: the pipeline image (rollback controller),
+# pinned in environments/argocd/rollback-controller-values.yaml.
+TOOL_TARGETS = ("pipeline",)
+# (policies/ and loadtests/ are copied into the pipeline image.)
+CACHE_INPUTS = ("app", "pipeline", "policies", "loadtests", "charts", "pyproject.toml", "uv.lock", "README.md")
 CACHE_TOOLS = ("hadolint", "docker")
 # Files that make up an image's build context (besides the target name).
 CONTEXT_INPUTS = ("app", "pyproject.toml", "uv.lock")
@@ -246,7 +251,12 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         digests: dict[str, str] = {}
         given = {"gateway": opts.gateway_digest, "vllm": opts.vllm_digest}
         images_built = False
+        tool_images: dict[str, str] = {}
         if all(given.values()):
+            for target in TOOL_TARGETS:
+                checks.append(
+                    Check(name=f"image {target}", status=Status.SKIPPED, detail="built and published by the executor")
+                )
             for target, digest in given.items():
                 assert digest is not None
                 if not DIGEST_RE.match(digest):
@@ -258,20 +268,20 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         else:
             up, why = engine_status()
             if not files:
-                for target in TARGETS:
+                for target in (*TARGETS, *TOOL_TARGETS):
                     checks.append(
                         Check(name=f"image {target}", status=Status.SKIPPED, detail="no app/Dockerfile to build")
                     )
             elif not up:
-                for target in TARGETS:
+                for target in (*TARGETS, *TOOL_TARGETS):
                     checks.append(Check(name=f"image {target}", status=Status.SKIPPED, detail=why))
             else:
-                for target in TARGETS:
+                for target in (*TARGETS, *TOOL_TARGETS):
                     ctx.progress(f"build: image {target} ({why})")
                     check, image_id = _docker_build(root, target, f"llm-{target}:pipeline", out)
                     checks.append(check)
                     if image_id:
-                        digests[target] = image_id
+                        (tool_images if target in TOOL_TARGETS else digests)[target] = image_id
                 images_built = len(digests) == len(TARGETS)
 
         # Release pins.
@@ -293,6 +303,8 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         artifacts.append(str(release_path))
         evidence["release"] = release.model_dump(mode="json")
         evidence["dirty_tree"] = dirty
+        # Not release pins: the pipeline image is pinned by environments/argocd/rollback-controller-values.yaml.
+        evidence["tool_images"] = tool_images
         if not images_built:
             evidence["digests_are"] = "content digests of the build context (no image was built)"
     result = StageResult.from_checks(

@@ -140,12 +140,16 @@ def _trivy_operator(opts: PromoteOptions, rel: Release, now: dt.datetime, params
     if res.ok:
         detail = res.summary()
     else:
-        detail = "; ".join(f"image <{images.get(v.digest, '?')}> {v.digest}: {v.reason}" for v in res.images if not v.ok)
+        detail = "; ".join(
+            f"image <{images.get(v.digest, '?')}> {v.digest}: {v.reason}" for v in res.images if not v.ok
+        )
     return {
         "passed": res.ok,
         "evaluated": True,
         "detail": detail,
-        "images": {images.get(v.digest, v.digest): {"ok": v.ok, "reason": v.reason, "reports": v.reports} for v in res.images},
+        "images": {
+            images.get(v.digest, v.digest): {"ok": v.ok, "reason": v.reason, "reports": v.reports} for v in res.images
+        },
     }
 
 
@@ -268,7 +272,9 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
     checks.append(Check(name="push", status=Status.PASSED, detail=f"{tx.sha} after {tx.attempts} attempt(s)"))
     if tx.follow_up_sha:
         checks.append(
-            Check(name="pin", status=Status.PASSED, detail=f"Argo CD <{target}> pinned to {tx.sha} ({tx.follow_up_sha})")
+            Check(
+                name="pin", status=Status.PASSED, detail=f"Argo CD <{target}> pinned to {tx.sha} ({tx.follow_up_sha})"
+            )
         )
     return StageResult.from_checks(
         NAME,

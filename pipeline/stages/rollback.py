@@ -88,7 +88,13 @@ def run(opts: RollbackOptions, ctx: RunContext) -> StageResult:
         [check],
         summary=out.detail,
         seconds=t.seconds,
-        evidence={"env": opts.env, "commit": out.sha, "pin_commit": out.pin_sha, "restored": out.restored, "reverted": out.reverted},
+        evidence={
+            "env": opts.env,
+            "commit": out.sha,
+            "pin_commit": out.pin_sha,
+            "restored": out.restored,
+            "reverted": out.reverted,
+        },
     )
 
 

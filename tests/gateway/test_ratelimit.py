@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.gateway.ratelimit import MemoryLimiter
+from app.gateway.ratelimit import Decision, MemoryLimiter
 from pipeline.procs import ManagedProcess, free_port
 from pipeline.tools import require
 
@@ -136,3 +136,12 @@ def test_limit_shared_across_gateways_and_redis_outage(redis_pair: RedisPair) ->
 def test_redis_server_available() -> None:
     out = subprocess.run([require("redis-server"), "--version"], capture_output=True, text=True, check=True)
     assert "Redis server" in out.stdout
+
+
+def test_header_pairs_match_headers() -> None:
+    """The bytes fast path renders exactly the documented rate-limit headers."""
+    for d in (
+        Decision(True, "ok", "memory", 600, 598.25, 600000, 123456.789, 0.0),
+        Decision(False, "tokens", "memory", 3, 0.4, 300, -12.5, 2.2),
+    ):
+        assert d.header_pairs() == [(k.encode(), v.encode()) for k, v in d.headers().items()]

@@ -207,6 +207,21 @@ def check_no_compilers(df: Dockerfile, stages: tuple[str, ...]) -> list[str]:
     return bad
 
 
+def check_apt_hygiene(df: Dockerfile, stages: tuple[str, ...]) -> list[str]:
+    """Shipped stages install OS packages without recommends and leave no apt lists behind (same RUN)."""
+    bad = []
+    for name in stages:
+        for s in df.stage(name).lineage():
+            for ins in s.instructions:
+                if ins.cmd != "RUN" or not re.search(r"\bapt-get\s+install\b", ins.args):
+                    continue
+                if "--no-install-recommends" not in ins.args:
+                    bad.append(f"stage {name} (line {ins.line}): apt-get install without --no-install-recommends")
+                if "rm -rf /var/lib/apt/lists" not in ins.args:
+                    bad.append(f"stage {name} (line {ins.line}): apt lists not removed in the same RUN")
+    return bad
+
+
 def check_oci_labels(df: Dockerfile, stages: tuple[str, ...]) -> list[str]:
     bad = []
     for name in stages:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from dockerfile_checks import (
     Dockerfile,
+    check_apt_hygiene,
     check_base_images_pinned,
     check_builder_separate,
     check_no_compilers,
@@ -27,7 +28,7 @@ from dockerfile_checks import (
 )
 
 BIN = Path(sys.executable).parent
-SHIPPED = ("gateway", "simulator", "vllm")
+SHIPPED = ("gateway", "simulator", "vllm", "pipeline")
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +38,24 @@ def dockerfile_text(repo_root: Path) -> str:
 
 ALL_CHECKS: list[Callable[[Dockerfile], list[str]]] = [
     check_base_images_pinned,
-    lambda df: check_targets(df, ("builder", "gateway", "vllm", "simulator")),
+    lambda df: check_targets(df, ("builder", "gateway", "vllm", "simulator", "pipeline-builder", "pipeline")),
     lambda df: check_non_root_user(df, SHIPPED),
     check_no_secrets,
     lambda df: check_no_compilers(df, SHIPPED),
-    lambda df: check_oci_labels(df, ("gateway", "vllm")),
+    lambda df: check_apt_hygiene(df, SHIPPED),
+    lambda df: check_oci_labels(df, ("gateway", "vllm", "pipeline")),
     lambda df: check_builder_separate(df, "gateway", "builder"),
+    lambda df: check_builder_separate(df, "pipeline", "pipeline-builder"),
 ]
 
 
 def test_real_dockerfile_passes_every_structural_check(dockerfile_text: str) -> None:
     df = parse(dockerfile_text)
-    assert [s.name for s in df.stages] == ["builder", "gateway", "simulator", "vllm"]
+    assert [s.name for s in df.stages] == ["builder", "gateway", "simulator", "vllm", "pipeline-builder", "pipeline"]
     assert df.stage("gateway").base == df.stage("builder").base  # the venv's interpreter path must match
+    assert df.stage("pipeline").base == df.stage("builder").base
     assert df.stage("simulator").parent is df.stage("gateway")
+    assert df.stage("pipeline-builder").parent is df.stage("builder")
     problems = [msg for check in ALL_CHECKS for msg in check(df)]
     assert problems == []
 
@@ -86,6 +91,12 @@ PLANTED: list[tuple[str, str, str, Callable[[Dockerfile], list[str]], str]] = [
     ),
     ("missing OCI label", 'org.opencontainers.image.revision="${REVISION}" \\\n', "", lambda df: check_oci_labels(df, ("gateway",)), "revision"),
     ("runtime FROM builder", "FROM ${PYTHON_IMAGE} AS gateway", "FROM builder AS gateway", lambda df: check_builder_separate(df, "gateway", "builder"), "built FROM builder"),
+    ("pipeline FROM its builder", "FROM ${PYTHON_IMAGE} AS pipeline", "FROM pipeline-builder AS pipeline", lambda df: check_builder_separate(df, "pipeline", "pipeline-builder"), "built FROM pipeline-builder"),
+    ("pipeline as root", "USER 10001:10001\nEXPOSE 9095", "USER root\nEXPOSE 9095", lambda df: check_non_root_user(df, SHIPPED), "pipeline"),
+    ("pipeline compiler", "git openssh-client", "git openssh-client build-essential", lambda df: check_no_compilers(df, SHIPPED), "build-essential"),
+    ("pipeline recommends", "install -y --no-install-recommends git", "install -y git", lambda df: check_apt_hygiene(df, SHIPPED), "without --no-install-recommends"),
+    ("pipeline apt lists", "    && rm -rf /var/lib/apt/lists/*\nRUN groupadd", "RUN groupadd", lambda df: check_apt_hygiene(df, SHIPPED), "apt lists not removed"),
+    ("pipeline OCI label", 'org.opencontainers.image.title="llm-pipeline" \\\n', "", lambda df: check_oci_labels(df, ("pipeline",)), "pipeline: missing OCI labels title"),
 ]  # fmt: skip
 
 
@@ -104,7 +115,9 @@ def test_dockerignore_keeps_the_context_minimal(repo_root: Path) -> None:
     for path in (".venv/bin/python", ".git/HEAD", ".tools/bin/helm", ".runs/x/evidence.json", "tests/conftest.py",
                  ".env", "app/gateway/__pycache__/x.cpython-311.pyc", "app/.env", "README.md", ".gitops/env"):  # fmt: skip
         assert dockerignore_excludes(rules, path), f"{path} would be sent to the build context"
-    for path in ("pyproject.toml", "uv.lock", "app/simulator/server.py", "app/__init__.py"):
+    assert dockerignore_excludes(rules, "pipeline/dagger/pyproject.toml")  # its own project, not in the image
+    for path in ("pyproject.toml", "uv.lock", "app/simulator/server.py", "app/__init__.py", "pipeline/__main__.py",
+                 "pipeline/controller/__init__.py", "policies/promotion.rego", "loadtests/slo.py"):  # fmt: skip
         assert not dockerignore_excludes(rules, path), f"{path} is needed by app/Dockerfile but ignored"
 
 

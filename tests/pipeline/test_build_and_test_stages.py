@@ -36,8 +36,11 @@ def test_build_without_engine_skips_images_and_pins_content_digests(
     result = build.run(build.BuildOptions(skip_dist=True), ctx)
     assert result.status is Status.PASSED
     images = [c for c in result.checks if c.name.startswith("image ")]
-    assert [c.status for c in images] == [Status.SKIPPED, Status.SKIPPED]
+    # The release images and the pipeline image (rollback controller), all skipped with the reason.
+    assert [c.name for c in images] == ["image gateway", "image vllm", "image pipeline"]
+    assert [c.status for c in images] == [Status.SKIPPED] * 3
     assert all("test" in c.detail for c in images)
+    assert result.evidence["tool_images"] == {}  # never a release pin
     release = build.release_of(result)
     assert isinstance(release, Release) and release.images_built is False
     assert release.gateway_digest != release.vllm_digest

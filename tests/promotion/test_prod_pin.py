@@ -15,7 +15,7 @@ from pipeline.context import RunContext
 from pipeline.controller import ControllerConfig, create_app
 from pipeline.gitops import GitOpsError, GitOpsRepo, git, load_yaml_text
 from pipeline.release import Release
-from pipeline.result import Status
+from pipeline.result import StageResult, Status
 from pipeline.stages import promote, rollback
 from tests.promotion.conftest import APPSET, ci_evidence
 
@@ -28,7 +28,7 @@ def clone(remote: str, tmp_path: Path, name: str) -> GitOpsRepo:
     return repo
 
 
-def to_prod(remote: str, tmp_path: Path, rel: Release, n: int) -> promote.StageResult:
+def to_prod(remote: str, tmp_path: Path, rel: Release, n: int) -> StageResult:
     ctx = RunContext(run_dir=tmp_path / f"p{n}")
     dev = promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote)
     assert promote.run(dev, ctx).ok
@@ -121,9 +121,7 @@ def test_controller_rollback_of_prod_moves_the_pin(
     to_prod(remote, tmp_path, make_release(2, images_built=False), 2)
     cfg = ControllerConfig(gitops_repo=remote, work_root=tmp_path / "ctl", bearer_token=TOKEN)
     with TestClient(create_app(cfg)) as client:
-        resp = client.post(
-            "/webhook", json=alert_payload(env="prod"), headers={"Authorization": f"Bearer {TOKEN}"}
-        )
+        resp = client.post("/webhook", json=alert_payload(env="prod"), headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status_code == 200, resp.text
     (result,) = resp.json()["results"]
     assert result["outcome"] == "rolled_back", result
@@ -165,7 +163,9 @@ def test_prod_promotion_without_the_applicationset_pushes_nothing(
     git("push", "-q", "origin", "HEAD:main", cwd=repo.path)
     ctx = RunContext(run_dir=tmp_path / "p")
     rel = make_release(1, images_built=False)
-    assert promote.run(promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), ctx).ok
+    assert promote.run(
+        promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), ctx
+    ).ok
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
     before = clone(remote, tmp_path, "before").head()
     opts = promote.PromoteOptions(

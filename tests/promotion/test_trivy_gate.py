@@ -16,7 +16,7 @@ from pipeline import trivy_operator
 from pipeline.context import RunContext
 from pipeline.gitops import GitOpsRepo
 from pipeline.release import Release
-from pipeline.result import Status
+from pipeline.result import StageResult, Status
 from pipeline.stages import promote
 from tests.promotion.conftest import ci_evidence
 
@@ -25,7 +25,9 @@ LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
 
 
 def report(digest: str, container: str, vulns: list[dict[str, Any]], age_hours: float = 1) -> dict[str, Any]:
-    counts = {f"{s.lower()}Count": sum(v["severity"] == s for v in vulns) for s in ("CRITICAL", "HIGH", "MEDIUM", "LOW")}
+    counts = {
+        f"{s.lower()}Count": sum(v["severity"] == s for v in vulns) for s in ("CRITICAL", "HIGH", "MEDIUM", "LOW")
+    }
     return {
         "apiVersion": "aquasecurity.github.io/v1alpha1",
         "kind": "VulnerabilityReport",
@@ -79,12 +81,14 @@ def write_reports(tmp_path: Path, crd_schemas: Path) -> Callable[..., Path]:
 def staged(remote: str, tmp_path: Path, make_release: Callable[..., Release]) -> Release:
     rel = make_release(1)
     ctx = RunContext(run_dir=tmp_path / "p")
-    assert promote.run(promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), ctx).ok
+    assert promote.run(
+        promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), ctx
+    ).ok
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
     return rel
 
 
-def to_prod(remote: str, tmp_path: Path, reports: Path | None) -> promote.StageResult:
+def to_prod(remote: str, tmp_path: Path, reports: Path | None) -> StageResult:
     # The production profile: trivy-operator required for prod, 2 approvers, soak, built images.
     opts = promote.PromoteOptions(
         to="prod", gitops_repo=remote, approvers=["alice", "bob"], actor="rm", trivy_reports=reports, now=LATER

@@ -173,3 +173,57 @@ def test_cli_exit_codes(tmp_path: Path, crd_schemas: Path, repo_root: Path) -> N
     assert (tmp_path / "run" / "render.json").is_file()
     bad = cli("--env", "qa", "--crd-schemas", str(crd_schemas))
     assert bad.returncode == 1 and "unknown environment(s) qa" in bad.stderr
+
+
+def test_render_covers_the_rollback_controller_application(
+    repo_root: Path, run_render: RenderFn, tmp_path: Path
+) -> None:
+    """The controller chart is rendered with exactly the values its Argo CD Application passes."""
+    from pipeline.stages import render
+
+    (app,) = render.chart_apps(repo_root)
+    assert (app.name, app.release, app.namespace) == ("rollback-controller", "rollback-controller", "llm-rollback")
+    assert app.value_files == [repo_root / "environments/argocd/rollback-controller-values.yaml"]
+    result = run_render(repo_root, ["dev"], skip=frozenset({"promtool"}))
+    assert result.status is Status.PASSED, failure_text(result)
+    for check in ("helm lint", "helm template", "kubernetes schema", "crd schema"):
+        assert any(c.name == f"{check} rollback-controller" and c.status is Status.PASSED for c in result.checks), check
+    docs = (tmp_path / "out" / "rollback-controller" / "manifests.yaml").read_text()
+    assert "image: registry.example.com/llm/pipeline:0.1.0@sha256:" in docs
+    assert "kind: AlertmanagerConfig" in docs and "kind: ExternalSecret" in docs
+
+
+def test_rollback_controller_without_its_values_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    _edit(
+        repo_copy / "environments/argocd/rollback-controller-values.yaml",
+        "  digest: sha256:0000000000000000000000000000000000000000000000000000000000000003\n",
+        "",
+    )
+    result = run_render(repo_copy, ["dev"], skip=FAST)
+    text = failure_text(result)
+    assert "[helm template rollback-controller] rollback-controller:" in text and "image.digest must be set" in text
+
+
+def test_rollback_controller_crd_breakage_fails(repo_copy: Path, run_render: RenderFn) -> None:
+    _edit(
+        repo_copy / "charts/rollback-controller/templates/alertmanagerconfig-controller.yaml",
+        "  route:\n",
+        "  routes:\n",
+    )
+    result = run_render(repo_copy, ["dev"], skip=FAST)
+    text = failure_text(result)
+    assert "[crd schema rollback-controller] rollback-controller: AlertmanagerConfig <llm-rollback/" in text
+    assert "'routes' was unexpected" in text
+
+
+def test_pinned_prod_revision_still_validates(repo_copy: Path, run_render: RenderFn) -> None:
+    """After a prod promotion moved the pin (round-trip edit), the Argo CD objects still pass."""
+    from pipeline import promotion as pm
+    from pipeline.gitops import GitOpsRepo
+
+    appset = repo_copy / pm.PIN_FILE
+    before = appset.read_text()
+    assert pm.set_pinned_revision(GitOpsRepo("unused", repo_copy), "prod", "0123456789abcdef" * 2 + "01234567")
+    assert len([a for a, b in zip(before.splitlines(), appset.read_text().splitlines(), strict=True) if a != b]) == 1
+    result = run_render(repo_copy, ["prod"], skip=FAST)
+    assert result.status is Status.PASSED, failure_text(result)

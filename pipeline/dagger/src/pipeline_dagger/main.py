@@ -19,7 +19,10 @@ from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
 
 from .plan import PYTHON_IMAGE, RUNS, WORKDIR, Plan, plan
 
+# Release images (their digests are the release pins) and the pipeline image (the rollback
+# controller of charts/rollback-controller; pinned in environments/argocd, not per release).
 TARGETS = ("gateway", "vllm")
+IMAGE_TARGETS = (*TARGETS, "pipeline")
 VLLM_PORT = 8000
 
 
@@ -66,9 +69,9 @@ class Pipeline:
     async def _build_images(
         self, registry: str, username: str, password: dagger.Secret | None, commit: str
     ) -> dict[str, str]:
-        """Build both targets; publish when credentials are given. target → digest (published only)."""
+        """Build every image target; publish when credentials are given. target → digest (published only)."""
         digests: dict[str, str] = {}
-        for target in TARGETS:
+        for target in IMAGE_TARGETS:
             image = self._image(target, commit)
             if registry and password is not None:
                 ref = await image.with_registry_auth(registry, username, password).publish(
