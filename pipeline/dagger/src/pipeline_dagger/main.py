@@ -61,10 +61,9 @@ class Pipeline:
         return await self._report(self._container(p), p)
 
     def _image(self, target: str, commit: str) -> dagger.Container:
-        ctr = self.source.docker_build(dockerfile="app/Dockerfile", target=target)
-        if commit:
-            ctr = ctr.with_label("org.opencontainers.image.revision", commit)
-        return ctr
+        # REVISION feeds the Dockerfile's OCI labels (org.opencontainers.image.revision).
+        build_args = [dagger.BuildArg(name="REVISION", value=commit)] if commit else []
+        return self.source.docker_build(dockerfile="app/Dockerfile", target=target, build_args=build_args)
 
     async def _build_images(
         self, registry: str, username: str, password: dagger.Secret | None, commit: str
@@ -75,7 +74,7 @@ class Pipeline:
             image = self._image(target, commit)
             if registry and password is not None:
                 ref = await image.with_registry_auth(registry, username, password).publish(
-                    f"{registry}/llm-{target}:{commit[:12] or 'dev'}"
+                    f"{registry}/{target}:{commit[:12] or 'dev'}"  # = the charts' image.repository
                 )
                 digests[target] = ref.split("@", 1)[1]
             else:
@@ -258,7 +257,7 @@ class Pipeline:
             gateway_digest = digests.get("gateway", gateway_digest)
             vllm_digest = digests.get("vllm", vllm_digest)
             if digests:
-                images = [*(images or []), *(f"{registry}/llm-{t}@{d}" for t, d in digests.items())]
+                images = [*(images or []), *(f"{registry}/{t}@{d}" for t, d in digests.items())]
         args = list(stage_args or [])
         if gpu:
             args.append(f"smoke=--target http://vllm:{VLLM_PORT}")
