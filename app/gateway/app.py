@@ -5,9 +5,10 @@ Entry point for ASGI servers (one or several workers):
     uvicorn --factory app.gateway.app:create_app --workers N
     gunicorn -k uvicorn.workers.UvicornWorker 'app.gateway.app:create_app()'
 
-The hot routes are plain Starlette routes (no FastAPI dependency solving per request),
-and everything derivable once (RBAC policies, JWKS keys, verified tokens, metric
-children) is cached; see docs/gateway.md.
+The generation routes are raw ASGI endpoints dispatched before FastAPI's middleware and
+router (`GatewayApp`), the upstream hop uses the lean client in `h1.py`, and everything
+derivable once (RBAC policies, JWKS keys, verified tokens, metric children) is cached;
+see docs/gateway.md ("Performance").
 """
 
 from __future__ import annotations
