@@ -2,7 +2,11 @@
 
 Key = sha256 over: every file under the paths a stage reads (relative path + content
 hash), the stage's options, and the identity of the tools it calls (path, size, mtime:
-cheaper than running `--version` and changes whenever the binary does). An unchanged
+cheaper than running `--version` and changes whenever the binary does). A stage lists the
+paths it reads in `CACHE_INPUTS` (`TRACKED` = every file git knows: tracked plus untracked,
+not ignored); inputs outside the tree or facts of the machine (a CRD schema directory, an env
+variable, today's date for expiring ignore entries, a reachable engine) come from the module's
+`cache_extra(options, root) -> Extra`. An unchanged
 tree therefore re-uses the previous PASSED result; any changed file, option or tool
 misses. Only PASSED results are stored: a failure must be re-proven every time, and a
 SKIPPED result depends on the machine (engine, DB, GPU), which is not in the key.
@@ -17,8 +21,10 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +57,46 @@ EXCLUDED_DIRS = frozenset(
         "build",
     }
 )
-SCHEMA = 1
+SCHEMA = 2
+# A CACHE_INPUTS entry: every file `git ls-files --cached --others --exclude-standard` lists
+# (what a test suite may read), or the whole tree minus EXCLUDED_DIRS outside a git checkout.
+TRACKED = ":tracked:"
+
+
+@dataclass(frozen=True)
+class Extra:
+    """Key material a stage adds at run time: more paths (absolute or root-relative) and facts."""
+
+    paths: tuple[str, ...] = ()
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+def tracked_files(root: Path) -> list[Path] | None:
+    """Files git knows under root (tracked + untracked-not-ignored), or None outside a checkout."""
+    try:
+        proc = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    base = root.resolve()
+    names = [n for n in proc.stdout.decode().split("\0") if n]
+    # A tracked file deleted from the work tree is absent, not an input.
+    return [base / n for n in names if not EXCLUDED_DIRS.intersection(n.split("/")) and (base / n).is_file()]
 
 
 def _iter_files(root: Path, paths: Iterable[str]) -> list[Path]:
     files: set[Path] = set()
     for rel in paths:
+        if rel == TRACKED:
+            listed = tracked_files(root)
+            if listed is not None:
+                files.update(listed)
+                continue
+            rel = "."
         base = (root / rel).resolve()
         if base.is_file():
             files.add(base)

@@ -35,7 +35,7 @@ from pipeline.gitops import GitOpsRepo, ensure_local_remote
 from pipeline.procs import free_port, running
 from pipeline.release import Release
 from pipeline.result import StageResult, Status
-from pipeline.stages import promote
+from pipeline.stages import promote, render
 from pipeline.sync_agent import SyncAgent, simulator_applier
 from pipeline.tools import REPO_ROOT, require
 
@@ -77,13 +77,8 @@ def chart_alert_rules(env: str, cfg: DrillConfig) -> tuple[dict[str, Any], float
 
     Returns (rules file content, threshold, label set the scraped series need to match).
     """
-    helm = require("helm")
-    args = [helm, "template", "llm", str(REPO_ROOT / "charts" / "llm-service"), "--namespace", f"llm-{env}"]
-    for f in ("values.yaml", "release.yaml"):
-        path = REPO_ROOT / "environments" / env / f
-        if path.exists():
-            args += ["-f", str(path)]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    # Exactly the manifests `render` validated for env (release name, namespace, kube version, values).
+    out = render.helm_template(REPO_ROOT, env)
     rule_doc = next(d for d in _yaml_all(out) if d.get("kind") == "PrometheusRule")
     rules = [r for g in rule_doc["spec"]["groups"] for r in g["rules"]]
     record = next(r for r in rules if r.get("record") == ERROR_RATIO_RECORD)
@@ -185,16 +180,25 @@ def _drill_release(n: int, bad: bool) -> Release:
     )
 
 
-def _evidence() -> dict[str, StageResult]:
-    # Drill releases are synthetic; their gates are marked as such in the evidence.
-    return {g: StageResult(stage=g, status=Status.PASSED, summary="drill: synthetic gate") for g in pm.GATE_STAGES}
+def _evidence(rel: Release) -> dict[str, StageResult]:
+    # Drill releases are synthetic; their gates are marked as such (subject kind "drill-synthetic"),
+    # including the staging SLO gate a drill of prod needs (in real life: `loadtest --env staging --attach`).
+    subject = {"kind": "drill-synthetic", "release_id": rel.id, "commit": rel.commit}
+
+    def gate(stage: str, env: str | None = None) -> StageResult:
+        evidence: dict[str, object] = {"subject": subject, **({"env": env} if env else {})}
+        return StageResult(stage=stage, status=Status.PASSED, summary="drill: synthetic gate", evidence=evidence)
+
+    gates = {g: gate(g, "dev" if g == "loadtest" else None) for g in pm.GATE_STAGES}
+    gates[pm.gate_key("loadtest", "staging")] = gate("loadtest", "staging")
+    return gates
 
 
 def _promote(remote: str, rel: Release, env: str, work: Path, actor: str) -> None:
     ctx = RunContext(run_dir=work)
     r = promote.run(
         promote.PromoteOptions(
-            to="dev", release=rel, evidence=_evidence(), run_id="drill", gitops_repo=remote, actor=actor
+            to="dev", release=rel, evidence=_evidence(rel), run_id="drill", gitops_repo=remote, actor=actor
         ),
         ctx,
     )

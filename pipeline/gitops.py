@@ -129,12 +129,30 @@ def parse_trailers(message: str) -> dict[str, list[str]]:
     return out
 
 
+# scheme://userinfo@host...: the userinfo (user[:password/token]) is what must never be printed.
+_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+
+
+def safe_url(url: str) -> str:
+    """`url` with any userinfo (user, password, token) replaced by `***`: for logs, errors, evidence.
+
+    `https://x-access-token:ghp_…@github.com/o/r.git` → `https://***@github.com/o/r.git`; scp-like
+    `git@host:path` and local paths carry no secret and are returned unchanged.
+    """
+    return _USERINFO_RE.sub(r"\g<scheme>***@", url)
+
+
+def redact(text: str) -> str:
+    """Redact the userinfo of every URL inside free text (git's stderr echoes the remote URL)."""
+    return safe_url(text)
+
+
 def git(*args: str, cwd: Path | None = None, check: bool = True, env: Mapping[str, str] | None = None) -> str:
-    """Run git; raise GitOpsError with its stderr on failure."""
+    """Run git; raise GitOpsError with its (redacted) stderr on failure."""
     full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
     proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=full_env, check=False)
     if check and proc.returncode != 0:
-        raise GitOpsError(f"git {args[0]} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+        raise GitOpsError(f"git {args[0]} failed ({proc.returncode}): {redact((proc.stderr or proc.stdout).strip())}")
     return proc.stdout
 
 
@@ -286,7 +304,7 @@ def _commit(work: Path, msg: Message) -> str:
         check=False,
     )
     if proc.returncode != 0:
-        raise GitOpsError(f"git commit failed: {(proc.stderr or proc.stdout).strip()}")
+        raise GitOpsError(f"git commit failed: {redact((proc.stderr or proc.stdout).strip())}")
     return git("rev-parse", "HEAD", cwd=work).strip()
 
 
@@ -312,7 +330,8 @@ class GitOpsRepo:
         if not (self.path / ".git").exists():
             shutil.rmtree(self.path, ignore_errors=True)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            git("clone", "-q", "--no-tags", "--branch", self.branch, self.remote, str(self.path))
+            # `--`: a remote starting with `-` is a repository name, never an option of git clone.
+            git("clone", "-q", "--no-tags", "--branch", self.branch, "--", self.remote, str(self.path))
         else:
             # A kill -9 in the middle of a git command leaves its lock behind; this copy is ours alone.
             (self.path / ".git" / "index.lock").unlink(missing_ok=True)
@@ -376,8 +395,8 @@ class GitOpsRepo:
             s in text
             for s in ("non-fast-forward", "fetch first", "[rejected]", "failed to update ref", "cannot lock ref")
         ):
-            raise PushRejected(one_line(text))
-        raise GitOpsError(f"git push failed: {one_line(text)}")
+            raise PushRejected(redact(one_line(text)))
+        raise GitOpsError(f"git push failed: {redact(one_line(text))}")
 
     def transact(
         self, mutate: Mutator, *, attempts: int = 5, backoff: float = 0.2, follow_up: FollowUp | None = None
@@ -426,7 +445,7 @@ class GitOpsRepo:
             )
             if proc.returncode != 0:
                 subprocess.run(["git", "revert", "--abort"], cwd=self.path, capture_output=True, check=False)
-                raise GitOpsError(f"cannot revert {sha[:12]} cleanly: {one_line(proc.stderr or proc.stdout)}")
+                raise GitOpsError(f"cannot revert {sha[:12]} cleanly: {redact(one_line(proc.stderr or proc.stdout))}")
 
 
 def work_dir_for(base: Path, name: str = "gitops") -> Path:

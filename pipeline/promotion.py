@@ -73,17 +73,61 @@ def previous_rung(env: str) -> str:
     return "ci" if idx == 0 else ENVS[idx - 1]
 
 
-def actor_name(explicit: str | None = None) -> str:
-    """Who acts: --by/--actor, else $PIPELINE_ACTOR, else the OS user."""
-    if explicit:
-        return explicit
-    env = os.environ.get("PIPELINE_ACTOR")
-    if env:
-        return env
+# CI systems' own record of who triggered the run, most trusted first: (variable, what it is).
+CI_IDENTITY_VARS = (
+    ("GITHUB_ACTOR", "GitHub Actions (GITHUB_ACTOR)"),
+    ("GITLAB_USER_LOGIN", "GitLab CI (GITLAB_USER_LOGIN)"),
+    ("CI_COMMIT_AUTHOR", "GitLab CI (CI_COMMIT_AUTHOR)"),
+    ("BUILDKITE_BUILD_CREATOR_EMAIL", "Buildkite (BUILDKITE_BUILD_CREATOR_EMAIL)"),
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, and where that name came from (recorded as `Actor-Source:`)."""
+
+    name: str
+    source: str
+
+    @property
+    def overridden(self) -> bool:
+        return self.source.startswith("override")
+
+
+def _git_user_email(cwd: Path) -> str:
     try:
-        return getpass.getuser()
+        return git("config", "--get", "user.email", cwd=cwd, check=False).strip()
+    except OSError:
+        return ""
+
+
+def actor_identity(explicit: str | None = None, cwd: Path | None = None) -> Actor:
+    """Who acts: the CI identity, else $PIPELINE_ACTOR, else `git config user.email`, else the OS user.
+
+    `explicit` (`--actor`/`--by`) wins but is recorded as an override, so a reader of the commit
+    knows the name was asserted, not derived. None of these is authenticated: see docs/promotion.md.
+    """
+    if explicit:
+        return Actor(explicit, "override (--actor)")
+    for var, what in CI_IDENTITY_VARS:
+        value = os.environ.get(var, "").strip()
+        if value:
+            return Actor(value, what)
+    env = os.environ.get("PIPELINE_ACTOR", "").strip()
+    if env:
+        return Actor(env, "override ($PIPELINE_ACTOR)")
+    email = _git_user_email(cwd or REPO_ROOT)
+    if email:
+        return Actor(email, "git config user.email")
+    try:
+        return Actor(getpass.getuser(), "OS user")
     except (KeyError, OSError):
-        return "unknown"
+        return Actor("unknown", "none found")
+
+
+def actor_name(explicit: str | None = None) -> str:
+    """The name of `actor_identity(explicit)`."""
+    return actor_identity(explicit).name
 
 
 def utcnow() -> dt.datetime:
@@ -162,14 +206,28 @@ def read_freeze(repo: GitOpsRepo, env: str) -> Freeze:
 
 
 def read_evidence(repo: GitOpsRepo, env: str, release_id: str) -> dict[str, Any] | None:
+    """The evidence bundle of `release_id` in `env`, with the gates attached after its promotion merged in."""
     path = repo.file(evidence_path(env, release_id))
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise GitOpsError(f"{evidence_path(env, release_id)}: not valid JSON: {exc}") from exc
-    return data if isinstance(data, dict) else None
+    data: dict[str, Any] | None = None
+    if path.exists():
+        try:
+            loaded = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise GitOpsError(f"{evidence_path(env, release_id)}: not valid JSON: {exc}") from exc
+        data = loaded if isinstance(loaded, dict) else None
+    attached_dir = repo.file(attached_gate_path(env, release_id, "x")).parent
+    if attached_dir.is_dir():
+        if data is None:
+            data = {"release": {}, "gates": {}, "promotions": []}
+        gates = data.setdefault("gates", {})
+        for f in sorted(attached_dir.glob("*.json")):
+            try:
+                rec = json.loads(f.read_text())
+            except json.JSONDecodeError as exc:
+                raise GitOpsError(f"{f.relative_to(repo.path)}: not valid JSON: {exc}") from exc
+            if isinstance(rec, dict):
+                gates[f.stem] = rec
+    return data
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -192,33 +250,207 @@ def _as_dict(result: StageResult | Mapping[str, Any]) -> dict[str, Any]:
     return dict(result)
 
 
-def evidence_bundle(
-    rel: Release, results: Mapping[str, StageResult | Mapping[str, Any]], run_id: str
+def source_subject(root: Path, kind: str, **extra: Any) -> dict[str, Any]:
+    """What a stage that ran code from the source tree exercised: commit, dirty flag, build-context digests.
+
+    `content_digests` are exactly what `build` pins when it cannot build images, so a local
+    release (`imagesBuilt: false`) can be matched to the tree a gate really ran (bind_subject).
+    """
+    from pipeline.stages.build import TARGETS, context_digest, git_commit
+
+    commit, dirty = git_commit(root)
+    return {
+        "kind": kind,
+        "commit": commit,
+        "dirty": dirty,
+        "content_digests": {t: context_digest(root, t) for t in TARGETS},
+        **extra,
+    }
+
+
+def bind_subject(subject: Mapping[str, Any], rel: Release) -> dict[str, Any]:
+    """Name `rel` in a subject when the gate truly ran that release's source; otherwise leave it unnamed.
+
+    Only for local releases (`imagesBuilt: false`), whose pins ARE content digests of the build
+    context: same commit and same digests means the gate ran exactly what the release pins.
+    Never copies digests from `rel`: a gate on registry images must have recorded them itself.
+    """
+    out = dict(subject)
+    if out.get("release_id"):
+        return out
+    digests = out.get("content_digests") or {}
+    if (
+        not rel.images_built
+        and out.get("commit") == rel.commit
+        and digests.get("gateway") == rel.gateway_digest
+        and digests.get("vllm") == rel.vllm_digest
+    ):
+        out["release_id"] = rel.id
+        out["bound_by"] = "the source tree it ran has the release's build-context digests and commit"
+    return out
+
+
+def gate_record(
+    name: str,
+    raw: StageResult | Mapping[str, Any],
+    run_id: str,
+    rel: Release | None,
+    fallback_subject: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The bundle a ci run hands to the dev promotion: each gate's outcome bound to the release digests."""
-    gates: dict[str, Any] = {}
-    for name, raw in results.items():
-        r = _as_dict(raw)
-        skipped = [c.get("name") for c in r.get("checks", []) if c.get("status") == "skipped"]
-        gates[name] = {
-            "status": str(r.get("status", "unknown")),
-            "summary": str(r.get("summary", "")),
-            "numbers": r.get("numbers", {}),
-            "skipped_checks": skipped,
-            "cached": bool(r.get("cached", False)),
-            "run_id": run_id,
-            # The same ci run built the release and ran the gate: the gate vouches for these digests.
-            "digests": {"gateway": rel.gateway_digest, "vllm": rel.vllm_digest},
-        }
-    return {"schema": 1, "release": rel.model_dump(mode="json"), "run_id": run_id, "gates": gates, "promotions": []}
+    """One gate of an evidence bundle: outcome + the subject the stage itself recorded (evidence.subject)."""
+    r = _as_dict(raw)
+    ev = r.get("evidence") if isinstance(r.get("evidence"), Mapping) else {}
+    assert isinstance(ev, Mapping)
+    subject: dict[str, Any] | None = dict(ev["subject"]) if isinstance(ev.get("subject"), Mapping) else None
+    if subject is None and fallback_subject is not None:
+        subject = dict(fallback_subject)
+    if subject is not None and rel is not None:
+        subject = bind_subject(subject, rel)
+    skipped = [c.get("name") for c in r.get("checks", []) if c.get("status") == "skipped"]
+    return {
+        "stage": str(r.get("stage") or name),
+        "env": ev.get("env"),
+        "status": str(r.get("status", "unknown")),
+        "summary": str(r.get("summary", "")),
+        "numbers": r.get("numbers", {}),
+        "skipped_checks": skipped,
+        "cached": bool(r.get("cached", False)),
+        "run_id": run_id,
+        # What the stage exercised, as it recorded it (None: it recorded nothing → policy refuses).
+        "subject": subject,
+    }
 
 
-def merge_stage_files(bundle: dict[str, Any], files: Sequence[Path], rel: Release, run_id: str) -> None:
-    """Attach extra stage results (e.g. a staging load test) given as StageResult JSON files."""
+def evidence_bundle(
+    rel: Release,
+    results: Mapping[str, StageResult | Mapping[str, Any]],
+    run_id: str,
+    fallback_subject: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The bundle a ci run hands to the dev promotion: each gate with the subject it recorded.
+
+    `fallback_subject` (the ci run's source tree) stands in for stages that record none of their
+    own (marked `recorded_by: ci`); the policy decides whether that subject is good enough.
+    """
+    gates = {name: gate_record(name, raw, run_id, rel, fallback_subject) for name, raw in results.items()}
+    return {"schema": 2, "release": rel.model_dump(mode="json"), "run_id": run_id, "gates": gates, "promotions": []}
+
+
+def gate_key(stage: str, env: str | None) -> str:
+    """Attached gates are keyed `<stage>@<env>` (e.g. `loadtest@staging`); ci's keep their stage name."""
+    return f"{stage}@{env}" if env else stage
+
+
+def complete_deployment(raw: dict[str, Any], rel: Release, pins_from: str) -> None:
+    """A `deployment` subject (load sent to an env's URL) names the pins git says that env runs.
+
+    That the URL serves exactly those pins is an assumption (Argo CD synced and healthy at that
+    revision), recorded as `pins_from` so a reader can check it.
+    """
+    ev = raw.get("evidence")
+    subject = ev.get("subject") if isinstance(ev, dict) else None
+    if isinstance(subject, dict) and subject.get("kind") == "deployment":
+        subject.update(
+            release_id=rel.id,
+            commit=rel.commit,
+            gateway_digest=rel.gateway_digest,
+            vllm_digest=rel.vllm_digest,
+            model_revision=rel.model_revision,
+            pins_from=pins_from,
+        )
+
+
+def merge_stage_files(
+    bundle: dict[str, Any], files: Sequence[Path], rel: Release, run_id: str, source: str | None = None
+) -> None:
+    """Attach extra stage results (e.g. a staging load test) given as StageResult JSON files.
+
+    Each keeps the subject its stage recorded; a file without one is kept as is and refused by policy.
+    """
     for f in files:
         data = json.loads(Path(f).read_text())
-        name = str(data.get("stage") or Path(f).stem)
-        bundle["gates"].update(evidence_bundle(rel, {name: data}, run_id)["gates"])
+        if not isinstance(data, dict):
+            raise PromotionError(f"{f}: not a StageResult JSON object")
+        if source:
+            complete_deployment(data, rel, release_path(source))
+        rec = gate_record(str(data.get("stage") or Path(f).stem), data, str(data.get("run_id") or run_id), rel)
+        bundle.setdefault("gates", {})[gate_key(rec["stage"], rec["env"])] = rec
+
+
+def source_slo_keys(bundle: Mapping[str, Any], source: str) -> list[str]:
+    """Keys of the loadtest (SLO) gates of `source` in a bundle (what the source-env SLO rule reads)."""
+    return [
+        str(k)
+        for k, g in (bundle.get("gates") or {}).items()
+        if isinstance(g, Mapping) and g.get("stage", k) == "loadtest" and g.get("env") == source
+    ]
+
+
+def attached_gate_path(env: str, release_id: str, key: str) -> str:
+    """Gates attached after the promotion live beside the bundle, one file each.
+
+    Separate files keep the promotion commit's bundle untouched, so a rollback's revert of that
+    commit never conflicts with later evidence.
+    """
+    base = evidence_path(env, release_id).removesuffix(".json")
+    return f"{base}.gates/{re.sub(r'[^A-Za-z0-9._@+-]', '_', key)}.json"
+
+
+@dataclass
+class Attached:
+    sha: str | None
+    release: Release
+    key: str
+    path: str
+    record: dict[str, Any]
+
+
+def attach_result(
+    remote: str, work: Path, env: str, result: StageResult, run_id: str, actor: Actor, attempts: int = 5
+) -> Attached:
+    """Append a stage result to the evidence of the release pinned in `env`, as one GitOps commit.
+
+    Atomic like a promotion (fresh base → write → commit → push, retried). A `deployment`
+    subject (the stage loaded `--target`, the env's URL) is completed with the pins git says
+    that env runs, and says so (`pins_from`); a local run keeps its own source subject.
+    """
+    box: dict[str, Any] = {}
+
+    def mutate(repo: GitOpsRepo) -> Message | None:
+        box.clear()
+        validate_env_yaml(repo, env)
+        rel = read_release(repo, env)
+        if rel is None:
+            raise PromotionError(
+                f"nothing is pinned in <{env}>: promote a release into {env} before attaching evidence"
+            )
+        raw = result.model_dump(mode="json")
+        complete_deployment(raw, rel, f"{release_path(env)}@{repo.head()[:12]}")
+        rec = gate_record(result.stage, raw, run_id, rel)
+        key = gate_key(result.stage, env)
+        path = attached_gate_path(env, rel.id, key)
+        rec.update(attached_at=iso(utcnow()), attached_by=actor.name)
+        write_json(repo.file(path), rec)
+        box.update(release=rel, key=key, path=path, record=rec)
+        return Message(
+            subject=f"evidence({env}): {key} {rec['status']} for {rel.id}",
+            body=f"{result.stage} result for release {rel.id} as pinned in {env}.\n\n{rec['summary']}"[:2000],
+            trailers=[
+                ("Evidence-Env", env),
+                ("Evidence-Gate", key),
+                ("Gate-Status", str(rec["status"])),
+                ("Release-Id", rel.id),
+                ("Subject-Kind", str((rec.get("subject") or {}).get("kind", "none"))),
+                ("Run-Id", run_id),
+                ("Recorded-By", actor.name),
+                ("Actor-Source", actor.source),
+                ("Evidence", path),
+            ],
+            author=actor.name,
+        )
+
+    tx = GitOpsRepo(remote, work).transact(mutate, attempts=attempts)
+    return Attached(tx.sha, box["release"], box["key"], box["path"], box["record"])
 
 
 # ---------------------------------------------------------------- Argo CD sync windows
@@ -269,13 +501,26 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=sum(int(n) * units[u] for n, u in parts))
 
 
-def window_active(window: Mapping[str, Any], now: dt.datetime) -> bool:
+def window_start(window: Mapping[str, Any], now: dt.datetime) -> dt.datetime | None:
+    """The start of the window's occurrence that is active at `now` (the latest one), or None."""
     tz = ZoneInfo(str(window.get("timeZone") or "UTC"))
     duration = parse_duration(str(window.get("duration", "0m")))
     local = now.astimezone(tz).replace(second=0, microsecond=0)
     # A window is active if one of its start minutes lies in (now - duration, now].
     steps = min(int(duration.total_seconds() // 60), 7 * 24 * 60)
-    return any(cron_matches(str(window["schedule"]), local - dt.timedelta(minutes=m)) for m in range(steps))
+    for m in range(steps):
+        start = local - dt.timedelta(minutes=m)
+        if cron_matches(str(window["schedule"]), start):
+            return start
+    return None
+
+
+def window_active(window: Mapping[str, Any], now: dt.datetime) -> bool:
+    return window_start(window, now) is not None
+
+
+def _when(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%a %Y-%m-%d %H:%M UTC")
 
 
 def _docs(repo: GitOpsRepo, rel_dir: str) -> Iterable[Mapping[str, Any]]:
@@ -330,14 +575,15 @@ def sync_windows(repo: GitOpsRepo, env: str, now: dt.datetime) -> dict[str, Any]
             if not applies:
                 continue
             label = f"{w.get('kind')} '{w.get('schedule')}' for {w.get('duration')} ({w.get('timeZone') or 'UTC'})"
-            active = window_active(w, now)
+            start = window_start(w, now)
             if w.get("kind") == "allow":
                 out["allow_defined"] = True
                 out["allow_windows"].append(label)
-                if active:
+                if start is not None:
                     out["active_allow"].append(label)
-            elif w.get("kind") == "deny" and active:
-                out["active_deny"].append(label)
+            elif w.get("kind") == "deny" and start is not None:
+                ends = start + parse_duration(str(w.get("duration", "0m")))
+                out["active_deny"].append({"window": label, "since": _when(start), "ends": _when(ends)})
     return out
 
 

@@ -1,4 +1,4 @@
-"""A release = the pins that say what runs: image digests, model revision, chart version.
+"""A release = the pins that say what runs: image digests, model revision, chart version (+ digest).
 
 `environments/<env>/release.yaml` holds exactly these fields (Helm values shape); the
 pipeline is the only writer. Evidence = the stage results that vouch for the release.
@@ -19,6 +19,7 @@ class Release(BaseModel):
 
     id: str = Field(description="release identifier, e.g. 0.1.0+g1a2b3c4")
     commit: str = Field(description="source commit the release was built from")
+    # Exact version of the chart `llm-service` in the OCI chart repository: Argo CD's targetRevision.
     chart_version: str
     gateway_digest: str
     vllm_digest: str
@@ -26,6 +27,9 @@ class Release(BaseModel):
     # False when the local executor could not build images: digests are content hashes
     # of the build context, not registry digests (the evidence says why).
     images_built: bool = True
+    # sha256 of the packaged chart (= its OCI layer digest); None for releases built before charts
+    # were packaged. Written as release.chartDigest only when set.
+    chart_digest: str | None = None
 
     @field_validator("gateway_digest", "vllm_digest")
     @classmethod
@@ -34,15 +38,25 @@ class Release(BaseModel):
             raise ValueError(f"not an image digest (sha256:<64 hex>): {v!r}")
         return v
 
+    @field_validator("chart_digest")
+    @classmethod
+    def _chart_digest(cls, v: str | None) -> str | None:
+        if v is not None and not DIGEST_RE.match(v):
+            raise ValueError(f"not a chart digest (sha256:<64 hex>): {v!r}")
+        return v
+
     def to_values(self) -> dict[str, Any]:
         """The Helm values layout written to release.yaml."""
+        release: dict[str, Any] = {
+            "id": self.id,
+            "commit": self.commit,
+            "chartVersion": self.chart_version,
+            "imagesBuilt": self.images_built,
+        }
+        if self.chart_digest:
+            release["chartDigest"] = self.chart_digest
         return {
-            "release": {
-                "id": self.id,
-                "commit": self.commit,
-                "chartVersion": self.chart_version,
-                "imagesBuilt": self.images_built,
-            },
+            "release": release,
             "gateway": {"image": {"digest": self.gateway_digest}},
             "vllm": {"image": {"digest": self.vllm_digest}, "model": {"revision": self.model_revision}},
         }
@@ -55,6 +69,7 @@ class Release(BaseModel):
             commit=str(rel.get("commit", "")),
             chart_version=str(rel.get("chartVersion", "")),
             images_built=bool(rel.get("imagesBuilt", True)),
+            chart_digest=str(rel["chartDigest"]) if rel.get("chartDigest") else None,
             gateway_digest=str(values.get("gateway", {}).get("image", {}).get("digest", "")),
             vllm_digest=str(values.get("vllm", {}).get("image", {}).get("digest", "")),
             model_revision=str(values.get("vllm", {}).get("model", {}).get("revision", "")),

@@ -11,6 +11,11 @@ fails the gate instead of silently ceasing to suppress, so someone has to re-dec
         expired_at: 2027-01-31
     misconfigurations: [...]
     secrets: [...]
+
+One file (`.trivyignore.yaml` at the repository root) and one misconfiguration gate
+(`gate_misconfigs`) serve both Trivy config scans: `scan` (Dockerfiles) and `render` (the
+rendered chart). Trivy itself is never given the file: findings are filtered here, so an
+expired or reasonless entry cannot suppress anything.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from typing import Any
 from ruamel.yaml import YAML
 
 SECTIONS = ("vulnerabilities", "misconfigurations", "secrets", "licenses")
+# The ignore file, relative to the repository root.
+DEFAULT_PATH = Path(".trivyignore.yaml")
+# Findings at these severities fail a gate unless a valid entry accepts them.
+GATE_SEVERITIES = ("CRITICAL", "HIGH")
 
 
 @dataclass(frozen=True)
@@ -100,3 +109,33 @@ def load(path: Path, today: dt.date | None = None) -> IgnoreFile:
                 paths = tuple(str(p) for p in (item.get("paths") or []))
                 result.entries.append(IgnoreEntry(section, str(item["id"]), statement, expiry, paths))
     return result
+
+
+def gate_misconfigs(
+    report: dict[str, Any], ignores: IgnoreFile, severities: tuple[str, ...] = GATE_SEVERITIES
+) -> tuple[list[str], list[str], int]:
+    """(violations, ignored, failed findings of any severity) of a `trivy config --format json` report.
+
+    A violation is a FAIL at one of `severities` that no valid entry accepts; each names the
+    target (file, relative to what was scanned), the check id, severity, title and message.
+    """
+    bad: list[str] = []
+    ignored: list[str] = []
+    total = 0
+    for res in report.get("Results") or []:
+        target = str(res.get("Target"))
+        for m in res.get("Misconfigurations") or []:
+            if m.get("Status", "FAIL") != "FAIL":
+                continue
+            total += 1
+            if m.get("Severity") not in severities:
+                continue
+            what = f"{target}: {m.get('ID')} {m.get('Severity')} {m.get('Title')}"
+            if m.get("Message"):
+                what += f": {m.get('Message')}"
+            mid = str(m.get("AVDID") or m.get("ID"))
+            matched = ignores.match("misconfigurations", mid, target) or ignores.match(
+                "misconfigurations", str(m.get("ID")), target
+            )
+            (ignored if matched else bad).append(what)
+    return bad, ignored, total

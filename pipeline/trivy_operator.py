@@ -129,6 +129,17 @@ def gate(
     return GateResult(ok=ok, images=verdicts)
 
 
+# The ApplicationSet deploys env <env> into namespace llm-<env> (environments/argocd).
+NAMESPACE_PREFIX = "llm-"
+
+
+def namespace_for(env: str) -> str:
+    """The namespace where trivy-operator writes the reports of `env`'s workloads."""
+    if not env or not env.replace("-", "").isalnum():
+        raise ValueError(f"not an env name: {env!r}")
+    return f"{NAMESPACE_PREFIX}{env}"
+
+
 def fetch_reports(namespace: str, kube_context: str | None = None) -> list[dict[str, Any]]:
     """List VulnerabilityReports in `namespace` (needs a cluster and RBAC `list` on vulnerabilityreports)."""
     from kubernetes import client, config

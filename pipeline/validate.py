@@ -5,8 +5,8 @@
 - Custom resources: JSON schemas from a configurable location, kubeconform style — a directory
   laid out `<group>/<kind>_<version>.json` or a URL template such as the datreeio catalog
   `https://raw.githubusercontent.com/datreeio/CRDs-catalog/main/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json`.
-- ApplicationSet expansion for the git directory generator, so generated Applications can be
-  validated and policy-checked like hand-written ones.
+- ApplicationSet expansion for the git directory and files generators, so generated Applications
+  can be validated and policy-checked like hand-written ones.
 """
 
 from __future__ import annotations
@@ -25,12 +25,19 @@ from typing import Any
 
 import jsonschema
 import referencing
+import yaml
 from referencing.jsonschema import DRAFT202012
 
 DEFAULT_KUBE_VERSION = "1.33"
 CRD_SCHEMAS_ENV = "PIPELINE_CRD_SCHEMAS"
 # Relative to the repo root: the shared catalog copy used by tests and CI (never copied in).
 DEFAULT_CRD_SCHEMAS = "../shared/schemas/crds"
+# Under the Dagger executor the repo is the container's whole world (../shared is not there):
+# without --crd-schemas (a mounted directory) the public catalog is the default.
+DAGGER_CRD_SCHEMAS = (
+    "https://raw.githubusercontent.com/datreeio/CRDs-catalog/main/"
+    "{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
+)
 
 
 @dataclass(frozen=True)
@@ -121,8 +128,10 @@ class CoreValidator:
 
 
 def resolve_crd_location(location: str | os.PathLike[str] | None, repo_root: Path) -> str:
-    """CLI value, else $PIPELINE_CRD_SCHEMAS, else ../shared/schemas/crds relative to the repo."""
-    raw = str(location) if location else os.environ.get(CRD_SCHEMAS_ENV) or DEFAULT_CRD_SCHEMAS
+    """CLI value, else $PIPELINE_CRD_SCHEMAS, else (Dagger) the datreeio catalog URL template,
+    else ../shared/schemas/crds relative to the repo."""
+    default = DAGGER_CRD_SCHEMAS if os.environ.get("PIPELINE_EXECUTOR") == "dagger" else DEFAULT_CRD_SCHEMAS
+    raw = str(location) if location else os.environ.get(CRD_SCHEMAS_ENV) or default
     if "://" in raw:
         return raw
     path = Path(raw)
@@ -138,7 +147,11 @@ class CrdSchemas:
         self._cache: dict[tuple[str, str, str], jsonschema.Draft202012Validator | None] = {}
         self._lock = threading.Lock()
         if "://" not in location and not Path(location).is_dir():
-            raise FileNotFoundError(f"CRD schema location {location} is not a directory")
+            raise FileNotFoundError(
+                f"CRD schema location {location} is not a directory: point --crd-schemas or "
+                f"${CRD_SCHEMAS_ENV} at a directory (<group>/<kind>_<version>.json) or a URL template "
+                f"(default: {DEFAULT_CRD_SCHEMAS} relative to the repo)"
+            )
 
     def _source(self, group: str, kind: str, version: str) -> str:
         if "://" not in self.location:
@@ -246,37 +259,76 @@ def _matches(pattern: str, path: str) -> bool:
     return fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")
 
 
-def expand_applicationset(appset: dict[str, Any], repo_root: Path) -> list[dict[str, Any]]:
-    """Applications an ApplicationSet with git directory generators would generate from this checkout."""
-    spec = appset.get("spec") or {}
-    apps: list[dict[str, Any]] = []
-    for gen in spec.get("generators") or []:
-        git = gen.get("git")
-        if not git or not git.get("directories"):
-            raise ValueError(f"{object_name(appset)}: only git directory generators can be expanded here")
+def _normalized(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9-.]", "-", name)
+
+
+def _path_params(rel: str, filename: str | None = None) -> dict[str, Any]:
+    """Argo CD's `path` parameters (goTemplate): for environments/dev/release.yaml, path.path is
+    environments/dev, path.basename dev, path.filename release.yaml."""
+    directory = Path(rel).parent.as_posix() if filename else rel
+    params: dict[str, Any] = {
+        "path": directory,
+        "basename": Path(directory).name,
+        "basenameNormalized": _normalized(Path(directory).name),
+        "segments": directory.split("/"),
+    }
+    if filename:
+        params |= {"filename": filename, "filenameNormalized": _normalized(filename)}
+    return params
+
+
+def _git_generator_params(appset: dict[str, Any], git: dict[str, Any], repo_root: Path) -> list[dict[str, Any]]:
+    """Parameter sets of one git generator (directories or files) over this checkout."""
+    param_sets: list[dict[str, Any]] = []
+    if git.get("directories"):
         includes = [d["path"] for d in git["directories"] if not d.get("exclude")]
         excludes = [d["path"] for d in git["directories"] if d.get("exclude")]
         # Path.glob's `*` does not cross `/` either, matching Argo CD's directory globbing.
         found = sorted({p.relative_to(repo_root).as_posix() for i in includes for p in repo_root.glob(i) if p.is_dir()})
+        param_sets = [{"path": _path_params(rel)} for rel in found if not any(_matches(x, rel) for x in excludes)]
+    elif git.get("files"):
+        includes = [f["path"] for f in git["files"] if not f.get("exclude")]
+        excludes = [f["path"] for f in git["files"] if f.get("exclude")]
+        found = sorted(
+            {p.relative_to(repo_root).as_posix() for i in includes for p in repo_root.glob(i) if p.is_file()}
+        )
         for rel in found:
-            if not any(_matches(x, rel) for x in excludes):
-                params = {
-                    "path": {"path": rel, "basename": Path(rel).name},
-                    "values": {
-                        k: render_go_template(str(v), {"path": {"path": rel, "basename": Path(rel).name}})
-                        for k, v in (git.get("values") or {}).items()
+            if any(_matches(x, rel) for x in excludes):
+                continue
+            # goTemplate: the file's keys become parameters as they are (nested, not flattened).
+            content = yaml.safe_load((repo_root / rel).read_text()) or {}
+            if not isinstance(content, dict):
+                raise ValueError(f"{object_name(appset)}: {rel} is not a YAML mapping")
+            if "path" in content or "values" in content:
+                raise ValueError(f"{object_name(appset)}: {rel} defines `path`/`values`, which the generator reserves")
+            param_sets.append({**content, "path": _path_params(rel, Path(rel).name)})
+    else:
+        raise ValueError(f"{object_name(appset)}: only git directory or files generators can be expanded here")
+    for params in param_sets:
+        params["values"] = {k: render_go_template(str(v), params) for k, v in (git.get("values") or {}).items()}
+    return param_sets
+
+
+def expand_applicationset(appset: dict[str, Any], repo_root: Path) -> list[dict[str, Any]]:
+    """Applications an ApplicationSet with git directory/files generators would generate from this checkout."""
+    spec = appset.get("spec") or {}
+    apps: list[dict[str, Any]] = []
+    for gen in spec.get("generators") or []:
+        git = gen.get("git")
+        if not git:
+            raise ValueError(f"{object_name(appset)}: only git generators can be expanded here")
+        for params in _git_generator_params(appset, git, repo_root):
+            tmpl = _render_tree(spec.get("template") or {}, params)
+            apps.append(
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "Application",
+                    "metadata": {
+                        **tmpl.get("metadata", {}),
+                        "namespace": appset["metadata"].get("namespace", "argocd"),
                     },
+                    "spec": tmpl.get("spec", {}),
                 }
-                tmpl = _render_tree(spec.get("template") or {}, params)
-                apps.append(
-                    {
-                        "apiVersion": "argoproj.io/v1alpha1",
-                        "kind": "Application",
-                        "metadata": {
-                            **tmpl.get("metadata", {}),
-                            "namespace": appset["metadata"].get("namespace", "argocd"),
-                        },
-                        "spec": tmpl.get("spec", {}),
-                    }
-                )
+            )
     return apps

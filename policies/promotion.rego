@@ -50,15 +50,97 @@ deny contains msg if {
 	msg := sprintf("release <%s>: gate <%s> is %s in the evidence from <%s>, must be passed", [promotion_release.id, gate, result.status, input.source])
 }
 
-# -- ...on the SAME digests
+# -- ...on the SAME release: each gate says what it exercised (its `subject`, recorded by the stage
+#    itself) and that must be the release being promoted. Built images: the digests it ran.
+#    Local releases (imagesBuilt false): the release id and the commit it was built from.
+#    Gates checked: every required gate, and the source env's SLO gate(s).
+promotion_checked_gates contains [key, g] if {
+	some key in promotion_params.required_gates
+	g := input.evidence.gates[key]
+}
+
+promotion_checked_gates contains [key, g] if {
+	some key, g in input.evidence.gates
+	object.get(g, "stage", key) == "loadtest"
+	object.get(g, "env", "") == input.source
+}
+
+# How a gate's subject is matched (data: subject_match[gate]): "release" (default) or "commit"
+# (the gate tested the source, e.g. unit tests: the commit the release was built from).
+promotion_subject_mode(g, key) := object.get(object.get(promotion_params, "subject_match", {}), object.get(g, "stage", key), "release")
+
+promotion_subject(g) := s if {
+	s := object.get(g, "subject", null)
+	is_object(s)
+}
+
 deny contains msg if {
 	promotion_request
-	some gate in promotion_params.required_gates
-	result := input.evidence.gates[gate]
+	some [key, g] in promotion_checked_gates
+	not promotion_subject(g)
+	msg := sprintf("release <%s>: gate <%s> records no subject (what it exercised); a result without one (hand-written, or from before subjects were recorded) vouches for no release — re-run the stage", [promotion_release.id, key])
+}
+
+deny contains msg if {
+	promotion_request
+	some [key, g] in promotion_checked_gates
+	promotion_subject_mode(g, key) == "commit"
+	s := promotion_subject(g)
+	object.get(s, "commit", "<none>") != promotion_release.commit
+	msg := sprintf("release <%s>: gate <%s> ran on commit %s, not on the release's commit %s", [promotion_release.id, key, object.get(s, "commit", "<none>"), promotion_release.commit])
+}
+
+deny contains msg if {
+	promotion_request
+	promotion_release.images_built
+	some [key, g] in promotion_checked_gates
+	promotion_subject_mode(g, key) == "release"
+	s := promotion_subject(g)
 	some image in ["gateway", "vllm"]
-	ran := object.get(object.get(result, "digests", {}), image, "<missing>")
-	ran != promotion_release[sprintf("%s_digest", [image])]
-	msg := sprintf("release <%s>: gate <%s> ran on %s digest %s, not on the promoted %s", [promotion_release.id, gate, image, ran, promotion_release[sprintf("%s_digest", [image])]])
+	want := promotion_release[sprintf("%s_digest", [image])]
+	ran := object.get(s, sprintf("%s_digest", [image]), "<none>")
+	ran != want
+	msg := sprintf("release <%s>: gate <%s> exercised %s with %s digest %s, not the promoted %s", [promotion_release.id, key, object.get(s, "kind", "?"), image, ran, want])
+}
+
+promotion_names_release(s) if {
+	s.release_id == promotion_release.id
+	s.commit == promotion_release.commit
+}
+
+deny contains msg if {
+	promotion_request
+	not promotion_release.images_built
+	some [key, g] in promotion_checked_gates
+	promotion_subject_mode(g, key) == "release"
+	s := promotion_subject(g)
+	not promotion_names_release(s)
+	msg := sprintf("release <%s>: gate <%s> exercised %s of release %s at commit %s, not release <%s> at commit %s (imagesBuilt is false: the gate must have run the source the release was built from)", [promotion_release.id, key, object.get(s, "kind", "?"), object.get(s, "release_id", "<none>"), object.get(s, "commit", "<none>"), promotion_release.id, promotion_release.commit])
+}
+
+# -- the SLO gate of the SOURCE env: a passed loadtest run against <source> on this release
+promotion_source_slo_passed if {
+	some key, g in input.evidence.gates
+	object.get(g, "stage", key) == "loadtest"
+	object.get(g, "env", "") == input.source
+	g.status == "passed"
+}
+
+deny contains msg if {
+	promotion_request
+	object.get(object.get(promotion_params, "slo_gate_from_source", {}), promotion_target, false)
+	not promotion_source_slo_passed
+	found := sort([sprintf("%s(env %v): %s", [k, object.get(g, "env", null), object.get(g, "status", "?")]) | some k, g in input.evidence.gates; object.get(g, "stage", k) == "loadtest"])
+	msg := sprintf("release <%s>: no passed SLO gate (loadtest) of the source env <%s>; after the release is deployed in %s run `python -m pipeline loadtest --env %s --target URL --attach` (loadtests found: %v)", [promotion_release.id, input.source, input.source, input.source, found])
+}
+
+# -- skipped checks: for listed targets a gate must have run all its checks (data: no_skipped_checks)
+deny contains msg if {
+	promotion_request
+	object.get(object.get(promotion_params, "no_skipped_checks", {}), promotion_target, false)
+	some [key, g] in promotion_checked_gates
+	some check in object.get(g, "skipped_checks", [])
+	msg := sprintf("env <%s> accepts no skipped checks: gate <%s> skipped check <%s>", [promotion_target, key, check])
 }
 
 # -- soak: the release ran long enough in the source env
@@ -86,6 +168,23 @@ deny contains msg if {
 
 promotion_sorted(s) := sort([x | some x in s])
 
+# The promoter may not approve their own promotion (name, or the local part of an email actor).
+promotion_is_actor(a) if lower(a) == lower(input.actor)
+
+promotion_is_actor(a) if {
+	parts := split(lower(input.actor), "@")
+	count(parts) == 2
+	lower(a) == parts[0]
+}
+
+deny contains msg if {
+	promotion_request
+	not promotion_params.self_approval_counts
+	some a in input.approvers
+	promotion_is_actor(a)
+	msg := sprintf("approver <%s> is the promoter <%s> (%s): an approval must come from someone else", [a, input.actor, object.get(input, "actor_source", "?")])
+}
+
 # -- freeze: a rolled-back env takes no promotion until a human unfreezes it
 deny contains msg if {
 	promotion_request
@@ -97,7 +196,7 @@ deny contains msg if {
 deny contains msg if {
 	promotion_request
 	some w in input.sync_windows.active_deny
-	msg := sprintf("a deny sync window is active for <%s>: %s", [promotion_target, w])
+	msg := sprintf("a deny sync window is active for <%s>: %s, since %s, ends %s; promotions into <%s> are refused until then (Argo CD would not sync them; no policy profile lifts this, see docs/promotion.md#sync-windows)", [promotion_target, w.window, w.since, w.ends, promotion_target])
 }
 
 deny contains msg if {
@@ -108,9 +207,14 @@ deny contains msg if {
 }
 
 # -- trivy-operator: the running cluster's VulnerabilityReports for these digests are clean and fresh
+promotion_trivy_required if object.get(promotion_params.trivy_operator_required, promotion_target, false)
+
+# Given explicitly (--trivy-reports), it counts even where data does not require it.
+promotion_trivy_required if object.get(input.trivy_operator, "requested", false)
+
 deny contains msg if {
 	promotion_request
-	object.get(promotion_params.trivy_operator_required, promotion_target, false)
+	promotion_trivy_required
 	not input.trivy_operator.passed
 	msg := sprintf("env <%s> requires a clean trivy-operator gate: %s", [promotion_target, input.trivy_operator.detail])
 }

@@ -9,13 +9,22 @@ promotion_test_digest_b := "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 
 promotion_test_rel := {
 	"id": "0.1.0+gabc1234",
+	"commit": "c0ffee",
 	"gateway_digest": promotion_test_digest_a,
 	"vllm_digest": promotion_test_digest_b,
 	"model_revision": "main",
 	"images_built": true,
 }
 
-promotion_test_gate_ok := {"status": "passed", "digests": {"gateway": promotion_test_digest_a, "vllm": promotion_test_digest_b}}
+promotion_test_subject := {"kind": "release", "release_id": "0.1.0+gabc1234", "commit": "c0ffee", "gateway_digest": promotion_test_digest_a, "vllm_digest": promotion_test_digest_b}
+
+promotion_test_gate_ok := {"status": "passed", "skipped_checks": [], "subject": promotion_test_subject}
+
+promotion_test_slo_dev := object.union(promotion_test_gate_ok, {"stage": "loadtest", "env": "dev"})
+
+promotion_test_slo_staging := object.union(promotion_test_gate_ok, {"stage": "loadtest", "env": "staging"})
+
+promotion_test_gates := {"test": promotion_test_gate_ok, "scan": promotion_test_gate_ok, "smoke": promotion_test_gate_ok, "loadtest": promotion_test_slo_dev, "loadtest@staging": promotion_test_slo_staging}
 
 promotion_test_good := {
 	"kind": "PromotionRequest",
@@ -23,18 +32,21 @@ promotion_test_good := {
 	"source": "staging",
 	"actor": "rm",
 	"release": promotion_test_rel,
-	"evidence": {"release": promotion_test_rel, "gates": {"test": promotion_test_gate_ok, "scan": promotion_test_gate_ok, "smoke": promotion_test_gate_ok, "loadtest": promotion_test_gate_ok}},
+	"evidence": {"release": promotion_test_rel, "gates": promotion_test_gates},
 	"soak": {"since": "2026-01-01T00:00:00Z", "elapsed_seconds": 100000},
 	"approvers": ["alice", "bob"],
 	"freeze": {"frozen": false},
 	"sync_windows": {"active_deny": [], "allow_defined": false, "active_allow": [], "allow_windows": []},
-	"trivy_operator": {"passed": true, "detail": "clean"},
+	"trivy_operator": {"passed": true, "detail": "clean", "requested": true},
 	"allow_unbuilt_images": false,
 }
 
 promotion_test_params := {
 	"allowed_sources": {"dev": ["ci"], "staging": ["dev"], "prod": ["staging"]},
 	"required_gates": ["test", "scan", "smoke", "loadtest"],
+	"subject_match": {"test": "commit"},
+	"slo_gate_from_source": {"staging": true, "prod": true},
+	"no_skipped_checks": {"prod": true},
 	"soak_seconds": {"staging": 1800, "prod": 86400},
 	"approvers_required": {"prod": 2},
 	"self_approval_counts": false,
@@ -66,15 +78,107 @@ test_missing_gate if {
 	promotion_test_only(json.remove(promotion_test_good, ["evidence/gates/loadtest"]), "no <loadtest> result")
 }
 
+# Replace one gate wholesale (object.union would merge the old subject into the new one).
+promotion_test_with_gate(key, g) := json.patch(promotion_test_good, [{"op": "add", "path": sprintf("/evidence/gates/%s", [key]), "value": g}])
+
 test_failed_gate if {
-	ev := {"release": promotion_test_rel, "gates": {"test": promotion_test_gate_ok, "scan": object.union(promotion_test_gate_ok, {"status": "failed"}), "smoke": promotion_test_gate_ok, "loadtest": promotion_test_gate_ok}}
-	promotion_test_only(object.union(promotion_test_good, {"evidence": ev}), "gate <scan> is failed")
+	promotion_test_only(promotion_test_with_gate("scan", object.union(promotion_test_gate_ok, {"status": "failed"})), "gate <scan> is failed")
 }
 
 test_gate_on_other_digest if {
-	other := {"status": "passed", "digests": {"gateway": promotion_test_digest_b, "vllm": promotion_test_digest_b}}
-	ev := {"release": promotion_test_rel, "gates": {"test": promotion_test_gate_ok, "scan": promotion_test_gate_ok, "smoke": other, "loadtest": promotion_test_gate_ok}}
-	promotion_test_only(object.union(promotion_test_good, {"evidence": ev}), "gate <smoke> ran on gateway digest")
+	other := object.union(promotion_test_subject, {"gateway_digest": promotion_test_digest_b})
+	g := object.union(promotion_test_gate_ok, {"subject": other})
+	promotion_test_only(promotion_test_with_gate("smoke", g), "gate <smoke> exercised release with gateway digest")
+}
+
+# The reviewer's case: a hand-written {"stage": "loadtest", "status": "passed"} vouches for nothing.
+test_hand_written_gate_without_subject_is_refused if {
+	inp := json.patch(promotion_test_good, [{"op": "replace", "path": "/evidence/gates/loadtest@staging", "value": {"stage": "loadtest", "env": "staging", "status": "passed"}}])
+	promotion_test_only(inp, "gate <loadtest@staging> records no subject")
+}
+
+test_simulator_run_on_other_commit_does_not_vouch_for_local_release if {
+	r := object.union(promotion_test_rel, {"images_built": false})
+	sim := {"kind": "simulator", "release_id": "0.0.9+gold", "commit": "deadbeef"}
+	gates := object.union(promotion_test_local_gates, {"smoke": {"subject": sim}})
+	inp := object.union(promotion_test_good, {"release": r, "evidence": {"release": r, "gates": gates}, "allow_unbuilt_images": true})
+	promotion_test_only(inp, "gate <smoke> exercised simulator of release 0.0.9+gold at commit deadbeef")
+}
+
+test_local_release_matched_by_id_and_commit if {
+	r := object.union(promotion_test_rel, {"images_built": false})
+	sim := {"kind": "simulator", "release_id": r.id, "commit": r.commit}
+	g := object.union(promotion_test_gate_ok, {"subject": sim})
+	gates := {"test": g, "scan": g, "smoke": g, "loadtest": object.union(g, {"stage": "loadtest", "env": "dev"}), "loadtest@staging": object.union(g, {"stage": "loadtest", "env": "staging"})}
+	inp := object.union(promotion_test_good, {"release": r, "evidence": {"release": r, "gates": gates}, "allow_unbuilt_images": true})
+	count(promotion_test_denials(inp)) == 0
+}
+
+test_built_release_needs_digests_not_just_an_id if {
+	g := {"status": "passed", "subject": {"kind": "simulator", "release_id": promotion_test_rel.id, "commit": "c0ffee"}}
+	ds := promotion_test_denials(promotion_test_with_gate("smoke", g))
+	count(ds) == 2
+	every d in ds {
+		contains(d, "gate <smoke> exercised simulator with")
+	}
+}
+
+test_unit_tests_match_on_commit if {
+	g := {"status": "passed", "subject": {"kind": "source", "commit": "c0ffee"}}
+	count(promotion_test_denials(promotion_test_with_gate("test", g))) == 0
+	bad := {"status": "passed", "subject": {"kind": "source", "commit": "0ther"}}
+	promotion_test_only(promotion_test_with_gate("test", bad), "gate <test> ran on commit 0ther")
+}
+
+test_prod_needs_the_staging_slo_gate if {
+	inp := json.remove(promotion_test_good, ["evidence/gates/loadtest@staging"])
+	promotion_test_only(inp, "no passed SLO gate (loadtest) of the source env <staging>")
+}
+
+test_dev_slo_gate_does_not_count_for_prod if {
+	# Re-reading the dev bundle is not enough: the dev loadtest is env dev.
+	inp := json.remove(promotion_test_good, ["evidence/gates/loadtest@staging"])
+	ds := promotion_test_denials(inp)
+	some d in ds
+	contains(d, "loadtest(env dev): passed")
+}
+
+test_failed_staging_slo_gate if {
+	inp := promotion_test_with_gate("loadtest@staging", object.union(promotion_test_slo_staging, {"status": "failed"}))
+	promotion_test_only(inp, "no passed SLO gate (loadtest) of the source env <staging>")
+}
+
+test_staging_slo_gate_on_other_release if {
+	other := object.union(promotion_test_subject, {"vllm_digest": promotion_test_digest_a})
+	inp := promotion_test_with_gate("loadtest@staging", object.union(promotion_test_slo_staging, {"subject": other}))
+	promotion_test_only(inp, "gate <loadtest@staging> exercised release with vllm digest")
+}
+
+test_skipped_check_refused_for_prod if {
+	inp := promotion_test_with_gate("scan", object.union(promotion_test_gate_ok, {"skipped_checks": ["image vulnerabilities"]}))
+	promotion_test_only(inp, "gate <scan> skipped check <image vulnerabilities>")
+}
+
+test_skipped_check_fine_where_not_listed if {
+	inp := object.union(promotion_test_with_gate("scan", object.union(promotion_test_gate_ok, {"skipped_checks": ["image vulnerabilities"]})), {"target": "staging", "source": "dev", "approvers": [], "soak": {"since": "x", "elapsed_seconds": 2000}})
+	count(promotion_test_denials(inp)) == 0
+}
+
+test_self_approval_is_refused if {
+	ds := promotion_test_denials(object.union(promotion_test_good, {"approvers": ["alice", "bob", "RM"]}))
+	count(ds) == 1
+	some d in ds
+	contains(d, "approver <RM> is the promoter <rm>")
+}
+
+test_email_actor_cannot_approve_as_local_part if {
+	inp := object.union(promotion_test_good, {"actor": "carol@example.com", "approvers": ["alice", "bob", "carol"]})
+	promotion_test_only(inp, "approver <carol> is the promoter <carol@example.com>")
+}
+
+test_trivy_requested_but_unreadable_refuses_even_where_not_required if {
+	inp := object.union(promotion_test_good, {"target": "staging", "source": "dev", "approvers": [], "soak": {"since": "x", "elapsed_seconds": 2000}, "trivy_operator": {"passed": false, "requested": true, "detail": "cannot list VulnerabilityReports"}})
+	promotion_test_only(inp, "cannot list VulnerabilityReports")
 }
 
 test_evidence_for_other_release if {
@@ -91,7 +195,10 @@ test_one_approver_is_not_enough if {
 }
 
 test_self_approval_does_not_count if {
-	promotion_test_only(object.union(promotion_test_good, {"approvers": ["alice", "rm"]}), "needs 2 distinct approvers")
+	ds := promotion_test_denials(object.union(promotion_test_good, {"approvers": ["alice", "rm"]}))
+	count(ds) == 2
+	some d in ds
+	contains(d, "needs 2 distinct approvers")
 }
 
 test_staging_needs_no_approvers if {
@@ -104,8 +211,9 @@ test_frozen_target if {
 }
 
 test_deny_window if {
-	sw := {"active_deny": ["deny 0 22 * * * for 8h"], "allow_defined": false, "active_allow": [], "allow_windows": []}
-	promotion_test_only(object.union(promotion_test_good, {"sync_windows": sw}), "deny sync window is active")
+	w := {"window": "deny '0 18 * * 5' for 60h (UTC)", "since": "Fri 2026-11-27 18:00 UTC", "ends": "Mon 2026-11-30 06:00 UTC"}
+	sw := {"active_deny": [w], "allow_defined": false, "active_allow": [], "allow_windows": []}
+	promotion_test_only(object.union(promotion_test_good, {"sync_windows": sw}), "deny '0 18 * * 5' for 60h (UTC), since Fri 2026-11-27 18:00 UTC, ends Mon 2026-11-30 06:00 UTC")
 }
 
 test_outside_allow_window if {
@@ -122,21 +230,24 @@ test_trivy_operator_dirty if {
 	promotion_test_only(object.union(promotion_test_good, {"trivy_operator": {"passed": false, "detail": "1 CRITICAL"}}), "clean trivy-operator gate: 1 CRITICAL")
 }
 
+# A local release's gates name it by id + commit (digests are content digests, not images).
+promotion_test_local_gates := {k: object.union(g, {"subject": {"kind": "simulator", "release_id": promotion_test_rel.id, "commit": promotion_test_rel.commit}}) | some k, g in promotion_test_gates}
+
 test_unbuilt_images_refused_for_prod if {
 	r := object.union(promotion_test_rel, {"images_built": false})
-	inp := object.union(promotion_test_good, {"release": r, "evidence": {"release": r, "gates": promotion_test_good.evidence.gates}})
+	inp := object.union(promotion_test_good, {"release": r, "evidence": {"release": r, "gates": promotion_test_local_gates}})
 	promotion_test_only(inp, "no registry-built images")
 }
 
 test_unbuilt_images_allowed_with_flag if {
 	r := object.union(promotion_test_rel, {"images_built": false})
-	inp := object.union(promotion_test_good, {"release": r, "evidence": {"release": r, "gates": promotion_test_good.evidence.gates}, "allow_unbuilt_images": true})
+	inp := object.union(promotion_test_good, {"release": r, "evidence": {"release": r, "gates": promotion_test_local_gates}, "allow_unbuilt_images": true})
 	count(promotion_test_denials(inp)) == 0
 }
 
 test_unbuilt_images_fine_for_staging if {
 	r := object.union(promotion_test_rel, {"images_built": false})
-	inp := object.union(promotion_test_good, {"target": "staging", "source": "dev", "release": r, "evidence": {"release": r, "gates": promotion_test_good.evidence.gates}})
+	inp := object.union(promotion_test_good, {"target": "staging", "source": "dev", "release": r, "evidence": {"release": r, "gates": promotion_test_local_gates}})
 	count(promotion_test_denials(inp)) == 0
 }
 

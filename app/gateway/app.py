@@ -108,6 +108,7 @@ def build_components(settings: Settings) -> Components:
             is_url=settings.jwks_is_url,
             cache_seconds=settings.jwks_cache_seconds,
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
+            fetch_timeout_seconds=settings.jwks_fetch_timeout_seconds,
         )
         if not settings.jwks_is_url:
             try:
@@ -184,6 +185,11 @@ class Gateway:
         self.upstream = Upstream(self.s)
         self.readiness = Readiness(self.s, self.upstream)
         self.readiness.start()
+        jwks = self.c.auth.jwks
+        if jwks is not None and jwks.is_url:
+            # Load the keys before the first request needs them (the IdP may be down: then
+            # requests get 503 until a rate-limited retry succeeds).
+            jwks.refresh_soon()
 
     async def stop(self) -> None:
         if self.readiness:
@@ -192,6 +198,8 @@ class Gateway:
             await asyncio.gather(*self._bg, return_exceptions=True)
         if self.upstream:
             await self.upstream.aclose()
+        if self.c.auth.jwks is not None:
+            await self.c.auth.jwks.aclose()
         await self.c.limiter.close()
         self.c.audit.close()
 
@@ -317,16 +325,18 @@ class Gateway:
         return policy
 
     async def _check_model(self, model: str, policy: Policy) -> None:
+        # Permission first: a caller learns nothing about models it may not use (403 whether
+        # or not they exist), so the 404 below cannot be used to enumerate the served models.
+        if not policy.allows(model):
+            raise GatewayError(
+                403, f"You are not allowed to use the model '{model}'.", code="model_not_allowed", param="model"
+            )
         rd = self.readiness
         if rd is not None and model not in rd.model_ids:
             await rd.refresh_models()
             # An empty list means the upstream is unreachable: let the request fail there (502/503).
             if rd.model_ids and model not in rd.model_ids:
                 raise GatewayError(404, f"The model '{model}' does not exist.", code="model_not_found", param="model")
-        if not policy.allows(model):
-            raise GatewayError(
-                403, f"You are not allowed to use the model '{model}'.", code="model_not_allowed", param="model"
-            )
 
     def _validate(
         self, data: Any, schema: type[ChatCompletionRequest] | type[CompletionRequest]

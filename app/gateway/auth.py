@@ -3,6 +3,12 @@
 Verified tokens are cached by their exact text until they expire, so the signature is
 checked once per token, not once per request. JWKS keys are cached; an unknown `kid`
 triggers a refetch (rate-limited) so key rotation at the IdP needs no restart.
+
+JWKS fetches never pile up: at most one runs at a time (concurrent requests share it),
+every attempt after the first is rate-limited (`min_refresh_seconds`, also while no key
+is loaded), the periodic re-read runs in the background while the cached keys keep
+serving, and with no usable key at all requests fail at once with 503
+("authentication unavailable") instead of each waiting for the IdP.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +50,25 @@ class AuthError(GatewayError):
         self.reason = reason
 
 
+class AuthUnavailable(AuthError):
+    """503: no signing key is available (the IdP is down or serves an empty JWKS).
+
+    Not the token's fault, so not a 401: clients should retry, not re-authenticate."""
+
+    def __init__(self, retry_after: float) -> None:
+        GatewayError.__init__(
+            self,
+            503,
+            "Authentication is temporarily unavailable: no signing keys could be loaded from the identity "
+            "provider. Retry later.",
+            code="auth_unavailable",
+            headers={"retry-after": str(max(1, math.ceil(retry_after)))},
+            kind="jwks_unavailable",
+            type_="api_error",
+        )
+        self.reason = "jwks_unavailable"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     sub: str
@@ -54,16 +80,26 @@ class Principal:
 class JwksStore:
     """Public keys by kid, from a JWKS file or URL."""
 
-    def __init__(self, source: str, *, is_url: bool, cache_seconds: float, min_refresh_seconds: float) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        is_url: bool,
+        cache_seconds: float,
+        min_refresh_seconds: float,
+        fetch_timeout_seconds: float = 3.0,
+    ) -> None:
         self.source = source
         self.is_url = is_url
         self.cache_seconds = cache_seconds
         self.min_refresh_seconds = min_refresh_seconds
+        self.fetch_timeout_seconds = fetch_timeout_seconds
         self.keys: dict[str, PyJWK] = {}
         self.version = 0
+        self.fetches = 0  # attempts started (tests and logs)
         self._loaded_at = float("-inf")
         self._attempted_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[None] | None = None
 
     @staticmethod
     def parse(raw: bytes) -> dict[str, PyJWK]:
@@ -88,45 +124,92 @@ class JwksStore:
 
     def load_file_now(self) -> None:
         """Synchronous first load of a file JWKS (start-up validation)."""
+        self._attempted_at = time.monotonic()
         self._install(self.parse(Path(self.source).read_bytes()))
 
     async def _fetch(self) -> bytes:
         if not self.is_url:
             return await asyncio.to_thread(Path(self.source).read_bytes)
-        async with httpx.AsyncClient(timeout=5.0) as client:
+        async with httpx.AsyncClient(timeout=self.fetch_timeout_seconds) as client:
             r = await client.get(self.source)
             r.raise_for_status()
             return r.content
 
     def _install(self, keys: dict[str, PyJWK]) -> None:
-        now = time.monotonic()
-        self._loaded_at = self._attempted_at = now
+        self._loaded_at = time.monotonic()
         if set(keys) != set(self.keys) or any(keys[k].key != self.keys[k].key for k in keys):
             self.version += 1
         self.keys = keys
 
-    async def refresh(self, *, force: bool) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            if now - self._attempted_at < self.min_refresh_seconds and (force or self.keys):
-                return
-            self._attempted_at = now
-            try:
-                self._install(self.parse(await self._fetch()))
-                log.info("JWKS loaded: %d key(s)", len(self.keys))
-            except (OSError, ValueError, httpx.HTTPError, orjson.JSONDecodeError) as exc:
-                # Keep serving with the keys we have; an IdP blip must not lock everyone out.
-                log.warning("JWKS refresh from %s failed: %s", self.source, exc)
+    def retry_in(self) -> float:
+        """Seconds until the next fetch may start (for Retry-After)."""
+        return max(0.0, self._attempted_at + self.min_refresh_seconds - time.monotonic())
+
+    def _start_refresh(self) -> asyncio.Future[None] | None:
+        """The running fetch, or a new one if the rate limit allows; None = rate-limited.
+
+        Every attempt counts, successful or not, and whether or not keys are loaded:
+        an IdP that is down or serves an empty JWKS is asked at most once per
+        `min_refresh_seconds`, however many (garbage) tokens arrive."""
+        if self._inflight is not None:
+            return self._inflight
+        now = time.monotonic()
+        if now - self._attempted_at < self.min_refresh_seconds:
+            return None
+        self._attempted_at = now
+        self.fetches += 1
+        task = self._inflight = asyncio.ensure_future(self._load())
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+        if not task.cancelled():
+            task.exception()  # _load handles its errors; never leave one unretrieved
+
+    async def _load(self) -> None:
+        try:
+            keys = self.parse(await self._fetch())
+        except Exception as exc:  # whatever the IdP sends or does: log it, never fail a request with it
+            # Keep serving with the keys we have; an IdP blip must not lock everyone out.
+            log.warning("JWKS refresh from %s failed: %s", self.source, exc)
+            return
+        finally:
+            # Rate-limit from the end of the attempt: a slow IdP does not get asked back-to-back.
+            self._attempted_at = time.monotonic()
+        self._install(keys)
+        log.info("JWKS loaded: %d key(s)", len(self.keys))
+
+    async def refresh(self) -> None:
+        """Fetch now unless rate-limited; joins a fetch already running."""
+        task = self._start_refresh()
+        if task is not None:
+            # Shielded: a request that goes away must not cancel the fetch others wait for.
+            await asyncio.shield(task)
+
+    def refresh_soon(self) -> None:
+        """Start a fetch in the background (rate-limited); the cached keys keep serving."""
+        self._start_refresh()
 
     async def get(self, kid: str) -> PyJWK | None:
-        now = time.monotonic()
-        if now - self._loaded_at > self.cache_seconds:
-            await self.refresh(force=False)
+        if not self.keys:
+            # Nothing to verify with: wait for a fetch only if one may run; else fail fast.
+            await self.refresh()
+            return self.keys.get(kid)
+        if time.monotonic() - self._loaded_at > self.cache_seconds:
+            self.refresh_soon()  # stale-while-revalidate: no request waits for the periodic re-read
         key = self.keys.get(kid)
         if key is None:
-            await self.refresh(force=True)
+            await self.refresh()  # unknown kid: maybe rotated at the IdP (rate-limited)
             key = self.keys.get(kid)
         return key
+
+    async def aclose(self) -> None:
+        task = self._inflight
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def _roles_from(claims: dict[str, Any], path: str) -> tuple[str, ...]:
@@ -210,6 +293,8 @@ class Authenticator:
                 raise AuthError("kid", "The token has no key id (kid).")
             jwk = await self.jwks.get(kid)
             if jwk is None:
+                if not self.jwks.keys:
+                    raise AuthUnavailable(self.jwks.retry_in())
                 raise AuthError("kid", "The token's key id (kid) is unknown.")
             # The key decides the algorithm, never the token (algorithm confusion).
             if jwk.algorithm_name != alg:

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     jwks_cache_seconds: PositiveFloat = 300.0
     # Unknown kids trigger a refetch at most this often, so garbage tokens cannot hammer the IdP.
     jwks_min_refresh_seconds: Annotated[float, Field(ge=0)] = 10.0
+    # One JWKS fetch (URL): requests waiting for keys wait at most this long.
+    jwks_fetch_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 3.0
     token_cache_size: PositiveInt = 10000
 
     # Authorization and limits.

@@ -36,6 +36,7 @@ class GatewayError(Exception):
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
         kind: str | None = None,
+        type_: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -45,9 +46,11 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
         # A short machine label for metrics and the audit log.
         self.kind = kind or code or _TYPES.get(status, "error")
+        # The OpenAI error type; by default derived from the status.
+        self.type = type_
 
     def body(self) -> bytes:
-        return error_body(self.status, self.message, code=self.code, param=self.param)
+        return error_body(self.status, self.message, code=self.code, param=self.param, type_=self.type)
 
     def response(self, request_id: str | None = None) -> Response:
         headers = dict(self.headers)
@@ -56,10 +59,11 @@ class GatewayError(Exception):
         return Response(self.body(), status_code=self.status, headers=headers, media_type="application/json")
 
 
-def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
-    return orjson.dumps(
-        {"error": {"message": message, "type": _TYPES.get(status, "api_error"), "param": param, "code": code}}
-    )
+def error_body(
+    status: int, message: str, *, code: str | None = None, param: str | None = None, type_: str | None = None
+) -> bytes:
+    etype = type_ or _TYPES.get(status, "api_error")
+    return orjson.dumps({"error": {"message": message, "type": etype, "param": param, "code": code}})
 
 
 def sse_error_event(status: int, message: str, code: str) -> bytes:

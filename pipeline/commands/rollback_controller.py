@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline import promotion as pm
 from pipeline.context import RunContext
-from pipeline.gitops import resolve_remote
+from pipeline.gitops import resolve_remote, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,6 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
     except ValueError as exc:
         ctx.console.print(f"[red]rollback-controller: {exc}[/red]")
         return 2
-    log.info("rollback-controller on %s:%d, GitOps remote %s", args.host, args.port, cfg.gitops_repo)
+    log.info("rollback-controller on %s:%d, GitOps remote %s", args.host, args.port, safe_url(cfg.gitops_repo))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

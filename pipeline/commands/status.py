@@ -11,7 +11,7 @@ from rich.table import Table
 
 from pipeline import promotion as pm
 from pipeline.context import RunContext
-from pipeline.gitops import GitOpsError, GitOpsRepo, resolve_remote, work_dir_for
+from pipeline.gitops import GitOpsError, GitOpsRepo, resolve_remote, safe_url, work_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title=f"GitOps status ({repo.remote})")
+    table = Table(title=f"GitOps status ({safe_url(repo.remote)})")
     cols = ("env", "release", "digests (gateway / vllm)", "model", "since", "by", "evidence", "frozen", "argo cd syncs")
     for col in cols:
         table.add_column(col)

@@ -1,10 +1,17 @@
-"""`build`: the Python distribution, hadolint on the Dockerfile(s), images, and the release pins.
+"""`build`: the Python distribution, hadolint on the Dockerfile(s), images, the chart, and the release pins.
 
 Images are built where an engine exists: in Dagger the module builds and publishes them
 and passes the registry digests in (`--gateway-digest/--vllm-digest`); locally with a
-reachable Docker engine, `docker build`. With no engine the image build is SKIPPED with
-the reason, and the release pins carry content digests of the build context marked
-`images_built=False` so promotion evidence can never pass them off as registry images.
+reachable Docker engine, `docker build`. Only a registry digest (from a push) is a release
+pin: a local build's image ID is recorded as evidence (`local_image_ids`), and the release
+pins then carry content digests of the build context with `images_built=False`, exactly as
+when no engine exists (image build SKIPPED with the reason) — promotion evidence can never
+pass a local image off as a registry image.
+
+The chart is a versioned artifact too (pipeline.chart): `helm package` at the build's chart
+version into <stage dir>/chart/, its sha256 pinned as `chart_digest`, and `helm push` to the
+OCI chart repository when one is configured (--chart-registry / $PIPELINE_CHART_REGISTRY, set
+by the Dagger module with registry credentials); without one the push is SKIPPED, never passed.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.cache import InputHasher
+from pipeline import chart as chart_artifact
+from pipeline.cache import Extra, InputHasher
 from pipeline.checks import run_command
 from pipeline.context import RunContext
 from pipeline.release import DIGEST_RE, Release
@@ -39,7 +47,10 @@ TARGETS = ("gateway", "vllm")
 # pinned in environments/argocd/rollback-controller-values.yaml.
 TOOL_TARGETS = ("pipeline",)
 # (policies/ and loadtests/ are copied into the pipeline image.)
-CACHE_INPUTS = ("app", "pipeline", "policies", "loadtests", "charts", "pyproject.toml", "uv.lock", "README.md")
+CACHE_INPUTS = (
+    *("app", "pipeline", "policies", "loadtests", "charts", "pyproject.toml", "uv.lock", "README.md"),
+    ".dockerignore",  # shapes the image build context
+)
 CACHE_TOOLS = ("hadolint", "docker")
 # Files that make up an image's build context (besides the target name).
 CONTEXT_INPUTS = ("app", "pyproject.toml", "uv.lock")
@@ -53,6 +64,10 @@ class BuildOptions:
     model_revision: str | None = None
     hadolint_threshold: str = "error"
     skip_dist: bool = False
+    # Chart version to package (default: Chart.yaml's for a release tag, else <version>-g<sha7>).
+    chart_version: str | None = None
+    # OCI repository to push the chart to, without scheme (e.g. registry.example.com/llm/charts).
+    chart_registry: str | None = field(default_factory=lambda: os.environ.get(chart_artifact.REGISTRY_ENV) or None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +81,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hadolint findings at or above this level fail the stage (default: error)",
     )
     parser.add_argument("--skip-dist", action="store_true", help="do not build the Python sdist/wheel")
+    parser.add_argument(
+        "--chart-version",
+        help="chart version to package (default: Chart.yaml's on a release tag v<version>, else <version>-g<sha7>)",
+    )
+    parser.add_argument(
+        "--chart-registry",
+        default=os.environ.get(chart_artifact.REGISTRY_ENV) or None,
+        help=f"OCI repository to push the chart to, no scheme (default: ${chart_artifact.REGISTRY_ENV}; "
+        "unset = package only, push SKIPPED)",
+    )
+
+
+def cache_extra(opts: BuildOptions | argparse.Namespace, root: Path) -> Extra:
+    """Whether an engine is reachable decides between a skipped and a real image build."""
+    return Extra(facts={"engine": engine_status()[0]})
 
 
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
@@ -76,6 +106,8 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
             model_revision=args.model_revision,
             hadolint_threshold=args.hadolint_threshold,
             skip_dist=args.skip_dist,
+            chart_version=args.chart_version,
+            chart_registry=args.chart_registry,
         ),
         ctx,
     )
@@ -202,6 +234,7 @@ def _hadolint(root: Path, files: list[Path], threshold: str, log_dir: Path) -> l
 
 
 def _docker_build(root: Path, target: str, tag: str, log_dir: Path) -> tuple[Check, str | None]:
+    """Build one target locally: (check, local image ID). An image ID is not a registry digest."""
     docker = shutil.which("docker")
     if docker is None:
         return Check(name=f"image {target}", status=Status.SKIPPED, detail="engine reachable but no docker CLI"), None
@@ -213,6 +246,63 @@ def _docker_build(root: Path, target: str, tag: str, log_dir: Path) -> tuple[Che
         [docker, "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True, check=False
     ).stdout.strip()
     return check, image_id if DIGEST_RE.match(image_id) else None
+
+
+def _chart_artifact(
+    root: Path,
+    opts: BuildOptions,
+    commit: str,
+    dirty: bool,
+    release_id: str,
+    out: Path,
+    checks: list[Check],
+    evidence: dict[str, object],
+    ctx: RunContext,
+) -> tuple[str | None, str | None]:
+    """Package (and with a registry, push) the service chart: (chart version, .tgz digest)."""
+    chart_dir = root / chart_artifact.CHART_DIR
+    base = chart_artifact.tree_version(root)
+    if base is None:
+        why = f"no {chart_artifact.CHART_DIR}/Chart.yaml"
+        checks += [Check(name=n, status=Status.SKIPPED, detail=why) for n in ("chart package", "chart push")]
+        return None, None
+    if opts.chart_version:
+        version = opts.chart_version
+    else:
+        content = InputHasher().tree_digest(root, (str(chart_artifact.CHART_DIR),))[0] if dirty else ""
+        release = chart_artifact.is_release_commit(root, base)
+        version = chart_artifact.build_version(base, commit, dirty, release=release, content=content)
+    if not chart_artifact.SEMVER_RE.match(version):
+        checks.append(
+            Check(
+                name="chart package",
+                status=Status.FAILED,
+                detail=f"chart version {version!r} is not an exact SemVer without build metadata (OCI tags cannot hold '+')",
+            )
+        )
+        return version, None
+    helm = find("helm")
+    if helm is None:
+        checks.append(Check(name="chart package", status=Status.FAILED, detail="helm not installed (`make tools`)"))
+        return version, None
+    ctx.progress(f"build: helm package {chart_artifact.CHART_DIR} --version {version}")
+    check, packaged = chart_artifact.package(helm, chart_dir, version, release_id, out / "chart", out)
+    checks.append(check)
+    if packaged is None:
+        return version, None
+    (out / "chart" / "SHA256SUMS").write_text(f"{packaged.digest.removeprefix('sha256:')}  {packaged.path.name}\n")
+    push_check, oci_digest = chart_artifact.push(helm, packaged.path, opts.chart_registry, out)
+    checks.append(push_check)
+    evidence["chart"] = {
+        "name": chart_artifact.CHART_NAME,
+        "version": version,
+        "digest": packaged.digest,
+        "package": str(packaged.path),
+        "registry": opts.chart_registry,
+        "pushed": push_check.status is Status.PASSED,
+        "manifest_digest": oci_digest,
+    }
+    return version, packaged.digest
 
 
 def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
@@ -250,8 +340,9 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         # Images.
         digests: dict[str, str] = {}
         given = {"gateway": opts.gateway_digest, "vllm": opts.vllm_digest}
-        images_built = False
+        images_built = False  # only with registry digests (a push); a local build never pushes
         tool_images: dict[str, str] = {}
+        local_ids: dict[str, str] = {}
         if all(given.values()):
             for target in TOOL_TARGETS:
                 checks.append(
@@ -279,20 +370,23 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
                 for target in (*TARGETS, *TOOL_TARGETS):
                     ctx.progress(f"build: image {target} ({why})")
                     check, image_id = _docker_build(root, target, f"llm-{target}:pipeline", out)
-                    checks.append(check)
                     if image_id:
-                        (tool_images if target in TOOL_TARGETS else digests)[target] = image_id
-                images_built = len(digests) == len(TARGETS)
+                        local_ids[target] = image_id
+                        check.detail = f"built locally (image ID {image_id}; not pushed, so not a release pin)"
+                    checks.append(check)
 
         # Release pins.
         commit, dirty = git_commit(root)
-        chart_version, chart_revision = _chart_info(root)
+        tree_chart_version, chart_revision = _chart_info(root)
         if not images_built:
             digests = {t: context_digest(root, t) for t in TARGETS}
+        release_id = f"{_project_version(root)}+g{commit[:7]}{'.dirty' if dirty else ''}"
+        chart_version, chart_digest = _chart_artifact(root, opts, commit, dirty, release_id, out, checks, evidence, ctx)
         release = Release(
-            id=f"{_project_version(root)}+g{commit[:7]}{'.dirty' if dirty else ''}",
+            id=release_id,
             commit=commit,
-            chart_version=chart_version,
+            chart_version=chart_version or tree_chart_version,
+            chart_digest=chart_digest,
             gateway_digest=digests["gateway"],
             vllm_digest=digests["vllm"],
             model_revision=opts.model_revision or chart_revision or "unpinned",
@@ -305,6 +399,8 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         evidence["dirty_tree"] = dirty
         # Not release pins: the pipeline image is pinned by environments/argocd/rollback-controller-values.yaml.
         evidence["tool_images"] = tool_images
+        if local_ids:
+            evidence["local_image_ids"] = local_ids
         if not images_built:
             evidence["digests_are"] = "content digests of the build context (no image was built)"
     result = StageResult.from_checks(
@@ -314,7 +410,14 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
     result.summary = (
         f"failed: {', '.join(failed)}"
         if failed
-        else f"release {release.id}; images {'built' if images_built else 'NOT built (content digests)'}"
+        else f"release {release.id}; images "
+        + (
+            "published (registry digests)"
+            if images_built
+            else "built locally, not pushed (content digests)"
+            if local_ids
+            else "NOT built (content digests)"
+        )
     )
     return result
 

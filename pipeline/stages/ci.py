@@ -10,6 +10,11 @@ Other stages are called through their modules (imported lazily):
     module offers that hook;
   - otherwise `run_from_args(<its own parser, defaults + --stage-args>, ctx)`.
 Promotion contract: `promote.run(promote.PromoteOptions(to="dev", release=..., evidence=..., run_id=...), ctx)`.
+Under the Dagger executor with no GitOps remote outside the container, promotion is SKIPPED
+(pipeline.gitops_remote): a commit into the container's own bare repo would be thrown away.
+
+Cache keys (pipeline.cache): a module's `CACHE_INPUTS` + `CACHE_TOOLS`, plus its
+`cache_extra(options, root)` when it has one (paths outside the tree, machine facts).
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from pydantic import BaseModel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline import report
-from pipeline.cache import InputHasher, ResultCache, cache_key
+from pipeline import gitops_remote, report
+from pipeline.cache import Extra, InputHasher, ResultCache, cache_key
 from pipeline.context import RunContext
 from pipeline.result import Check, StageResult, Status, Timer
 
@@ -44,7 +49,6 @@ GATES = ORDER[:-1]
 NOT_IMPLEMENTED = "stage not implemented yet"
 # What each stage reads, when its module does not say (module attribute CACHE_INPUTS wins).
 DEFAULT_INPUTS: dict[str, tuple[str, ...]] = {
-    "render": ("charts", "environments", "policies", "pipeline"),
     "smoke": ("app", "pipeline", "pyproject.toml", "uv.lock"),
     "loadtest": ("app", "loadtests", "pipeline", "pyproject.toml", "uv.lock"),
 }
@@ -72,6 +76,8 @@ class CiOptions:
     vllm_digest: str | None = None
     images: list[str] = field(default_factory=list)
     stage_args: dict[str, list[str]] = field(default_factory=dict)
+    crd_schemas: str | None = None  # for render; None = its default
+    gitops_repo: str | None = None  # for promote; None = $PIPELINE_GITOPS_REPO or the local bare repo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vllm-digest", help="published vLLM image digest (Dagger executor)")
     parser.add_argument(
         "--image", dest="images", action="append", default=[], help="image ref for the vulnerability scan (repeatable)"
+    )
+    parser.add_argument(
+        "--crd-schemas",
+        metavar="DIR_OR_URL_TEMPLATE",
+        help="CRD JSON schemas for render (default: $PIPELINE_CRD_SCHEMAS or ../shared/schemas/crds)",
+    )
+    parser.add_argument(
+        "--gitops-repo", help="GitOps remote to promote into (default: $PIPELINE_GITOPS_REPO or the local one)"
     )
     parser.add_argument(
         "--stage-args",
@@ -114,6 +128,8 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
             vllm_digest=args.vllm_digest,
             images=args.images,
             stage_args=parse_stage_args(args.stage_args),
+            crd_schemas=args.crd_schemas,
+            gitops_repo=args.gitops_repo,
         ),
         ctx,
     )
@@ -136,11 +152,10 @@ def _own_options(name: str, mod: ModuleType, opts: CiOptions, upstream: dict[str
     if name == "build" and hasattr(mod, "BuildOptions"):
         return mod.BuildOptions(gateway_digest=opts.gateway_digest, vllm_digest=opts.vllm_digest)
     if name == "scan" and hasattr(mod, "ScanOptions"):
-        render_dir = None
-        rendered = upstream.get("render")
-        if rendered is not None and isinstance(rendered.evidence.get("render_dir"), str):
-            render_dir = Path(rendered.evidence["render_dir"])
-        return mod.ScanOptions(images=list(opts.images), render_dir=render_dir)
+        # Dockerfiles only: render config-scans the rendered chart itself (same gate, same ignore file).
+        return mod.ScanOptions(images=list(opts.images))
+    if name == "render" and hasattr(mod, "RenderOptions"):
+        return mod.RenderOptions(crd_schemas=opts.crd_schemas)
     return None
 
 
@@ -152,16 +167,34 @@ def _parse_defaults(mod: ModuleType, name: str, argv: list[str]) -> argparse.Nam
 
 def _prepare(
     name: str, mod: ModuleType, opts: CiOptions, upstream: dict[str, StageResult], ctx: RunContext
-) -> tuple[Any, Callable[[], StageResult]]:
-    """(options as recorded in the cache key, thunk that runs the stage)."""
+) -> tuple[Any, Any, Callable[[], StageResult]]:
+    """(options as recorded in the cache key, the options themselves, thunk that runs the stage)."""
     extra = opts.stage_args.get(name)
     typed = None if extra else _own_options(name, mod, opts, upstream)
     if typed is None and not extra and hasattr(mod, "ci_options") and hasattr(mod, "run"):
         typed = mod.ci_options(upstream, ctx)
     if typed is not None and hasattr(mod, "run"):
-        return _jsonable(typed), lambda: mod.run(typed, ctx)
+        return _jsonable(typed), typed, lambda: mod.run(typed, ctx)
     ns = _parse_defaults(mod, name, extra or [])
-    return _jsonable(ns), lambda: mod.run_from_args(ns, ctx)
+    return _jsonable(ns), ns, lambda: mod.run_from_args(ns, ctx)
+
+
+def stage_cache_key(
+    name: str, mod: ModuleType, raw: Any, recorded: Any, ctx: RunContext, hasher: InputHasher, head: str
+) -> str:
+    """The cache key of one stage run: its inputs, `cache_extra` paths and facts, options, executor, tools."""
+    inputs = list(getattr(mod, "CACHE_INPUTS", None) or DEFAULT_INPUTS.get(name, (".",)))
+    key_opts: dict[str, Any] = {"options": recorded, "executor": ctx.executor}
+    hook = getattr(mod, "cache_extra", None)
+    if hook is not None:
+        extra: Extra = hook(raw, ctx.repo_root)
+        inputs += extra.paths
+        key_opts["facts"] = dict(extra.facts)
+    if name == "build":  # the release pins name the commit
+        key_opts["head"] = head
+    return cache_key(
+        name, root=ctx.repo_root, inputs=inputs, options=key_opts, tools=getattr(mod, "CACHE_TOOLS", ()), hasher=hasher
+    )
 
 
 def _git_head(root: Path) -> str:
@@ -329,21 +362,10 @@ def _run_stage(
     if mod is None:
         return StageResult(stage=name, status=Status.SKIPPED, summary=NOT_IMPLEMENTED)
     try:
-        recorded, thunk = _prepare(name, mod, opts, upstream, ctx)
+        recorded, raw, thunk = _prepare(name, mod, opts, upstream, ctx)
         key = None
         if not opts.no_cache and getattr(mod, "CACHEABLE", True):
-            inputs = getattr(mod, "CACHE_INPUTS", None) or DEFAULT_INPUTS.get(name, (".",))
-            key_opts = {"options": recorded, "executor": ctx.executor}
-            if name == "build":  # the release pins name the commit
-                key_opts["head"] = head
-            key = cache_key(
-                name,
-                root=ctx.repo_root,
-                inputs=inputs,
-                options=key_opts,
-                tools=getattr(mod, "CACHE_TOOLS", ()),
-                hasher=hasher,
-            )
+            key = stage_cache_key(name, mod, raw, recorded, ctx, hasher, head)
             hit = cache.get(name, key)
             if hit is not None:
                 return hit
@@ -373,6 +395,9 @@ def _promote(opts: CiOptions, ctx: RunContext, loader: ModuleLoader, upstream: d
     mod = loader("promote")
     if mod is None:
         return StageResult(stage="promote", status=Status.SKIPPED, summary=NOT_IMPLEMENTED)
+    discarded = gitops_remote.discard_reason(ctx.executor, opts.gitops_repo)
+    if discarded is not None:
+        return StageResult(stage="promote", status=Status.SKIPPED, summary=f"not promoted: {discarded}")
     from pipeline.stages.build import release_of
 
     build = upstream.get("build")
@@ -383,7 +408,8 @@ def _promote(opts: CiOptions, ctx: RunContext, loader: ModuleLoader, upstream: d
         )
     evidence = {n: r.model_dump(mode="json") for n, r in upstream.items() if n != "promote"}
     try:
-        popts = mod.PromoteOptions(to="dev", release=release, evidence=evidence, run_id=ctx.run_dir.name)
+        remote = {"gitops_repo": opts.gitops_repo} if opts.gitops_repo else {}
+        popts = mod.PromoteOptions(to="dev", release=release, evidence=evidence, run_id=ctx.run_dir.name, **remote)
         with Timer() as t:
             result: StageResult = mod.run(popts, ctx)
     except Exception as exc:  # report the promotion failure; never half-claim success

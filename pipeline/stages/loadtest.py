@@ -50,6 +50,10 @@ class LoadtestOptions:
     # Extra simulator flags (later ones win), e.g. ("--ttft-ms", "1500") to plant a slow model.
     simulator_args: Sequence[str] = field(default_factory=tuple)
     seed: int = 0
+    # Append the result to the evidence of the release pinned in `env` (a GitOps commit).
+    attach: bool = False
+    gitops_repo: str | None = None
+    actor: str | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo-file", type=Path, help="SLO YAML instead of loadtests/slo/ENV.yaml")
     parser.add_argument("--token-file", type=Path, help="with --target: JWTs, one per line (else $LOADTEST_TOKEN)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for prompts and lengths")
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        help="append the result (passed or failed) to the evidence of the release pinned in ENV in the GitOps repo "
+        "(one commit): the SLO gate `promote --from ENV` requires",
+    )
+    parser.add_argument(
+        "--gitops-repo", help="with --attach: GitOps remote URL (default: $PIPELINE_GITOPS_REPO or local)"
+    )
+    parser.add_argument("--actor", help="with --attach: override who records it (default: the CI identity / git user)")
     sim = parser.add_argument_group("local simulator (ignored with --target)")
     sim.add_argument("--sim-ttft-ms", type=float, help="simulator time to first token (plant a slow model)")
     sim.add_argument("--sim-itl-ms", type=float, help="simulator inter-token latency")
@@ -99,6 +113,9 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
         token_file=args.token_file,
         simulator_args=tuple(simulator_args_from(args)),
         seed=args.seed,
+        attach=args.attach,
+        gitops_repo=args.gitops_repo,
+        actor=args.actor,
     )
     return run(opts, ctx)
 
@@ -191,7 +208,10 @@ def _headline(slo: slo_mod.SLO, gate: dict[str, Any]) -> str:
 def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
     """Load the SLO, reach or start the service, run Locust, gate, plot, report."""
     checks: list[Check] = []
-    evidence: dict[str, Any] = {"env": opts.env, "target": opts.target, "model": opts.model}
+    from pipeline.gitops import safe_url
+
+    target = safe_url(opts.target) if opts.target else None
+    evidence: dict[str, Any] = {"env": opts.env, "target": target, "model": opts.model, "subject": _subject(opts, ctx)}
     slo_path = opts.slo_file or slo_mod.path_for(opts.env)
     try:
         slo = slo_mod.load(slo_path)
@@ -264,7 +284,59 @@ def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
         result.summary = "; ".join(f"{c.name}: {c.detail.splitlines()[0]}" for c in result.failures()) or "no result"
     summary_md = _write_summary(ctx, result, gate, files)
     result.artifacts = [os.path.relpath(p, ctx.run_dir) for p in [summary_md, *files]]
+    if opts.attach:
+        _attach(opts, ctx, result)
     return result
+
+
+def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
+    """What the load exercised (promotion evidence).
+
+    `--target`: the env's deployment at that URL (`--attach` adds the pins git says it runs);
+    locally: the gateway from the source tree in front of the simulator (never a release image).
+    """
+    from pipeline import promotion as pm
+    from pipeline.gitops import safe_url
+
+    if opts.target:
+        return {"kind": "deployment", "env": opts.env, "url": safe_url(opts.target)}
+    return pm.source_subject(
+        ctx.repo_root,
+        "simulator",
+        env=opts.env,
+        gateway="source tree (not an image)",
+        model_server="vLLM-compatible simulator (app/simulator)",
+    )
+
+
+def _attach(opts: LoadtestOptions, ctx: RunContext, result: StageResult) -> None:
+    """Append `result` to the evidence of the release pinned in `opts.env` (atomic GitOps commit)."""
+    from pipeline import promotion as pm
+    from pipeline.gitops import GitOpsError, resolve_remote, work_dir_for
+
+    who = pm.actor_identity(opts.actor, ctx.repo_root)
+    try:
+        remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
+        done = pm.attach_result(remote, work_dir_for(ctx.run_dir / "work"), opts.env, result, ctx.run_dir.name, who)
+    except (GitOpsError, pm.PromotionError, OSError) as exc:
+        result.checks.append(Check(name="attach", status=Status.FAILED, detail=f"{exc} (nothing pushed)"))
+        result.status = Status.FAILED
+        result.summary += f"; NOT attached: {exc}"
+        return
+    subject = done.record.get("subject") or {}
+    vouches = subject.get("release_id") == done.release.id
+    detail = (
+        f"{done.key} ({done.record['status']}) attached to {done.release.id} in {opts.env} as "
+        f"{(done.sha or '')[:12]}: {done.path}"
+    )
+    if not vouches:
+        detail += (
+            f"; WARNING: it ran {subject.get('kind', '?')} at commit {str(subject.get('commit', '?'))[:12]}, "
+            f"not the release's source, so promotion policy will not count it"
+        )
+    result.checks.append(Check(name="attach", status=Status.PASSED, detail=detail))
+    result.evidence["attached"] = {"commit": done.sha, "path": done.path, "key": done.key, "release": done.release.id}
+    result.summary += f"; attached to {done.release.id} in {opts.env}"
 
 
 def _run_against_service(

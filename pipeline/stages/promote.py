@@ -13,7 +13,7 @@ import argparse
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from ruamel.yaml.error import YAMLError
 from pipeline import promotion as pm
 from pipeline import trivy_operator
 from pipeline.context import RunContext
-from pipeline.gitops import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, work_dir_for
+from pipeline.gitops import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, safe_url, work_dir_for
 from pipeline.release import Release
 from pipeline.result import Check, StageResult, Status, Timer
 
@@ -46,12 +46,34 @@ class PromoteOptions:
     gitops_repo: str | None = None
     policy_profile: str = "production"
     allow_unbuilt_images: bool = False
-    trivy_reports: Path | None = None
+    # A VulnerabilityReports file, or `cluster[:CONTEXT]` (see parse_trivy_reports).
+    trivy_reports: Path | TrivyCluster | None = None
+    # The live path's lister (namespace, kube context) → reports; injectable for tests.
+    trivy_lister: Callable[[str, str | None], list[dict[str, Any]]] | None = None
     extra_evidence: Sequence[Path] = ()
     actor: str | None = None
     now: dt.datetime | None = None
     attempts: int = 5
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrivyCluster:
+    """`--trivy-reports cluster[:CONTEXT]`: read VulnerabilityReports live from the source env's namespace."""
+
+    context: str | None = None
+
+
+def parse_trivy_reports(value: str) -> Path | TrivyCluster:
+    """`cluster` / `cluster:CONTEXT` → the live path; anything else is a file (`./cluster` for a file so named)."""
+    if value == "cluster":
+        return TrivyCluster()
+    if value.startswith("cluster:"):
+        context = value.removeprefix("cluster:")
+        if not context:
+            raise argparse.ArgumentTypeError("cluster:CONTEXT needs a kube context name after the colon")
+        return TrivyCluster(context)
+    return Path(value)
 
 
 class Refused(Exception):
@@ -78,12 +100,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-unbuilt-images", action="store_true", help="accept a release without registry images (recorded)"
     )
-    parser.add_argument("--trivy-reports", type=Path, help="VulnerabilityReports (JSON/YAML list) for the prod gate")
+    parser.add_argument(
+        "--trivy-reports",
+        type=parse_trivy_reports,
+        metavar="FILE|cluster[:CONTEXT]",
+        help="trivy-operator VulnerabilityReports for the prod gate: a file (kubectl get vulnerabilityreports -o json)"
+        " or `cluster[:CONTEXT]` to list them live in the source env's namespace",
+    )
     parser.add_argument(
         "--evidence", dest="extra_evidence", action="append", default=[], type=Path, help="extra StageResult JSON"
     )
     parser.add_argument("--release-file", type=Path, help="dev only: a Release JSON (as written by `build`)")
-    parser.add_argument("--actor", help="who promotes (default: $PIPELINE_ACTOR or the OS user)")
+    parser.add_argument(
+        "--actor",
+        help="override who promotes (recorded as an override); default: the CI identity ($GITHUB_ACTOR, "
+        "$GITLAB_USER_LOGIN, ...), else $PIPELINE_ACTOR, else `git config user.email`, else the OS user",
+    )
 
 
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
@@ -120,20 +152,57 @@ def load_reports(path: Path) -> list[dict[str, Any]]:
     return [r for r in items if isinstance(r, dict)]
 
 
-def _trivy_operator(opts: PromoteOptions, rel: Release, now: dt.datetime, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Input for the trivy-operator rule. The live path (reading the cluster) needs a Kubernetes API."""
-    if not params.get("trivy_operator_required", {}).get(opts.to, False):
-        return {"passed": True, "evaluated": False, "detail": "not required for this env"}
+def _fetch_live(opts: PromoteOptions, where: TrivyCluster, source: str) -> tuple[list[dict[str, Any]], str]:
+    namespace = trivy_operator.namespace_for(source)
+    lister = opts.trivy_lister or trivy_operator.fetch_reports
+    origin = f"cluster{':' + where.context if where.context else ''} namespace {namespace}"
+    return lister(namespace, where.context), origin
+
+
+def _trivy_operator(
+    opts: PromoteOptions, rel: Release, now: dt.datetime, params: Mapping[str, Any], source: str
+) -> dict[str, Any]:
+    """Input for the trivy-operator rule: from a file, or live from the cluster (source env's namespace).
+
+    Required by data for some envs; also required whenever `--trivy-reports` is given (an
+    unreadable source then refuses: never a silent pass).
+    """
+    required = bool(params.get("trivy_operator_required", {}).get(opts.to, False))
+    requested = opts.trivy_reports is not None
+    base = {"required": required, "requested": requested}
+    if not required and not requested:
+        return {**base, "passed": True, "evaluated": False, "detail": "not required for this env"}
     if opts.trivy_reports is None:
         return {
+            **base,
             "passed": False,
             "evaluated": False,
-            "detail": "no VulnerabilityReports given (--trivy-reports FILE, e.g. `kubectl get vulnerabilityreports -o json`)",
+            "detail": "no VulnerabilityReports given (--trivy-reports cluster[:CONTEXT] or FILE from "
+            "`kubectl get vulnerabilityreports -o json`)",
         }
-    try:
-        reports = load_reports(opts.trivy_reports)
-    except (OSError, YAMLError) as exc:
-        return {"passed": False, "evaluated": False, "detail": f"cannot read {opts.trivy_reports.name}: {exc}"}
+    if isinstance(opts.trivy_reports, TrivyCluster):
+        try:
+            reports, origin = _fetch_live(opts, opts.trivy_reports, source)
+        except Exception as exc:  # no kubeconfig, unreachable API, RBAC: all refuse, with the reason
+            namespace = trivy_operator.namespace_for(source)
+            ctx_name = opts.trivy_reports.context or "current context / in-cluster"
+            return {
+                **base,
+                "passed": False,
+                "evaluated": False,
+                "detail": f"cannot list VulnerabilityReports in namespace {namespace} (kube context {ctx_name}): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
+            }
+    else:
+        try:
+            reports, origin = load_reports(opts.trivy_reports), opts.trivy_reports.name
+        except (OSError, YAMLError) as exc:
+            return {
+                **base,
+                "passed": False,
+                "evaluated": False,
+                "detail": f"cannot read {opts.trivy_reports.name}: {exc}",
+            }
     max_age = dt.timedelta(seconds=float(params.get("trivy_operator_max_age_seconds", 86400)))
     images = {rel.gateway_digest: "gateway", rel.vllm_digest: "vllm"}
     res = trivy_operator.gate(reports, list(images), now, max_age)
@@ -144,8 +213,10 @@ def _trivy_operator(opts: PromoteOptions, rel: Release, now: dt.datetime, params
             f"image <{images.get(v.digest, '?')}> {v.digest}: {v.reason}" for v in res.images if not v.ok
         )
     return {
+        **base,
         "passed": res.ok,
         "evaluated": True,
+        "source": origin,
         "detail": detail,
         "images": {
             images.get(v.digest, v.digest): {"ok": v.ok, "reason": v.reason, "reports": v.reports} for v in res.images
@@ -153,13 +224,30 @@ def _trivy_operator(opts: PromoteOptions, rel: Release, now: dt.datetime, params
     }
 
 
+def _skipped(bundle: Mapping[str, Any], keys: Sequence[str]) -> dict[str, list[str]]:
+    """Skipped checks of the gates the policy looked at (recorded when a profile accepts them)."""
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        gate = (bundle.get("gates") or {}).get(key) or {}
+        if gate.get("skipped_checks"):
+            out[key] = [str(c) for c in gate["skipped_checks"]]
+    return out
+
+
 def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
     target = opts.to
     if target not in pm.ENVS:
         raise ValueError(f"unknown env {target!r}")
     source = opts.source or pm.previous_rung(target)
-    actor = pm.actor_name(opts.actor)
+    who = pm.actor_identity(opts.actor, ctx.repo_root)
+    actor = who.name
     run_id = opts.run_id or ctx.run_dir.name
+    # ci → dev: stages that record no subject of their own ran on the tree this ci run promotes from.
+    fallback = (
+        {**pm.source_subject(ctx.repo_root, "source"), "recorded_by": "ci (the stage recorded no subject)"}
+        if source == "ci" and opts.release is not None
+        else None
+    )
     checks: list[Check] = []
     outcome: dict[str, Any] = {}
 
@@ -173,7 +261,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
                     f"promote --to {target}: the release comes from a ci run (python -m pipeline ci)"
                 )
             rel = opts.release
-            bundle = pm.evidence_bundle(rel, opts.evidence or {}, run_id)
+            bundle = pm.evidence_bundle(rel, opts.evidence or {}, run_id, fallback)
             soak: dict[str, Any] = {"since": pm.iso(now), "elapsed_seconds": 0.0}
         else:
             pm.validate_env_yaml(repo, source)
@@ -186,7 +274,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             since_t = since.date if since else now
             soak = {"since": pm.iso(since_t), "elapsed_seconds": max(0.0, (now - since_t).total_seconds())}
         if opts.extra_evidence:
-            pm.merge_stage_files(bundle, opts.extra_evidence, rel, run_id)
+            pm.merge_stage_files(bundle, opts.extra_evidence, rel, run_id, None if source == "ci" else source)
         current = pm.read_release(repo, target)
         outcome["release"] = rel
         if pm.same_pins(current, rel):
@@ -201,13 +289,14 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             "target": target,
             "source": source,
             "actor": actor,
+            "actor_source": who.source,
             "release": rel.model_dump(mode="json"),
             "evidence": bundle,
             "soak": soak,
             "approvers": list(opts.approvers),
             "freeze": freeze.as_dict(),
             "sync_windows": pm.sync_windows(repo, target, now),
-            "trivy_operator": _trivy_operator(opts, rel, now, params),
+            "trivy_operator": _trivy_operator(opts, rel, now, params, source),
             "allow_unbuilt_images": opts.allow_unbuilt_images,
         }
         denials = pm.evaluate_policy(policy_input, data)
@@ -219,12 +308,20 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
 
         # Round-trip edit of exactly the pins; anything else moving aborts the promotion.
         edit_yaml(repo.file(pm.release_path(target)), pm.pin_updates(rel), pm.release_path(target))
+        checked = [*params.get("required_gates", []), *pm.source_slo_keys(bundle, source)]
+        accepted = _skipped(bundle, checked)
+        outcome["skipped_accepted"] = accepted
         record = {
             "from": source,
             "to": target,
             "at": pm.iso(now),
             "by": actor,
+            "actor_source": who.source,
             "approvers": sorted({a.lower() for a in opts.approvers}),
+            # Names given on the command line: not verified by the pipeline (docs/promotion.md).
+            "approvals_source": "command line (--approve), unverified",
+            # Skipped checks the policy profile let through for this target (empty in production for prod).
+            "skipped_checks_accepted": accepted,
             "run_id": run_id,
             "policy_profile": params.get("profile", opts.policy_profile),
             "soak_seconds": round(float(soak["elapsed_seconds"])),
@@ -236,7 +333,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         ev_rel = pm.evidence_path(target, rel.id)
         pm.write_json(repo.file(ev_rel), bundle)
         outcome["evidence_path"] = ev_rel
-        return _message(rel, source, target, actor, opts, run_id, ev_rel, bundle, str(record["policy_profile"]))
+        return _message(rel, source, target, who, opts, run_id, ev_rel, bundle, str(record["policy_profile"]), accepted)
 
     with Timer() as t:
         remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
@@ -286,6 +383,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             "commit": tx.sha,
             "pin_commit": tx.follow_up_sha,
             "remote_is_local": opts.gitops_repo is None,
+            "gitops_remote": safe_url(remote),
         },
     )
 
@@ -304,13 +402,15 @@ def _message(
     rel: Release,
     source: str,
     target: str,
-    actor: str,
+    who: pm.Actor,
     opts: PromoteOptions,
     run_id: str,
     ev_rel: str,
     bundle: Mapping[str, Any],
     profile: str,
+    skipped_accepted: Mapping[str, list[str]],
 ) -> Message:
+    actor = who.name
     gates = bundle.get("gates", {})
     body = "\n".join(
         [f"Promote release {rel.id} (commit {rel.commit[:12]}) from {source} to {target}.", "", "Gates:"]
@@ -328,9 +428,13 @@ def _message(
         ("Images-Built", "true" if rel.images_built else "false (local executor)"),
         ("Run-Id", run_id),
         ("Promoted-By", actor),
+        ("Actor-Source", who.source),
     ]
     trailers += [("Approved-By", a) for a in sorted({a.lower() for a in opts.approvers})]
     if opts.allow_unbuilt_images and not rel.images_built:
         trailers.append(("Unbuilt-Images-Allowed-By", actor))
+    trailers += [
+        ("Skipped-Checks-Accepted", f"{gate}: {', '.join(checks)}") for gate, checks in sorted(skipped_accepted.items())
+    ]
     trailers += [("Policy-Profile", profile), ("Evidence", ev_rel)]
     return Message(subject=f"promote({target}): {rel.id} from {source}", body=body, trailers=trailers, author=actor)

@@ -4,22 +4,36 @@ For each environment: `helm lint --strict` and `helm template` (chart values + e
 release pins), strict schema validation of core kinds, custom resources against the CRD JSON
 schemas (directory or URL template), Rego policies, yamllint; alert rules extracted from the
 PrometheusRule go through `promtool check rules` and `promtool test rules`; `trivy config`
-scans the rendered output. The Argo CD objects (environments/argocd/, plus the Applications the
+scans the rendered output of every env in one process, gated like `scan` (pipeline.trivy_ignore:
+the root `.trivyignore.yaml`, every entry with a reason and an unexpired date). Every policy
+must have a test (`policies/x_test.rego`); the Rego tests themselves run in the `test` stage.
+The Argo CD objects (environments/argocd/, plus the Applications the
 ApplicationSet generates) are validated and policy-checked as target `argocd`.
 
 Every independent step runs concurrently; only helm, trivy and promtool are subprocesses
 (one per env for helm, one in total for each of the others).
+
+Each env is rendered from the chart Argo CD will deploy: the version pinned in its release.yaml
+(`release.chartVersion`, the OCI chart's targetRevision). That is the tree's chart only when the
+versions match; otherwise a packaged `llm-service-<version>.tgz` from --charts-dir or this run's
+build output. Check `chart-pin:<env>` says which, or why the env could not be rendered (FAILED for
+pinned envs like prod: an unverifiable prod config never passes; SKIPPED elsewhere).
+
+`helm_template(root, env)` / `values_args(root, env)` are the one way to render an env: the
+rollback drill and the alert-routing tests call them, so they exercise exactly what render
+validated (release name, namespace, kube version, values files).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import re
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +43,9 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from pipeline import policy, validate
+from pipeline import chart as chart_artifact
+from pipeline import policy, trivy_ignore, validate
+from pipeline.cache import Extra
 from pipeline.context import RunContext
 from pipeline.result import Check, StageResult, Status, Timer
 from pipeline.tools import ToolMissing, require
@@ -43,11 +59,16 @@ ARGOCD_DIR = ENVIRONMENTS / "argocd"
 POLICY_DIRS = (Path("policies/manifests"), Path("policies/lib"))
 POLICY_ROOT = Path("policies")
 PARAMS = Path("policies/params.yaml")
-TRIVY_IGNORE = Path("policies/.trivyignore.yaml")
+TRIVY_IGNORE = trivy_ignore.DEFAULT_PATH
 YAMLLINT_CONFIG = Path("policies/yamllint-rendered.yaml")
 ALERT_TESTS = CHART / "tests"
 RUNBOOKS = Path("docs/runbooks")
 RELEASE_NAME = "llm-service"
+# What the result depends on (for the ci cache): the chart, env deltas + pins, Argo CD objects,
+# policies + params + yamllint config, runbooks, the ignore file, and the stage's own code.
+# The CRD schema location and today's date (ignore entries expire) come from cache_extra().
+CACHE_INPUTS = ("charts", "environments", "policies", "docs/runbooks", str(TRIVY_IGNORE), "pipeline")
+CACHE_TOOLS = ("helm", "trivy", "promtool")
 
 
 @dataclass
@@ -57,21 +78,155 @@ class RenderOptions:
     envs: list[str] = field(default_factory=lambda: ["all"])
     # Where rendered YAML goes; default <run dir>/rendered.
     out: Path | None = None
-    # Directory or kubeconform-style URL template; default $PIPELINE_CRD_SCHEMAS or ../shared/schemas/crds.
+    # Directory or kubeconform-style URL template; default $PIPELINE_CRD_SCHEMAS or ../shared/schemas/crds
+    # (the Dagger functions pass a mounted directory or the datreeio catalog URL template).
     crd_schemas: str | None = None
     kube_version: str = validate.DEFAULT_KUBE_VERSION
     # Tree holding charts/, environments/, policies/, docs/ (tests point this at a tmp copy).
     repo_root: Path | None = None
-    # Fail on trivy findings of these severities.
-    trivy_severities: tuple[str, ...] = ("HIGH", "CRITICAL")
+    # Fail on trivy findings of these severities (the scan gate's by default).
+    trivy_severities: tuple[str, ...] = trivy_ignore.GATE_SEVERITIES
     # Tools not to run ("trivy", "promtool", "lint"): reported as SKIPPED, never as passed.
     # For callers that re-check one aspect (tests of planted violations); the CLI never skips.
     skip: frozenset[str] = frozenset()
+    # Directories with packaged charts (llm-service-<version>.tgz) for envs pinned to a chart
+    # version other than the tree's; <run dir>/build/chart/ (this run's build) is searched too.
+    charts_dirs: list[Path] = field(default_factory=list)
+
+
+def cache_extra(opts: RenderOptions | argparse.Namespace, root: Path) -> Extra:
+    """Key material outside CACHE_INPUTS: the CRD schemas (directory contents or URL) and today's date."""
+    location = validate.resolve_crd_location(getattr(opts, "crd_schemas", None), root)
+    paths: tuple[str, ...] = (location,) if "://" not in location and Path(location).is_dir() else ()
+    # Packaged charts of pinned envs may live outside the tree.
+    paths += tuple(str(d) for d in getattr(opts, "charts_dirs", None) or [])
+    facts = {
+        "crd_schemas": location,
+        validate.CRD_SCHEMAS_ENV: os.environ.get(validate.CRD_SCHEMAS_ENV, ""),
+        "today": dt.datetime.now(dt.UTC).date().isoformat(),
+    }
+    return Extra(paths=paths, facts=facts)
 
 
 def namespace_for(env: str) -> str:
     """The namespace Argo CD deploys env into (ApplicationSet destination `llm-<env>`)."""
     return f"llm-{env}"
+
+
+def values_args(root: Path, env: str) -> list[str]:
+    """`-f` arguments for env: its values delta, then its release pins when promoted."""
+    env_dir = root / ENVIRONMENTS / env
+    args = ["-f", str(env_dir / "values.yaml")]
+    if (env_dir / "release.yaml").is_file():
+        args += ["-f", str(env_dir / "release.yaml")]
+    return args
+
+
+def helm_template_argv(
+    root: Path,
+    env: str,
+    *,
+    helm: str = "helm",
+    kube_version: str = validate.DEFAULT_KUBE_VERSION,
+    chart: Path | None = None,
+) -> list[str]:
+    """The `helm template` command render validates env with (release, namespace, kube version, values).
+
+    `chart`: the env's pinned chart (ChartPin.chart); default the tree's charts/llm-service.
+    """
+    return [
+        helm,
+        "template",
+        RELEASE_NAME,
+        str(chart or root / CHART),
+        "--namespace",
+        namespace_for(env),
+        "--kube-version",
+        kube_version,
+        *values_args(root, env),
+    ]
+
+
+class RenderError(RuntimeError):
+    """helm template failed; the message carries helm's error."""
+
+
+def helm_template(root: Path, env: str, *, kube_version: str = validate.DEFAULT_KUBE_VERSION) -> str:
+    """env's manifests exactly as render checks them (raises RenderError with helm's message)."""
+    proc = _run(helm_template_argv(root, env, helm=require("helm"), kube_version=kube_version), cwd=root)
+    if proc.returncode != 0:
+        raise RenderError(f"helm template {env}: {_tail(proc.stderr or proc.stdout)}")
+    return proc.stdout
+
+
+@dataclass(frozen=True)
+class ChartPin:
+    """Which chart renders an env: the one its release.yaml pins (None = cannot be rendered here)."""
+
+    env: str
+    version: str | None
+    chart: Path | None
+    status: Status
+    detail: str
+
+    def check(self) -> Check:
+        return Check(name=f"chart-pin:{self.env}", status=self.status, detail=self.detail)
+
+
+def pinned_chart_version(root: Path, env: str) -> tuple[str | None, str | None]:
+    """(release.chartVersion, release.chartDigest) of env's release.yaml; (None, None) if absent."""
+    path = root / ENVIRONMENTS / env / "release.yaml"
+    if not path.is_file():
+        return None, None
+    doc = yaml.safe_load(path.read_text()) or {}
+    rel = doc.get("release") if isinstance(doc, dict) else None
+    if not isinstance(rel, dict):
+        return None, None
+    version, digest = rel.get("chartVersion"), rel.get("chartDigest")
+    return (str(version) if version else None), (str(digest) if digest else None)
+
+
+def resolve_chart(
+    root: Path, env: str, search_dirs: list[Path], pinned_envs: list[str], head: tuple[str, bool] | None = None
+) -> ChartPin:
+    """The chart Argo CD renders env from, available here: the tree's (same version) or a package.
+
+    `head`: (commit, dirty) of root (build.git_commit), computed once by the caller.
+    """
+    from pipeline.stages.build import git_commit
+
+    rel = ENVIRONMENTS / env / "release.yaml"
+    try:
+        version, digest = pinned_chart_version(root, env)
+    except yaml.YAMLError as exc:
+        return ChartPin(env, None, None, Status.FAILED, f"{env}: {rel} is not valid YAML: {exc}")
+    if not version:
+        why = f"{env}: {rel} pins no release.chartVersion; the ApplicationSet cannot generate this env's Application"
+        return ChartPin(env, None, None, Status.FAILED, why)
+    if not chart_artifact.SEMVER_RE.match(version):
+        why = f"{env}: release.chartVersion {version!r} is not an exact SemVer version without '+' (an OCI tag)"
+        return ChartPin(env, version, None, Status.FAILED, why)
+    tree = chart_artifact.tree_version(root)
+    if tree is not None:
+        commit, dirty = head or git_commit(root)
+        at_head = None if dirty else chart_artifact.build_version(tree, commit, False, release=False)
+        if version in (tree, at_head):
+            where = f"{CHART} in this tree" + (f" (built at HEAD {commit[:7]})" if version == at_head else "")
+            return ChartPin(env, version, root / CHART, Status.PASSED, f"{env}: chart {version} = {where}")
+    tgz = chart_artifact.find_packaged(search_dirs, version)
+    if tgz is not None:
+        actual = chart_artifact.sha256_file(tgz)
+        if digest and actual != digest:
+            why = f"{env}: {tgz.name} has digest {actual}, but release.chartDigest pins {digest}"
+            return ChartPin(env, version, None, Status.FAILED, why)
+        return ChartPin(env, version, tgz, Status.PASSED, f"{env}: chart {version} from {tgz} ({actual})")
+    looked = ", ".join(str(d) for d in search_dirs) or "(no --charts-dir)"
+    why = (
+        f"{env}: {rel} pins chart {chart_artifact.CHART_NAME} {version}, but this tree has {tree or 'no chart'} "
+        f"and no {chart_artifact.CHART_NAME}-{version}.tgz is in {looked}; env not rendered. Get it with "
+        f"`helm pull oci://<chart repo>/{chart_artifact.CHART_NAME} --version {version}` and pass --charts-dir"
+    )
+    return ChartPin(env, version, None, Status.FAILED if env in pinned_envs else Status.SKIPPED, why)
 
 
 def discover_envs(root: Path) -> list[str]:
@@ -107,6 +262,10 @@ class _Collector:
     def skip(self, name: str, why: str) -> None:
         with self._lock:
             self.checks.append(Check(name=name, status=Status.SKIPPED, detail=why))
+
+    def extend(self, items: Iterable[Check]) -> None:
+        with self._lock:
+            self.checks.extend(items)
 
 
 # --- per-environment analysis -----------------------------------------------------------------
@@ -308,8 +467,14 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         except FileNotFoundError as exc:
             return StageResult(stage=NAME, status=Status.FAILED, summary=str(exc))
         core = validate.CoreValidator(opts.kube_version)
+        ignores = trivy_ignore.load(root / TRIVY_IGNORE)
+        checks.add(
+            "trivy ignorefile",
+            ignores.problems,
+            0.0,
+            ok_detail=f"{len(ignores.entries)} valid entries in {TRIVY_IGNORE}",
+        )
         yl_conf = YamlLintConfig(file=str(root / YAMLLINT_CONFIG))
-        chart = root / CHART
 
         rule_names = policy.violation_rules([root / d for d in POLICY_DIRS])
 
@@ -326,16 +491,19 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         lock = threading.Lock()
         ctx.progress(f"render: {', '.join(envs)} -> {out} (CRD schemas: {crd_location})")
 
-        def values_args(env: str) -> list[str]:
-            env_dir = root / ENVIRONMENTS / env
-            args = ["-f", str(env_dir / "values.yaml")]
-            if (env_dir / "release.yaml").is_file():
-                args += ["-f", str(env_dir / "release.yaml")]
-            return args
+        # The chart each env pins (tree or package); envs whose chart is not available are not rendered.
+        search_dirs = [*opts.charts_dirs, ctx.run_dir / chart_artifact.BUILD_SUBDIR]
+        pinned_envs = [str(e) for e in policy.load_params(root / PARAMS, "argocd").get("pinned_envs") or []]
+        from pipeline.stages.build import git_commit
+
+        head = git_commit(root)
+        pins = {e: resolve_chart(root, e, search_dirs, pinned_envs, head) for e in envs}
+        checks.extend(pin.check() for pin in pins.values())
+        chart_of = {e: pin.chart for e, pin in pins.items() if pin.chart is not None}
 
         def lint(env: str) -> None:
             with Timer() as t:
-                proc = _run([helm, "lint", "--strict", str(chart), *values_args(env)], cwd=root)
+                proc = _run([helm, "lint", "--strict", str(chart_of[env]), *values_args(root, env)], cwd=root)
             problems = [] if proc.returncode == 0 else [f"{env}: {_tail(proc.stdout + proc.stderr)}"]
             checks.add(f"helm lint {env}", problems, t.seconds)
 
@@ -344,17 +512,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             env_out.mkdir(parents=True, exist_ok=True)
             with Timer() as t:
                 proc = _run(
-                    [
-                        helm,
-                        "template",
-                        RELEASE_NAME,
-                        str(chart),
-                        "--namespace",
-                        namespace_for(env),
-                        "--kube-version",
-                        opts.kube_version,
-                        *values_args(env),
-                    ],
+                    helm_template_argv(root, env, helm=helm, kube_version=opts.kube_version, chart=chart_of[env]),
                     cwd=root,
                 )
             if proc.returncode != 0:
@@ -453,54 +611,45 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             with lock:
                 rendered_apps.append(label)
 
-        def policy_tests() -> None:
+        def policy_tests_present() -> None:
+            # A file scan (milliseconds); the Rego tests themselves run once, in the `test` stage.
             with Timer() as t:
                 missing = policy.missing_tests(root / POLICY_ROOT)
-                outcomes = policy.run_tests(root / POLICY_ROOT)
             checks.add("policy tests present", missing, t.seconds)
-            failed = [f"{o.name} {o.detail}".strip() for o in outcomes if not o.passed]
-            checks.add(
-                "policy unit tests",
-                failed,
-                t.seconds,
-                ok_detail=f"{len(outcomes)} Rego tests passed",
-                tests=len(outcomes),
-            )
 
         def trivy_scan(env_list: list[str]) -> None:
+            # One process over every rendered env and chart app; the Argo CD objects are not
+            # workloads. Findings go through the scan stage's gate and ignore file.
             with Timer() as t:
                 argv = [
                     trivy,
                     "config",
                     "--quiet",
                     "--skip-check-update",
-                    "--misconfig-scanners",
-                    "kubernetes",
-                    "--severity",
-                    ",".join(opts.trivy_severities),
-                    "--format",
-                    "json",
+                    "--skip-version-check",
+                    "--disable-telemetry",
                 ]
-                if (root / TRIVY_IGNORE).is_file():
-                    argv += ["--ignorefile", str(root / TRIVY_IGNORE)]
-                # Scan only the env manifests (Argo CD objects are not workloads).
-                proc = _run([*argv, str(out)], cwd=root)
+                argv += ["--misconfig-scanners", "kubernetes", "--skip-dirs", "argocd"]
+                for pattern in ("**/*.test.yaml", "**/prometheus-rules.yaml", "**/values-object.yaml"):
+                    argv += ["--skip-files", pattern]  # not Kubernetes objects
+                proc = _run([*argv, "--format", "json", str(out)], cwd=root)
             if proc.returncode != 0:
                 checks.add("trivy config", [f"trivy failed: {_tail(proc.stderr)}"], t.seconds)
                 return
             report = json.loads(proc.stdout or "{}")
-            problems = []
-            for res in report.get("Results") or []:
-                target = str(res.get("Target", ""))
-                env = target.split("/", 1)[0]
-                if env not in env_list:
-                    continue
-                for m in res.get("Misconfigurations") or []:
-                    if m.get("Status", "FAIL") == "FAIL":
-                        problems.append(
-                            f"{env}: {m.get('ID')} {m.get('Severity')} {m.get('Title')}: {m.get('Message')}"
-                        )
-            checks.add("trivy config", problems, t.seconds, findings=len(problems))
+            report["Results"] = [
+                r for r in report.get("Results") or [] if str(r.get("Target", "")).split("/", 1)[0] in env_list
+            ]
+            bad, ignored, total = trivy_ignore.gate_misconfigs(report, ignores, opts.trivy_severities)
+            note = f"; {len(ignored)} accepted by {TRIVY_IGNORE}" if ignored else ""
+            checks.add(
+                "trivy config",
+                bad,
+                t.seconds,
+                ok_detail=f"{total} finding(s) below {'/'.join(opts.trivy_severities)}{note}",
+                findings=len(bad),
+                ignored=len(ignored),
+            )
 
         def promtool_rules(env_list: list[str]) -> None:
             files = [str(out / e / "prometheus-rules.yaml") for e in env_list]
@@ -528,29 +677,30 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
 
         workers = max(4, min(8, (os.cpu_count() or 2) * 2))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render") as pool:
-            renders: list[Future[None]] = [pool.submit(render_env, e) for e in envs]
+            renders: list[Future[None]] = [pool.submit(render_env, e) for e in envs if e in chart_of]
             try:
                 apps = chart_apps(root)
             except (yaml.YAMLError, ValueError, KeyError) as exc:
                 checks.add("argocd chart apps", [f"argocd: {exc}"], 0.0)
                 apps = []
             renders += [pool.submit(render_app, a) for a in apps]
-            side: list[Future[None]] = []
-            if "lint" in opts.skip:
-                checks.skip("helm lint", "skipped by RenderOptions.skip")
-            else:
-                side += [pool.submit(lint, e) for e in envs]
-            side += [pool.submit(argocd), pool.submit(policy_tests)]
+            # In-process checks only until the manifests are on disk: helm processes would compete
+            # for the cores and delay trivy, the longest step (the critical path on 2 cores).
+            side: list[Future[None]] = [pool.submit(argocd), pool.submit(policy_tests_present)]
             for fut in renders:
                 fut.result()
             done = sorted(rendered_envs)
             later: list[Future[None]] = []
             if done:
-                # trivy is the slowest tool: start it the moment all manifests are on disk.
                 if "trivy" in opts.skip:
                     checks.skip("trivy config", "skipped by RenderOptions.skip")
                 else:
                     later.append(pool.submit(trivy_scan, done + sorted(rendered_apps)))
+            if "lint" in opts.skip:
+                checks.skip("helm lint", "skipped by RenderOptions.skip")
+            else:
+                later += [pool.submit(lint, e) for e in envs if e in chart_of]
+            if done:
                 if "promtool" in opts.skip:
                     checks.skip("promtool test rules", "skipped by RenderOptions.skip")
                 else:
@@ -566,6 +716,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         evidence={
             "environments": envs,
             "chart_apps": sorted(rendered_apps),
+            "charts": {e: {"version": p.version, "chart": str(p.chart) if p.chart else None} for e, p in pins.items()},
             "out": str(out),
             "crd_schemas": crd_location,
             "kube_version": opts.kube_version,
@@ -596,6 +747,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: ${validate.CRD_SCHEMAS_ENV} or {validate.DEFAULT_CRD_SCHEMAS} relative to the repo)",
     )
     parser.add_argument("--kube-version", default=validate.DEFAULT_KUBE_VERSION, help="Kubernetes version to target")
+    parser.add_argument(
+        "--charts-dir",
+        action="append",
+        type=Path,
+        default=None,
+        help="directory with packaged charts (llm-service-<version>.tgz) for envs pinned to a chart version "
+        "other than the tree's (repeatable; this run's build output is searched too)",
+    )
 
 
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
@@ -603,5 +762,12 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
     if "all" in envs:
         envs = ["all"]
     return run(
-        RenderOptions(envs=envs, out=args.out, crd_schemas=args.crd_schemas, kube_version=args.kube_version), ctx
+        RenderOptions(
+            envs=envs,
+            out=args.out,
+            crd_schemas=args.crd_schemas,
+            kube_version=args.kube_version,
+            charts_dirs=list(getattr(args, "charts_dir", None) or []),
+        ),
+        ctx,
     )

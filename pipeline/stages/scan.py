@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import trivy_ignore
+from pipeline.cache import Extra
 from pipeline.checks import run_command, tail
 from pipeline.context import RunContext
 from pipeline.result import Check, StageResult, Status, Timer
@@ -34,7 +35,9 @@ NAME = "scan"
 HELP = "Trivy: secrets, Dockerfile/chart config, SBOM (CycloneDX), image + lockfile vulnerabilities; ignore-file gate"
 CACHE_INPUTS = (".",)  # the secret scan reads every file
 CACHE_TOOLS = ("trivy",)
-GATE_SEVERITIES = ("CRITICAL", "HIGH")
+GATE_SEVERITIES = trivy_ignore.GATE_SEVERITIES
+# The misconfiguration gate render uses too (one gate, one ignore file).
+gate_misconfigs = trivy_ignore.gate_misconfigs
 SKIP_DIRS = (
     ".git",
     ".venv",
@@ -89,6 +92,21 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
     )
 
 
+def cache_extra(opts: ScanOptions | argparse.Namespace, root: Path) -> Extra:
+    """Facts of the machine and the day: the vulnerability DB (present? which?) and today's date
+    (ignore entries expire, so yesterday's pass is not today's)."""
+    db = trivy_cache_dir() / "db"
+    facts: dict[str, str] = {"today": dt.datetime.now(dt.UTC).date().isoformat()}
+    for name in ("trivy.db", "metadata.json"):
+        try:
+            st = (db / name).stat()
+            facts[f"db/{name}"] = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            facts[f"db/{name}"] = "absent"
+    ignorefile = getattr(opts, "ignorefile", None)  # may live outside the tree
+    return Extra(paths=(str(ignorefile),) if ignorefile else (), facts=facts)
+
+
 def trivy_cache_dir() -> Path:
     return Path(os.environ.get("TRIVY_CACHE_DIR") or Path.home() / ".cache" / "trivy")
 
@@ -133,27 +151,6 @@ def gate_secrets(report: dict[str, Any], ignores: trivy_ignore.IgnoreFile) -> tu
             what = f"{res.get('Target')}:{s.get('StartLine')} {s.get('RuleID')} ({s.get('Severity')}: {s.get('Title')})"
             (ignored if ignores.match("secrets", str(s.get("RuleID")), str(res.get("Target"))) else bad).append(what)
     return bad, ignored
-
-
-def gate_misconfigs(report: dict[str, Any], ignores: trivy_ignore.IgnoreFile) -> tuple[list[str], list[str], int]:
-    bad: list[str] = []
-    ignored: list[str] = []
-    total = 0
-    for res in report.get("Results") or []:
-        for m in res.get("Misconfigurations") or []:
-            if m.get("Status", "FAIL") != "FAIL":
-                continue
-            total += 1
-            if m.get("Severity") not in GATE_SEVERITIES:
-                continue
-            mid = str(m.get("AVDID") or m.get("ID"))
-            what = f"{res.get('Target')}: {m.get('ID')} {m.get('Severity')} {m.get('Title')}"
-            target = str(res.get("Target"))
-            matched = ignores.match("misconfigurations", mid, target) or ignores.match(
-                "misconfigurations", str(m.get("ID")), target
-            )
-            (ignored if matched else bad).append(what)
-    return bad, ignored, total
 
 
 def gate_vulnerabilities(
@@ -210,7 +207,7 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
     if trivy is None:
         check = Check(name="trivy", status=Status.FAILED, detail="trivy not installed (`make venv`)")
         return StageResult.from_checks(NAME, [check], summary=check.detail)
-    ignore_path = opts.ignorefile or root / ".trivyignore.yaml"
+    ignore_path = opts.ignorefile or root / trivy_ignore.DEFAULT_PATH
     common = ["--quiet", "--timeout", "10m"]
     with Timer() as total:
         ignores = trivy_ignore.load(ignore_path, opts.today)

@@ -18,11 +18,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
 from pipeline import vllm_cpu
+from pipeline.cache import Extra
 from pipeline.context import RunContext
 from pipeline.procs import ProcessFailed
 from pipeline.result import Check, StageResult, Status, Timer
@@ -34,6 +36,12 @@ HELP = "real model server (vLLM CPU build by default) + gateway: health, models,
 CHECKS = ("health", "models", "chat", "stream", "auth", "validation", "metrics")
 # What the result depends on (for the ci cache).
 CACHE_INPUTS = ("app", "pipeline", "pyproject.toml", "uv.lock")
+
+
+def cache_extra(opts: object, root: Path) -> Extra:
+    """Outside the tree: the vLLM CPU install (its version marker) and the tiny model it serves."""
+    return Extra(paths=(str(vllm_cpu.venv_dir() / ".vllm-ready.json"), str(vllm_cpu.model_cache_dir())))
+
 
 Server = Literal["vllm", "simulator"]
 PROMPT = "Say hello to the gateway and the model server."
@@ -353,6 +361,31 @@ def _model_server(
         raise
 
 
+def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
+    """What this run exercises (promotion evidence): the gateway from the source tree, and which model server.
+
+    Never the release's image digests: locally no image runs. `ci` binds it to its build's
+    release when the tree is the one the build pinned (pipeline.promotion.bind_subject).
+    """
+    from pipeline import promotion as pm
+    from pipeline.gitops import safe_url
+
+    if opts.target:
+        kind, server = "target", f"already-running server at {safe_url(opts.target)}"
+    elif opts.server == "simulator":
+        kind, server = "simulator", "vLLM-compatible simulator (app/simulator)"
+    else:
+        kind, server = "vllm-cpu", "vLLM CPU build serving the tiny local random-weight model"
+    return pm.source_subject(
+        ctx.repo_root,
+        kind,
+        gateway="source tree (not an image)",
+        model_server=server,
+        model=opts.model,
+        model_revision=None,
+    )
+
+
 class _SetupFailed(Exception):
     """A set-up step failed and was recorded as a FAILED check."""
 
@@ -363,6 +396,7 @@ def run(opts: SmokeOptions, ctx: RunContext) -> StageResult:
 
     checks: list[Check] = []
     evidence: dict[str, Any] = {"model": opts.model, "target": opts.target}
+    evidence["subject"] = _subject(opts, ctx)
     with Timer() as total:
         try:
             with _model_server(opts, ctx, checks, evidence) as upstream:

@@ -7,15 +7,16 @@ fixture project from the test suite without recursing into the suite itself.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
+import os
 import shlex
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from pipeline import policy
+from pipeline.cache import TRACKED, Extra
 from pipeline.checks import run_command
 from pipeline.context import RunContext
 from pipeline.result import Check, StageResult, Status, Timer
@@ -26,9 +27,12 @@ log = logging.getLogger(__name__)
 NAME = "test"
 HELP = "ruff, ruff format --check, mypy, pytest (unit), Rego tests, helm lint; JUnit in the run dir"
 CHECKS = ("ruff", "format", "mypy", "pytest", "rego", "chart")
-# What the result depends on (for the ci cache); tool identities are added by ci.
-CACHE_INPUTS = ("app", "pipeline", "tests", "policies", "charts", "loadtests", "pyproject.toml", "uv.lock")
-CACHE_TOOLS = ("ruff", "mypy", "helm")
+# What the result depends on (for the ci cache): the unit tests may read any file of the tree
+# (docs, environments, Makefile, ...), so every file git knows; tool identities are added by ci.
+CACHE_INPUTS = (TRACKED,)
+CACHE_TOOLS = ("ruff", "mypy", "helm", "hadolint", "trivy", "promtool")
+# The CRD schemas the suites validate against live outside the tree (tests/conftest.py).
+CRD_SCHEMAS_TEST_ENV = "CRD_SCHEMA_LOCATION"
 
 
 @dataclass
@@ -46,6 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markers", default="not slow", help="pytest -m expression (default: 'not slow')")
     parser.add_argument("--pytest-args", default="", help="extra pytest arguments, one shell-quoted string")
     parser.add_argument("--skip", action="append", default=[], choices=CHECKS, help="skip a check (repeatable)")
+
+
+def cache_extra(opts: TestOptions | argparse.Namespace, root: Path) -> Extra:
+    """The CRD schema directory the suites read (outside the tree), and the variable that moves it."""
+    location = Path(
+        os.environ.get(CRD_SCHEMAS_TEST_ENV) or (getattr(opts, "root", None) or root).parent / "shared/schemas/crds"
+    )
+    paths = (str(location),) if location.is_dir() else ()
+    return Extra(paths=paths, facts={CRD_SCHEMAS_TEST_ENV: str(location)})
 
 
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
@@ -69,45 +82,39 @@ def _junit_numbers(path: Path) -> dict[str, float]:
 
 
 def _rego_check(root: Path) -> Check:
-    """Delegate to the policy module's test runner (owned by the chart/policy work)."""
-    if not any((root / "policies").glob("**/*.rego")):
+    """Run every `test_*` rule (pipeline.policy) and require a test file for every policy.
+
+    FAILED when a Rego test fails (each named with file and rule), when a policy has no
+    `x_test.rego` with at least one `test_*` rule, or when policies exist but define no tests.
+    """
+    policies = root / "policies"
+    if not any(policies.glob("**/*.rego")):
         return Check(name="rego", status=Status.SKIPPED, detail="no policies/*.rego in this project")
-    try:
-        policy = importlib.import_module("pipeline.policy")
-    except ModuleNotFoundError:
-        return Check(
-            name="rego", status=Status.SKIPPED, detail="pipeline.policy (Rego test runner) not implemented yet"
-        )
-    runner = next(
-        (getattr(policy, n) for n in ("run_tests", "test_policies", "run_policy_tests") if hasattr(policy, n)), None
-    )
-    if runner is None:
-        return Check(name="rego", status=Status.SKIPPED, detail="pipeline.policy exposes no run_tests()")
     with Timer() as t:
         try:
-            outcome: Any = runner(root / "policies")
-        except Exception as exc:  # the runner is another module: report, don't crash the stage
+            outcomes = policy.run_tests(policies)
+            missing = policy.missing_tests(policies)
+        except Exception as exc:  # a policy that does not parse is a failed check, not a crashed stage
             log.exception("policy test runner failed")
             return Check(name="rego", status=Status.FAILED, detail=f"policy test runner raised: {exc}")
-    return _coerce_check("rego", outcome, t.seconds)
+    return rego_verdict(outcomes, missing, t.seconds)
 
 
-def _coerce_check(name: str, outcome: Any, seconds: float) -> Check:
-    """Accept a Check, a StageResult, a list of Checks or a bool from a delegated runner."""
-    if isinstance(outcome, Check):
-        return outcome.model_copy(update={"name": name, "seconds": outcome.seconds or seconds})
-    if isinstance(outcome, StageResult):
-        failed = outcome.failures()
-        detail = "; ".join(f"{c.name}: {c.detail}" for c in failed) or outcome.summary
-        return Check(name=name, status=outcome.status, detail=detail, seconds=seconds)
-    if isinstance(outcome, list) and all(isinstance(c, Check) for c in outcome):
-        failed = [c for c in outcome if c.status is Status.FAILED]
-        status = Status.FAILED if failed else Status.PASSED
-        detail = "; ".join(f"{c.name}: {c.detail}" for c in failed) or f"{len(outcome)} policy tests passed"
-        return Check(name=name, status=status, detail=detail, seconds=seconds, numbers={"tests": len(outcome)})
-    ok = bool(outcome)
+def rego_verdict(outcomes: list[policy.TestOutcome], missing: list[str], seconds: float = 0.0) -> Check:
+    """The `rego` check from the runner's outcomes and the policies lacking tests."""
+    failed = [f"{o.name} {o.detail}".strip() for o in outcomes if not o.passed]
+    problems = [*(f"failed: {f}" for f in failed), *missing]
+    if not outcomes and not missing:
+        problems.append("policies exist but no *_test.rego defines a test_* rule")
+    numbers = {"tests": float(len(outcomes)), "failed": float(len(failed)), "untested_policies": float(len(missing))}
+    if problems:
+        return Check(name="rego", status=Status.FAILED, detail="; ".join(problems), seconds=seconds, numbers=numbers)
     return Check(
-        name=name, status=Status.PASSED if ok else Status.FAILED, detail="" if ok else "failed", seconds=seconds
+        name="rego",
+        status=Status.PASSED,
+        detail=f"{len(outcomes)} Rego tests passed; every policy has tests",
+        seconds=seconds,
+        numbers=numbers,
     )
 
 

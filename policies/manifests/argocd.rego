@@ -1,6 +1,8 @@
 # Argo CD: Applications (and ApplicationSet templates) never use the `default` project; apps of
-# pinned envs (prod) pin every source's targetRevision to a commit or release tag; generated apps
-# sync automatically with prune and self-heal; AppProjects do not allow every repo or destination.
+# envs deploy the chart as an OCI artifact (`chart:` from an allowed chart repository) at an exact
+# SemVer version (no ranges, no `*`, no `+`), never a chart from a git path; apps of pinned envs
+# (prod) pin every git source (the `$values` ref) to a commit or release tag; generated apps sync
+# automatically with prune and self-heal; AppProjects do not allow every repo or destination.
 package main
 
 import data.lib.k8s
@@ -29,8 +31,43 @@ argocd_violations contains msg if {
 	some app in k8s.objects_of_kind("Application")
 	app_env(app) in data.params.pinned_envs
 	some src in app_sources(app)
+	not src.chart
 	not regex.match(data.params.pinned_revision_pattern, object.get(src, "targetRevision", "HEAD"))
 	msg := sprintf("%s (env %s) tracks targetRevision %s; pin a commit or release tag", [k8s.name(app), app_env(app), object.get(src, "targetRevision", "HEAD")])
+}
+
+chart_sources(app) := [src | some src in app_sources(app); src.chart]
+
+argocd_violations contains msg if {
+	some app in k8s.objects_of_kind("Application")
+	app_env(app)
+	count(chart_sources(app)) == 0
+	msg := sprintf("%s (env %s) has no OCI chart source; deploy chart from one of %v", [k8s.name(app), app_env(app), data.params.chart_repos])
+}
+
+argocd_violations contains msg if {
+	some app in k8s.objects_of_kind("Application")
+	app_env(app)
+	some src in chart_sources(app)
+	not src.repoURL in data.params.chart_repos
+	msg := sprintf("%s (env %s) takes chart %s from %s; allowed chart repositories (no scheme): %v", [k8s.name(app), app_env(app), src.chart, src.repoURL, data.params.chart_repos])
+}
+
+argocd_violations contains msg if {
+	some app in k8s.objects_of_kind("Application")
+	app_env(app)
+	some src in chart_sources(app)
+	rev := object.get(src, "targetRevision", "")
+	not regex.match(data.params.chart_version_pattern, rev)
+	msg := sprintf("%s (env %s) chart %s targetRevision %q is not an exact SemVer version (no ranges, no *, no +)", [k8s.name(app), app_env(app), src.chart, rev])
+}
+
+argocd_violations contains msg if {
+	some app in k8s.objects_of_kind("Application")
+	app_env(app)
+	some src in app_sources(app)
+	object.get(src, "path", "") != ""
+	msg := sprintf("%s (env %s) renders git path %s; env apps deploy the pinned OCI chart and read git only through a `ref` source", [k8s.name(app), app_env(app), src.path])
 }
 
 argocd_violations contains msg if {

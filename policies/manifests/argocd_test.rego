@@ -4,17 +4,26 @@ argo_params := {
 	"pinned_envs": ["prod"],
 	"pinned_revision_pattern": "^([0-9a-f]{40}|v[0-9]+\\.[0-9]+\\.[0-9]+)$",
 	"forbidden_projects": ["default"],
+	"chart_repos": ["registry.example.com/llm/charts"],
+	"chart_version_pattern": "^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)(-(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)(\\.(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*)?$",
 }
 
-argo_app(env, project, revision) := {
+oci_chart(version) := {"repoURL": "registry.example.com/llm/charts", "chart": "llm-service", "targetRevision": version}
+
+values_ref(revision) := {"repoURL": "https://git.example.com/x.git", "targetRevision": revision, "ref": "values"}
+
+app_with_sources(env, project, sources) := {
 	"kind": "Application",
 	"metadata": {"name": sprintf("llm-service-%s", [env]), "labels": {"llm.example.com/environment": env}},
 	"spec": {
 		"project": project,
-		"sources": [{"repoURL": "https://git.example.com/x.git", "targetRevision": revision, "path": "charts/llm-service"}],
+		"sources": sources,
 		"syncPolicy": {"automated": {"prune": true, "selfHeal": true}},
 	},
 }
+
+# What the ApplicationSet generates: the OCI chart at a pinned version + the `$values` git ref.
+argo_app(env, project, revision) := app_with_sources(env, project, [oci_chart("0.1.0-g1a2b3c4"), values_ref(revision)])
 
 sha := "0123456789abcdef0123456789abcdef01234567"
 
@@ -44,4 +53,42 @@ test_open_project_denied if {
 	denials := argocd_violations with input as {"items": [proj]} with data.params as argo_params
 	denials["AppProject <p> allows every source repository"]
 	denials["AppProject <p> allows every namespace as a destination"]
+}
+
+test_chart_version_ranges_denied if {
+	every rev in ["~0.1.0", "^0.1", "*", "0.1.x", ">=0.1.0", "0.1", "0.1.0+g1a2b3c4", ""] {
+		app := app_with_sources("dev", "llm-service", [oci_chart(rev), values_ref("main")])
+		msg := sprintf("Application <llm-service-dev> (env dev) chart llm-service targetRevision %q is not an exact SemVer version (no ranges, no *, no +)", [rev])
+		argocd_violations[msg] with input as {"items": [app]} with data.params as argo_params
+	}
+}
+
+test_release_and_per_commit_chart_versions_pass if {
+	every rev in ["0.1.0", "1.20.3", "0.1.0-g1a2b3c4", "0.1.0-g1a2b3c4.dirty-0f61bbe6", "2.0.0-rc.1"] {
+		app := app_with_sources("prod", "llm-service", [oci_chart(rev), values_ref(sha)])
+		count(argocd_violations) == 0 with input as {"items": [app]} with data.params as argo_params
+	}
+}
+
+test_chart_from_git_path_denied if {
+	git_chart := {"repoURL": "https://git.example.com/x.git", "targetRevision": sha, "path": "charts/llm-service"}
+	app := app_with_sources("prod", "llm-service", [git_chart, values_ref(sha)])
+	denials := argocd_violations with input as {"items": [app]} with data.params as argo_params
+	denials["Application <llm-service-prod> (env prod) has no OCI chart source; deploy chart from one of [\"registry.example.com/llm/charts\"]"]
+	denials["Application <llm-service-prod> (env prod) renders git path charts/llm-service; env apps deploy the pinned OCI chart and read git only through a `ref` source"]
+}
+
+test_chart_from_other_repo_or_with_scheme_denied if {
+	every repo in ["oci://registry.example.com/llm/charts", "registry.example.org/charts"] {
+		chart := object.union(oci_chart("0.1.0"), {"repoURL": repo})
+		app := app_with_sources("dev", "llm-service", [chart, values_ref("main")])
+		msg := sprintf("Application <llm-service-dev> (env dev) takes chart llm-service from %s; allowed chart repositories (no scheme): [\"registry.example.com/llm/charts\"]", [repo])
+		argocd_violations[msg] with input as {"items": [app]} with data.params as argo_params
+	}
+}
+
+test_prod_values_ref_must_be_pinned_even_with_a_pinned_chart if {
+	app := app_with_sources("prod", "llm-service", [oci_chart("0.1.0"), values_ref("main")])
+	argocd_violations["Application <llm-service-prod> (env prod) tracks targetRevision main; pin a commit or release tag"] with input as {"items": [app]}
+		with data.params as argo_params
 }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +38,15 @@ RBAC: dict[str, Any] = {
         "tokenlimited": {"models": ["ok"], "max_tokens": 200, "tier": "tiny"},
     },
 }
+
+
+@contextlib.contextmanager
+def refused_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A loopback port where connections are refused for as long as the context lasts:
+    the socket is bound (nobody else can take the port) but never listens."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        yield int(s.getsockname()[1])
 
 
 @dataclass

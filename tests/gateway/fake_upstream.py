@@ -8,6 +8,7 @@ Run: python tests/gateway/fake_upstream.py --port P. Models:
   malformed     HTTP 200 with a body that is not JSON
   hang          never answers
   die-midstream streams two chunks, then drops the connection
+  echo          replies "echo:" + the last message (or prompt) reversed (audit text tests)
 GET /_state shows what arrived (counts, last request id, cancellations); POST /_reset clears
 it; POST /_set {"health": 503, "gen_fail": true} breaks /health or generation.
 """
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-MODELS = ["ok", "slow-stream", "err500", "reject400", "malformed", "hang", "die-midstream"]
+MODELS = ["ok", "slow-stream", "err500", "reject400", "malformed", "hang", "die-midstream", "echo"]
 STATE: dict[str, Any] = {}
 
 
@@ -88,12 +89,16 @@ async def generate(request: Request) -> Response:
         return Response(b"<html>not json", media_type="application/json")
     if model == "hang":
         await asyncio.sleep(3600)
+    text = "a b c"
+    if model == "echo":
+        last = body["messages"][-1]["content"] if chat else body["prompt"]
+        text = "echo:" + str(last)[::-1]
     if not stream:
-        msg = {"role": "assistant", "content": "a b c"}
+        msg = {"role": "assistant", "content": text}
         choice = (
             {"index": 0, "message": msg, "finish_reason": "length"}
             if chat
-            else {"index": 0, "text": "a b c", "finish_reason": "length"}
+            else {"index": 0, "text": text, "finish_reason": "length"}
         )
         return j(
             {
@@ -119,6 +124,9 @@ async def generate(request: Request) -> Response:
                 yield chunk(model, "b ", chat)
                 await asyncio.sleep(0.05)
                 raise ConnectionAbortedError
+            elif model == "echo":
+                for i in range(0, len(text), 7):
+                    yield chunk(model, text[i : i + 7], chat)
             else:
                 for t in ("a", " b", " c"):
                     yield chunk(model, t, chat)

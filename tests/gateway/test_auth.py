@@ -14,7 +14,17 @@ from cryptography.hazmat.primitives import serialization
 
 from app.gateway.tokens import mint_token, write_dev_keys
 
-from .conftest import AUDIENCE, ISSUER, Gateway, assert_openai_error, chat_body
+from .conftest import (
+    AUDIENCE,
+    ISSUER,
+    Gateway,
+    Keys,
+    Upstream,
+    assert_openai_error,
+    chat_body,
+    gateway_env,
+    start_gateway,
+)
 
 
 def _b64(obj: dict[str, object]) -> str:
@@ -121,19 +131,25 @@ def test_no_known_role_is_403(gateway: Gateway, client: httpx.Client) -> None:
     assert_openai_error(r, 403)
 
 
-def test_key_rotation_picks_up_new_kid(gateway: Gateway, client: httpx.Client, tmp_path: Path) -> None:
-    new = write_dev_keys(tmp_path / "rotated", kid="es-rotated")
-    jwks = json.loads(gateway.keys.jwks.read_text())
-    token = mint_token(
-        new.private_key, kid=new.kid, alg="ES256", sub="bob", roles=["user"], issuer=ISSUER, audience=AUDIENCE
-    )
-    assert_openai_error(client.get("/v1/models", headers={"authorization": f"Bearer {token}"}), 401)
-    gateway.keys.jwks.write_text(json.dumps({"keys": jwks["keys"] + json.loads(new.jwks.read_text())["keys"]}))
+def test_key_rotation_picks_up_new_kid(keys: Keys, rbac_file: Path, upstream: Upstream, tmp_path: Path) -> None:
+    # Its own gateway and JWKS file: rewriting the session's JWKS would race other tests.
+    jwks_file = tmp_path / "jwks.json"
+    jwks = json.loads(keys.jwks.read_text())
+    jwks_file.write_text(json.dumps(jwks))
+    env = gateway_env(keys, rbac_file, upstream.url, tmp_path / "audit.log", GATEWAY_JWT_JWKS=str(jwks_file))
+    proc, url = start_gateway("gateway-rotation", env, tmp_path, keys)
     try:
-        r = client.get("/v1/models", headers={"authorization": f"Bearer {token}"})
-        assert r.status_code == 200, r.text
+        with httpx.Client(base_url=url, timeout=10) as client:
+            new = write_dev_keys(tmp_path / "rotated", kid="es-rotated")
+            token = mint_token(
+                new.private_key, kid=new.kid, alg="ES256", sub="bob", roles=["user"], issuer=ISSUER, audience=AUDIENCE
+            )
+            assert_openai_error(client.get("/v1/models", headers={"authorization": f"Bearer {token}"}), 401)
+            jwks_file.write_text(json.dumps({"keys": jwks["keys"] + json.loads(new.jwks.read_text())["keys"]}))
+            r = client.get("/v1/models", headers={"authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
     finally:
-        gateway.keys.jwks.write_text(json.dumps(jwks))
+        proc.stop()
 
 
 def test_auth_failures_are_counted(gateway: Gateway, client: httpx.Client) -> None:

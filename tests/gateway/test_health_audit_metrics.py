@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
-from .conftest import HASH_KEY, Gateway, Upstream, chat_body
+from .conftest import HASH_KEY, Gateway, Keys, Upstream, chat_body, gateway_env, start_gateway
 
 
 def _wait_ready(client: httpx.Client, want: bool, timeout: float = 5) -> httpx.Response:
@@ -71,3 +77,85 @@ def test_metrics_exposed(gateway: Gateway, client: httpx.Client) -> None:
         "gateway_in_flight_requests",
     ):
         assert name in text, name
+
+
+def _audit_record(g: Gateway, request_id: str, timeout: float = 5) -> dict[str, Any]:
+    """The audit line of one request (a stream's line is written as its relay closes: poll)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = [a for a in g.audit() if a["request_id"] == request_id]
+        if recs:
+            return recs[-1]
+        assert time.monotonic() < deadline, f"no audit line for {request_id}"
+        time.sleep(0.02)
+
+
+def _reply_text(r: httpx.Response, stream: bool) -> str:
+    if not stream:
+        choice = r.json()["choices"][0]
+        return str(choice["message"]["content"] if "message" in choice else choice["text"])
+    pieces = []
+    for line in r.text.splitlines():
+        if line.startswith("data: {"):
+            for choice in json.loads(line[len("data: ") :])["choices"]:
+                pieces.append((choice.get("delta") or {}).get("content") or choice.get("text") or "")
+    return "".join(pieces)
+
+
+def _echo_requests(g: Gateway, c: httpx.Client) -> list[tuple[str, str, str]]:
+    """Unary and streaming chat + completions with a unique marker; the fake "echo" model
+    replies with the marker reversed. Returns (request id, prompt marker, completion marker)."""
+    out = []
+    for route in ("/v1/chat/completions", "/v1/completions"):
+        for stream in (False, True):
+            marker = f"prompt-marker-{uuid.uuid4().hex}"
+            rid = f"text-{uuid.uuid4().hex[:12]}"
+            body: dict[str, Any] = (
+                chat_body("echo", content=marker, stream=stream)
+                if route == "/v1/chat/completions"
+                else {"model": "echo", "prompt": marker, "max_tokens": 8, "stream": stream}
+            )
+            r = c.post(route, json=body, headers={**g.auth(roles=("admin",)), "x-request-id": rid})
+            assert r.status_code == 200, r.text
+            completion = marker[::-1]
+            assert _reply_text(r, stream) == "echo:" + completion
+            out.append((rid, marker, completion))
+    return out
+
+
+def test_audit_never_contains_prompt_or_completion_text_by_default(gateway: Gateway, client: httpx.Client) -> None:
+    assert gateway.env.get("GATEWAY_AUDIT_INCLUDE_TEXT") is None  # the default
+    sent = _echo_requests(gateway, client)
+    for rid, _, _ in sent:
+        rec = _audit_record(gateway, rid)
+        assert rec["status"] == 200 and "text" not in rec
+    raw = gateway.audit_log.read_text()
+    for _, prompt, completion in sent:
+        assert prompt not in raw and prompt[::-1] not in raw and completion not in raw
+
+
+@pytest.fixture(scope="module")
+def text_gateway(
+    tmp_path_factory: pytest.TempPathFactory, keys: Keys, rbac_file: Path, upstream: Upstream
+) -> Iterator[Gateway]:
+    d = tmp_path_factory.mktemp("gw-text")
+    audit = d / "audit.log"
+    env = gateway_env(keys, rbac_file, upstream.url, audit, GATEWAY_AUDIT_INCLUDE_TEXT="true")
+    proc, url = start_gateway("gateway-text", env, d, keys)
+    try:
+        yield Gateway(url, proc, audit, keys, env)
+    finally:
+        proc.stop()
+
+
+def test_audit_include_text_logs_prompt_and_completion(text_gateway: Gateway) -> None:
+    g = text_gateway
+    with httpx.Client(base_url=g.url, timeout=10) as c:
+        sent = _echo_requests(g, c)
+    for rid, prompt, completion in sent:
+        rec = _audit_record(g, rid)
+        assert rec["status"] == 200
+        assert prompt in str(rec["text"]["prompt"]), rec
+        assert completion in str(rec["text"]["completion"]), rec
+    raw = g.audit_log.read_text()
+    assert all(p in raw and c in raw for _, p, c in sent)

@@ -115,3 +115,33 @@ def test_unknown_model_404_names_it(gateway: Gateway, client: httpx.Client, upst
 
 def test_unknown_route_is_openai_shaped(client: httpx.Client) -> None:
     assert_openai_error(client.get("/v1/nothing"), 404)
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
+def test_disallowed_model_is_403_whether_or_not_it_exists(
+    route: str, gateway: Gateway, client: httpx.Client, upstream: Upstream
+) -> None:
+    # RBAC runs before the served-model check: 403 vs 404 must not tell a restricted caller
+    # which models are served.
+    upstream.reset()
+    errors = []
+    for model in ("err500", "no-such-model-xyz"):  # served / not served, neither allowed to "user"
+        body: dict[str, object] = (
+            chat_body(model)
+            if route.endswith("chat/completions")
+            else {"model": model, "prompt": "hi", "max_tokens": 4}
+        )
+        r = client.post(route, json=body, headers=gateway.auth(roles=("user",)))
+        err = assert_openai_error(r, 403, param="model")
+        errors.append({**err, "message": err["message"].replace(model, "M")})
+    assert errors[0] == errors[1] and errors[0]["code"] == "model_not_allowed"
+    assert upstream.state()["requests"] == 0
+    # A caller allowed everything ("*") still learns that a model is not served.
+    r = client.post(
+        route,
+        json=chat_body("no-such-model-xyz")
+        if route.endswith("chat/completions")
+        else {"model": "no-such-model-xyz", "prompt": "hi", "max_tokens": 4},
+        headers=gateway.auth(roles=("admin",)),
+    )
+    assert_openai_error(r, 404, param="model")

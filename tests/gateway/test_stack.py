@@ -25,9 +25,15 @@ def test_local_stack_with_simulator(tmp_path: Path) -> None:
         )
         assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) == 5
         assert [m.id for m in sdk.models.list()] == ["sim-llama"]
-        # Unknown model is refused by the gateway, before the simulator.
+        # Unknown model is refused by the gateway, before the simulator: 404 for a caller
+        # allowed any model ("*"), 403 for one that may not use it (no model enumeration).
+        admin = openai.OpenAI(
+            base_url=f"{stack.gateway_url}/v1", api_key=stack.mint(sub="e2e", roles=("admin",)), max_retries=0
+        )
         with pytest.raises(openai.NotFoundError):
-            sdk.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
+            admin.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.PermissionDeniedError):
+            sdk.completions.create(model="other", prompt="hi")
         ready = stack.gateway.wait_http  # readiness needs one successful probe generation
         ready(f"{stack.gateway_url}/readyz", timeout=15)
         assert httpx.get(f"{stack.gateway_url}/readyz").json()["ready"] is True

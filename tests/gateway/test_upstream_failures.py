@@ -10,9 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline.procs import free_port
-
-from .conftest import Gateway, Keys, Upstream, assert_openai_error, chat_body, gateway_env, start_gateway
+from .conftest import (
+    Gateway,
+    Keys,
+    Upstream,
+    assert_openai_error,
+    chat_body,
+    gateway_env,
+    refused_port,
+    start_gateway,
+)
 
 
 @pytest.mark.parametrize(("model", "status"), [("err500", 502), ("malformed", 502), ("hang", 504)])
@@ -52,7 +59,8 @@ def test_midstream_death_ends_with_error_event(gateway: Gateway) -> None:
 def test_client_disconnect_cancels_upstream(gateway: Gateway, upstream: Upstream) -> None:
     upstream.reset()
     body = chat_body("slow-stream", stream=True)
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=gateway.auth()) as r:
+    headers = {**gateway.auth(), "x-request-id": "disconnect-1"}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=headers) as r:
         for line in r.iter_lines():
             if line.startswith("data:"):
                 break  # leave after the first chunk: closing the response drops the connection
@@ -61,21 +69,36 @@ def test_client_disconnect_cancels_upstream(gateway: Gateway, upstream: Upstream
         time.sleep(0.05)
     st = upstream.state()
     assert st["cancelled"] == 1 and st["finished_streams"] == 0
-    # The audit line records the disconnect.
-    time.sleep(0.1)
-    rec = [a for a in gateway.audit() if a["model"] == "slow-stream"][-1]
+    # The audit line records the disconnect (written when the relay closes: poll for it).
+    deadline = time.monotonic() + 5
+    while not (recs := [a for a in gateway.audit() if a["request_id"] == "disconnect-1"]):
+        assert time.monotonic() < deadline, "no audit line for the disconnected stream"
+        time.sleep(0.02)
+    rec = [a for a in recs if a["model"] == "slow-stream"][-1]
     assert rec["status"] == 499
 
 
 @pytest.fixture(scope="module")
 def dead_upstream_gateway(gw_dir: Path, keys: Keys, rbac_file: Path) -> Iterator[Gateway]:
     audit = gw_dir / "audit-dead.log"
-    env = gateway_env(keys, rbac_file, f"http://127.0.0.1:{free_port()}", audit)
-    proc, url = start_gateway("gateway-dead", env, gw_dir, keys)
-    try:
-        yield Gateway(url, proc, audit, keys, env)
-    finally:
-        proc.stop()
+    # A bound socket that never listens: connections are refused for the fixture's lifetime
+    # (a merely free port could be taken by another process meanwhile). Small timeouts, so
+    # "promptly" below would fail if they were not honoured (the defaults are 2 s / 120 s).
+    with refused_port() as port:
+        env = gateway_env(
+            keys,
+            rbac_file,
+            f"http://127.0.0.1:{port}",
+            audit,
+            GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECONDS="1",
+            GATEWAY_UPSTREAM_READ_TIMEOUT_SECONDS="1",
+            GATEWAY_READY_PROBE_TIMEOUT="1",
+        )
+        proc, url = start_gateway("gateway-dead", env, gw_dir, keys)
+        try:
+            yield Gateway(url, proc, audit, keys, env)
+        finally:
+            proc.stop()
 
 
 def test_refused_upstream_is_503_and_not_ready(dead_upstream_gateway: Gateway) -> None:
@@ -85,7 +108,8 @@ def test_refused_upstream_is_503_and_not_ready(dead_upstream_gateway: Gateway) -
         assert_openai_error(c.post("/v1/chat/completions", json=chat_body(), headers=g.auth()), 503)
         assert_openai_error(c.post("/v1/chat/completions", json=chat_body(stream=True), headers=g.auth()), 503)
         assert_openai_error(c.get("/v1/models", headers=g.auth()), 503)
-        assert time.monotonic() - t0 < 3
+        # Promptly: far below the 120 s read-timeout default, generous for a shared machine.
+        assert time.monotonic() - t0 < 10
         assert c.get("/healthz").status_code == 200
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["ready"] is False

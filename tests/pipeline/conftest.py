@@ -16,4 +16,10 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
     monkeypatch.setenv("TRIVY_CACHE_DIR", str(tmp_path / "trivy-cache"))  # no DB here, never the user's
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    return RunContext(run_dir=run_dir, repo_root=tmp_path / "repo", console=Console(stderr=True, force_terminal=False))
+    # The local executor, even when the suite itself runs inside a Dagger function (PIPELINE_EXECUTOR=dagger).
+    return RunContext(
+        run_dir=run_dir,
+        repo_root=tmp_path / "repo",
+        console=Console(stderr=True, force_terminal=False),
+        executor="local",
+    )

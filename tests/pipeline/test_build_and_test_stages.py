@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.context import RunContext
 from pipeline.release import Release
-from pipeline.result import Status
+from pipeline.result import Check, Status
 from pipeline.stages import build, test
 
 
@@ -103,3 +103,75 @@ def test_test_stage_fails_on_a_failing_test_and_lint(ctx: RunContext) -> None:
     assert {"pytest", "ruff"} <= failed
     pytest_check = next(c for c in result.checks if c.name == "pytest")
     assert "1 tests, 1 failed" in pytest_check.detail
+
+
+def test_local_docker_build_is_not_a_release_pin(ctx: RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local image ID is evidence, never a registry digest: images_built stays False without a push."""
+    monkeypatch.setattr(build, "engine_status", lambda: (True, "test engine"))
+    local_id = "sha256:" + "e" * 64
+
+    def fake_build(root: Path, target: str, tag: str, log_dir: Path) -> tuple[Check, str | None]:
+        return Check(name=f"image {target}", status=Status.PASSED, detail="built"), local_id
+
+    monkeypatch.setattr(build, "_docker_build", fake_build)
+    root = ctx.repo_root
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "Dockerfile").write_text("FROM python:3.11-slim@sha256:" + "0" * 64 + " AS gateway\nUSER 1000\n")
+    result = build.run(build.BuildOptions(skip_dist=True), ctx)
+    release = build.release_of(result)
+    assert release is not None and release.images_built is False
+    assert release.gateway_digest == build.context_digest(root, "gateway") != local_id
+    assert result.evidence["local_image_ids"] == {"gateway": local_id, "vllm": local_id, "pipeline": local_id}
+    assert result.evidence["tool_images"] == {}
+    assert "not pushed" in result.summary
+
+
+POLICY = 'package main\n\ndeny contains "always" if true\n'
+
+
+def rego_project(root: Path) -> Path:
+    pol = root / "policies"
+    pol.mkdir(parents=True)
+    (pol / "p.rego").write_text(POLICY)
+    (pol / "p_test.rego").write_text(
+        "package main\n\ntest_no_denials if count(deny) == 0\n\ntest_one if count(deny) == 1\n"
+    )
+    return root
+
+
+NOT_REGO = ["ruff", "format", "mypy", "pytest", "chart"]
+
+
+def test_failing_rego_test_fails_the_test_stage(ctx: RunContext) -> None:
+    root = rego_project(ctx.repo_root)
+    result = test.run(test.TestOptions(root=root, skip=NOT_REGO), ctx)
+    rego = next(c for c in result.checks if c.name == "rego")
+    assert result.status is Status.FAILED and rego.status is Status.FAILED
+    assert "p_test.rego:test_no_denials" in rego.detail and "test_one" not in rego.detail
+    assert rego.numbers == {"tests": 2, "failed": 1, "untested_policies": 0}
+
+
+def test_policy_without_tests_fails_the_test_stage(ctx: RunContext) -> None:
+    root = rego_project(ctx.repo_root)
+    (root / "policies" / "p_test.rego").write_text("package main\n\ntest_one if count(deny) == 1\n")
+    (root / "policies" / "lonely.rego").write_text('package main\n\ndeny contains "x" if false\n')
+    result = test.run(test.TestOptions(root=root, skip=NOT_REGO), ctx)
+    rego = next(c for c in result.checks if c.name == "rego")
+    assert rego.status is Status.FAILED
+    assert "lonely.rego has no test file lonely_test.rego" in rego.detail
+    # ...and once it has a test, the stage passes (every outcome mapped, not the list's truthiness).
+    (root / "policies" / "lonely_test.rego").write_text("package main\n\ntest_lonely if count(deny) == 1\n")
+    result = test.run(test.TestOptions(root=root, skip=NOT_REGO), ctx)
+    assert result.status is Status.PASSED, [c.detail for c in result.failures()]
+    assert next(c for c in result.checks if c.name == "rego").numbers["tests"] == 2
+
+
+def test_rego_verdict_maps_outcomes() -> None:
+    from pipeline.policy import TestOutcome
+
+    ok = TestOutcome(Path("a_test.rego"), "test_a", True)
+    bad = TestOutcome(Path("a_test.rego"), "test_b", False, "= False")
+    assert test.rego_verdict([ok], []).status is Status.PASSED
+    assert test.rego_verdict([ok, bad], []).status is Status.FAILED
+    assert test.rego_verdict([ok], ["policy x.rego has no test file x_test.rego"]).status is Status.FAILED
+    assert test.rego_verdict([], []).status is Status.FAILED  # policies but not one test

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import types
 import xml.etree.ElementTree as ET
@@ -59,6 +60,7 @@ class PromoteRecorder:
             release: Release | None = None
             evidence: dict[str, Any] | None = None
             run_id: str | None = None
+            gitops_repo: str | None = None
 
         def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             self.calls.append(opts)
@@ -218,3 +220,56 @@ def test_junit_is_well_formed(ctx: RunContext, repo: Path) -> None:
     assert names[:5] == ["test", "build", "scan", "render", "smoke"]
     failure = root.find(".//testsuite[@name='smoke']/testcase/failure")
     assert failure is not None and "smoke failed" in (failure.get("message") or "")
+
+
+def test_dagger_without_gitops_remote_skips_promotion_never_passes(
+    ctx: RunContext, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PIPELINE_GITOPS_REPO", raising=False)
+    promoted: list[Any] = []
+    dagger_ctx = dataclasses.replace(ctx, executor="dagger")
+    result = ci.run(ci.CiOptions(), dagger_ctx, loader=make_loader({}, [], promoted))
+    assert promoted == []  # the container's own bare repo would be thrown away with it
+    report = json.loads((ctx.run_dir / "report.json").read_text())
+    promote = next(s for s in report["stages"] if s["stage"] == "promote")
+    assert promote["status"] == "skipped"
+    assert (
+        promote["summary"]
+        == "not promoted: no GitOps remote configured; promotion would be discarded with the container"
+    )
+    assert report["promoted"] is False and any(u.startswith("promote:") for u in report["unproven"])
+    assert result.status is not Status.FAILED
+
+    # A path inside the container is no better than the default.
+    ci.run(ci.CiOptions(gitops_repo="/tmp/gitops.git"), dagger_ctx, loader=make_loader({}, [], promoted))
+    assert promoted == []
+
+    # A real remote (--gitops-repo or $PIPELINE_GITOPS_REPO) is promoted into.
+    remote = "ssh://git@git.example.com/llm/gitops.git"
+    ci.run(ci.CiOptions(gitops_repo=remote), dagger_ctx, loader=make_loader({}, [], promoted))
+    assert [o.gitops_repo for o in promoted] == [remote]
+    monkeypatch.setenv("PIPELINE_GITOPS_REPO", "git@git.example.com:llm/gitops.git")
+    ci.run(ci.CiOptions(), dagger_ctx, loader=make_loader({}, [], promoted))
+    assert len(promoted) == 2
+
+
+def test_gitops_remote_discard_reason() -> None:
+    from pipeline import gitops_remote as gr
+
+    assert gr.discard_reason("local", None) is None  # the local bare repo persists
+    assert gr.discard_reason("dagger", None) == gr.NO_REMOTE
+    for url in ("/srv/gitops.git", "file:///x/gitops.git", "gitops.git", "./gitops"):
+        assert gr.discard_reason("dagger", url) is not None, url
+    for url in ("ssh://git@h/x.git", "https://h/x.git", "git@h:x/y.git", "h.example.com:x/y.git"):
+        assert gr.discard_reason("dagger", url) is None, url
+
+
+def test_scan_is_not_given_a_render_dir_render_scans_its_own_output(ctx: RunContext) -> None:
+    from pipeline.stages import render, scan
+
+    rendered = StageResult(stage="render", status=Status.PASSED, evidence={"out": "/x", "render_dir": "/x"})
+    opts = ci._own_options("scan", scan, ci.CiOptions(), {"render": rendered})
+    assert opts is not None and opts.render_dir is None
+    assert ci.ORDER.index("scan") < ci.ORDER.index("render")
+    ropts = ci._own_options("render", render, ci.CiOptions(crd_schemas="/schemas"), {})
+    assert isinstance(ropts, render.RenderOptions) and ropts.crd_schemas == "/schemas"

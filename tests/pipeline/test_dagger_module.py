@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
+import types
+import typing
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -70,6 +73,100 @@ def test_function_arguments_match_cli_flags(verb: str, functions: dict[str, Any]
     )
     for dest, action in actions.items():
         assert plan.flag_for(verb, dest) in action.option_strings, f"{verb}: no flag for {dest}"
+    hints = typing.get_type_hints(getattr(dagger_pkg.Pipeline, verb), include_extras=True)
+    for dest, action in actions.items():
+        got = _base_type(hints[dest])
+        want = _cli_types(action)
+        assert got in want, f"Dagger `{verb}` arg {dest}: {got} but the CLI parses {sorted(map(str, want))}"
+
+
+def _base_type(hint: Any) -> Any:
+    """`Annotated[X | None, ...]` → X; `list[str]` stays `list[str]`."""
+    if typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        assert len(args) == 1, hint
+        hint = args[0]
+    return hint
+
+
+def _cli_types(action: argparse.Action) -> set[Any]:
+    """Dagger types that carry what this argparse action parses (a path may arrive as a mounted Directory/File)."""
+    import dagger
+
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+        return {bool}
+    scalar = action.type if isinstance(action.type, type) else str
+    accepted: set[Any] = {scalar}
+    if scalar in (str, Path):
+        accepted = {str, dagger.Directory, dagger.File}
+    if isinstance(action, argparse._AppendAction):
+        return {list[t] for t in accepted}
+    return accepted
+
+
+def test_type_comparison_catches_a_mismatch() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image", dest="images", action="append", default=[])
+    actions = {a.dest: a for a in parser._actions}
+    assert _base_type(typing.Annotated[str | None, "doc"]) not in _cli_types(actions["duration"])
+    assert _base_type(typing.Annotated[float | None, "doc"]) in _cli_types(actions["duration"])
+    assert _base_type(int) in _cli_types(actions["seed"]) and float not in _cli_types(actions["seed"])
+    assert _base_type(list[str] | None) in _cli_types(actions["images"])
+
+
+STAGE_TOOL_RE = re.compile(r"(?<![\w.])(?:tools\.)?(?:require|find)\(\s*[\"']([\w.-]+)[\"']\s*\)")
+
+
+def stage_tools(verb: str) -> set[str]:
+    """External tools a stage module asks for by name (`require("x")`, `find("x")`), not from the venv."""
+    from pipeline import tools
+
+    src = (REPO / "pipeline" / "stages" / f"{verb}.py").read_text()
+    return {t for t in STAGE_TOOL_RE.findall(src) if t not in tools.VENV_TOOLS}
+
+
+def test_stage_tool_scan_sees_require_calls() -> None:
+    assert STAGE_TOOL_RE.findall('helm = require("helm")\np = tools.require("promtool")\nx = text.find("{")') == [
+        "helm",
+        "promtool",
+    ]
+    assert {"helm", "promtool"} <= stage_tools("render")
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_tool_a_stage_requires_is_installed_by_its_plan(verb: str, dagger_pkg: Any) -> None:
+    plan = importlib.import_module("pipeline_dagger.plan")
+    from pipeline.stages import ci
+
+    stages = ci.ORDER if verb == "ci" else (verb,)
+    needed = set().union(*(stage_tools(s) for s in stages if (REPO / "pipeline" / "stages" / f"{s}.py").is_file()))
+    listed = set(plan.TOOLS.get(verb, ()))
+    assert needed <= listed, f"plan.TOOLS[{verb!r}] lacks {sorted(needed - listed)} (the stage requires them)"
+    setup = plan.plan(verb, {}).setup
+    if needed:
+        assert [".venv/bin/python", "-m", "pipeline.tools", "ensure", *plan.TOOLS[verb]] in setup
+
+
+def test_crd_schemas_and_gitops_key_are_mounted_not_flags(dagger_pkg: Any) -> None:
+    plan = importlib.import_module("pipeline_dagger.plan")
+    cli = importlib.import_module("pipeline.cli")
+    p = plan.plan("render", {"crd_schemas": plan.CRD_SCHEMAS_MOUNT, "env": ["dev"]})
+    args = cli.build_parser(cli.discover()).parse_args(p.command[3:])
+    assert args.crd_schemas == plan.CRD_SCHEMAS_MOUNT and not plan.CRD_SCHEMAS_MOUNT.startswith(plan.WORKDIR)
+    argv = plan.cli_args(
+        "ci", {"gitops_repo": "ssh://git@git.example.com/llm/gitops.git", "gitops_ssh_key": object(),
+               "gitops_known_hosts": object(), "crd_schemas": plan.CRD_SCHEMAS_MOUNT},
+    )  # fmt: skip
+    assert argv == ["--gitops-repo", "ssh://git@git.example.com/llm/gitops.git", "--crd-schemas", "/crd-schemas"]
+    assert plan.git_ssh_command(False) == f"ssh -i {plan.GITOPS_SSH_KEY} -o IdentitiesOnly=yes"
+    assert f"UserKnownHostsFile={plan.GITOPS_KNOWN_HOSTS}" in plan.git_ssh_command(True)
+    assert any("openssh-client" in " ".join(step) for step in plan.plan("ci", {}).setup)
+    src = (REPO / "pipeline" / "dagger" / "src" / "pipeline_dagger" / "main.py").read_text()
+    assert "with_mounted_secret(GITOPS_SSH_KEY" in src and "with_mounted_directory(CRD_SCHEMAS_MOUNT" in src
 
 
 def test_plan_runs_the_same_cli_inside_a_pinned_container(dagger_pkg: Any) -> None:

@@ -98,8 +98,48 @@ def make_release() -> Callable[..., Release]:
     return make
 
 
-def ci_evidence(failed: str | None = None) -> dict[str, StageResult]:
+def subject_of(rel: Release, kind: str = "release") -> dict[str, object]:
+    """What a gate that really exercised `rel` records (digests for images, id + commit always)."""
     return {
-        name: StageResult(stage=name, status=Status.FAILED if name == failed else Status.PASSED, summary=f"{name} ok")
+        "kind": kind,
+        "release_id": rel.id,
+        "commit": rel.commit,
+        "gateway_digest": rel.gateway_digest,
+        "vllm_digest": rel.vllm_digest,
+        "model_revision": rel.model_revision,
+    }
+
+
+def ci_evidence(
+    failed: str | None = None, rel: Release | None = None, *, staging_slo: bool = True
+) -> dict[str, StageResult]:
+    """Gates of a ci run that exercised `rel` (default: make_release(1)), loadtest on dev.
+
+    `staging_slo` adds the staging SLO gate a prod promotion needs (in real life attached later
+    by `loadtest --env staging --attach`; tests of that path attach it for real).
+    """
+    rel = rel or Release(
+        id="0.1.0+g0000001",
+        commit=f"{1:040d}",
+        chart_version="0.1.0",
+        gateway_digest=_digest("gw1"),
+        vllm_digest=_digest("vllm1"),
+        model_revision="rev1",
+    )
+    out = {
+        name: StageResult(
+            stage=name,
+            status=Status.FAILED if name == failed else Status.PASSED,
+            summary=f"{name} ok",
+            evidence={"subject": subject_of(rel), **({"env": "dev"} if name == "loadtest" else {})},
+        )
         for name in ("test", "scan", "smoke", "loadtest")
     }
+    if staging_slo:
+        out["loadtest@staging"] = StageResult(
+            stage="loadtest",
+            status=Status.PASSED,
+            summary="loadtest staging ok",
+            evidence={"subject": subject_of(rel), "env": "staging"},
+        )
+    return out

@@ -30,7 +30,7 @@ def clone(remote: str, tmp_path: Path, name: str) -> GitOpsRepo:
 
 def to_prod(remote: str, tmp_path: Path, rel: Release, n: int) -> StageResult:
     ctx = RunContext(run_dir=tmp_path / f"p{n}")
-    dev = promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote)
+    dev = promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(rel=rel), gitops_repo=remote)
     assert promote.run(dev, ctx).ok
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
     opts = promote.PromoteOptions(
@@ -164,7 +164,7 @@ def test_prod_promotion_without_the_applicationset_pushes_nothing(
     ctx = RunContext(run_dir=tmp_path / "p")
     rel = make_release(1, images_built=False)
     assert promote.run(
-        promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), ctx
+        promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(rel=rel), gitops_repo=remote), ctx
     ).ok
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
     before = clone(remote, tmp_path, "before").head()

@@ -24,7 +24,9 @@ def clone(remote: str, tmp_path: Path, name: str = "check") -> GitOpsRepo:
 
 def to_dev(remote: str, ctx: RunContext, rel: Release, **kw: object) -> promote.StageResult:
     return promote.run(
-        promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), run_id="run-1", gitops_repo=remote, **kw),  # type: ignore[arg-type]
+        promote.PromoteOptions(
+            to="dev", release=rel, evidence=ci_evidence(rel=rel), run_id="run-1", gitops_repo=remote, **kw
+        ),  # type: ignore[arg-type]
         ctx,
     )
 
@@ -46,7 +48,10 @@ def test_dev_promotion_is_one_commit_with_trailers_and_evidence(
     assert head.trailer("Promoted-By") == "ci-bot"
     evidence = json.loads(repo.file(f"environments/dev/evidence/{rel.id}.json").read_text())
     assert evidence["gates"]["smoke"]["status"] == "passed"
-    assert evidence["gates"]["smoke"]["digests"]["gateway"] == rel.gateway_digest
+    # The bundle carries what the stage recorded it exercised, not the release's pins.
+    assert evidence["gates"]["smoke"]["subject"]["gateway_digest"] == rel.gateway_digest
+    assert "digests" not in evidence["gates"]["smoke"]
+    assert head.trailer("Actor-Source") == "override (--actor)"
     # Only the release file and the evidence changed.
     changed = git("show", "--name-only", "--format=", "HEAD", cwd=repo.path).split()
     assert sorted(changed) == [f"environments/dev/evidence/{rel.id}.json", "environments/dev/release.yaml"]
@@ -99,7 +104,7 @@ def test_failed_gate_refuses_and_pushes_nothing(
 ) -> None:
     head = clone(remote, tmp_path).head()
     opts = promote.PromoteOptions(
-        to="dev", release=make_release(1), evidence=ci_evidence(failed="scan"), gitops_repo=remote
+        to="dev", release=make_release(1), evidence=ci_evidence(failed="scan", rel=make_release(1)), gitops_repo=remote
     )
     res = promote.run(opts, ctx)
     assert res.status is Status.FAILED

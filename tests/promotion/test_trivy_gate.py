@@ -82,7 +82,7 @@ def staged(remote: str, tmp_path: Path, make_release: Callable[..., Release]) ->
     rel = make_release(1)
     ctx = RunContext(run_dir=tmp_path / "p")
     assert promote.run(
-        promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), ctx
+        promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(rel=rel), gitops_repo=remote), ctx
     ).ok
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
     return rel
@@ -150,5 +150,7 @@ def test_missing_report_refuses(
     ]
     # No file at all is refused too, with the hint where reports come from.
     res = to_prod(remote, tmp_path, None)
-    assert any("no VulnerabilityReports given (--trivy-reports FILE" in c.detail for c in res.checks)
+    assert any(
+        "no VulnerabilityReports given (--trivy-reports cluster[:CONTEXT] or FILE" in c.detail for c in res.checks
+    )
     assert prod_release(remote, tmp_path) is None

@@ -13,14 +13,17 @@ from pipeline.result import StageResult
 from pipeline.stages import render
 
 # What `render` reads; planted violations edit these copies, never the repo.
-COPIED = ("charts", "environments", "policies", "docs/runbooks")
+COPIED = ("charts", "environments", "policies", "docs/runbooks", ".trivyignore.yaml")
 
 
 @pytest.fixture
 def repo_copy(repo_root: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "repo"
     for rel in COPIED:
-        shutil.copytree(repo_root / rel, dest / rel)
+        if (repo_root / rel).is_dir():
+            shutil.copytree(repo_root / rel, dest / rel)
+        else:
+            shutil.copy2(repo_root / rel, dest / rel)
     return dest
 
 

@@ -34,6 +34,11 @@ def test_render_all_passes_on_repo(repo_root: Path, run_render: RenderFn, tmp_pa
         "policy argocd",
     } <= names
     assert not result.skipped()
+    # Every policy has a test (cheap, here); the Rego tests themselves run once, in `test`.
+    assert "policy tests present" in names and "policy unit tests" not in names
+    # One ignore file for both Trivy gates: the root one, validated; the old per-render one is gone.
+    ignorefile = next(c for c in result.checks if c.name == "trivy ignorefile")
+    assert ignorefile.status is Status.PASSED and not (repo_root / "policies/.trivyignore.yaml").exists()
     # The generated Applications are rendered and checked too.
     argocd = (tmp_path / "out" / "argocd" / "manifests.yaml").read_text()
     assert "name: llm-service-prod" in argocd
@@ -89,7 +94,7 @@ def test_privileged_container_fails(repo_copy: Path, run_render: RenderFn) -> No
     text = failure_text(result)
     assert "policy security: container <vllm> in Deployment <llm-service> is privileged" in text
     # trivy flags it as well (HIGH), naming the env.
-    assert re.search(r"\[trivy config\] prod: KSV-?0*17 HIGH", text), text
+    assert re.search(r"\[trivy config\] prod/manifests\.yaml: KSV-?0*17 HIGH", text), text
 
 
 def test_bad_values_type_fails(repo_copy: Path, run_render: RenderFn) -> None:
@@ -227,3 +232,40 @@ def test_pinned_prod_revision_still_validates(repo_copy: Path, run_render: Rende
     assert len([a for a, b in zip(before.splitlines(), appset.read_text().splitlines(), strict=True) if a != b]) == 1
     result = run_render(repo_copy, ["prod"], skip=FAST)
     assert result.status is Status.PASSED, failure_text(result)
+
+
+def test_trivy_finding_accepted_only_by_a_valid_entry_of_the_root_ignore_file(
+    repo_copy: Path, run_render: RenderFn
+) -> None:
+    """render gates trivy config like scan: same function, same file, same reason + expiry contract."""
+    _edit(repo_copy / "charts/llm-service/templates/_helpers.tpl", "privileged: false", "privileged: true")
+    ignore = repo_copy / ".trivyignore.yaml"
+    entry = "  - id: KSV-0017\n    paths: [prod/manifests.yaml]\n    statement: {s}\n    expired_at: {d}\n"
+    base = ignore.read_text()
+    ignore.write_text(
+        base.replace("misconfigurations:\n", "misconfigurations:\n" + entry.format(s="drill", d="2099-01-01"))
+    )
+    result = run_render(repo_copy, ["prod"], skip=frozenset({"promtool"}))
+    trivy = next(c for c in result.checks if c.name == "trivy config")
+    assert trivy.status is Status.PASSED and trivy.numbers["ignored"] >= 1, trivy.detail
+    # Expired: the entry fails the gate itself and suppresses nothing.
+    ignore.write_text(
+        base.replace("misconfigurations:\n", "misconfigurations:\n" + entry.format(s="drill", d="2020-01-01"))
+    )
+    result = run_render(repo_copy, ["prod"], skip=frozenset({"promtool"}))
+    text = failure_text(result)
+    assert "[trivy ignorefile]" in text and "KSV-0017: expired on 2020-01-01" in text
+    assert re.search(r"\[trivy config\] prod/manifests\.yaml: KSV-?0*17 HIGH", text), text
+
+
+def test_missing_crd_schema_directory_names_the_setting(repo_root: Path, tmp_path: Path) -> None:
+    from pipeline.context import RunContext
+    from pipeline.stages import render
+
+    ctx = RunContext(run_dir=tmp_path / "run", executor="local")
+    opts = render.RenderOptions(
+        envs=["dev"], out=tmp_path / "out", crd_schemas=str(tmp_path / "nope"), repo_root=repo_root
+    )
+    result = render.run(opts, ctx)
+    assert result.status is Status.FAILED
+    assert "--crd-schemas" in result.summary and "$PIPELINE_CRD_SCHEMAS" in result.summary

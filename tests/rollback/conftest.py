@@ -25,7 +25,7 @@ def promote_chain(remote: str, tmp_path: Path, releases: list[Release], env: str
     for i, rel in enumerate(releases):
         c = RunContext(run_dir=tmp_path / f"p{i}")
         assert promote.run(
-            promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(), gitops_repo=remote), c
+            promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(rel=rel), gitops_repo=remote), c
         ).ok
         if env != "dev":
             r = promote.run(promote.PromoteOptions(to=env, gitops_repo=remote, policy_profile="local"), c)

@@ -33,7 +33,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $ctx := .ctx -}}
 helm.sh/chart: {{ include "llm-service.chart" $ctx }}
 {{ include "llm-service.selectorLabels" $ctx }}
-app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | replace "+" "_" | trunc 63 | quote }}
 app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/part-of: {{ $ctx.Values.partOf }}
 app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
@@ -48,7 +48,7 @@ llm.example.com/environment: {{ $ctx.Values.environment }}
 {{- else if .ctx.Values.images.requireDigests }}
 {{- fail (printf "%s.image.digest must be set (images.requireDigests is true)" .what) }}
 {{- else }}
-{{- $tag := default .ctx.Chart.AppVersion $img.tag }}
+{{- $tag := default (.ctx.Chart.AppVersion | replace "+" "_") $img.tag }}
 {{- if eq $tag "latest" }}
 {{- fail (printf "%s.image.tag must not be latest" .what) }}
 {{- end }}

@@ -17,7 +17,20 @@ from typing import Annotated
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
 
-from .plan import PYTHON_IMAGE, RUNS, WORKDIR, Plan, plan
+from .plan import (
+    CHART_PASSWORD_ENV,
+    CHART_REGISTRY_ENV,
+    CHART_USERNAME_ENV,
+    CRD_SCHEMAS_MOUNT,
+    GITOPS_KNOWN_HOSTS,
+    GITOPS_SSH_KEY,
+    PYTHON_IMAGE,
+    RUNS,
+    WORKDIR,
+    Plan,
+    git_ssh_command,
+    plan,
+)
 
 # Release images (their digests are the release pins) and the pipeline image (the rollback
 # controller of charts/rollback-controller; pinned in environments/argocd, not per release).
@@ -81,6 +94,38 @@ class Pipeline:
                 await image.sync()  # proves the target builds; nothing to pin without a registry
         return digests
 
+    # -- chart publishing: the build stage packages the chart and pushes it with these ----------
+
+    @staticmethod
+    def _with_chart_registry(
+        ctr: dagger.Container, chart_registry: str, username: str, password: dagger.Secret | None
+    ) -> dagger.Container:
+        """Let the build stage `helm push` its chart to oci://<chart_registry> (no credentials: push SKIPPED)."""
+        if not (chart_registry and password is not None):
+            return ctr
+        return (
+            ctr.with_env_variable(CHART_REGISTRY_ENV, chart_registry)
+            .with_env_variable(CHART_USERNAME_ENV, username)
+            .with_secret_variable(CHART_PASSWORD_ENV, password)
+        )
+
+    @staticmethod
+    def _with_gitops_key(
+        ctr: dagger.Container, key: dagger.Secret | None, known_hosts: dagger.Secret | None
+    ) -> dagger.Container:
+        """Mount the GitOps deploy key (and known_hosts) as secret files; git uses them via GIT_SSH_COMMAND."""
+        if key is None:
+            return ctr
+        ctr = ctr.with_mounted_secret(GITOPS_SSH_KEY, key, mode=0o400)
+        if known_hosts is not None:
+            ctr = ctr.with_mounted_secret(GITOPS_KNOWN_HOSTS, known_hosts, mode=0o444)
+        return ctr.with_env_variable("GIT_SSH_COMMAND", git_ssh_command(known_hosts is not None))
+
+    @staticmethod
+    def _with_crd_schemas(ctr: dagger.Container, crd_schemas: dagger.Directory | None) -> dagger.Container:
+        """Mount a CRD schema directory; without one the stage defaults to the datreeio catalog URL under Dagger."""
+        return ctr if crd_schemas is None else ctr.with_mounted_directory(CRD_SCHEMAS_MOUNT, crd_schemas)
+
     def _vllm_service(self, commit: str, gpu: bool) -> dagger.Service:
         ctr = self._image("vllm", commit).with_exposed_port(VLLM_PORT)
         if gpu:
@@ -113,14 +158,23 @@ class Pipeline:
         registry_username: Annotated[str, Doc("registry user")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
         commit: Annotated[str, Doc("source commit (labels the images, tags them)")] = "",
+        chart_version: Annotated[str | None, Doc("chart version to package (default: per commit)")] = None,
+        chart_registry: Annotated[
+            str | None, Doc("OCI chart repository without scheme (default with credentials: <registry>/charts)")
+        ] = None,
         extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
     ) -> dagger.Directory:
-        """Build both images (publish with credentials), the Python dist, hadolint; returns release pins."""
+        """Build both images (publish with credentials), the chart (push with credentials), the dist; release pins."""
         if not (gateway_digest and vllm_digest):
             digests = await self._build_images(registry, registry_username, registry_password, commit)
             gateway_digest = digests.get("gateway", gateway_digest)
             vllm_digest = digests.get("vllm", vllm_digest)
-        return await self._run("build", dict(locals(), self=None, digests=None))
+        # Chart: packaged by the stage; pushed by it when a registry and credentials are given.
+        if registry and registry_password is not None and not chart_registry:
+            chart_registry = f"{registry}/charts"
+        p = plan("build", dict(locals(), self=None, digests=None), image=self.python_image)
+        ctr = self._with_chart_registry(self._container(p), chart_registry or "", registry_username, registry_password)
+        return await self._report(ctr, p)
 
     @function
     async def scan(
@@ -152,12 +206,20 @@ class Pipeline:
         self,
         env: Annotated[list[str] | None, Doc("environments to render (dev, staging, prod or all)")] = None,
         out: Annotated[str | None, Doc("write rendered YAML here (default: the run dir)")] = None,
-        crd_schemas: Annotated[str | None, Doc("CRD JSON schemas directory or kubeconform URL template")] = None,
+        crd_schemas: Annotated[
+            dagger.Directory | None,
+            Doc("CRD JSON schemas directory (<group>/<kind>_<version>.json); default: the datreeio catalog URL"),
+        ] = None,
         kube_version: Annotated[str, Doc("Kubernetes version to target")] = "1.33",
+        charts_dir: Annotated[
+            list[str] | None, Doc("directories with packaged charts (llm-service-<version>.tgz) for pinned envs")
+        ] = None,
         extra_args: Annotated[list[str] | None, Doc("CLI arguments for `pipeline render`")] = None,
     ) -> dagger.Directory:
         """Render the chart per environment, validate schemas and policies; returns the manifests."""
-        return await self._run("render", dict(locals(), self=None))
+        params = dict(locals(), self=None, crd_schemas=CRD_SCHEMAS_MOUNT if crd_schemas is not None else None)
+        p = plan("render", params, image=self.python_image)
+        return await self._report(self._with_crd_schemas(self._container(p), crd_schemas), p)
 
     @function
     async def smoke(
@@ -184,7 +246,7 @@ class Pipeline:
         self,
         env: Annotated[str, Doc("environment whose SLO file gates the run")] = "dev",
         target: Annotated[str | None, Doc("URL to load (default: a local simulator)")] = None,
-        duration: Annotated[str | None, Doc("run time, e.g. 60s")] = None,
+        duration: Annotated[float | None, Doc("seconds of load (default: the SLO file's)")] = None,
         users: Annotated[int | None, Doc("concurrent users")] = None,
         shape: Annotated[str | None, Doc("load shape")] = None,
         workers: Annotated[int, Doc("locust worker processes")] = 0,
@@ -196,10 +258,16 @@ class Pipeline:
         sim_itl_ms: Annotated[float | None, Doc("simulator inter-token latency")] = None,
         sim_error_rate: Annotated[float | None, Doc("simulator error rate")] = None,
         sim_arg: Annotated[list[str] | None, Doc("extra simulator arguments")] = None,
+        attach: Annotated[bool, Doc("append the result to the evidence of the release pinned in env")] = False,
+        gitops_repo: Annotated[str | None, Doc("with --attach: GitOps remote URL")] = None,
+        actor: Annotated[str | None, Doc("with --attach: who records it")] = None,
+        gitops_ssh_key: Annotated[dagger.Secret | None, Doc("SSH deploy key for the GitOps remote")] = None,
+        gitops_known_hosts: Annotated[dagger.Secret | None, Doc("known_hosts for the GitOps remote")] = None,
         extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
     ) -> dagger.Directory:
         """Load-test against the SLO gate; returns Locust results and the verdict."""
-        return await self._run("loadtest", dict(locals(), self=None))
+        p = plan("loadtest", dict(locals(), self=None), image=self.python_image)
+        return await self._report(self._with_gitops_key(self._container(p), gitops_ssh_key, gitops_known_hosts), p)
 
     @function
     async def promote(
@@ -215,10 +283,13 @@ class Pipeline:
         extra_evidence: Annotated[list[str] | None, Doc("extra StageResult JSON files")] = None,
         release_file: Annotated[str | None, Doc("release.json to promote")] = None,
         actor: Annotated[str | None, Doc("who promotes")] = None,
+        gitops_ssh_key: Annotated[dagger.Secret | None, Doc("SSH deploy key for the GitOps remote")] = None,
+        gitops_known_hosts: Annotated[dagger.Secret | None, Doc("known_hosts for the GitOps remote")] = None,
         extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
     ) -> dagger.Directory:
         """Promote a release into an environment of the GitOps repo (policy-checked commit)."""
-        return await self._run("promote", dict(locals(), self=None))
+        p = plan("promote", dict(locals(), self=None), image=self.python_image)
+        return await self._report(self._with_gitops_key(self._container(p), gitops_ssh_key, gitops_known_hosts), p)
 
     @function
     async def rollback(
@@ -228,10 +299,13 @@ class Pipeline:
         reason: Annotated[str, Doc("why (recorded in the revert commit)")] = "",
         actor: Annotated[str | None, Doc("who rolls back")] = None,
         gitops_repo: Annotated[str | None, Doc("GitOps remote URL")] = None,
+        gitops_ssh_key: Annotated[dagger.Secret | None, Doc("SSH deploy key for the GitOps remote")] = None,
+        gitops_known_hosts: Annotated[dagger.Secret | None, Doc("known_hosts for the GitOps remote")] = None,
         extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
     ) -> dagger.Directory:
         """Revert an environment's last promotion in the GitOps repo."""
-        return await self._run("rollback", dict(locals(), self=None))
+        p = plan("rollback", dict(locals(), self=None), image=self.python_image)
+        return await self._report(self._with_gitops_key(self._container(p), gitops_ssh_key, gitops_known_hosts), p)
 
     @function
     async def ci(
@@ -244,6 +318,14 @@ class Pipeline:
         vllm_digest: Annotated[str | None, Doc("published vLLM digest (skips the image build)")] = None,
         images: Annotated[list[str] | None, Doc("image refs for the vulnerability scan")] = None,
         stage_args: Annotated[list[str] | None, Doc("STAGE=ARGS extra arguments for one stage")] = None,
+        crd_schemas: Annotated[
+            dagger.Directory | None, Doc("CRD JSON schemas directory for render; default: the datreeio catalog URL")
+        ] = None,
+        gitops_repo: Annotated[
+            str | None, Doc("GitOps remote to promote dev into; without one promotion is SKIPPED (container-local)")
+        ] = None,
+        gitops_ssh_key: Annotated[dagger.Secret | None, Doc("SSH deploy key for the GitOps remote")] = None,
+        gitops_known_hosts: Annotated[dagger.Secret | None, Doc("known_hosts for the GitOps remote")] = None,
         registry: Annotated[str, Doc("registry/namespace to publish to")] = "",
         registry_username: Annotated[str, Doc("registry user")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
@@ -263,12 +345,18 @@ class Pipeline:
             args.append(f"smoke=--target http://vllm:{VLLM_PORT}")
         params = dict(locals(), self=None, digests=None, args=None)
         params["stage_args"] = args or None
+        params["crd_schemas"] = CRD_SCHEMAS_MOUNT if crd_schemas is not None else None
         p = plan("ci", params, image=self.python_image)
-        ctr = self._container(p)
+        ctr = self._with_crd_schemas(self._container(p), crd_schemas)
+        ctr = self._with_gitops_key(ctr, gitops_ssh_key, gitops_known_hosts)
         if gpu:
             ctr = ctr.with_service_binding("vllm", self._vllm_service(commit, gpu))
         if registry_password is not None:
             ctr = ctr.with_env_variable("TRIVY_USERNAME", registry_username).with_secret_variable(
                 "TRIVY_PASSWORD", registry_password
             )
+        # The build stage inside ci packages the chart and pushes it to <registry>/charts.
+        ctr = self._with_chart_registry(
+            ctr, f"{registry}/charts" if registry else "", registry_username, registry_password
+        )
         return await self._report(ctr, p)

@@ -18,7 +18,10 @@ PYTHON_IMAGE = "python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac
 
 # Dagger function parameters that are not CLI flags (infrastructure of the Dagger side).
 INFRA_PARAMS = frozenset(
-    {"registry", "registry_username", "registry_password", "commit", "extra_args", "gpu", "vllm_port"}
+    {
+        *("registry", "registry_username", "registry_password", "commit", "extra_args", "gpu", "vllm_port"),
+        *("gitops_ssh_key", "gitops_known_hosts"),  # secrets, mounted as files (see git_ssh_command)
+    }
 )
 # CLI flags whose option string is not `--<dest with dashes>`.
 FLAG_ALIASES: dict[tuple[str, str], str] = {
@@ -30,10 +33,40 @@ FLAG_ALIASES: dict[tuple[str, str], str] = {
 # External tools each verb needs besides the venv (pipeline.tools names).
 TOOLS: dict[str, tuple[str, ...]] = {
     "test": ("helm",),
-    "render": ("helm", "kubectl"),
+    "build": ("helm",),  # helm package / helm push of the chart
+    "render": ("helm", "kubectl", "promtool"),
     "loadtest": ("prometheus", "promtool"),
     "ci": ("helm", "kubectl", "prometheus", "promtool"),
 }
+# The build stage pushes the packaged chart to oci://$PIPELINE_CHART_REGISTRY, logging in with
+# these (same names as pipeline/chart.py; the password is a Dagger secret variable).
+CHART_REGISTRY_ENV = "PIPELINE_CHART_REGISTRY"
+CHART_USERNAME_ENV = "CHART_REGISTRY_USERNAME"
+CHART_PASSWORD_ENV = "CHART_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+# Debian packages each verb needs that the slim base lacks: git for the release commit and the
+# GitOps repo, an ssh client for an ssh:// or git@host: GitOps remote.
+APT: dict[str, tuple[str, ...]] = {
+    "test": ("git",),
+    "build": ("git",),
+    "loadtest": ("git", "openssh-client"),  # --attach commits evidence to the GitOps repo
+    "promote": ("git", "openssh-client"),
+    "rollback": ("git", "openssh-client"),
+    "ci": ("git", "openssh-client"),
+}
+# Where a Dagger function mounts what it is given (never inside the source tree).
+CRD_SCHEMAS_MOUNT = "/crd-schemas"  # --crd-schemas Directory
+GITOPS_SSH_KEY = "/run/secrets/gitops-ssh-key"  # --gitops-ssh-key Secret
+GITOPS_KNOWN_HOSTS = "/run/secrets/gitops-known-hosts"  # --gitops-known-hosts Secret
+
+
+def git_ssh_command(known_hosts: bool) -> str:
+    """GIT_SSH_COMMAND using the mounted deploy key only; with known_hosts, host keys are checked against it."""
+    cmd = f"ssh -i {GITOPS_SSH_KEY} -o IdentitiesOnly=yes"
+    if known_hosts:
+        cmd += f" -o UserKnownHostsFile={GITOPS_KNOWN_HOSTS} -o StrictHostKeyChecking=yes"
+    return cmd
+
+
 CACHES: dict[str, str] = {
     "uv-cache": "/root/.cache/uv",
     "pip-cache": "/root/.cache/pip",
@@ -80,7 +113,11 @@ class Plan:
 def plan(
     verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE, services: Mapping[str, int] | None = None
 ) -> Plan:
-    setup = [
+    setup: list[list[str]] = []
+    if APT.get(verb):
+        apt = " ".join(APT[verb])
+        setup.append(["sh", "-c", f"apt-get update -qq && apt-get install -y -qq --no-install-recommends {apt}"])
+    setup += [
         ["pip", "install", "--no-cache-dir", f"uv=={UV_VERSION}"],
         ["uv", "sync", "--all-extras", "--frozen"],
     ]

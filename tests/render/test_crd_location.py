@@ -1,0 +1,35 @@
+"""Where render finds CRD schemas: flag, env, Dagger default, local default (a clear error when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import validate
+
+
+def test_flag_then_env_then_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(validate.CRD_SCHEMAS_ENV, raising=False)
+    monkeypatch.setenv("PIPELINE_EXECUTOR", "local")
+    repo = tmp_path / "repo"
+    assert validate.resolve_crd_location(None, repo) == str((repo / validate.DEFAULT_CRD_SCHEMAS).resolve())
+    monkeypatch.setenv(validate.CRD_SCHEMAS_ENV, str(tmp_path / "env"))
+    assert validate.resolve_crd_location(None, repo) == str(tmp_path / "env")
+    assert validate.resolve_crd_location(str(tmp_path / "flag"), repo) == str(tmp_path / "flag")
+
+
+def test_dagger_defaults_to_the_datreeio_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the Dagger container ../shared is outside the source: without --crd-schemas, the public catalog."""
+    monkeypatch.delenv(validate.CRD_SCHEMAS_ENV, raising=False)
+    monkeypatch.setenv("PIPELINE_EXECUTOR", "dagger")
+    location = validate.resolve_crd_location(None, tmp_path)
+    assert location == validate.DAGGER_CRD_SCHEMAS and "datreeio/CRDs-catalog" in location
+    assert "{{.Group}}" in location and "{{.ResourceKind}}_{{.ResourceAPIVersion}}" in location
+    assert validate.resolve_crd_location("/crd-schemas", tmp_path) == "/crd-schemas"  # a mounted directory wins
+
+
+def test_missing_directory_error_names_both_settings(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as err:
+        validate.CrdSchemas(str(tmp_path / "nope"))
+    assert "--crd-schemas" in str(err.value) and f"${validate.CRD_SCHEMAS_ENV}" in str(err.value)
