@@ -73,7 +73,7 @@ class BuildOptions:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-digest", help="registry digest of the gateway image (set by the Dagger executor)")
     parser.add_argument("--vllm-digest", help="registry digest of the vLLM image (set by the Dagger executor)")
-    parser.add_argument("--model-revision", help="model revision to pin (default: the chart's vllm.model.revision)")
+    parser.add_argument("--model-revision", help="model revision to pin (default: app/model.yaml)")
     parser.add_argument(
         "--hadolint-threshold",
         default="error",
@@ -169,6 +169,25 @@ def _project_version(root: Path) -> str:
         return str(tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"])
     except (OSError, KeyError, ValueError):
         return "0.0.0"
+
+
+MODEL_FILE = "app/model.yaml"
+HF_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def model_revision(root: Path) -> str:
+    """The model revision this commit ships (app/model.yaml); a commit hash, never a floating ref."""
+    from ruamel.yaml import YAML
+
+    path = root / MODEL_FILE
+    try:
+        data = YAML(typ="safe").load(path.read_text()) or {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{MODEL_FILE}: cannot read the model pin: {exc}") from exc
+    revision = str(data.get("revision") or "") if isinstance(data, dict) else ""
+    if not HF_COMMIT_RE.match(revision):
+        raise ValueError(f"{MODEL_FILE}: revision must be a 40-hex model commit, got {revision!r}")
+    return revision
 
 
 def _chart_info(root: Path) -> tuple[str, str | None]:
@@ -378,6 +397,13 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         # Release pins.
         commit, dirty = git_commit(root)
         tree_chart_version, chart_revision = _chart_info(root)
+        try:
+            model_pin = opts.model_revision or chart_revision or model_revision(root)
+            checks.append(Check(name="model pin", status=Status.PASSED, detail=model_pin))
+        except ValueError as exc:
+            # No release without a pinned model: the remaining pins would promote an unknown model.
+            checks.append(Check(name="model pin", status=Status.FAILED, detail=str(exc)))
+            return StageResult.from_checks(NAME, checks, summary=str(exc), evidence=evidence, artifacts=artifacts)
         if not images_built:
             digests = {t: context_digest(root, t) for t in TARGETS}
         release_id = f"{_project_version(root)}+g{commit[:7]}{'.dirty' if dirty else ''}"
@@ -389,7 +415,7 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
             chart_digest=chart_digest,
             gateway_digest=digests["gateway"],
             vllm_digest=digests["vllm"],
-            model_revision=opts.model_revision or chart_revision or "unpinned",
+            model_revision=model_pin,
             images_built=images_built,
         )
         release_path = out / "release.json"

@@ -9,6 +9,8 @@ from rich.console import Console
 
 from pipeline.context import RunContext
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
@@ -16,10 +18,14 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
     monkeypatch.setenv("TRIVY_CACHE_DIR", str(tmp_path / "trivy-cache"))  # no DB here, never the user's
     run_dir = tmp_path / "run"
     run_dir.mkdir()
+    # Every project the pipeline builds declares the model it ships (build pins its revision).
+    repo = tmp_path / "repo"
+    (repo / "app").mkdir(parents=True)
+    (repo / "app" / "model.yaml").write_text((REPO / "app" / "model.yaml").read_text())
     # The local executor, even when the suite itself runs inside a Dagger function (PIPELINE_EXECUTOR=dagger).
     return RunContext(
         run_dir=run_dir,
-        repo_root=tmp_path / "repo",
+        repo_root=repo,
         console=Console(stderr=True, force_terminal=False),
         executor="local",
     )

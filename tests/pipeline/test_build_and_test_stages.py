@@ -12,6 +12,8 @@ from pipeline.release import Release
 from pipeline.result import Check, Status
 from pipeline.stages import build, test
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_engine_is_not_the_docker_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("DAGGER_SESSION_PORT", "DOCKER_HOST", "BUILDKIT_HOST"):
@@ -29,7 +31,7 @@ def test_build_without_engine_skips_images_and_pins_content_digests(
 ) -> None:
     monkeypatch.setattr(build, "engine_status", lambda: (False, "no container engine reachable (test)"))
     root = ctx.repo_root
-    (root / "app").mkdir(parents=True)
+    (root / "app").mkdir(parents=True, exist_ok=True)
     (root / "app" / "Dockerfile").write_text(
         "FROM python:3.11-slim@sha256:" + "0" * 64 + ' AS gateway\nUSER 1000\nCMD ["python"]\nFROM gateway AS vllm\n'
     )
@@ -49,7 +51,7 @@ def test_build_without_engine_skips_images_and_pins_content_digests(
 
 
 def test_hadolint_error_fails_build(ctx: RunContext) -> None:
-    (ctx.repo_root / "app").mkdir(parents=True)
+    (ctx.repo_root / "app").mkdir(parents=True, exist_ok=True)
     (ctx.repo_root / "app" / "Dockerfile").write_text("FROM python:3.11\nRUN cd /tmp && make\nCMD python\n")
     result = build.run(build.BuildOptions(skip_dist=True, hadolint_threshold="warning"), ctx)
     hado = next(c for c in result.checks if c.name.startswith("hadolint"))
@@ -58,7 +60,7 @@ def test_hadolint_error_fails_build(ctx: RunContext) -> None:
 
 
 def test_given_digests_mean_images_built(ctx: RunContext) -> None:
-    (ctx.repo_root / "app").mkdir(parents=True)
+    (ctx.repo_root / "app").mkdir(parents=True, exist_ok=True)
     gw, vl = "sha256:" + "c" * 64, "sha256:" + "d" * 64
     result = build.run(build.BuildOptions(skip_dist=True, gateway_digest=gw, vllm_digest=vl), ctx)
     release = build.release_of(result)
@@ -115,7 +117,7 @@ def test_local_docker_build_is_not_a_release_pin(ctx: RunContext, monkeypatch: p
 
     monkeypatch.setattr(build, "_docker_build", fake_build)
     root = ctx.repo_root
-    (root / "app").mkdir(parents=True)
+    (root / "app").mkdir(parents=True, exist_ok=True)
     (root / "app" / "Dockerfile").write_text("FROM python:3.11-slim@sha256:" + "0" * 64 + " AS gateway\nUSER 1000\n")
     result = build.run(build.BuildOptions(skip_dist=True), ctx)
     release = build.release_of(result)
@@ -175,3 +177,18 @@ def test_rego_verdict_maps_outcomes() -> None:
     assert test.rego_verdict([ok, bad], []).status is Status.FAILED
     assert test.rego_verdict([ok], ["policy x.rego has no test file x_test.rego"]).status is Status.FAILED
     assert test.rego_verdict([], []).status is Status.FAILED  # policies but not one test
+
+
+@pytest.mark.parametrize("content", ["id: m\nrevision: main\n", "id: m\n", ": not yaml ["])
+def test_build_refuses_a_floating_or_missing_model_pin(ctx: RunContext, content: str) -> None:
+    (ctx.repo_root / "app" / "model.yaml").write_text(content)
+    result = build.run(build.BuildOptions(skip_dist=True), ctx)
+    pin = next(c for c in result.checks if c.name == "model pin")
+    assert result.status is Status.FAILED and pin.status is Status.FAILED
+    assert "app/model.yaml" in pin.detail and build.release_of(result) is None
+
+
+def test_build_pins_the_declared_model_revision(ctx: RunContext) -> None:
+    result = build.run(build.BuildOptions(skip_dist=True), ctx)
+    release = build.release_of(result)
+    assert release is not None and release.model_revision == build.model_revision(REPO_ROOT)

@@ -79,7 +79,7 @@ def test_test_stage_key_covers_every_tracked_file(ctx: RunContext) -> None:
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     listed = {p.relative_to(root.resolve()).as_posix() for p in tracked_files(root) or []}
-    assert listed == {".gitignore", "docs/guide.md"}
+    assert listed == {".gitignore", "app/model.yaml", "docs/guide.md"}
     before = key("test", ctx, test.TestOptions())
     (root / "ignored.txt").write_text("more noise\n")
     assert key("test", ctx, test.TestOptions()) == before  # git-ignored: not an input
@@ -100,7 +100,7 @@ def test_tracked_falls_back_to_the_tree_outside_git(ctx: RunContext) -> None:
 
 
 def test_machine_facts_enter_the_keys(ctx: RunContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (ctx.repo_root / "app").mkdir(parents=True)
+    (ctx.repo_root / "app").mkdir(parents=True, exist_ok=True)
     monkeypatch.setattr(build, "engine_status", lambda: (False, "none"))
     no_engine = key("build", ctx, build.BuildOptions(skip_dist=True))
     monkeypatch.setattr(build, "engine_status", lambda: (True, "test engine"))

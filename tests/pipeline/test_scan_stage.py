@@ -22,7 +22,7 @@ PEM = "-----BEGIN " + "RSA PRIVATE KEY-----\n" + "MIIEowIBAAKCAQEA7" * 4 + "\n--
 
 def git_repo(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "app").mkdir()
+    (root / "app").mkdir(exist_ok=True)
     (root / "app" / "main.py").write_text("print('hello')\n")
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     return root
