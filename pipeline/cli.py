@@ -21,13 +21,17 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from rich.table import Table
+
 from pipeline.context import RunContext, new_run_dir
 from pipeline.result import StageResult, Status
 
 PACKAGES = ("pipeline.stages", "pipeline.commands")
 
 
-def discover() -> dict[str, ModuleType]:
+def discover(only: str | None = None) -> dict[str, ModuleType]:
+    """Verb → module. With `only`, import just that verb's module (module name = verb with
+    `-` → `_`), so a command does not pay for importing every stage (locust, kubernetes, ...)."""
     verbs: dict[str, ModuleType] = {}
     for pkg_name in PACKAGES:
         try:
@@ -35,13 +39,24 @@ def discover() -> dict[str, ModuleType]:
         except ModuleNotFoundError:
             continue
         for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-            if info.name.startswith("_"):
+            if info.name.startswith("_") or (only is not None and info.name != only.replace("-", "_")):
                 continue
             mod = importlib.import_module(f"{pkg_name}.{info.name}")
             name = getattr(mod, "NAME", None)
             if isinstance(name, str):
                 verbs[name] = mod
     return verbs
+
+
+def _requested_verb(argv: list[str]) -> str | None:
+    """The verb on the command line (first word that is not an option or an option's value)."""
+    it = iter(argv)
+    for word in it:
+        if word == "--run-dir":
+            next(it, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def build_parser(verbs: dict[str, ModuleType]) -> argparse.ArgumentParser:
@@ -55,23 +70,38 @@ def build_parser(verbs: dict[str, ModuleType]) -> argparse.ArgumentParser:
     return parser
 
 
+COLOUR = {Status.PASSED: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}
+
+
 def print_result(ctx: RunContext, result: StageResult) -> None:
-    colour = {Status.PASSED: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}[result.status]
+    """Every check with its status (a SKIPPED check shows its reason), then the verdict."""
+    if result.checks:
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table.add_column("check")
+        table.add_column("status")
+        table.add_column("detail", overflow="fold")
+        for check in result.checks:
+            status = f"[{COLOUR[check.status]}]{check.status.value.upper()}[/]"
+            table.add_row(check.name, status, check.detail.splitlines()[0][:160] if check.detail else "")
+        ctx.console.print(table)
+    colour = COLOUR[result.status]
     ctx.console.print(
         f"[bold {colour}]{result.stage}: {result.status.value.upper()}[/] {result.summary} ({result.seconds:.1f}s)"
     )
-    for check in result.checks:
-        if check.status is not Status.PASSED:
-            ctx.console.print(f"  [{colour}]{check.status.value.upper():7}[/] {check.name}: {check.detail}")
     ctx.console.print(f"[dim]results: {ctx.run_dir}[/dim]")
 
 
 def main(argv: list[str] | None = None) -> int:
-    verbs = discover()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    requested = _requested_verb(argv)
+    verbs = (discover(requested) if requested else {}) or discover()
     args = build_parser(verbs).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    # One line per HTTP call from the clients drowns the stage's own progress.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     mod = verbs[args.verb]
     ctx = RunContext(run_dir=args.run_dir or new_run_dir(args.verb))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)

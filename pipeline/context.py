@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,8 @@ class RunContext:
     repo_root: Path = REPO_ROOT
     # "local" (processes on this machine) or "dagger" (inside a Dagger container).
     executor: str = field(default_factory=lambda: os.environ.get("PIPELINE_EXECUTOR", "local"))
-    console: Console = field(default_factory=lambda: Console(stderr=True))
+    # Logs and CI step output are not terminals: give tables room instead of rich's 80 columns.
+    console: Console = field(default_factory=lambda: Console(stderr=True, width=None if sys.stderr.isatty() else 140))
 
     def progress(self, message: str) -> None:
         self.console.print(f"[dim]·[/dim] {message}")
