@@ -131,7 +131,7 @@ deny contains msg if {
 	object.get(object.get(promotion_params, "slo_gate_from_source", {}), promotion_target, false)
 	not promotion_source_slo_passed
 	found := sort([sprintf("%s(env %v): %s", [k, object.get(g, "env", null), object.get(g, "status", "?")]) | some k, g in input.evidence.gates; object.get(g, "stage", k) == "loadtest"])
-	msg := sprintf("release <%s>: no passed SLO gate (loadtest) of the source env <%s>; after the release is deployed in %s run `python -m pipeline loadtest --env %s --target URL --attach` (loadtests found: %v)", [promotion_release.id, input.source, input.source, input.source, found])
+	msg := sprintf("release <%s>: no passed SLO gate (loadtest) of the source env <%s>; after the release is deployed in %s run `python -m pipeline loadtest --env %s --attach` (with `--target <its URL>` in production) (loadtests found: %v)", [promotion_release.id, input.source, input.source, input.source, found])
 }
 
 # -- skipped checks: for listed targets a gate must have run all its checks (data: no_skipped_checks)
