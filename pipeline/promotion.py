@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 ENVS = ("dev", "staging", "prod")
 # Gates whose results a release must carry (names of the pipeline stages that produce them).
 GATE_STAGES = ("test", "scan", "smoke", "loadtest")
+# The env of ci's own env-specific gates (its loadtest runs loadtests/slo/dev.yaml).
+CI_GATE_ENV = "dev"
 POLICY_DIR = REPO_ROOT / "policies"
 PROMOTION_POLICY = POLICY_DIR / "promotion.rego"
 
@@ -268,6 +270,41 @@ def source_subject(root: Path, kind: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+# How a `--target` subject came to name image digests (smoke/loadtest `--subject-digests`).
+DIGESTS_ASSERTED_BY = (
+    "--subject-digests: asserted by the caller that started the services at --target "
+    "(the stage cannot see which images serve a URL)"
+)
+
+
+def parse_subject_digests(text: str) -> dict[str, str]:
+    """`gateway=sha256:...,vllm=sha256:...` → {"gateway": ..., "vllm": ...}; ValueError names what is wrong."""
+    from pipeline.release import DIGEST_RE
+    from pipeline.stages.build import TARGETS
+
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, digest = item.partition("=")
+        if not sep or name not in TARGETS:
+            raise ValueError(f"expected IMAGE=sha256:<64 hex> with IMAGE one of {', '.join(TARGETS)}; got {item!r}")
+        if not DIGEST_RE.match(digest):
+            raise ValueError(f"{name}: not an image digest (sha256:<64 hex>): {digest!r}")
+        if out.get(name, digest) != digest:
+            raise ValueError(f"{name} given twice with different digests")
+        out[name] = digest
+    if not out:
+        raise ValueError("no IMAGE=DIGEST pair given")
+    return out
+
+
+def with_asserted_digests(subject: Mapping[str, Any], digests: Mapping[str, str]) -> dict[str, Any]:
+    """A `--target` subject naming the image digests the caller says serve the target (recorded as asserted)."""
+    out = dict(subject)
+    out.update({f"{name}_digest": d for name, d in sorted(digests.items())})
+    out["digests_asserted_by"] = DIGESTS_ASSERTED_BY
+    return out
+
+
 def bind_subject(subject: Mapping[str, Any], rel: Release) -> dict[str, Any]:
     """Name `rel` in a subject when the gate truly ran that release's source; otherwise leave it unnamed.
 
@@ -350,14 +387,10 @@ def complete_deployment(raw: dict[str, Any], rel: Release, pins_from: str) -> No
     ev = raw.get("evidence")
     subject = ev.get("subject") if isinstance(ev, dict) else None
     if isinstance(subject, dict) and subject.get("kind") == "deployment":
-        subject.update(
-            release_id=rel.id,
-            commit=rel.commit,
-            gateway_digest=rel.gateway_digest,
-            vllm_digest=rel.vllm_digest,
-            model_revision=rel.model_revision,
-            pins_from=pins_from,
-        )
+        # Digests the caller asserted (--subject-digests) stay: if they differ from the pins, policy says so.
+        for key in ("gateway_digest", "vllm_digest"):
+            subject.setdefault(key, getattr(rel, key))
+        subject.update(release_id=rel.id, commit=rel.commit, model_revision=rel.model_revision, pins_from=pins_from)
 
 
 def merge_stage_files(
@@ -366,6 +399,10 @@ def merge_stage_files(
     """Attach extra stage results (e.g. a staging load test) given as StageResult JSON files.
 
     Each keeps the subject its stage recorded; a file without one is kept as is and refused by policy.
+    `source` None means a ci → dev promotion from files: the results ARE the ci run's gates, keyed
+    by stage name like ci's own (`loadtest`, not `loadtest@dev`), so the required gates find them
+    (a result of another env, e.g. a staging load test, keeps `<stage>@<env>`).
+    Otherwise they are attached gates of `source`'s release, keyed `<stage>@<env>`.
     """
     for f in files:
         data = json.loads(Path(f).read_text())
@@ -374,7 +411,9 @@ def merge_stage_files(
         if source:
             complete_deployment(data, rel, release_path(source))
         rec = gate_record(str(data.get("stage") or Path(f).stem), data, str(data.get("run_id") or run_id), rel)
-        bundle.setdefault("gates", {})[gate_key(rec["stage"], rec["env"])] = rec
+        ci_gate = source is None and rec["env"] in (None, CI_GATE_ENV)
+        key = rec["stage"] if ci_gate else gate_key(rec["stage"], rec["env"])
+        bundle.setdefault("gates", {})[key] = rec
 
 
 def source_slo_keys(bundle: Mapping[str, Any], source: str) -> list[str]:

@@ -54,6 +54,8 @@ class LoadtestOptions:
     attach: bool = False
     gitops_repo: str | None = None
     actor: str | None = None
+    # With --target: image digests the caller asserts serve the target ({"gateway": ..., "vllm": ...}).
+    subject_digests: dict[str, str] = field(default_factory=dict)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="served model name (default: %(default)s)")
     parser.add_argument("--slo-file", type=Path, help="SLO YAML instead of loadtests/slo/ENV.yaml")
     parser.add_argument("--token-file", type=Path, help="with --target: JWTs, one per line (else $LOADTEST_TOKEN)")
+    parser.add_argument(
+        "--subject-digests",
+        type=_digests_arg,
+        default={},
+        metavar="gateway=sha256:…,vllm=sha256:…",
+        help="with --target: the image digests serving the target, as the caller that started them asserts "
+        "(recorded in the evidence subject as asserted; --attach keeps them and adds the env's pins)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed for prompts and lengths")
     parser.add_argument(
         "--attach",
@@ -86,6 +96,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument(
         "--sim-arg", action="append", default=[], metavar="ARG", help="raw simulator flag, e.g. --sim-arg=--seed=3"
     )
+
+
+def _digests_arg(text: str) -> dict[str, str]:
+    from pipeline import promotion as pm
+
+    try:
+        return pm.parse_subject_digests(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def simulator_args_from(args: argparse.Namespace) -> list[str]:
@@ -116,6 +135,7 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
         attach=args.attach,
         gitops_repo=args.gitops_repo,
         actor=args.actor,
+        subject_digests=args.subject_digests,
     )
     return run(opts, ctx)
 
@@ -211,6 +231,9 @@ def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
     from pipeline.gitops import safe_url
 
     target = safe_url(opts.target) if opts.target else None
+    if opts.subject_digests and not opts.target:
+        why = "--subject-digests needs --target: without it the load runs the source tree and the simulator, not images"
+        return StageResult.from_checks(NAME, [Check(name="options", status=Status.FAILED, detail=why)], summary=why)
     evidence: dict[str, Any] = {"env": opts.env, "target": target, "model": opts.model, "subject": _subject(opts, ctx)}
     slo_path = opts.slo_file or slo_mod.path_for(opts.env)
     try:
@@ -292,14 +315,16 @@ def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
 def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
     """What the load exercised (promotion evidence).
 
-    `--target`: the env's deployment at that URL (`--attach` adds the pins git says it runs);
+    `--target`: the env's deployment at that URL (`--attach` adds the pins git says it runs), plus
+    the image digests the caller asserts serve it (`--subject-digests`, recorded as asserted);
     locally: the gateway from the source tree in front of the simulator (never a release image).
     """
     from pipeline import promotion as pm
     from pipeline.gitops import safe_url
 
     if opts.target:
-        return {"kind": "deployment", "env": opts.env, "url": safe_url(opts.target)}
+        subject = {"kind": "deployment", "env": opts.env, "url": safe_url(opts.target)}
+        return pm.with_asserted_digests(subject, opts.subject_digests) if opts.subject_digests else subject
     return pm.source_subject(
         ctx.repo_root,
         "simulator",

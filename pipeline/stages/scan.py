@@ -8,6 +8,13 @@ unexpired date (an expired or reasonless entry fails the gate).
 
 No DB here (none can be downloaded): the vulnerability check is SKIPPED with the reason,
 never passed. In CI/Dagger the DB is downloaded (`--download-db`, the default there).
+
+Evidence subject (`evidence.subject`, what promotion policy matches to the release): the source
+tree the secret/config/SBOM scans read (`commit`, `dirty`, build-context `content_digests`) plus,
+for every `--image repo@sha256:...`, its digest — `gateway_digest`/`vllm_digest` when the
+repository's last path segment names a release image (`.../gateway@sha256:...`) — and whether
+its vulnerability scan ran (`images[].vulnerabilities`: passed/failed/skipped). A tag without a
+digest identifies no image and is recorded, never mapped to a pin.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pipeline import trivy_ignore
 from pipeline.cache import Extra
 from pipeline.checks import run_command, tail
 from pipeline.context import RunContext
+from pipeline.release import DIGEST_RE
 from pipeline.result import Check, StageResult, Status, Timer
 from pipeline.tools import find
 
@@ -206,7 +214,9 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
     trivy = find("trivy")
     if trivy is None:
         check = Check(name="trivy", status=Status.FAILED, detail="trivy not installed (`make venv`)")
-        return StageResult.from_checks(NAME, [check], summary=check.detail)
+        return StageResult.from_checks(
+            NAME, [check], summary=check.detail, evidence={"subject": scan_subject(root, opts.images, [check])}
+        )
     ignore_path = opts.ignorefile or root / trivy_ignore.DEFAULT_PATH
     common = ["--quiet", "--timeout", "10m"]
     with Timer() as total:
@@ -275,8 +285,55 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
         else "gate passed" + (f"; not proven here: {', '.join(skipped)}" if skipped else "")
     )
     return StageResult.from_checks(
-        NAME, checks, summary=summary, seconds=total.seconds, logs=str(out), artifacts=artifacts
+        NAME,
+        checks,
+        summary=summary,
+        seconds=total.seconds,
+        logs=str(out),
+        artifacts=artifacts,
+        evidence={"subject": scan_subject(root, opts.images, checks)},
     )
+
+
+def image_digest(ref: str) -> tuple[str | None, str | None]:
+    """(release image name or None, digest or None) of `registry/path/name[:tag]@sha256:...`.
+
+    The name maps to a release image (`gateway`, `vllm`) when the repository's last path segment
+    is that name or ends with `-<name>`; a ref without a well-formed digest yields no digest.
+    """
+    from pipeline.stages.build import TARGETS
+
+    repo, _, digest = ref.partition("@")
+    last = repo.rsplit("/", 1)[-1].split(":", 1)[0]
+    image = next((t for t in TARGETS if last == t or last.endswith(f"-{t}")), None)
+    return image, digest if DIGEST_RE.match(digest) else None
+
+
+def scan_subject(root: Path, images: Iterable[str], checks: Iterable[Check]) -> dict[str, Any]:
+    """What this scan exercised: the source tree (secrets, config, SBOM) and the image digests it was given.
+
+    Every given image is listed with the outcome of its vulnerability scan; a SKIPPED one (no DB)
+    stays visible here and in the gate's skipped checks, which policy refuses where it must (prod).
+    """
+    from pipeline import promotion as pm
+
+    by_name = {c.name: c.status.value for c in checks}
+    db_skip = by_name.get("vulnerabilities")  # the whole vulnerability scan was skipped (no DB)
+    listed: list[dict[str, Any]] = []
+    found: dict[str, set[str]] = {}
+    for ref in images:
+        image, digest = image_digest(ref)
+        status = by_name.get(f"vulnerabilities image {ref}", db_skip or "not run")
+        listed.append({"ref": ref, "image": image, "digest": digest, "vulnerabilities": status})
+        if image and digest:
+            found.setdefault(image, set()).add(digest)
+    # Two different digests for one image name vouch for neither: no pin is recorded for it.
+    pins = {name: next(iter(d)) for name, d in found.items() if len(d) == 1}
+    extra: dict[str, Any] = {"scanned": "source tree: secrets, Dockerfile config, SBOM"}
+    if listed:
+        extra["images"] = listed
+    extra.update({f"{name}_digest": digest for name, digest in pins.items()})
+    return pm.source_subject(root, "source+images" if pins else "source", **extra)
 
 
 def _vulnerability_checks(

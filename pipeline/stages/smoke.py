@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +61,8 @@ class SmokeOptions:
     timeout: float = vllm_cpu.DEFAULT_READY_TIMEOUT
     # Seconds for each smoke request.
     request_timeout: float = 60.0
+    # With --target: image digests the caller asserts serve the target ({"vllm": ..., "gateway": ...}).
+    subject_digests: dict[str, str] = field(default_factory=dict)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="URL of an already-running vLLM-compatible server (then nothing is started)")
     parser.add_argument("--model", default=vllm_cpu.DEFAULT_MODEL_NAME, help="served model name (default: %(default)s)")
     parser.add_argument(
+        "--subject-digests",
+        type=_digests_arg,
+        default={},
+        metavar="gateway=sha256:…,vllm=sha256:…",
+        help="with --target: the image digests serving the target, as the caller that started them asserts "
+        "(recorded in the evidence subject as asserted; see docs/promotion.md)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=vllm_cpu.DEFAULT_READY_TIMEOUT,
@@ -80,8 +90,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _digests_arg(text: str) -> dict[str, str]:
+    from pipeline import promotion as pm
+
+    try:
+        return pm.parse_subject_digests(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
-    return run(SmokeOptions(server=args.server, target=args.target, model=args.model, timeout=args.timeout), ctx)
+    return run(
+        SmokeOptions(
+            server=args.server,
+            target=args.target,
+            model=args.model,
+            timeout=args.timeout,
+            subject_digests=args.subject_digests,
+        ),
+        ctx,
+    )
 
 
 class SmokeFailure(AssertionError):
@@ -366,6 +394,8 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
 
     Never the release's image digests: locally no image runs. `ci` binds it to its build's
     release when the tree is the one the build pinned (pipeline.promotion.bind_subject).
+    With `--target`, `--subject-digests` adds the digests the caller asserts it ran (the vLLM image
+    serving the target; the gateway image only when this stage runs inside it), marked as asserted.
     """
     from pipeline import promotion as pm
     from pipeline.gitops import safe_url
@@ -376,7 +406,7 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
         kind, server = "simulator", "vLLM-compatible simulator (app/simulator)"
     else:
         kind, server = "vllm-cpu", "vLLM CPU build serving the tiny local random-weight model"
-    return pm.source_subject(
+    subject = pm.source_subject(
         ctx.repo_root,
         kind,
         gateway="source tree (not an image)",
@@ -384,6 +414,14 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
         model=opts.model,
         model_revision=None,
     )
+    if not opts.subject_digests:
+        return subject
+    if not opts.target:
+        raise ValueError("--subject-digests needs --target: without it the smoke runs the source tree, not images")
+    if "gateway" in opts.subject_digests:
+        # The gateway is started by this stage from the code it runs; the caller asserts that code is the image's.
+        subject["gateway"] = "the code of the gateway image named by gateway_digest (asserted, see digests_asserted_by)"
+    return pm.with_asserted_digests(subject, opts.subject_digests)
 
 
 class _SetupFailed(Exception):
@@ -396,7 +434,11 @@ def run(opts: SmokeOptions, ctx: RunContext) -> StageResult:
 
     checks: list[Check] = []
     evidence: dict[str, Any] = {"model": opts.model, "target": opts.target}
-    evidence["subject"] = _subject(opts, ctx)
+    try:
+        evidence["subject"] = _subject(opts, ctx)
+    except ValueError as exc:
+        check = Check(name="options", status=Status.FAILED, detail=str(exc))
+        return StageResult.from_checks(NAME, [check], summary=str(exc))
     with Timer() as total:
         try:
             with _model_server(opts, ctx, checks, evidence) as upstream:

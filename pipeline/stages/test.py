@@ -2,6 +2,10 @@
 
 Runs against `--root` (default: this repository) so the stage can be exercised on a tiny
 fixture project from the test suite without recursing into the suite itself.
+
+Evidence subject (`evidence.subject`): the tree it tested — `commit`, `dirty` and the
+build-context `content_digests` of `--root` (pipeline.promotion.source_subject). Promotion
+policy matches it on the commit the release was built from (`subject_match.test: commit`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline import policy
 from pipeline.cache import TRACKED, Extra
@@ -181,5 +186,18 @@ def run(opts: TestOptions, ctx: RunContext) -> StageResult:
     )
     artifacts = [str(p) for p in sorted(out.glob("*.xml"))]
     return StageResult.from_checks(
-        NAME, checks, summary=summary, seconds=total.seconds, logs=str(out), artifacts=artifacts
+        NAME,
+        checks,
+        summary=summary,
+        seconds=total.seconds,
+        logs=str(out),
+        artifacts=artifacts,
+        evidence={"subject": tested_subject(root, opts)},
     )
+
+
+def tested_subject(root: Path, opts: TestOptions) -> dict[str, Any]:
+    """What this run tested: the source tree at `root` (commit, dirty flag, build-context digests)."""
+    from pipeline import promotion as pm
+
+    return pm.source_subject(root, "source", tested=f"pytest -m {opts.markers!r}; skipped: {sorted(opts.skip)}")

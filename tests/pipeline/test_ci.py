@@ -253,8 +253,11 @@ def test_dagger_without_gitops_remote_skips_promotion_never_passes(
     assert len(promoted) == 2
 
 
-def test_gitops_remote_discard_reason() -> None:
+def test_gitops_remote_discard_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline import gitops_remote as gr
+
+    # `None` means "no remote given": the caller's $PIPELINE_GITOPS_REPO must not stand in for it.
+    monkeypatch.delenv("PIPELINE_GITOPS_REPO", raising=False)
 
     assert gr.discard_reason("local", None) is None  # the local bare repo persists
     assert gr.discard_reason("dagger", None) == gr.NO_REMOTE

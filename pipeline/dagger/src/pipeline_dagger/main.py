@@ -230,6 +230,9 @@ class Pipeline:
         timeout: Annotated[float, Doc("seconds to wait for readiness")] = 300.0,  # noqa: ASYNC109 - a CLI flag
         gpu: Annotated[bool, Doc("run the vLLM image as a GPU service (needs a GPU engine)")] = False,
         commit: Annotated[str, Doc("source commit")] = "",
+        subject_digests: Annotated[
+            str | None, Doc("with target: image digests serving it, e.g. vllm=sha256:... (recorded as asserted)")
+        ] = None,
         extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
     ) -> dagger.Directory:
         """Smoke-test the gateway in front of vLLM (GPU service with --gpu); returns the report."""
@@ -261,6 +264,9 @@ class Pipeline:
         attach: Annotated[bool, Doc("append the result to the evidence of the release pinned in env")] = False,
         gitops_repo: Annotated[str | None, Doc("with --attach: GitOps remote URL")] = None,
         actor: Annotated[str | None, Doc("with --attach: who records it")] = None,
+        subject_digests: Annotated[
+            str | None, Doc("with target: image digests serving it, gateway=sha256:...,vllm=sha256:... (asserted)")
+        ] = None,
         gitops_ssh_key: Annotated[dagger.Secret | None, Doc("SSH deploy key for the GitOps remote")] = None,
         gitops_known_hosts: Annotated[dagger.Secret | None, Doc("known_hosts for the GitOps remote")] = None,
         extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
