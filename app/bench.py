@@ -191,6 +191,7 @@ def bench_main(args: argparse.Namespace) -> int:
     from pipeline.stack import local_stack
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness polls are noise here
     model = "bench-model"
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     sim_args = ["--ttft-ms", "0", "--itl-ms", "0", "--max-num-seqs", "256", "--seed", "1"]

@@ -73,17 +73,17 @@ def build_parser(verbs: dict[str, ModuleType]) -> argparse.ArgumentParser:
 COLOUR = {Status.PASSED: "green", Status.FAILED: "red", Status.SKIPPED: "yellow"}
 
 
-def print_result(ctx: RunContext, result: StageResult) -> None:
+def print_result(ctx: RunContext, result: StageResult, *, table: bool = True) -> None:
     """Every check with its status (a SKIPPED check shows its reason), then the verdict."""
-    if result.checks:
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        table.add_column("check")
-        table.add_column("status")
-        table.add_column("detail", overflow="fold")
+    if table and result.checks:
+        checks = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        checks.add_column("check")
+        checks.add_column("status")
+        checks.add_column("detail", overflow="fold")
         for check in result.checks:
             status = f"[{COLOUR[check.status]}]{check.status.value.upper()}[/]"
-            table.add_row(check.name, status, check.detail.splitlines()[0][:160] if check.detail else "")
-        ctx.console.print(table)
+            checks.add_row(check.name, status, check.detail.splitlines()[0][:160] if check.detail else "")
+        ctx.console.print(checks)
     colour = COLOUR[result.status]
     ctx.console.print(
         f"[bold {colour}]{result.stage}: {result.status.value.upper()}[/] {result.summary} ({result.seconds:.1f}s)"
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(mod, "run_from_args"):
         result: StageResult = mod.run_from_args(args, ctx)
         result.write(ctx.run_dir)
-        print_result(ctx, result)
+        # `ci` already printed its own stage table; the verdict line is enough.
+        print_result(ctx, result, table=not getattr(mod, "PRINTS_SUMMARY", False))
         return 0 if result.ok else 1
     return int(mod.main(args, ctx))
 

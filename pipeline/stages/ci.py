@@ -43,6 +43,7 @@ from pipeline.result import Check, StageResult, Status, Timer
 log = logging.getLogger(__name__)
 
 NAME = "ci"
+PRINTS_SUMMARY = True  # the stage table, unproven checks and report paths
 HELP = "run test → build → scan → render → smoke → loadtest → promote to dev; stop at the first failure"
 ORDER = ("test", "build", "scan", "render", "smoke", "loadtest", "promote")
 GATES = ORDER[:-1]
