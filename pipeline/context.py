@@ -31,5 +31,11 @@ class RunContext:
     # Logs and CI step output are not terminals: give tables room instead of rich's 80 columns.
     console: Console = field(default_factory=lambda: Console(stderr=True, width=None if sys.stderr.isatty() else 140))
 
+    def stage_dir(self, stage: str) -> Path:
+        """`<run_dir>/<stage>/`, created: where a stage writes its logs and artifacts."""
+        path = self.run_dir / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def progress(self, message: str) -> None:
         self.console.print(f"[dim]·[/dim] {message}")

@@ -26,6 +26,22 @@ REQUEST_LATENCY_BUCKETS = (
 
 FINISHED_REASONS = ("stop", "length", "abort")
 
+# (attribute, vLLM name, help, buckets), in vLLM's registration order. Buckets `None`: the
+# 1-2-5 token buckets up to max_model_len.
+HISTOGRAMS: tuple[tuple[str, str, str, tuple[float, ...] | None], ...] = (
+    ("request_prompt_tokens", "vllm:request_prompt_tokens", "Number of prefill tokens processed.", None),
+    ("request_generation_tokens", "vllm:request_generation_tokens", "Number of generation tokens processed.", None),
+    ("request_max_tokens", "vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", None),
+    ("ttft", "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS),
+    ("itl", "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ITL_BUCKETS),
+    ("tpot", "vllm:request_time_per_output_token_seconds", "Histogram of time_per_output_token_seconds per request.", ITL_BUCKETS),
+    ("e2e", "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", REQUEST_LATENCY_BUCKETS),
+    ("queue_time", "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", REQUEST_LATENCY_BUCKETS),
+    ("inference_time", "vllm:request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request.", REQUEST_LATENCY_BUCKETS),
+    ("prefill_time", "vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.", REQUEST_LATENCY_BUCKETS),
+    ("decode_time", "vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.", REQUEST_LATENCY_BUCKETS),
+)  # fmt: skip
+
 
 def _one_two_five_buckets(limit: int) -> list[float]:
     """vLLM's build_1_2_5_buckets: 1, 2, 5, 10, 20, 50, ... up to `limit`."""
@@ -42,6 +58,19 @@ def _one_two_five_buckets(limit: int) -> list[float]:
 
 class SimMetrics:
     """One registry per app, so several simulators can live in one test process."""
+
+    # Set from HISTOGRAMS in __init__ (labelled children).
+    request_prompt_tokens: Histogram
+    request_generation_tokens: Histogram
+    request_max_tokens: Histogram
+    ttft: Histogram
+    itl: Histogram
+    tpot: Histogram
+    e2e: Histogram
+    queue_time: Histogram
+    inference_time: Histogram
+    prefill_time: Histogram
+    decode_time: Histogram
 
     def __init__(self, model_name: str, max_model_len: int, engine: str = "0") -> None:
         self.registry = CollectorRegistry()
@@ -74,61 +103,9 @@ class SimMetrics:
         self.success = {reason: success.labels(*values, reason) for reason in FINISHED_REASONS}
 
         tok_buckets = _one_two_five_buckets(max_model_len)
-        self.request_prompt_tokens = Histogram(
-            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", names, buckets=tok_buckets, registry=r
-        ).labels(*values)
-        self.request_generation_tokens = Histogram(
-            "vllm:request_generation_tokens",
-            "Number of generation tokens processed.",
-            names,
-            buckets=tok_buckets,
-            registry=r,
-        ).labels(*values)
-        self.request_max_tokens = Histogram(
-            "vllm:request_params_max_tokens",
-            "Histogram of the max_tokens request parameter.",
-            names,
-            buckets=tok_buckets,
-            registry=r,
-        ).labels(*values)
-        self.ttft = Histogram(
-            "vllm:time_to_first_token_seconds",
-            "Histogram of time to first token in seconds.",
-            names,
-            buckets=TTFT_BUCKETS,
-            registry=r,
-        ).labels(*values)
-        self.itl = Histogram(
-            "vllm:inter_token_latency_seconds",
-            "Histogram of inter-token latency in seconds.",
-            names,
-            buckets=ITL_BUCKETS,
-            registry=r,
-        ).labels(*values)
-        self.tpot = Histogram(
-            "vllm:request_time_per_output_token_seconds",
-            "Histogram of time_per_output_token_seconds per request.",
-            names,
-            buckets=ITL_BUCKETS,
-            registry=r,
-        ).labels(*values)
-
-        def latency(name: str, doc: str) -> Histogram:
-            return Histogram(name, doc, names, buckets=REQUEST_LATENCY_BUCKETS, registry=r).labels(*values)
-
-        self.e2e = latency("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.")
-        self.queue_time = latency(
-            "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request."
-        )
-        self.inference_time = latency(
-            "vllm:request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request."
-        )
-        self.prefill_time = latency(
-            "vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request."
-        )
-        self.decode_time = latency(
-            "vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request."
-        )
+        for attr, name, doc, buckets in HISTOGRAMS:
+            hist = Histogram(name, doc, names, buckets=tok_buckets if buckets is None else buckets, registry=r)
+            setattr(self, attr, hist.labels(*values))
 
     def bind_gauges(self, running: Callable[[], float], waiting: Callable[[], float], kv: Callable[[], float]) -> None:
         """Gauges read the engine's live counters at scrape time: no per-request gauge writes."""

@@ -326,8 +326,7 @@ def _chart_artifact(
 
 def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
     root = (opts.context or ctx.repo_root).resolve()
-    out = ctx.run_dir / NAME
-    out.mkdir(parents=True, exist_ok=True)
+    out = ctx.stage_dir(NAME)
     checks: list[Check] = []
     artifacts: list[str] = []
     evidence: dict[str, object] = {}

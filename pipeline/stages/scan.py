@@ -207,8 +207,7 @@ def _config_targets(root: Path, render_dir: Path | None) -> list[Path]:
 
 def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
     root = (opts.root or ctx.repo_root).resolve()
-    out = ctx.run_dir / NAME
-    out.mkdir(parents=True, exist_ok=True)
+    out = ctx.stage_dir(NAME)
     checks: list[Check] = []
     artifacts: list[str] = []
     trivy = find("trivy")

@@ -3,7 +3,9 @@
 Locally the model server is REAL vLLM (its CPU build, own venv installed on first use)
 serving a tiny random-weight Llama the project builds itself; `--server simulator` is the
 explicit fallback; `--target URL` smokes an already-running vLLM-compatible server (the GPU
-service in Dagger). The gateway always runs in front of it, with a freshly minted JWT.
+service in Dagger). The gateway runs in front of it, with a freshly minted JWT; with
+`--gateway-url URL --token-file FILE` an already-running gateway (the release's image in
+Dagger) is checked instead, with the caller's JWT. The checks are the same either way.
 
 If the vLLM venv cannot be installed (e.g. offline) the stage FAILS with the reason: the
 real engine is what this stage proves, so it never silently degrades to the simulator.
@@ -63,6 +65,9 @@ class SmokeOptions:
     request_timeout: float = 60.0
     # With --target: image digests the caller asserts serve the target ({"vllm": ..., "gateway": ...}).
     subject_digests: dict[str, str] = field(default_factory=dict)
+    # An already-running gateway in front of `target` (then no gateway is started) and a JWT it accepts.
+    gateway_url: str | None = None
+    token_file: Path | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +86,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="gateway=sha256:…,vllm=sha256:…",
         help="with --target: the image digests serving the target, as the caller that started them asserts "
         "(recorded in the evidence subject as asserted; see docs/promotion.md)",
+    )
+    parser.add_argument(
+        "--gateway-url",
+        help="with --target: URL of an already-running gateway in front of it (then no gateway is started)",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="with --gateway-url: a JWT that gateway accepts for a role allowed --model (first line of the file)",
     )
     parser.add_argument(
         "--timeout",
@@ -107,6 +121,8 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
             model=args.model,
             timeout=args.timeout,
             subject_digests=args.subject_digests,
+            gateway_url=args.gateway_url,
+            token_file=args.token_file,
         ),
         ctx,
     )
@@ -400,6 +416,12 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
     from pipeline import promotion as pm
     from pipeline.gitops import safe_url
 
+    if opts.gateway_url and not (opts.target and opts.token_file):
+        raise ValueError(
+            "--gateway-url needs --target (the model server behind it) and --token-file (a JWT it accepts)"
+        )
+    if opts.token_file and not opts.gateway_url:
+        raise ValueError("--token-file needs --gateway-url (without it the stage mints a token for its own gateway)")
     if opts.target:
         kind, server = "target", f"already-running server at {safe_url(opts.target)}"
     elif opts.server == "simulator":
@@ -409,7 +431,9 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
     subject = pm.source_subject(
         ctx.repo_root,
         kind,
-        gateway="source tree (not an image)",
+        gateway=f"already-running gateway at {safe_url(opts.gateway_url)}"
+        if opts.gateway_url
+        else "source tree (not an image)",
         model_server=server,
         model=opts.model,
         model_revision=None,
@@ -418,7 +442,9 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
         return subject
     if not opts.target:
         raise ValueError("--subject-digests needs --target: without it the smoke runs the source tree, not images")
-    if "gateway" in opts.subject_digests:
+    if "gateway" in opts.subject_digests and opts.gateway_url:
+        subject["gateway"] = "the gateway image named by gateway_digest (asserted, see digests_asserted_by)"
+    elif "gateway" in opts.subject_digests:
         # The gateway is started by this stage from the code it runs; the caller asserts that code is the image's.
         subject["gateway"] = "the code of the gateway image named by gateway_digest (asserted, see digests_asserted_by)"
     return pm.with_asserted_digests(subject, opts.subject_digests)
@@ -428,36 +454,65 @@ class _SetupFailed(Exception):
     """A set-up step failed and was recorded as a FAILED check."""
 
 
-def run(opts: SmokeOptions, ctx: RunContext) -> StageResult:
-    """Start (or reach) the model server and the gateway, run every check, stop what was started."""
+def _caller_token(opts: SmokeOptions) -> str | None:
+    """The JWT from --token-file (first line), None without one; ValueError when unreadable or empty."""
+    if opts.token_file is None:
+        return None
+    try:
+        lines = opts.token_file.read_text().split()
+    except OSError as exc:
+        raise ValueError(f"--token-file: {exc}") from None
+    if not lines:
+        raise ValueError(f"--token-file {opts.token_file} is empty")
+    return lines[0]
+
+
+@contextlib.contextmanager
+def _gateway(
+    opts: SmokeOptions, ctx: RunContext, upstream: str | None, token: str | None, evidence: dict[str, Any]
+) -> Iterator[tuple[str, str, str]]:
+    """Yield (upstream URL, gateway URL, JWT): the caller's gateway, or one started here in front of `upstream`."""
     from pipeline.stack import local_stack  # the gateway side; imported late so `--help` stays light
 
+    if opts.gateway_url:
+        assert upstream is not None and token is not None  # checked by _subject and _caller_token
+        evidence["upstream_url"], evidence["gateway_url"] = upstream, opts.gateway_url.rstrip("/")
+        yield upstream, opts.gateway_url.rstrip("/"), token
+        return
+    ctx.progress("starting the gateway" + (" and the simulator" if upstream is None else ""))
+    stack_kw: dict[str, Any] = {"model": opts.model}
+    if upstream is not None:
+        stack_kw["upstream_url"] = upstream
+    with local_stack(ctx.run_dir / "stack", **stack_kw) as stack:
+        evidence["upstream_url"] = stack.upstream_url
+        evidence["gateway_url"] = stack.gateway_url
+        # `user` is the role scoped to exactly this model, so RBAC is exercised too.
+        yield stack.upstream_url, stack.gateway_url, stack.mint(sub="smoke", roles=("user",), ttl=600)
+
+
+def run(opts: SmokeOptions, ctx: RunContext) -> StageResult:
+    """Start (or reach) the model server and the gateway, run every check, stop what was started."""
     checks: list[Check] = []
     evidence: dict[str, Any] = {"model": opts.model, "target": opts.target}
     try:
         evidence["subject"] = _subject(opts, ctx)
+        token = _caller_token(opts)
     except ValueError as exc:
         check = Check(name="options", status=Status.FAILED, detail=str(exc))
         return StageResult.from_checks(NAME, [check], summary=str(exc))
     with Timer() as total:
         try:
-            with _model_server(opts, ctx, checks, evidence) as upstream:
-                ctx.progress("starting the gateway" + (" and the simulator" if upstream is None else ""))
-                stack_kw: dict[str, Any] = {"model": opts.model}
-                if upstream is not None:
-                    stack_kw["upstream_url"] = upstream
-                with local_stack(ctx.run_dir / "stack", **stack_kw) as stack:
-                    evidence["upstream_url"] = stack.upstream_url
-                    evidence["gateway_url"] = stack.gateway_url
-                    # `user` is the role scoped to exactly this model, so RBAC is exercised too.
-                    token = stack.mint(sub="smoke", roles=("user",), ttl=600)
-                    smoker = Smoker(stack.upstream_url, stack.gateway_url, opts.model, token, opts.request_timeout)
-                    try:
-                        for check in smoker.run_all():
-                            ctx.progress(f"{check.name}: {check.status.value} {check.detail}")
-                            checks.append(check)
-                    finally:
-                        smoker.close()
+            with (
+                _model_server(opts, ctx, checks, evidence) as upstream,
+                _gateway(opts, ctx, upstream, token, evidence) as (upstream_url, gateway_url, token),
+            ):
+                smoker = Smoker(upstream_url, gateway_url, opts.model, token, opts.request_timeout)
+                try:
+                    for check in smoker.run_all():
+                        ctx.progress(f"{check.name}: {check.status.value} {check.detail}")
+                        checks.append(check)
+                finally:
+                    smoker.close()
         except _SetupFailed:
             pass
         except ProcessFailed as exc:

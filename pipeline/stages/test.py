@@ -141,8 +141,7 @@ def _chart_checks(root: Path, log_dir: Path) -> list[Check]:
 
 def run(opts: TestOptions, ctx: RunContext) -> StageResult:
     root = (opts.root or ctx.repo_root).resolve()
-    out = ctx.run_dir / NAME
-    out.mkdir(parents=True, exist_ok=True)
+    out = ctx.stage_dir(NAME)
     py = sys.executable
     checks: list[Check] = []
     with Timer() as total:

@@ -66,7 +66,7 @@ def test_function_arguments_match_cli_flags(verb: str, functions: dict[str, Any]
     if parser is None:
         pytest.skip(f"pipeline/stages/{verb}.py not there yet (Dagger passes extra_args through)")
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
-    params = set(functions[verb].parameters) - plan.INFRA_PARAMS
+    params = set(functions[verb].parameters) - plan.infra_params(verb)
     assert params == set(actions), (
         f"Dagger function `{verb}` args {sorted(params)} != CLI dests {sorted(actions)}: "
         "add/remove the parameter in pipeline/dagger/src/pipeline_dagger/main.py"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import jsonschema
 import pytest
 
 from pipeline import trivy_operator
+from tests.helpers.trivy_reports import report_validator, vulnerability, vulnerability_report
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 GW = "sha256:" + "1" * 64
@@ -18,46 +18,23 @@ VLLM = "sha256:" + "2" * 64
 
 
 def vuln(vid: str, severity: str, fixed: str = "") -> dict[str, Any]:
-    return {
-        "vulnerabilityID": vid,
-        "severity": severity,
-        "fixedVersion": fixed,
-        "installedVersion": "1.0.0",
-        "resource": "openssl",
-        "title": f"{vid} in openssl",
-        "publishedDate": "2026-01-01T00:00:00Z",
-        "lastModifiedDate": "2026-01-02T00:00:00Z",
-    }
+    return vulnerability(vid, severity, fixed)
 
 
 def report(digest: str, age_hours: float, vulns: list[dict[str, Any]], container: str = "gateway") -> dict[str, Any]:
-    counts = {
-        f"{s.lower()}Count": sum(v["severity"] == s for v in vulns) for s in ("CRITICAL", "HIGH", "MEDIUM", "LOW")
-    }
-    return {
-        "apiVersion": "aquasecurity.github.io/v1alpha1",
-        "kind": "VulnerabilityReport",
-        "metadata": {
-            "name": f"replicaset-llm-{container}",
-            "namespace": "llm-dev",
-            "labels": {trivy_operator.LABEL_CONTAINER: container, trivy_operator.LABEL_RESOURCE_KIND: "ReplicaSet"},
-        },
-        "report": {
-            "artifact": {"repository": f"llm/{container}", "digest": digest, "tag": "0.1.0"},
-            "os": {"family": "debian", "name": "12.8"},
-            "registry": {"server": "registry.example.com"},
-            "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.76.0"},
-            "summary": {**counts, "unknownCount": 0},
-            "updateTimestamp": (NOW - dt.timedelta(hours=age_hours)).isoformat().replace("+00:00", "Z"),
-            "vulnerabilities": vulns,
-        },
-    }
+    return vulnerability_report(
+        digest,
+        container,
+        vulns,
+        updated=NOW - dt.timedelta(hours=age_hours),
+        namespace="llm-dev",
+        name=f"replicaset-llm-{container}",
+    )
 
 
 @pytest.fixture(scope="module")
 def validator(crd_schemas: Path) -> jsonschema.Draft7Validator:
-    schema = json.loads((crd_schemas / "aquasecurity.github.io" / "vulnerabilityreport_v1alpha1.json").read_text())
-    return jsonschema.Draft7Validator(schema)
+    return report_validator(crd_schemas)
 
 
 def checked(validator: jsonschema.Draft7Validator, *reports: dict[str, Any]) -> list[dict[str, Any]]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.context import RunContext
-from pipeline.gitops import ensure_local_remote
+from pipeline.gitops import GitOpsRepo, ensure_local_remote, git
 from pipeline.release import Release
 from pipeline.result import StageResult, Status
+from pipeline.stages import promote
 
 RELEASE_YAML = """\
 # Release pins: written only by `python -m pipeline promote` (reverted by `rollback`).
@@ -47,6 +49,8 @@ FREEZE_YAML = "# -- Freeze state written by rollback/unfreeze.\nfrozen: false\n"
 REPO = Path(__file__).resolve().parents[2]
 # The real ApplicationSet: its values.prodRevision is the prod pin promotions and rollbacks move.
 APPSET = "environments/argocd/applicationset-llm-service.yaml"
+# Who commits by hand to a test clone of the GitOps remote.
+GIT_IDENT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
 
 
 def write_envs(root: Path, appproject: str | None = None) -> Path:
@@ -61,6 +65,29 @@ def write_envs(root: Path, appproject: str | None = None) -> Path:
     if appproject:
         (root / "environments" / "argocd" / "appproject.yaml").write_text(appproject)
     return root
+
+
+def clone(remote: str, tmp_path: Path, name: str = "check") -> GitOpsRepo:
+    """A fresh, synced working copy of the GitOps remote at `tmp_path/name`."""
+    repo = GitOpsRepo(remote, tmp_path / name)
+    repo.sync()
+    return repo
+
+
+def commit_by_hand(repo: GitOpsRepo, message: str, *, push: bool = True) -> None:
+    """Commit every tracked change in `repo` as GIT_IDENT (someone editing the branch by hand), then push."""
+    git("commit", "-qam", message, cwd=repo.path, env=GIT_IDENT)
+    if push:
+        git("push", "-q", "origin", "HEAD:main", cwd=repo.path)
+
+
+def prod_local_options(remote: str, **kw: Any) -> promote.PromoteOptions:
+    """A prod promotion with two approvals under the local profile, unbuilt images allowed by `rm`."""
+    kw.setdefault("approvers", ["alice", "bob"])
+    kw.setdefault("actor", "rm")
+    return promote.PromoteOptions(
+        to="prod", gitops_repo=remote, policy_profile="local", allow_unbuilt_images=True, **kw
+    )
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pipeline.release import Release
 from pipeline.result import Check, StageResult, Status
 from pipeline.stages import loadtest, promote, rollback, smoke
 from pipeline.stages.build import context_digest
-from tests.promotion.conftest import REPO, ci_evidence, subject_of, write_envs
+from tests.promotion.conftest import REPO, ci_evidence, clone, subject_of, write_envs
 
 
 def run_promote(remote: str, tmp_path: Path, name: str, **kw: Any) -> StageResult:
@@ -41,12 +41,6 @@ def to_prod_local(remote: str, tmp_path: Path, name: str = "prod", **kw: Any) ->
     kw.setdefault("approvers", ["alice", "bob"])
     kw.setdefault("actor", "rm")
     return run_promote(remote, tmp_path, name, to="prod", policy_profile="local", allow_unbuilt_images=True, **kw)
-
-
-def clone(remote: str, tmp_path: Path, name: str = "check") -> GitOpsRepo:
-    repo = GitOpsRepo(remote, tmp_path / name)
-    repo.sync()
-    return repo
 
 
 # ---------------------------------------------------------------- 1. gates record their own subject

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.gitops import GitOpsError, GitOpsRepo, Message, edit_yaml, git, parse_trailers
-
-ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+from tests.promotion.conftest import GIT_IDENT
 
 
 def push_competing(remote: str, where: Path, name: str) -> None:
@@ -16,7 +15,7 @@ def push_competing(remote: str, where: Path, name: str) -> None:
     other.sync()
     (other.path / name).write_text("x\n")
     git("add", "-A", cwd=other.path)
-    git("commit", "-qm", f"competing {name}", cwd=other.path, env=ENV)
+    git("commit", "-qm", f"competing {name}", cwd=other.path, env=GIT_IDENT)
     git("push", "-q", "origin", "HEAD:main", cwd=other.path)
 
 

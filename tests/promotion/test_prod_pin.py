@@ -17,15 +17,9 @@ from pipeline.gitops import GitOpsError, GitOpsRepo, git, load_yaml_text
 from pipeline.release import Release
 from pipeline.result import StageResult, Status
 from pipeline.stages import promote, rollback
-from tests.promotion.conftest import APPSET, ci_evidence
+from tests.promotion.conftest import APPSET, ci_evidence, clone, commit_by_hand, prod_local_options
 
 ZEROS = "0" * 40
-
-
-def clone(remote: str, tmp_path: Path, name: str) -> GitOpsRepo:
-    repo = GitOpsRepo(remote, tmp_path / name)
-    repo.sync()
-    return repo
 
 
 def to_prod(remote: str, tmp_path: Path, rel: Release, n: int) -> StageResult:
@@ -33,15 +27,7 @@ def to_prod(remote: str, tmp_path: Path, rel: Release, n: int) -> StageResult:
     dev = promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(rel=rel), gitops_repo=remote)
     assert promote.run(dev, ctx).ok
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
-    opts = promote.PromoteOptions(
-        to="prod",
-        gitops_repo=remote,
-        approvers=["alice", "bob"],
-        actor="rm",
-        policy_profile="local",
-        allow_unbuilt_images=True,
-    )
-    res = promote.run(opts, ctx)
+    res = promote.run(prod_local_options(remote), ctx)
     assert res.status is Status.PASSED, res.checks
     return res
 
@@ -146,8 +132,7 @@ def test_status_reports_a_pin_behind_the_branch(
     # Someone changes prod's values on the branch by hand: Argo CD (pinned) does not see it.
     values = repo.file("environments/prod/values.yaml")
     values.write_text(values.read_text() + "extra: 1\n")
-    ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
-    git("commit", "-qam", "hand edit", cwd=repo.path, env=ident)
+    commit_by_hand(repo, "hand edit", push=False)
     state = pm.pin_status(repo, "prod")
     assert state["matches"] is False and "values.yaml changed on main" in state["detail"]
     assert pm.pin_status(clone(remote, tmp_path, "fresh"), "prod")["detail"].startswith("pins at ")
@@ -158,9 +143,7 @@ def test_prod_promotion_without_the_applicationset_pushes_nothing(
 ) -> None:
     repo = clone(remote, tmp_path, "writer")
     git("rm", "-q", APPSET, cwd=repo.path)
-    ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
-    git("commit", "-qm", "drop appset", cwd=repo.path, env=ident)
-    git("push", "-q", "origin", "HEAD:main", cwd=repo.path)
+    commit_by_hand(repo, "drop appset")
     ctx = RunContext(run_dir=tmp_path / "p")
     rel = make_release(1, images_built=False)
     assert promote.run(
@@ -168,10 +151,7 @@ def test_prod_promotion_without_the_applicationset_pushes_nothing(
     ).ok
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
     before = clone(remote, tmp_path, "before").head()
-    opts = promote.PromoteOptions(
-        to="prod", gitops_repo=remote, approvers=["a", "b"], policy_profile="local", allow_unbuilt_images=True
-    )
-    res = promote.run(opts, ctx)
+    res = promote.run(prod_local_options(remote, approvers=["a", "b"], actor=None), ctx)
     assert res.status is Status.FAILED
     assert f"{APPSET}: missing" in res.checks[-1].detail and "nothing pushed" in res.checks[-1].detail
     assert clone(remote, tmp_path, "after").head() == before

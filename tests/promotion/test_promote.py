@@ -9,17 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo, git
+from pipeline.gitops import git
 from pipeline.release import Release
 from pipeline.result import Status
 from pipeline.stages import promote
-from tests.promotion.conftest import RELEASE_YAML, ci_evidence
-
-
-def clone(remote: str, tmp_path: Path, name: str = "check") -> GitOpsRepo:
-    repo = GitOpsRepo(remote, tmp_path / name)
-    repo.sync()
-    return repo
+from tests.promotion.conftest import RELEASE_YAML, ci_evidence, clone, commit_by_hand, prod_local_options
 
 
 def to_dev(remote: str, ctx: RunContext, rel: Release, **kw: object) -> promote.StageResult:
@@ -131,15 +125,7 @@ def test_prod_with_approvals_local_profile_and_flag(
 ) -> None:
     to_dev(remote, ctx, make_release(1, images_built=False))
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
-    opts = promote.PromoteOptions(
-        to="prod",
-        gitops_repo=remote,
-        approvers=["alice", "bob"],
-        actor="rm",
-        policy_profile="local",
-        allow_unbuilt_images=True,
-    )
-    res = promote.run(opts, ctx)
+    res = promote.run(prod_local_options(remote), ctx)
     assert res.status is Status.PASSED, res.checks
     head = clone(remote, tmp_path).log("environments/prod/release.yaml", limit=1)[0]
     assert head.trailer_all("Approved-By") == ["alice", "bob"]
@@ -160,19 +146,7 @@ def test_frozen_target_is_refused(
 ) -> None:
     repo = clone(remote, tmp_path, "writer")
     repo.file("environments/dev/freeze.yaml").write_text("frozen: true\nsince: t\nby: ctl\nreason: alert\n")
-    git(
-        "commit",
-        "-qam",
-        "freeze",
-        cwd=repo.path,
-        env={
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@x",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@x",
-        },
-    )
-    git("push", "-q", "origin", "HEAD:main", cwd=repo.path)
+    commit_by_hand(repo, "freeze")
     res = to_dev(remote, ctx, make_release(1))
     assert res.status is Status.FAILED
     assert any("is frozen" in c.detail for c in res.checks)
@@ -205,19 +179,7 @@ def test_malformed_values_file_is_a_clear_error_and_nothing_pushed(
 ) -> None:
     repo = clone(remote, tmp_path, "writer")
     repo.file("environments/dev/values.yaml").write_text("replicaCount: [1\n  broken: {\n")
-    git(
-        "commit",
-        "-qam",
-        "oops",
-        cwd=repo.path,
-        env={
-            "GIT_AUTHOR_NAME": "t",
-            "GIT_AUTHOR_EMAIL": "t@x",
-            "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@x",
-        },
-    )
-    git("push", "-q", "origin", "HEAD:main", cwd=repo.path)
+    commit_by_hand(repo, "oops")
     head = repo.head()
     res = to_dev(remote, ctx, make_release(1))
     assert res.status is Status.FAILED

@@ -8,16 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 
 from pipeline import promotion as pm
-from pipeline import trivy_operator
 from pipeline.context import RunContext
 from pipeline.gitops import GitOpsRepo
 from pipeline.release import Release
 from pipeline.result import StageResult, Status
 from pipeline.stages import promote
+from tests.helpers.trivy_reports import report_validator, vulnerability, vulnerability_report
 from tests.promotion.conftest import ci_evidence
 
 # Far enough ahead that prod's production soak time (1 day) has elapsed since the staging pin.
@@ -25,46 +24,23 @@ LATER = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
 
 
 def report(digest: str, container: str, vulns: list[dict[str, Any]], age_hours: float = 1) -> dict[str, Any]:
-    counts = {
-        f"{s.lower()}Count": sum(v["severity"] == s for v in vulns) for s in ("CRITICAL", "HIGH", "MEDIUM", "LOW")
-    }
-    return {
-        "apiVersion": "aquasecurity.github.io/v1alpha1",
-        "kind": "VulnerabilityReport",
-        "metadata": {
-            "name": f"replicaset-llm-service-{container}",
-            "namespace": "llm-staging",
-            "labels": {trivy_operator.LABEL_CONTAINER: container, trivy_operator.LABEL_RESOURCE_KIND: "ReplicaSet"},
-        },
-        "report": {
-            "artifact": {"repository": f"llm/{container}", "digest": digest, "tag": "0.1.0"},
-            "os": {"family": "debian", "name": "12.8"},
-            "registry": {"server": "registry.example.com"},
-            "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.76.0"},
-            "summary": {**counts, "unknownCount": 0},
-            "updateTimestamp": (LATER - dt.timedelta(hours=age_hours)).isoformat().replace("+00:00", "Z"),
-            "vulnerabilities": vulns,
-        },
-    }
+    return vulnerability_report(
+        digest,
+        container,
+        vulns,
+        updated=LATER - dt.timedelta(hours=age_hours),
+        namespace="llm-staging",
+        name=f"replicaset-llm-service-{container}",
+    )
 
 
 def vuln(vid: str, severity: str, fixed: str) -> dict[str, Any]:
-    return {
-        "vulnerabilityID": vid,
-        "severity": severity,
-        "fixedVersion": fixed,
-        "installedVersion": "3.0.0",
-        "resource": "openssl",
-        "title": f"{vid} in openssl",
-        "publishedDate": "2026-01-01T00:00:00Z",
-        "lastModifiedDate": "2026-01-02T00:00:00Z",
-    }
+    return vulnerability(vid, severity, fixed, installed="3.0.0")
 
 
 @pytest.fixture
 def write_reports(tmp_path: Path, crd_schemas: Path) -> Callable[..., Path]:
-    schema = json.loads((crd_schemas / "aquasecurity.github.io" / "vulnerabilityreport_v1alpha1.json").read_text())
-    validator = jsonschema.Draft7Validator(schema)
+    validator = report_validator(crd_schemas)
 
     def write(*reports: dict[str, Any]) -> Path:
         for r in reports:

@@ -2,7 +2,8 @@
 
 Every function prepares a container (pinned Python base, uv + pip caches, `uv sync --frozen`,
 the verb's tools) and runs the SAME stage code inside it: `python -m pipeline <verb> ...`.
-Only what needs the engine lives here: building/publishing images, the vLLM GPU service.
+Only what needs the engine lives here: building/publishing images, running the release's images
+as services (`smoke`/`loadtest` with image refs; the vLLM one with GPUs when asked).
 Each function returns the run directory (report JSON, logs, artifacts) plus an `exit-code`
 file, so a failing stage still hands back its evidence:
 
@@ -12,7 +13,9 @@ file, so a failing stage still hands back its evidence:
 
 from __future__ import annotations
 
-from typing import Annotated
+import secrets
+from collections.abc import Mapping
+from typing import Annotated, cast
 
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
@@ -26,17 +29,31 @@ from .plan import (
     GITOPS_SSH_KEY,
     PYTHON_IMAGE,
     RUNS,
+    VLLM_PORT,
+    VLLM_URL,
     WORKDIR,
     Plan,
+    Service,
     git_ssh_command,
     plan,
+    release_images,
+    vllm_server_args,
 )
 
 # Release images (their digests are the release pins) and the pipeline image (the rollback
 # controller of charts/rollback-controller; pinned in environments/argocd, not per release).
 TARGETS = ("gateway", "vllm")
 IMAGE_TARGETS = (*TARGETS, "pipeline")
-VLLM_PORT = 8000
+# Doc strings shared by several functions' arguments.
+GITOPS_KEY_DOC = Doc("SSH deploy key for the GitOps remote")
+KNOWN_HOSTS_DOC = Doc("known_hosts for the GitOps remote")
+EXTRA_ARGS_DOC = Doc("more CLI arguments, passed through")
+GATEWAY_IMAGE_DOC = Doc("run this gateway image (registry/gateway@sha256:...) as a service in front of vLLM")
+VLLM_IMAGE_DOC = Doc("run this vLLM image (registry/vllm@sha256:...) as the model server service")
+GATEWAY_DIGEST_DOC = Doc("with registry: run <registry>/gateway@<digest> (instead of gateway_image)")
+VLLM_DIGEST_DOC = Doc("with registry: run <registry>/vllm@<digest> (instead of vllm_image)")
+VLLM_ARGS_DOC = Doc("more vLLM server arguments for the vLLM service, e.g. --model=<hf id> --revision=<sha>")
+HF_TOKEN_DOC = Doc("Hugging Face token for the vLLM service (gated models)")
 
 
 @object_type
@@ -59,6 +76,9 @@ class Pipeline:
             ctr = ctr.with_mounted_cache(path, dag.cache_volume(name))
         for key, value in p.env.items():
             ctr = ctr.with_env_variable(key, value)
+        if p.services:
+            # Fresh dev keys and token on every call: never a cached keygen/mint (an expired token).
+            ctr = ctr.with_env_variable("PIPELINE_SERVICES_NONCE", secrets.token_hex(8))
         for argv in p.setup:
             ctr = ctr.with_exec(argv)
         return ctr
@@ -69,9 +89,31 @@ class Pipeline:
         code = await done.exit_code()
         return done.directory(f"{RUNS}/{p.verb}").with_new_file("exit-code", f"{code}\n")
 
-    async def _run(self, verb: str, params: dict[str, object]) -> dagger.Directory:
+    async def _run(
+        self,
+        verb: str,
+        params: Mapping[str, object],
+        *,
+        registry_auth: tuple[str, dagger.Secret | None] = ("", None),
+        trivy_auth: bool = False,
+        chart_registry: str = "",
+        gitops: tuple[dagger.Secret | None, dagger.Secret | None] = (None, None),
+        crd_schemas: dagger.Directory | None = None,
+        service_secrets: Mapping[str, dagger.Secret | None] | None = None,
+        bind: Mapping[str, dagger.Service] | None = None,
+    ) -> dagger.Directory:
+        """Plan `verb`, prepare its container with what the function was given, run it, return the report."""
         p = plan(verb, params, image=self.python_image)
-        return await self._report(self._container(p), p)
+        username, password = registry_auth
+        ctr = self._with_crd_schemas(self._container(p), crd_schemas)
+        ctr = self._with_gitops_key(ctr, *gitops)
+        ctr = self._with_chart_registry(ctr, chart_registry, username, password)
+        if trivy_auth and password is not None:
+            ctr = ctr.with_env_variable("TRIVY_USERNAME", username).with_secret_variable("TRIVY_PASSWORD", password)
+        services = self._services(ctr, p.services, registry_auth, service_secrets or {})
+        for alias, svc in {**services, **(bind or {})}.items():
+            ctr = ctr.with_service_binding(alias, svc)
+        return await self._report(ctr, p)
 
     def _image(self, target: str, commit: str) -> dagger.Container:
         # REVISION feeds the Dockerfile's OCI labels (org.opencontainers.image.revision).
@@ -93,6 +135,17 @@ class Pipeline:
             else:
                 await image.sync()  # proves the target builds; nothing to pin without a registry
         return digests
+
+    async def _release_digests(
+        self, params: dict[str, object], registry: str, username: str, password: dagger.Secret | None, commit: str
+    ) -> dict[str, str]:
+        """Unless both digests are given, build the images (publish with credentials) and put the published
+        gateway/vLLM digests into `params`. Returns what was published (target → digest)."""
+        if params.get("gateway_digest") and params.get("vllm_digest"):
+            return {}
+        built = await self._build_images(registry, username, password, commit)
+        params.update({f"{t}_digest": built[t] for t in TARGETS if t in built})
+        return built
 
     # -- chart publishing: the build stage packages the chart and pushes it with these ----------
 
@@ -126,11 +179,48 @@ class Pipeline:
         """Mount a CRD schema directory; without one the stage defaults to the datreeio catalog URL under Dagger."""
         return ctr if crd_schemas is None else ctr.with_mounted_directory(CRD_SCHEMAS_MOUNT, crd_schemas)
 
-    def _vllm_service(self, commit: str, gpu: bool) -> dagger.Service:
-        ctr = self._image("vllm", commit).with_exposed_port(VLLM_PORT)
+    # -- services ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _serve(ctr: dagger.Container, port: int, gpu: bool, args: list[str]) -> dagger.Service:
+        ctr = ctr.with_exposed_port(port)
         if gpu:
             ctr = ctr.experimental_with_all_gp_us()
-        return ctr.as_service(use_entrypoint=True)
+        return ctr.as_service(args=args) if args else ctr.as_service(use_entrypoint=True)
+
+    def _vllm_service(self, commit: str, gpu: bool, args: list[str]) -> dagger.Service:
+        """The vLLM image built from this source (no registry)."""
+        return self._serve(self._image("vllm", commit), VLLM_PORT, gpu, args)
+
+    def _services(
+        self,
+        pipeline_ctr: dagger.Container,
+        specs: Mapping[str, Service],
+        registry_auth: tuple[str, dagger.Secret | None],
+        service_secrets: Mapping[str, dagger.Secret | None],
+    ) -> dict[str, dagger.Service]:
+        """The planned services, pulled by digest; their files come from the prepared pipeline container."""
+        username, password = registry_auth
+        built: dict[str, dagger.Service] = {}
+        for alias, spec in specs.items():  # planned in dependency order (vllm before gateway)
+            ctr = dag.container()
+            if password is not None:
+                ctr = ctr.with_registry_auth(spec.image.split("/", 1)[0], username, password)
+            ctr = ctr.from_(spec.image)
+            for path, src in spec.files.items():
+                ctr = ctr.with_mounted_file(path, pipeline_ctr.file(src))
+            for key, value in spec.env.items():
+                ctr = ctr.with_env_variable(key, value)
+            for key, arg in spec.secret_env.items():
+                if (secret := service_secrets.get(arg)) is not None:
+                    ctr = ctr.with_secret_variable(key, secret)
+            for key in spec.random_env:
+                value = secrets.token_hex(24)
+                ctr = ctr.with_secret_variable(key, dag.set_secret(f"{alias}-{key}-{value[:8]}", value))
+            for need in spec.needs:
+                ctr = ctr.with_service_binding(need, built[need])
+            built[alias] = self._serve(ctr, spec.port, spec.gpu, spec.args)
+        return built
 
     # -- verbs ------------------------------------------------------------------------------
 
@@ -141,7 +231,7 @@ class Pipeline:
         markers: Annotated[str, Doc("pytest -m expression")] = "not slow",
         pytest_args: Annotated[str, Doc("extra pytest arguments, one shell-quoted string")] = "",
         skip: Annotated[list[str] | None, Doc("checks to skip: ruff format mypy pytest rego chart")] = None,
-        extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
+        extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
         """Run ruff, mypy, pytest, Rego tests and helm lint; returns the run directory."""
         return await self._run("test", dict(locals(), self=None))
@@ -162,19 +252,16 @@ class Pipeline:
         chart_registry: Annotated[
             str | None, Doc("OCI chart repository without scheme (default with credentials: <registry>/charts)")
         ] = None,
-        extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
+        extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
         """Build both images (publish with credentials), the chart (push with credentials), the dist; release pins."""
-        if not (gateway_digest and vllm_digest):
-            digests = await self._build_images(registry, registry_username, registry_password, commit)
-            gateway_digest = digests.get("gateway", gateway_digest)
-            vllm_digest = digests.get("vllm", vllm_digest)
+        params = dict(locals(), self=None)
+        await self._release_digests(params, registry, registry_username, registry_password, commit)
         # Chart: packaged by the stage; pushed by it when a registry and credentials are given.
         if registry and registry_password is not None and not chart_registry:
-            chart_registry = f"{registry}/charts"
-        p = plan("build", dict(locals(), self=None, digests=None), image=self.python_image)
-        ctr = self._with_chart_registry(self._container(p), chart_registry or "", registry_username, registry_password)
-        return await self._report(ctr, p)
+            params["chart_registry"] = f"{registry}/charts"
+        auth = (registry_username, registry_password)
+        return await self._run("build", params, registry_auth=auth, chart_registry=str(params["chart_registry"] or ""))
 
     @function
     async def scan(
@@ -186,20 +273,15 @@ class Pipeline:
         download_db: Annotated[bool | None, Doc("download the vulnerability DB (default: yes in Dagger)")] = None,
         registry_username: Annotated[str, Doc("registry user for pulling the images")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
-        extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
+        extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
         """Trivy: secrets, config, SBOM, vulnerabilities (DB cached in a volume); returns the report."""
         params = dict(locals(), self=None)
         if download_db is False:
             params["extra_args"] = [*(extra_args or []), "--no-download-db"]
             params["download_db"] = None
-        p = plan("scan", params, image=self.python_image)
-        ctr = self._container(p)
-        if registry_password is not None:
-            ctr = ctr.with_env_variable("TRIVY_USERNAME", registry_username).with_secret_variable(
-                "TRIVY_PASSWORD", registry_password
-            )
-        return await self._report(ctr, p)
+        auth = (registry_username, registry_password)
+        return await self._run("scan", params, registry_auth=auth, trivy_auth=True)
 
     @function
     async def render(
@@ -218,8 +300,7 @@ class Pipeline:
     ) -> dagger.Directory:
         """Render the chart per environment, validate schemas and policies; returns the manifests."""
         params = dict(locals(), self=None, crd_schemas=CRD_SCHEMAS_MOUNT if crd_schemas is not None else None)
-        p = plan("render", params, image=self.python_image)
-        return await self._report(self._with_crd_schemas(self._container(p), crd_schemas), p)
+        return await self._run("render", params, crd_schemas=crd_schemas)
 
     @function
     async def smoke(
@@ -233,16 +314,27 @@ class Pipeline:
         subject_digests: Annotated[
             str | None, Doc("with target: image digests serving it, e.g. vllm=sha256:... (recorded as asserted)")
         ] = None,
-        extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
+        gateway_url: Annotated[str | None, Doc("with target: URL of a running gateway in front of it")] = None,
+        token_file: Annotated[str | None, Doc("with gateway_url: a JWT file that gateway accepts")] = None,
+        gateway_image: Annotated[str | None, GATEWAY_IMAGE_DOC] = None,
+        vllm_image: Annotated[str | None, VLLM_IMAGE_DOC] = None,
+        registry: Annotated[str, Doc("registry/namespace of the images given by digest")] = "",
+        gateway_digest: Annotated[str | None, GATEWAY_DIGEST_DOC] = None,
+        vllm_digest: Annotated[str | None, VLLM_DIGEST_DOC] = None,
+        registry_username: Annotated[str, Doc("registry user for pulling the images")] = "",
+        registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
+        vllm_args: Annotated[list[str] | None, VLLM_ARGS_DOC] = None,
+        hf_token: Annotated[dagger.Secret | None, HF_TOKEN_DOC] = None,
+        extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
-        """Smoke-test the gateway in front of vLLM (GPU service with --gpu); returns the report."""
+        """Smoke-test the gateway in front of vLLM: the release's images as services when given; returns the report."""
         params = dict(locals(), self=None)
-        p = plan("smoke", params, image=self.python_image)
-        ctr = self._container(p)
-        if gpu and target is None:
-            ctr = ctr.with_service_binding("vllm", self._vllm_service(commit, gpu))
-            p = plan("smoke", {**params, "target": f"http://vllm:{VLLM_PORT}"}, image=self.python_image)
-        return await self._report(ctr, p)
+        bind: dict[str, dagger.Service] = {}
+        if gpu and target is None and not release_images("smoke", params):
+            # No images given: build the vLLM image from this source; the gateway runs from source (no digests).
+            bind["vllm"] = self._vllm_service(commit, gpu, vllm_server_args(model, vllm_args or []))
+            params["target"] = VLLM_URL
+        return await self._release_run("smoke", params, bind=bind)
 
     @function
     async def loadtest(
@@ -267,13 +359,39 @@ class Pipeline:
         subject_digests: Annotated[
             str | None, Doc("with target: image digests serving it, gateway=sha256:...,vllm=sha256:... (asserted)")
         ] = None,
-        gitops_ssh_key: Annotated[dagger.Secret | None, Doc("SSH deploy key for the GitOps remote")] = None,
-        gitops_known_hosts: Annotated[dagger.Secret | None, Doc("known_hosts for the GitOps remote")] = None,
-        extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
+        gateway_image: Annotated[str | None, GATEWAY_IMAGE_DOC] = None,
+        vllm_image: Annotated[str | None, VLLM_IMAGE_DOC] = None,
+        registry: Annotated[str, Doc("registry/namespace of the images given by digest")] = "",
+        gateway_digest: Annotated[str | None, GATEWAY_DIGEST_DOC] = None,
+        vllm_digest: Annotated[str | None, VLLM_DIGEST_DOC] = None,
+        registry_username: Annotated[str, Doc("registry user for pulling the images")] = "",
+        registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
+        gpu: Annotated[bool, Doc("with image refs: run the vLLM image with GPUs")] = False,
+        vllm_args: Annotated[list[str] | None, VLLM_ARGS_DOC] = None,
+        hf_token: Annotated[dagger.Secret | None, HF_TOKEN_DOC] = None,
+        gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
+        gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
+        extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
-        """Load-test against the SLO gate; returns Locust results and the verdict."""
-        p = plan("loadtest", dict(locals(), self=None), image=self.python_image)
-        return await self._report(self._with_gitops_key(self._container(p), gitops_ssh_key, gitops_known_hosts), p)
+        """Load-test against the SLO gate (the release's images as services when given); returns the verdict."""
+        return await self._release_run("loadtest", dict(locals(), self=None))
+
+    async def _release_run(
+        self, verb: str, params: dict[str, object], bind: Mapping[str, dagger.Service] | None = None
+    ) -> dagger.Directory:
+        """smoke/loadtest: the release's images (when given) as services, pulled with the registry credentials."""
+
+        def secret(name: str) -> dagger.Secret | None:  # typed by the function signatures
+            return cast("dagger.Secret | None", params.get(name))
+
+        return await self._run(
+            verb,
+            params,
+            registry_auth=(str(params["registry_username"]), secret("registry_password")),
+            gitops=(secret("gitops_ssh_key"), secret("gitops_known_hosts")),
+            service_secrets={"hf_token": secret("hf_token")},
+            bind=bind,
+        )
 
     @function
     async def promote(
@@ -289,13 +407,12 @@ class Pipeline:
         extra_evidence: Annotated[list[str] | None, Doc("extra StageResult JSON files")] = None,
         release_file: Annotated[str | None, Doc("release.json to promote")] = None,
         actor: Annotated[str | None, Doc("who promotes")] = None,
-        gitops_ssh_key: Annotated[dagger.Secret | None, Doc("SSH deploy key for the GitOps remote")] = None,
-        gitops_known_hosts: Annotated[dagger.Secret | None, Doc("known_hosts for the GitOps remote")] = None,
-        extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
+        gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
+        gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
+        extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
         """Promote a release into an environment of the GitOps repo (policy-checked commit)."""
-        p = plan("promote", dict(locals(), self=None), image=self.python_image)
-        return await self._report(self._with_gitops_key(self._container(p), gitops_ssh_key, gitops_known_hosts), p)
+        return await self._run("promote", dict(locals(), self=None), gitops=(gitops_ssh_key, gitops_known_hosts))
 
     @function
     async def rollback(
@@ -305,13 +422,12 @@ class Pipeline:
         reason: Annotated[str, Doc("why (recorded in the revert commit)")] = "",
         actor: Annotated[str | None, Doc("who rolls back")] = None,
         gitops_repo: Annotated[str | None, Doc("GitOps remote URL")] = None,
-        gitops_ssh_key: Annotated[dagger.Secret | None, Doc("SSH deploy key for the GitOps remote")] = None,
-        gitops_known_hosts: Annotated[dagger.Secret | None, Doc("known_hosts for the GitOps remote")] = None,
-        extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
+        gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
+        gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
+        extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
         """Revert an environment's last promotion in the GitOps repo."""
-        p = plan("rollback", dict(locals(), self=None), image=self.python_image)
-        return await self._report(self._with_gitops_key(self._container(p), gitops_ssh_key, gitops_known_hosts), p)
+        return await self._run("rollback", dict(locals(), self=None), gitops=(gitops_ssh_key, gitops_known_hosts))
 
     @function
     async def ci(
@@ -330,39 +446,32 @@ class Pipeline:
         gitops_repo: Annotated[
             str | None, Doc("GitOps remote to promote dev into; without one promotion is SKIPPED (container-local)")
         ] = None,
-        gitops_ssh_key: Annotated[dagger.Secret | None, Doc("SSH deploy key for the GitOps remote")] = None,
-        gitops_known_hosts: Annotated[dagger.Secret | None, Doc("known_hosts for the GitOps remote")] = None,
+        gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
+        gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
         registry: Annotated[str, Doc("registry/namespace to publish to")] = "",
         registry_username: Annotated[str, Doc("registry user")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
         commit: Annotated[str, Doc("source commit")] = "",
         gpu: Annotated[bool, Doc("smoke against the vLLM image as a GPU service")] = False,
-        extra_args: Annotated[list[str] | None, Doc("more CLI arguments, passed through")] = None,
+        extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
         """Every stage in order, promote to dev when all pass; returns report.json/summary.md/junit.xml."""
-        if not (gateway_digest and vllm_digest):
-            digests = await self._build_images(registry, registry_username, registry_password, commit)
-            gateway_digest = digests.get("gateway", gateway_digest)
-            vllm_digest = digests.get("vllm", vllm_digest)
-            if digests:
-                images = [*(images or []), *(f"{registry}/{t}@{d}" for t, d in digests.items())]
-        args = list(stage_args or [])
+        params = dict(locals(), self=None, crd_schemas=CRD_SCHEMAS_MOUNT if crd_schemas is not None else None)
+        built = await self._release_digests(params, registry, registry_username, registry_password, commit)
+        if built:
+            params["images"] = [*(images or []), *(f"{registry}/{t}@{d}" for t, d in built.items())]
+        bind: dict[str, dagger.Service] = {}
         if gpu:
-            args.append(f"smoke=--target http://vllm:{VLLM_PORT}")
-        params = dict(locals(), self=None, digests=None, args=None)
-        params["stage_args"] = args or None
-        params["crd_schemas"] = CRD_SCHEMAS_MOUNT if crd_schemas is not None else None
-        p = plan("ci", params, image=self.python_image)
-        ctr = self._with_crd_schemas(self._container(p), crd_schemas)
-        ctr = self._with_gitops_key(ctr, gitops_ssh_key, gitops_known_hosts)
-        if gpu:
-            ctr = ctr.with_service_binding("vllm", self._vllm_service(commit, gpu))
-        if registry_password is not None:
-            ctr = ctr.with_env_variable("TRIVY_USERNAME", registry_username).with_secret_variable(
-                "TRIVY_PASSWORD", registry_password
-            )
-        # The build stage inside ci packages the chart and pushes it to <registry>/charts.
-        ctr = self._with_chart_registry(
-            ctr, f"{registry}/charts" if registry else "", registry_username, registry_password
+            params["stage_args"] = [*(stage_args or []), f"smoke=--target {VLLM_URL}"]
+            bind["vllm"] = self._vllm_service(commit, gpu, [])
+        return await self._run(
+            "ci",
+            params,
+            registry_auth=(registry_username, registry_password),
+            trivy_auth=True,
+            # The build stage inside ci packages the chart and pushes it to <registry>/charts.
+            chart_registry=f"{registry}/charts" if registry else "",
+            gitops=(gitops_ssh_key, gitops_known_hosts),
+            crd_schemas=crd_schemas,
+            bind=bind,
         )
-        return await self._report(ctr, p)

@@ -7,6 +7,8 @@ are derived from the function's own arguments, named like the CLI's argparse des
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,16 @@ INFRA_PARAMS = frozenset(
         *("gitops_ssh_key", "gitops_known_hosts"),  # secrets, mounted as files (see git_ssh_command)
     }
 )
+# Per verb: parameters that pick the release images to run as services (see `release_services`).
+RELEASE_PARAMS = frozenset({"gateway_image", "vllm_image", "gateway_digest", "vllm_digest", "vllm_args", "hf_token"})
+VERB_INFRA_PARAMS: dict[str, frozenset[str]] = {"smoke": RELEASE_PARAMS, "loadtest": RELEASE_PARAMS}
+
+
+def infra_params(verb: str) -> frozenset[str]:
+    """Parameters of the Dagger function `verb` that are not CLI flags."""
+    return INFRA_PARAMS | VERB_INFRA_PARAMS.get(verb, frozenset())
+
+
 # CLI flags whose option string is not `--<dest with dashes>`.
 FLAG_ALIASES: dict[tuple[str, str], str] = {
     ("scan", "images"): "--image",
@@ -83,7 +95,7 @@ def cli_args(verb: str, params: Mapping[str, Any]) -> list[str]:
     """Function arguments → CLI flags (None/False/empty = leave the CLI default)."""
     argv: list[str] = []
     for dest, value in params.items():
-        if dest in INFRA_PARAMS or dest == "self" or value is None:
+        if dest in infra_params(verb) or dest == "self" or value is None:
             continue
         flag = flag_for(verb, dest)
         if isinstance(value, bool):
@@ -107,12 +119,20 @@ class Plan:
     env: dict[str, str] = field(default_factory=dict)
     setup: list[list[str]] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
-    services: dict[str, int] = field(default_factory=dict)  # alias → port
+    # Services bound to the command's container: alias → what runs there.
+    services: dict[str, Service] = field(default_factory=dict)
 
 
-def plan(
-    verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE, services: Mapping[str, int] | None = None
-) -> Plan:
+def plan(verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE) -> Plan:
+    """The container of the function `verb` called with `params`; with release images (smoke, loadtest),
+    its services too."""
+    images = release_images(verb, params)
+    if images:
+        return _release_plan(verb, params, images, image)
+    return _plan(verb, params, image)
+
+
+def _plan(verb: str, params: Mapping[str, Any], image: str) -> Plan:
     setup: list[list[str]] = []
     if APT.get(verb):
         apt = " ".join(APT[verb])
@@ -136,5 +156,134 @@ def plan(
         },
         setup=setup,
         command=command,
-        services=dict(services or {}),
     )
+
+
+# -- release images as services (smoke, loadtest) --------------------------------------------
+# With image refs the functions run the RELEASE's images, not the source tree: the vLLM image
+# and the gateway image in front of it, as services, and the stage checks them from outside
+# with `--target`/`--gateway-url` and claims their digests with `--subject-digests`.
+VLLM_PORT = 8000
+GATEWAY_PORT = 8080
+VLLM_URL = f"http://vllm:{VLLM_PORT}"
+GATEWAY_URL = f"http://gateway:{GATEWAY_PORT}"
+# Made in the pipeline container (never in the source tree); only the PUBLIC half reaches the gateway.
+SMOKE_DIR = "/run/smoke"
+SMOKE_KEYS = f"{SMOKE_DIR}/keys"  # private.pem + jwks.json (app.gateway.tokens keygen)
+SMOKE_RBAC = f"{SMOKE_DIR}/rbac.json"
+SMOKE_TOKEN = f"{SMOKE_DIR}/token"
+GATEWAY_CONF = "/etc/gateway"  # where the gateway service sees jwks.json and rbac.json
+# Same issuer/audience as pipeline.stack (tests compare them).
+ISSUER = "https://idp.local-stack.test"
+AUDIENCE = "llm-gateway"
+RBAC_SCRIPT = "import json, sys; from pipeline.stack import default_rbac; print(json.dumps(default_rbac(sys.argv[1])))"
+TOKEN_TTL_S = 7200  # the vLLM service may take long to load its model after the token is minted
+_REF_RE = re.compile(r"^[^\s@]+/[^\s@]+@sha256:[0-9a-f]{64}$")
+
+
+@dataclass
+class Service:
+    """A container run as a service: its image (pinned by digest), port, arguments, env and files."""
+
+    image: str
+    port: int
+    args: list[str] = field(default_factory=list)  # empty = the image's entrypoint + cmd
+    env: dict[str, str] = field(default_factory=dict)
+    # Files copied from the pipeline container (after setup) into the service: path there → path here.
+    files: dict[str, str] = field(default_factory=dict)
+    gpu: bool = False
+    needs: tuple[str, ...] = ()  # aliases of other services it reaches
+    secret_env: dict[str, str] = field(default_factory=dict)  # env var → name of a Secret argument
+    random_env: tuple[str, ...] = ()  # env vars set to a fresh random secret per call
+
+
+def release_images(verb: str, params: Mapping[str, Any]) -> dict[str, str]:
+    """{"gateway": ref, "vllm": ref} from `*_image` refs or `registry` + `*_digest`; {} = run from source.
+
+    Both or neither: a smoke that runs one image and the source tree for the other proves neither.
+    """
+    if verb not in VERB_INFRA_PARAMS:
+        return {}
+    refs: dict[str, str] = {}
+    for target in ("gateway", "vllm"):
+        ref, digest = params.get(f"{target}_image"), params.get(f"{target}_digest")
+        if ref and digest:
+            raise ValueError(f"give {target}_image or {target}_digest, not both")
+        if digest:
+            if not params.get("registry"):
+                raise ValueError(f"{target}_digest needs registry (the image is <registry>/{target}@<digest>)")
+            ref = f"{params['registry']}/{target}@{digest}"
+        if ref:
+            if not _REF_RE.match(str(ref)):
+                raise ValueError(f"{target} image must be <registry>/<repo>@sha256:<64 hex>, got {ref!r}")
+            refs[target] = str(ref)
+    if refs and set(refs) != {"gateway", "vllm"}:
+        raise ValueError("give both the gateway and the vLLM image (refs or digests), or neither")
+    if refs and params.get("subject_digests"):
+        raise ValueError("subject_digests is derived from the image refs; do not give both")
+    return refs
+
+
+def vllm_server_args(model: str, extra: list[str]) -> list[str]:
+    """The vLLM service's command, like the chart's: the OpenAI server module serving `model` under that name.
+
+    (The image's `vllm serve` entrypoint needs the model as a positional; `extra` may override --model.)
+    """
+    argv = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--host=0.0.0.0", f"--port={VLLM_PORT}"]
+    return [*argv, f"--model={model}", f"--served-model-name={model}", *extra]
+
+
+def release_services(images: Mapping[str, str], *, model: str, gpu: bool, vllm_args: list[str]) -> dict[str, Service]:
+    """The vLLM image (GPUs when asked) and the gateway image in front of it, configured like pipeline.stack."""
+    vllm = Service(
+        image=images["vllm"],
+        port=VLLM_PORT,
+        args=vllm_server_args(model, vllm_args),
+        gpu=gpu,
+        secret_env={"HF_TOKEN": "hf_token"},
+    )
+    gateway = Service(
+        image=images["gateway"],
+        port=GATEWAY_PORT,
+        env={
+            "GATEWAY_UPSTREAM_URL": VLLM_URL,
+            "GATEWAY_JWT_JWKS": f"{GATEWAY_CONF}/jwks.json",
+            "GATEWAY_JWT_ISSUER": ISSUER,
+            "GATEWAY_JWT_AUDIENCE": AUDIENCE,
+            "GATEWAY_RBAC_FILE": f"{GATEWAY_CONF}/rbac.json",
+            "GATEWAY_READY_PROBE_INTERVAL": "2",
+        },
+        files={f"{GATEWAY_CONF}/jwks.json": f"{SMOKE_KEYS}/jwks.json", f"{GATEWAY_CONF}/rbac.json": SMOKE_RBAC},
+        needs=("vllm",),
+        random_env=("GATEWAY_AUDIT_HASH_KEY",),
+    )
+    return {"vllm": vllm, "gateway": gateway}
+
+
+def _release_plan(verb: str, params: Mapping[str, Any], images: Mapping[str, str], image: str) -> Plan:
+    """The stage checks the release's services from outside and claims their digests."""
+    model = str(params.get("model") or "")
+    digests = ",".join(f"{t}={images[t].split('@', 1)[1]}" for t in ("gateway", "vllm"))
+    flags: dict[str, Any] = {"subject_digests": digests, "token_file": SMOKE_TOKEN}
+    if verb == "smoke":
+        flags |= {"target": VLLM_URL, "gateway_url": GATEWAY_URL}
+    else:  # loadtest: the load goes through the gateway
+        flags |= {"target": GATEWAY_URL}
+    for dest in flags:
+        if params.get(dest) not in (None, ""):
+            raise ValueError(f"{dest} is set by the release services; do not pass it with image refs")
+    p = _plan(verb, {**params, **flags}, image)
+    py = ".venv/bin/python"
+    mint = [py, "-m", "app.gateway.tokens", "mint", "--key", f"{SMOKE_KEYS}/private.pem", "--kid", "dev"]
+    mint += ["--sub", f"dagger-{verb}", "--roles", "user", "--issuer", ISSUER, "--audience", AUDIENCE]
+    mint += ["--ttl", str(TOKEN_TTL_S)]
+    # The RBAC file local stacks use (pipeline.stack.default_rbac: `user` may use exactly `model`); JSON is YAML.
+    rbac = [py, "-c", RBAC_SCRIPT, model]
+    p.setup += [
+        [py, "-m", "app.gateway.tokens", "keygen", "--out", SMOKE_KEYS],
+        ["sh", "-c", f"{shlex.join(mint)} > {SMOKE_TOKEN} && {shlex.join(rbac)} > {SMOKE_RBAC}"],
+    ]
+    p.services = release_services(
+        images, model=model, gpu=bool(params.get("gpu")), vllm_args=list(params.get("vllm_args") or [])
+    )
+    return p

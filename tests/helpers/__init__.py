@@ -1,0 +1,1 @@
+"""Builders shared by several test suites (import as `tests.helpers.<module>`)."""

@@ -1,0 +1,128 @@
+"""Offline plans of Dagger `smoke`/`loadtest` with release images: services, GPUs, claimed digests."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GW = "sha256:" + "a" * 64
+VLLM = "sha256:" + "b" * 64
+REFS = {
+    "gateway_image": f"registry.example.com/llm/gateway@{GW}",
+    "vllm_image": f"registry.example.com/llm/vllm@{VLLM}",
+}
+
+
+@pytest.fixture(scope="module")
+def plan() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(REPO / "pipeline" / "dagger" / "src"))
+    try:
+        yield importlib.import_module("pipeline_dagger.plan")
+    finally:
+        sys.path.remove(str(REPO / "pipeline" / "dagger" / "src"))
+
+
+def parse(p: Any) -> Any:
+    cli = importlib.import_module("pipeline.cli")
+    return cli.build_parser(cli.discover()).parse_args(p.command[3:])
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_smoke_with_image_refs_runs_both_images_and_claims_both_digests(plan: Any, gpu: bool) -> None:
+    p = plan.plan("smoke", {"model": "llama", "gpu": gpu, "vllm_args": ["--model=org/m"], **REFS})
+    assert list(p.services) == ["vllm", "gateway"]  # dependency order: the gateway binds vllm
+    vllm, gateway = p.services["vllm"], p.services["gateway"]
+    assert vllm.image == REFS["vllm_image"] and vllm.port == plan.VLLM_PORT and vllm.gpu is gpu
+    assert "--served-model-name=llama" in vllm.args and vllm.args[-1] == "--model=org/m"
+    assert vllm.secret_env == {"HF_TOKEN": "hf_token"}
+    assert gateway.image == REFS["gateway_image"] and gateway.needs == ("vllm",) and not gateway.gpu
+    assert gateway.env["GATEWAY_UPSTREAM_URL"] == plan.VLLM_URL
+    # Only the public half of the dev key pair (and the RBAC file) reaches the gateway.
+    assert sorted(gateway.files.values()) == [f"{plan.SMOKE_KEYS}/jwks.json", plan.SMOKE_RBAC]
+    assert gateway.env["GATEWAY_JWT_JWKS"] in gateway.files and gateway.env["GATEWAY_RBAC_FILE"] in gateway.files
+    assert gateway.random_env == ("GATEWAY_AUDIT_HASH_KEY",)
+    args = parse(p)
+    assert args.target == plan.VLLM_URL and args.gateway_url == plan.GATEWAY_URL
+    assert str(args.token_file) == plan.SMOKE_TOKEN
+    assert args.subject_digests == {"gateway": GW, "vllm": VLLM}
+    setup = " ".join(" ".join(step) for step in p.setup)
+    assert f"keygen --out {plan.SMOKE_KEYS}" in setup and f"> {plan.SMOKE_TOKEN}" in setup
+
+
+def test_digests_and_registry_name_the_same_images(plan: Any) -> None:
+    by_digest = plan.plan(
+        "smoke", {"registry": "registry.example.com/llm", "gateway_digest": GW, "vllm_digest": VLLM, "model": "m"}
+    )
+    by_ref = plan.plan("smoke", {**REFS, "model": "m"})
+    assert by_digest.command == by_ref.command
+    assert {a: s.image for a, s in by_digest.services.items()} == {a: s.image for a, s in by_ref.services.items()}
+
+
+def test_loadtest_with_image_refs_loads_the_gateway_service(plan: Any) -> None:
+    p = plan.plan("loadtest", {"env": "dev", "model": "llama", **REFS})
+    args = parse(p)
+    assert args.target == plan.GATEWAY_URL and str(args.token_file) == plan.SMOKE_TOKEN
+    assert args.subject_digests == {"gateway": GW, "vllm": VLLM}
+    assert set(p.services) == {"vllm", "gateway"} and not p.services["vllm"].gpu
+
+
+@pytest.mark.parametrize("verb", ["smoke", "loadtest"])
+def test_without_image_refs_no_services_and_no_digests(plan: Any, verb: str) -> None:
+    p = plan.plan(verb, {"model": "tiny-llama", "gpu": True, "registry": "registry.example.com/llm"})
+    assert p.services == {}
+    assert "--subject-digests" not in p.command and "--gateway-url" not in p.command
+    assert not any("keygen" in step for step in p.setup)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"gateway_image": REFS["gateway_image"]}, "both"),
+        ({**REFS, "gateway_image": "registry.example.com/llm/gateway:v1"}, "sha256"),
+        ({"gateway_digest": GW, "vllm_digest": VLLM}, "registry"),
+        ({**REFS, "subject_digests": f"vllm={VLLM}"}, "derived"),
+        ({**REFS, "target": "http://elsewhere:8000"}, "target"),
+    ],
+)
+def test_inconsistent_image_arguments_are_refused(plan: Any, params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan.plan("smoke", params)
+
+
+def test_gateway_settings_match_the_local_stack(plan: Any) -> None:
+    from pipeline import stack
+
+    assert (plan.ISSUER, plan.AUDIENCE) == (stack.ISSUER, stack.AUDIENCE)
+    env = plan.release_services({"gateway": "r/g@" + GW, "vllm": "r/v@" + VLLM}, model="m", gpu=False, vllm_args=[])[
+        "gateway"
+    ].env
+    from app.gateway.tokens import DevKeys
+
+    keys = DevKeys(private_key=Path("/k/private.pem"), jwks=Path("/k/jwks.json"), kid="dev", alg="ES256")
+    local = stack.gateway_settings(Path("/w"), keys, Path("/r"), "http://u", None)
+    # Every setting the local stack gives its gateway, the service gets too (the hash key as a secret).
+    assert set(local) == {*env, "GATEWAY_AUDIT_HASH_KEY", "GATEWAY_AUDIT_LOG"}
+
+
+def test_rbac_script_writes_the_local_stack_rbac(plan: Any, tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from pipeline import stack
+
+    out = subprocess.run([sys.executable, "-c", plan.RBAC_SCRIPT, "llama"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == stack.default_rbac("llama")
+
+
+def test_module_binds_planned_services_with_gpus() -> None:
+    src = (REPO / "pipeline" / "dagger" / "src" / "pipeline_dagger" / "main.py").read_text()
+    for needle in ("with_service_binding(alias, svc)", "with_mounted_file(path, pipeline_ctr.file(src))",
+                   "experimental_with_all_gp_us()", "with_service_binding(need, built[need])"):  # fmt: skip
+        assert needle in src, needle
