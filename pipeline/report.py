@@ -67,7 +67,24 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def _report_links(report: dict[str, Any], run_dir: Path | None) -> list[str]:
+    """Stage reports (.md/.html) as links and plots (.png) as images, relative to the summary."""
+    lines: list[str] = []
+    for st in report["stages"]:
+        for art in st.get("artifacts", []):
+            path = Path(art)
+            if path.is_absolute():
+                if run_dir is None or not path.is_relative_to(run_dir):
+                    continue
+                path = path.relative_to(run_dir)
+            if path.suffix == ".png":
+                lines.append(f"![{st['stage']}: {path.stem}]({path.as_posix()})")
+            elif path.suffix in (".md", ".html"):
+                lines.append(f"- {st['stage']}: [{path.name}]({path.as_posix()})")
+    return lines
+
+
+def render_markdown(report: dict[str, Any], run_dir: Path | None = None) -> str:
     icon = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
     lines = [
         f"# Pipeline run `{report['run_id']}`: {icon.get(report['status'], '')} {report['status'].upper()}",
@@ -92,6 +109,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     promotion = report.get("promotion")
     if promotion:
         lines += ["", "## Promotion", "", f"- {_md_escape(str(promotion))}"]
+    links = _report_links(report, run_dir)
+    if links:
+        lines += ["", "## Stage reports and plots", "", *links]
     return "\n".join(lines) + "\n"
 
 
@@ -144,6 +164,6 @@ def write_all(
         "summary": run_dir / "summary.md",
         "junit": run_dir / "junit.xml",
     }
-    paths["summary"].write_text(render_markdown(report))
+    paths["summary"].write_text(render_markdown(report, run_dir))
     paths["junit"].write_text(render_junit(results, run_dir.name))
     return paths
