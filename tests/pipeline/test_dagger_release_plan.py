@@ -126,3 +126,91 @@ def test_module_binds_planned_services_with_gpus() -> None:
     for needle in ("with_service_binding(alias, svc)", "with_mounted_file(path, pipeline_ctr.file(src))",
                    "experimental_with_all_gp_us()", "with_service_binding(need, built[need])"):  # fmt: skip
         assert needle in src, needle
+
+
+# -- ci: the release's images when it published (or was given) digests ------------------------
+REGISTRY = "registry.example.com/llm"
+# What Dagger `ci` plans after publishing: `_release_digests` put the registry digests into its params.
+PUBLISHED = {"registry": REGISTRY, "gateway_digest": GW, "vllm_digest": VLLM}
+
+
+def ci_stage_argv(plan: Any, p: Any) -> dict[str, Any]:
+    """ci's command → {stage: that stage's parsed --stage-args} (the way ci itself parses them)."""
+    from pipeline.stages import ci, loadtest, smoke
+
+    args = parse(p)
+    assert args.verb == "ci"
+    per_stage = ci.parse_stage_args(args.stage_args)
+    out: dict[str, Any] = {"ci": args, "raw": per_stage}
+    for name, mod in (("smoke", smoke), ("loadtest", loadtest)):
+        if name in per_stage:
+            out[name] = ci._parse_defaults(mod, name, per_stage[name])
+    return out
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_ci_with_published_digests_runs_smoke_and_loadtest_against_the_release_images(plan: Any, gpu: bool) -> None:
+    params = {**PUBLISHED, "gpu": gpu, "model": "llama", "vllm_args": ["--model=org/m"], "stage_args": ["test=-q"]}
+    p = plan.plan("ci", params)
+    # The same services smoke/loadtest bind, from the same helper.
+    want = plan.release_services(
+        {"gateway": f"{REGISTRY}/gateway@{GW}", "vllm": f"{REGISTRY}/vllm@{VLLM}"},
+        model="llama",
+        gpu=gpu,
+        vllm_args=["--model=org/m"],
+    )
+    assert list(p.services) == ["vllm", "gateway"] and p.services == want
+    assert p.services["vllm"].gpu is gpu and not p.services["gateway"].gpu
+    assert p.services["vllm"].secret_env == {"HF_TOKEN": "hf_token"}
+    got = ci_stage_argv(plan, p)
+    # The build stage pins the same digests the smoke/loadtest evidence claims.
+    assert (got["ci"].gateway_digest, got["ci"].vllm_digest) == (GW, VLLM)
+    assert got["raw"]["test"] == ["-q"]  # the caller's stage-args are kept
+    smoke, load = got["smoke"], got["loadtest"]
+    assert smoke.target == plan.VLLM_URL and smoke.gateway_url == plan.GATEWAY_URL
+    assert load.target == plan.GATEWAY_URL
+    for stage in (smoke, load):
+        assert stage.subject_digests == {"gateway": GW, "vllm": VLLM}
+        assert str(stage.token_file) == plan.SMOKE_TOKEN and stage.model == "llama"
+    setup = " ".join(" ".join(step) for step in p.setup)
+    assert f"keygen --out {plan.SMOKE_KEYS}" in setup and f"> {plan.SMOKE_TOKEN}" in setup
+    assert "--sub dagger-ci" in setup and f"> {plan.SMOKE_RBAC}" in setup
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},  # no registry: nothing published
+        {"registry": REGISTRY},  # a registry but no credentials: built, not published, no digests
+        {"gateway_digest": GW, "vllm_digest": VLLM},  # digests for the build pins, but no registry to pull from
+        {**PUBLISHED, "skip": ["smoke", "loadtest"]},  # nothing would use the services
+        {**PUBLISHED, "only": ["test", "build"]},
+    ],
+)
+@pytest.mark.parametrize("gpu", [False, True])
+def test_ci_without_release_images_binds_nothing_and_claims_nothing(
+    plan: Any, params: dict[str, Any], gpu: bool
+) -> None:
+    p = plan.plan("ci", {**params, "gpu": gpu, "model": "llama"})
+    assert p.services == {}
+    assert not any("--subject-digests" in arg or "--gateway-url" in arg for arg in p.command)
+    assert not any("keygen" in step for step in p.setup)
+    got = ci_stage_argv(plan, p)
+    assert "smoke" not in got["raw"] and "loadtest" not in got["raw"]
+
+
+@pytest.mark.parametrize("item", ["smoke=--target http://elsewhere:8000", "loadtest=--subject-digests=vllm=x"])
+def test_ci_refuses_stage_args_that_fight_the_release_services(plan: Any, item: str) -> None:
+    with pytest.raises(ValueError, match="release services"):
+        plan.plan("ci", {**PUBLISHED, "model": "m", "stage_args": [item]})
+    # Other flags of those stages stay the caller's.
+    p = plan.plan("ci", {**PUBLISHED, "model": "m", "stage_args": ["smoke=--timeout 900"]})
+    assert ci_stage_argv(plan, p)["smoke"].timeout == 900.0
+
+
+def test_ci_function_reuses_the_release_and_source_vllm_helpers() -> None:
+    src = (REPO / "pipeline" / "dagger" / "src" / "pipeline_dagger" / "main.py").read_text()
+    ci_src = src[src.index("async def ci(") :]
+    # The services come from the plan (`_run` → `_services`), the hf_token secret with them; no second implementation.
+    assert 'service_secrets={"hf_token": hf_token}' in ci_src and "Service(" not in ci_src
+    assert 'not release_images("ci", params)' in ci_src and "self._source_vllm(params)" in ci_src

@@ -3,7 +3,8 @@
 Every function prepares a container (pinned Python base, uv + pip caches, `uv sync --frozen`,
 the verb's tools) and runs the SAME stage code inside it: `python -m pipeline <verb> ...`.
 Only what needs the engine lives here: building/publishing images, running the release's images
-as services (`smoke`/`loadtest` with image refs; the vLLM one with GPUs when asked).
+as services (`smoke`/`loadtest` with image refs, `ci` with published or given digests; the vLLM
+one with GPUs when asked).
 Each function returns the run directory (report JSON, logs, artifacts) plus an `exit-code`
 file, so a failing stage still hands back its evidence:
 
@@ -14,6 +15,7 @@ file, so a failing stage still hands back its evidence:
 from __future__ import annotations
 
 import secrets
+import shlex
 from collections.abc import Mapping
 from typing import Annotated, cast
 
@@ -192,6 +194,11 @@ class Pipeline:
         """The vLLM image built from this source (no registry)."""
         return self._serve(self._image("vllm", commit), VLLM_PORT, gpu, args)
 
+    def _source_vllm(self, params: Mapping[str, object]) -> dagger.Service:
+        """smoke/ci `--gpu` without release images: the source-built vLLM image serving `model` (+ `vllm_args`)."""
+        model, extra = str(params["model"]), cast("list[str] | None", params.get("vllm_args"))
+        return self._vllm_service(str(params["commit"]), bool(params["gpu"]), vllm_server_args(model, extra or []))
+
     def _services(
         self,
         pipeline_ctr: dagger.Container,
@@ -332,7 +339,7 @@ class Pipeline:
         bind: dict[str, dagger.Service] = {}
         if gpu and target is None and not release_images("smoke", params):
             # No images given: build the vLLM image from this source; the gateway runs from source (no digests).
-            bind["vllm"] = self._vllm_service(commit, gpu, vllm_server_args(model, vllm_args or []))
+            bind["vllm"] = self._source_vllm(params)
             params["target"] = VLLM_URL
         return await self._release_run("smoke", params, bind=bind)
 
@@ -452,7 +459,10 @@ class Pipeline:
         registry_username: Annotated[str, Doc("registry user")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
         commit: Annotated[str, Doc("source commit")] = "",
-        gpu: Annotated[bool, Doc("smoke against the vLLM image as a GPU service")] = False,
+        gpu: Annotated[bool, Doc("run the vLLM image (the release's, else built from source) with GPUs")] = False,
+        model: Annotated[str, Doc("served model name of the vLLM service (with images or --gpu)")] = "tiny-llama",
+        vllm_args: Annotated[list[str] | None, VLLM_ARGS_DOC] = None,
+        hf_token: Annotated[dagger.Secret | None, HF_TOKEN_DOC] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
         """Every stage in order, promote to dev when all pass; returns report.json/summary.md/junit.xml."""
@@ -461,9 +471,11 @@ class Pipeline:
         if built:
             params["images"] = [*(images or []), *(f"{registry}/{t}@{d}" for t, d in built.items())]
         bind: dict[str, dagger.Service] = {}
-        if gpu:
-            params["stage_args"] = [*(stage_args or []), f"smoke=--target {VLLM_URL}"]
-            bind["vllm"] = self._vllm_service(commit, gpu, [])
+        # With published/given digests the plan binds the release's vllm + gateway services (as for smoke/loadtest)
+        # and points ci's smoke and loadtest at them; otherwise smoke/loadtest run from source, claiming nothing.
+        if gpu and not release_images("ci", params):
+            params["stage_args"] = [*(stage_args or []), f"smoke=--target {VLLM_URL} --model {shlex.quote(model)}"]
+            bind["vllm"] = self._source_vllm(params)
         return await self._run(
             "ci",
             params,
@@ -473,5 +485,6 @@ class Pipeline:
             chart_registry=f"{registry}/charts" if registry else "",
             gitops=(gitops_ssh_key, gitops_known_hosts),
             crd_schemas=crd_schemas,
+            service_secrets={"hf_token": hf_token},
             bind=bind,
         )

@@ -27,7 +27,16 @@ INFRA_PARAMS = frozenset(
 )
 # Per verb: parameters that pick the release images to run as services (see `release_services`).
 RELEASE_PARAMS = frozenset({"gateway_image", "vllm_image", "gateway_digest", "vllm_digest", "vllm_args", "hf_token"})
-VERB_INFRA_PARAMS: dict[str, frozenset[str]] = {"smoke": RELEASE_PARAMS, "loadtest": RELEASE_PARAMS}
+# `ci` takes its images from the digests it published (or was given) with `registry`; these only
+# configure the vLLM service and the model its smoke/loadtest stages ask for (see `ci_stage_args`).
+CI_RELEASE_PARAMS = frozenset({"model", "vllm_args", "hf_token"})
+VERB_INFRA_PARAMS: dict[str, frozenset[str]] = {
+    "smoke": RELEASE_PARAMS,
+    "loadtest": RELEASE_PARAMS,
+    "ci": CI_RELEASE_PARAMS,
+}
+# The stages `ci` runs against the release's services.
+CI_RELEASE_STAGES = ("smoke", "loadtest")
 
 
 def infra_params(verb: str) -> frozenset[str]:
@@ -124,8 +133,8 @@ class Plan:
 
 
 def plan(verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE) -> Plan:
-    """The container of the function `verb` called with `params`; with release images (smoke, loadtest),
-    its services too."""
+    """The container of the function `verb` called with `params`; with release images (smoke, loadtest,
+    ci with published or given digests), its services too."""
     images = release_images(verb, params)
     if images:
         return _release_plan(verb, params, images, image)
@@ -159,7 +168,7 @@ def _plan(verb: str, params: Mapping[str, Any], image: str) -> Plan:
     )
 
 
-# -- release images as services (smoke, loadtest) --------------------------------------------
+# -- release images as services (smoke, loadtest, ci) ----------------------------------------
 # With image refs the functions run the RELEASE's images, not the source tree: the vLLM image
 # and the gateway image in front of it, as services, and the stage checks them from outside
 # with `--target`/`--gateway-url` and claims their digests with `--subject-digests`.
@@ -202,7 +211,10 @@ def release_images(verb: str, params: Mapping[str, Any]) -> dict[str, str]:
 
     Both or neither: a smoke that runs one image and the source tree for the other proves neither.
     """
-    if verb not in VERB_INFRA_PARAMS:
+    if verb == "ci":
+        if not _ci_uses_release_images(params):
+            return {}  # nothing published, no digests given (or no release stage selected): run from source
+    elif verb not in VERB_INFRA_PARAMS:
         return {}
     refs: dict[str, str] = {}
     for target in ("gateway", "vllm"):
@@ -222,6 +234,14 @@ def release_images(verb: str, params: Mapping[str, Any]) -> dict[str, str]:
     if refs and params.get("subject_digests"):
         raise ValueError("subject_digests is derived from the image refs; do not give both")
     return refs
+
+
+def _ci_uses_release_images(params: Mapping[str, Any]) -> bool:
+    """`ci` runs the release's images when `registry` + both digests name them and smoke or loadtest runs."""
+    if not (params.get("registry") and params.get("gateway_digest") and params.get("vllm_digest")):
+        return False
+    only, skip = params.get("only") or [], params.get("skip") or []
+    return any((not only or s in only) and s not in skip for s in CI_RELEASE_STAGES)
 
 
 def vllm_server_args(model: str, extra: list[str]) -> list[str]:
@@ -260,18 +280,45 @@ def release_services(images: Mapping[str, str], *, model: str, gpu: bool, vllm_a
     return {"vllm": vllm, "gateway": gateway}
 
 
-def _release_plan(verb: str, params: Mapping[str, Any], images: Mapping[str, str], image: str) -> Plan:
-    """The stage checks the release's services from outside and claims their digests."""
-    model = str(params.get("model") or "")
+def release_flags(verb: str, images: Mapping[str, str]) -> dict[str, Any]:
+    """smoke/loadtest flags (argparse dests) that point the stage at the release's services and claim their digests."""
     digests = ",".join(f"{t}={images[t].split('@', 1)[1]}" for t in ("gateway", "vllm"))
     flags: dict[str, Any] = {"subject_digests": digests, "token_file": SMOKE_TOKEN}
     if verb == "smoke":
         flags |= {"target": VLLM_URL, "gateway_url": GATEWAY_URL}
     else:  # loadtest: the load goes through the gateway
         flags |= {"target": GATEWAY_URL}
-    for dest in flags:
-        if params.get(dest) not in (None, ""):
-            raise ValueError(f"{dest} is set by the release services; do not pass it with image refs")
+    return flags
+
+
+def ci_stage_args(given: list[str], images: Mapping[str, str], model: str) -> list[str]:
+    """ci's `--stage-args`: the caller's, then smoke= and loadtest= with the release flags and `--model`.
+
+    A caller's stage-args that set one of those flags would silently lose (or win) against the services: refused.
+    """
+    out = list(given)
+    for stage in CI_RELEASE_STAGES:
+        flags = {**release_flags(stage, images), "model": model}
+        taken = {flag_for(stage, dest) for dest in flags}
+        for item in given:
+            name, _, rest = item.partition("=")
+            clash = sorted({tok.split("=", 1)[0] for tok in shlex.split(rest)} & taken) if name == stage else []
+            if clash:
+                raise ValueError(f"{stage} {', '.join(clash)} is set by the release services; not in stage_args")
+        out.append(f"{stage}={shlex.join(cli_args(stage, flags))}")
+    return out
+
+
+def _release_plan(verb: str, params: Mapping[str, Any], images: Mapping[str, str], image: str) -> Plan:
+    """The stage (ci: its smoke and loadtest) checks the release's services from outside and claims their digests."""
+    model = str(params.get("model") or "")
+    if verb == "ci":
+        flags: dict[str, Any] = {"stage_args": ci_stage_args(list(params.get("stage_args") or []), images, model)}
+    else:
+        flags = release_flags(verb, images)
+        for dest in flags:
+            if params.get(dest) not in (None, ""):
+                raise ValueError(f"{dest} is set by the release services; do not pass it with image refs")
     p = _plan(verb, {**params, **flags}, image)
     py = ".venv/bin/python"
     mint = [py, "-m", "app.gateway.tokens", "mint", "--key", f"{SMOKE_KEYS}/private.pem", "--kid", "dev"]
