@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 UV := python3 -m uv
 
-.PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway render smoke loadtest drill clean
+.PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway render smoke loadtest drill crd-schemas clean
 
 ci: tools vllm ## Run every pipeline stage locally (test, build, scan, render, smoke, loadtest, promote to dev)
 	$(PY) -m pipeline ci
@@ -52,6 +52,11 @@ loadtest: tools ## Locust against simulator + gateway, gated on loadtests/slo/de
 
 drill: tools ## Rollback drill: real Prometheus + Alertmanager, bad release reverted in git
 	$(PY) -m pipeline drill
+
+# Regenerate policies/crd-schemas/ (structural CRD schemas) from a catalog dir or URL template.
+crd-schemas: venv ## make crd-schemas SRC=<catalog dir or kubeconform URL template> [REF=<commit>]
+	@test -n "$(SRC)" || { echo "make crd-schemas: set SRC=<catalog dir or kubeconform-style URL template>" >&2; exit 2; }
+	$(PY) -m pipeline.crd_schemas generate --src '$(SRC)' $(if $(REF),--ref '$(REF)')
 
 bench-gateway: venv ## Simulator direct vs through the gateway: RPS and added latency
 	$(PY) -m app.bench

@@ -45,8 +45,8 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def crd_schemas() -> Path:
-    """The CRD JSON schemas (kubeconform layout); $CRD_SCHEMA_LOCATION overrides the default."""
-    path = Path(os.environ.get("CRD_SCHEMA_LOCATION", REPO.parent / "shared" / "schemas" / "crds"))
+    """The CRD JSON schemas (kubeconform layout): the repository's copy; $CRD_SCHEMA_LOCATION overrides it."""
+    path = Path(os.environ.get("CRD_SCHEMA_LOCATION", REPO / "policies" / "crd-schemas"))
     if not path.is_dir():
         pytest.fail(f"CRD schemas not found at {path}; set CRD_SCHEMA_LOCATION")
     return path

@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crd-schemas",
         metavar="DIR_OR_URL_TEMPLATE",
-        help="CRD JSON schemas for render (default: $PIPELINE_CRD_SCHEMAS or ../shared/schemas/crds)",
+        help="CRD JSON schemas for render (default: $PIPELINE_CRD_SCHEMAS or the repository's policies/crd-schemas)",
     )
     parser.add_argument(
         "--gitops-repo", help="GitOps remote to promote into (default: $PIPELINE_GITOPS_REPO or the local one)"

@@ -78,8 +78,8 @@ class RenderOptions:
     envs: list[str] = field(default_factory=lambda: ["all"])
     # Where rendered YAML goes; default <run dir>/rendered.
     out: Path | None = None
-    # Directory or kubeconform-style URL template; default $PIPELINE_CRD_SCHEMAS or ../shared/schemas/crds
-    # (the Dagger functions pass a mounted directory or the datreeio catalog URL template).
+    # Directory or kubeconform-style URL template; default $PIPELINE_CRD_SCHEMAS or the repository's policies/crd-schemas
+    # (the Dagger functions pass a mounted directory or nothing).
     crd_schemas: str | None = None
     kube_version: str = validate.DEFAULT_KUBE_VERSION
     # Tree holding charts/, environments/, policies/, docs/ (tests point this at a tmp copy).

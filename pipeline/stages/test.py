@@ -58,12 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cache_extra(opts: TestOptions | argparse.Namespace, root: Path) -> Extra:
-    """The CRD schema directory the suites read (outside the tree), and the variable that moves it."""
-    location = Path(
-        os.environ.get(CRD_SCHEMAS_TEST_ENV) or (getattr(opts, "root", None) or root).parent / "shared/schemas/crds"
-    )
-    paths = (str(location),) if location.is_dir() else ()
-    return Extra(paths=paths, facts={CRD_SCHEMAS_TEST_ENV: str(location)})
+    """A CRD schema directory the suites were pointed at outside the tree (the default copy is tracked)."""
+    override = os.environ.get(CRD_SCHEMAS_TEST_ENV)
+    paths = (override,) if override and Path(override).is_dir() else ()
+    return Extra(paths=paths, facts={CRD_SCHEMAS_TEST_ENV: override or ""})
 
 
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:

@@ -19,13 +19,12 @@ def test_flag_then_env_then_default(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert validate.resolve_crd_location(str(tmp_path / "flag"), repo) == str(tmp_path / "flag")
 
 
-def test_dagger_defaults_to_the_datreeio_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In the Dagger container ../shared is outside the source: without --crd-schemas, the public catalog."""
+def test_every_executor_defaults_to_the_repository_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under Dagger the default is the same in-repo copy as locally — never a floating catalog URL."""
     monkeypatch.delenv(validate.CRD_SCHEMAS_ENV, raising=False)
-    monkeypatch.setenv("PIPELINE_EXECUTOR", "dagger")
-    location = validate.resolve_crd_location(None, tmp_path)
-    assert location == validate.DAGGER_CRD_SCHEMAS and "datreeio/CRDs-catalog" in location
-    assert "{{.Group}}" in location and "{{.ResourceKind}}_{{.ResourceAPIVersion}}" in location
+    for executor in ("dagger", "local"):
+        monkeypatch.setenv("PIPELINE_EXECUTOR", executor)
+        assert validate.resolve_crd_location(None, tmp_path) == str(tmp_path / "policies" / "crd-schemas")
     assert validate.resolve_crd_location("/crd-schemas", tmp_path) == "/crd-schemas"  # a mounted directory wins
 
 

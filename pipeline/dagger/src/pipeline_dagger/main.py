@@ -178,7 +178,7 @@ class Pipeline:
 
     @staticmethod
     def _with_crd_schemas(ctr: dagger.Container, crd_schemas: dagger.Directory | None) -> dagger.Container:
-        """Mount a CRD schema directory; without one the stage defaults to the datreeio catalog URL under Dagger."""
+        """Mount a CRD schema directory; without one the stage uses the repository's copy (policies/crd-schemas)."""
         return ctr if crd_schemas is None else ctr.with_mounted_directory(CRD_SCHEMAS_MOUNT, crd_schemas)
 
     # -- services ---------------------------------------------------------------------------
@@ -297,7 +297,7 @@ class Pipeline:
         out: Annotated[str | None, Doc("write rendered YAML here (default: the run dir)")] = None,
         crd_schemas: Annotated[
             dagger.Directory | None,
-            Doc("CRD JSON schemas directory (<group>/<kind>_<version>.json); default: the datreeio catalog URL"),
+            Doc("CRD JSON schemas directory (<group>/<kind>_<version>.json); default: the repository's policies/crd-schemas"),
         ] = None,
         kube_version: Annotated[str, Doc("Kubernetes version to target")] = "1.33",
         charts_dir: Annotated[
@@ -448,7 +448,7 @@ class Pipeline:
         images: Annotated[list[str] | None, Doc("image refs for the vulnerability scan")] = None,
         stage_args: Annotated[list[str] | None, Doc("STAGE=ARGS extra arguments for one stage")] = None,
         crd_schemas: Annotated[
-            dagger.Directory | None, Doc("CRD JSON schemas directory for render; default: the datreeio catalog URL")
+            dagger.Directory | None, Doc("CRD JSON schemas directory for render; default: the repository's policies/crd-schemas")
         ] = None,
         gitops_repo: Annotated[
             str | None, Doc("GitOps remote to promote dev into; without one promotion is SKIPPED (container-local)")
