@@ -113,7 +113,11 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
     )
 
 
-def engine_status() -> tuple[bool, str]:
+# Where a local engine listens when no variable says otherwise.
+DEFAULT_ENGINE_SOCKETS = ("unix:///var/run/docker.sock",)
+
+
+def engine_status(default_sockets: tuple[str, ...] = DEFAULT_ENGINE_SOCKETS) -> tuple[bool, str]:
     """Is a container engine reachable? A docker CLI alone is not an engine."""
     if os.environ.get("DAGGER_SESSION_PORT"):
         return True, "Dagger session"
@@ -121,7 +125,7 @@ def engine_status() -> tuple[bool, str]:
     for var in ("DOCKER_HOST", "BUILDKIT_HOST"):
         if os.environ.get(var):
             candidates.append(os.environ[var])
-    candidates += ["unix:///var/run/docker.sock"]
+    candidates += default_sockets
     if os.environ.get("XDG_RUNTIME_DIR"):
         candidates.append(f"unix://{os.environ['XDG_RUNTIME_DIR']}/docker.sock")
     tried = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from pathlib import Path
 
@@ -20,10 +21,20 @@ def test_engine_is_not_the_docker_cli(monkeypatch: pytest.MonkeyPatch, tmp_path:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nope.sock")
-    up, why = build.engine_status()
+    # The machine's own engine socket is not consulted: the test injects the only candidates.
+    up, why = build.engine_status(default_sockets=())
     assert not up and "nope.sock" in why
+    (tmp_path / "nope.sock").write_text("")  # a file there, but nothing listening, is still no engine
+    assert not build.engine_status(default_sockets=())[0]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(tmp_path / "engine.sock"))
+        listener.listen(1)
+        assert build.engine_status(default_sockets=(f"unix://{tmp_path}/engine.sock",)) == (
+            True,
+            f"unix://{tmp_path}/engine.sock",
+        )
     monkeypatch.setenv("DAGGER_SESSION_PORT", "1234")
-    assert build.engine_status() == (True, "Dagger session")
+    assert build.engine_status(default_sockets=()) == (True, "Dagger session")
 
 
 def test_build_without_engine_skips_images_and_pins_content_digests(
