@@ -9,10 +9,12 @@ only — a clock outside the prod deny sync windows (the README says prod is ref
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -73,18 +75,14 @@ def run_script(script: str, cwd: Path, env: dict[str, str], timeout: float) -> s
         out, _ = proc.communicate()
         pytest.fail(f"walkthrough did not finish in {timeout:.0f} s:\n{out[-4000:]}")
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)  # the simulator and gateway it left running
-        except ProcessLookupError:
-            pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
 @pytest.fixture
 def checkout_copy(tmp_path: Path) -> Path:
     """What the service walkthrough touches, copied (mtimes kept, so `make venv` stays a no-op)."""
-    import shutil
-
     work = tmp_path / "checkout"
     shutil.copytree(REPO / "app", work / "app", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("Makefile", "pyproject.toml", "uv.lock"):
@@ -132,9 +130,10 @@ def test_outside_deny_windows_steps_back_before_the_window() -> None:
     assert outside_deny_windows("prod", saturday) == dt.datetime(2026, 11, 27, 17, 59, tzinfo=dt.UTC)
     christmas = dt.datetime(2026, 12, 25, 12, 0, tzinfo=dt.UTC)
     before = outside_deny_windows("prod", christmas)
-    assert before < dt.datetime(2026, 12, 20, tzinfo=dt.UTC) and not pm.sync_windows(
-        gitops.GitOpsRepo("unused", REPO), "prod", before
-    )["active_deny"]
+    assert (
+        before < dt.datetime(2026, 12, 20, tzinfo=dt.UTC)
+        and not pm.sync_windows(gitops.GitOpsRepo("unused", REPO), "prod", before)["active_deny"]
+    )
     wednesday = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
     assert outside_deny_windows("prod", wednesday) == wednesday
 
