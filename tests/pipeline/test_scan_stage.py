@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from pipeline import trivy_ignore
 from pipeline.context import RunContext
@@ -35,10 +32,6 @@ def commit_all(root: Path) -> None:
     )
 
 
-needs_trivy = pytest.mark.skipif(shutil.which("trivy") is None and not scan.find("trivy"), reason="trivy not installed")
-
-
-@needs_trivy
 def test_committed_aws_key_fails_naming_the_file(ctx: RunContext) -> None:
     root = git_repo(ctx.repo_root)
     (root / "app" / "settings.py").write_text(f'AWS_ACCESS_KEY_ID = "{AWS_KEY}"\n')
@@ -57,7 +50,6 @@ def test_committed_aws_key_fails_naming_the_file(ctx: RunContext) -> None:
     assert vuln.status is Status.SKIPPED and "no Trivy vulnerability DB" in vuln.detail
 
 
-@needs_trivy
 def test_private_key_fails_and_an_ignore_entry_with_reason_suppresses_it(ctx: RunContext) -> None:
     root = git_repo(ctx.repo_root)
     (root / "app" / "key.pem").write_text(PEM)
@@ -75,7 +67,6 @@ def test_private_key_fails_and_an_ignore_entry_with_reason_suppresses_it(ctx: Ru
     assert any(c.status is Status.SKIPPED for c in result.checks)  # …but is visible
 
 
-@needs_trivy
 def test_expired_ignore_entry_fails_the_gate(ctx: RunContext) -> None:
     root = git_repo(ctx.repo_root)
     (root / ".trivyignore.yaml").write_text(
@@ -149,7 +140,6 @@ def test_misconfig_gate_accepts_avd_prefixed_ignore_ids(tmp_path: Path) -> None:
     assert bad == [] and len(ignored) == 1
 
 
-@needs_trivy
 def test_dockerfile_running_as_root_fails_config_scan(ctx: RunContext) -> None:
     root = git_repo(ctx.repo_root)
     (root / "app" / "Dockerfile").write_text("FROM python:3.11-slim@sha256:" + "0" * 64 + '\nCMD ["python"]\n')

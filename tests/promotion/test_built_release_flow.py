@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,6 @@ from pipeline.stages import build, loadtest, promote, scan, smoke
 from pipeline.stages import test as test_stage
 from tests.promotion.conftest import REPO, ci_evidence
 
-needs_trivy = pytest.mark.skipif(shutil.which("trivy") is None and not scan.find("trivy"), reason="trivy not installed")
 REGISTRY = "registry.example.com/llm"
 
 
@@ -109,7 +107,6 @@ def promote_cli(remote: str, tmp_path: Path, release_file: Path, files: list[Pat
     return promote.run_from_args(parse(promote, argv), RunContext(run_dir=tmp_path / name))
 
 
-@needs_trivy
 def test_dagger_style_built_release_is_promotable_to_dev(remote: str, tmp_path: Path, run_ctx: RunContext) -> None:
     release_file = built_release(run_ctx, tmp_path)
     images = [f"{REGISTRY}/gateway@{GW}", f"{REGISTRY}/vllm@{VLLM}"]
@@ -136,7 +133,6 @@ def test_dagger_style_built_release_is_promotable_to_dev(remote: str, tmp_path: 
     assert head.trailer("Images-Built") == "true" and head.trailer("Gateway-Digest") == GW
 
 
-@needs_trivy
 def test_built_release_refuses_gates_recorded_against_other_digests(
     remote: str, tmp_path: Path, run_ctx: RunContext
 ) -> None:
