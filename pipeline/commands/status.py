@@ -9,9 +9,9 @@ from typing import Any
 
 from rich.table import Table
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsError, GitOpsRepo, resolve_remote, safe_url, work_dir_for
+from pipeline.core.context import RunContext
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, resolve_remote, safe_url, work_dir_for
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline import promotion as pm
-from pipeline.gitops import Commit, GitOpsRepo
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.repo import Commit, GitOpsRepo
 from pipeline.stages import rollback
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class Controller:
         self._lock = threading.Lock()
         # A fresh private work copy per process: a killed predecessor's copy is never reused.
         cfg.work_root.mkdir(parents=True, exist_ok=True)
-        from pipeline.gitops import work_dir_for
+        from pipeline.gitops.repo import work_dir_for
 
         self.repo = GitOpsRepo(cfg.gitops_repo, work_dir_for(cfg.work_root, "controller"))
         # Fast-path memory of handled incidents; git trailers are the durable record.

@@ -29,13 +29,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import chart as chart_artifact
-from pipeline.cache import Extra, InputHasher
-from pipeline.checks import run_command
-from pipeline.context import RunContext
-from pipeline.release import DIGEST_RE, Release
-from pipeline.result import Check, StageResult, Status, Timer
-from pipeline.tools import find
+from pipeline.artifacts import chart as chart_artifact
+from pipeline.core.cache import Extra, InputHasher
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.core.shell import run_command
+from pipeline.gitops.release import DIGEST_RE, Release
+from pipeline.runtime.tools import find
 
 log = logging.getLogger(__name__)
 

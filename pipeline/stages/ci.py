@@ -35,10 +35,11 @@ from pydantic import BaseModel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline import gitops_remote, report
-from pipeline.cache import Extra, InputHasher, ResultCache, cache_key
-from pipeline.context import RunContext
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.core import report
+from pipeline.core.cache import Extra, InputHasher, ResultCache, cache_key
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.gitops import remote as gitops_remote
 
 log = logging.getLogger(__name__)
 

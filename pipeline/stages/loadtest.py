@@ -18,9 +18,9 @@ from typing import Any
 
 from loadtests import slo as slo_mod
 from loadtests.runner import LocustRun, LocustSpec, run_locust
-from pipeline.context import RunContext
-from pipeline.procs import ProcessFailed
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.runtime.procs import ProcessFailed
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _digests_arg(text: str) -> dict[str, str]:
-    from pipeline import promotion as pm
+    from pipeline.gitops import promotion as pm
 
     try:
         return pm.parse_subject_digests(text)
@@ -228,7 +228,7 @@ def _headline(slo: slo_mod.SLO, gate: dict[str, Any]) -> str:
 def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
     """Load the SLO, reach or start the service, run Locust, gate, plot, report."""
     checks: list[Check] = []
-    from pipeline.gitops import safe_url
+    from pipeline.gitops.repo import safe_url
 
     target = safe_url(opts.target) if opts.target else None
     if opts.subject_digests and not opts.target:
@@ -319,8 +319,8 @@ def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
     the image digests the caller asserts serve it (`--subject-digests`, recorded as asserted);
     locally: the gateway from the source tree in front of the simulator (never a release image).
     """
-    from pipeline import promotion as pm
-    from pipeline.gitops import safe_url
+    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.repo import safe_url
 
     if opts.target:
         subject = {"kind": "deployment", "env": opts.env, "url": safe_url(opts.target)}
@@ -336,8 +336,8 @@ def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
 
 def _attach(opts: LoadtestOptions, ctx: RunContext, result: StageResult) -> None:
     """Append `result` to the evidence of the release pinned in `opts.env` (atomic GitOps commit)."""
-    from pipeline import promotion as pm
-    from pipeline.gitops import GitOpsError, resolve_remote, work_dir_for
+    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.repo import GitOpsError, resolve_remote, work_dir_for
 
     who = pm.actor_identity(opts.actor, ctx.repo_root)
     try:
@@ -392,7 +392,7 @@ def _run_against_service(
             spec.token_file = opts.token_file
         ctx.progress(f"load: {users} users for {duration:g}s against {spec.host}")
         return run_locust(spec)
-    from pipeline.stack import local_stack  # imported late so `--help` stays light
+    from pipeline.runtime.local_stack import local_stack  # imported late so `--help` stays light
 
     sim_args = (*DEFAULT_SIMULATOR_ARGS, *opts.simulator_args)
     evidence["simulator_args"] = list(sim_args)

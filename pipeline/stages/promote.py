@@ -20,12 +20,12 @@ from typing import Any
 
 from ruamel.yaml.error import YAMLError
 
-from pipeline import promotion as pm
-from pipeline import trivy_operator
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, safe_url, work_dir_for
-from pipeline.release import Release
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.checks import trivy_operator
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, safe_url, work_dir_for
 
 log = logging.getLogger(__name__)
 

@@ -43,12 +43,12 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from pipeline import chart as chart_artifact
-from pipeline import policy, trivy_ignore, validate
-from pipeline.cache import Extra
-from pipeline.context import RunContext
-from pipeline.result import Check, StageResult, Status, Timer
-from pipeline.tools import ToolMissing, require
+from pipeline.artifacts import chart as chart_artifact
+from pipeline.checks import policy, trivy_ignore, validate
+from pipeline.core.cache import Extra
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.runtime.tools import ToolMissing, require
 
 NAME = "render"
 HELP = "Render the chart per environment and check it: helm lint, schemas, CRDs, policies, trivy, promtool, yamllint."

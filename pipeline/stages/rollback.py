@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import Commit, GitOpsError, GitOpsRepo, Message, edit_yaml, git, resolve_remote, work_dir_for
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.repo import Commit, GitOpsError, GitOpsRepo, Message, edit_yaml, git, resolve_remote, work_dir_for
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from typing import Any, Literal
 
 import httpx
 
-from pipeline import vllm_cpu
-from pipeline.cache import Extra
-from pipeline.context import RunContext
-from pipeline.procs import ProcessFailed
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.core.cache import Extra
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.runtime import vllm_cpu
+from pipeline.runtime.procs import ProcessFailed
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _digests_arg(text: str) -> dict[str, str]:
-    from pipeline import promotion as pm
+    from pipeline.gitops import promotion as pm
 
     try:
         return pm.parse_subject_digests(text)
@@ -413,8 +413,8 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
     With `--target`, `--subject-digests` adds the digests the caller asserts it ran (the vLLM image
     serving the target; the gateway image only when this stage runs inside it), marked as asserted.
     """
-    from pipeline import promotion as pm
-    from pipeline.gitops import safe_url
+    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.repo import safe_url
 
     if opts.gateway_url and not (opts.target and opts.token_file):
         raise ValueError(
@@ -472,7 +472,7 @@ def _gateway(
     opts: SmokeOptions, ctx: RunContext, upstream: str | None, token: str | None, evidence: dict[str, Any]
 ) -> Iterator[tuple[str, str, str]]:
     """Yield (upstream URL, gateway URL, JWT): the caller's gateway, or one started here in front of `upstream`."""
-    from pipeline.stack import local_stack  # the gateway side; imported late so `--help` stays light
+    from pipeline.runtime.local_stack import local_stack  # the gateway side; imported late so `--help` stays light
 
     if opts.gateway_url:
         assert upstream is not None and token is not None  # checked by _subject and _caller_token

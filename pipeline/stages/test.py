@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import policy
-from pipeline.cache import TRACKED, Extra
-from pipeline.checks import run_command
-from pipeline.context import RunContext
-from pipeline.result import Check, StageResult, Status, Timer
-from pipeline.tools import find
+from pipeline.checks import policy
+from pipeline.core.cache import TRACKED, Extra
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.core.shell import run_command
+from pipeline.runtime.tools import find
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,6 @@ def run(opts: TestOptions, ctx: RunContext) -> StageResult:
 
 def tested_subject(root: Path, opts: TestOptions) -> dict[str, Any]:
     """What this run tested: the source tree at `root` (commit, dirty flag, build-context digests)."""
-    from pipeline import promotion as pm
+    from pipeline.gitops import promotion as pm
 
     return pm.source_subject(root, "source", tested=f"pytest -m {opts.markers!r}; skipped: {sorted(opts.skip)}")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import drill
+from pipeline.controller import rollback_drill as drill
+from pipeline.runtime.tools import REPO_ROOT
 from pipeline.stages import render
-from pipeline.tools import REPO_ROOT
 
 
 def test_drill_renders_through_render_helm_template(monkeypatch: pytest.MonkeyPatch) -> None:

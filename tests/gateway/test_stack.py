@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from pipeline.stack import local_stack
+from pipeline.runtime.local_stack import local_stack
 
 
 @pytest.mark.slow

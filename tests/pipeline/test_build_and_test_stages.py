@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.context import RunContext
-from pipeline.release import Release
-from pipeline.result import Check, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, Status
+from pipeline.gitops.release import Release
 from pipeline.stages import build, test
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def test_policy_without_tests_fails_the_test_stage(ctx: RunContext) -> None:
 
 
 def test_rego_verdict_maps_outcomes() -> None:
-    from pipeline.policy import TestOutcome
+    from pipeline.checks.policy import TestOutcome
 
     ok = TestOutcome(Path("a_test.rego"), "test_a", True)
     bad = TestOutcome(Path("a_test.rego"), "test_b", False, "= False")

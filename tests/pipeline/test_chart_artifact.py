@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline import chart
-from pipeline.context import RunContext
-from pipeline.release import Release
-from pipeline.result import Status
+from pipeline.artifacts import chart
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
+from pipeline.gitops.release import Release
+from pipeline.runtime.tools import find
 from pipeline.stages import build
-from pipeline.tools import find
 
 REPO = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "c" * 64

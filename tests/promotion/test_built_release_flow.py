@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo, git
-from pipeline.release import Release
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo, git
 from pipeline.stages import build, loadtest, promote, scan, smoke
 from pipeline.stages import test as test_stage
 from tests.promotion.conftest import REPO, ci_evidence

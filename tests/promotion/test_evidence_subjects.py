@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from pipeline import promotion as pm
-from pipeline import trivy_operator
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsError, GitOpsRepo, ensure_local_remote, git, redact, safe_url
-from pipeline.release import Release
-from pipeline.result import Check, StageResult, Status
+from pipeline.checks import trivy_operator
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, ensure_local_remote, git, redact, safe_url
 from pipeline.stages import loadtest, promote, rollback, smoke
 from pipeline.stages.build import context_digest
 from tests.promotion.conftest import REPO, ci_evidence, clone, subject_of, write_envs

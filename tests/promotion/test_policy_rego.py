@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import regorus
 
-from pipeline import promotion as pm
+from pipeline.gitops import promotion as pm
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 TESTS = re.findall(r"^(test_\w+) if", (POLICIES / "promotion_test.rego").read_text(), flags=re.M)

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline import promotion as pm
 from pipeline.commands import status
-from pipeline.context import RunContext
 from pipeline.controller import ControllerConfig, create_app
-from pipeline.gitops import GitOpsError, GitOpsRepo, git, load_yaml_text
-from pipeline.release import Release
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, git, load_yaml_text
 from pipeline.stages import promote, rollback
 from tests.promotion.conftest import APPSET, ci_evidence, clone, commit_by_hand, prod_local_options
 

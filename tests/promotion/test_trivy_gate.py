@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo
-from pipeline.release import Release
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo
 from pipeline.stages import promote
 from tests.helpers.trivy_reports import report_validator, vulnerability, vulnerability_report
 from tests.promotion.conftest import ci_evidence

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import chart, validate
-from pipeline.result import Status
+from pipeline.artifacts import chart
+from pipeline.checks import validate
+from pipeline.core.result import Status
+from pipeline.runtime.tools import require
 from pipeline.stages import render
-from pipeline.tools import require
 from tests.render.conftest import RenderFn, failure_text
 
 FAST = frozenset({"trivy", "promtool"})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.result import Status
+from pipeline.core.result import Status
 from tests.render.conftest import RenderFn, failure_text
 
 pytestmark = pytest.mark.slow
@@ -220,8 +220,8 @@ def test_render_covers_the_rollback_controller_application(
 
 def test_pinned_prod_revision_still_validates(repo_copy: Path, run_render: RenderFn) -> None:
     """After a prod promotion moved the pin (round-trip edit), the Argo CD objects still pass."""
-    from pipeline import promotion as pm
-    from pipeline.gitops import GitOpsRepo
+    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.repo import GitOpsRepo
 
     appset = repo_copy / pm.PIN_FILE
     before = appset.read_text()
@@ -256,7 +256,7 @@ def test_trivy_finding_accepted_only_by_a_valid_entry_of_the_root_ignore_file(
 
 
 def test_missing_crd_schema_directory_names_the_setting(repo_root: Path, tmp_path: Path) -> None:
-    from pipeline.context import RunContext
+    from pipeline.core.context import RunContext
     from pipeline.stages import render
 
     ctx = RunContext(run_dir=tmp_path / "run", executor="local")

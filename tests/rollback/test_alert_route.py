@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from pipeline.runtime.tools import find
 from pipeline.stages import render
-from pipeline.tools import find
 
 REPO = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "a" * 64
@@ -20,7 +20,7 @@ DIGEST = "sha256:" + "a" * 64
 def template(chart: str, *args: str) -> list[dict[str, Any]]:
     helm = find("helm")
     if helm is None:
-        pytest.fail("helm missing: run `python -m pipeline.tools ensure helm`")
+        pytest.fail("helm missing: run `python -m pipeline.runtime.tools ensure helm`")
     out = subprocess.run(
         [helm, "template", "x", str(REPO / "charts" / chart), *args], capture_output=True, text=True, check=True
     )

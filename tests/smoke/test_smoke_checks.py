@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.result import Status
+from pipeline.core.result import Status
 from pipeline.stages.smoke import CHECKS, MAX_TOKENS, Smoker
 
 MODEL = "tiny-llama"

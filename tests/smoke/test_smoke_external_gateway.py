@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.context import RunContext
-from pipeline.result import Status
-from pipeline.stack import local_stack
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
+from pipeline.runtime.local_stack import local_stack
 from pipeline.stages.smoke import CHECKS, SmokeOptions, run
 
 GW = "sha256:" + "a" * 64

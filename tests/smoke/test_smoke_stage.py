@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, vllm_cpu
-from pipeline.context import RunContext
-from pipeline.procs import free_port, running
-from pipeline.result import StageResult, Status
+from pipeline import cli
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.runtime import vllm_cpu
+from pipeline.runtime.procs import free_port, running
 from pipeline.stages.smoke import CHECKS, SmokeOptions, run
 
 

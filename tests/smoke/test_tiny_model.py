@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tiny_model
+from pipeline.runtime import tiny_model
 
 
 def test_head_dim_is_one_the_cpu_attention_kernel_accepts() -> None:

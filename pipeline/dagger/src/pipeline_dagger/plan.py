@@ -152,7 +152,7 @@ def _plan(verb: str, params: Mapping[str, Any], image: str) -> Plan:
     ]
     tools = TOOLS.get(verb, ())
     if tools:
-        setup.append([".venv/bin/python", "-m", "pipeline.tools", "ensure", *tools])
+        setup.append([".venv/bin/python", "-m", "pipeline.runtime.tools", "ensure", *tools])
     command = [".venv/bin/python", "-m", "pipeline", "--run-dir", f"{RUNS}/{verb}", verb, *cli_args(verb, params)]
     return Plan(
         image=image,
@@ -185,7 +185,7 @@ GATEWAY_CONF = "/etc/gateway"  # where the gateway service sees jwks.json and rb
 # Same issuer/audience as pipeline.stack (tests compare them).
 ISSUER = "https://idp.local-stack.test"
 AUDIENCE = "llm-gateway"
-RBAC_SCRIPT = "import json, sys; from pipeline.stack import default_rbac; print(json.dumps(default_rbac(sys.argv[1])))"
+RBAC_SCRIPT = "import json, sys; from pipeline.runtime.local_stack import default_rbac; print(json.dumps(default_rbac(sys.argv[1])))"
 TOKEN_TTL_S = 7200  # the vLLM service may take long to load its model after the token is minted
 _REF_RE = re.compile(r"^[^\s@]+/[^\s@]+@sha256:[0-9a-f]{64}$")
 

@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.result import Check, Status, Timer
+from pipeline.core.result import Check, Status, Timer
 
 log = logging.getLogger(__name__)
 

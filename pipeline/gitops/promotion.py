@@ -27,10 +27,10 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from pipeline.gitops import Commit, GitOpsError, GitOpsRepo, Message, dump_yaml, flatten, git, load_yaml_text
-from pipeline.release import Release
-from pipeline.result import StageResult
-from pipeline.tools import REPO_ROOT
+from pipeline.core.result import StageResult
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import Commit, GitOpsError, GitOpsRepo, Message, dump_yaml, flatten, git, load_yaml_text
+from pipeline.runtime.tools import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ DIGESTS_ASSERTED_BY = (
 
 def parse_subject_digests(text: str) -> dict[str, str]:
     """`gateway=sha256:...,vllm=sha256:...` → {"gateway": ..., "vllm": ...}; ValueError names what is wrong."""
-    from pipeline.release import DIGEST_RE
+    from pipeline.gitops.release import DIGEST_RE
     from pipeline.stages.build import TARGETS
 
     out: dict[str, str] = {}
@@ -650,7 +650,7 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
 
 def evaluate_policy(policy_input: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
     """Run policies/promotion.rego through pipeline.policy and return every denial, sorted."""
-    from pipeline import policy
+    from pipeline.checks import policy
 
     try:
         return policy.evaluate(PROMOTION_POLICY, policy.as_json(policy_input), policy.as_json(data))

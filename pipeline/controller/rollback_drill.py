@@ -29,15 +29,15 @@ from typing import Any
 import httpx
 from ruamel.yaml import YAML
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo, ensure_local_remote
-from pipeline.procs import free_port, running
-from pipeline.release import Release
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo, ensure_local_remote
+from pipeline.gitops.sync_agent import SyncAgent, simulator_applier
+from pipeline.runtime.procs import free_port, running
+from pipeline.runtime.tools import REPO_ROOT, require
 from pipeline.stages import promote, render
-from pipeline.sync_agent import SyncAgent, simulator_applier
-from pipeline.tools import REPO_ROOT, require
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def _mono(wall: float) -> float:
 
 
 def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = log.info) -> DrillReport:
-    from pipeline.stack import local_stack  # the gateway stream's module; imported late (heavier)
+    from pipeline.runtime.local_stack import local_stack  # the gateway stream's module; imported late (heavier)
 
     # One line per request would drown the drill's own progress.
     logging.getLogger("httpx").setLevel(logging.WARNING)
