@@ -24,8 +24,8 @@ from loadtests import slo as slo_mod
 from loadtests.runner import LocustSpec, run_locust
 from pipeline.core.context import RunContext
 from pipeline.probes import capacity_plan as cap_mod
+from pipeline.probes.load_profile import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
 from pipeline.runtime.procs import ProcessFailed
-from pipeline.stages.loadtest import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
 
 NAME = "capacity"
 HELP = "concurrency sweep against one replica -> max goodput per replica, replicas, GPUs, HPA bounds, monthly cost"

@@ -28,8 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.gitops import promotion as pm
+from pipeline.gitops import revert
 from pipeline.gitops.repo import Commit, GitOpsRepo
-from pipeline.stages import rollback
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("pipeline.controller.audit")
@@ -227,7 +227,7 @@ class Controller:
             reason = f"alert {base['alertname']} firing since {alert.starts_at}" + (
                 f": {alert.annotations['summary']}" if alert.annotations.get("summary") else ""
             )
-            opts = rollback.RollbackOptions(
+            opts = revert.RollbackOptions(
                 env=env,
                 reason=reason,
                 actor=self.cfg.actor,
@@ -244,7 +244,7 @@ class Controller:
                 attempts=self.cfg.attempts,
             )
             self.audit(event="rollback_start", **base)
-            out = rollback.execute(opts, self.repo)
+            out = revert.execute(opts, self.repo)
             outcome, detail = out.status, out.detail
             if outcome == "noop":
                 outcome, _, detail = detail.partition(": ")

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 from ruamel.yaml import YAML
 
+from pipeline.artifacts import chart_render
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm
@@ -37,7 +38,6 @@ from pipeline.gitops.repo import GitOpsRepo, ensure_local_remote
 from pipeline.gitops.sync_agent import SyncAgent, simulator_applier
 from pipeline.runtime.procs import free_port, running
 from pipeline.runtime.tools import REPO_ROOT, require
-from pipeline.stages import promote, render
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def chart_alert_rules(env: str, cfg: DrillConfig) -> tuple[dict[str, Any], float
     Returns (rules file content, threshold, label set the scraped series need to match).
     """
     # Exactly the manifests `render` validated for env (release name, namespace, kube version, values).
-    out = render.helm_template(REPO_ROOT, env)
+    out = chart_render.helm_template(REPO_ROOT, env)
     rule_doc = next(d for d in _yaml_all(out) if d.get("kind") == "PrometheusRule")
     rules = [r for g in rule_doc["spec"]["groups"] for r in g["rules"]]
     record = next(r for r in rules if r.get("record") == ERROR_RATIO_RECORD)
@@ -195,6 +195,8 @@ def _evidence(rel: Release) -> dict[str, StageResult]:
 
 
 def _promote(remote: str, rel: Release, env: str, work: Path, actor: str) -> None:
+    from pipeline.stages import promote  # the drill promotes through the verb, like an operator
+
     ctx = RunContext(run_dir=work)
     r = promote.run(
         promote.PromoteOptions(

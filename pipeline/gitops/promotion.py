@@ -258,7 +258,7 @@ def source_subject(root: Path, kind: str, **extra: Any) -> dict[str, Any]:
     `content_digests` are exactly what `build` pins when it cannot build images, so a local
     release (`imagesBuilt: false`) can be matched to the tree a gate really ran (bind_subject).
     """
-    from pipeline.stages.build import TARGETS, context_digest, git_commit
+    from pipeline.artifacts.source import TARGETS, context_digest, git_commit
 
     commit, dirty = git_commit(root)
     return {
@@ -279,8 +279,8 @@ DIGESTS_ASSERTED_BY = (
 
 def parse_subject_digests(text: str) -> dict[str, str]:
     """`gateway=sha256:...,vllm=sha256:...` → {"gateway": ..., "vllm": ...}; ValueError names what is wrong."""
+    from pipeline.artifacts.source import TARGETS
     from pipeline.gitops.release import DIGEST_RE
-    from pipeline.stages.build import TARGETS
 
     out: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.artifacts import chart as chart_artifact
+from pipeline.artifacts.source import TARGETS, context_digest, git_commit
 from pipeline.core.cache import Extra, InputHasher
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 
 NAME = "build"
 HELP = "build the Python distribution, lint Dockerfiles (hadolint), build images if an engine exists; release pins"
-# Release images: their digests are the release pins.
-TARGETS = ("gateway", "vllm")
 # Also built from app/Dockerfile, not pinned per release: the pipeline image (rollback controller),
 # pinned in environments/argocd/rollback-controller-values.yaml.
 TOOL_TARGETS = ("pipeline",)
@@ -52,8 +51,6 @@ CACHE_INPUTS = (
     ".dockerignore",  # shapes the image build context
 )
 CACHE_TOOLS = ("hadolint", "docker")
-# Files that make up an image's build context (besides the target name).
-CONTEXT_INPUTS = ("app", "pyproject.toml", "uv.lock")
 
 
 @dataclass
@@ -142,26 +139,6 @@ def engine_status() -> tuple[bool, str]:
     return False, f"no container engine reachable (tried {', '.join(tried)}; no Dagger session)"
 
 
-def git_commit(root: Path) -> tuple[str, bool]:
-    """(HEAD commit, dirty?) — ("unknown", True) outside a git checkout."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", True
-    return head, dirty
-
-
 def _project_version(root: Path) -> str:
     import tomllib
 
@@ -208,12 +185,6 @@ def _chart_info(root: Path) -> tuple[str, str | None]:
         revision = (((values or {}).get("vllm") or {}).get("model") or {}).get("revision")
         return str(meta.get("version", "0.0.0")), (str(revision) if revision else None)
     return "0.0.0", None
-
-
-def context_digest(root: Path, target: str) -> str:
-    """Content digest of an image's build context: stands in for a registry digest when no engine exists."""
-    tree, _ = InputHasher().tree_digest(root, CONTEXT_INPUTS)
-    return "sha256:" + hashlib.sha256(f"{target}\0{tree}".encode()).hexdigest()
 
 
 def dockerfiles(root: Path) -> list[Path]:
@@ -445,9 +416,3 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         )
     )
     return result
-
-
-def release_of(result: StageResult) -> Release | None:
-    """The Release a build result carries (for ci → promote)."""
-    data = result.evidence.get("release")
-    return Release.model_validate(data) if isinstance(data, dict) else None

@@ -200,7 +200,7 @@ def stage_cache_key(
 
 
 def _git_head(root: Path) -> str:
-    from pipeline.stages.build import git_commit
+    from pipeline.artifacts.source import git_commit
 
     head, dirty = git_commit(root)
     return f"{head}{'+dirty' if dirty else ''}"
@@ -400,7 +400,7 @@ def _promote(opts: CiOptions, ctx: RunContext, loader: ModuleLoader, upstream: d
     discarded = gitops_remote.discard_reason(ctx.executor, opts.gitops_repo)
     if discarded is not None:
         return StageResult(stage="promote", status=Status.SKIPPED, summary=f"not promoted: {discarded}")
-    from pipeline.stages.build import release_of
+    from pipeline.gitops.release import release_of
 
     build = upstream.get("build")
     release = release_of(build) if build is not None and build.status is Status.PASSED else None

@@ -20,6 +20,7 @@ from loadtests import slo as slo_mod
 from loadtests.runner import LocustRun, LocustSpec, run_locust
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.probes.load_profile import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
 from pipeline.runtime.procs import ProcessFailed
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,6 @@ log = logging.getLogger(__name__)
 NAME = "loadtest"
 HELP = "Locust streaming load through the gateway; SLO gate on TTFT/ITL/E2E, errors, throughput, goodput"
 CACHE_INPUTS = ("app", "pipeline", "loadtests", "pyproject.toml", "uv.lock")
-DEFAULT_MODEL = "sim-llama"
-# The simulator profile the local gate runs against: small, steady latencies like a lightly
-# loaded GPU replica, so the dev thresholds have room on a shared CI machine.
-DEFAULT_SIMULATOR_ARGS: tuple[str, ...] = ("--ttft-ms", "40", "--itl-ms", "8", "--max-num-seqs", "32")
-# Roles of the minted load-test tokens; admin may use every model (see app/gateway RBAC).
-TOKEN_ROLES = ("admin",)
 
 
 @dataclass

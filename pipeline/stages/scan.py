@@ -300,7 +300,7 @@ def image_digest(ref: str) -> tuple[str | None, str | None]:
     The name maps to a release image (`gateway`, `vllm`) when the repository's last path segment
     is that name or ends with `-<name>`; a ref without a well-formed digest yields no digest.
     """
-    from pipeline.stages.build import TARGETS
+    from pipeline.artifacts.source import TARGETS
 
     repo, _, digest = ref.partition("@")
     last = repo.rsplit("/", 1)[-1].split(":", 1)[0]

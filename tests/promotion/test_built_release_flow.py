@@ -25,7 +25,7 @@ from rich.console import Console
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm
-from pipeline.gitops.release import Release
+from pipeline.gitops.release import Release, release_of
 from pipeline.gitops.repo import GitOpsRepo, git
 from pipeline.stages import build, loadtest, promote, scan, smoke
 from pipeline.stages import test as test_stage
@@ -94,7 +94,7 @@ def gate_files(ctx: RunContext, out: Path, smoke_digests: str, scan_images: list
 
 def built_release(ctx: RunContext, tmp_path: Path) -> Path:
     res = build.run_from_args(parse(build, ["--gateway-digest", GW, "--vllm-digest", VLLM, "--skip-dist"]), ctx)
-    rel = build.release_of(res)
+    rel = release_of(res)
     assert rel is not None and rel.images_built, res.summary
     assert (rel.gateway_digest, rel.vllm_digest) == (GW, VLLM)
     path = tmp_path / "release.json"

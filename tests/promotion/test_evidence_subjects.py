@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.artifacts.source import context_digest
 from pipeline.checks import trivy_operator
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status
@@ -19,7 +20,6 @@ from pipeline.gitops import promotion as pm
 from pipeline.gitops.release import Release
 from pipeline.gitops.repo import GitOpsError, GitOpsRepo, ensure_local_remote, git, redact, safe_url
 from pipeline.stages import loadtest, promote, rollback, smoke
-from pipeline.stages.build import context_digest
 from tests.promotion.conftest import REPO, ci_evidence, clone, subject_of, write_envs
 
 

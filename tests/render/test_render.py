@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.checks import manifests
 from pipeline.core.result import Status
 from tests.render.conftest import RenderFn, failure_text
 
@@ -204,9 +205,8 @@ def test_render_covers_the_rollback_controller_application(
     repo_root: Path, run_render: RenderFn, tmp_path: Path
 ) -> None:
     """The controller chart is rendered with exactly the values its Argo CD Application passes."""
-    from pipeline.stages import render
 
-    (app,) = render.chart_apps(repo_root)
+    (app,) = manifests.chart_apps(repo_root)
     assert (app.name, app.release, app.namespace) == ("rollback-controller", "rollback-controller", "llm-rollback")
     assert app.value_files == [repo_root / "environments/argocd/rollback-controller-values.yaml"]
     result = run_render(repo_root, ["dev"], skip=frozenset({"promtool"}))
