@@ -33,6 +33,7 @@ from pipeline.artifacts import chart_render
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm
+from pipeline.gitops.evidence import gate_key
 from pipeline.gitops.release import Release
 from pipeline.gitops.repo import GitOpsRepo, ensure_local_remote
 from pipeline.gitops.sync_agent import SyncAgent, simulator_applier
@@ -190,7 +191,7 @@ def _evidence(rel: Release) -> dict[str, StageResult]:
         return StageResult(stage=stage, status=Status.PASSED, summary="drill: synthetic gate", evidence=evidence)
 
     gates = {g: gate(g, "dev" if g == "loadtest" else None) for g in pm.GATE_STAGES}
-    gates[pm.gate_key("loadtest", "staging")] = gate("loadtest", "staging")
+    gates[gate_key("loadtest", "staging")] = gate("loadtest", "staging")
     return gates
 
 

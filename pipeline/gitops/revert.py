@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.gitops import promotion as pm
+from pipeline.gitops.argocd_pin import pin_follow_up
 from pipeline.gitops.repo import Commit, GitOpsError, GitOpsRepo, Message, edit_yaml, git
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
 
     try:
         tx = repo.transact(
-            mutate, attempts=opts.attempts, follow_up=pm.pin_follow_up(env, actor, f"rollback ({opts.trigger})")
+            mutate, attempts=opts.attempts, follow_up=pin_follow_up(env, actor, f"rollback ({opts.trigger})")
         )
     except NothingToRollBack as exc:
         return RollbackOutcome("refused", str(exc))

@@ -94,10 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _digests_arg(text: str) -> dict[str, str]:
-    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.evidence import parse_subject_digests
 
     try:
-        return pm.parse_subject_digests(text)
+        return parse_subject_digests(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -314,13 +314,13 @@ def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
     the image digests the caller asserts serve it (`--subject-digests`, recorded as asserted);
     locally: the gateway from the source tree in front of the simulator (never a release image).
     """
-    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.evidence import source_subject, with_asserted_digests
     from pipeline.gitops.repo import safe_url
 
     if opts.target:
         subject = {"kind": "deployment", "env": opts.env, "url": safe_url(opts.target)}
-        return pm.with_asserted_digests(subject, opts.subject_digests) if opts.subject_digests else subject
-    return pm.source_subject(
+        return with_asserted_digests(subject, opts.subject_digests) if opts.subject_digests else subject
+    return source_subject(
         ctx.repo_root,
         "simulator",
         env=opts.env,
@@ -332,12 +332,13 @@ def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
 def _attach(opts: LoadtestOptions, ctx: RunContext, result: StageResult) -> None:
     """Append `result` to the evidence of the release pinned in `opts.env` (atomic GitOps commit)."""
     from pipeline.gitops import promotion as pm
+    from pipeline.gitops.evidence import attach_result
     from pipeline.gitops.repo import GitOpsError, resolve_remote, work_dir_for
 
     who = pm.actor_identity(opts.actor, ctx.repo_root)
     try:
         remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
-        done = pm.attach_result(remote, work_dir_for(ctx.run_dir / "work"), opts.env, result, ctx.run_dir.name, who)
+        done = attach_result(remote, work_dir_for(ctx.run_dir / "work"), opts.env, result, ctx.run_dir.name, who)
     except (GitOpsError, pm.PromotionError, OSError) as exc:
         result.checks.append(Check(name="attach", status=Status.FAILED, detail=f"{exc} (nothing pushed)"))
         result.status = Status.FAILED

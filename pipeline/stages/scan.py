@@ -314,7 +314,7 @@ def scan_subject(root: Path, images: Iterable[str], checks: Iterable[Check]) -> 
     Every given image is listed with the outcome of its vulnerability scan; a SKIPPED one (no DB)
     stays visible here and in the gate's skipped checks, which policy refuses where it must (prod).
     """
-    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.evidence import source_subject
 
     by_name = {c.name: c.status.value for c in checks}
     db_skip = by_name.get("vulnerabilities")  # the whole vulnerability scan was skipped (no DB)
@@ -332,7 +332,7 @@ def scan_subject(root: Path, images: Iterable[str], checks: Iterable[Check]) -> 
     if listed:
         extra["images"] = listed
     extra.update({f"{name}_digest": digest for name, digest in pins.items()})
-    return pm.source_subject(root, "source+images" if pins else "source", **extra)
+    return source_subject(root, "source+images" if pins else "source", **extra)
 
 
 def _vulnerability_checks(

@@ -197,6 +197,6 @@ def run(opts: TestOptions, ctx: RunContext) -> StageResult:
 
 def tested_subject(root: Path, opts: TestOptions) -> dict[str, Any]:
     """What this run tested: the source tree at `root` (commit, dirty flag, build-context digests)."""
-    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.evidence import source_subject
 
-    return pm.source_subject(root, "source", tested=f"pytest -m {opts.markers!r}; skipped: {sorted(opts.skip)}")
+    return source_subject(root, "source", tested=f"pytest -m {opts.markers!r}; skipped: {sorted(opts.skip)}")

@@ -25,6 +25,12 @@ from rich.console import Console
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm
+from pipeline.gitops.evidence import (
+    DIGESTS_ASSERTED_BY,
+    complete_deployment,
+    parse_subject_digests,
+    with_asserted_digests,
+)
 from pipeline.gitops.release import Release, release_of
 from pipeline.gitops.repo import GitOpsRepo, git
 from pipeline.stages import build, loadtest, promote, scan, smoke
@@ -131,7 +137,7 @@ def test_dagger_style_built_release_is_promotable_to_dev(remote: str, tmp_path: 
     assert gates["test"]["subject"]["commit"] == rel.commit
     assert gates["scan"]["skipped_checks"] == ["vulnerabilities"]  # no DB: visible, accepted for dev only
     assert [i["vulnerabilities"] for i in gates["scan"]["subject"]["images"]] == ["skipped", "skipped"]
-    assert gates["smoke"]["subject"]["digests_asserted_by"] == pm.DIGESTS_ASSERTED_BY
+    assert gates["smoke"]["subject"]["digests_asserted_by"] == DIGESTS_ASSERTED_BY
     head = repo.log(limit=1)[0]
     assert head.trailer("Images-Built") == "true" and head.trailer("Gateway-Digest") == GW
 
@@ -209,10 +215,10 @@ def test_test_stage_records_the_tree_it_tested(tmp_path: Path) -> None:
 
 
 def test_subject_digests_are_validated_and_need_a_target(tmp_path: Path) -> None:
-    assert pm.parse_subject_digests(f"gateway={GW}, vllm={VLLM}") == {"gateway": GW, "vllm": VLLM}
+    assert parse_subject_digests(f"gateway={GW}, vllm={VLLM}") == {"gateway": GW, "vllm": VLLM}
     for bad in ("", f"redis={GW}", "gateway=latest", f"gateway={GW},gateway={VLLM}", GW):
         with pytest.raises(ValueError):
-            pm.parse_subject_digests(bad)
+            parse_subject_digests(bad)
     with pytest.raises(SystemExit):
         parse(loadtest, ["--subject-digests", "gateway=sha256:nope"])
     ctx = RunContext(run_dir=tmp_path / "run", repo_root=REPO)
@@ -229,11 +235,11 @@ def test_subject_digests_are_validated_and_need_a_target(tmp_path: Path) -> None
 
 def test_attach_keeps_asserted_digests_and_adds_the_env_pins(make_release: Callable[..., Release]) -> None:
     rel, other = make_release(1), make_release(2)
-    subject = pm.with_asserted_digests(
+    subject = with_asserted_digests(
         {"kind": "deployment", "env": "staging", "url": "https://stg"}, {"gateway": other.gateway_digest}
     )
     raw: dict[str, Any] = {"stage": "loadtest", "evidence": {"env": "staging", "subject": subject}}
-    pm.complete_deployment(raw, rel, "environments/staging/release.yaml@abc")
+    complete_deployment(raw, rel, "environments/staging/release.yaml@abc")
     done = raw["evidence"]["subject"]
     # The asserted gateway digest stays (policy then refuses it for rel); the unasserted one comes from git.
     assert done["gateway_digest"] == other.gateway_digest and done["vllm_digest"] == rel.vllm_digest

@@ -13,6 +13,7 @@ import pytest
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm
+from pipeline.gitops.evidence import read_evidence
 from pipeline.gitops.release import Release
 from pipeline.gitops.repo import GitOpsRepo
 from pipeline.stages import promote
@@ -90,7 +91,7 @@ def test_clean_reports_for_the_promoted_digests_pass(
     assert prod_release(remote, tmp_path) == staged
     repo = GitOpsRepo(remote, tmp_path / "ev")
     repo.sync()
-    evidence = pm.read_evidence(repo, "prod", staged.id)
+    evidence = read_evidence(repo, "prod", staged.id)
     assert evidence is not None
     gate = evidence["promotions"][-1]["trivy_operator"]
     assert gate["passed"] and gate["evaluated"] and "2 image(s) have fresh trivy-operator reports" in gate["detail"]

@@ -220,12 +220,12 @@ def test_render_covers_the_rollback_controller_application(
 
 def test_pinned_prod_revision_still_validates(repo_copy: Path, run_render: RenderFn) -> None:
     """After a prod promotion moved the pin (round-trip edit), the Argo CD objects still pass."""
-    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.argocd_pin import PIN_FILE, set_pinned_revision
     from pipeline.gitops.repo import GitOpsRepo
 
-    appset = repo_copy / pm.PIN_FILE
+    appset = repo_copy / PIN_FILE
     before = appset.read_text()
-    assert pm.set_pinned_revision(GitOpsRepo("unused", repo_copy), "prod", "0123456789abcdef" * 2 + "01234567")
+    assert set_pinned_revision(GitOpsRepo("unused", repo_copy), "prod", "0123456789abcdef" * 2 + "01234567")
     assert len([a for a, b in zip(before.splitlines(), appset.read_text().splitlines(), strict=True) if a != b]) == 1
     result = run_render(repo_copy, ["prod"], skip=FAST)
     assert result.status is Status.PASSED, failure_text(result)

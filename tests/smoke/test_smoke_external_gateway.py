@@ -9,8 +9,9 @@ import pytest
 from pipeline import cli
 from pipeline.core.context import RunContext
 from pipeline.core.result import Status
+from pipeline.probes.smoke_checks import CHECKS
 from pipeline.runtime.local_stack import local_stack
-from pipeline.stages.smoke import CHECKS, SmokeOptions, run
+from pipeline.stages.smoke import SmokeOptions, run
 
 GW = "sha256:" + "a" * 64
 VLLM = "sha256:" + "b" * 64

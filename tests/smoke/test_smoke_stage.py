@@ -12,9 +12,10 @@ import pytest
 from pipeline import cli
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
+from pipeline.probes.smoke_checks import CHECKS
 from pipeline.runtime import vllm_cpu
 from pipeline.runtime.procs import free_port, running
-from pipeline.stages.smoke import CHECKS, SmokeOptions, run
+from pipeline.stages.smoke import SmokeOptions, run
 
 
 def _ctx(tmp_path: Path) -> RunContext:

@@ -83,7 +83,7 @@ def test_chat_template_renders_a_conversation() -> None:
 
 
 def test_corpus_covers_the_smoke_prompt_words() -> None:
-    from pipeline.stages.smoke import PROMPT
+    from pipeline.probes.smoke_checks import PROMPT
 
     corpus_words = {w.strip(".,!?:").lower() for s in tiny_model.CORPUS for w in s.split()}
     prompt_words = {w.strip(".,!?:").lower() for w in PROMPT.split()}
