@@ -1,8 +1,8 @@
 """The rollback drill: a bad release is promoted, the real alert fires, git is reverted, errors stop.
 
 Everything is real except the cluster: Prometheus and Alertmanager (Debian packages), the
-gateway and the vLLM-compatible simulator (pipeline.stack), the rollback controller (its own
-process, talking HTTP), a local GitOps remote, and pipeline.sync_agent standing in for Argo CD.
+gateway and the vLLM-compatible simulator (pipeline.runtime.local_stack), the rollback controller (its own
+process, talking HTTP), a local GitOps remote, and pipeline.gitops.sync_agent standing in for Argo CD.
 The alert's expression and labels come from the chart's PrometheusRule (helm template), with
 only the time windows shortened; the Alertmanager route matchers come from the
 rollback-controller chart's values, so the drill fails if they stop lining up.

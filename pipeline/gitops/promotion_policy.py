@@ -36,7 +36,7 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
 
 
 def evaluate_policy(policy_input: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
-    """Run policies/promotion.rego through pipeline.policy and return every denial, sorted."""
+    """Run policies/promotion.rego through pipeline.checks.policy and return every denial, sorted."""
     from pipeline.checks import policy
 
     try:

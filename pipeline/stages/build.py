@@ -8,7 +8,7 @@ pins then carry content digests of the build context with `images_built=False`, 
 when no engine exists (image build SKIPPED with the reason) — promotion evidence can never
 pass a local image off as a registry image.
 
-The chart is a versioned artifact too (pipeline.chart): `helm package` at the build's chart
+The chart is a versioned artifact too (pipeline.artifacts.chart): `helm package` at the build's chart
 version into <stage dir>/chart/, its sha256 pinned as `chart_digest`, and `helm push` to the
 OCI chart repository when one is configured (--chart-registry / $PIPELINE_CHART_REGISTRY, set
 by the Dagger module with registry credentials); without one the push is SKIPPED, never passed.

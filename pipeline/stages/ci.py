@@ -3,7 +3,7 @@
 Stops at the first FAILED stage; promotes to dev only when nothing failed. A SKIPPED stage
 (not implemented yet, no engine, no DB, no GPU) never counts as passed: it is listed as an
 unproven production check in the summary and the report. Stage results are cached by a hash
-of their inputs (pipeline.cache), so an unchanged tree re-runs in seconds.
+of their inputs (pipeline.core.cache), so an unchanged tree re-runs in seconds.
 
 Other stages are called through their modules (imported lazily):
   - `ci_options(upstream: dict[str, StageResult], ctx) -> opts` then `run(opts, ctx)` when the
@@ -11,9 +11,9 @@ Other stages are called through their modules (imported lazily):
   - otherwise `run_from_args(<its own parser, defaults + --stage-args>, ctx)`.
 Promotion contract: `promote.run(promote.PromoteOptions(to="dev", release=..., evidence=..., run_id=...), ctx)`.
 Under the Dagger executor with no GitOps remote outside the container, promotion is SKIPPED
-(pipeline.gitops_remote): a commit into the container's own bare repo would be thrown away.
+(pipeline.gitops.remote): a commit into the container's own bare repo would be thrown away.
 
-Cache keys (pipeline.cache): a module's `CACHE_INPUTS` + `CACHE_TOOLS`, plus its
+Cache keys (pipeline.core.cache): a module's `CACHE_INPUTS` + `CACHE_TOOLS`, plus its
 `cache_extra(options, root)` when it has one (paths outside the tree, machine facts).
 """
 

@@ -192,7 +192,7 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
     """What this run exercises (promotion evidence): the gateway from the source tree, and which model server.
 
     Never the release's image digests: locally no image runs. `ci` binds it to its build's
-    release when the tree is the one the build pinned (pipeline.promotion.bind_subject).
+    release when the tree is the one the build pinned (pipeline.gitops.evidence.bind_subject).
     With `--target`, `--subject-digests` adds the digests the caller asserts it ran (the vLLM image
     serving the target; the gateway image only when this stage runs inside it), marked as asserted.
     """

@@ -4,7 +4,7 @@ Runs against `--root` (default: this repository) so the stage can be exercised o
 fixture project from the test suite without recursing into the suite itself.
 
 Evidence subject (`evidence.subject`): the tree it tested — `commit`, `dirty` and the
-build-context `content_digests` of `--root` (pipeline.promotion.source_subject). Promotion
+build-context `content_digests` of `--root` (pipeline.gitops.evidence.source_subject). Promotion
 policy matches it on the commit the release was built from (`subject_match.test: commit`).
 """
 
@@ -87,7 +87,7 @@ def _junit_numbers(path: Path) -> dict[str, float]:
 
 
 def _rego_check(root: Path) -> Check:
-    """Run every `test_*` rule (pipeline.policy) and require a test file for every policy.
+    """Run every `test_*` rule (pipeline.checks.policy) and require a test file for every policy.
 
     FAILED when a Rego test fails (each named with file and rule), when a policy has no
     `x_test.rego` with at least one `test_*` rule, or when policies exist but define no tests.
