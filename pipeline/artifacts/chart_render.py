@@ -16,20 +16,13 @@ import yaml
 
 from pipeline.artifacts import chart as chart_artifact
 from pipeline.checks import validate
+from pipeline.core.environments import ENVIRONMENTS, namespace_for
 from pipeline.core.result import Check, Status
 from pipeline.core.shell import run_capture, tail
 from pipeline.runtime.tools import require
 
 CHART = Path("charts/llm-service")
-
-ENVIRONMENTS = Path("environments")
-
 RELEASE_NAME = "llm-service"
-
-
-def namespace_for(env: str) -> str:
-    """The namespace Argo CD deploys env into (ApplicationSet destination `llm-<env>`)."""
-    return f"llm-{env}"
 
 
 def values_args(root: Path, env: str) -> list[str]:

@@ -15,11 +15,9 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from pipeline.artifacts.chart_render import ENVIRONMENTS, namespace_for
 from pipeline.checks import policy, validate
+from pipeline.core.environments import ARGOCD_DIR, namespace_for
 from pipeline.core.shell import tail
-
-ARGOCD_DIR = ENVIRONMENTS / "argocd"
 
 RUNBOOKS = Path("docs/runbooks")
 

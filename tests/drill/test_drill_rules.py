@@ -10,6 +10,7 @@ import pytest
 from pipeline.artifacts import chart_render
 from pipeline.checks import manifests
 from pipeline.controller import rollback_drill as drill
+from pipeline.core.environments import namespace_for
 from pipeline.runtime.tools import REPO_ROOT
 
 
@@ -39,4 +40,4 @@ def test_drill_alert_is_the_rendered_alert_with_drill_windows(env: str) -> None:
     assert drilled["expr"] == re.sub(r"\[\d+[smhd]\]", f"[{cfg.window}]", alert["expr"])
     assert threshold == float(alert["expr"].rsplit(">", 1)[1].strip())
     # The labels the drill's scrape target gets come from the rendered selectors (release name included).
-    assert labels.get("namespace") in (None, chart_render.namespace_for(env))
+    assert labels.get("namespace") in (None, namespace_for(env))

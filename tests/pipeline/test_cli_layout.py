@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -73,3 +74,46 @@ def test_pipeline_readme_maps_every_package() -> None:
     assert packages, "no packages under pipeline/"
     for pkg in [*packages, "dagger"]:
         assert f"`{pkg}/`" in readme, f"pipeline/README.md does not describe {pkg}/"
+
+
+# Which packages of pipeline/ each package may import (pipeline/README.md): downwards only.
+LOWER: dict[str, set[str]] = {
+    "runtime": set(),
+    "core": {"runtime"},
+    "checks": {"core", "runtime"},
+    "artifacts": {"checks", "core", "runtime"},
+    "probes": {"core", "runtime"},
+    "gitops": {"artifacts", "checks", "core", "runtime"},
+    "stages": {"gitops", "probes", "artifacts", "checks", "core", "runtime"},
+    "controller": {"stages", "gitops", "probes", "artifacts", "checks", "core", "runtime"},
+    "commands": {"controller", "gitops", "probes", "artifacts", "checks", "core", "runtime"},
+    "cli": {"core"},
+}
+
+
+def _pipeline_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    mods = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline."):
+            mods.add(node.module)
+        elif isinstance(node, ast.Import):
+            mods |= {a.name for a in node.names if a.name.startswith("pipeline.")}
+    return mods
+
+
+def test_packages_import_only_downwards_and_stages_never_import_each_other() -> None:
+    wrong = []
+    for path in sorted((REPO / "pipeline").rglob("*.py")):
+        rel = path.relative_to(REPO / "pipeline")
+        if rel.parts[0] == "dagger" or rel.name == "__main__.py":
+            continue
+        pkg = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        for mod in _pipeline_imports(path):
+            target = mod.split(".")[1]
+            if target == pkg:
+                if pkg == "stages" and rel.name != "__init__.py":
+                    wrong.append(f"{rel} imports {mod} (a helper two stages share belongs below both)")
+            elif target not in LOWER[pkg]:
+                wrong.append(f"{rel} imports {mod} ({pkg}/ may import {sorted(LOWER[pkg])})")
+    assert wrong == []
