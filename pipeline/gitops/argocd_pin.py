@@ -4,13 +4,10 @@ GitOps commit that promoted (or rolled back) that env.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline.gitops.repo import GitOpsError, GitOpsRepo, Message, dump_yaml, git, load_yaml_text
-
-log = logging.getLogger(__name__)
 
 # Files of an env the Application reads (valueFiles): a pin "matches" when these are the same as on the branch.
 APP_FILES = ("values.yaml", "release.yaml")

@@ -5,7 +5,6 @@ the promotion policy reads, and gate results attached to an already-promoted rel
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from pipeline.gitops.promotion import (
 )
 from pipeline.gitops.release import Release
 from pipeline.gitops.repo import GitOpsError, GitOpsRepo, Message
-
-log = logging.getLogger(__name__)
 
 
 def _as_dict(result: StageResult | Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -30,8 +29,6 @@ from pydantic import ValidationError
 from pipeline.gitops.release import Release
 from pipeline.gitops.repo import Commit, GitOpsError, GitOpsRepo, flatten, git, load_yaml_text
 from pipeline.runtime.tools import REPO_ROOT
-
-log = logging.getLogger(__name__)
 
 ENVS = ("dev", "staging", "prod")
 # Gates whose results a release must carry (names of the pipeline stages that produce them).
@@ -203,15 +200,3 @@ def pinned_since(repo: GitOpsRepo, env: str) -> Commit | None:
     """The commit that last changed the env's pins (promotion or rollback)."""
     commits = repo.log(release_path(env), limit=1)
     return commits[0] if commits else None
-
-
-# ---------------------------------------------------------------- evidence
-
-
-# ---------------------------------------------------------------- Argo CD sync windows
-
-
-# ---------------------------------------------------------------- policy
-
-
-# ---------------------------------------------------------------- the prod pin (ApplicationSet)

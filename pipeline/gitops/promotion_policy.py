@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from pipeline.gitops.promotion import PromotionError
 from pipeline.runtime.tools import REPO_ROOT
 
-log = logging.getLogger(__name__)
 POLICY_DIR = REPO_ROOT / "policies"
 
 PROMOTION_POLICY = POLICY_DIR / "promotion.rego"

@@ -10,7 +10,6 @@ guard that re-checks de-duplication and rate limits on every fresh base.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from pipeline.gitops import promotion as pm
 from pipeline.gitops.argocd_pin import pin_follow_up
 from pipeline.gitops.repo import Commit, GitOpsError, GitOpsRepo, Message, edit_yaml, git
 
-log = logging.getLogger(__name__)
 # Returns a reason to do nothing (already handled, rate limited, ...) or None to proceed.
 Guard = Callable[[GitOpsRepo, list[Commit]], str | None]
 
