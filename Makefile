@@ -32,14 +32,14 @@ venv: .venv/.synced
 	touch $@
 
 tools: .tools/.ensured
-.tools/.ensured: .venv/.synced pipeline/tools.py
-	$(PY) -m pipeline.tools ensure
+.tools/.ensured: .venv/.synced pipeline/runtime/tools.py
+	$(PY) -m pipeline.runtime.tools ensure
 	touch $@
 
 # The real vLLM (CPU build) in its own venv, for the smoke stage; several minutes once.
 vllm: .tools/vllm-venv/.vllm-ready.json
-.tools/vllm-venv/.vllm-ready.json: .venv/.synced pipeline/vllm_cpu.py
-	$(PY) -m pipeline.vllm_cpu ensure
+.tools/vllm-venv/.vllm-ready.json: .venv/.synced pipeline/runtime/vllm_cpu.py
+	$(PY) -m pipeline.runtime.vllm_cpu ensure
 
 render: tools ## Render + validate + policy-check the chart for every env
 	$(PY) -m pipeline render --env all
@@ -56,7 +56,7 @@ drill: tools ## Rollback drill: real Prometheus + Alertmanager, bad release reve
 # Regenerate policies/crd-schemas/ (structural CRD schemas) from a catalog dir or URL template.
 crd-schemas: venv ## make crd-schemas SRC=<catalog dir or kubeconform URL template> [REF=<commit>]
 	@test -n "$(SRC)" || { echo "make crd-schemas: set SRC=<catalog dir or kubeconform-style URL template>" >&2; exit 2; }
-	$(PY) -m pipeline.crd_schemas generate --src '$(SRC)' $(if $(REF),--ref '$(REF)')
+	$(PY) -m pipeline.checks.crd_schemas generate --src '$(SRC)' $(if $(REF),--ref '$(REF)')
 
 bench-gateway: venv ## Simulator direct vs through the gateway: RPS and added latency
 	$(PY) -m app.bench

@@ -4,7 +4,7 @@
 
 Starts the simulator (zero latency) and the gateway (JWT auth, RBAC, rate limits with
 high limits, audit log to a file: everything a production request pays for) with
-`pipeline.stack.local_stack`, then drives each target from a separate load-generator
+`pipeline.runtime.local_stack.local_stack`, then drives each target from a separate load-generator
 process (a minimal keep-alive HTTP/1.1 client on uvloop, so the generator costs as
 little CPU as possible) at fixed concurrency: unary chat completions and streams.
 Prints the RPS ratio, the added p50/p99 latency and first-chunk latency for streams,
@@ -188,7 +188,7 @@ def _compare(direct: dict[str, Any], gw: dict[str, Any], stream: bool) -> dict[s
 
 
 def bench_main(args: argparse.Namespace) -> int:
-    from pipeline.stack import local_stack
+    from pipeline.runtime.local_stack import local_stack
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness polls are noise here

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.metrics import Sample, read_samples
-from pipeline.procs import ManagedProcess, free_port
+from pipeline.runtime.procs import ManagedProcess, free_port
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 # Start-up, worker hand-shake and report writing on a busy 2-core machine.

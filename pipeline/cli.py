@@ -1,14 +1,17 @@
 """`python -m pipeline <verb>`: the local executor's command line.
 
-Verbs are discovered from modules in `pipeline/stages/` (stages: return a StageResult)
-and `pipeline/commands/` (other operator commands). A stage module defines:
+Verbs come from an explicit, ordered registry (like pip's `commands/__init__.py`): first the
+pipeline verbs in the order a change travels through them, then the operational verbs. A verb
+maps to its module; running a verb imports only that module (`--help` imports them all for
+their one-line HELP). A stage module (`pipeline/stages/`) defines:
 
     NAME = "render"                      # the verb; also the Dagger function's name
     HELP = "one line"
     def add_arguments(parser) -> None
     def run_from_args(args, ctx) -> StageResult
 
-A command module defines NAME, HELP, add_arguments and `main(args, ctx) -> int`.
+A command module (`pipeline/commands/`) defines NAME, HELP, add_arguments and
+`main(args, ctx) -> int`.
 """
 
 from __future__ import annotations
@@ -16,36 +19,44 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import pkgutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
 from rich.table import Table
 
-from pipeline.context import RunContext, new_run_dir
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext, new_run_dir
+from pipeline.core.result import StageResult, Status
 
-PACKAGES = ("pipeline.stages", "pipeline.commands")
+# The pipeline verbs, in pipeline order (`ci` runs the ones before it).
+PIPELINE_VERBS: dict[str, str] = {
+    "test": "pipeline.stages.test",
+    "build": "pipeline.stages.build",
+    "scan": "pipeline.stages.scan",
+    "render": "pipeline.stages.render",
+    "smoke": "pipeline.stages.smoke",
+    "loadtest": "pipeline.stages.loadtest",
+    "promote": "pipeline.stages.promote",
+    "ci": "pipeline.stages.ci",
+}
+# Operating a running release: see where it stands, take it back, rehearse, size it.
+OPERATIONAL_VERBS: dict[str, str] = {
+    "status": "pipeline.commands.status",
+    "rollback": "pipeline.stages.rollback",
+    "unfreeze": "pipeline.commands.unfreeze",
+    "rollback-controller": "pipeline.commands.rollback_controller",
+    "drill": "pipeline.commands.drill",
+    "capacity": "pipeline.commands.capacity",
+}
+REGISTRY: dict[str, str] = {**PIPELINE_VERBS, **OPERATIONAL_VERBS}
 
 
 def discover(only: str | None = None) -> dict[str, ModuleType]:
-    """Verb → module. With `only`, import just that verb's module (module name = verb with
-    `-` → `_`), so a command does not pay for importing every stage (locust, kubernetes, ...)."""
-    verbs: dict[str, ModuleType] = {}
-    for pkg_name in PACKAGES:
-        try:
-            pkg = importlib.import_module(pkg_name)
-        except ModuleNotFoundError:
-            continue
-        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-            if info.name.startswith("_") or (only is not None and info.name != only.replace("-", "_")):
-                continue
-            mod = importlib.import_module(f"{pkg_name}.{info.name}")
-            name = getattr(mod, "NAME", None)
-            if isinstance(name, str):
-                verbs[name] = mod
-    return verbs
+    """Verb → module, in registry order. With `only`, import just that verb's module, so a
+    command does not pay for importing every stage (locust, kubernetes, ...)."""
+    if only is not None:
+        return {only: importlib.import_module(REGISTRY[only])} if only in REGISTRY else {}
+    return {verb: importlib.import_module(path) for verb, path in REGISTRY.items()}
 
 
 def _requested_verb(argv: list[str]) -> str | None:
@@ -63,7 +74,13 @@ def build_parser(verbs: dict[str, ModuleType]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="LLM service delivery pipeline.")
     parser.add_argument("--run-dir", type=Path, help="write results here (default: .runs/<time>-<verb>/)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub = parser.add_subparsers(
+        title="verbs",
+        dest="verb",
+        required=True,
+        metavar="VERB",
+        description=f"pipeline verbs, in order: {' '.join(PIPELINE_VERBS)}; then: {' '.join(OPERATIONAL_VERBS)}",
+    )
     for name, mod in verbs.items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)

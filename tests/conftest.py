@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.procs import free_port
+from pipeline.runtime.procs import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

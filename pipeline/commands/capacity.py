@@ -22,10 +22,10 @@ from ruamel.yaml import YAML
 from loadtests import gate as gate_mod
 from loadtests import slo as slo_mod
 from loadtests.runner import LocustSpec, run_locust
-from pipeline import capacity as cap_mod
-from pipeline.context import RunContext
-from pipeline.procs import ProcessFailed
-from pipeline.stages.loadtest import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
+from pipeline.core.context import RunContext
+from pipeline.probes import capacity_plan as cap_mod
+from pipeline.probes.load_profile import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
+from pipeline.runtime.procs import ProcessFailed
 
 NAME = "capacity"
 HELP = "concurrency sweep against one replica -> max goodput per replica, replicas, GPUs, HPA bounds, monthly cost"
@@ -219,7 +219,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
                 ctx, slo, slo_path, args.target.rstrip("/"), levels, step_s, args.token_file, args.model, args.full
             )
         else:
-            from pipeline.stack import local_stack
+            from pipeline.runtime.local_stack import local_stack
 
             sim_args = (*DEFAULT_SIMULATOR_ARGS, "--max-num-seqs", str(model.max_num_seqs), *args.sim_arg)
             source = "simulator (" + " ".join(sim_args) + ") behind the gateway, on this machine"

@@ -7,8 +7,8 @@ import json
 import logging
 from dataclasses import asdict
 
-from pipeline.context import RunContext
-from pipeline.drill import DrillConfig, run_drill
+from pipeline.controller.rollback_drill import DrillConfig, run_drill
+from pipeline.core.context import RunContext
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import resolve_remote, safe_url
+from pipeline.core.context import RunContext
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.repo import resolve_remote, safe_url
 
 log = logging.getLogger(__name__)
 

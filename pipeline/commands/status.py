@@ -9,9 +9,11 @@ from typing import Any
 
 from rich.table import Table
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsError, GitOpsRepo, resolve_remote, safe_url, work_dir_for
+from pipeline.core.context import RunContext
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.argocd_pin import pin_status
+from pipeline.gitops.evidence import read_evidence
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, resolve_remote, safe_url, work_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def collect(repo: GitOpsRepo) -> list[dict[str, Any]]:
         rel = pm.read_release(repo, env)
         last = pm.pinned_since(repo, env)
         freeze = pm.read_freeze(repo, env)
-        evidence = pm.read_evidence(repo, env, rel.id) if rel else None
+        evidence = read_evidence(repo, env, rel.id) if rel else None
         gates = {k: v.get("status") for k, v in (evidence or {}).get("gates", {}).items()}
         by = ""
         if last:
@@ -54,7 +56,7 @@ def collect(repo: GitOpsRepo) -> list[dict[str, Any]]:
                 "gates": gates,
                 "frozen": freeze.as_dict(),
                 # What Argo CD syncs this env from: the branch, or (prod) the pinned commit.
-                "argocd_revision": pm.pin_status(repo, env),
+                "argocd_revision": pin_status(repo, env),
             }
         )
     return rows

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, work_dir_for
+from pipeline.core.context import RunContext
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, work_dir_for
 
 log = logging.getLogger(__name__)
 

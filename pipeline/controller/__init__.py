@@ -27,9 +27,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline import promotion as pm
-from pipeline.gitops import Commit, GitOpsRepo
-from pipeline.stages import rollback
+from pipeline.gitops import promotion as pm
+from pipeline.gitops import revert
+from pipeline.gitops.repo import Commit, GitOpsRepo
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("pipeline.controller.audit")
@@ -155,7 +155,7 @@ class Controller:
         self._lock = threading.Lock()
         # A fresh private work copy per process: a killed predecessor's copy is never reused.
         cfg.work_root.mkdir(parents=True, exist_ok=True)
-        from pipeline.gitops import work_dir_for
+        from pipeline.gitops.repo import work_dir_for
 
         self.repo = GitOpsRepo(cfg.gitops_repo, work_dir_for(cfg.work_root, "controller"))
         # Fast-path memory of handled incidents; git trailers are the durable record.
@@ -227,7 +227,7 @@ class Controller:
             reason = f"alert {base['alertname']} firing since {alert.starts_at}" + (
                 f": {alert.annotations['summary']}" if alert.annotations.get("summary") else ""
             )
-            opts = rollback.RollbackOptions(
+            opts = revert.RollbackOptions(
                 env=env,
                 reason=reason,
                 actor=self.cfg.actor,
@@ -244,7 +244,7 @@ class Controller:
                 attempts=self.cfg.attempts,
             )
             self.audit(event="rollback_start", **base)
-            out = rollback.execute(opts, self.repo)
+            out = revert.execute(opts, self.repo)
             outcome, detail = out.status, out.detail
             if outcome == "noop":
                 outcome, _, detail = detail.partition(": ")

@@ -8,7 +8,7 @@ pins then carry content digests of the build context with `images_built=False`, 
 when no engine exists (image build SKIPPED with the reason) — promotion evidence can never
 pass a local image off as a registry image.
 
-The chart is a versioned artifact too (pipeline.chart): `helm package` at the build's chart
+The chart is a versioned artifact too (pipeline.artifacts.chart): `helm package` at the build's chart
 version into <stage dir>/chart/, its sha256 pinned as `chart_digest`, and `helm push` to the
 OCI chart repository when one is configured (--chart-registry / $PIPELINE_CHART_REGISTRY, set
 by the Dagger module with registry credentials); without one the push is SKIPPED, never passed.
@@ -29,20 +29,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import chart as chart_artifact
-from pipeline.cache import Extra, InputHasher
-from pipeline.checks import run_command
-from pipeline.context import RunContext
-from pipeline.release import DIGEST_RE, Release
-from pipeline.result import Check, StageResult, Status, Timer
-from pipeline.tools import find
+from pipeline.artifacts import chart as chart_artifact
+from pipeline.artifacts.source import TARGETS, context_digest, git_commit
+from pipeline.core.cache import Extra, InputHasher
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.core.shell import run_command
+from pipeline.gitops.release import DIGEST_RE, Release
+from pipeline.runtime.tools import find
 
 log = logging.getLogger(__name__)
 
 NAME = "build"
 HELP = "build the Python distribution, lint Dockerfiles (hadolint), build images if an engine exists; release pins"
-# Release images: their digests are the release pins.
-TARGETS = ("gateway", "vllm")
 # Also built from app/Dockerfile, not pinned per release: the pipeline image (rollback controller),
 # pinned in environments/argocd/rollback-controller-values.yaml.
 TOOL_TARGETS = ("pipeline",)
@@ -52,8 +51,6 @@ CACHE_INPUTS = (
     ".dockerignore",  # shapes the image build context
 )
 CACHE_TOOLS = ("hadolint", "docker")
-# Files that make up an image's build context (besides the target name).
-CONTEXT_INPUTS = ("app", "pyproject.toml", "uv.lock")
 
 
 @dataclass
@@ -146,26 +143,6 @@ def engine_status(default_sockets: tuple[str, ...] = DEFAULT_ENGINE_SOCKETS) -> 
     return False, f"no container engine reachable (tried {', '.join(tried)}; no Dagger session)"
 
 
-def git_commit(root: Path) -> tuple[str, bool]:
-    """(HEAD commit, dirty?) — ("unknown", True) outside a git checkout."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", True
-    return head, dirty
-
-
 def _project_version(root: Path) -> str:
     import tomllib
 
@@ -212,12 +189,6 @@ def _chart_info(root: Path) -> tuple[str, str | None]:
         revision = (((values or {}).get("vllm") or {}).get("model") or {}).get("revision")
         return str(meta.get("version", "0.0.0")), (str(revision) if revision else None)
     return "0.0.0", None
-
-
-def context_digest(root: Path, target: str) -> str:
-    """Content digest of an image's build context: stands in for a registry digest when no engine exists."""
-    tree, _ = InputHasher().tree_digest(root, CONTEXT_INPUTS)
-    return "sha256:" + hashlib.sha256(f"{target}\0{tree}".encode()).hexdigest()
 
 
 def dockerfiles(root: Path) -> list[Path]:
@@ -449,9 +420,3 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         )
     )
     return result
-
-
-def release_of(result: StageResult) -> Release | None:
-    """The Release a build result carries (for ci → promote)."""
-    data = result.evidence.get("release")
-    return Release.model_validate(data) if isinstance(data, dict) else None

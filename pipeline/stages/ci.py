@@ -3,7 +3,7 @@
 Stops at the first FAILED stage; promotes to dev only when nothing failed. A SKIPPED stage
 (not implemented yet, no engine, no DB, no GPU) never counts as passed: it is listed as an
 unproven production check in the summary and the report. Stage results are cached by a hash
-of their inputs (pipeline.cache), so an unchanged tree re-runs in seconds.
+of their inputs (pipeline.core.cache), so an unchanged tree re-runs in seconds.
 
 Other stages are called through their modules (imported lazily):
   - `ci_options(upstream: dict[str, StageResult], ctx) -> opts` then `run(opts, ctx)` when the
@@ -11,9 +11,9 @@ Other stages are called through their modules (imported lazily):
   - otherwise `run_from_args(<its own parser, defaults + --stage-args>, ctx)`.
 Promotion contract: `promote.run(promote.PromoteOptions(to="dev", release=..., evidence=..., run_id=...), ctx)`.
 Under the Dagger executor with no GitOps remote outside the container, promotion is SKIPPED
-(pipeline.gitops_remote): a commit into the container's own bare repo would be thrown away.
+(pipeline.gitops.remote): a commit into the container's own bare repo would be thrown away.
 
-Cache keys (pipeline.cache): a module's `CACHE_INPUTS` + `CACHE_TOOLS`, plus its
+Cache keys (pipeline.core.cache): a module's `CACHE_INPUTS` + `CACHE_TOOLS`, plus its
 `cache_extra(options, root)` when it has one (paths outside the tree, machine facts).
 """
 
@@ -35,10 +35,11 @@ from pydantic import BaseModel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline import gitops_remote, report
-from pipeline.cache import Extra, InputHasher, ResultCache, cache_key
-from pipeline.context import RunContext
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.core import report
+from pipeline.core.cache import Extra, InputHasher, ResultCache, cache_key
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.gitops import remote as gitops_remote
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def stage_cache_key(
 
 
 def _git_head(root: Path) -> str:
-    from pipeline.stages.build import git_commit
+    from pipeline.artifacts.source import git_commit
 
     head, dirty = git_commit(root)
     return f"{head}{'+dirty' if dirty else ''}"
@@ -399,7 +400,7 @@ def _promote(opts: CiOptions, ctx: RunContext, loader: ModuleLoader, upstream: d
     discarded = gitops_remote.discard_reason(ctx.executor, opts.gitops_repo)
     if discarded is not None:
         return StageResult(stage="promote", status=Status.SKIPPED, summary=f"not promoted: {discarded}")
-    from pipeline.stages.build import release_of
+    from pipeline.gitops.release import release_of
 
     build = upstream.get("build")
     release = release_of(build) if build is not None and build.status is Status.PASSED else None

@@ -18,21 +18,16 @@ from typing import Any
 
 from loadtests import slo as slo_mod
 from loadtests.runner import LocustRun, LocustSpec, run_locust
-from pipeline.context import RunContext
-from pipeline.procs import ProcessFailed
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.probes.load_profile import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
+from pipeline.runtime.procs import ProcessFailed
 
 log = logging.getLogger(__name__)
 
 NAME = "loadtest"
 HELP = "Locust streaming load through the gateway; SLO gate on TTFT/ITL/E2E, errors, throughput, goodput"
 CACHE_INPUTS = ("app", "pipeline", "loadtests", "pyproject.toml", "uv.lock")
-DEFAULT_MODEL = "sim-llama"
-# The simulator profile the local gate runs against: small, steady latencies like a lightly
-# loaded GPU replica, so the dev thresholds have room on a shared CI machine.
-DEFAULT_SIMULATOR_ARGS: tuple[str, ...] = ("--ttft-ms", "40", "--itl-ms", "8", "--max-num-seqs", "32")
-# Roles of the minted load-test tokens; admin may use every model (see app/gateway RBAC).
-TOKEN_ROLES = ("admin",)
 
 
 @dataclass
@@ -99,10 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _digests_arg(text: str) -> dict[str, str]:
-    from pipeline import promotion as pm
+    from pipeline.gitops.evidence import parse_subject_digests
 
     try:
-        return pm.parse_subject_digests(text)
+        return parse_subject_digests(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -228,7 +223,7 @@ def _headline(slo: slo_mod.SLO, gate: dict[str, Any]) -> str:
 def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
     """Load the SLO, reach or start the service, run Locust, gate, plot, report."""
     checks: list[Check] = []
-    from pipeline.gitops import safe_url
+    from pipeline.gitops.repo import safe_url
 
     target = safe_url(opts.target) if opts.target else None
     if opts.subject_digests and not opts.target:
@@ -319,13 +314,13 @@ def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
     the image digests the caller asserts serve it (`--subject-digests`, recorded as asserted);
     locally: the gateway from the source tree in front of the simulator (never a release image).
     """
-    from pipeline import promotion as pm
-    from pipeline.gitops import safe_url
+    from pipeline.gitops.evidence import source_subject, with_asserted_digests
+    from pipeline.gitops.repo import safe_url
 
     if opts.target:
         subject = {"kind": "deployment", "env": opts.env, "url": safe_url(opts.target)}
-        return pm.with_asserted_digests(subject, opts.subject_digests) if opts.subject_digests else subject
-    return pm.source_subject(
+        return with_asserted_digests(subject, opts.subject_digests) if opts.subject_digests else subject
+    return source_subject(
         ctx.repo_root,
         "simulator",
         env=opts.env,
@@ -336,13 +331,14 @@ def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
 
 def _attach(opts: LoadtestOptions, ctx: RunContext, result: StageResult) -> None:
     """Append `result` to the evidence of the release pinned in `opts.env` (atomic GitOps commit)."""
-    from pipeline import promotion as pm
-    from pipeline.gitops import GitOpsError, resolve_remote, work_dir_for
+    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.evidence import attach_result
+    from pipeline.gitops.repo import GitOpsError, resolve_remote, work_dir_for
 
     who = pm.actor_identity(opts.actor, ctx.repo_root)
     try:
         remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
-        done = pm.attach_result(remote, work_dir_for(ctx.run_dir / "work"), opts.env, result, ctx.run_dir.name, who)
+        done = attach_result(remote, work_dir_for(ctx.run_dir / "work"), opts.env, result, ctx.run_dir.name, who)
     except (GitOpsError, pm.PromotionError, OSError) as exc:
         result.checks.append(Check(name="attach", status=Status.FAILED, detail=f"{exc} (nothing pushed)"))
         result.status = Status.FAILED
@@ -392,7 +388,7 @@ def _run_against_service(
             spec.token_file = opts.token_file
         ctx.progress(f"load: {users} users for {duration:g}s against {spec.host}")
         return run_locust(spec)
-    from pipeline.stack import local_stack  # imported late so `--help` stays light
+    from pipeline.runtime.local_stack import local_stack  # imported late so `--help` stays light
 
     sim_args = (*DEFAULT_SIMULATOR_ARGS, *opts.simulator_args)
     evidence["simulator_args"] = list(sim_args)

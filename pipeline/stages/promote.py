@@ -20,12 +20,16 @@ from typing import Any
 
 from ruamel.yaml.error import YAMLError
 
-from pipeline import promotion as pm
-from pipeline import trivy_operator
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, safe_url, work_dir_for
-from pipeline.release import Release
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.checks import trivy_operator
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.argocd_pin import pin_follow_up
+from pipeline.gitops.evidence import evidence_bundle, merge_stage_files, read_evidence, source_slo_keys, source_subject
+from pipeline.gitops.promotion_policy import evaluate_policy, load_policy_data
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, safe_url, work_dir_for
+from pipeline.gitops.sync_windows import sync_windows
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +248,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
     run_id = opts.run_id or ctx.run_dir.name
     # ci → dev: stages that record no subject of their own ran on the tree this ci run promotes from.
     fallback = (
-        {**pm.source_subject(ctx.repo_root, "source"), "recorded_by": "ci (the stage recorded no subject)"}
+        {**source_subject(ctx.repo_root, "source"), "recorded_by": "ci (the stage recorded no subject)"}
         if source == "ci" and opts.release is not None
         else None
     )
@@ -261,7 +265,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
                     f"promote --to {target}: the release comes from a ci run (python -m pipeline ci)"
                 )
             rel = opts.release
-            bundle = pm.evidence_bundle(rel, opts.evidence or {}, run_id, fallback)
+            bundle = evidence_bundle(rel, opts.evidence or {}, run_id, fallback)
             soak: dict[str, Any] = {"since": pm.iso(now), "elapsed_seconds": 0.0}
         else:
             pm.validate_env_yaml(repo, source)
@@ -269,19 +273,19 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             if found is None:
                 raise pm.PromotionError(f"nothing is pinned in <{source}> yet: promote into {source} first")
             rel = found
-            bundle = pm.read_evidence(repo, source, rel.id) or {"release": {}, "gates": {}, "promotions": []}
+            bundle = read_evidence(repo, source, rel.id) or {"release": {}, "gates": {}, "promotions": []}
             since = pm.pinned_since(repo, source)
             since_t = since.date if since else now
             soak = {"since": pm.iso(since_t), "elapsed_seconds": max(0.0, (now - since_t).total_seconds())}
         if opts.extra_evidence:
-            pm.merge_stage_files(bundle, opts.extra_evidence, rel, run_id, None if source == "ci" else source)
+            merge_stage_files(bundle, opts.extra_evidence, rel, run_id, None if source == "ci" else source)
         current = pm.read_release(repo, target)
         outcome["release"] = rel
         if pm.same_pins(current, rel):
             outcome["noop"] = True
             return None
 
-        data = pm.load_policy_data(opts.policy_profile)
+        data = load_policy_data(opts.policy_profile)
         params = data["promotion"]
         freeze = pm.read_freeze(repo, target)
         policy_input = {
@@ -295,11 +299,11 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             "soak": soak,
             "approvers": list(opts.approvers),
             "freeze": freeze.as_dict(),
-            "sync_windows": pm.sync_windows(repo, target, now),
+            "sync_windows": sync_windows(repo, target, now),
             "trivy_operator": _trivy_operator(opts, rel, now, params, source),
             "allow_unbuilt_images": opts.allow_unbuilt_images,
         }
-        denials = pm.evaluate_policy(policy_input, data)
+        denials = evaluate_policy(policy_input, data)
         outcome["input"] = policy_input
         if denials:
             raise Refused(denials)
@@ -308,7 +312,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
 
         # Round-trip edit of exactly the pins; anything else moving aborts the promotion.
         edit_yaml(repo.file(pm.release_path(target)), pm.pin_updates(rel), pm.release_path(target))
-        checked = [*params.get("required_gates", []), *pm.source_slo_keys(bundle, source)]
+        checked = [*params.get("required_gates", []), *source_slo_keys(bundle, source)]
         accepted = _skipped(bundle, checked)
         outcome["skipped_accepted"] = accepted
         record = {
@@ -340,7 +344,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         repo = GitOpsRepo(remote, work_dir_for(ctx.run_dir / "work"))
         try:
             tx = repo.transact(
-                mutate, attempts=opts.attempts, follow_up=pm.pin_follow_up(target, actor, f"promotion from {source}")
+                mutate, attempts=opts.attempts, follow_up=pin_follow_up(target, actor, f"promotion from {source}")
             )
         except Refused as exc:
             checks += [Check(name="policy", status=Status.FAILED, detail=d) for d in exc.denials]

@@ -4,7 +4,7 @@ For each environment: `helm lint --strict` and `helm template` (chart values + e
 release pins), strict schema validation of core kinds, custom resources against the CRD JSON
 schemas (directory or URL template), Rego policies, yamllint; alert rules extracted from the
 PrometheusRule go through `promtool check rules` and `promtool test rules`; `trivy config`
-scans the rendered output of every env in one process, gated like `scan` (pipeline.trivy_ignore:
+scans the rendered output of every env in one process, gated like `scan` (pipeline.checks.trivy_ignore:
 the root `.trivyignore.yaml`, every entry with a reason and an unexpired date). Every policy
 must have a test (`policies/x_test.rego`); the Rego tests themselves run in the `test` stage.
 The Argo CD objects (environments/argocd/, plus the Applications the
@@ -19,9 +19,9 @@ versions match; otherwise a packaged `llm-service-<version>.tgz` from --charts-d
 build output. Check `chart-pin:<env>` says which, or why the env could not be rendered (FAILED for
 pinned envs like prod: an unverifiable prod config never passes; SKIPPED elsewhere).
 
-`helm_template(root, env)` / `values_args(root, env)` are the one way to render an env: the
-rollback drill and the alert-routing tests call them, so they exercise exactly what render
-validated (release name, namespace, kube version, values files).
+Rendering an env (`pipeline.artifacts.chart_render`) and the checks over its manifests
+(`pipeline.checks.manifests`) live below this stage; this module holds the options and the
+orchestration.
 """
 
 from __future__ import annotations
@@ -30,40 +30,52 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
-import subprocess
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from pipeline import chart as chart_artifact
-from pipeline import policy, trivy_ignore, validate
-from pipeline.cache import Extra
-from pipeline.context import RunContext
-from pipeline.result import Check, StageResult, Status, Timer
-from pipeline.tools import ToolMissing, require
+from pipeline.artifacts import chart as chart_artifact
+from pipeline.artifacts.chart_render import (
+    CHART,
+    discover_envs,
+    helm_template_argv,
+    resolve_chart,
+    values_args,
+)
+from pipeline.checks import policy, trivy_ignore, validate
+from pipeline.checks.manifests import (
+    ChartApp,
+    argocd_docs,
+    chart_apps,
+    check_manifests,
+    check_runbooks,
+    extract_rules,
+    failed_promtool_tests,
+    load_docs,
+    write_alert_tests,
+    yamllint_problems,
+)
+from pipeline.core.cache import Extra
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.core.shell import run_capture, tail
+from pipeline.runtime.tools import ToolMissing, require
 
 NAME = "render"
 HELP = "Render the chart per environment and check it: helm lint, schemas, CRDs, policies, trivy, promtool, yamllint."
 
-CHART = Path("charts/llm-service")
-ENVIRONMENTS = Path("environments")
-ARGOCD_DIR = ENVIRONMENTS / "argocd"
 POLICY_DIRS = (Path("policies/manifests"), Path("policies/lib"))
 POLICY_ROOT = Path("policies")
 PARAMS = Path("policies/params.yaml")
 TRIVY_IGNORE = trivy_ignore.DEFAULT_PATH
 YAMLLINT_CONFIG = Path("policies/yamllint-rendered.yaml")
 ALERT_TESTS = CHART / "tests"
-RUNBOOKS = Path("docs/runbooks")
-RELEASE_NAME = "llm-service"
 # What the result depends on (for the ci cache): the chart, env deltas + pins, Argo CD objects,
 # policies + params + yamllint config, runbooks, the ignore file, and the stage's own code.
 # The CRD schema location and today's date (ignore entries expire) come from cache_extra().
@@ -108,144 +120,6 @@ def cache_extra(opts: RenderOptions | argparse.Namespace, root: Path) -> Extra:
     return Extra(paths=paths, facts=facts)
 
 
-def namespace_for(env: str) -> str:
-    """The namespace Argo CD deploys env into (ApplicationSet destination `llm-<env>`)."""
-    return f"llm-{env}"
-
-
-def values_args(root: Path, env: str) -> list[str]:
-    """`-f` arguments for env: its values delta, then its release pins when promoted."""
-    env_dir = root / ENVIRONMENTS / env
-    args = ["-f", str(env_dir / "values.yaml")]
-    if (env_dir / "release.yaml").is_file():
-        args += ["-f", str(env_dir / "release.yaml")]
-    return args
-
-
-def helm_template_argv(
-    root: Path,
-    env: str,
-    *,
-    helm: str = "helm",
-    kube_version: str = validate.DEFAULT_KUBE_VERSION,
-    chart: Path | None = None,
-) -> list[str]:
-    """The `helm template` command render validates env with (release, namespace, kube version, values).
-
-    `chart`: the env's pinned chart (ChartPin.chart); default the tree's charts/llm-service.
-    """
-    return [
-        helm,
-        "template",
-        RELEASE_NAME,
-        str(chart or root / CHART),
-        "--namespace",
-        namespace_for(env),
-        "--kube-version",
-        kube_version,
-        *values_args(root, env),
-    ]
-
-
-class RenderError(RuntimeError):
-    """helm template failed; the message carries helm's error."""
-
-
-def helm_template(root: Path, env: str, *, kube_version: str = validate.DEFAULT_KUBE_VERSION) -> str:
-    """env's manifests exactly as render checks them (raises RenderError with helm's message)."""
-    proc = _run(helm_template_argv(root, env, helm=require("helm"), kube_version=kube_version), cwd=root)
-    if proc.returncode != 0:
-        raise RenderError(f"helm template {env}: {_tail(proc.stderr or proc.stdout)}")
-    return proc.stdout
-
-
-@dataclass(frozen=True)
-class ChartPin:
-    """Which chart renders an env: the one its release.yaml pins (None = cannot be rendered here)."""
-
-    env: str
-    version: str | None
-    chart: Path | None
-    status: Status
-    detail: str
-
-    def check(self) -> Check:
-        return Check(name=f"chart-pin:{self.env}", status=self.status, detail=self.detail)
-
-
-def pinned_chart_version(root: Path, env: str) -> tuple[str | None, str | None]:
-    """(release.chartVersion, release.chartDigest) of env's release.yaml; (None, None) if absent."""
-    path = root / ENVIRONMENTS / env / "release.yaml"
-    if not path.is_file():
-        return None, None
-    doc = yaml.safe_load(path.read_text()) or {}
-    rel = doc.get("release") if isinstance(doc, dict) else None
-    if not isinstance(rel, dict):
-        return None, None
-    version, digest = rel.get("chartVersion"), rel.get("chartDigest")
-    return (str(version) if version else None), (str(digest) if digest else None)
-
-
-def resolve_chart(
-    root: Path, env: str, search_dirs: list[Path], pinned_envs: list[str], head: tuple[str, bool] | None = None
-) -> ChartPin:
-    """The chart Argo CD renders env from, available here: the tree's (same version) or a package.
-
-    `head`: (commit, dirty) of root (build.git_commit), computed once by the caller.
-    """
-    from pipeline.stages.build import git_commit
-
-    rel = ENVIRONMENTS / env / "release.yaml"
-    try:
-        version, digest = pinned_chart_version(root, env)
-    except yaml.YAMLError as exc:
-        return ChartPin(env, None, None, Status.FAILED, f"{env}: {rel} is not valid YAML: {exc}")
-    if not version:
-        why = f"{env}: {rel} pins no release.chartVersion; the ApplicationSet cannot generate this env's Application"
-        return ChartPin(env, None, None, Status.FAILED, why)
-    if not chart_artifact.SEMVER_RE.match(version):
-        why = f"{env}: release.chartVersion {version!r} is not an exact SemVer version without '+' (an OCI tag)"
-        return ChartPin(env, version, None, Status.FAILED, why)
-    tree = chart_artifact.tree_version(root)
-    if tree is not None:
-        commit, dirty = head or git_commit(root)
-        at_head = None if dirty else chart_artifact.build_version(tree, commit, False, release=False)
-        if version in (tree, at_head):
-            where = f"{CHART} in this tree" + (f" (built at HEAD {commit[:7]})" if version == at_head else "")
-            return ChartPin(env, version, root / CHART, Status.PASSED, f"{env}: chart {version} = {where}")
-    tgz = chart_artifact.find_packaged(search_dirs, version)
-    if tgz is not None:
-        actual = chart_artifact.sha256_file(tgz)
-        if digest and actual != digest:
-            why = f"{env}: {tgz.name} has digest {actual}, but release.chartDigest pins {digest}"
-            return ChartPin(env, version, None, Status.FAILED, why)
-        return ChartPin(env, version, tgz, Status.PASSED, f"{env}: chart {version} from {tgz} ({actual})")
-    looked = ", ".join(str(d) for d in search_dirs) or "(no --charts-dir)"
-    why = (
-        f"{env}: {rel} pins chart {chart_artifact.CHART_NAME} {version}, but this tree has {tree or 'no chart'} "
-        f"and no {chart_artifact.CHART_NAME}-{version}.tgz is in {looked}; env not rendered. Get it with "
-        f"`helm pull oci://<chart repo>/{chart_artifact.CHART_NAME} --version {version}` and pass --charts-dir"
-    )
-    return ChartPin(env, version, None, Status.FAILED if env in pinned_envs else Status.SKIPPED, why)
-
-
-def discover_envs(root: Path) -> list[str]:
-    """Environment directories: environments/<env>/ holding a values.yaml (argocd/ has none)."""
-    return sorted(p.parent.name for p in (root / ENVIRONMENTS).glob("*/values.yaml"))
-
-
-def _run(argv: list[str], cwd: Path, timeout: float = 120, merge: bool = False) -> subprocess.CompletedProcess[str]:
-    if merge:  # one stream keeps promtool's per-file headers next to their failures
-        return subprocess.run(
-            argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False
-        )
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 class _Collector:
     """Thread-safe list of checks."""
 
@@ -266,174 +140,6 @@ class _Collector:
     def extend(self, items: Iterable[Check]) -> None:
         with self._lock:
             self.checks.extend(items)
-
-
-# --- per-environment analysis -----------------------------------------------------------------
-
-
-def load_docs(text: str) -> list[dict[str, Any]]:
-    """Non-empty YAML documents of a multi-document stream."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return [d for d in yaml.load_all(text, Loader=loader) if isinstance(d, dict)]
-
-
-def check_manifests(
-    env: str,
-    docs: list[dict[str, Any]],
-    core: validate.CoreValidator,
-    crds: validate.CrdSchemas,
-    engine_factory: Callable[[str], Any],
-    rule_names: list[str],
-) -> dict[str, list[str]]:
-    """Schema and policy problems of one env's objects, keyed by check name; messages name env and object."""
-    core_docs = [d for d in docs if core.is_core(d)]
-    cr_docs = [d for d in docs if not core.is_core(d)]
-    out: dict[str, list[str]] = {
-        f"kubernetes schema {env}": [f"{env}: {f}" for d in core_docs for f in core.validate(d)],
-        f"crd schema {env}": [f"{env}: {f}" for d in cr_docs for f in crds.validate(d)],
-    }
-    engine = engine_factory(env)
-    by_rule = policy.evaluate_by_rule(engine, {"kind": "List", "items": docs}, rule_names)
-    out[f"policy {env}"] = [f"{env}: policy {rule}: {m}" for rule, msgs in sorted(by_rule.items()) for m in msgs]
-    return out
-
-
-def extract_rules(docs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The Prometheus rule file (groups) carried by the rendered PrometheusRule objects."""
-    groups = [g for d in docs if d.get("kind") == "PrometheusRule" for g in (d.get("spec") or {}).get("groups", [])]
-    return {"groups": groups} if groups else None
-
-
-def alert_rules(rules: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for g in rules.get("groups", []) for r in g.get("rules", []) if "alert" in r]
-
-
-def check_runbooks(env: str, rules: dict[str, Any], root: Path) -> list[str]:
-    """Each alert's runbook_url ends in docs/runbooks/<alert>.md and that file exists in the repo."""
-    problems = []
-    for rule in alert_rules(rules):
-        url = str((rule.get("annotations") or {}).get("runbook_url", ""))
-        name = rule["alert"]
-        if not url.endswith(f"/{RUNBOOKS.as_posix()}/{name}.md"):
-            problems.append(
-                f"{env}: alert <{name}> runbook_url {url or '(none)'} does not point at {RUNBOOKS}/{name}.md"
-            )
-        elif not (root / RUNBOOKS / f"{name}.md").is_file():
-            problems.append(f"{env}: alert <{name}> links {RUNBOOKS}/{name}.md, which does not exist")
-    return problems
-
-
-def write_alert_tests(env: str, rules: dict[str, Any], env_out: Path, tests_dir: Path) -> list[Path]:
-    """Instantiate the repo's promtool test files for one env (namespace, env, summaries, runbook base)."""
-    alerts = {r["alert"]: r for r in alert_rules(rules)}
-    urls = {str((r.get("annotations") or {}).get("runbook_url", "")) for r in alerts.values()}
-    bases = {u.rsplit("/", 1)[0] for u in urls if "/" in u}
-    runbook_base = bases.pop() if len(bases) == 1 else "(inconsistent runbook base)"
-
-    def summary(m: re.Match[str]) -> str:
-        rule = alerts.get(m.group(1))
-        return json.dumps(str((rule or {}).get("annotations", {}).get("summary", f"(no alert {m.group(1)})")))
-
-    written = []
-    for src in sorted(tests_dir.glob("*.test.yaml")):
-        text = src.read_text()
-        text = re.sub(r"\$\{SUMMARY:(\w+)\}", summary, text)
-        text = (
-            text.replace("${RULE_FILE}", "prometheus-rules.yaml")
-            .replace("${NAMESPACE}", namespace_for(env))
-            .replace("${ENV}", env)
-            .replace("${RUNBOOK_BASE}", runbook_base)
-        )
-        dest = env_out / src.name
-        dest.write_text(text)
-        written.append(dest)
-    return written
-
-
-def _failed_promtool_tests(output: str) -> str:
-    """promtool's report without the passing files: `Unit Testing: <env>/<file>` headers name the env."""
-    blocks = re.split(r"(?m)^Unit Testing:\s+", output)
-    failed = [b.strip() for b in blocks if "FAILED" in b]
-    return "\n".join(failed)[-4000:] or _tail(output, 40)
-
-
-def yamllint_problems(label: str, text: str, conf: YamlLintConfig) -> list[str]:
-    return [f"{label}:{p.line}:{p.column}: [{p.level}] {p.desc} ({p.rule})" for p in linter.run(text, conf)]
-
-
-# --- Argo CD objects --------------------------------------------------------------------------
-
-
-def static_argocd_docs(root: Path) -> list[dict[str, Any]]:
-    """The Argo CD objects in environments/argocd (files that are not objects, like values files, skipped)."""
-    docs: list[dict[str, Any]] = []
-    for f in sorted((root / ARGOCD_DIR).glob("*.yaml")):
-        docs += [d for d in load_docs(f.read_text()) if "apiVersion" in d and "kind" in d]
-    return docs
-
-
-def argocd_docs(root: Path) -> list[dict[str, Any]]:
-    """The Argo CD objects in environments/argocd plus the Applications their ApplicationSets generate."""
-    docs = static_argocd_docs(root)
-    generated: list[dict[str, Any]] = []
-    for d in docs:
-        if d.get("kind") == "ApplicationSet":
-            generated += validate.expand_applicationset(d, root)
-    return docs + generated
-
-
-@dataclass(frozen=True)
-class ChartApp:
-    """A static Argo CD Application of a chart in this repo, as `helm template` must see it."""
-
-    name: str
-    chart: Path
-    release: str
-    namespace: str
-    value_files: list[Path]
-    values_object: dict[str, Any] | None
-
-
-def chart_apps(root: Path) -> list[ChartApp]:
-    """Applications in environments/argocd that deploy a chart of this repo (e.g. the rollback controller).
-
-    Values are exactly what Argo CD passes: `helm.valueFiles` (`$values/<path>` via a `ref: values`
-    source of the same repo, or paths relative to the chart) and `helm.valuesObject`.
-    """
-    apps: list[ChartApp] = []
-    # Generated Applications (the ApplicationSet's envs) are rendered per env above.
-    for doc in static_argocd_docs(root):
-        if doc.get("kind") != "Application" or "metadata" not in doc:
-            continue
-        spec = doc.get("spec") or {}
-        sources = list(spec.get("sources") or []) + ([spec["source"]] if spec.get("source") else [])
-        refs = {str(s["ref"]): str(s.get("repoURL")) for s in sources if s.get("ref")}
-        for src in sources:
-            path = str(src.get("path") or "")
-            if not path.startswith("charts/"):
-                continue
-            helm_cfg = src.get("helm") or {}
-            files: list[Path] = []
-            for vf in helm_cfg.get("valueFiles") or []:
-                vf = str(vf)
-                if vf.startswith("$"):
-                    ref, _, rel = vf[1:].partition("/")
-                    if refs.get(ref) != str(src.get("repoURL")):
-                        raise ValueError(f"Application <{doc['metadata']['name']}>: {vf}: no `ref: {ref}` source")
-                    files.append(root / rel)
-                else:
-                    files.append(root / path / vf)
-            apps.append(
-                ChartApp(
-                    name=str(doc["metadata"]["name"]),
-                    chart=root / path,
-                    release=str(helm_cfg.get("releaseName") or doc["metadata"]["name"]),
-                    namespace=str((spec.get("destination") or {}).get("namespace") or "default"),
-                    value_files=files,
-                    values_object=helm_cfg.get("valuesObject"),
-                )
-            )
-    return apps
 
 
 # --- the stage --------------------------------------------------------------------------------
@@ -494,7 +200,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         # The chart each env pins (tree or package); envs whose chart is not available are not rendered.
         search_dirs = [*opts.charts_dirs, ctx.run_dir / chart_artifact.BUILD_SUBDIR]
         pinned_envs = [str(e) for e in policy.load_params(root / PARAMS, "argocd").get("pinned_envs") or []]
-        from pipeline.stages.build import git_commit
+        from pipeline.artifacts.source import git_commit
 
         head = git_commit(root)
         pins = {e: resolve_chart(root, e, search_dirs, pinned_envs, head) for e in envs}
@@ -503,20 +209,20 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
 
         def lint(env: str) -> None:
             with Timer() as t:
-                proc = _run([helm, "lint", "--strict", str(chart_of[env]), *values_args(root, env)], cwd=root)
-            problems = [] if proc.returncode == 0 else [f"{env}: {_tail(proc.stdout + proc.stderr)}"]
+                proc = run_capture([helm, "lint", "--strict", str(chart_of[env]), *values_args(root, env)], cwd=root)
+            problems = [] if proc.returncode == 0 else [f"{env}: {tail(proc.stdout + proc.stderr)}"]
             checks.add(f"helm lint {env}", problems, t.seconds)
 
         def render_env(env: str) -> None:
             env_out = out / env
             env_out.mkdir(parents=True, exist_ok=True)
             with Timer() as t:
-                proc = _run(
+                proc = run_capture(
                     helm_template_argv(root, env, helm=helm, kube_version=opts.kube_version, chart=chart_of[env]),
                     cwd=root,
                 )
             if proc.returncode != 0:
-                checks.add(f"helm template {env}", [f"{env}: {_tail(proc.stderr or proc.stdout)}"], t.seconds)
+                checks.add(f"helm template {env}", [f"{env}: {tail(proc.stderr or proc.stdout)}"], t.seconds)
                 return
             manifest = env_out / "manifests.yaml"
             manifest.write_text(proc.stdout)
@@ -574,14 +280,16 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 inline.write_text(yaml.safe_dump(app.values_object, sort_keys=False))
                 args += ["-f", str(inline)]
             with Timer() as t:
-                proc = _run([helm, "lint", "--strict", str(app.chart), "--namespace", app.namespace, *args], cwd=root)
+                proc = run_capture(
+                    [helm, "lint", "--strict", str(app.chart), "--namespace", app.namespace, *args], cwd=root
+                )
             checks.add(
                 f"helm lint {label}",
-                [] if proc.returncode == 0 else [f"{label}: {_tail(proc.stdout + proc.stderr)}"],
+                [] if proc.returncode == 0 else [f"{label}: {tail(proc.stdout + proc.stderr)}"],
                 t.seconds,
             )
             with Timer() as t:
-                proc = _run(
+                proc = run_capture(
                     [
                         helm,
                         "template",
@@ -596,7 +304,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                     cwd=root,
                 )
             if proc.returncode != 0:
-                checks.add(f"helm template {label}", [f"{label}: {_tail(proc.stderr or proc.stdout)}"], t.seconds)
+                checks.add(f"helm template {label}", [f"{label}: {tail(proc.stderr or proc.stdout)}"], t.seconds)
                 return
             (app_out / "manifests.yaml").write_text(proc.stdout)
             docs = load_docs(proc.stdout)
@@ -632,9 +340,9 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 argv += ["--misconfig-scanners", "kubernetes", "--skip-dirs", "argocd"]
                 for pattern in ("**/*.test.yaml", "**/prometheus-rules.yaml", "**/values-object.yaml"):
                     argv += ["--skip-files", pattern]  # not Kubernetes objects
-                proc = _run([*argv, "--format", "json", str(out)], cwd=root)
+                proc = run_capture([*argv, "--format", "json", str(out)], cwd=root)
             if proc.returncode != 0:
-                checks.add("trivy config", [f"trivy failed: {_tail(proc.stderr)}"], t.seconds)
+                checks.add("trivy config", [f"trivy failed: {tail(proc.stderr)}"], t.seconds)
                 return
             report = json.loads(proc.stdout or "{}")
             report["Results"] = [
@@ -654,10 +362,10 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         def promtool_rules(env_list: list[str]) -> None:
             files = [str(out / e / "prometheus-rules.yaml") for e in env_list]
             with Timer() as t:
-                proc = _run([promtool, "check", "rules", *files], cwd=out)
+                proc = run_capture([promtool, "check", "rules", *files], cwd=out)
             checks.add(
                 "promtool check rules",
-                [] if proc.returncode == 0 else [_tail(proc.stdout + proc.stderr, 30)],
+                [] if proc.returncode == 0 else [tail(proc.stdout + proc.stderr, 30)],
                 t.seconds,
             )
 
@@ -669,8 +377,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 checks.add("promtool test rules", [f"{e}: no alert tests in {ALERT_TESTS}" for e in missing], 0.0)
                 return
             with Timer() as t:
-                proc = _run([promtool, "test", "rules", *tests], cwd=out, merge=True)
-            problems = [] if proc.returncode == 0 else [_failed_promtool_tests(proc.stdout + (proc.stderr or ""))]
+                proc = run_capture([promtool, "test", "rules", *tests], cwd=out, merge=True)
+            problems = [] if proc.returncode == 0 else [failed_promtool_tests(proc.stdout + (proc.stderr or ""))]
             checks.add(
                 "promtool test rules", problems, t.seconds, ok_detail=f"{len(tests)} test files", files=len(tests)
             )

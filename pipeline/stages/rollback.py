@@ -1,65 +1,24 @@
 """`rollback`: restore the previous good release of an env as a revert commit, and freeze it.
 
-Never a history rewrite: the bad promotion(s) are reverted (`git revert --no-commit`), the
-freeze file is set, and both land in ONE commit, so a crash at any point leaves the remote
-either untouched or fully rolled back. The evidence files are kept (history of what ran).
-The rollback controller calls `execute()` with a guard that re-checks de-duplication and
-rate limits on every fresh base.
+The revert itself (one commit: revert + freeze, never a history rewrite) is
+`pipeline.gitops.revert.execute`, which the rollback controller calls too.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
-import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import Commit, GitOpsError, GitOpsRepo, Message, edit_yaml, git, resolve_remote, work_dir_for
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.repo import GitOpsRepo, resolve_remote, work_dir_for
+from pipeline.gitops.revert import RollbackOptions, execute
 
 log = logging.getLogger(__name__)
 
 NAME = "rollback"
 HELP = "Revert the last promotion of an env (or back to --to COMMIT), record why, and freeze the env"
-
-# Returns a reason to do nothing (already handled, rate limited, ...) or None to proceed.
-Guard = Callable[[GitOpsRepo, list[Commit]], str | None]
-
-
-class NothingToRollBack(pm.PromotionError):
-    """No earlier good release exists for the env."""
-
-
-@dataclass
-class RollbackOptions:
-    env: str
-    to: str | None = None
-    reason: str = ""
-    actor: str | None = None
-    gitops_repo: str | None = None
-    trigger: str = "manual"
-    # Extra trailers (alert name, fingerprint, incident key) written by the controller.
-    trailers: list[tuple[str, str]] = field(default_factory=list)
-    guard: Guard | None = None
-    now: dt.datetime | None = None
-    attempts: int = 5
-
-
-@dataclass
-class RollbackOutcome:
-    status: str  # rolled_back | noop | refused | error
-    detail: str
-    sha: str | None = None
-    # The commit that moved the Argo CD pin of a pinned env (prod) to `sha`, same push.
-    pin_sha: str | None = None
-    restored: str | None = None
-    reverted: str | None = None
-    attempts: int = 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,110 +54,4 @@ def run(opts: RollbackOptions, ctx: RunContext) -> StageResult:
             "restored": out.restored,
             "reverted": out.reverted,
         },
-    )
-
-
-def unreverted_promotions(history: list[Commit], env: str) -> list[Commit]:
-    """Promotions into `env` (newest first) that no later rollback has reverted."""
-    reverted = {sha for c in history for v in c.trailer_all("Reverts") for sha in v.split()}
-    return [c for c in history if c.trailer("Promote-To") == env and c.sha not in reverted]
-
-
-def plan(repo: GitOpsRepo, env: str, to: str | None, history: list[Commit]) -> list[Commit]:
-    """The promotion commits to revert, newest first."""
-    promos = unreverted_promotions(history, env)
-    if to is None:
-        if not promos:
-            raise NothingToRollBack(f"nothing to roll back in <{env}>: no promotion left to revert")
-        return promos[:1]
-    target = git("rev-parse", "--verify", f"{to}^{{commit}}", cwd=repo.path, check=False).strip()
-    if not target:
-        raise pm.PromotionError(f"--to {to}: no such commit in the GitOps repository")
-    if subprocess.run(["git", "merge-base", "--is-ancestor", target, "HEAD"], cwd=repo.path, check=False).returncode:
-        raise pm.PromotionError(f"--to {to}: not on the GitOps branch")
-    newer = set(git("rev-list", f"{target}..HEAD", "--", pm.release_path(env), cwd=repo.path).split())
-    chosen = [c for c in promos if c.sha in newer]
-    if not chosen:
-        raise NothingToRollBack(f"<{env}> already runs what {to[:12]} pinned: nothing to revert")
-    return chosen
-
-
-def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
-    env = opts.env
-    actor = pm.actor_name(opts.actor)
-    info: dict[str, Any] = {}
-
-    def mutate(r: GitOpsRepo) -> Message | None:
-        info.clear()
-        now = opts.now or pm.utcnow()
-        pm.validate_env_yaml(r, env)
-        history = r.log(pm.release_path(env))
-        if opts.guard is not None:
-            why = opts.guard(r, history)
-            if why:
-                info["noop"] = why
-                return None
-        bad = pm.read_release(r, env)
-        chosen = plan(r, env, opts.to, history)
-        r.revert_no_commit([c.sha for c in chosen])
-        # Keep the evidence of what ran: a rollback changes pins and freeze state only.
-        git("checkout", "HEAD", "--", f"environments/{env}/evidence", cwd=r.path, check=False)
-        restored = pm.read_release(r, env)
-        if restored is None:
-            raise NothingToRollBack(
-                f"nothing to roll back to in <{env}>: reverting {chosen[-1].sha[:12]} leaves no valid release pinned"
-            )
-        reason = opts.reason or f"manual rollback by {actor}"
-        edit_yaml(
-            r.file(pm.freeze_path(env)),
-            {("frozen",): True, ("since",): pm.iso(now), ("by",): actor, ("reason",): " ".join(reason.split())},
-            pm.freeze_path(env),
-        )
-        info.update(restored=restored.id, reverted=bad.id if bad else "?")
-        body = "\n".join(
-            [f"This reverts commit {c.sha}." for c in chosen]
-            + [
-                "",
-                f"Reason: {reason}",
-                "",
-                f"{env} stays frozen until `python -m pipeline unfreeze --env {env} --by NAME`.",
-            ]
-        )
-        trailers = [
-            ("Rollback-Env", env),
-            ("Reverts", " ".join(c.sha for c in chosen)),
-            ("Reverted-Release-Id", info["reverted"]),
-            ("Release-Id", restored.id),
-            ("Gateway-Digest", restored.gateway_digest),
-            ("Vllm-Digest", restored.vllm_digest),
-            ("Model-Revision", restored.model_revision),
-            ("Rollback-Reason", reason),
-            ("Rollback-Trigger", opts.trigger),
-            ("Rolled-Back-By", actor),
-            *opts.trailers,
-            ("Frozen", "true"),
-        ]
-        return Message(
-            subject=f"rollback({env}): {info['reverted']} → {restored.id}", body=body, trailers=trailers, author=actor
-        )
-
-    try:
-        tx = repo.transact(
-            mutate, attempts=opts.attempts, follow_up=pm.pin_follow_up(env, actor, f"rollback ({opts.trigger})")
-        )
-    except NothingToRollBack as exc:
-        return RollbackOutcome("refused", str(exc))
-    except (GitOpsError, pm.PromotionError, OSError) as exc:
-        return RollbackOutcome("error", f"{exc} (nothing pushed)")
-    if not tx.changed:
-        return RollbackOutcome("noop", str(info.get("noop", "nothing changed")), attempts=tx.attempts)
-    return RollbackOutcome(
-        "rolled_back",
-        f"rolled back <{env}> {info['reverted']} → {info['restored']} as {tx.sha[:12] if tx.sha else ''}; env frozen"
-        + (f"; Argo CD pin moved to it ({tx.follow_up_sha[:12]})" if tx.follow_up_sha else ""),
-        sha=tx.sha,
-        pin_sha=tx.follow_up_sha,
-        restored=info["restored"],
-        reverted=info["reverted"],
-        attempts=tx.attempts,
     )

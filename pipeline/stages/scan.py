@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import trivy_ignore
-from pipeline.cache import Extra
-from pipeline.checks import run_command, tail
-from pipeline.context import RunContext
-from pipeline.release import DIGEST_RE
-from pipeline.result import Check, StageResult, Status, Timer
-from pipeline.tools import find
+from pipeline.checks import trivy_ignore
+from pipeline.core.cache import Extra
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.core.shell import run_command, tail
+from pipeline.gitops.release import DIGEST_RE
+from pipeline.runtime.tools import find
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def image_digest(ref: str) -> tuple[str | None, str | None]:
     The name maps to a release image (`gateway`, `vllm`) when the repository's last path segment
     is that name or ends with `-<name>`; a ref without a well-formed digest yields no digest.
     """
-    from pipeline.stages.build import TARGETS
+    from pipeline.artifacts.source import TARGETS
 
     repo, _, digest = ref.partition("@")
     last = repo.rsplit("/", 1)[-1].split(":", 1)[0]
@@ -314,7 +314,7 @@ def scan_subject(root: Path, images: Iterable[str], checks: Iterable[Check]) -> 
     Every given image is listed with the outcome of its vulnerability scan; a SKIPPED one (no DB)
     stays visible here and in the gate's skipped checks, which policy refuses where it must (prod).
     """
-    from pipeline import promotion as pm
+    from pipeline.gitops.evidence import source_subject
 
     by_name = {c.name: c.status.value for c in checks}
     db_skip = by_name.get("vulnerabilities")  # the whole vulnerability scan was skipped (no DB)
@@ -332,7 +332,7 @@ def scan_subject(root: Path, images: Iterable[str], checks: Iterable[Check]) -> 
     if listed:
         extra["images"] = listed
     extra.update({f"{name}_digest": digest for name, digest in pins.items()})
-    return pm.source_subject(root, "source+images" if pins else "source", **extra)
+    return source_subject(root, "source+images" if pins else "source", **extra)
 
 
 def _vulnerability_checks(

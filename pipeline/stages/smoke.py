@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
-
-from pipeline import vllm_cpu
-from pipeline.cache import Extra
-from pipeline.context import RunContext
-from pipeline.procs import ProcessFailed
-from pipeline.result import Check, StageResult, Status, Timer
+from pipeline.core.cache import Extra
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.probes.smoke_checks import Smoker
+from pipeline.runtime import vllm_cpu
+from pipeline.runtime.procs import ProcessFailed
 
 log = logging.getLogger(__name__)
 
 NAME = "smoke"
 HELP = "real model server (vLLM CPU build by default) + gateway: health, models, chat, streaming, auth, metrics"
-CHECKS = ("health", "models", "chat", "stream", "auth", "validation", "metrics")
 # What the result depends on (for the ci cache).
 CACHE_INPUTS = ("app", "pipeline", "pyproject.toml", "uv.lock")
 
@@ -46,11 +42,6 @@ def cache_extra(opts: object, root: Path) -> Extra:
 
 
 Server = Literal["vllm", "simulator"]
-PROMPT = "Say hello to the gateway and the model server."
-MAX_TOKENS = 16
-# Gateway metric families the gateway must expose (any one proves its /metrics is wired).
-GATEWAY_METRIC_PREFIX = "gateway_"
-VLLM_METRIC_PREFIX = "vllm:"
 
 
 @dataclass
@@ -105,10 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _digests_arg(text: str) -> dict[str, str]:
-    from pipeline import promotion as pm
+    from pipeline.gitops.evidence import parse_subject_digests
 
     try:
-        return pm.parse_subject_digests(text)
+        return parse_subject_digests(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -126,214 +117,6 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
         ),
         ctx,
     )
-
-
-class SmokeFailure(AssertionError):
-    """A smoke check saw something wrong; the message is the check's detail."""
-
-
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise SmokeFailure(message)
-
-
-def _check(name: str, fn: Callable[[], tuple[str, dict[str, float]]]) -> Check:
-    """Run one check function; any failure (assertion, HTTP, bad JSON) becomes a FAILED check."""
-    with Timer() as t:
-        try:
-            detail, numbers = fn()
-            status = Status.PASSED
-        except SmokeFailure as exc:
-            detail, numbers, status = str(exc), {}, Status.FAILED
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError) as exc:
-            detail, numbers, status = f"{type(exc).__name__}: {exc}", {}, Status.FAILED
-    return Check(name=name, status=status, detail=detail, seconds=t.seconds, numbers=numbers)
-
-
-def _body(r: httpx.Response) -> str:
-    return r.text[:300].replace("\n", " ")
-
-
-def _usage_numbers(usage: Any, max_tokens: int) -> dict[str, float]:
-    """Validate an OpenAI `usage` object; return its numbers."""
-    _require(isinstance(usage, dict), f"usage missing or not an object: {usage!r}")
-    fields = ("prompt_tokens", "completion_tokens", "total_tokens")
-    missing = [f for f in fields if not isinstance(usage.get(f), int)]
-    _require(not missing, f"usage lacks integer {', '.join(missing)}: {usage}")
-    p, c, t = (int(usage[f]) for f in fields)
-    _require(p > 0, f"usage.prompt_tokens must be > 0: {usage}")
-    _require(1 <= c <= max_tokens, f"usage.completion_tokens must be in 1..{max_tokens}: {usage}")
-    _require(t == p + c, f"usage.total_tokens {t} != prompt_tokens {p} + completion_tokens {c}")
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": t}
-
-
-def _chat_body(model: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": model,
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": MAX_TOKENS,
-        "temperature": 0,
-        **extra,
-    }
-
-
-class Smoker:
-    """The checks, against one upstream (model server) and one gateway."""
-
-    def __init__(
-        self,
-        upstream_url: str,
-        gateway_url: str,
-        model: str,
-        token: str,
-        timeout: float = 60.0,
-        client: httpx.Client | None = None,
-    ) -> None:
-        self.upstream = upstream_url.rstrip("/")
-        self.gateway = gateway_url.rstrip("/")
-        self.model = model
-        self.auth = {"Authorization": f"Bearer {token}"}
-        # Injectable so the response parsing is unit-tested against canned replies.
-        self.client = client or httpx.Client(timeout=timeout)
-
-    def close(self) -> None:
-        self.client.close()
-
-    def health(self) -> tuple[str, dict[str, float]]:
-        t0 = time.perf_counter()
-        r = self.client.get(f"{self.upstream}/health")
-        _require(r.status_code == 200, f"model server /health: HTTP {r.status_code} {_body(r)}")
-        return "model server /health 200", {"latency_ms": round((time.perf_counter() - t0) * 1000, 1)}
-
-    def models(self) -> tuple[str, dict[str, float]]:
-        r = self.client.get(f"{self.gateway}/v1/models", headers=self.auth)
-        _require(r.status_code == 200, f"gateway /v1/models: HTTP {r.status_code} {_body(r)}")
-        ids = [m.get("id") for m in r.json().get("data", [])]
-        _require(self.model in ids, f"model {self.model!r} not listed by /v1/models (listed: {ids})")
-        return f"/v1/models lists {self.model}", {"models": len(ids)}
-
-    def chat(self) -> tuple[str, dict[str, float]]:
-        t0 = time.perf_counter()
-        r = self.client.post(f"{self.gateway}/v1/chat/completions", headers=self.auth, json=_chat_body(self.model))
-        latency_ms = (time.perf_counter() - t0) * 1000
-        _require(r.status_code == 200, f"chat completion: HTTP {r.status_code} {_body(r)}")
-        data = r.json()
-        _require(data.get("object") == "chat.completion", f"object is {data.get('object')!r}, not 'chat.completion'")
-        _require(data.get("model") == self.model, f"response model {data.get('model')!r} != {self.model!r}")
-        choice = data["choices"][0]
-        content = choice["message"]["content"]
-        _require(isinstance(content, str), f"choices[0].message.content is not a string: {content!r}")
-        _require(bool(choice.get("finish_reason")), "choices[0].finish_reason missing")
-        numbers = _usage_numbers(data.get("usage"), MAX_TOKENS)
-        numbers["latency_ms"] = round(latency_ms, 1)
-        return (
-            f"{numbers['completion_tokens']:.0f} tokens in {latency_ms:.0f} ms, finish_reason={choice['finish_reason']}",
-            numbers,
-        )
-
-    def stream(self) -> tuple[str, dict[str, float]]:
-        body = _chat_body(self.model, stream=True, stream_options={"include_usage": True})
-        t0 = time.perf_counter()
-        ttft: float | None = None
-        chunks = 0
-        done = False
-        usage: Any = None
-        text: list[str] = []
-        with self.client.stream("POST", f"{self.gateway}/v1/chat/completions", headers=self.auth, json=body) as r:
-            if r.status_code != 200:
-                r.read()
-                raise SmokeFailure(f"streaming chat completion: HTTP {r.status_code} {_body(r)}")
-            ctype = r.headers.get("content-type", "")
-            _require(ctype.startswith("text/event-stream"), f"content-type is {ctype!r}, not text/event-stream")
-            for line in r.iter_lines():
-                if not line.strip():
-                    continue
-                _require(line.startswith("data:"), f"not an SSE data line: {line[:200]!r}")
-                payload = line[len("data:") :].strip()
-                _require(not done, f"data after [DONE]: {payload[:200]!r}")
-                if payload == "[DONE]":
-                    done = True
-                    continue
-                try:
-                    chunk = json.loads(payload)
-                except ValueError:
-                    raise SmokeFailure(f"chunk {chunks + 1} is not JSON: {payload[:200]!r}") from None
-                _require("error" not in chunk, f"error event in stream: {payload[:300]}")
-                _require(chunk.get("object") == "chat.completion.chunk", f"chunk object is {chunk.get('object')!r}")
-                chunks += 1
-                for choice in chunk.get("choices") or []:
-                    piece = (choice.get("delta") or {}).get("content") or ""
-                    text.append(piece)
-                    # First generated token = first chunk carrying text or the finish reason
-                    # (the role-only opening chunk carries neither).
-                    if ttft is None and (piece or choice.get("finish_reason")):
-                        ttft = (time.perf_counter() - t0) * 1000
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-        total_ms = (time.perf_counter() - t0) * 1000
-        _require(done, f"stream ended without data: [DONE] after {chunks} chunks")
-        _require(ttft is not None, f"no chunk carried a token in {chunks} chunks")
-        _require(usage is not None, "no usage chunk although stream_options.include_usage was set")
-        numbers = _usage_numbers(usage, MAX_TOKENS)
-        assert ttft is not None  # for mypy; checked above
-        numbers.update({"ttft_ms": round(ttft, 1), "total_ms": round(total_ms, 1), "chunks": chunks})
-        return f"{chunks} chunks, TTFT {ttft:.0f} ms, total {total_ms:.0f} ms, ends with [DONE]", numbers
-
-    def unauthenticated(self) -> tuple[str, dict[str, float]]:
-        r = self.client.post(f"{self.gateway}/v1/chat/completions", json=_chat_body(self.model))
-        _require(r.status_code == 401, f"request without a token: HTTP {r.status_code}, expected 401 {_body(r)}")
-        err = r.json().get("error")
-        _require(isinstance(err, dict) and bool(err.get("message")), f"401 body is not an OpenAI error: {_body(r)}")
-        r2 = self.client.post(
-            f"{self.gateway}/v1/chat/completions",
-            headers={"Authorization": "Bearer not-a-jwt"},
-            json=_chat_body(self.model),
-        )
-        _require(r2.status_code == 401, f"request with a garbage token: HTTP {r2.status_code}, expected 401")
-        return f"401 without a token and with a garbage one ({err['message']!r})", {}
-
-    def invalid(self) -> tuple[str, dict[str, float]]:
-        cases = {
-            "max_tokens": _chat_body(self.model, max_tokens=-1),
-            "messages": {"model": self.model, "max_tokens": MAX_TOKENS},
-        }
-        seen = []
-        for field_name, body in cases.items():
-            r = self.client.post(f"{self.gateway}/v1/chat/completions", headers=self.auth, json=body)
-            _require(400 <= r.status_code < 500, f"invalid {field_name}: HTTP {r.status_code}, expected 4xx {_body(r)}")
-            err = r.json().get("error")
-            _require(isinstance(err, dict), f"invalid {field_name}: body is not an OpenAI error: {_body(r)}")
-            named = field_name in str(err.get("message", "")) or field_name in str(err.get("param") or "")
-            _require(named, f"invalid {field_name}: the error does not name the field: {_body(r)}")
-            seen.append(f"{field_name} → {r.status_code}")
-        return "; ".join(seen), {}
-
-    def metrics(self) -> tuple[str, dict[str, float]]:
-        r = self.client.get(f"{self.upstream}/metrics")
-        _require(r.status_code == 200, f"model server /metrics: HTTP {r.status_code}")
-        vllm = {ln.split("{")[0].split(" ")[0] for ln in r.text.splitlines() if ln.startswith(VLLM_METRIC_PREFIX)}
-        _require(bool(vllm), f"model server /metrics has no {VLLM_METRIC_PREFIX}* samples")
-        g = self.client.get(f"{self.gateway}/metrics")
-        _require(g.status_code == 200, f"gateway /metrics: HTTP {g.status_code}")
-        gw = {ln.split("{")[0].split(" ")[0] for ln in g.text.splitlines() if ln.startswith(GATEWAY_METRIC_PREFIX)}
-        _require(bool(gw), f"gateway /metrics has no {GATEWAY_METRIC_PREFIX}* samples")
-        return f"{len(vllm)} vllm: series, {len(gw)} gateway series", {
-            "vllm_series": len(vllm),
-            "gateway_series": len(gw),
-        }
-
-    def run_all(self) -> list[Check]:
-        steps: list[tuple[str, Callable[[], tuple[str, dict[str, float]]]]] = [
-            ("health", self.health),
-            ("models", self.models),
-            ("chat", self.chat),
-            ("stream", self.stream),
-            ("auth", self.unauthenticated),
-            ("validation", self.invalid),
-            # Last: the counters then reflect the requests above.
-            ("metrics", self.metrics),
-        ]
-        return [_check(name, fn) for name, fn in steps]
 
 
 @contextlib.contextmanager
@@ -409,12 +192,12 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
     """What this run exercises (promotion evidence): the gateway from the source tree, and which model server.
 
     Never the release's image digests: locally no image runs. `ci` binds it to its build's
-    release when the tree is the one the build pinned (pipeline.promotion.bind_subject).
+    release when the tree is the one the build pinned (pipeline.gitops.evidence.bind_subject).
     With `--target`, `--subject-digests` adds the digests the caller asserts it ran (the vLLM image
     serving the target; the gateway image only when this stage runs inside it), marked as asserted.
     """
-    from pipeline import promotion as pm
-    from pipeline.gitops import safe_url
+    from pipeline.gitops.evidence import source_subject, with_asserted_digests
+    from pipeline.gitops.repo import safe_url
 
     if opts.gateway_url and not (opts.target and opts.token_file):
         raise ValueError(
@@ -428,7 +211,7 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
         kind, server = "simulator", "vLLM-compatible simulator (app/simulator)"
     else:
         kind, server = "vllm-cpu", "vLLM CPU build serving the tiny local random-weight model"
-    subject = pm.source_subject(
+    subject = source_subject(
         ctx.repo_root,
         kind,
         gateway=f"already-running gateway at {safe_url(opts.gateway_url)}"
@@ -447,7 +230,7 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
     elif "gateway" in opts.subject_digests:
         # The gateway is started by this stage from the code it runs; the caller asserts that code is the image's.
         subject["gateway"] = "the code of the gateway image named by gateway_digest (asserted, see digests_asserted_by)"
-    return pm.with_asserted_digests(subject, opts.subject_digests)
+    return with_asserted_digests(subject, opts.subject_digests)
 
 
 class _SetupFailed(Exception):
@@ -472,7 +255,7 @@ def _gateway(
     opts: SmokeOptions, ctx: RunContext, upstream: str | None, token: str | None, evidence: dict[str, Any]
 ) -> Iterator[tuple[str, str, str]]:
     """Yield (upstream URL, gateway URL, JWT): the caller's gateway, or one started here in front of `upstream`."""
-    from pipeline.stack import local_stack  # the gateway side; imported late so `--help` stays light
+    from pipeline.runtime.local_stack import local_stack  # the gateway side; imported late so `--help` stays light
 
     if opts.gateway_url:
         assert upstream is not None and token is not None  # checked by _subject and _caller_token

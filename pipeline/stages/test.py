@@ -4,7 +4,7 @@ Runs against `--root` (default: this repository) so the stage can be exercised o
 fixture project from the test suite without recursing into the suite itself.
 
 Evidence subject (`evidence.subject`): the tree it tested — `commit`, `dirty` and the
-build-context `content_digests` of `--root` (pipeline.promotion.source_subject). Promotion
+build-context `content_digests` of `--root` (pipeline.gitops.evidence.source_subject). Promotion
 policy matches it on the commit the release was built from (`subject_match.test: commit`).
 """
 
@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import policy
-from pipeline.cache import TRACKED, Extra
-from pipeline.checks import run_command
-from pipeline.context import RunContext
-from pipeline.result import Check, StageResult, Status, Timer
-from pipeline.tools import find
+from pipeline.checks import policy
+from pipeline.core.cache import TRACKED, Extra
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.core.shell import run_command
+from pipeline.runtime.tools import find
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _junit_numbers(path: Path) -> dict[str, float]:
 
 
 def _rego_check(root: Path) -> Check:
-    """Run every `test_*` rule (pipeline.policy) and require a test file for every policy.
+    """Run every `test_*` rule (pipeline.checks.policy) and require a test file for every policy.
 
     FAILED when a Rego test fails (each named with file and rule), when a policy has no
     `x_test.rego` with at least one `test_*` rule, or when policies exist but define no tests.
@@ -195,6 +195,6 @@ def run(opts: TestOptions, ctx: RunContext) -> StageResult:
 
 def tested_subject(root: Path, opts: TestOptions) -> dict[str, Any]:
     """What this run tested: the source tree at `root` (commit, dirty flag, build-context digests)."""
-    from pipeline import promotion as pm
+    from pipeline.gitops.evidence import source_subject
 
-    return pm.source_subject(root, "source", tested=f"pytest -m {opts.markers!r}; skipped: {sorted(opts.skip)}")
+    return source_subject(root, "source", tested=f"pytest -m {opts.markers!r}; skipped: {sorted(opts.skip)}")

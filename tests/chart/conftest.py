@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.tools import require
+from pipeline.runtime.tools import require
 
 Template = Callable[..., list[dict[str, Any]]]
 

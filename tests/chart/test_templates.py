@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.release import Release
+from pipeline.gitops.release import Release
 from tests.chart.conftest import Template, by_kind, env_files
 
 ENVS = ("dev", "staging", "prod")

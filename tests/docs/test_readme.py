@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from pipeline import gitops
-from pipeline import promotion as pm
-from pipeline.procs import free_port
+from pipeline.gitops import repo as gitops
+from pipeline.gitops import sync_windows as pm
+from pipeline.runtime.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"

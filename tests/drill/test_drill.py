@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.drill import DrillConfig, run_drill
-from pipeline.tools import find
+from pipeline.controller.rollback_drill import DrillConfig, run_drill
+from pipeline.runtime.tools import find
 
 
 @pytest.mark.slow

@@ -7,20 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import drill
-from pipeline.stages import render
-from pipeline.tools import REPO_ROOT
+from pipeline.artifacts import chart_render
+from pipeline.checks import manifests
+from pipeline.controller import rollback_drill as drill
+from pipeline.core.environments import namespace_for
+from pipeline.runtime.tools import REPO_ROOT
 
 
 def test_drill_renders_through_render_helm_template(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Path, str]] = []
-    real = render.helm_template
+    real = chart_render.helm_template
 
     def spy(root: Path, env: str, **kw: object) -> str:
         calls.append((root, env))
         return real(root, env)
 
-    monkeypatch.setattr(render, "helm_template", spy)
+    monkeypatch.setattr(chart_render, "helm_template", spy)
     drill.chart_alert_rules("staging", drill.DrillConfig())
     assert calls == [(REPO_ROOT, "staging")]
 
@@ -29,13 +31,13 @@ def test_drill_renders_through_render_helm_template(monkeypatch: pytest.MonkeyPa
 def test_drill_alert_is_the_rendered_alert_with_drill_windows(env: str) -> None:
     cfg = drill.DrillConfig()
     rules, threshold, labels = drill.chart_alert_rules(env, cfg)
-    rendered = render.extract_rules(render.load_docs(render.helm_template(REPO_ROOT, env)))
+    rendered = manifests.extract_rules(manifests.load_docs(chart_render.helm_template(REPO_ROOT, env)))
     assert rendered is not None
-    alert = next(r for r in render.alert_rules(rendered) if r["alert"] == drill.ALERT)
+    alert = next(r for r in manifests.alert_rules(rendered) if r["alert"] == drill.ALERT)
     drilled = next(r for r in rules["groups"][0]["rules"] if r.get("alert") == drill.ALERT)
     assert drilled["labels"] == alert["labels"] and drilled["annotations"] == alert["annotations"]
     assert drilled["for"] == cfg.alert_for
     assert drilled["expr"] == re.sub(r"\[\d+[smhd]\]", f"[{cfg.window}]", alert["expr"])
     assert threshold == float(alert["expr"].rsplit(">", 1)[1].strip())
     # The labels the drill's scrape target gets come from the rendered selectors (release name included).
-    assert labels.get("namespace") in (None, render.namespace_for(env))
+    assert labels.get("namespace") in (None, namespace_for(env))

@@ -17,7 +17,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from app.gateway.tokens import DevKeys, mint_token, write_dev_keys
-from pipeline.procs import ManagedProcess, free_port, running
+from pipeline.runtime.procs import ManagedProcess, free_port, running
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from app.gateway.h1 import H1Pool, UpstreamConnectError, UpstreamProtocolError, UpstreamTimeoutError
-from pipeline.procs import free_port
+from pipeline.runtime.procs import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

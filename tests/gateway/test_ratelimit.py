@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from app.gateway.ratelimit import Decision, MemoryLimiter
-from pipeline.procs import ManagedProcess, free_port
-from pipeline.tools import require
+from pipeline.runtime.procs import ManagedProcess, free_port
+from pipeline.runtime.tools import require
 
 from .conftest import Gateway, Keys, Upstream, assert_openai_error, chat_body, gateway_env, start_gateway
 

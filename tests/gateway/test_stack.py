@@ -1,4 +1,4 @@
-"""End to end with the real simulator: pipeline.stack.local_stack + the OpenAI SDK."""
+"""End to end with the real simulator: pipeline.runtime.local_stack.local_stack + the OpenAI SDK."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from pipeline.stack import local_stack
+from pipeline.runtime.local_stack import local_stack
 
 
 @pytest.mark.slow

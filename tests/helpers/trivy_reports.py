@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 
-from pipeline import trivy_operator
+from pipeline.checks import trivy_operator
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 

@@ -12,7 +12,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from loadtests.slo import SLO, validate
-from pipeline.procs import ManagedProcess, free_port
+from pipeline.runtime.procs import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

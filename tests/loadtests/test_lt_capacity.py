@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.slo import SLO, CapacitySpec, ModelSpec, TokenMix
-from pipeline.capacity import (
+from pipeline.probes.capacity_plan import (
     GpuType,
     Prices,
     Step,

@@ -15,8 +15,8 @@ from test_lt_plots import assert_png
 
 from loadtests.metrics import percentile
 from loadtests.runner import LocustSpec, run_locust
-from pipeline.context import RunContext
-from pipeline.result import Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
 from pipeline.stages.loadtest import LoadtestOptions, run
 
 pytestmark = pytest.mark.slow

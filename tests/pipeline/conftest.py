@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from pipeline.context import RunContext
+from pipeline.core.context import RunContext
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.context import RunContext
-from pipeline.release import Release
-from pipeline.result import Check, Status
+from pipeline.artifacts.source import context_digest
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, Status
+from pipeline.gitops.release import Release, release_of
 from pipeline.stages import build, test
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -54,10 +55,10 @@ def test_build_without_engine_skips_images_and_pins_content_digests(
     assert [c.status for c in images] == [Status.SKIPPED] * 3
     assert all("test" in c.detail for c in images)
     assert result.evidence["tool_images"] == {}  # never a release pin
-    release = build.release_of(result)
+    release = release_of(result)
     assert isinstance(release, Release) and release.images_built is False
     assert release.gateway_digest != release.vllm_digest
-    assert release.gateway_digest == build.context_digest(root, "gateway")  # deterministic
+    assert release.gateway_digest == context_digest(root, "gateway")  # deterministic
     assert (ctx.run_dir / "build" / "release.json").is_file()
 
 
@@ -74,7 +75,7 @@ def test_given_digests_mean_images_built(ctx: RunContext) -> None:
     (ctx.repo_root / "app").mkdir(parents=True, exist_ok=True)
     gw, vl = "sha256:" + "c" * 64, "sha256:" + "d" * 64
     result = build.run(build.BuildOptions(skip_dist=True, gateway_digest=gw, vllm_digest=vl), ctx)
-    release = build.release_of(result)
+    release = release_of(result)
     assert release is not None and release.images_built and release.gateway_digest == gw
 
 
@@ -131,9 +132,9 @@ def test_local_docker_build_is_not_a_release_pin(ctx: RunContext, monkeypatch: p
     (root / "app").mkdir(parents=True, exist_ok=True)
     (root / "app" / "Dockerfile").write_text("FROM python:3.11-slim@sha256:" + "0" * 64 + " AS gateway\nUSER 1000\n")
     result = build.run(build.BuildOptions(skip_dist=True), ctx)
-    release = build.release_of(result)
+    release = release_of(result)
     assert release is not None and release.images_built is False
-    assert release.gateway_digest == build.context_digest(root, "gateway") != local_id
+    assert release.gateway_digest == context_digest(root, "gateway") != local_id
     assert result.evidence["local_image_ids"] == {"gateway": local_id, "vllm": local_id, "pipeline": local_id}
     assert result.evidence["tool_images"] == {}
     assert "not pushed" in result.summary
@@ -180,7 +181,7 @@ def test_policy_without_tests_fails_the_test_stage(ctx: RunContext) -> None:
 
 
 def test_rego_verdict_maps_outcomes() -> None:
-    from pipeline.policy import TestOutcome
+    from pipeline.checks.policy import TestOutcome
 
     ok = TestOutcome(Path("a_test.rego"), "test_a", True)
     bad = TestOutcome(Path("a_test.rego"), "test_b", False, "= False")
@@ -196,10 +197,10 @@ def test_build_refuses_a_floating_or_missing_model_pin(ctx: RunContext, content:
     result = build.run(build.BuildOptions(skip_dist=True), ctx)
     pin = next(c for c in result.checks if c.name == "model pin")
     assert result.status is Status.FAILED and pin.status is Status.FAILED
-    assert "app/model.yaml" in pin.detail and build.release_of(result) is None
+    assert "app/model.yaml" in pin.detail and release_of(result) is None
 
 
 def test_build_pins_the_declared_model_revision(ctx: RunContext) -> None:
     result = build.run(build.BuildOptions(skip_dist=True), ctx)
-    release = build.release_of(result)
+    release = release_of(result)
     assert release is not None and release.model_revision == build.model_revision(REPO_ROOT)

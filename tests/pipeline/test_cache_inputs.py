@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cache import TRACKED, InputHasher, tracked_files
-from pipeline.context import RunContext
+from pipeline.core.cache import TRACKED, InputHasher, tracked_files
+from pipeline.core.context import RunContext
 from pipeline.stages import build, ci, loadtest, render, scan, smoke, test
 
 REPO = Path(__file__).resolve().parents[2]

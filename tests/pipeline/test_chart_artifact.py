@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline import chart
-from pipeline.context import RunContext
-from pipeline.release import Release
-from pipeline.result import Status
+from pipeline.artifacts import chart
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
+from pipeline.gitops.release import Release, release_of
+from pipeline.runtime.tools import find
 from pipeline.stages import build
-from pipeline.tools import find
 
 REPO = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "c" * 64
@@ -118,7 +118,7 @@ def test_build_packages_the_chart_and_pins_its_digest(
     by_name = {c.name: c for c in result.checks}
     assert by_name["chart package"].status is Status.PASSED, by_name["chart package"].detail
     assert by_name["chart push"].status is Status.SKIPPED  # local executor: no registry, never passed
-    release = build.release_of(result)
+    release = release_of(result)
     assert release is not None
     # Not a git checkout: a dirty per-commit pre-release of Chart.yaml's version, still exact SemVer.
     assert release.chart_version.startswith("0.1.0-gunknown.dirty-")
@@ -134,7 +134,7 @@ def test_build_honours_an_explicit_chart_version_and_rejects_build_metadata(
     monkeypatch.setattr(build, "engine_status", lambda: (False, "no engine (test)"))
     shutil.copytree(REPO / chart.CHART_DIR, ctx.repo_root / chart.CHART_DIR)
     ok = build.run(build.BuildOptions(skip_dist=True, chart_version="0.1.0"), ctx)
-    rel = build.release_of(ok)
+    rel = release_of(ok)
     assert rel is not None and rel.chart_version == "0.1.0" and rel.chart_digest
     bad = build.run(build.BuildOptions(skip_dist=True, chart_version="0.1.0+meta"), ctx)
     pkg = next(c for c in bad.checks if c.name == "chart package")

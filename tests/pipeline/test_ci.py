@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.context import RunContext
-from pipeline.release import Release
-from pipeline.result import Check, StageResult, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status
+from pipeline.gitops.release import Release
 from pipeline.stages import ci
 
 RELEASE = Release(
@@ -254,7 +254,7 @@ def test_dagger_without_gitops_remote_skips_promotion_never_passes(
 
 
 def test_gitops_remote_discard_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import gitops_remote as gr
+    from pipeline.gitops import remote as gr
 
     # `None` means "no remote given": the caller's $PIPELINE_GITOPS_REPO must not stand in for it.
     monkeypatch.delenv("PIPELINE_GITOPS_REPO", raising=False)

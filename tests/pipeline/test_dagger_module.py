@@ -123,7 +123,7 @@ STAGE_TOOL_RE = re.compile(r"(?<![\w.])(?:tools\.)?(?:require|find)\(\s*[\"']([\
 
 def stage_tools(verb: str) -> set[str]:
     """External tools a stage module asks for by name (`require("x")`, `find("x")`), not from the venv."""
-    from pipeline import tools
+    from pipeline.runtime import tools
 
     src = (REPO / "pipeline" / "stages" / f"{verb}.py").read_text()
     return {t for t in STAGE_TOOL_RE.findall(src) if t not in tools.VENV_TOOLS}
@@ -148,7 +148,7 @@ def test_every_tool_a_stage_requires_is_installed_by_its_plan(verb: str, dagger_
     assert needed <= listed, f"plan.TOOLS[{verb!r}] lacks {sorted(needed - listed)} (the stage requires them)"
     setup = plan.plan(verb, {}).setup
     if needed:
-        assert [".venv/bin/python", "-m", "pipeline.tools", "ensure", *plan.TOOLS[verb]] in setup
+        assert [".venv/bin/python", "-m", "pipeline.runtime.tools", "ensure", *plan.TOOLS[verb]] in setup
 
 
 def test_crd_schemas_and_gitops_key_are_mounted_not_flags(dagger_pkg: Any) -> None:

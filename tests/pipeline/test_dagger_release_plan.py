@@ -97,7 +97,7 @@ def test_inconsistent_image_arguments_are_refused(plan: Any, params: dict[str, A
 
 
 def test_gateway_settings_match_the_local_stack(plan: Any) -> None:
-    from pipeline import stack
+    from pipeline.runtime import local_stack as stack
 
     assert (plan.ISSUER, plan.AUDIENCE) == (stack.ISSUER, stack.AUDIENCE)
     env = plan.release_services({"gateway": "r/g@" + GW, "vllm": "r/v@" + VLLM}, model="m", gpu=False, vllm_args=[])[
@@ -115,7 +115,7 @@ def test_rbac_script_writes_the_local_stack_rbac(plan: Any, tmp_path: Path) -> N
     import json
     import subprocess
 
-    from pipeline import stack
+    from pipeline.runtime import local_stack as stack
 
     out = subprocess.run([sys.executable, "-c", plan.RBAC_SCRIPT, "llama"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == stack.default_rbac("llama")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.report import write_all
-from pipeline.result import Check, StageResult, Status
+from pipeline.core.report import write_all
+from pipeline.core.result import Check, StageResult, Status
 
 
 def test_summary_links_stage_reports_and_embeds_plots(tmp_path: Path) -> None:

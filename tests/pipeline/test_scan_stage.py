@@ -6,9 +6,9 @@ import datetime as dt
 import subprocess
 from pathlib import Path
 
-from pipeline import trivy_ignore
-from pipeline.context import RunContext
-from pipeline.result import Status
+from pipeline.checks import trivy_ignore
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
 from pipeline.stages import scan
 
 TODAY = dt.date(2026, 11, 27)

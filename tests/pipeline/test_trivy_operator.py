@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pipeline import trivy_operator
+from pipeline.checks import trivy_operator
 from tests.helpers.trivy_reports import report_validator, vulnerability, vulnerability_report
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)

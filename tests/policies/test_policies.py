@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import policy
+from pipeline.checks import policy
 
 MANIFEST_POLICIES = ["policies/manifests", "policies/lib"]
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo, ensure_local_remote, git
-from pipeline.release import Release
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo, ensure_local_remote, git
 from pipeline.stages import promote
 
 RELEASE_YAML = """\

@@ -21,11 +21,17 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo, git
-from pipeline.release import Release
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.evidence import (
+    DIGESTS_ASSERTED_BY,
+    complete_deployment,
+    parse_subject_digests,
+    with_asserted_digests,
+)
+from pipeline.gitops.release import Release, release_of
+from pipeline.gitops.repo import GitOpsRepo, git
 from pipeline.stages import build, loadtest, promote, scan, smoke
 from pipeline.stages import test as test_stage
 from tests.promotion.conftest import REPO, ci_evidence
@@ -92,7 +98,7 @@ def gate_files(ctx: RunContext, out: Path, smoke_digests: str, scan_images: list
 
 def built_release(ctx: RunContext, tmp_path: Path) -> Path:
     res = build.run_from_args(parse(build, ["--gateway-digest", GW, "--vllm-digest", VLLM, "--skip-dist"]), ctx)
-    rel = build.release_of(res)
+    rel = release_of(res)
     assert rel is not None and rel.images_built, res.summary
     assert (rel.gateway_digest, rel.vllm_digest) == (GW, VLLM)
     path = tmp_path / "release.json"
@@ -128,7 +134,7 @@ def test_dagger_style_built_release_is_promotable_to_dev(remote: str, tmp_path: 
     assert gates["test"]["subject"]["commit"] == rel.commit
     assert gates["scan"]["skipped_checks"] == ["vulnerabilities"]  # no DB: visible, accepted for dev only
     assert [i["vulnerabilities"] for i in gates["scan"]["subject"]["images"]] == ["skipped", "skipped"]
-    assert gates["smoke"]["subject"]["digests_asserted_by"] == pm.DIGESTS_ASSERTED_BY
+    assert gates["smoke"]["subject"]["digests_asserted_by"] == DIGESTS_ASSERTED_BY
     head = repo.log(limit=1)[0]
     assert head.trailer("Images-Built") == "true" and head.trailer("Gateway-Digest") == GW
 
@@ -205,10 +211,10 @@ def test_test_stage_records_the_tree_it_tested(tmp_path: Path) -> None:
 
 
 def test_subject_digests_are_validated_and_need_a_target(tmp_path: Path) -> None:
-    assert pm.parse_subject_digests(f"gateway={GW}, vllm={VLLM}") == {"gateway": GW, "vllm": VLLM}
+    assert parse_subject_digests(f"gateway={GW}, vllm={VLLM}") == {"gateway": GW, "vllm": VLLM}
     for bad in ("", f"redis={GW}", "gateway=latest", f"gateway={GW},gateway={VLLM}", GW):
         with pytest.raises(ValueError):
-            pm.parse_subject_digests(bad)
+            parse_subject_digests(bad)
     with pytest.raises(SystemExit):
         parse(loadtest, ["--subject-digests", "gateway=sha256:nope"])
     ctx = RunContext(run_dir=tmp_path / "run", repo_root=REPO)
@@ -225,11 +231,11 @@ def test_subject_digests_are_validated_and_need_a_target(tmp_path: Path) -> None
 
 def test_attach_keeps_asserted_digests_and_adds_the_env_pins(make_release: Callable[..., Release]) -> None:
     rel, other = make_release(1), make_release(2)
-    subject = pm.with_asserted_digests(
+    subject = with_asserted_digests(
         {"kind": "deployment", "env": "staging", "url": "https://stg"}, {"gateway": other.gateway_digest}
     )
     raw: dict[str, Any] = {"stage": "loadtest", "evidence": {"env": "staging", "subject": subject}}
-    pm.complete_deployment(raw, rel, "environments/staging/release.yaml@abc")
+    complete_deployment(raw, rel, "environments/staging/release.yaml@abc")
     done = raw["evidence"]["subject"]
     # The asserted gateway digest stays (policy then refuses it for rel); the unasserted one comes from git.
     assert done["gateway_digest"] == other.gateway_digest and done["vllm_digest"] == rel.vllm_digest

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline import promotion as pm
-from pipeline import validate
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo, load_yaml_text
-from pipeline.release import Release
-from pipeline.result import Status
+from pipeline.checks import validate
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo, load_yaml_text
 from pipeline.stages import promote
 from tests.promotion.conftest import APPSET, ci_evidence
 

@@ -12,14 +12,23 @@ from typing import Any
 
 import pytest
 
-from pipeline import promotion as pm
-from pipeline import trivy_operator
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsError, GitOpsRepo, ensure_local_remote, git, redact, safe_url
-from pipeline.release import Release
-from pipeline.result import Check, StageResult, Status
+from pipeline.artifacts.source import context_digest
+from pipeline.checks import trivy_operator
+from pipeline.core.context import RunContext
+from pipeline.core.result import Check, StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.evidence import (
+    attach_result,
+    attached_gate_path,
+    bind_subject,
+    evidence_bundle,
+    read_evidence,
+    source_subject,
+)
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, ensure_local_remote, git, redact, safe_url
+from pipeline.gitops.sync_windows import sync_windows
 from pipeline.stages import loadtest, promote, rollback, smoke
-from pipeline.stages.build import context_digest
 from tests.promotion.conftest import REPO, ci_evidence, clone, subject_of, write_envs
 
 
@@ -56,7 +65,7 @@ def test_bundle_copies_the_recorded_subject_never_the_release_pins(
     res = run_promote(remote, tmp_path, "dev", to="dev", release=rel, evidence=ev)
     assert res.status is Status.FAILED
     assert any(f"gate <smoke> exercised release with gateway digest {other.gateway_digest}" in d for d in denials(res))
-    bundle = pm.evidence_bundle(rel, ev, "run-1")
+    bundle = evidence_bundle(rel, ev, "run-1")
     assert bundle["gates"]["smoke"]["subject"]["gateway_digest"] == other.gateway_digest
     assert all("digests" not in g for g in bundle["gates"].values())
 
@@ -110,21 +119,21 @@ def test_source_subject_binds_only_to_the_release_built_from_that_tree(tmp_path:
         model_revision="main",
         images_built=False,
     )
-    subject = pm.source_subject(root, "simulator")
+    subject = source_subject(root, "simulator")
     assert subject["commit"] == head and "gateway_digest" not in subject
-    assert pm.bind_subject(subject, rel)["release_id"] == rel.id
+    assert bind_subject(subject, rel)["release_id"] == rel.id
     # The tree changed after the build: the run no longer exercises that release.
     (root / "app" / "main.py").write_text("print('v2')\n")
-    assert "release_id" not in pm.bind_subject(pm.source_subject(root, "simulator"), rel)
+    assert "release_id" not in bind_subject(source_subject(root, "simulator"), rel)
     # A built release is never bound by source: its gates must have recorded the image digests.
     built = rel.model_copy(update={"images_built": True})
-    assert "release_id" not in pm.bind_subject(subject, built)
+    assert "release_id" not in bind_subject(subject, built)
 
 
 def test_ci_fallback_subject_is_marked_as_recorded_by_ci(make_release: Callable[..., Release]) -> None:
     rel = make_release(1, images_built=False)
     fallback = {"kind": "source", "commit": "abc", "recorded_by": "ci (the stage recorded no subject)"}
-    bundle = pm.evidence_bundle(rel, {"test": StageResult(stage="test", status=Status.PASSED)}, "r", fallback)
+    bundle = evidence_bundle(rel, {"test": StageResult(stage="test", status=Status.PASSED)}, "r", fallback)
     assert bundle["gates"]["test"]["subject"]["recorded_by"].startswith("ci")
 
 
@@ -164,18 +173,18 @@ def test_prod_requires_a_staging_slo_gate_and_attach_provides_it(
     assert any("no passed SLO gate (loadtest) of the source env <staging>" in d for d in denials(res)), denials(res)
 
     who = pm.Actor("qa@example.com", "git config user.email")
-    failed = pm.attach_result(remote, tmp_path / "w1", "staging", staging_loadtest(Status.FAILED), "lt-1", who)
+    failed = attach_result(remote, tmp_path / "w1", "staging", staging_loadtest(Status.FAILED), "lt-1", who)
     assert failed.key == "loadtest@staging" and failed.record["status"] == "failed"
     assert any("loadtest@staging(env staging): failed" in d for d in denials(to_prod_local(remote, tmp_path, "p2")))
 
-    done = pm.attach_result(remote, tmp_path / "w2", "staging", staging_loadtest(), "lt-2", who)
+    done = attach_result(remote, tmp_path / "w2", "staging", staging_loadtest(), "lt-2", who)
     repo = clone(remote, tmp_path)
     head = repo.log(limit=1)[0]
     assert head.sha == done.sha and head.subject == f"evidence(staging): loadtest@staging passed for {rel.id}"
     assert head.trailer("Evidence-Gate") == "loadtest@staging" and head.trailer("Recorded-By") == "qa@example.com"
     changed = git("show", "--name-only", "--format=", "HEAD", cwd=repo.path).split()
-    assert changed == [pm.attached_gate_path("staging", rel.id, "loadtest@staging")]
-    subject = pm.read_evidence(repo, "staging", rel.id)["gates"]["loadtest@staging"]["subject"]  # type: ignore[index]
+    assert changed == [attached_gate_path("staging", rel.id, "loadtest@staging")]
+    subject = read_evidence(repo, "staging", rel.id)["gates"]["loadtest@staging"]["subject"]  # type: ignore[index]
     assert subject["release_id"] == rel.id and subject["pins_from"].startswith("environments/staging/release.yaml@")
 
     res = to_prod_local(remote, tmp_path, "prod-3")
@@ -202,19 +211,19 @@ def test_rollback_after_attached_evidence_reverts_cleanly(
     v1, v2 = make_release(1, images_built=False), make_release(2, images_built=False)
     to_staging(remote, tmp_path / "a", v1)
     to_staging(remote, tmp_path / "b", v2)
-    pm.attach_result(remote, tmp_path / "w", "staging", staging_loadtest(), "lt", pm.Actor("qa", "OS user"))
+    attach_result(remote, tmp_path / "w", "staging", staging_loadtest(), "lt", pm.Actor("qa", "OS user"))
     res = rollback.run(
         rollback.RollbackOptions(env="staging", gitops_repo=remote, reason="t"), RunContext(run_dir=tmp_path / "rb")
     )
     assert res.status is Status.PASSED, res.checks
     repo = clone(remote, tmp_path)
     assert pm.read_release(repo, "staging") == v1
-    assert repo.file(pm.attached_gate_path("staging", v2.id, "loadtest@staging")).exists()  # evidence kept
+    assert repo.file(attached_gate_path("staging", v2.id, "loadtest@staging")).exists()  # evidence kept
 
 
 def test_attach_refuses_an_env_with_nothing_pinned(remote: str, tmp_path: Path) -> None:
     with pytest.raises(pm.PromotionError, match="nothing is pinned in <staging>"):
-        pm.attach_result(remote, tmp_path / "w", "staging", staging_loadtest(), "lt", pm.Actor("qa", "x"))
+        attach_result(remote, tmp_path / "w", "staging", staging_loadtest(), "lt", pm.Actor("qa", "x"))
 
 
 def test_loadtest_cli_has_attach() -> None:
@@ -405,7 +414,7 @@ def test_weekend_window_refusal_names_the_window_and_its_end(
         "ends Mon 2026-11-30 06:00 UTC; promotions into <prod> are refused until then (Argo CD would not sync them; "
         "no policy profile lifts this, see docs/promotion.md#sync-windows)"
     ]
-    year_end = pm.sync_windows(clone(remote, tmp_path), "prod", dt.datetime(2026, 12, 24, 9, 0, tzinfo=dt.UTC))
+    year_end = sync_windows(clone(remote, tmp_path), "prod", dt.datetime(2026, 12, 24, 9, 0, tzinfo=dt.UTC))
     assert [w["ends"] for w in year_end["active_deny"]] == ["Sun 2027-01-03 00:00 UTC"]
     monday = dt.datetime(2026, 11, 30, 6, 0, tzinfo=dt.UTC)
     assert to_prod_local(remote, tmp_path, "prod-mon", now=monday).status is Status.PASSED

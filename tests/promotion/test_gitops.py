@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.gitops import GitOpsError, GitOpsRepo, Message, edit_yaml, git, parse_trailers
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, Message, edit_yaml, git, parse_trailers
 from tests.promotion.conftest import GIT_IDENT
 
 

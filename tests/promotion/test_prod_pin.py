@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline import promotion as pm
 from pipeline.commands import status
-from pipeline.context import RunContext
 from pipeline.controller import ControllerConfig, create_app
-from pipeline.gitops import GitOpsError, GitOpsRepo, git, load_yaml_text
-from pipeline.release import Release
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.argocd_pin import pin_status, pinned_revision, set_pinned_revision
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, git, load_yaml_text
 from pipeline.stages import promote, rollback
 from tests.promotion.conftest import APPSET, ci_evidence, clone, commit_by_hand, prod_local_options
 
@@ -54,7 +55,7 @@ def test_prod_promotion_pins_the_promotion_commit_in_the_same_push(
     # HEAD = the pin commit, its parent = the promotion: one push carried both.
     assert repo.head() == res.evidence["pin_commit"]
     assert git("rev-parse", "HEAD^", cwd=repo.path).strip() == promotion
-    assert pm.pinned_revision(repo, "prod") == promotion
+    assert pinned_revision(repo, "prod") == promotion
     # The pinned commit carries the new prod pins.
     assert release_at(repo, promotion) == v1
     # The pin commit changes one line of the ApplicationSet and nothing else.
@@ -80,7 +81,7 @@ def test_prod_rollback_pins_the_revert_commit(
     v1, v2 = make_release(1, images_built=False), make_release(2, images_built=False)
     to_prod(remote, tmp_path, v1, 1)
     second = str(to_prod(remote, tmp_path, v2, 2).evidence["commit"])
-    assert pm.pinned_revision(clone(remote, tmp_path, "mid"), "prod") == second
+    assert pinned_revision(clone(remote, tmp_path, "mid"), "prod") == second
     res = rollback.run(
         rollback.RollbackOptions(env="prod", reason="p99", actor="oncall", gitops_repo=remote),
         RunContext(run_dir=tmp_path / "rb"),
@@ -88,14 +89,14 @@ def test_prod_rollback_pins_the_revert_commit(
     assert res.status is Status.PASSED, res.summary
     revert = str(res.evidence["commit"])
     repo = clone(remote, tmp_path, "after")
-    assert pm.pinned_revision(repo, "prod") == revert
+    assert pinned_revision(repo, "prod") == revert
     assert repo.head() == res.evidence["pin_commit"]
     assert release_at(repo, revert) == v1
     assert repo.log(pm.release_path("prod"), limit=1)[0].trailer("Reverts") == second
     assert changed_lines(repo, "HEAD^", "HEAD", APPSET) == [
         (f'          prodRevision: "{second}"\n', f'          prodRevision: "{revert}"\n')
     ]
-    assert pm.pin_status(repo, "prod")["matches"] is True
+    assert pin_status(repo, "prod")["matches"] is True
 
 
 def test_controller_rollback_of_prod_moves_the_pin(
@@ -112,7 +113,7 @@ def test_controller_rollback_of_prod_moves_the_pin(
     (result,) = resp.json()["results"]
     assert result["outcome"] == "rolled_back", result
     repo = clone(remote, tmp_path, "after")
-    assert pm.pinned_revision(repo, "prod") == result["commit"]
+    assert pinned_revision(repo, "prod") == result["commit"]
     assert repo.head() == result["pin_commit"]
     assert release_at(repo, result["commit"]) == make_release(1, images_built=False)
 
@@ -121,7 +122,7 @@ def test_status_reports_a_pin_behind_the_branch(
     remote: str, tmp_path: Path, make_release: Callable[..., Release]
 ) -> None:
     # The seed's all-zero placeholder is reported as such.
-    assert pm.pin_status(clone(remote, tmp_path, "seed"), "prod") == {
+    assert pin_status(clone(remote, tmp_path, "seed"), "prod") == {
         "mode": "pinned",
         "revision": ZEROS,
         "matches": False,
@@ -133,9 +134,9 @@ def test_status_reports_a_pin_behind_the_branch(
     values = repo.file("environments/prod/values.yaml")
     values.write_text(values.read_text() + "extra: 1\n")
     commit_by_hand(repo, "hand edit", push=False)
-    state = pm.pin_status(repo, "prod")
+    state = pin_status(repo, "prod")
     assert state["matches"] is False and "values.yaml changed on main" in state["detail"]
-    assert pm.pin_status(clone(remote, tmp_path, "fresh"), "prod")["detail"].startswith("pins at ")
+    assert pin_status(clone(remote, tmp_path, "fresh"), "prod")["detail"].startswith("pins at ")
 
 
 def test_prod_promotion_without_the_applicationset_pushes_nothing(
@@ -164,5 +165,5 @@ def test_pin_edit_refuses_to_reformat_other_lines(remote: str, tmp_path: Path) -
     path.write_text(path.read_text().replace("branch: main", "branch:    main"))
     original = path.read_text()
     with pytest.raises(GitOpsError, match="would change other lines"):
-        pm.set_pinned_revision(repo, "prod", "a" * 40)
+        set_pinned_revision(repo, "prod", "a" * 40)
     assert path.read_text() == original

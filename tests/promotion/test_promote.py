@@ -8,10 +8,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.context import RunContext
-from pipeline.gitops import git
-from pipeline.release import Release
-from pipeline.result import Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import git
 from pipeline.stages import promote
 from tests.promotion.conftest import RELEASE_YAML, ci_evidence, clone, commit_by_hand, prod_local_options
 
@@ -153,7 +153,7 @@ def test_frozen_target_is_refused(
 
 
 def test_deny_sync_window_is_respected(tmp_path: Path, make_release: Callable[..., Release]) -> None:
-    from pipeline.gitops import ensure_local_remote
+    from pipeline.gitops.repo import ensure_local_remote
     from tests.promotion.conftest import write_envs
 
     appproject = """\

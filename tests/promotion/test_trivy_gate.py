@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo
-from pipeline.release import Release
-from pipeline.result import StageResult, Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.evidence import read_evidence
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo
 from pipeline.stages import promote
 from tests.helpers.trivy_reports import report_validator, vulnerability, vulnerability_report
 from tests.promotion.conftest import ci_evidence
@@ -90,7 +91,7 @@ def test_clean_reports_for_the_promoted_digests_pass(
     assert prod_release(remote, tmp_path) == staged
     repo = GitOpsRepo(remote, tmp_path / "ev")
     repo.sync()
-    evidence = pm.read_evidence(repo, "prod", staged.id)
+    evidence = read_evidence(repo, "prod", staged.id)
     assert evidence is not None
     gate = evidence["promotions"][-1]["trivy_operator"]
     assert gate["passed"] and gate["evaluated"] and "2 image(s) have fresh trivy-operator reports" in gate["detail"]

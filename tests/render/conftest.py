@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.context import RunContext
-from pipeline.result import StageResult
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult
 from pipeline.stages import render
 
 # What `render` reads; planted violations edit these copies, never the repo.

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import chart, validate
-from pipeline.result import Status
-from pipeline.stages import render
-from pipeline.tools import require
+from pipeline.artifacts import chart, chart_render
+from pipeline.checks import manifests, validate
+from pipeline.core.result import Status
+from pipeline.runtime.tools import require
 from tests.render.conftest import RenderFn, failure_text
 
 FAST = frozenset({"trivy", "promtool"})
@@ -26,14 +26,14 @@ def _pin(root: Path, env: str, version: str, digest: str | None = None) -> None:
 
 
 def _generated(root: Path) -> dict[str, dict[str, object]]:
-    appset = next(d for d in render.static_argocd_docs(root) if d["kind"] == "ApplicationSet")
+    appset = next(d for d in manifests.static_argocd_docs(root) if d["kind"] == "ApplicationSet")
     return {a["metadata"]["name"]: a for a in validate.expand_applicationset(appset, root)}
 
 
 def test_seed_pins_name_the_tree_chart_version(repo_root: Path) -> None:
     tree = chart.tree_version(repo_root)
-    for env in render.discover_envs(repo_root):
-        assert render.pinned_chart_version(repo_root, env)[0] == tree, env
+    for env in chart_render.discover_envs(repo_root):
+        assert chart_render.pinned_chart_version(repo_root, env)[0] == tree, env
 
 
 def test_files_generator_makes_one_app_per_release_file_with_the_oci_chart(repo_root: Path) -> None:
@@ -45,7 +45,7 @@ def test_files_generator_makes_one_app_per_release_file_with_the_oci_chart(repo_
         chart_src, values_src = spec["sources"]
         assert chart_src["repoURL"] == "registry.example.com/llm/charts"  # no oci:// with `chart:`
         assert chart_src["chart"] == "llm-service" and "path" not in chart_src
-        assert chart_src["targetRevision"] == render.pinned_chart_version(repo_root, env)[0]
+        assert chart_src["targetRevision"] == chart_render.pinned_chart_version(repo_root, env)[0]
         assert chart_src["helm"]["valueFiles"] == [
             f"$values/environments/{env}/values.yaml",
             f"$values/environments/{env}/release.yaml",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import validate
+from pipeline.checks import validate
 
 
 def test_flag_then_env_then_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline import crd_schemas, validate
+from pipeline.checks import crd_schemas, validate
 
 CATALOG_SCHEMA = {
     "description": "Widget is a thing",

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.result import Status
+from pipeline.checks import manifests
+from pipeline.core.result import Status
 from tests.render.conftest import RenderFn, failure_text
 
 pytestmark = pytest.mark.slow
@@ -204,9 +205,8 @@ def test_render_covers_the_rollback_controller_application(
     repo_root: Path, run_render: RenderFn, tmp_path: Path
 ) -> None:
     """The controller chart is rendered with exactly the values its Argo CD Application passes."""
-    from pipeline.stages import render
 
-    (app,) = render.chart_apps(repo_root)
+    (app,) = manifests.chart_apps(repo_root)
     assert (app.name, app.release, app.namespace) == ("rollback-controller", "rollback-controller", "llm-rollback")
     assert app.value_files == [repo_root / "environments/argocd/rollback-controller-values.yaml"]
     result = run_render(repo_root, ["dev"], skip=frozenset({"promtool"}))
@@ -220,12 +220,12 @@ def test_render_covers_the_rollback_controller_application(
 
 def test_pinned_prod_revision_still_validates(repo_copy: Path, run_render: RenderFn) -> None:
     """After a prod promotion moved the pin (round-trip edit), the Argo CD objects still pass."""
-    from pipeline import promotion as pm
-    from pipeline.gitops import GitOpsRepo
+    from pipeline.gitops.argocd_pin import PIN_FILE, set_pinned_revision
+    from pipeline.gitops.repo import GitOpsRepo
 
-    appset = repo_copy / pm.PIN_FILE
+    appset = repo_copy / PIN_FILE
     before = appset.read_text()
-    assert pm.set_pinned_revision(GitOpsRepo("unused", repo_copy), "prod", "0123456789abcdef" * 2 + "01234567")
+    assert set_pinned_revision(GitOpsRepo("unused", repo_copy), "prod", "0123456789abcdef" * 2 + "01234567")
     assert len([a for a, b in zip(before.splitlines(), appset.read_text().splitlines(), strict=True) if a != b]) == 1
     result = run_render(repo_copy, ["prod"], skip=FAST)
     assert result.status is Status.PASSED, failure_text(result)
@@ -256,7 +256,7 @@ def test_trivy_finding_accepted_only_by_a_valid_entry_of_the_root_ignore_file(
 
 
 def test_missing_crd_schema_directory_names_the_setting(repo_root: Path, tmp_path: Path) -> None:
-    from pipeline.context import RunContext
+    from pipeline.core.context import RunContext
     from pipeline.stages import render
 
     ctx = RunContext(run_dir=tmp_path / "run", executor="local")

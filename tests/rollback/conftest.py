@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.context import RunContext
-from pipeline.procs import ManagedProcess, free_port
-from pipeline.release import Release
+from pipeline.core.context import RunContext
+from pipeline.gitops.release import Release
+from pipeline.runtime.procs import ManagedProcess, free_port
 from pipeline.stages import promote
 from tests.promotion.conftest import ci_evidence, ctx, make_release, remote, source_tree  # noqa: F401
 

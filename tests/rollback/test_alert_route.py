@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from pipeline.stages import render
-from pipeline.tools import find
+from pipeline.artifacts import chart_render
+from pipeline.runtime.tools import find
 
 REPO = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "a" * 64
@@ -20,7 +20,7 @@ DIGEST = "sha256:" + "a" * 64
 def template(chart: str, *args: str) -> list[dict[str, Any]]:
     helm = find("helm")
     if helm is None:
-        pytest.fail("helm missing: run `python -m pipeline.tools ensure helm`")
+        pytest.fail("helm missing: run `python -m pipeline.runtime.tools ensure helm`")
     out = subprocess.run(
         [helm, "template", "x", str(REPO / "charts" / chart), *args], capture_output=True, text=True, check=True
     )
@@ -40,7 +40,7 @@ def matches(matcher: dict[str, str], labels: dict[str, str]) -> bool:
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_error_rate_alert_is_routed_to_the_controller(env: str) -> None:
     # The manifests exactly as `render` validates them (the drill uses the same helper).
-    docs = [d for d in YAML(typ="safe").load_all(render.helm_template(REPO, env)) if d]
+    docs = [d for d in YAML(typ="safe").load_all(chart_render.helm_template(REPO, env)) if d]
     rules = [r for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]]
     rollback_alerts = [r for r in rules if r.get("labels", {}).get("rollback") == "true"]
     assert [r["alert"] for r in rollback_alerts] == ["LLMHighErrorRate"]

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline import promotion as pm
 from pipeline.commands import unfreeze
 from pipeline.controller import ControllerConfig, create_app
-from pipeline.gitops import GitOpsRepo
-from pipeline.release import Release
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo
 from tests.rollback.conftest import TOKEN, LiveController, alert_payload, promote_chain
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

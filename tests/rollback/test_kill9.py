@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipeline import promotion as pm
-from pipeline.gitops import GitOpsRepo, git
-from pipeline.release import Release
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo, git
 from tests.rollback.conftest import LiveController, alert_payload
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline import promotion as pm
 from pipeline.commands import status, unfreeze
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo, git
-from pipeline.release import Release
-from pipeline.result import Status
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo, git
 from pipeline.stages import promote, rollback
 from tests.rollback.conftest import promote_chain
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.procs import ManagedProcess, free_port, running
+from pipeline.runtime.procs import ManagedProcess, free_port, running
 
 SimFactory = Callable[..., contextlib.AbstractContextManager[tuple[str, ManagedProcess]]]
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.result import Status
-from pipeline.stages.smoke import CHECKS, MAX_TOKENS, Smoker
+from pipeline.core.result import Status
+from pipeline.probes.smoke_checks import CHECKS, MAX_TOKENS, Smoker
 
 MODEL = "tiny-llama"
 USAGE = {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.context import RunContext
-from pipeline.result import Status
-from pipeline.stack import local_stack
-from pipeline.stages.smoke import CHECKS, SmokeOptions, run
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
+from pipeline.probes.smoke_checks import CHECKS
+from pipeline.runtime.local_stack import local_stack
+from pipeline.stages.smoke import SmokeOptions, run
 
 GW = "sha256:" + "a" * 64
 VLLM = "sha256:" + "b" * 64

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, vllm_cpu
-from pipeline.context import RunContext
-from pipeline.procs import free_port, running
-from pipeline.result import StageResult, Status
-from pipeline.stages.smoke import CHECKS, SmokeOptions, run
+from pipeline import cli
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.probes.smoke_checks import CHECKS
+from pipeline.runtime import vllm_cpu
+from pipeline.runtime.procs import free_port, running
+from pipeline.stages.smoke import SmokeOptions, run
 
 
 def _ctx(tmp_path: Path) -> RunContext:

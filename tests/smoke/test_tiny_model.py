@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tiny_model
+from pipeline.runtime import tiny_model
 
 
 def test_head_dim_is_one_the_cpu_attention_kernel_accepts() -> None:
@@ -83,7 +83,7 @@ def test_chat_template_renders_a_conversation() -> None:
 
 
 def test_corpus_covers_the_smoke_prompt_words() -> None:
-    from pipeline.stages.smoke import PROMPT
+    from pipeline.probes.smoke_checks import PROMPT
 
     corpus_words = {w.strip(".,!?:").lower() for s in tiny_model.CORPUS for w in s.split()}
     prompt_words = {w.strip(".,!?:").lower() for w in PROMPT.split()}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import vllm_cpu
+from pipeline.runtime import vllm_cpu
 
 
 def test_venv_dir_honours_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

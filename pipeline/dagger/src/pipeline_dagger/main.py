@@ -297,7 +297,9 @@ class Pipeline:
         out: Annotated[str | None, Doc("write rendered YAML here (default: the run dir)")] = None,
         crd_schemas: Annotated[
             dagger.Directory | None,
-            Doc("CRD JSON schemas directory (<group>/<kind>_<version>.json); default: the repository's policies/crd-schemas"),
+            Doc(
+                "CRD JSON schemas directory (<group>/<kind>_<version>.json); default: the repository's policies/crd-schemas"
+            ),
         ] = None,
         kube_version: Annotated[str, Doc("Kubernetes version to target")] = "1.33",
         charts_dir: Annotated[
@@ -448,7 +450,8 @@ class Pipeline:
         images: Annotated[list[str] | None, Doc("image refs for the vulnerability scan")] = None,
         stage_args: Annotated[list[str] | None, Doc("STAGE=ARGS extra arguments for one stage")] = None,
         crd_schemas: Annotated[
-            dagger.Directory | None, Doc("CRD JSON schemas directory for render; default: the repository's policies/crd-schemas")
+            dagger.Directory | None,
+            Doc("CRD JSON schemas directory for render; default: the repository's policies/crd-schemas"),
         ] = None,
         gitops_repo: Annotated[
             str | None, Doc("GitOps remote to promote dev into; without one promotion is SKIPPED (container-local)")

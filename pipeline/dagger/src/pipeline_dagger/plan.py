@@ -51,7 +51,7 @@ FLAG_ALIASES: dict[tuple[str, str], str] = {
     ("promote", "source"): "--from",
     ("promote", "extra_evidence"): "--evidence",
 }
-# External tools each verb needs besides the venv (pipeline.tools names).
+# External tools each verb needs besides the venv (pipeline.runtime.tools names).
 TOOLS: dict[str, tuple[str, ...]] = {
     "test": ("helm",),
     "build": ("helm",),  # helm package / helm push of the chart
@@ -60,7 +60,7 @@ TOOLS: dict[str, tuple[str, ...]] = {
     "ci": ("helm", "kubectl", "prometheus", "promtool"),
 }
 # The build stage pushes the packaged chart to oci://$PIPELINE_CHART_REGISTRY, logging in with
-# these (same names as pipeline/chart.py; the password is a Dagger secret variable).
+# these (same names as pipeline/artifacts/chart.py; the password is a Dagger secret variable).
 CHART_REGISTRY_ENV = "PIPELINE_CHART_REGISTRY"
 CHART_USERNAME_ENV = "CHART_REGISTRY_USERNAME"
 CHART_PASSWORD_ENV = "CHART_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a secret
@@ -92,7 +92,7 @@ CACHES: dict[str, str] = {
     "uv-cache": "/root/.cache/uv",
     "pip-cache": "/root/.cache/pip",
     "trivy-cache": "/root/.cache/trivy",  # the vulnerability DB, downloaded once per runner
-    "pipeline-cache": f"{WORKDIR}/.cache",  # stage results (pipeline.cache)
+    "pipeline-cache": f"{WORKDIR}/.cache",  # stage results (pipeline.core.cache)
 }
 
 
@@ -152,7 +152,7 @@ def _plan(verb: str, params: Mapping[str, Any], image: str) -> Plan:
     ]
     tools = TOOLS.get(verb, ())
     if tools:
-        setup.append([".venv/bin/python", "-m", "pipeline.tools", "ensure", *tools])
+        setup.append([".venv/bin/python", "-m", "pipeline.runtime.tools", "ensure", *tools])
     command = [".venv/bin/python", "-m", "pipeline", "--run-dir", f"{RUNS}/{verb}", verb, *cli_args(verb, params)]
     return Plan(
         image=image,
@@ -182,10 +182,10 @@ SMOKE_KEYS = f"{SMOKE_DIR}/keys"  # private.pem + jwks.json (app.gateway.tokens 
 SMOKE_RBAC = f"{SMOKE_DIR}/rbac.json"
 SMOKE_TOKEN = f"{SMOKE_DIR}/token"
 GATEWAY_CONF = "/etc/gateway"  # where the gateway service sees jwks.json and rbac.json
-# Same issuer/audience as pipeline.stack (tests compare them).
+# Same issuer/audience as pipeline.runtime.local_stack (tests compare them).
 ISSUER = "https://idp.local-stack.test"
 AUDIENCE = "llm-gateway"
-RBAC_SCRIPT = "import json, sys; from pipeline.stack import default_rbac; print(json.dumps(default_rbac(sys.argv[1])))"
+RBAC_SCRIPT = "import json, sys; from pipeline.runtime.local_stack import default_rbac; print(json.dumps(default_rbac(sys.argv[1])))"
 TOKEN_TTL_S = 7200  # the vLLM service may take long to load its model after the token is minted
 _REF_RE = re.compile(r"^[^\s@]+/[^\s@]+@sha256:[0-9a-f]{64}$")
 
@@ -254,7 +254,7 @@ def vllm_server_args(model: str, extra: list[str]) -> list[str]:
 
 
 def release_services(images: Mapping[str, str], *, model: str, gpu: bool, vllm_args: list[str]) -> dict[str, Service]:
-    """The vLLM image (GPUs when asked) and the gateway image in front of it, configured like pipeline.stack."""
+    """The vLLM image (GPUs when asked) and the gateway image in front of it, configured like pipeline.runtime.local_stack."""
     vllm = Service(
         image=images["vllm"],
         port=VLLM_PORT,
@@ -324,7 +324,7 @@ def _release_plan(verb: str, params: Mapping[str, Any], images: Mapping[str, str
     mint = [py, "-m", "app.gateway.tokens", "mint", "--key", f"{SMOKE_KEYS}/private.pem", "--kid", "dev"]
     mint += ["--sub", f"dagger-{verb}", "--roles", "user", "--issuer", ISSUER, "--audience", AUDIENCE]
     mint += ["--ttl", str(TOKEN_TTL_S)]
-    # The RBAC file local stacks use (pipeline.stack.default_rbac: `user` may use exactly `model`); JSON is YAML.
+    # The RBAC file local stacks use (pipeline.runtime.local_stack.default_rbac: `user` may use exactly `model`); JSON is YAML.
     rbac = [py, "-c", RBAC_SCRIPT, model]
     p.setup += [
         [py, "-m", "app.gateway.tokens", "keygen", "--out", SMOKE_KEYS],

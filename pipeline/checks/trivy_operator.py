@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from pipeline.core import environments
+
 log = logging.getLogger(__name__)
 
 GROUP = "aquasecurity.github.io"
@@ -129,15 +131,11 @@ def gate(
     return GateResult(ok=ok, images=verdicts)
 
 
-# The ApplicationSet deploys env <env> into namespace llm-<env> (environments/argocd).
-NAMESPACE_PREFIX = "llm-"
-
-
 def namespace_for(env: str) -> str:
     """The namespace where trivy-operator writes the reports of `env`'s workloads."""
     if not env or not env.replace("-", "").isalnum():
         raise ValueError(f"not an env name: {env!r}")
-    return f"{NAMESPACE_PREFIX}{env}"
+    return environments.namespace_for(env)
 
 
 def fetch_reports(namespace: str, kube_context: str | None = None) -> list[dict[str, Any]]:

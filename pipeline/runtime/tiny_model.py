@@ -3,7 +3,7 @@
 Run it with the vLLM venv's interpreter (it needs torch, transformers and tokenizers, which
 never enter the project's own venv):
 
-    <vllm-venv>/bin/python pipeline/tiny_model.py --out .cache/tiny-llama
+    <vllm-venv>/bin/python pipeline/runtime/tiny_model.py --out .cache/tiny-llama
 
 The module is self-contained on purpose (stdlib at import time, heavy imports inside
 `build()`), so it runs as a plain script in that venv, while the pure parts below (spec,

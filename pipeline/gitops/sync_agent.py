@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 
-from pipeline import promotion as pm
-from pipeline.gitops import GitOpsError, GitOpsRepo
-from pipeline.release import Release
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo
 
 log = logging.getLogger(__name__)
 

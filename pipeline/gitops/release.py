@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from pipeline.core.result import StageResult
+
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -74,3 +76,9 @@ class Release(BaseModel):
             vllm_digest=str(values.get("vllm", {}).get("image", {}).get("digest", "")),
             model_revision=str(values.get("vllm", {}).get("model", {}).get("revision", "")),
         )
+
+
+def release_of(result: StageResult) -> Release | None:
+    """The Release a build result carries (for ci → promote)."""
+    data = result.evidence.get("release")
+    return Release.model_validate(data) if isinstance(data, dict) else None

@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.result import Check, Status, Timer
+from pipeline.core.result import Check, Status, Timer
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +57,13 @@ def run_command(
         Check(name=name, status=Status.FAILED, detail=f"{why}; {tail(output)}", seconds=t.seconds),
         output,
     )
+
+
+def run_capture(
+    argv: list[str], cwd: Path, timeout: float = 120, merge: bool = False
+) -> subprocess.CompletedProcess[str]:
+    if merge:  # one stream keeps promtool's per-file headers next to their failures
+        return subprocess.run(
+            argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False
+        )
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)

@@ -24,11 +24,11 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from app.gateway.tokens import DevKeys, mint_token, write_dev_keys
-from pipeline.procs import ManagedProcess, free_port, running
+from pipeline.runtime.procs import ManagedProcess, free_port, running
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ISSUER = "https://idp.local-stack.test"
 AUDIENCE = "llm-gateway"
 

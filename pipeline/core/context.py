@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.tools import REPO_ROOT
+from pipeline.runtime.tools import REPO_ROOT
 
 
 def new_run_dir(verb: str, base: Path | None = None) -> Path:

@@ -1,8 +1,8 @@
 """The rollback drill: a bad release is promoted, the real alert fires, git is reverted, errors stop.
 
 Everything is real except the cluster: Prometheus and Alertmanager (Debian packages), the
-gateway and the vLLM-compatible simulator (pipeline.stack), the rollback controller (its own
-process, talking HTTP), a local GitOps remote, and pipeline.sync_agent standing in for Argo CD.
+gateway and the vLLM-compatible simulator (pipeline.runtime.local_stack), the rollback controller (its own
+process, talking HTTP), a local GitOps remote, and pipeline.gitops.sync_agent standing in for Argo CD.
 The alert's expression and labels come from the chart's PrometheusRule (helm template), with
 only the time windows shortened; the Alertmanager route matchers come from the
 rollback-controller chart's values, so the drill fails if they stop lining up.
@@ -29,15 +29,16 @@ from typing import Any
 import httpx
 from ruamel.yaml import YAML
 
-from pipeline import promotion as pm
-from pipeline.context import RunContext
-from pipeline.gitops import GitOpsRepo, ensure_local_remote
-from pipeline.procs import free_port, running
-from pipeline.release import Release
-from pipeline.result import StageResult, Status
-from pipeline.stages import promote, render
-from pipeline.sync_agent import SyncAgent, simulator_applier
-from pipeline.tools import REPO_ROOT, require
+from pipeline.artifacts import chart_render
+from pipeline.core.context import RunContext
+from pipeline.core.result import StageResult, Status
+from pipeline.gitops import promotion as pm
+from pipeline.gitops.evidence import gate_key
+from pipeline.gitops.release import Release
+from pipeline.gitops.repo import GitOpsRepo, ensure_local_remote
+from pipeline.gitops.sync_agent import SyncAgent, simulator_applier
+from pipeline.runtime.procs import free_port, running
+from pipeline.runtime.tools import REPO_ROOT, require
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def chart_alert_rules(env: str, cfg: DrillConfig) -> tuple[dict[str, Any], float
     Returns (rules file content, threshold, label set the scraped series need to match).
     """
     # Exactly the manifests `render` validated for env (release name, namespace, kube version, values).
-    out = render.helm_template(REPO_ROOT, env)
+    out = chart_render.helm_template(REPO_ROOT, env)
     rule_doc = next(d for d in _yaml_all(out) if d.get("kind") == "PrometheusRule")
     rules = [r for g in rule_doc["spec"]["groups"] for r in g["rules"]]
     record = next(r for r in rules if r.get("record") == ERROR_RATIO_RECORD)
@@ -190,11 +191,13 @@ def _evidence(rel: Release) -> dict[str, StageResult]:
         return StageResult(stage=stage, status=Status.PASSED, summary="drill: synthetic gate", evidence=evidence)
 
     gates = {g: gate(g, "dev" if g == "loadtest" else None) for g in pm.GATE_STAGES}
-    gates[pm.gate_key("loadtest", "staging")] = gate("loadtest", "staging")
+    gates[gate_key("loadtest", "staging")] = gate("loadtest", "staging")
     return gates
 
 
 def _promote(remote: str, rel: Release, env: str, work: Path, actor: str) -> None:
+    from pipeline.stages import promote  # the drill promotes through the verb, like an operator
+
     ctx = RunContext(run_dir=work)
     r = promote.run(
         promote.PromoteOptions(
@@ -315,7 +318,7 @@ def _mono(wall: float) -> float:
 
 
 def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = log.info) -> DrillReport:
-    from pipeline.stack import local_stack  # the gateway stream's module; imported late (heavier)
+    from pipeline.runtime.local_stack import local_stack  # the gateway stream's module; imported late (heavier)
 
     # One line per request would drown the drill's own progress.
     logging.getLogger("httpx").setLevel(logging.WARNING)

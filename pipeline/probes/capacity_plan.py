@@ -26,7 +26,7 @@ GIB = 1024**3
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "awq": 0.5, "gptq": 0.5}
 KV_BYTES = {"fp16": 2.0, "bf16": 2.0, "fp8": 1.0}
 TP_SIZES = (1, 2, 4, 8)
-PRICES_PATH = Path(__file__).resolve().parent.parent / "loadtests" / "prices.yaml"
+PRICES_PATH = Path(__file__).resolve().parents[2] / "loadtests" / "prices.yaml"
 
 
 @dataclass

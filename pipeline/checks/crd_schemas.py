@@ -7,7 +7,7 @@ same layout or a kubeconform-style URL template — for exactly the kinds listed
 `SOURCE.yaml`, keeping what validation needs (types, required, enums, patterns,
 additionalProperties, x-kubernetes-*) and dropping description texts.
 
-    python -m pipeline.crd_schemas generate --src DIR_OR_URL_TEMPLATE [--ref COMMIT] [--out DIR]
+    python -m pipeline.checks.crd_schemas generate --src DIR_OR_URL_TEMPLATE [--ref COMMIT] [--out DIR]
     make crd-schemas SRC=DIR_OR_URL_TEMPLATE [REF=COMMIT]
 
 `SOURCE.yaml` records the source, its commit, its licence and, per file, the git blob id of the
@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "policies" / "crd-schemas"
 MANIFEST = "SOURCE.yaml"
 
@@ -182,7 +182,7 @@ def check(out: Path = DEFAULT_OUT) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.crd_schemas", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.checks.crd_schemas", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     gen = sub.add_parser("generate", help="regenerate the repository's copy from a catalog")
     gen.add_argument("--src", required=True, help="catalog directory or kubeconform-style URL template")

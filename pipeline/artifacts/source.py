@@ -1,0 +1,44 @@
+"""What a release is built from: the image targets, the source commit, build-context digests.
+
+Shared by the stages that build, scan, render and promote a release (and by promotion evidence),
+so none of them reaches into another stage for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+from pipeline.core.cache import InputHasher
+
+# Release images: their digests are the release pins.
+TARGETS = ("gateway", "vllm")
+# Files that make up an image's build context (besides the target name).
+CONTEXT_INPUTS = ("app", "pyproject.toml", "uv.lock")
+
+
+def git_commit(root: Path) -> tuple[str, bool]:
+    """(HEAD commit, dirty?) — ("unknown", True) outside a git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+    return head, dirty
+
+
+def context_digest(root: Path, target: str) -> str:
+    """Content digest of an image's build context: stands in for a registry digest when no engine exists."""
+    tree, _ = InputHasher().tree_digest(root, CONTEXT_INPUTS)
+    return "sha256:" + hashlib.sha256(f"{target}\0{tree}".encode()).hexdigest()
