@@ -149,6 +149,7 @@ def release_commands() -> Iterator[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # `make ci` is part of the walkthrough
 def test_release_manager_walkthrough(tmp_path: Path) -> None:
     remote = gitops.ensure_local_remote(tmp_path / "gitops.git", REPO)
     env = clean_env(
