@@ -135,9 +135,15 @@ def test_every_alert_has_runbook_page(repo_root: Path, helm_template: Template) 
         "LLMHighTTFTP95",
         "LLMKVCacheSaturated",
         "LLMQueueDepthHigh",
+        "LLMHighTPOTP95",
+        "LLMErrorBudgetBurnFast",
+        "LLMErrorBudgetBurnSlow",
+        "LLMRollbackSignalAbsent",
+        "LLMScrapeTargetDown",
     }
     for a in alerts:
         assert set(a["annotations"]) >= {"summary", "description", "runbook_url"}
+        assert a["labels"]["severity"] in {"info", "warning", "critical"}
         assert (repo_root / "docs/runbooks" / f"{a['alert']}.md").is_file()
 
 

@@ -71,6 +71,20 @@ llm.example.com/environment: {{ $ctx.Values.environment }}
 namespace="{{ .Release.Namespace }}", pod=~"{{ include "llm-service.fullname" . }}-.*"
 {{- end }}
 
+{{/* llm-service.gpuScope: PromQL matchers selecting this release's GPUs on DCGM exporter series (the workload's namespace/pod arrive as monitoring.gpuMetrics.namespaceLabel/podLabel). */}}
+{{- define "llm-service.gpuScope" -}}
+{{- $g := .Values.monitoring.gpuMetrics -}}
+{{ $g.namespaceLabel }}="{{ .Release.Namespace }}", {{ $g.podLabel }}=~"{{ include "llm-service.fullname" . }}-.*"
+{{- end }}
+
+{{/* llm-service.monitoringLabels: labels a Prometheus instance selects ServiceMonitors/PrometheusRules by (selectorLabels, then the object's own extra labels); call with (dict "ctx" $ "extra" map). */}}
+{{- define "llm-service.monitoringLabels" -}}
+{{- $labels := merge (deepCopy (default dict .extra)) (deepCopy (default dict .ctx.Values.monitoring.selectorLabels)) -}}
+{{- with $labels }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* llm-service.containerSecurityContext: the hardened container security context shared by both containers. */}}
 {{- define "llm-service.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
