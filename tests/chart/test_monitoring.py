@@ -18,7 +18,7 @@ from pipeline.tools import require
 from tests.chart.conftest import Template, by_kind, env_files
 
 ENVS = ("dev", "staging", "prod")
-MIN = ("vllm.model.id=m/x", "vllm.model.revision=abc")
+MIN = ("vllm.model.id=m/x", "vllm.model.revision=abc", "vllm.model.gated=false")
 
 
 def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
