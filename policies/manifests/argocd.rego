@@ -91,3 +91,50 @@ argocd_violations contains msg if {
 	object.get(d, "namespace", "*") == "*"
 	msg := sprintf("%s allows every namespace as a destination", [k8s.name(proj)])
 }
+
+# An on-call may turn auto-sync off on a generated Application; the ApplicationSet must not turn
+# it back on: templates that sync automatically ignore differences in /spec/syncPolicy.
+argocd_violations contains msg if {
+	some obj in k8s.objects_of_kind("ApplicationSet")
+	object.get(obj.spec, ["template", "spec", "syncPolicy", "automated"], null) != null
+	not ignores_sync_policy(obj)
+	msg := sprintf("%s re-applies .spec.syncPolicy to its Applications; add ignoreApplicationDifferences jsonPointers [/spec/syncPolicy] so auto-sync an on-call turned off stays off", [k8s.name(obj)])
+}
+
+ignores_sync_policy(appset) if {
+	some rule in object.get(appset.spec, "ignoreApplicationDifferences", [])
+	"/spec/syncPolicy" in object.get(rule, "jsonPointers", [])
+}
+
+# A pinned env's release.yaml (its chart version) is read by a git generator at a pinned commit,
+# the same one its values are pinned to: chart and values of prod come from one commit.
+generator_reads(git, rel) if {
+	some f in object.get(git, "files", [])
+	not object.get(f, "exclude", false)
+	glob.match(f.path, ["/"], rel)
+	not generator_excludes(git, rel)
+}
+
+generator_excludes(git, rel) if {
+	some f in object.get(git, "files", [])
+	object.get(f, "exclude", false)
+	glob.match(f.path, ["/"], rel)
+}
+
+argocd_violations contains msg if {
+	some obj in k8s.objects_of_kind("ApplicationSet")
+	some gen in obj.spec.generators
+	some env in params.value("pinned_envs")
+	generator_reads(gen.git, sprintf("environments/%s/release.yaml", [env]))
+	rev := object.get(gen.git, "revision", "HEAD")
+	not regex.match(params.value("pinned_revision_pattern"), rev)
+	msg := sprintf("%s reads environments/%s/release.yaml (its chart version) at revision %s; read it at the pinned commit", [k8s.name(obj), env, rev])
+}
+
+argocd_violations contains msg if {
+	some obj in k8s.objects_of_kind("ApplicationSet")
+	some gen in obj.spec.generators
+	pin := gen.git.values.prodRevision
+	object.get(gen.git, "revision", "HEAD") != pin
+	msg := sprintf("%s pins prod's values at %s but reads its chart version at %s; both must be the same commit", [k8s.name(obj), pin, object.get(gen.git, "revision", "HEAD")])
+}
