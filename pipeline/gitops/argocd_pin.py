@@ -19,11 +19,16 @@ PIN_FILE = "environments/argocd/applicationset-llm-service.yaml"
 PINNED_ENVS: dict[str, tuple[str | int, ...]] = {
     "prod": ("spec", "generators", 0, "git", "values", "prodRevision"),
 }
+# Further lines holding the same commit, moved together with the pin: the env's generator reads
+# its release.yaml (the chart version) at the pin, so chart and values come from one commit.
+PIN_MIRRORS: dict[str, tuple[tuple[str | int, ...], ...]] = {
+    "prod": (("spec", "generators", 0, "git", "revision"),),
+}
 
 
-def _pin_node(doc: Any, env: str) -> tuple[Any, str | int]:
+def _pin_node(doc: Any, env: str, path: tuple[str | int, ...] | None = None) -> tuple[Any, str | int]:
     """The mapping holding the pin value of `env` in the ApplicationSet, and the key in it."""
-    path = PINNED_ENVS[env]
+    path = path or PINNED_ENVS[env]
     node = doc
     try:
         for key in path[:-1]:
@@ -63,10 +68,19 @@ def set_pinned_revision(repo: GitOpsRepo, env: str, sha: str) -> str | None:
     if old == sha:
         return None
     node[key] = DoubleQuotedScalarString(sha)
+    keys = [key]
+    for mirror in PIN_MIRRORS.get(env, ()):
+        mnode, mkey = _pin_node(doc, env, mirror)
+        mnode[mkey] = DoubleQuotedScalarString(sha)
+        keys.append(mkey)
     new_text = dump_yaml(doc)
     before, after = text.splitlines(keepends=True), new_text.splitlines(keepends=True)
     changed = [b for a, b in zip(before, after, strict=False) if a != b]
-    if len(before) != len(after) or len(changed) != 1 or f"{key}:" not in changed[0]:
+    if (
+        len(before) != len(after)
+        or not 1 <= len(changed) <= len(keys)
+        or any(not any(f"{k}:" in line for k in keys) for line in changed)
+    ):
         raise GitOpsError(f"{PIN_FILE}: editing {key} would change other lines of the file; nothing written")
     path.write_text(new_text)
     return old

@@ -4,6 +4,7 @@
 package main
 
 import data.lib.k8s
+import data.lib.params
 
 # conftest/OPA entry point; tests assert on alerts_violations so policies stay independent.
 deny contains msg if some msg in alerts_violations
@@ -17,7 +18,7 @@ alert_rules contains [obj, rule] if {
 
 alerts_violations contains msg if {
 	some [obj, rule] in alert_rules
-	some annotation in data.params.alert_annotations
+	some annotation in params.value("alert_annotations")
 	not rule.annotations[annotation]
 	msg := sprintf("alert <%s> in %s has no %s annotation", [rule.alert, k8s.name(obj), annotation])
 }
@@ -25,28 +26,29 @@ alerts_violations contains msg if {
 alerts_violations contains msg if {
 	some [obj, rule] in alert_rules
 	severity := object.get(rule, ["labels", "severity"], "unset")
-	not severity in data.params.alert_severities
-	msg := sprintf("alert <%s> in %s has severity %s, want one of %v", [rule.alert, k8s.name(obj), severity, data.params.alert_severities])
+	not severity in params.value("alert_severities")
+	msg := sprintf("alert <%s> in %s has severity %s, want one of %v", [rule.alert, k8s.name(obj), severity, params.value("alert_severities")])
 }
 
 alerts_violations contains msg if {
 	some [obj, rule] in alert_rules
-	rule.alert in data.params.rollback_alerts
+	rule.alert in params.value("rollback_alerts")
 	object.get(rule, ["labels", "rollback"], "unset") != "true"
 	msg := sprintf("alert <%s> in %s drives rollback but lacks label rollback: \"true\"", [rule.alert, k8s.name(obj)])
 }
 
 alerts_violations contains msg if {
 	some [obj, rule] in alert_rules
-	rule.alert in data.params.rollback_alerts
-	object.get(rule, ["labels", "env"], "unset") != data.params.env
-	msg := sprintf("alert <%s> in %s has env label %s, want %s", [rule.alert, k8s.name(obj), object.get(rule, ["labels", "env"], "unset"), data.params.env])
+	rule.alert in params.value("rollback_alerts")
+	object.get(rule, ["labels", "env"], "unset") != params.env
+	msg := sprintf("alert <%s> in %s has env label %s, want %s", [rule.alert, k8s.name(obj), object.get(rule, ["labels", "env"], "unset"), params.env])
 }
 
 alerts_violations contains msg if {
-	some env in data.params.rollback_envs_required
-	env == data.params.env
-	some alert in data.params.rollback_alerts
+	k8s.whole_set
+	some env in params.value("rollback_envs_required")
+	env == params.env
+	some alert in params.value("rollback_alerts")
 	not rendered_alert(alert)
 	msg := sprintf("alert <%s> (automatic rollback) is not rendered in %s", [alert, env])
 }

@@ -92,3 +92,44 @@ test_prod_values_ref_must_be_pinned_even_with_a_pinned_chart if {
 	argocd_violations["Application <llm-service-prod> (env prod) tracks targetRevision main; pin a commit or release tag"] with input as {"items": [app]}
 		with data.params as argo_params
 }
+
+appset(generators, ignore) := {
+	"apiVersion": "argoproj.io/v1alpha1",
+	"kind": "ApplicationSet",
+	"metadata": {"name": "llm-service", "namespace": "argocd"},
+	"spec": object.union(
+		{"generators": generators, "template": {"spec": {"project": "llm-service", "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}}}},
+		ignore,
+	),
+}
+
+ignore_sync := {"ignoreApplicationDifferences": [{"jsonPointers": ["/spec/syncPolicy"]}]}
+
+prod_gen(rev, pin) := {"git": {"repoURL": "r", "revision": rev, "files": [{"path": "environments/prod/release.yaml"}], "values": {"prodRevision": pin}}}
+
+branch_gen(files) := {"git": {"repoURL": "r", "revision": "main", "files": files, "values": {"branch": "main"}}}
+
+others := [{"path": "environments/*/release.yaml"}, {"path": "environments/prod/release.yaml", "exclude": true}]
+
+test_appset_pinned_chart_and_values_pass if {
+	count(argocd_violations) == 0 with input as {"items": [appset([prod_gen(sha, sha), branch_gen(others)], ignore_sync)]}
+		with data.params as argo_params
+}
+
+test_appset_reenabling_auto_sync_denied if {
+	argocd_violations["ApplicationSet <llm-service> re-applies .spec.syncPolicy to its Applications; add ignoreApplicationDifferences jsonPointers [/spec/syncPolicy] so auto-sync an on-call turned off stays off"] with input as {"items": [appset([prod_gen(sha, sha), branch_gen(others)], {})]}
+		with data.params as argo_params
+}
+
+test_prod_chart_version_read_on_the_branch_denied if {
+	# The seed's layout: one generator reads every release.yaml, prod's included, on main.
+	argocd_violations["ApplicationSet <llm-service> reads environments/prod/release.yaml (its chart version) at revision main; read it at the pinned commit"] with input as {"items": [appset([branch_gen([{"path": "environments/*/release.yaml"}])], ignore_sync)]}
+		with data.params as argo_params
+}
+
+test_prod_chart_and_values_pins_apart_denied if {
+	other := "fedcba9876543210fedcba9876543210fedcba98"
+	msgs := argocd_violations with input as {"items": [appset([prod_gen(other, sha), branch_gen(others)], ignore_sync)]}
+		with data.params as argo_params
+	msgs[sprintf("ApplicationSet <llm-service> pins prod's values at %s but reads its chart version at %s; both must be the same commit", [sha, other])]
+}

@@ -3,6 +3,7 @@
 package main
 
 import data.lib.k8s
+import data.lib.params
 
 # conftest/OPA entry point; tests assert on availability_violations so policies stay independent.
 deny contains msg if some msg in availability_violations
@@ -25,13 +26,15 @@ min_replicas(obj) := autoscaler_min(obj.metadata.name)
 min_replicas(obj) := object.get(obj.spec, "replicas", 1) if not autoscaler_min(obj.metadata.name)
 
 availability_violations contains msg if {
+	k8s.whole_set
 	some obj in k8s.objects_of_kind("Deployment")
-	min_replicas(obj) < data.params.min_replicas
-	msg := sprintf("%s runs at least %d replica(s); %s requires at least %d", [k8s.name(obj), min_replicas(obj), data.params.env, data.params.min_replicas])
+	min_replicas(obj) < params.value("min_replicas")
+	msg := sprintf("%s runs at least %d replica(s); %s requires at least %d", [k8s.name(obj), min_replicas(obj), params.env, params.value("min_replicas")])
 }
 
 availability_violations contains msg if {
-	data.params.require_pdb
+	params.value("require_pdb")
+	k8s.whole_set
 	some obj in k8s.objects_of_kind("Deployment")
 	not covered_by_pdb(obj)
 	msg := sprintf("%s has no PodDisruptionBudget selecting its pods", [k8s.name(obj)])
@@ -43,14 +46,14 @@ covered_by_pdb(obj) if {
 }
 
 availability_violations contains msg if {
-	data.params.require_zone_spread
+	params.value("require_zone_spread")
 	some obj in k8s.objects_of_kind("Deployment")
 	not hard_zone_spread(obj)
-	msg := sprintf("%s has no topologySpreadConstraint on %s with whenUnsatisfiable: DoNotSchedule", [k8s.name(obj), data.params.zone_key])
+	msg := sprintf("%s has no topologySpreadConstraint on %s with whenUnsatisfiable: DoNotSchedule", [k8s.name(obj), params.value("zone_key")])
 }
 
 hard_zone_spread(obj) if {
 	some tsc in object.get(k8s.pod_spec(obj), "topologySpreadConstraints", [])
-	tsc.topologyKey == data.params.zone_key
+	tsc.topologyKey == params.value("zone_key")
 	tsc.whenUnsatisfiable == "DoNotSchedule"
 }

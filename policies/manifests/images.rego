@@ -3,6 +3,7 @@
 package main
 
 import data.lib.k8s
+import data.lib.params
 
 # conftest/OPA entry point; tests assert on images_violations so policies stay independent.
 deny contains msg if some msg in images_violations
@@ -26,21 +27,21 @@ images_violations contains msg if {
 }
 
 images_violations contains msg if {
-	data.params.require_digests
+	params.value("require_digests")
 	some obj in k8s.workloads
 	some c in k8s.containers(obj)
 	not regex.match(`@sha256:[0-9a-f]{64}$`, c.image)
-	msg := sprintf("container <%s> in %s is not pinned by digest (%s); %s requires digests", [c.name, k8s.name(obj), c.image, data.params.env])
+	msg := sprintf("container <%s> in %s is not pinned by digest (%s); %s requires digests", [c.name, k8s.name(obj), c.image, params.env])
 }
 
 images_violations contains msg if {
 	some obj in k8s.workloads
 	some c in k8s.containers(obj)
 	not allowed_registry(c.image)
-	msg := sprintf("container <%s> in %s uses image %s outside the allowed registries %v", [c.name, k8s.name(obj), c.image, data.params.allowed_registries])
+	msg := sprintf("container <%s> in %s uses image %s outside the allowed registries %v", [c.name, k8s.name(obj), c.image, params.value("allowed_registries")])
 }
 
 allowed_registry(image) if {
-	some prefix in data.params.allowed_registries
+	some prefix in params.value("allowed_registries")
 	startswith(image, prefix)
 }

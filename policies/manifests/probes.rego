@@ -3,6 +3,7 @@
 package main
 
 import data.lib.k8s
+import data.lib.params
 
 # conftest/OPA entry point; tests assert on probes_violations so policies stay independent.
 deny contains msg if some msg in probes_violations
@@ -22,7 +23,7 @@ probes_violations contains msg if {
 	some obj in k8s.workloads
 	obj.kind in long_running
 	some c in k8s.pod_spec(obj).containers
-	c.name in data.params.slow_start_containers
+	c.name in params.value("slow_start_containers")
 	not c.startupProbe
 	msg := sprintf("container <%s> in %s loads a model but has no startupProbe", [c.name, k8s.name(obj)])
 }

@@ -3,6 +3,7 @@
 package main
 
 import data.lib.k8s
+import data.lib.params
 
 # conftest/OPA entry point; tests assert on secrets_violations so policies stay independent.
 deny contains msg if some msg in secrets_violations
@@ -18,7 +19,7 @@ secrets_violations contains msg if {
 	some obj in k8s.workloads
 	some c in k8s.containers(obj)
 	some env in object.get(c, "env", [])
-	regex.match(data.params.secret_env_pattern, env.name)
+	regex.match(params.value("secret_env_pattern"), env.name)
 	object.get(env, "value", null) != null
 	msg := sprintf("container <%s> in %s sets secret-looking env %s to a literal value; use valueFrom.secretKeyRef", [c.name, k8s.name(obj), env.name])
 }

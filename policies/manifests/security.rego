@@ -3,6 +3,7 @@
 package main
 
 import data.lib.k8s
+import data.lib.params
 
 # conftest/OPA entry point; tests assert on security_violations so policies stay independent.
 deny contains msg if some msg in security_violations
@@ -71,7 +72,7 @@ security_violations contains msg if {
 security_violations contains msg if {
 	some obj in k8s.workloads
 	some c in k8s.containers(obj)
-	not c.name in data.params.writable_root_containers
+	not c.name in params.value("writable_root_containers")
 	object.get(sc(c), "readOnlyRootFilesystem", false) != true
 	msg := sprintf("container <%s> in %s has a writable root filesystem", [c.name, k8s.name(obj)])
 }

@@ -13,7 +13,7 @@ from pipeline.gitops.release import Release
 from tests.chart.conftest import Template, by_kind, env_files
 
 ENVS = ("dev", "staging", "prod")
-MIN = ("vllm.model.id=m/x", "vllm.model.revision=abc")
+MIN = ("vllm.model.id=m/x", "vllm.model.revision=abc", "vllm.model.gated=false")
 
 
 def test_one_resource_per_template_named_by_kind(chart: Path, helm_template: Template) -> None:
@@ -135,9 +135,15 @@ def test_every_alert_has_runbook_page(repo_root: Path, helm_template: Template) 
         "LLMHighTTFTP95",
         "LLMKVCacheSaturated",
         "LLMQueueDepthHigh",
+        "LLMHighTPOTP95",
+        "LLMErrorBudgetBurnFast",
+        "LLMErrorBudgetBurnSlow",
+        "LLMRollbackSignalAbsent",
+        "LLMScrapeTargetDown",
     }
     for a in alerts:
         assert set(a["annotations"]) >= {"summary", "description", "runbook_url"}
+        assert a["labels"]["severity"] in {"info", "warning", "critical"}
         assert (repo_root / "docs/runbooks" / f"{a['alert']}.md").is_file()
 
 
@@ -158,7 +164,7 @@ def test_exposure_and_secret_toggles(helm_template: Template) -> None:
     on = helm_template(sets=(*MIN, "ingress.enabled=true", "httpRoute.enabled=true", "externalSecret.enabled=true"))
     ing = by_kind(on, "Ingress")[0]
     assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
-    assert by_kind(on, "HTTPRoute")[0]["spec"]["rules"][0]["timeouts"]["request"] == "600s"
+    assert by_kind(on, "HTTPRoute")[0]["spec"]["rules"][0]["timeouts"]["request"] == "300s"
     es = by_kind(on, "ExternalSecret")[0]
     env = next(
         c for c in by_kind(on, "Deployment")[0]["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"
@@ -176,7 +182,7 @@ def test_spot_pool_handling(repo_root: Path, helm_template: Template) -> None:
     prod = by_kind(helm_template(*env_files(repo_root, "prod"), env="prod"), "Deployment")[0]["spec"]["template"][
         "spec"
     ]
-    assert "affinity" not in prod and prod["terminationGracePeriodSeconds"] == 180
+    assert "affinity" not in prod and prod["terminationGracePeriodSeconds"] == 360
     assert prod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "DoNotSchedule"
 
 

@@ -58,10 +58,12 @@ def test_prod_promotion_pins_the_promotion_commit_in_the_same_push(
     assert pinned_revision(repo, "prod") == promotion
     # The pinned commit carries the new prod pins.
     assert release_at(repo, promotion) == v1
-    # The pin commit changes one line of the ApplicationSet and nothing else.
+    # The pin commit changes the pin lines of the ApplicationSet (the prod generator's revision, so
+    # the chart version is read at the pin, and the `$values` revision) and nothing else.
     assert git("show", "--name-only", "--format=", "HEAD", cwd=repo.path).split() == [APPSET]
     assert changed_lines(repo, "HEAD^", "HEAD", APPSET) == [
-        (f'          prodRevision: "{ZEROS}"\n', f'          prodRevision: "{promotion}"\n')
+        (f'        revision: "{ZEROS}"\n', f'        revision: "{promotion}"\n'),
+        (f'          prodRevision: "{ZEROS}"\n', f'          prodRevision: "{promotion}"\n'),
     ]
     pin = repo.log(limit=1)[0]
     assert pin.trailer("Pinned-Revision") == promotion and pin.trailer("Previous-Revision") == ZEROS
@@ -94,7 +96,8 @@ def test_prod_rollback_pins_the_revert_commit(
     assert release_at(repo, revert) == v1
     assert repo.log(pm.release_path("prod"), limit=1)[0].trailer("Reverts") == second
     assert changed_lines(repo, "HEAD^", "HEAD", APPSET) == [
-        (f'          prodRevision: "{second}"\n', f'          prodRevision: "{revert}"\n')
+        (f'        revision: "{second}"\n', f'        revision: "{revert}"\n'),
+        (f'          prodRevision: "{second}"\n', f'          prodRevision: "{revert}"\n'),
     ]
     assert pin_status(repo, "prod")["matches"] is True
 

@@ -71,6 +71,20 @@ llm.example.com/environment: {{ $ctx.Values.environment }}
 namespace="{{ .Release.Namespace }}", pod=~"{{ include "llm-service.fullname" . }}-.*"
 {{- end }}
 
+{{/* llm-service.gpuScope: PromQL matchers selecting this release's GPUs on DCGM exporter series (the workload's namespace/pod arrive as monitoring.gpuMetrics.namespaceLabel/podLabel). */}}
+{{- define "llm-service.gpuScope" -}}
+{{- $g := .Values.monitoring.gpuMetrics -}}
+{{ $g.namespaceLabel }}="{{ .Release.Namespace }}", {{ $g.podLabel }}=~"{{ include "llm-service.fullname" . }}-.*"
+{{- end }}
+
+{{/* llm-service.monitoringLabels: labels a Prometheus instance selects ServiceMonitors/PrometheusRules by (selectorLabels, then the object's own extra labels); call with (dict "ctx" $ "extra" map). */}}
+{{- define "llm-service.monitoringLabels" -}}
+{{- $labels := merge (deepCopy (default dict .extra)) (deepCopy (default dict .ctx.Values.monitoring.selectorLabels)) -}}
+{{- with $labels }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* llm-service.containerSecurityContext: the hardened container security context shared by both containers. */}}
 {{- define "llm-service.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
@@ -81,4 +95,42 @@ capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
+{{- end }}
+
+{{/* llm-service.durationSeconds: a duration of whole s, m or h (Gateway API style, e.g. 300s, 5m) in seconds; call with (dict "value" "300s" "what" "httpRoute.requestTimeout"). */}}
+{{- define "llm-service.durationSeconds" -}}
+{{- $v := toString .value }}
+{{- if regexMatch "^[0-9]+s$" $v }}{{ trimSuffix "s" $v | int }}
+{{- else if regexMatch "^[0-9]+m$" $v }}{{ mul (trimSuffix "m" $v | int) 60 }}
+{{- else if regexMatch "^[0-9]+h$" $v }}{{ mul (trimSuffix "h" $v | int) 3600 }}
+{{- else }}{{ fail (printf "%s must be a whole number of s, m or h (got %s)" .what $v) }}
+{{- end }}
+{{- end }}
+
+{{/* llm-service.validate: render-time checks across values that the schema cannot express (model access, drain timing). */}}
+{{- define "llm-service.validate" -}}
+{{- $v := .Values }}
+{{- if and $v.vllm.model.gated (not $v.vllm.hfToken.secretName) }}
+{{- fail (printf "vllm.model.gated is true: %s is a gated Hugging Face model and this release has no token source; set vllm.hfToken.secretName to a Secret holding a token with access (key vllm.hfToken.secretKey), or vllm.model.gated=false when the weights come from a mirror that needs none" $v.vllm.model.id) }}
+{{- end }}
+{{- $stream := int $v.scheduling.maxStreamSeconds }}
+{{- if lt (int $v.vllm.preStopSleepSeconds) (int $v.gateway.preStopSleepSeconds) }}
+{{- fail (printf "vllm.preStopSleepSeconds (%d) must be >= gateway.preStopSleepSeconds (%d): vLLM must outlive the gateway's drain" (int $v.vllm.preStopSleepSeconds) (int $v.gateway.preStopSleepSeconds)) }}
+{{- end }}
+{{- $need := add $v.vllm.preStopSleepSeconds $stream }}
+{{- if lt (int $v.scheduling.terminationGracePeriodSeconds) (int $need) }}
+{{- fail (printf "scheduling.terminationGracePeriodSeconds (%d) must be >= vllm.preStopSleepSeconds + scheduling.maxStreamSeconds (%d): the longest stream must finish before SIGKILL" (int $v.scheduling.terminationGracePeriodSeconds) (int $need)) }}
+{{- end }}
+{{- if and $v.scheduling.spot.enabled (le (int $v.scheduling.spot.terminationGracePeriodSeconds) (int $v.vllm.preStopSleepSeconds)) }}
+{{- fail (printf "scheduling.spot.terminationGracePeriodSeconds (%d) must be > vllm.preStopSleepSeconds (%d)" (int $v.scheduling.spot.terminationGracePeriodSeconds) (int $v.vllm.preStopSleepSeconds)) }}
+{{- end }}
+{{- if and $v.ingress.enabled (gt (int $v.ingress.proxyTimeoutSeconds) $stream) }}
+{{- fail (printf "ingress.proxyTimeoutSeconds (%d) must be <= scheduling.maxStreamSeconds (%d): a stream the proxy allows must fit the drain" (int $v.ingress.proxyTimeoutSeconds) $stream) }}
+{{- end }}
+{{- if $v.httpRoute.enabled }}
+{{- $rt := include "llm-service.durationSeconds" (dict "value" $v.httpRoute.requestTimeout "what" "httpRoute.requestTimeout") | int }}
+{{- if gt $rt $stream }}
+{{- fail (printf "httpRoute.requestTimeout (%s) must be <= scheduling.maxStreamSeconds (%d): a stream the route allows must fit the drain" $v.httpRoute.requestTimeout $stream) }}
+{{- end }}
+{{- end }}
 {{- end }}

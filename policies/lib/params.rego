@@ -1,0 +1,80 @@
+# Policy parameters, the way conftest/OPA and the pipeline both pass them.
+#
+#   value("allowed_registries") looks in, first hit wins:
+#     1. data.params               the pipeline (defaults + the target's entry, flattened), or a
+#                                  conftest --data file with a top-level `params:` key;
+#     2. data.environments[env]    conftest --data policies/params.yaml (its per-target entries);
+#     3. data.defaults             conftest --data policies/params.yaml (its defaults);
+#     4. builtin                   below: the same defaults, so a policy never silently reads
+#                                  an undefined parameter (tests/policies checks they agree).
+#   env: data.params.env, else data.env, else "argocd" for Argo CD objects, else the
+#   llm.example.com/environment label the documents agree on, else "unknown".
+package lib.params
+
+import data.lib.k8s
+
+builtin := {
+	"allowed_registries": ["registry.example.com/"],
+	"require_digests": false,
+	"required_requests": ["cpu", "memory"],
+	"required_limits": ["cpu", "memory"],
+	"gpu_containers": ["vllm"],
+	"gpu_resource": "nvidia.com/gpu",
+	"slow_start_containers": ["vllm"],
+	"writable_root_containers": [],
+	"min_replicas": 1,
+	"require_pdb": false,
+	"require_zone_spread": false,
+	"zone_key": "topology.kubernetes.io/zone",
+	"required_labels": [
+		"app.kubernetes.io/name",
+		"app.kubernetes.io/instance",
+		"app.kubernetes.io/version",
+		"app.kubernetes.io/component",
+		"app.kubernetes.io/part-of",
+		"app.kubernetes.io/managed-by",
+	],
+	"secret_env_pattern": `(?i)(token|secret|password|passwd|api_?key|hash_key|private_key)$`,
+	"alert_annotations": ["summary", "description", "runbook_url"],
+	"alert_severities": ["info", "warning", "critical"],
+	"rollback_alerts": ["LLMHighErrorRate"],
+	"rollback_envs_required": ["staging", "prod"],
+	"exposure_data_plane_labels": {
+		"Ingress": {"kubernetes.io/metadata.name": "ingress-nginx"},
+		"HTTPRoute": {"kubernetes.io/metadata.name": "gateway-system"},
+	},
+	"pinned_envs": ["prod"],
+	"pinned_revision_pattern": `^([0-9a-f]{40}|v[0-9]+\.[0-9]+\.[0-9]+)$`,
+	"chart_repos": ["registry.example.com/llm/charts"],
+	"chart_version_pattern": `^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)(\.(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*)?$`,
+	"forbidden_projects": ["default"],
+}
+
+labelled_envs contains e if {
+	some obj in k8s.objects
+	e := obj.metadata.labels["llm.example.com/environment"]
+}
+
+argocd_objects if {
+	some obj in k8s.objects
+	startswith(object.get(obj, "apiVersion", ""), "argoproj.io/")
+}
+
+env := e if {
+	e := data.params.env
+} else := e if {
+	e := data.env
+} else := "argocd" if {
+	argocd_objects
+} else := e if {
+	count(labelled_envs) == 1
+	some e in labelled_envs
+} else := "unknown"
+
+value(name) := v if {
+	v := data.params[name]
+} else := v if {
+	v := data.environments[env][name]
+} else := v if {
+	v := data.defaults[name]
+} else := builtin[name]

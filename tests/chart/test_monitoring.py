@@ -1,0 +1,109 @@
+"""Alerts on the series Prometheus really stores, and Prometheus Operator objects it selects.
+
+The promtool cases (charts/llm-service/tests/*.test.yaml) feed real exporter label sets; this
+module runs them per env without the whole render stage, and checks the rendered selectors.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.artifacts.chart_render import helm_template
+from pipeline.checks import manifests
+from pipeline.runtime.tools import require
+from tests.chart.conftest import Template, by_kind, env_files
+
+ENVS = ("dev", "staging", "prod")
+MIN = ("vllm.model.id=m/x", "vllm.model.revision=abc", "vllm.model.gated=false")
+
+
+def _rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for g in by_kind(docs, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]]
+
+
+def _rule(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(r for r in _rules(docs) if r.get("alert") == name or r.get("record") == name)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_promtool_cases_pass_on_each_envs_rules(repo_root: Path, env: str, tmp_path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(helm_template(repo_root, env)) if d]
+    rules = manifests.extract_rules(docs)
+    assert rules is not None
+    (tmp_path / "prometheus-rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False, width=1000))
+    tests = manifests.write_alert_tests(env, rules, tmp_path, repo_root / "charts/llm-service/tests")
+    assert {t.name for t in tests} >= {"alerts.test.yaml", "gpu.test.yaml", "cost.test.yaml", "slo.test.yaml"}
+    proc = subprocess.run(
+        [require("promtool"), "test", "rules", *map(str, tests)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_promtool_inputs_use_real_exporter_label_sets(repo_root: Path) -> None:
+    """Every DCGM series is the exporter's (honorLabels false); every vLLM/gateway series has target labels."""
+    for f in sorted((repo_root / "charts/llm-service/tests").glob("*.test.yaml")):
+        for group in yaml.safe_load(f.read_text())["tests"]:
+            for s in group["input_series"]:
+                series = s["series"]
+                if series.startswith("DCGM_"):
+                    for label in ("UUID=", "gpu=", "modelName=", "Hostname=", "exported_namespace=", "exported_pod="):
+                        assert label in series, f"{f.name}: {series} lacks {label}"
+                    assert 'namespace="${NAMESPACE}"' not in series.replace("exported_namespace", "x"), series
+                else:
+                    for label in ("job=", "instance=", "namespace=", "pod=", "service="):
+                        assert label in series, f"{f.name}: {series} lacks target label {label}"
+                if series.startswith("vllm:") and "_bucket" in series:
+                    assert "model_name=" in series and "engine=" in series, series
+
+
+def test_gpu_rules_select_the_workload_labels_of_dcgm_exporter(helm_template: Template) -> None:
+    docs = helm_template(sets=MIN)
+    expr = _rule(docs, "llm:gpu_utilization:avg")["expr"]
+    assert 'exported_namespace="llm-dev"' in expr and 'exported_pod=~"llm-service-.*"' in expr
+    assert '"namespace", "$1", "exported_namespace"' in expr
+    # With honorLabels: true on the exporter's ServiceMonitor the labels keep their names.
+    docs = helm_template(
+        sets=(*MIN, "monitoring.gpuMetrics.namespaceLabel=namespace", "monitoring.gpuMetrics.podLabel=pod")
+    )
+    expr = _rule(docs, "llm:gpu_count:sum")["expr"]
+    assert 'DCGM_FI_DEV_GPU_UTIL{namespace="llm-dev", pod=~"llm-service-.*"}' in expr
+
+
+def test_latency_slo_is_on_first_token_and_per_token_latency(repo_root: Path, helm_template: Template) -> None:
+    docs = helm_template(*env_files(repo_root, "prod"), env="prod")
+    assert _rule(docs, "LLMHighLatencyP95")["expr"] == 'llm:vllm_ttft_seconds:p95_5m{namespace="llm-prod"} > 0.5'
+    assert _rule(docs, "LLMHighTPOTP95")["expr"] == 'llm:vllm_tpot_seconds:p95_5m{namespace="llm-prod"} > 0.08'
+    tpot = _rule(docs, "llm:vllm_tpot_seconds:p95_5m")["expr"]
+    assert "vllm:inter_token_latency_seconds_bucket" in tpot and "vllm:time_per_output_token_seconds_bucket" in tpot
+
+
+def test_meta_alerts_and_burn_rates_never_trigger_rollback(repo_root: Path, helm_template: Template) -> None:
+    docs = helm_template(*env_files(repo_root, "prod"), env="prod")
+    alerts = [r for r in _rules(docs) if "alert" in r]
+    assert [a["alert"] for a in alerts if a["labels"].get("rollback") == "true"] == ["LLMHighErrorRate"]
+    absent = _rule(docs, "LLMRollbackSignalAbsent")
+    assert absent["expr"] == 'absent(gateway_requests_total{namespace="llm-prod", pod=~"llm-service-.*"})'
+    assert absent["labels"]["severity"] == "critical"
+    assert _rule(docs, "LLMScrapeTargetDown")["expr"].startswith('up{namespace="llm-prod"')
+    fast, slow = _rule(docs, "LLMErrorBudgetBurnFast"), _rule(docs, "LLMErrorBudgetBurnSlow")
+    assert "ratio_rate5m" in fast["expr"] and "ratio_rate1h" in fast["expr"] and "14.4 * (1 - 0.995)" in fast["expr"]
+    assert "ratio_rate30m" in slow["expr"] and "ratio_rate6h" in slow["expr"] and "6 * (1 - 0.995)" in slow["expr"]
+    assert (fast["labels"]["severity"], slow["labels"]["severity"]) == ("critical", "warning")
+
+
+def test_selector_labels_on_servicemonitors_and_prometheusrule(helm_template: Template) -> None:
+    kinds = ("ServiceMonitor", "PrometheusRule")
+    docs = helm_template(sets=MIN)
+    selected = [d for d in docs if d["kind"] in kinds]
+    assert len(selected) == 3
+    assert all(d["metadata"]["labels"]["release"] == "kube-prometheus-stack" for d in selected)
+    docs = helm_template(
+        sets=(*MIN, "monitoring.selectorLabels.release=monitoring", "monitoring.prometheusRule.labels.role=alert-rules")
+    )
+    assert all(d["metadata"]["labels"]["release"] == "monitoring" for d in docs if d["kind"] in kinds)
+    assert by_kind(docs, "PrometheusRule")[0]["metadata"]["labels"]["role"] == "alert-rules"
