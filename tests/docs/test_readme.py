@@ -3,8 +3,10 @@
 The fenced blocks are taken from README.md with a Markdown parser, run as written in a fresh
 environment. What a test substitutes is limited and said here: free loopback ports for the
 service walkthrough's 8000/8080, a private GitOps remote and run directory for the release
-walkthrough (never the user's `.gitops/`), the acting identity, and — for the prod promotion
-only — a clock outside the prod deny sync windows (the README says prod is refused in them).
+walkthrough (never the user's `.gitops/`) in which prod already runs an earlier release (promoted
+through the promote stage, as in any deployment but the very first — a rollback needs something to
+return to), the acting identity, and — for the prod promotion only — a clock outside the prod deny
+sync windows (the README says prod is refused in them).
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
+from pipeline.core.context import RunContext
+from pipeline.core.result import Status
 from pipeline.gitops import repo as gitops
 from pipeline.gitops import sync_windows as pm
+from pipeline.gitops.release import Release
 from pipeline.runtime.procs import free_port
+from pipeline.stages import promote
+from tests.promotion.conftest import ci_evidence, prod_local_options
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -148,16 +155,41 @@ def release_commands() -> Iterator[str]:
             yield command
 
 
+def seed_previous_release(remote: str, tmp_path: Path, now: dt.datetime) -> str:
+    """Promote an earlier release dev → staging → prod through the promote stage; its id."""
+    previous = Release(
+        id="0.0.9+g0000009",
+        commit="9" * 40,
+        chart_version="0.1.0",
+        gateway_digest="sha256:" + "1" * 64,
+        vllm_digest="sha256:" + "2" * 64,
+        model_revision="rev-previous",
+    )
+    ctx = RunContext(run_dir=tmp_path / "seed-run")
+    steps = [
+        promote.PromoteOptions(
+            to="dev", release=previous, evidence=ci_evidence(rel=previous), run_id="seed", gitops_repo=remote
+        ),
+        promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local", actor="rm"),
+        prod_local_options(remote, now=now),
+    ]
+    for opts in steps:
+        result = promote.run(opts, ctx)
+        assert result.status is Status.PASSED, result.summary
+    return previous.id
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # `make ci` is part of the walkthrough
 def test_release_manager_walkthrough(tmp_path: Path) -> None:
-    remote = gitops.ensure_local_remote(tmp_path / "gitops.git", REPO)
+    remote = str(gitops.ensure_local_remote(tmp_path / "gitops.git", REPO))
     env = clean_env(
         PIPELINE_GITOPS_REPO=str(remote),
         PIPELINE_RUNS_DIR=str(tmp_path / "runs"),
         PIPELINE_ACTOR="release-manager@example.com",
     )
     prod_clock = outside_deny_windows("prod", dt.datetime.now(dt.UTC))
+    previous = seed_previous_release(remote, tmp_path, prod_clock - dt.timedelta(minutes=5))
     script = ["set -euo pipefail"]
     for command in release_commands():
         if "--to prod" in command:
@@ -169,11 +201,11 @@ def test_release_manager_walkthrough(tmp_path: Path) -> None:
     assert "promote --to prod" in res.stdout
     # The walkthrough really moved prod, then rolled it back and lifted the freeze: git says so.
     log = subprocess.run(
-        ["git", "--git-dir", str(remote), "log", "--format=%s", "main"], capture_output=True, text=True, check=True
+        ["git", "--git-dir", remote, "log", "--format=%s", "main"], capture_output=True, text=True, check=True
     ).stdout
     subjects = log.splitlines()
     assert subjects[0] == "unfreeze(prod): by alice", log
-    assert subjects[1].startswith("rollback(prod): "), log
+    assert subjects[1].startswith("rollback(prod): ") and subjects[1].endswith(f"→ {previous}"), log
     assert any(s.startswith("promote(prod): ") for s in subjects), log
     assert any(s.startswith("promote(staging): ") for s in subjects), log
     assert any(s.startswith("promote(dev): ") for s in subjects), log
