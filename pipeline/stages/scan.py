@@ -23,17 +23,25 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.checks import trivy_ignore
+from pipeline.checks.trivy_scan import (
+    db_present,
+    gate_secrets,
+    gate_vulnerabilities,
+    skip_args,
+    trivy_cache_dir,
+    trivy_json,
+    verdict,
+)
 from pipeline.core.cache import Extra
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
-from pipeline.core.shell import run_command, tail
+from pipeline.core.shell import run_command
 from pipeline.gitops.release import DIGEST_RE
 from pipeline.runtime.tools import find
 
@@ -43,23 +51,6 @@ NAME = "scan"
 HELP = "Trivy: secrets, Dockerfile/chart config, SBOM (CycloneDX), image + lockfile vulnerabilities; ignore-file gate"
 CACHE_INPUTS = (".",)  # the secret scan reads every file
 CACHE_TOOLS = ("trivy",)
-GATE_SEVERITIES = trivy_ignore.GATE_SEVERITIES
-# The misconfiguration gate render uses too (one gate, one ignore file).
-gate_misconfigs = trivy_ignore.gate_misconfigs
-SKIP_DIRS = (
-    ".git",
-    ".venv",
-    ".tools",
-    ".runs",
-    ".cache",
-    ".gitops",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".pytest_cache",
-    "node_modules",
-    "dist",
-    "build",
-)
 
 
 @dataclass
@@ -115,21 +106,6 @@ def cache_extra(opts: ScanOptions | argparse.Namespace, root: Path) -> Extra:
     return Extra(paths=(str(ignorefile),) if ignorefile else (), facts=facts)
 
 
-def trivy_cache_dir() -> Path:
-    return Path(os.environ.get("TRIVY_CACHE_DIR") or Path.home() / ".cache" / "trivy")
-
-
-def db_present(cache_dir: Path | None = None) -> bool:
-    return ((cache_dir or trivy_cache_dir()) / "db" / "trivy.db").is_file()
-
-
-def _skip_args() -> list[str]:
-    out: list[str] = []
-    for d in SKIP_DIRS:
-        out += ["--skip-dirs", d, "--skip-dirs", f"**/{d}"]
-    return out
-
-
 def _load_json(text: str) -> dict[str, Any]:
     start = text.find("{")
     try:
@@ -137,61 +113,6 @@ def _load_json(text: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _trivy_json(name: str, argv: list[str], root: Path, out: Path, report: Path) -> tuple[Check | None, dict[str, Any]]:
-    """Run a trivy command writing JSON to `report`; return (failure check or None, parsed report)."""
-    check, output = run_command(name, [*argv, "--format", "json", "--output", str(report)], cwd=root, log_dir=out)
-    if check.status is not Status.PASSED:
-        return check, {}
-    try:
-        return None, json.loads(report.read_text())
-    except (OSError, ValueError) as exc:
-        return Check(name=name, status=Status.FAILED, detail=f"unreadable trivy report: {exc}; {tail(output)}"), {}
-
-
-def gate_secrets(report: dict[str, Any], ignores: trivy_ignore.IgnoreFile) -> tuple[list[str], list[str]]:
-    """(violations, ignored) — each names the file, line and rule."""
-    bad: list[str] = []
-    ignored: list[str] = []
-    for res in report.get("Results") or []:
-        for s in res.get("Secrets") or []:
-            what = f"{res.get('Target')}:{s.get('StartLine')} {s.get('RuleID')} ({s.get('Severity')}: {s.get('Title')})"
-            (ignored if ignores.match("secrets", str(s.get("RuleID")), str(res.get("Target"))) else bad).append(what)
-    return bad, ignored
-
-
-def gate_vulnerabilities(
-    report: dict[str, Any], ignores: trivy_ignore.IgnoreFile
-) -> tuple[list[str], list[str], dict[str, float]]:
-    """CRITICAL/HIGH with a FixedVersion and no valid ignore entry → violation."""
-    bad: list[str] = []
-    ignored: list[str] = []
-    counts: dict[str, float] = {}
-    for res in report.get("Results") or []:
-        for v in res.get("Vulnerabilities") or []:
-            sev = str(v.get("Severity", "UNKNOWN"))
-            counts[sev] = counts.get(sev, 0) + 1
-            if sev not in GATE_SEVERITIES or not v.get("FixedVersion"):
-                continue
-            vid = str(v.get("VulnerabilityID"))
-            what = f"{vid} {sev} {v.get('PkgName')} {v.get('InstalledVersion')} → {v.get('FixedVersion')} ({res.get('Target')})"
-            pkg_path = str(v.get("PkgPath") or res.get("Target") or "")
-            (ignored if ignores.match("vulnerabilities", vid, pkg_path) else bad).append(what)
-    return bad, ignored, counts
-
-
-def _verdict(name: str, bad: list[str], ignored: list[str], ok_detail: str, seconds: float) -> Check:
-    if bad:
-        more = f" (+{len(bad) - 10} more)" if len(bad) > 10 else ""
-        return Check(
-            name=name, status=Status.FAILED, detail="; ".join(bad[:10]) + more, seconds=seconds,
-            numbers={"violations": len(bad), "ignored": len(ignored)},
-        )  # fmt: skip
-    note = f"; {len(ignored)} ignored by the ignore file" if ignored else ""
-    return Check(
-        name=name, status=Status.PASSED, detail=ok_detail + note, seconds=seconds, numbers={"ignored": len(ignored)}
-    )
 
 
 def _config_targets(root: Path, render_dir: Path | None) -> list[Path]:
@@ -230,13 +151,13 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
         # Secrets in the working tree (tracked or not: a local leak is still a leak).
         ctx.progress("scan: trivy fs --scanners secret")
         with Timer() as t:
-            argv = [trivy, "fs", *common, "--scanners", "secret", *_skip_args(), "."]
-            failed, report = _trivy_json("secrets", argv, root, out, out / "secrets.json")
+            argv = [trivy, "fs", *common, "--scanners", "secret", *skip_args(), "."]
+            failed, report = trivy_json("secrets", argv, root, out, out / "secrets.json")
         if failed:
             checks.append(failed)
         else:
             bad, ignored = gate_secrets(report, ignores)
-            checks.append(_verdict("secrets", bad, ignored, "no secrets found", t.seconds))
+            checks.append(verdict("secrets", bad, ignored, "no secrets found", t.seconds))
             artifacts.append(str(out / "secrets.json"))
 
         # Misconfigurations: Dockerfiles and the rendered chart.
@@ -248,12 +169,12 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
             ctx.progress(f"scan: trivy config {rel}")
             with Timer() as t:
                 argv = [trivy, "config", *common, "--skip-check-update", str(target)]
-                failed, report = _trivy_json(f"config {rel}", argv, root, out, out / f"config-{i}.json")
+                failed, report = trivy_json(f"config {rel}", argv, root, out, out / f"config-{i}.json")
             if failed:
                 checks.append(failed)
                 continue
-            bad, ignored, n = gate_misconfigs(report, ignores)
-            checks.append(_verdict(f"config {rel}", bad, ignored, f"{n} finding(s) below HIGH", t.seconds))
+            bad, ignored, n = trivy_ignore.gate_misconfigs(report, ignores)
+            checks.append(verdict(f"config {rel}", bad, ignored, f"{n} finding(s) below HIGH", t.seconds))
             artifacts.append(str(out / f"config-{i}.json"))
 
         # SBOM of the source tree (lockfile packages); needs no DB.
@@ -261,7 +182,7 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
         sbom = out / "sbom.cdx.json"
         check, _ = run_command(
             "sbom",
-            [trivy, "fs", *common, "--format", "cyclonedx", "--output", str(sbom), *_skip_args(), "."],
+            [trivy, "fs", *common, "--format", "cyclonedx", "--output", str(sbom), *skip_args(), "."],
             cwd=root,
             log_dir=out,
         )
@@ -354,7 +275,7 @@ def _vulnerability_checks(
         yield Check(name="vulnerabilities", status=Status.SKIPPED, detail=why)
         return
     db_flags = ["--skip-db-update"] if have_db and not download else []
-    targets: list[tuple[str, list[str]]] = [("lockfile", ["fs", "--scanners", "vuln", *_skip_args(), "."])]
+    targets: list[tuple[str, list[str]]] = [("lockfile", ["fs", "--scanners", "vuln", *skip_args(), "."])]
     targets += [(f"image {ref}", ["image", "--scanners", "vuln", ref]) for ref in opts.images]
     if not opts.images:
         yield Check(
@@ -366,12 +287,12 @@ def _vulnerability_checks(
         ctx.progress(f"scan: trivy vulnerabilities {label}")
         with Timer() as t:
             argv = [trivy, *args[:1], "--quiet", "--timeout", "15m", *db_flags, *args[1:]]
-            failed, report = _trivy_json(f"vulnerabilities {label}", argv, root, out, out / f"vuln-{i}.json")
+            failed, report = trivy_json(f"vulnerabilities {label}", argv, root, out, out / f"vuln-{i}.json")
         if failed:
             yield failed
             continue
         bad, ignored, counts = gate_vulnerabilities(report, ignores)
-        check = _verdict(f"vulnerabilities {label}", bad, ignored, "no fixable CRITICAL/HIGH", t.seconds)
+        check = verdict(f"vulnerabilities {label}", bad, ignored, "no fixable CRITICAL/HIGH", t.seconds)
         check.numbers.update(counts)
         artifacts.append(str(out / f"vuln-{i}.json"))
         yield check

@@ -6,7 +6,7 @@ import datetime as dt
 import subprocess
 from pathlib import Path
 
-from pipeline.checks import trivy_ignore
+from pipeline.checks import trivy_ignore, trivy_scan
 from pipeline.core.context import RunContext
 from pipeline.core.result import Status
 from pipeline.stages import scan
@@ -104,12 +104,12 @@ def v(vid: str, sev: str, fixed: str = "") -> dict[str, str]:
 def test_vulnerability_gate_blocks_fixable_critical_high_only(tmp_path: Path) -> None:
     none = trivy_ignore.IgnoreFile()
     report = vuln_report(v("CVE-A", "CRITICAL", "1.1"), v("CVE-B", "HIGH"), v("CVE-C", "MEDIUM", "2.0"))
-    bad, ignored, counts = scan.gate_vulnerabilities(report, none)
+    bad, ignored, counts = trivy_scan.gate_vulnerabilities(report, none)
     assert len(bad) == 1 and bad[0].startswith("CVE-A CRITICAL")
     assert counts == {"CRITICAL": 1, "HIGH": 1, "MEDIUM": 1}
 
     (tmp_path / "i.yaml").write_text("vulnerabilities:\n  - id: CVE-A\n    statement: s\n    expired_at: 2027-01-01\n")
-    bad, ignored, _ = scan.gate_vulnerabilities(report, trivy_ignore.load(tmp_path / "i.yaml", TODAY))
+    bad, ignored, _ = trivy_scan.gate_vulnerabilities(report, trivy_ignore.load(tmp_path / "i.yaml", TODAY))
     assert bad == [] and len(ignored) == 1
 
 
@@ -131,12 +131,12 @@ def test_misconfig_gate_accepts_avd_prefixed_ignore_ids(tmp_path: Path) -> None:
             }
         ]
     }
-    bad, _, total = scan.gate_misconfigs(report, trivy_ignore.IgnoreFile())
+    bad, _, total = trivy_ignore.gate_misconfigs(report, trivy_ignore.IgnoreFile())
     assert total == 2 and len(bad) == 1 and "DS-0002" in bad[0]
     (tmp_path / "i.yaml").write_text(
         "misconfigurations:\n  - id: DS-0002\n    statement: s\n    expired_at: 2027-01-01\n"
     )
-    bad, ignored, _ = scan.gate_misconfigs(report, trivy_ignore.load(tmp_path / "i.yaml", TODAY))
+    bad, ignored, _ = trivy_ignore.gate_misconfigs(report, trivy_ignore.load(tmp_path / "i.yaml", TODAY))
     assert bad == [] and len(ignored) == 1
 
 
