@@ -235,3 +235,19 @@ def test_secrets_and_infra_never_become_flags(dagger_pkg: Any) -> None:
          "extra_args": ["--no-cache"], "self": None},
     )  # fmt: skip
     assert argv == ["--no-promote", "--skip", "smoke", "--no-cache"]
+
+
+def test_module_is_locked_and_the_lock_is_not_ignored() -> None:
+    """The engine honours .gitignore: an ignored uv.lock would leave the module's dependencies unlocked."""
+    import subprocess
+    import tomllib
+
+    mod = REPO / "pipeline" / "dagger"
+    lock = tomllib.loads((mod / "uv.lock").read_text())
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(mod / "uv.lock")], cwd=REPO, check=False)
+    assert ignored.returncode == 1, "pipeline/dagger/uv.lock is git-ignored"
+    pkgs = {p["name"]: p for p in lock["package"]}
+    engine = json.loads((REPO / "dagger.json").read_text())["engineVersion"].lstrip("v")
+    # The SDK the engine generates into sdk/ (editable), at the engine's version.
+    assert pkgs["dagger-io"]["source"] == {"editable": "sdk"} and pkgs["dagger-io"]["version"] == engine
+    assert {"name": "dagger-io"} in pkgs["pipeline-dagger"]["dependencies"]
