@@ -268,3 +268,30 @@ def test_git_commit_honours_the_commit_the_module_passes(monkeypatch: pytest.Mon
     assert source.git_commit(tmp_path) == ("f" * 40, False)
     monkeypatch.delenv("PIPELINE_COMMIT")
     assert source.git_commit(tmp_path) == ("unknown", True)
+
+
+def test_gitops_key_and_crd_schemas_are_mounted_not_copied_into_the_source(harness: Harness, plan: ModuleType) -> None:
+    run = harness.call(
+        "ci", gitops_repo=GITOPS, gitops_ssh_key="key-id", gitops_known_hosts="hosts-id", crd_schemas="crd-id"
+    )
+    final = run.final
+    secrets = {
+        c.args["path"]: (secret_id(c.args["source"]), c.args.get("mode", 0o400))  # 0o400: the SDK default, not sent
+        for c in final
+        if c.name == "withMountedSecret"
+    }
+    assert secrets == {plan.GITOPS_SSH_KEY: ("key-id", 0o400), plan.GITOPS_KNOWN_HOSTS: ("hosts-id", 0o444)}
+    assert env(final)["GIT_SSH_COMMAND"] == plan.git_ssh_command(True)
+    assert any(c.name == "withMountedDirectory" and c.args["path"] == plan.CRD_SCHEMAS_MOUNT for c in final)
+    cmd = run.execs()[-1]
+    assert cmd[cmd.index("--crd-schemas") + 1] == plan.CRD_SCHEMAS_MOUNT
+    assert "key-id" not in " ".join(cmd)
+
+
+def test_registry_password_is_a_secret_for_publish_and_trivy(harness: Harness) -> None:
+    run = harness.call("ci", **CREDS)
+    for leaf in run.of("publish"):
+        (auth,) = [c for c in leaf.chain if c.name == "withRegistryAuth"]
+        assert secret_id(auth.args["secret"]) == "registry-token-id" and auth.args["username"] == "ci"
+    assert secret_id(secret_env(run.final)["TRIVY_PASSWORD"]) == "registry-token-id"
+    assert secret_id(secret_env(run.final)["CHART_REGISTRY_PASSWORD"]) == "registry-token-id"
