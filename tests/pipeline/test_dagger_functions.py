@@ -295,3 +295,18 @@ def test_registry_password_is_a_secret_for_publish_and_trivy(harness: Harness) -
         assert secret_id(auth.args["secret"]) == "registry-token-id" and auth.args["username"] == "ci"
     assert secret_id(secret_env(run.final)["TRIVY_PASSWORD"]) == "registry-token-id"
     assert secret_id(secret_env(run.final)["CHART_REGISTRY_PASSWORD"]) == "registry-token-id"
+
+
+def test_ci_returns_the_digests_it_published(harness: Harness) -> None:
+    run = harness.call("ci", **CREDS)
+    published = {leaf.arg.split("/")[-1].split(":")[0]: leaf for leaf in run.of("publish")}
+    (new_file,) = [c for c in chain(run.result) if c.name == "withNewFile" and c.args["path"] == "published.env"]
+    lines = dict(line.split("=", 1) for line in new_file.args["contents"].splitlines())
+    assert set(lines) == {"gateway_digest", "vllm_digest", "vllm_cpu_digest", "pipeline_digest"}
+    cmd = " ".join(run.execs()[-1])
+    assert f"--gateway-digest {lines['gateway_digest']}" in cmd and f"--vllm-digest {lines['vllm_digest']}" in cmd
+    assert len(published) == 4
+    # Without credentials nothing is published: an empty file, images only built.
+    run = harness.call("ci")
+    (new_file,) = [c for c in chain(run.result) if c.name == "withNewFile" and c.args["path"] == "published.env"]
+    assert new_file.args.get("contents", "") == "" and len(run.of("sync")) == 4 and not run.of("publish")

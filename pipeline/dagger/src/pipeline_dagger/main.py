@@ -31,6 +31,7 @@ from .plan import (
     GITOPS_SSH_KEY,
     IMAGE_TARGETS,
     MODEL_FILE,
+    PUBLISHED_FILE,
     PYTHON_IMAGE,
     RELEASE_TARGETS,
     RUNS,
@@ -43,6 +44,7 @@ from .plan import (
     input_path,
     parse_model_file,
     plan,
+    published_key,
     release_images,
     require_gitops_target,
     source_vllm_plan,
@@ -546,7 +548,7 @@ class Pipeline:
         # With published/given digests the plan binds the release's gateway + vLLM (CUDA with --gpu, else
         # vllm-cpu) and points ci's smoke and loadtest at them; with --gpu and no digests, the source-built
         # CUDA vLLM image serves ci's smoke; otherwise smoke/loadtest run from source, claiming nothing.
-        return await self._run(
+        report = await self._run(
             "ci",
             params,
             registry_auth=(registry_username, registry_password),
@@ -557,3 +559,5 @@ class Pipeline:
             crd_schemas=crd_schemas,
             service_secrets={"hf_token": hf_token},
         )
+        # What this call published, for the caller's next jobs (CI: `cat published.env >> $GITHUB_OUTPUT`).
+        return report.with_new_file(PUBLISHED_FILE, "".join(f"{published_key(t)}={d}\n" for t, d in built.items()))

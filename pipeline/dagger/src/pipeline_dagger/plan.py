@@ -259,6 +259,8 @@ IMAGE_TARGETS = (*RELEASE_TARGETS, VLLM_CPU, "pipeline")
 MODEL_CACHE = "/models/cache"
 MODEL_CACHE_VOLUME = "hf-models"
 VLLM_USER = "10001:0"
+# `ci` adds this file to the run directory it returns: <target>_digest=sha256:... per image it published.
+PUBLISHED_FILE = "published.env"
 MODEL_FILE = "app/model.yaml"  # the release's model id and pinned revision
 # Made in the pipeline container (never in the source tree); only the PUBLIC half reaches the gateway.
 SMOKE_DIR = "/run/smoke"
@@ -497,3 +499,8 @@ def vllm_runs(verb: str, params: Mapping[str, Any]) -> bool:
     if verb == "smoke":
         return bool(params.get("gpu")) and not params.get("target")
     return verb == "ci" and bool(params.get("gpu")) and ci_runs(params, "smoke")
+
+
+def published_key(target: str) -> str:
+    """published.env key of an image target: vllm-cpu → vllm_cpu_digest (a GitHub step output name)."""
+    return f"{target.replace('-', '_')}_digest"
