@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 from pipeline.core.cache import InputHasher
+from pipeline.runtime.contract import RELEASE_TARGETS
 
-# Release images: their digests are the release pins.
-TARGETS = ("gateway", "vllm")
+# Release images: their digests are the release pins (defined in pipeline/runtime/contract.json).
+TARGETS = RELEASE_TARGETS
 # Set by the Dagger module from its `commit`/`dirty` arguments: the engine's copy of the source may
 # have no .git, and the caller knows what it checked out (pipeline_dagger.plan.COMMIT_ENV/DIRTY_ENV).
 COMMIT_ENV = "PIPELINE_COMMIT"

@@ -80,7 +80,8 @@ def test_gpu_smoke_tests_the_digests_ci_published(wf: dict[str, Any]) -> None:
     finally:
         sys.path.remove(str(MODULE_SRC))
     release, gpu = wf["jobs"]["release"], wf["jobs"]["smoke-gpu"]
-    keys = {plan.published_key(t) for t in plan.IMAGE_TARGETS}
+    contract = plan.parse_contract((REPO / plan.CONTRACT_FILE).read_text())
+    keys = {plan.published_key(t) for t in contract.image_targets}
     for out, expr in release["outputs"].items():
         assert out in keys and expr == f"${{{{ steps.published.outputs.{out} }}}}"
     (step,) = [s for s in release["steps"] if s.get("id") == "published"]

@@ -29,6 +29,15 @@ def plan() -> Iterator[ModuleType]:
         sys.path.remove(str(REPO / "pipeline" / "dagger" / "src"))
 
 
+def contract(plan: Any) -> Any:
+    """pipeline/runtime/contract.json, as the Dagger functions read it from their source directory."""
+    return plan.parse_contract((REPO / plan.CONTRACT_FILE).read_text())
+
+
+def mkplan(plan: Any, verb: str, params: dict[str, Any]) -> Any:
+    return plan.plan(verb, params, contract=contract(plan))
+
+
 def parse(p: Any) -> Any:
     cli = importlib.import_module("pipeline.cli")
     return cli.build_parser(cli.discover()).parse_args(p.command[3:])
@@ -40,7 +49,7 @@ def model(plan: Any, name: str = "org/llama") -> Any:
 
 @pytest.mark.parametrize("gpu", [False, True])
 def test_smoke_with_image_refs_runs_both_images_and_claims_what_ran(plan: Any, gpu: bool) -> None:
-    p = plan.plan("smoke", {"model": model(plan), "gpu": gpu, "vllm_args": ["--max-model-len=4096"], **REFS})
+    p = mkplan(plan, "smoke", {"model": model(plan), "gpu": gpu, "vllm_args": ["--max-model-len=4096"], **REFS})
     assert list(p.services) == ["vllm", "gateway"]  # dependency order: the gateway binds vllm
     vllm, gateway = p.services["vllm"], p.services["gateway"]
     # The CUDA image with GPUs; without, the vllm-cpu target built from the source.
@@ -66,17 +75,18 @@ def test_smoke_with_image_refs_runs_both_images_and_claims_what_ran(plan: Any, g
 
 
 def test_digests_and_registry_name_the_same_images(plan: Any) -> None:
-    by_digest = plan.plan(
+    by_digest = mkplan(
+        plan,
         "smoke",
         {"registry": "registry.example.com/llm", "gateway_digest": GW, "vllm_digest": VLLM, "model": model(plan)},
     )
-    by_ref = plan.plan("smoke", {**REFS, "model": model(plan)})
+    by_ref = mkplan(plan, "smoke", {**REFS, "model": model(plan)})
     assert by_digest.command == by_ref.command
     assert {a: s.image for a, s in by_digest.services.items()} == {a: s.image for a, s in by_ref.services.items()}
 
 
 def test_loadtest_with_image_refs_loads_the_gateway_service(plan: Any) -> None:
-    p = plan.plan("loadtest", {"env": "dev", "model": model(plan), "gpu": True, **REFS})
+    p = mkplan(plan, "loadtest", {"env": "dev", "model": model(plan), "gpu": True, **REFS})
     args = parse(p)
     assert args.target == plan.GATEWAY_URL and str(args.token_file) == plan.SMOKE_TOKEN
     assert args.subject_digests == {"gateway": GW, "vllm": VLLM}
@@ -85,7 +95,7 @@ def test_loadtest_with_image_refs_loads_the_gateway_service(plan: Any) -> None:
 
 @pytest.mark.parametrize("verb", ["smoke", "loadtest"])
 def test_without_image_refs_no_services_and_no_digests(plan: Any, verb: str) -> None:
-    p = plan.plan(verb, {"gpu": True, "registry": "registry.example.com/llm"})
+    p = mkplan(plan, verb, {"gpu": True, "registry": "registry.example.com/llm"})
     assert p.services == {}
     assert "--subject-digests" not in p.command and "--gateway-url" not in p.command
     assert not any("keygen" in step for step in p.setup)
@@ -103,15 +113,22 @@ def test_without_image_refs_no_services_and_no_digests(plan: Any, verb: str) -> 
 )
 def test_inconsistent_image_arguments_are_refused(plan: Any, params: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        plan.plan("smoke", {"model": model(plan), **params})
+        mkplan(plan, "smoke", {"model": model(plan), **params})
 
 
 def test_gateway_settings_match_the_local_stack(plan: Any) -> None:
+    from pipeline.runtime import contract as shared
     from pipeline.runtime import local_stack as stack
 
-    assert (plan.ISSUER, plan.AUDIENCE) == (stack.ISSUER, stack.AUDIENCE)
+    c = contract(plan)
+    # One definition (pipeline/runtime/contract.json) read by both sides.
+    assert (c.issuer, c.audience) == (stack.ISSUER, stack.AUDIENCE) == (shared.ISSUER, shared.AUDIENCE)
+    assert c.release_targets == shared.RELEASE_TARGETS == plan.RELEASE_TARGETS
+    assert (
+        (c.vllm_cpu, c.tool_targets) == (shared.VLLM_CPU_TARGET, shared.TOOL_TARGETS) == (plan.VLLM_CPU, ("pipeline",))
+    )
     refs = {"gateway": "r/g@" + GW, "vllm": "r/v@" + VLLM}
-    env = plan.release_services(refs, model=model(plan), gpu=False, vllm_args=[])["gateway"].env
+    env = plan.release_services(refs, model=model(plan), gpu=False, vllm_args=[], contract=c)["gateway"].env
     from app.gateway.tokens import DevKeys
 
     keys = DevKeys(private_key=Path("/k/private.pem"), jwks=Path("/k/jwks.json"), kid="dev", alg="ES256")
@@ -159,13 +176,14 @@ def test_ci_with_published_digests_runs_smoke_and_loadtest_against_the_release_i
         "vllm_args": ["--max-num-seqs=4"],
         "stage_args": ["test=-q"],
     }
-    p = plan.plan("ci", params)
+    p = mkplan(plan, "ci", params)
     # The same services smoke/loadtest bind, from the same helper.
     want = plan.release_services(
         {"gateway": f"{REGISTRY}/gateway@{GW}", "vllm": f"{REGISTRY}/vllm@{VLLM}"},
         model=model(plan),
         gpu=gpu,
         vllm_args=["--max-num-seqs=4"],
+        contract=contract(plan),
     )
     assert list(p.services) == ["vllm", "gateway"] and p.services == want
     assert p.services["vllm"].gpu is gpu and not p.services["gateway"].gpu
@@ -199,7 +217,7 @@ def test_ci_with_published_digests_runs_smoke_and_loadtest_against_the_release_i
 def test_ci_without_release_images_binds_nothing_and_claims_nothing(
     plan: Any, params: dict[str, Any], gpu: bool
 ) -> None:
-    p = plan.plan("ci", {**params, "gpu": gpu, "model": model(plan)})
+    p = mkplan(plan, "ci", {**params, "gpu": gpu, "model": model(plan)})
     assert p.services == {}
     assert not any("--subject-digests" in arg or "--gateway-url" in arg for arg in p.command)
     assert not any("keygen" in step for step in p.setup)
@@ -210,7 +228,7 @@ def test_ci_without_release_images_binds_nothing_and_claims_nothing(
 @pytest.mark.parametrize("item", ["smoke=--target http://elsewhere:8000", "loadtest=--subject-digests=vllm=x"])
 def test_ci_refuses_stage_args_that_fight_the_release_services(plan: Any, item: str) -> None:
     with pytest.raises(ValueError, match="release services"):
-        plan.plan("ci", {**PUBLISHED, "model": model(plan), "stage_args": [item]})
+        mkplan(plan, "ci", {**PUBLISHED, "model": model(plan), "stage_args": [item]})
     # Other flags of those stages stay the caller's.
-    p = plan.plan("ci", {**PUBLISHED, "model": model(plan), "stage_args": ["smoke=--timeout 900"]})
+    p = mkplan(plan, "ci", {**PUBLISHED, "model": model(plan), "stage_args": ["smoke=--timeout 900"]})
     assert ci_stage_argv(plan, p)["smoke"].timeout == 900.0

@@ -26,10 +26,10 @@ from .plan import (
     CHART_PASSWORD_ENV,
     CHART_REGISTRY_ENV,
     CHART_USERNAME_ENV,
+    CONTRACT_FILE,
     CRD_SCHEMAS_MOUNT,
     GITOPS_KNOWN_HOSTS,
     GITOPS_SSH_KEY,
-    IMAGE_TARGETS,
     MODEL_FILE,
     PUBLISHED_FILE,
     PYTHON_IMAGE,
@@ -37,11 +37,13 @@ from .plan import (
     RUNS,
     VLLM_CPU,
     WORKDIR,
+    Contract,
     Model,
     Plan,
     Service,
     git_ssh_command,
     input_path,
+    parse_contract,
     parse_model_file,
     plan,
     published_key,
@@ -146,6 +148,10 @@ class Pipeline:
         # Another model id without a revision: unpinned (its main branch); the file's revision is for its id.
         params["model"] = Model(given or pinned.id, revision or (pinned.revision if not given else ""))
 
+    async def _contract(self) -> Contract:
+        """The constants shared with the product (gateway issuer/audience/settings, image targets)."""
+        return parse_contract(await self.source.file(CONTRACT_FILE).contents())
+
     async def _run(
         self,
         verb: str,
@@ -164,12 +170,10 @@ class Pipeline:
         if vllm_runs(verb, params):
             await self._model(params)
             # No release images: smoke/ci --gpu serve the vLLM image built from this source.
-            release = release_images(verb, params)
-            p = (
-                plan(verb, params, image=self.python_image)
-                if release
-                else source_vllm_plan(verb, params, self.python_image)
-            )
+            if release_images(verb, params):
+                p = plan(verb, params, image=self.python_image, contract=await self._contract())
+            else:
+                p = source_vllm_plan(verb, params, self.python_image)
         else:
             p = plan(verb, params, image=self.python_image)
         username, password = registry_auth
@@ -194,7 +198,7 @@ class Pipeline:
     ) -> dict[str, str]:
         """Build every image target; publish when credentials are given. target → digest (published only)."""
         digests: dict[str, str] = {}
-        for target in IMAGE_TARGETS:
+        for target in (await self._contract()).image_targets:
             image = self._image(target, commit)
             if registry and password is not None:
                 ref = await image.with_registry_auth(registry, username, password).publish(

@@ -7,6 +7,7 @@ are derived from the function's own arguments, named like the CLI's argparse des
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Mapping
@@ -200,13 +201,15 @@ class Plan:
     services: dict[str, Service] = field(default_factory=dict)
 
 
-def plan(verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE) -> Plan:
+def plan(verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE, contract: Contract | None = None) -> Plan:
     """The container of the function `verb` called with `params`; with release images (smoke, loadtest,
-    ci with published or given digests), its services too."""
+    ci with published or given digests), its services too (configured from `contract`)."""
     require_gitops_target(verb, params)
     images = release_images(verb, params)
     if images:
-        return _release_plan(verb, params, images, image)
+        if contract is None:
+            raise ValueError(f"the release services need the contract ({CONTRACT_FILE})")
+        return _release_plan(verb, params, images, image, contract)
     return _plan(verb, params, image)
 
 
@@ -250,11 +253,10 @@ VLLM_PORT = 8000
 GATEWAY_PORT = 8080
 VLLM_URL = f"http://vllm:{VLLM_PORT}"
 GATEWAY_URL = f"http://gateway:{GATEWAY_PORT}"
-# Image targets of app/Dockerfile. The release pins gateway + vllm (CUDA); vllm-cpu is the same
-# server on CPU (shares the vllm target's user, env and entrypoint) for engines without a GPU.
+# The release's image targets as the functions name their parameters (<target>_image, <target>_digest;
+# vllm_cpu_digest); tests check them against pipeline/runtime/contract.json, where the targets are defined.
 RELEASE_TARGETS = ("gateway", "vllm")
-VLLM_CPU = "vllm-cpu"
-IMAGE_TARGETS = (*RELEASE_TARGETS, VLLM_CPU, "pipeline")
+VLLM_CPU = "vllm-cpu"  # the same server on CPU (shares the vllm target's user, env, entrypoint)
 # The vLLM images' model cache (HF_HOME of the vllm/vllm-cpu targets), owned by their user.
 MODEL_CACHE = "/models/cache"
 MODEL_CACHE_VOLUME = "hf-models"
@@ -262,18 +264,48 @@ VLLM_USER = "10001:0"
 # `ci` adds this file to the run directory it returns: <target>_digest=sha256:... per image it published.
 PUBLISHED_FILE = "published.env"
 MODEL_FILE = "app/model.yaml"  # the release's model id and pinned revision
+# Constants shared with the product (gateway issuer/audience/settings, image targets), defined once:
+# the functions read this file from their source directory (the engine installs only pipeline/dagger).
+CONTRACT_FILE = "pipeline/runtime/contract.json"
 # Made in the pipeline container (never in the source tree); only the PUBLIC half reaches the gateway.
 SMOKE_DIR = "/run/smoke"
 SMOKE_KEYS = f"{SMOKE_DIR}/keys"  # private.pem + jwks.json (app.gateway.tokens keygen)
 SMOKE_RBAC = f"{SMOKE_DIR}/rbac.json"
 SMOKE_TOKEN = f"{SMOKE_DIR}/token"
 GATEWAY_CONF = "/etc/gateway"  # where the gateway service sees jwks.json and rbac.json
-# Same issuer/audience as pipeline.runtime.local_stack (tests compare them).
-ISSUER = "https://idp.local-stack.test"
-AUDIENCE = "llm-gateway"
 RBAC_SCRIPT = "import json, sys; from pipeline.runtime.local_stack import default_rbac; print(json.dumps(default_rbac(sys.argv[1])))"
 TOKEN_TTL_S = 7200  # the vLLM service may take long to load its model after the token is minted
 _REF_RE = re.compile(r"^[^\s@]+/[^\s@]+@sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """pipeline/runtime/contract.json as the Dagger side uses it."""
+
+    issuer: str
+    audience: str
+    gateway_settings: dict[str, str]
+    release_targets: tuple[str, ...]
+    vllm_cpu: str
+    tool_targets: tuple[str, ...]
+
+    @property
+    def image_targets(self) -> tuple[str, ...]:
+        """Every target `build`/`ci` builds (and publishes with credentials)."""
+        return (*self.release_targets, self.vllm_cpu, *self.tool_targets)
+
+
+def parse_contract(text: str) -> Contract:
+    data = json.loads(text)
+    gateway, images = data["gateway"], data["images"]
+    return Contract(
+        issuer=gateway["issuer"],
+        audience=gateway["audience"],
+        gateway_settings=dict(gateway["settings"]),
+        release_targets=tuple(images["release"]),
+        vllm_cpu=images["vllm_cpu"],
+        tool_targets=tuple(images["tools"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -385,7 +417,9 @@ def vllm_service(*, image: str, model: Model, gpu: bool, vllm_args: list[str]) -
     )
 
 
-def release_services(images: Mapping[str, str], *, model: Model, gpu: bool, vllm_args: list[str]) -> dict[str, Service]:
+def release_services(
+    images: Mapping[str, str], *, model: Model, gpu: bool, vllm_args: list[str], contract: Contract
+) -> dict[str, Service]:
     """The vLLM server (the release's CUDA image with GPUs; without, vllm-cpu: published when `images` has it,
     else built from source) and the gateway image in front of it, configured like pipeline.runtime.local_stack."""
     vllm_ref = images["vllm"] if gpu else images.get(VLLM_CPU, "")
@@ -396,10 +430,10 @@ def release_services(images: Mapping[str, str], *, model: Model, gpu: bool, vllm
         env={
             "GATEWAY_UPSTREAM_URL": VLLM_URL,
             "GATEWAY_JWT_JWKS": f"{GATEWAY_CONF}/jwks.json",
-            "GATEWAY_JWT_ISSUER": ISSUER,
-            "GATEWAY_JWT_AUDIENCE": AUDIENCE,
+            "GATEWAY_JWT_ISSUER": contract.issuer,
+            "GATEWAY_JWT_AUDIENCE": contract.audience,
             "GATEWAY_RBAC_FILE": f"{GATEWAY_CONF}/rbac.json",
-            "GATEWAY_READY_PROBE_INTERVAL": "2",
+            **contract.gateway_settings,
         },
         files={f"{GATEWAY_CONF}/jwks.json": f"{SMOKE_KEYS}/jwks.json", f"{GATEWAY_CONF}/rbac.json": SMOKE_RBAC},
         needs=("vllm",),
@@ -449,7 +483,9 @@ def _model(params: Mapping[str, Any]) -> Model:
     return model
 
 
-def _release_plan(verb: str, params: Mapping[str, Any], images: Mapping[str, str], image: str) -> Plan:
+def _release_plan(
+    verb: str, params: Mapping[str, Any], images: Mapping[str, str], image: str, contract: Contract
+) -> Plan:
     """The stage (ci: its smoke and loadtest) checks the release's services from outside and claims their digests."""
     model, gpu = _model(params), bool(params.get("gpu"))
     if verb == "ci":
@@ -464,7 +500,7 @@ def _release_plan(verb: str, params: Mapping[str, Any], images: Mapping[str, str
     p = _plan(verb, {**params, **flags}, image)
     py = ".venv/bin/python"
     mint = [py, "-m", "app.gateway.tokens", "mint", "--key", f"{SMOKE_KEYS}/private.pem", "--kid", "dev"]
-    mint += ["--sub", f"dagger-{verb}", "--roles", "user", "--issuer", ISSUER, "--audience", AUDIENCE]
+    mint += ["--sub", f"dagger-{verb}", "--roles", "user", "--issuer", contract.issuer, "--audience", contract.audience]
     mint += ["--ttl", str(TOKEN_TTL_S)]
     # The RBAC file local stacks use (pipeline.runtime.local_stack.default_rbac: `user` may use exactly `model`); JSON is YAML.
     rbac = [py, "-c", RBAC_SCRIPT, model.id]
@@ -473,7 +509,8 @@ def _release_plan(verb: str, params: Mapping[str, Any], images: Mapping[str, str
         [py, "-m", "app.gateway.tokens", "keygen", "--out", SMOKE_KEYS],
         ["sh", "-c", f"{shlex.join(mint)} > {SMOKE_TOKEN} && {shlex.join(rbac)} > {SMOKE_RBAC}"],
     ]
-    p.services = release_services(images, model=model, gpu=gpu, vllm_args=list(params.get("vllm_args") or []))
+    extra = list(params.get("vllm_args") or [])
+    p.services = release_services(images, model=model, gpu=gpu, vllm_args=extra, contract=contract)
     return p
 
 
