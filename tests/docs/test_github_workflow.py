@@ -132,3 +132,22 @@ def test_actions_are_current_and_dagger_matches_the_module(wf: dict[str, Any]) -
                 assert step["with"]["version"] == "${{ env.DAGGER_VERSION }}"
             if action == "actions/checkout":
                 assert step["with"]["persist-credentials"] is False
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/pipeline.md"])
+def test_documented_dagger_calls_use_function_arguments(doc: str) -> None:
+    sys.path.insert(0, str(MODULE_SRC))
+    try:
+        from pipeline_dagger.main import Pipeline
+    finally:
+        sys.path.remove(str(MODULE_SRC))
+    text = (REPO / doc).read_text().replace("\\\n", " ")
+    calls = [line.split("#")[0].split()[2:] for line in text.splitlines() if line.startswith("dagger call ")]
+    assert calls, f"{doc} documents no dagger call"
+    for args in calls:
+        fn, rest = args[0], args[1 : args.index("export")] if "export" in args else args[1:]
+        params = inspect.signature(getattr(Pipeline, fn)).parameters
+        for flag in rest:
+            if flag.startswith("--"):
+                name = flag.removeprefix("--").split("=", 1)[0].replace("-", "_")
+                assert name in params, f"{doc}: dagger call {fn} has no argument {flag}"
