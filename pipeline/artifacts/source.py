@@ -7,19 +7,27 @@ so none of them reaches into another stage for them.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
 from pipeline.core.cache import InputHasher
+from pipeline.runtime.contract import RELEASE_TARGETS
 
-# Release images: their digests are the release pins.
-TARGETS = ("gateway", "vllm")
+# Release images: their digests are the release pins (defined in pipeline/runtime/contract.json).
+TARGETS = RELEASE_TARGETS
+# Set by the Dagger module from its `commit`/`dirty` arguments: the engine's copy of the source may
+# have no .git, and the caller knows what it checked out (pipeline_dagger.plan.COMMIT_ENV/DIRTY_ENV).
+COMMIT_ENV = "PIPELINE_COMMIT"
+DIRTY_ENV = "PIPELINE_DIRTY"
 # Files that make up an image's build context (besides the target name).
 CONTEXT_INPUTS = ("app", "pyproject.toml", "uv.lock")
 
 
 def git_commit(root: Path) -> tuple[str, bool]:
-    """(HEAD commit, dirty?) — ("unknown", True) outside a git checkout."""
+    """(HEAD commit, dirty?) — $PIPELINE_COMMIT/$PIPELINE_DIRTY when set; ("unknown", True) outside a git checkout."""
+    if commit := os.environ.get(COMMIT_ENV):
+        return commit, os.environ.get(DIRTY_ENV, "0") not in ("", "0")
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True

@@ -24,13 +24,12 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from app.gateway.tokens import DevKeys, mint_token, write_dev_keys
+from pipeline.runtime.contract import AUDIENCE, GATEWAY_SETTINGS, ISSUER
 from pipeline.runtime.procs import ManagedProcess, free_port, running
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ISSUER = "https://idp.local-stack.test"
-AUDIENCE = "llm-gateway"
 
 
 def default_rbac(model: str) -> dict[str, Any]:
@@ -83,7 +82,7 @@ def gateway_settings(
         "GATEWAY_RBAC_FILE": str(rbac_file),
         "GATEWAY_AUDIT_LOG": str(work_dir / "audit.log"),
         "GATEWAY_AUDIT_HASH_KEY": secrets.token_hex(24),
-        "GATEWAY_READY_PROBE_INTERVAL": "2",
+        **GATEWAY_SETTINGS,
     }
     env.update(overrides or {})
     return env

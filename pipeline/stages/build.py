@@ -36,6 +36,7 @@ from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.core.shell import run_command
 from pipeline.gitops.release import DIGEST_RE, Release
+from pipeline.runtime.contract import TOOL_TARGETS
 from pipeline.runtime.tools import find
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ NAME = "build"
 HELP = "build the Python distribution, lint Dockerfiles (hadolint), build images if an engine exists; release pins"
 # Also built from app/Dockerfile, not pinned per release: the pipeline image (rollback controller),
 # pinned in environments/argocd/rollback-controller-values.yaml.
-TOOL_TARGETS = ("pipeline",)
+# (TOOL_TARGETS, from pipeline/runtime/contract.json, which the Dagger module reads too.)
 # (policies/ and loadtests/ are copied into the pipeline image.)
 CACHE_INPUTS = (
     *("app", "pipeline", "policies", "loadtests", "charts", "pyproject.toml", "uv.lock", "README.md"),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from pipeline.core.context import RunContext
+from tests.helpers.dagger_harness import Harness, harness_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,3 +31,10 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunContext:
         console=Console(stderr=True, force_terminal=False),
         executor="local",
     )
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    """The Dagger module under the SDK with only the engine's leaf calls faked (tests/helpers/dagger_harness.py)."""
+    with harness_for(monkeypatch) as h:
+        yield h

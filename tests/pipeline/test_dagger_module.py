@@ -1,4 +1,7 @@
-"""The Dagger module imports, covers every verb with matching arguments, and plans the same CLI."""
+"""The contract between the Dagger module and the CLI: every verb, its arguments derived from the
+stage's own option definitions (names, types, defaults, host paths), the same CLI planned.
+
+What the functions then build is tested through the SDK in test_dagger_functions.py."""
 
 from __future__ import annotations
 
@@ -66,18 +69,54 @@ def test_function_arguments_match_cli_flags(verb: str, functions: dict[str, Any]
     if parser is None:
         pytest.skip(f"pipeline/stages/{verb}.py not there yet (Dagger passes extra_args through)")
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    omitted = {dest for (v, dest) in plan.OMITTED if v == verb}
     params = set(functions[verb].parameters) - plan.infra_params(verb)
-    assert params == set(actions), (
-        f"Dagger function `{verb}` args {sorted(params)} != CLI dests {sorted(actions)}: "
-        "add/remove the parameter in pipeline/dagger/src/pipeline_dagger/main.py"
+    assert params == set(actions) - omitted, (
+        f"Dagger function `{verb}` args {sorted(params)} != CLI dests {sorted(set(actions) - omitted)}: "
+        "add/remove the parameter in pipeline/dagger/src/pipeline_dagger/main.py (or list it in plan.OMITTED)"
     )
+    actions = {d: a for d, a in actions.items() if d not in omitted}
     for dest, action in actions.items():
         assert plan.flag_for(verb, dest) in action.option_strings, f"{verb}: no flag for {dest}"
     hints = typing.get_type_hints(getattr(dagger_pkg.Pipeline, verb), include_extras=True)
     for dest, action in actions.items():
         got = _base_type(hints[dest])
-        want = _cli_types(action)
+        want = _cli_types(action, plan.HOST_INPUTS.get((verb, dest)))
         assert got in want, f"Dagger `{verb}` arg {dest}: {got} but the CLI parses {sorted(map(str, want))}"
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_function_defaults_are_the_cli_defaults(verb: str, dagger_pkg: Any) -> None:
+    """A Dagger default is the CLI's (None or [] = leave the flag out, the CLI default applies)."""
+    import inspect
+
+    plan = importlib.import_module("pipeline_dagger.plan")
+    parser = stage_parser(verb)
+    assert parser is not None
+    sig = inspect.signature(getattr(dagger_pkg.Pipeline, verb))
+    for action in parser._actions:
+        if action.dest == "help" or (verb, action.dest) in plan.OMITTED:
+            continue
+        default = sig.parameters[action.dest].default
+        if default is None or default is inspect.Parameter.empty:
+            continue
+        assert default == action.default, f"Dagger `{verb}` {action.dest}={default!r}, CLI default {action.default!r}"
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_host_path_flag_is_a_file_or_directory(verb: str) -> None:
+    """A CLI flag parsed as a Path (or a file parser) names a host path: the function takes a File/Directory."""
+    plan = importlib.import_module("pipeline_dagger.plan")
+    parser = stage_parser(verb)
+    assert parser is not None
+    paths = {
+        a.dest
+        for a in parser._actions
+        if a.type is Path or (getattr(a.type, "__name__", "").startswith("parse_") and "report" in a.dest)
+    }
+    declared = {dest for (v, dest) in plan.HOST_INPUTS if v == verb}
+    omitted = {dest for (v, dest) in plan.OMITTED if v == verb}
+    assert paths - omitted == declared, f"{verb}: Path flags {sorted(paths)} vs plan.HOST_INPUTS {sorted(declared)}"
 
 
 def _base_type(hint: Any) -> Any:
@@ -91,16 +130,18 @@ def _base_type(hint: Any) -> Any:
     return hint
 
 
-def _cli_types(action: argparse.Action) -> set[Any]:
-    """Dagger types that carry what this argparse action parses (a path may arrive as a mounted Directory/File)."""
+def _cli_types(action: argparse.Action, host_input: str | None = None) -> set[Any]:
+    """Dagger types that carry what this argparse action parses (a host path: the File/Directory it names)."""
     import dagger
 
     if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
         return {bool}
     scalar = action.type if isinstance(action.type, type) else str
     accepted: set[Any] = {scalar}
-    if scalar in (str, Path):
-        accepted = {str, dagger.Directory, dagger.File}
+    if host_input:
+        accepted = {dagger.File if host_input == "file" else dagger.Directory}
+    elif scalar is str and action.dest == "crd_schemas":
+        accepted = {dagger.Directory}  # mounted at CRD_SCHEMAS_MOUNT
     if isinstance(action, argparse._AppendAction):
         return {list[t] for t in accepted}
     return accepted
@@ -116,6 +157,10 @@ def test_type_comparison_catches_a_mismatch() -> None:
     assert _base_type(typing.Annotated[float | None, "doc"]) in _cli_types(actions["duration"])
     assert _base_type(int) in _cli_types(actions["seed"]) and float not in _cli_types(actions["seed"])
     assert _base_type(list[str] | None) in _cli_types(actions["images"])
+    import dagger
+
+    assert _base_type(str | None) not in _cli_types(actions["images"], "file")
+    assert _base_type(list[dagger.File] | None) in _cli_types(actions["images"], "file")
 
 
 STAGE_TOOL_RE = re.compile(r"(?<![\w.])(?:tools\.)?(?:require|find)\(\s*[\"']([\w.-]+)[\"']\s*\)")
@@ -146,7 +191,7 @@ def test_every_tool_a_stage_requires_is_installed_by_its_plan(verb: str, dagger_
     needed = set().union(*(stage_tools(s) for s in stages if (REPO / "pipeline" / "stages" / f"{s}.py").is_file()))
     listed = set(plan.TOOLS.get(verb, ()))
     assert needed <= listed, f"plan.TOOLS[{verb!r}] lacks {sorted(needed - listed)} (the stage requires them)"
-    setup = plan.plan(verb, {}).setup
+    setup = plan.plan(verb, {"gitops_repo": "ssh://git@example.com/gitops.git"}).setup
     if needed:
         assert [".venv/bin/python", "-m", "pipeline.runtime.tools", "ensure", *plan.TOOLS[verb]] in setup
 
@@ -165,8 +210,6 @@ def test_crd_schemas_and_gitops_key_are_mounted_not_flags(dagger_pkg: Any) -> No
     assert plan.git_ssh_command(False) == f"ssh -i {plan.GITOPS_SSH_KEY} -o IdentitiesOnly=yes"
     assert f"UserKnownHostsFile={plan.GITOPS_KNOWN_HOSTS}" in plan.git_ssh_command(True)
     assert any("openssh-client" in " ".join(step) for step in plan.plan("ci", {}).setup)
-    src = (REPO / "pipeline" / "dagger" / "src" / "pipeline_dagger" / "main.py").read_text()
-    assert "with_mounted_secret(GITOPS_SSH_KEY" in src and "with_mounted_directory(CRD_SCHEMAS_MOUNT" in src
 
 
 def test_plan_runs_the_same_cli_inside_a_pinned_container(dagger_pkg: Any) -> None:
@@ -194,17 +237,17 @@ def test_secrets_and_infra_never_become_flags(dagger_pkg: Any) -> None:
     assert argv == ["--no-promote", "--skip", "smoke", "--no-cache"]
 
 
-def test_module_source_uses_engine_features() -> None:
-    src = (REPO / "pipeline" / "dagger" / "src" / "pipeline_dagger" / "main.py").read_text()
-    for needle in (
-        'DefaultPath("/")',
-        "dagger.Secret",
-        "with_registry_auth",
-        "publish(",
-        "docker_build(",
-        "experimental_with_all_gp_us()",
-        "as_service(",
-        "expect=dagger.ReturnType.ANY",
-        "with_mounted_cache",
-    ):
-        assert needle in src, needle
+def test_module_is_locked_and_the_lock_is_not_ignored() -> None:
+    """The engine honours .gitignore: an ignored uv.lock would leave the module's dependencies unlocked."""
+    import subprocess
+    import tomllib
+
+    mod = REPO / "pipeline" / "dagger"
+    lock = tomllib.loads((mod / "uv.lock").read_text())
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(mod / "uv.lock")], cwd=REPO, check=False)
+    assert ignored.returncode == 1, "pipeline/dagger/uv.lock is git-ignored"
+    pkgs = {p["name"]: p for p in lock["package"]}
+    engine = json.loads((REPO / "dagger.json").read_text())["engineVersion"].lstrip("v")
+    # The SDK the engine generates into sdk/ (editable), at the engine's version.
+    assert pkgs["dagger-io"]["source"] == {"editable": "sdk"} and pkgs["dagger-io"]["version"] == engine
+    assert {"name": "dagger-io"} in pkgs["pipeline-dagger"]["dependencies"]

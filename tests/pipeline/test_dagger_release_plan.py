@@ -29,19 +29,35 @@ def plan() -> Iterator[ModuleType]:
         sys.path.remove(str(REPO / "pipeline" / "dagger" / "src"))
 
 
+def contract(plan: Any) -> Any:
+    """pipeline/runtime/contract.json, as the Dagger functions read it from their source directory."""
+    return plan.parse_contract((REPO / plan.CONTRACT_FILE).read_text())
+
+
+def mkplan(plan: Any, verb: str, params: dict[str, Any]) -> Any:
+    return plan.plan(verb, params, contract=contract(plan))
+
+
 def parse(p: Any) -> Any:
     cli = importlib.import_module("pipeline.cli")
     return cli.build_parser(cli.discover()).parse_args(p.command[3:])
 
 
+def model(plan: Any, name: str = "org/llama") -> Any:
+    return plan.Model(name, "0" * 40)
+
+
 @pytest.mark.parametrize("gpu", [False, True])
-def test_smoke_with_image_refs_runs_both_images_and_claims_both_digests(plan: Any, gpu: bool) -> None:
-    p = plan.plan("smoke", {"model": "llama", "gpu": gpu, "vllm_args": ["--model=org/m"], **REFS})
+def test_smoke_with_image_refs_runs_both_images_and_claims_what_ran(plan: Any, gpu: bool) -> None:
+    p = mkplan(plan, "smoke", {"model": model(plan), "gpu": gpu, "vllm_args": ["--max-model-len=4096"], **REFS})
     assert list(p.services) == ["vllm", "gateway"]  # dependency order: the gateway binds vllm
     vllm, gateway = p.services["vllm"], p.services["gateway"]
-    assert vllm.image == REFS["vllm_image"] and vllm.port == plan.VLLM_PORT and vllm.gpu is gpu
-    assert "--served-model-name=llama" in vllm.args and vllm.args[-1] == "--model=org/m"
-    assert vllm.secret_env == {"HF_TOKEN": "hf_token"}
+    # The CUDA image with GPUs; without, the vllm-cpu target built from the source.
+    assert (vllm.image, vllm.build_target) == ((REFS["vllm_image"], "") if gpu else ("", "vllm-cpu"))
+    assert vllm.port == plan.VLLM_PORT and vllm.gpu is gpu
+    assert "--served-model-name=org/llama" in vllm.args and f"--revision={'0' * 40}" in vllm.args
+    assert vllm.args[-1] == "--max-model-len=4096"
+    assert vllm.secret_env == {"HF_TOKEN": "hf_token"} and vllm.caches == {plan.MODEL_CACHE: plan.MODEL_CACHE_VOLUME}
     assert gateway.image == REFS["gateway_image"] and gateway.needs == ("vllm",) and not gateway.gpu
     assert gateway.env["GATEWAY_UPSTREAM_URL"] == plan.VLLM_URL
     # Only the public half of the dev key pair (and the RBAC file) reaches the gateway.
@@ -51,31 +67,35 @@ def test_smoke_with_image_refs_runs_both_images_and_claims_both_digests(plan: An
     args = parse(p)
     assert args.target == plan.VLLM_URL and args.gateway_url == plan.GATEWAY_URL
     assert str(args.token_file) == plan.SMOKE_TOKEN
-    assert args.subject_digests == {"gateway": GW, "vllm": VLLM}
-    setup = " ".join(" ".join(step) for step in p.setup)
-    assert f"keygen --out {plan.SMOKE_KEYS}" in setup and f"> {plan.SMOKE_TOKEN}" in setup
+    assert args.subject_digests == ({"gateway": GW, "vllm": VLLM} if gpu else {"gateway": GW})
+    assert args.model == "org/llama"
+    per_call = " ".join(" ".join(step) for step in p.per_call)
+    assert f"keygen --out {plan.SMOKE_KEYS}" in per_call and f"> {plan.SMOKE_TOKEN}" in per_call
+    assert not any("keygen" in " ".join(step) for step in p.setup)  # setup stays cacheable
 
 
 def test_digests_and_registry_name_the_same_images(plan: Any) -> None:
-    by_digest = plan.plan(
-        "smoke", {"registry": "registry.example.com/llm", "gateway_digest": GW, "vllm_digest": VLLM, "model": "m"}
+    by_digest = mkplan(
+        plan,
+        "smoke",
+        {"registry": "registry.example.com/llm", "gateway_digest": GW, "vllm_digest": VLLM, "model": model(plan)},
     )
-    by_ref = plan.plan("smoke", {**REFS, "model": "m"})
+    by_ref = mkplan(plan, "smoke", {**REFS, "model": model(plan)})
     assert by_digest.command == by_ref.command
     assert {a: s.image for a, s in by_digest.services.items()} == {a: s.image for a, s in by_ref.services.items()}
 
 
 def test_loadtest_with_image_refs_loads_the_gateway_service(plan: Any) -> None:
-    p = plan.plan("loadtest", {"env": "dev", "model": "llama", **REFS})
+    p = mkplan(plan, "loadtest", {"env": "dev", "model": model(plan), "gpu": True, **REFS})
     args = parse(p)
     assert args.target == plan.GATEWAY_URL and str(args.token_file) == plan.SMOKE_TOKEN
     assert args.subject_digests == {"gateway": GW, "vllm": VLLM}
-    assert set(p.services) == {"vllm", "gateway"} and not p.services["vllm"].gpu
+    assert set(p.services) == {"vllm", "gateway"} and p.services["vllm"].gpu
 
 
 @pytest.mark.parametrize("verb", ["smoke", "loadtest"])
 def test_without_image_refs_no_services_and_no_digests(plan: Any, verb: str) -> None:
-    p = plan.plan(verb, {"model": "tiny-llama", "gpu": True, "registry": "registry.example.com/llm"})
+    p = mkplan(plan, verb, {"gpu": True, "registry": "registry.example.com/llm"})
     assert p.services == {}
     assert "--subject-digests" not in p.command and "--gateway-url" not in p.command
     assert not any("keygen" in step for step in p.setup)
@@ -93,16 +113,22 @@ def test_without_image_refs_no_services_and_no_digests(plan: Any, verb: str) -> 
 )
 def test_inconsistent_image_arguments_are_refused(plan: Any, params: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        plan.plan("smoke", params)
+        mkplan(plan, "smoke", {"model": model(plan), **params})
 
 
 def test_gateway_settings_match_the_local_stack(plan: Any) -> None:
+    from pipeline.runtime import contract as shared
     from pipeline.runtime import local_stack as stack
 
-    assert (plan.ISSUER, plan.AUDIENCE) == (stack.ISSUER, stack.AUDIENCE)
-    env = plan.release_services({"gateway": "r/g@" + GW, "vllm": "r/v@" + VLLM}, model="m", gpu=False, vllm_args=[])[
-        "gateway"
-    ].env
+    c = contract(plan)
+    # One definition (pipeline/runtime/contract.json) read by both sides.
+    assert (c.issuer, c.audience) == (stack.ISSUER, stack.AUDIENCE) == (shared.ISSUER, shared.AUDIENCE)
+    assert c.release_targets == shared.RELEASE_TARGETS == plan.RELEASE_TARGETS
+    assert (
+        (c.vllm_cpu, c.tool_targets) == (shared.VLLM_CPU_TARGET, shared.TOOL_TARGETS) == (plan.VLLM_CPU, ("pipeline",))
+    )
+    refs = {"gateway": "r/g@" + GW, "vllm": "r/v@" + VLLM}
+    env = plan.release_services(refs, model=model(plan), gpu=False, vllm_args=[], contract=c)["gateway"].env
     from app.gateway.tokens import DevKeys
 
     keys = DevKeys(private_key=Path("/k/private.pem"), jwks=Path("/k/jwks.json"), kid="dev", alg="ES256")
@@ -119,13 +145,6 @@ def test_rbac_script_writes_the_local_stack_rbac(plan: Any, tmp_path: Path) -> N
 
     out = subprocess.run([sys.executable, "-c", plan.RBAC_SCRIPT, "llama"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == stack.default_rbac("llama")
-
-
-def test_module_binds_planned_services_with_gpus() -> None:
-    src = (REPO / "pipeline" / "dagger" / "src" / "pipeline_dagger" / "main.py").read_text()
-    for needle in ("with_service_binding(alias, svc)", "with_mounted_file(path, pipeline_ctr.file(src))",
-                   "experimental_with_all_gp_us()", "with_service_binding(need, built[need])"):  # fmt: skip
-        assert needle in src, needle
 
 
 # -- ci: the release's images when it published (or was given) digests ------------------------
@@ -150,14 +169,21 @@ def ci_stage_argv(plan: Any, p: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("gpu", [False, True])
 def test_ci_with_published_digests_runs_smoke_and_loadtest_against_the_release_images(plan: Any, gpu: bool) -> None:
-    params = {**PUBLISHED, "gpu": gpu, "model": "llama", "vllm_args": ["--model=org/m"], "stage_args": ["test=-q"]}
-    p = plan.plan("ci", params)
+    params = {
+        **PUBLISHED,
+        "gpu": gpu,
+        "model": model(plan),
+        "vllm_args": ["--max-num-seqs=4"],
+        "stage_args": ["test=-q"],
+    }
+    p = mkplan(plan, "ci", params)
     # The same services smoke/loadtest bind, from the same helper.
     want = plan.release_services(
         {"gateway": f"{REGISTRY}/gateway@{GW}", "vllm": f"{REGISTRY}/vllm@{VLLM}"},
-        model="llama",
+        model=model(plan),
         gpu=gpu,
-        vllm_args=["--model=org/m"],
+        vllm_args=["--max-num-seqs=4"],
+        contract=contract(plan),
     )
     assert list(p.services) == ["vllm", "gateway"] and p.services == want
     assert p.services["vllm"].gpu is gpu and not p.services["gateway"].gpu
@@ -170,11 +196,11 @@ def test_ci_with_published_digests_runs_smoke_and_loadtest_against_the_release_i
     assert smoke.target == plan.VLLM_URL and smoke.gateway_url == plan.GATEWAY_URL
     assert load.target == plan.GATEWAY_URL
     for stage in (smoke, load):
-        assert stage.subject_digests == {"gateway": GW, "vllm": VLLM}
-        assert str(stage.token_file) == plan.SMOKE_TOKEN and stage.model == "llama"
-    setup = " ".join(" ".join(step) for step in p.setup)
-    assert f"keygen --out {plan.SMOKE_KEYS}" in setup and f"> {plan.SMOKE_TOKEN}" in setup
-    assert "--sub dagger-ci" in setup and f"> {plan.SMOKE_RBAC}" in setup
+        assert stage.subject_digests == ({"gateway": GW, "vllm": VLLM} if gpu else {"gateway": GW})
+        assert str(stage.token_file) == plan.SMOKE_TOKEN and stage.model == "org/llama"
+    per_call = " ".join(" ".join(step) for step in p.per_call)
+    assert f"keygen --out {plan.SMOKE_KEYS}" in per_call and f"> {plan.SMOKE_TOKEN}" in per_call
+    assert "--sub dagger-ci" in per_call and f"> {plan.SMOKE_RBAC}" in per_call
 
 
 @pytest.mark.parametrize(
@@ -191,7 +217,7 @@ def test_ci_with_published_digests_runs_smoke_and_loadtest_against_the_release_i
 def test_ci_without_release_images_binds_nothing_and_claims_nothing(
     plan: Any, params: dict[str, Any], gpu: bool
 ) -> None:
-    p = plan.plan("ci", {**params, "gpu": gpu, "model": "llama"})
+    p = mkplan(plan, "ci", {**params, "gpu": gpu, "model": model(plan)})
     assert p.services == {}
     assert not any("--subject-digests" in arg or "--gateway-url" in arg for arg in p.command)
     assert not any("keygen" in step for step in p.setup)
@@ -202,15 +228,7 @@ def test_ci_without_release_images_binds_nothing_and_claims_nothing(
 @pytest.mark.parametrize("item", ["smoke=--target http://elsewhere:8000", "loadtest=--subject-digests=vllm=x"])
 def test_ci_refuses_stage_args_that_fight_the_release_services(plan: Any, item: str) -> None:
     with pytest.raises(ValueError, match="release services"):
-        plan.plan("ci", {**PUBLISHED, "model": "m", "stage_args": [item]})
+        mkplan(plan, "ci", {**PUBLISHED, "model": model(plan), "stage_args": [item]})
     # Other flags of those stages stay the caller's.
-    p = plan.plan("ci", {**PUBLISHED, "model": "m", "stage_args": ["smoke=--timeout 900"]})
+    p = mkplan(plan, "ci", {**PUBLISHED, "model": model(plan), "stage_args": ["smoke=--timeout 900"]})
     assert ci_stage_argv(plan, p)["smoke"].timeout == 900.0
-
-
-def test_ci_function_reuses_the_release_and_source_vllm_helpers() -> None:
-    src = (REPO / "pipeline" / "dagger" / "src" / "pipeline_dagger" / "main.py").read_text()
-    ci_src = src[src.index("async def ci(") :]
-    # The services come from the plan (`_run` → `_services`), the hf_token secret with them; no second implementation.
-    assert 'service_secrets={"hf_token": hf_token}' in ci_src and "Service(" not in ci_src
-    assert 'not release_images("ci", params)' in ci_src and "self._source_vllm(params)" in ci_src

