@@ -155,6 +155,20 @@ async def send_response(send: Send, status: int, body: bytes, headers: Headers, 
     await send({"type": "http.response.body", "body": body})
 
 
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True if a parsed JSON value nests objects/arrays deeper than `limit` (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values() if isinstance(x, dict | list))
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v if isinstance(x, dict | list))
+    return False
+
+
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
 
 
@@ -387,11 +401,30 @@ class Gateway:
                 param=field_name,
             )
         if asked is None:
-            # Unbounded generations are not allowed through: default to the role's cap.
-            data["max_tokens"] = asked = limit
+            asked = self._default_max_tokens(req, data, limit)
         prompts = 1 if isinstance(req, ChatCompletionRequest) else count
         # ~4 characters per token plus per-message overhead: a cheap, deliberately generous estimate.
         return chars // 4 + 4 * count + asked * n * prompts
+
+    def _default_max_tokens(
+        self, req: ChatCompletionRequest | CompletionRequest, data: dict[str, Any], cap: int
+    ) -> int:
+        """max_tokens for a request that names none: never above the role's cap, never a value the
+        upstream must reject for the model's context (`max_model_len` from its /v1/models)."""
+        rd = self.readiness
+        context = rd.context_len.get(req.model) if rd is not None else None
+        if context is None:
+            # Context unknown (an upstream that does not report it): the role's cap.
+            data["max_tokens"] = cap
+            return cap
+        if cap >= context - 1:
+            # vLLM's own default (context - prompt tokens) cannot exceed the cap: leave it to vLLM.
+            return context
+        # The prompt takes at most one token per UTF-8 byte (byte-level BPE) plus the chat template.
+        worst_prompt = req.prompt_token_bound() + self.s.prompt_overhead_tokens
+        room = max(1, min(cap, context - worst_prompt))
+        data["max_tokens"] = room
+        return room
 
     # ---------------------------------------------------------------- generation (raw ASGI)
     async def generate(
@@ -475,6 +508,9 @@ class Gateway:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json") from None
+        limit = self.s.max_json_depth
+        if raw.count(b"{") + raw.count(b"[") > limit and json_depth_exceeds(data, limit):
+            raise GatewayError(400, f"The request body is nested deeper than {limit} levels.", code="json_too_deep")
         return data, self._validate(data, schema)
 
     async def _limit(self, ctx: Ctx, policy: Policy) -> None:

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     max_prompt_chars: PositiveInt = 200_000
     max_tokens: PositiveInt = 8192
     max_n: PositiveInt = 4
+    # JSON nesting deeper than this → 400 (orjson cannot re-encode beyond 254 levels).
+    max_json_depth: Annotated[int, Field(ge=4, le=200)] = 64
+    # Chat-template tokens assumed per request when a max_tokens default must fit the context.
+    prompt_overhead_tokens: Annotated[int, Field(ge=0)] = 64
 
     # Readiness.
     ready_probe_interval: PositiveFloat = 5.0

@@ -29,6 +29,8 @@ class Readiness:
         self.upstream = upstream
         self.models: list[dict[str, Any]] = []
         self.model_ids: frozenset[str] = frozenset()
+        # max_model_len per model, as vLLM (and the simulator) report it in /v1/models.
+        self.context_len: dict[str, int] = {}
         self.health_ok = False
         self.last_generation_ok = float("-inf")
         self.last_error = "no probe yet"
@@ -65,6 +67,11 @@ class Readiness:
                 data = orjson.loads(content).get("data", [])
                 self.models = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
                 self.model_ids = frozenset(m["id"] for m in self.models)
+                self.context_len = {
+                    m["id"]: m["max_model_len"]
+                    for m in self.models
+                    if isinstance(m.get("max_model_len"), int) and m["max_model_len"] > 0
+                }
             except (*TRANSPORT_ERRORS, ValueError, AttributeError) as exc:
                 log.debug("model list refresh failed: %s", exc)
 

@@ -66,6 +66,14 @@ class ChatMessage(BaseModel):
             return len(c)
         return sum(len(p.text) for p in c)
 
+    def text_bytes(self) -> int:
+        c = self.content
+        if c is None:
+            return 0
+        if isinstance(c, str):
+            return len(c.encode())
+        return sum(len(p.text.encode()) for p in c)
+
 
 class ChatCompletionRequest(Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
@@ -80,6 +88,10 @@ class ChatCompletionRequest(Sampling):
     def prompt_chars(self) -> int:
         return sum(m.text_len() for m in self.messages)
 
+    def prompt_token_bound(self) -> int:
+        """An upper bound on the prompt's tokens: one per UTF-8 byte, a few per message for the template."""
+        return sum(m.text_bytes() + 8 for m in self.messages)
+
     def message_count(self) -> int:
         return len(self.messages)
 
@@ -92,6 +104,11 @@ class CompletionRequest(Sampling):
 
     def prompt_chars(self) -> int:
         return len(self.prompt) if isinstance(self.prompt, str) else sum(len(p) for p in self.prompt)
+
+    def prompt_token_bound(self) -> int:
+        """An upper bound on the (longest) prompt's tokens: one per UTF-8 byte."""
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        return max(len(p.encode()) for p in prompts)
 
     def message_count(self) -> int:
         return 1 if isinstance(self.prompt, str) else len(self.prompt)

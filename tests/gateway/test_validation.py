@@ -91,3 +91,25 @@ def test_body_too_large(gateway: Gateway, client: httpx.Client, clean_upstream: 
     r = client.post("/v1/chat/completions", content=chunked(), headers=gateway.auth())
     assert_openai_error(r, 413)
     assert clean_upstream.state()["requests"] == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("depth", [70, 254, 300, 1000])
+def test_deep_nesting_is_a_400_naming_the_limit(
+    depth: int, stream: bool, gateway: Gateway, client: httpx.Client, clean_upstream: Upstream
+) -> None:
+    # orjson parses 1024 levels but cannot encode more than 254: this was a 500 per request.
+    nested = "[" * depth + "]" * depth
+    raw = b'{"model":"ok","max_tokens":4,"stream":%s,"messages":[{"role":"user","content":"hi"}],' % (
+        b"true" if stream else b"false"
+    )
+    raw += b'"response_format":{"type":"json_schema","x":%s}}' % nested.encode()
+    r = client.post("/v1/chat/completions", content=raw, headers={**gateway.auth(), "content-type": "application/json"})
+    err = assert_openai_error(r, 400)
+    assert "64 levels" in err["message"]
+    assert clean_upstream.state()["requests"] == 0
+
+
+def test_braces_inside_strings_are_not_nesting(gateway: Gateway, client: httpx.Client) -> None:
+    r = client.post("/v1/chat/completions", json=chat_body(content="{[" * 400), headers=gateway.auth())
+    assert r.status_code == 200, r.text
