@@ -6,7 +6,7 @@ Entry point for ASGI servers (one or several workers):
     gunicorn -k uvicorn.workers.UvicornWorker 'app.gateway.app:create_app()'
 
 The generation routes are raw ASGI endpoints dispatched before FastAPI's middleware and
-router (`GatewayApp`), the upstream hop uses the lean client in `h1.py`, and everything
+router (`GatewayApp`), the upstream hop is a pooled aiohttp session (`upstream.py`), and everything
 derivable once (RBAC policies, JWKS keys, verified tokens, metric children) is cached;
 see docs/gateway.md ("Performance").
 """
@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -38,13 +39,20 @@ from app.gateway.audit import AuditLog
 from app.gateway.auth import Authenticator, AuthError, JwksStore, Principal
 from app.gateway.config import ConfigError, Settings, load_settings
 from app.gateway.errors import GatewayError, error_body, sse_error_event
-from app.gateway.h1 import Response as UpstreamResponse
-from app.gateway.h1 import UpstreamProtocolError
 from app.gateway.health import Readiness
+from app.gateway.metrics import UPSTREAM_ERRORS
 from app.gateway.ratelimit import Decision, RateLimiter
 from app.gateway.rbac import Policy, Rbac, RbacError, load_rbac
 from app.gateway.schemas import ChatCompletionRequest, CompletionRequest
-from app.gateway.upstream import TRANSPORT_ERRORS, Upstream, bad_upstream, upstream_error
+from app.gateway.upstream import (
+    TRANSPORT_ERRORS,
+    Upstream,
+    UpstreamProtocolError,
+    UpstreamTooLargeError,
+    bad_upstream,
+    read_capped,
+    upstream_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,9 @@ class Ctx:
     ttft: float | None = None
     text: dict[str, Any] | None = field(default=None)
     finished: bool = False
+    # The id vLLM sees: unique per request (vLLM rejects duplicate running ids), unlike the client's.
+    upstream_id: str = ""
+    disconnected: bool = False
 
 
 @dataclass
@@ -257,6 +268,7 @@ class Gateway:
         p = ctx.principal
         rec: dict[str, Any] = {
             "request_id": ctx.request_id,
+            "upstream_request_id": ctx.upstream_id or None,
             "subject": p.subject_hash if p else None,
             "roles": list(p.roles) if p else None,
             "model": ctx.model,
@@ -454,6 +466,7 @@ class Gateway:
             request_id=valid_request_id(rid.decode("latin-1") if rid is not None else None),
             t0=time.perf_counter(),
         )
+        ctx.upstream_id = ctx.request_id if rid is None else new_request_id()
         m.IN_FLIGHT.inc()
         streaming = False
         started = False
@@ -478,7 +491,7 @@ class Gateway:
                     streaming = True
                     await self._stream(ctx, data, receive, sender)
                 else:
-                    status, body, headers = await self._unary(ctx, data)
+                    status, body, headers = await self._unary_watched(ctx, data, receive)
                     self._finish(ctx)
                     await sender({"type": "http.response.start", "status": status, "headers": headers})
                     await sender({"type": "http.response.body", "body": body})
@@ -493,6 +506,11 @@ class Gateway:
             streaming = False
             self._finish(ctx)
             await send_response(sender, status, body, headers, _JSON_CT)
+        except asyncio.CancelledError:
+            if not ctx.disconnected:
+                raise
+            ctx.status, ctx.error = 499, "client_closed"  # a cancel that raced the reply
+            self._finish(ctx)
         except Exception:
             log.exception("unhandled error on %s", route)
             if not ctx.finished:
@@ -535,9 +553,40 @@ class Gateway:
         headers.append((b"x-request-id", ctx.request_id.encode()))
         return headers
 
+    @staticmethod
+    def _encode(data: dict[str, Any]) -> bytes:
+        try:
+            return orjson.dumps(data)
+        except orjson.JSONEncodeError as exc:  # the depth check makes this unreachable; never a 500
+            raise GatewayError(400, f"The request cannot be encoded: {exc}.", code="invalid_body") from None
+
+    async def _unary_watched(self, ctx: Ctx, data: dict[str, Any], receive: Receive) -> tuple[int, bytes, Headers]:
+        """_unary, cancelled (dropping the upstream connection, which aborts the request in vLLM)
+        when the client disconnects while it waits."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(self._cancel_on_disconnect(receive, task, ctx))
+        try:
+            return await self._unary(ctx, data)
+        except asyncio.CancelledError:
+            if ctx.disconnected:
+                task.uncancel()
+                raise ClientDisconnect() from None
+            raise
+        finally:
+            watcher.cancel()
+
+    @staticmethod
+    async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: Ctx) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        ctx.disconnected = True
+        task.cancel()
+
     async def _unary(self, ctx: Ctx, data: dict[str, Any]) -> tuple[int, bytes, Headers]:
         assert self.upstream is not None
-        status, content = await self.upstream.post(ctx.route, orjson.dumps(data), ctx.request_id)
+        body = self._encode(data)
+        status, content = await self.upstream.post(ctx.route, body, ctx.upstream_id)
         if status >= 500:
             raise bad_upstream("status", f"The model server failed (HTTP {status}).")
         try:
@@ -576,14 +625,14 @@ class Gateway:
         strip_usage = not opts.get("include_usage")
         if strip_usage:
             data["stream_options"] = {**opts, "include_usage": True}
-        r = await self.upstream.open_stream(ctx.route, orjson.dumps(data), ctx.request_id)
+        r = await self.upstream.open_stream(ctx.route, self._encode(data), ctx.upstream_id)
         if r.status != 200:
             try:
-                content = await r.read()
+                content = await read_capped(r, self.s.upstream_max_response_bytes)
             except TRANSPORT_ERRORS as exc:
+                r.close()
                 raise upstream_error(exc) from None
-            finally:
-                r.release()
+            r.release()
             if r.status >= 500:
                 raise bad_upstream("status", f"The model server failed (HTTP {r.status}).")
             ctx.status, ctx.error = r.status, "upstream_rejected"
@@ -649,11 +698,22 @@ class Gateway:
         return Response(body, media_type=ctype)
 
 
+def sse_data(event: bytes) -> bytes | None:
+    """The data of one SSE event (its `data:` lines joined), or None if it has none (a comment)."""
+    if event.startswith(b"data:") and b"\n" not in event:
+        data = event[5:]
+        return data[1:] if data.startswith(b" ") else data
+    lines = [ln[5:] for ln in event.split(b"\n") if ln.startswith(b"data:")]
+    if not lines:
+        return None
+    return b"\n".join(ln[1:] if ln.startswith(b" ") else ln for ln in lines)
+
+
 class StreamRelay:
     """Forwards complete SSE events as they arrive, reads usage on the way, and ends a
     broken stream with an error event. close() is idempotent and runs on every path."""
 
-    def __init__(self, gw: Gateway, ctx: Ctx, r: UpstreamResponse, strip_usage: bool) -> None:
+    def __init__(self, gw: Gateway, ctx: Ctx, r: aiohttp.ClientResponse, strip_usage: bool) -> None:
         self.gw = gw
         self.ctx = ctx
         self.r = r
@@ -680,12 +740,27 @@ class StreamRelay:
         self.r.close()  # this is what cancels the request in vLLM
 
     async def events(self) -> AsyncGenerator[bytes, None]:
+        """Complete SSE events (LF or CRLF delimited, `data:` with or without a space), batched per read."""
         ctx = self.ctx
         buf = b""
+        pending_cr = b""
         done = False
         inspect_all = self.pieces is not None
+        cap = self.gw.s.upstream_max_response_bytes
+        size = 0
         try:
-            async for raw in self.r.iter_any():
+            async for raw in self.r.content.iter_any():
+                size += len(raw)
+                if size > cap:
+                    raise UpstreamTooLargeError(f"stream larger than {cap} bytes")
+                if pending_cr or b"\r" in raw:
+                    # CRLF or CR line ends (SSE allows all three): normalise to LF, keeping a
+                    # trailing CR back in case its LF comes with the next read.
+                    raw = pending_cr + raw
+                    pending_cr = b""
+                    if raw.endswith(b"\r"):
+                        raw, pending_cr = raw[:-1], b"\r"
+                    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
                 buf += raw
                 end = buf.rfind(b"\n\n")
                 if end < 0:
@@ -695,10 +770,13 @@ class StreamRelay:
                 for event in block.split(b"\n\n"):
                     if not event:
                         continue
-                    if event.startswith(b"data: [DONE]"):
+                    if done:
+                        continue  # nothing after [DONE] reaches the client
+                    data = sse_data(event)
+                    if data == b"[DONE]":
                         done = True
-                    elif inspect_all or b'"usage"' in event:
-                        kept = self._inspect(event)
+                    elif data is not None and (inspect_all or b'"usage"' in data or b'"error"' in data):
+                        kept = self._inspect(event, data)
                         if kept is None:
                             continue
                         event = kept
@@ -724,13 +802,21 @@ class StreamRelay:
         finally:
             await self.close()
 
-    def _inspect(self, event: bytes) -> bytes | None:
-        """Read usage (and text if audited) from one event; None = drop it (usage the client did not ask for)."""
+    def _inspect(self, event: bytes, data: bytes) -> bytes | None:
+        """Read usage, errors (and text if audited) from one event; None = drop it (usage the client did not ask for)."""
         try:
-            obj = orjson.loads(event[5:] if event.startswith(b"data:") else event)
+            obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             return event
         if not isinstance(obj, dict):
+            return event
+        if "error" in obj:
+            # vLLM reports an engine failure mid-stream as an error event: the request failed.
+            err = obj["error"]
+            code = err.get("code") if isinstance(err, dict) else None
+            status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+            self.ctx.status, self.ctx.error = (502 if status >= 500 else status), "upstream_stream_error"
+            UPSTREAM_ERRORS.labels("stream_error").inc()
             return event
         choices = obj.get("choices") or []
         if self.pieces is not None:

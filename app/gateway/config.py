@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # Per read: the whole reply for non-streaming requests, the gap between chunks for streams.
     upstream_read_timeout_seconds: PositiveFloat = 120.0
     upstream_max_connections: PositiveInt = 512
+    # Longest wait for a free pooled connection when all are busy → 503.
+    upstream_pool_timeout_seconds: PositiveFloat = 5.0
+    # Idle keep-alive connections are dropped after this (below the upstream's own 5 s).
+    upstream_keepalive_seconds: PositiveFloat = 4.0
+    # Larger upstream replies (unary body, or a whole stream) → 502.
+    upstream_max_response_bytes: PositiveInt = 32 * 1024 * 1024
 
     # Authentication.
     jwt_jwks: str | None = None

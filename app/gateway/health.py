@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -21,6 +22,10 @@ from app.gateway.metrics import READY
 from app.gateway.upstream import TRANSPORT_ERRORS, Upstream
 
 log = logging.getLogger(__name__)
+
+
+def new_probe_id() -> str:
+    return secrets.token_hex(8)
 
 
 class Readiness:
@@ -99,7 +104,8 @@ class Readiness:
                 "POST",
                 "/v1/completions",
                 json_body={"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0},
-                headers={"x-request-id": "gateway-ready-probe"},
+                # Unique per probe: vLLM rejects a request id that is still running.
+                headers={"x-request-id": f"gateway-ready-probe-{new_probe_id()}"},
                 timeout_s=timeout,
             )
             body = orjson.loads(content) if gstatus == 200 else None

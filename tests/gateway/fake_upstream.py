@@ -72,7 +72,7 @@ async def generate(request: Request) -> Response:
     chat = request.url.path.endswith("chat/completions")
     body = orjson.loads(await request.body())
     model = body.get("model")
-    if request.headers.get("x-request-id") != "gateway-ready-probe":
+    if not (request.headers.get("x-request-id") or "").startswith("gateway-ready-probe"):
         STATE["requests"] += 1
         STATE["by_model"][model] = STATE["by_model"].get(model, 0) + 1
         STATE["last_request_id"] = request.headers.get("x-request-id")
