@@ -234,10 +234,18 @@ class Gateway:
         task.add_done_callback(self._bg.discard)
 
     # ---------------------------------------------------------------- bookkeeping
+    def model_label(self, model: str | None) -> str:
+        """Metric label of a model: only served model names, so label values stay bounded."""
+        if model is None:
+            return "-"
+        rd = self.readiness
+        return model if rd is not None and model in rd.model_ids else "unknown"
+
     def ttft_child(self, model: str) -> Any:
-        child = self._ttft.get(model)
+        label = self.model_label(model)
+        child = self._ttft.get(label)
         if child is None:
-            child = self._ttft[model] = m.TTFT.labels(model)
+            child = self._ttft[label] = m.TTFT.labels(label)
         return child
 
     def _finish(self, ctx: Ctx) -> None:
@@ -246,7 +254,7 @@ class Gateway:
             return
         ctx.finished = True
         elapsed = time.perf_counter() - ctx.t0
-        model_label = ctx.model or "-"
+        model_label = self.model_label(ctx.model)
         key = (ctx.route, model_label, ctx.status)
         children = self._children.get(key)
         if children is None:
@@ -482,12 +490,13 @@ class Gateway:
                 data, req = self._parse(await self._body(receive, declared), schema)
                 await self._check_model(req.model, policy)
                 ctx.model = req.model
-                ctx.stream = req.stream
+                ctx.stream = bool(req.stream)
                 ctx.estimate = self._caps(req, data, policy)
                 await self._limit(ctx, policy)
                 if self.s.audit_include_text:
                     ctx.text = {"prompt": data.get("messages", data.get("prompt"))}
                 if req.stream:
+                    data["stream"] = True
                     streaming = True
                     await self._stream(ctx, data, receive, sender)
                 else:
@@ -529,7 +538,9 @@ class Gateway:
         limit = self.s.max_json_depth
         if raw.count(b"{") + raw.count(b"[") > limit and json_depth_exceeds(data, limit):
             raise GatewayError(400, f"The request body is nested deeper than {limit} levels.", code="json_too_deep")
-        return data, self._validate(data, schema)
+        req = self._validate(data, schema)
+        # What goes upstream is the validated values, not the client's JSON.
+        return req.forward(), req
 
     async def _limit(self, ctx: Ctx, policy: Policy) -> None:
         ctx.decision = d = await self.c.limiter.take(
@@ -680,6 +691,29 @@ class Gateway:
                 media_type=JSON,
                 headers={"x-request-id": ctx.request_id},
             )
+        except GatewayError as err:
+            return self._fail(ctx, err)
+        finally:
+            self._finish(ctx)
+
+    async def model(self, request: Request) -> Response:
+        """GET /v1/models/{id}: 404 for models that do not exist or the caller may not use (no enumeration)."""
+        ctx = Ctx(route="/v1/models/{id}", request_id=request_id_of(request), t0=time.perf_counter())
+        m.IN_FLIGHT.inc()
+        try:
+            policy = await self._authorize(request.headers.get("authorization"), ctx)
+            model_id = request.path_params["model_id"]
+            rd = self.readiness
+            assert rd is not None
+            if model_id not in rd.model_ids:
+                await rd.refresh_models()
+            found = next((mdl for mdl in rd.models if mdl["id"] == model_id), None)
+            if found is None or not policy.allows(model_id):
+                raise GatewayError(
+                    404, f"The model '{model_id}' does not exist.", code="model_not_found", param="model"
+                )
+            ctx.model = model_id
+            return Response(orjson.dumps(found), media_type=JSON, headers={"x-request-id": ctx.request_id})
         except GatewayError as err:
             return self._fail(ctx, err)
         finally:
@@ -916,6 +950,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         # Also in the router: other methods get its 405, and the route table stays complete.
         app.router.routes.append(Route(path, endpoint, methods=["POST"]))
     app.add_route("/v1/models", gw.models, methods=["GET"])
+    app.add_route("/v1/models/{model_id:path}", gw.model, methods=["GET"])
     app.add_route("/healthz", gw.healthz, methods=["GET"])
     app.add_route("/readyz", gw.readyz, methods=["GET"])
     app.add_route("/metrics", gw.metrics, methods=["GET"])

@@ -48,12 +48,26 @@ CASES: dict[str, tuple[str, Any, int, str | None]] = {
         400,
         "prompt",
     ),
-    "image_part": (
+    "unknown_part": (
         "/v1/chat/completions",
-        {"model": "ok", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        {"model": "ok", "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x"}}]}]},
         400,
         None,
     ),
+    "too_many_parts": (
+        "/v1/chat/completions",
+        {"model": "ok", "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 65}]},
+        400,
+        "messages.0.content",
+    ),
+    "unknown_message_field": (
+        "/v1/chat/completions",
+        {"model": "ok", "messages": [{"role": "user", "content": "x", "sneaky": 1}]},
+        400,
+        "messages.0.sneaky",
+    ),
+    "engine_request_id": ("/v1/chat/completions", chat_body(request_id="gateway-ready-probe"), 400, "request_id"),
+    "chat_template": ("/v1/chat/completions", chat_body(chat_template="{{ 7*7 }}"), 400, "chat_template"),
 }
 
 
