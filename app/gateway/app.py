@@ -958,7 +958,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
         msg = exc.detail if isinstance(exc, StarletteHTTPException) else "Internal error."
-        return Response(error_body(status, str(msg)), status_code=status, media_type=JSON)
+        headers = getattr(exc, "headers", None)  # e.g. 405's Allow
+        return Response(error_body(status, str(msg)), status_code=status, media_type=JSON, headers=headers)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path, exc_info=exc)

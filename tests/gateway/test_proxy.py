@@ -161,3 +161,13 @@ def test_disallowed_model_is_403_whether_or_not_it_exists(
         headers=gateway.auth(roles=("admin",)),
     )
     assert_openai_error(r, 404, param="model")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("GET", "/v1/chat/completions", {"POST"}), ("PUT", "/v1/completions", {"POST"}), ("POST", "/v1/models", {"GET"})],
+)
+def test_405_names_the_allowed_methods(method: str, path: str, allowed: set[str], client: httpx.Client) -> None:
+    r = client.request(method, path)
+    assert_openai_error(r, 405)
+    assert allowed <= {m.strip() for m in r.headers["allow"].split(",")}
