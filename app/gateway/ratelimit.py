@@ -212,10 +212,21 @@ class RateLimiter:
         )
         return result
 
+    async def _eval_retrying(self, key: str, rcap: int, tcap: int, cost: int, mode: str) -> list[Any]:
+        """One call; on a connection error, one retry on a fresh connection (a restarted Redis
+        answers it) before the caller falls back. A timeout is not retried: Redis is slow, not gone."""
+        try:
+            return await self._eval(key, rcap, tcap, cost, mode)
+        except (RedisError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            log.info("rate-limit store connection failed (%s); reconnecting once", exc)
+            return await self._eval(key, rcap, tcap, cost, mode)
+
     async def take(self, key: str, rcap: int, tcap: int, cost: int) -> Decision:
         if self._redis_usable():
             try:
-                code, r, t, retry = await self._eval(key, rcap, tcap, cost, "take")
+                code, r, t, retry = await self._eval_retrying(key, rcap, tcap, cost, "take")
                 return _decision(int(code), float(r), float(t), rcap, tcap, float(retry), "redis")
             except (RedisError, OSError, TimeoutError) as exc:
                 self._mark_down(exc)
@@ -226,7 +237,7 @@ class RateLimiter:
             return
         if self._redis_usable():
             try:
-                await self._eval(key, rcap, tcap, delta, "adjust")
+                await self._eval_retrying(key, rcap, tcap, delta, "adjust")
                 return
             except (RedisError, OSError, TimeoutError) as exc:
                 self._mark_down(exc)

@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from app.gateway.config import Settings
 from app.gateway.errors import GatewayError
@@ -111,6 +112,7 @@ class Upstream:
             sock_connect=settings.upstream_connect_timeout_seconds,
             sock_read=settings.upstream_read_timeout_seconds,
         )
+        self._urls: dict[str, URL] = {}
         self.session = aiohttp.ClientSession(
             base_url=self.base_url,
             timeout=self.timeout,
@@ -123,19 +125,31 @@ class Upstream:
             # No proxies/netrc from the environment on a loopback hop; no cookies between users.
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
+            # The upstream is asked for identity encoding: nothing to decompress on the hot path.
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
         self._json_headers = {"Content-Type": "application/json", "Accept": "application/json"}
         self._sse_headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self.base_url + path)
+        return url
 
     async def post(self, path: str, body: bytes, request_id: str) -> tuple[int, bytes]:
         """Non-streaming POST; the whole body is read (capped). Transport errors → GatewayError.
         Cancelling the caller drops the connection, which aborts the request upstream."""
         r: aiohttp.ClientResponse | None = None
         try:
-            r = await self.session.post(path, data=body, headers={**self._json_headers, "X-Request-ID": request_id})
-            content = await read_capped(r, self.max_response_bytes)
+            r = await self.session.post(
+                self._url(path), data=body, headers={**self._json_headers, "X-Request-ID": request_id}
+            )
+            if r.content_length is not None and r.content_length <= self.max_response_bytes:
+                content = await r.read()  # the usual case: one call
+            else:
+                content = await read_capped(r, self.max_response_bytes)
         except TRANSPORT_ERRORS as exc:
             if r is not None:
                 r.close()
@@ -150,7 +164,9 @@ class Upstream:
     async def open_stream(self, path: str, body: bytes, request_id: str) -> aiohttp.ClientResponse:
         """Streaming POST: returns once headers arrived; the caller must close()/release() it."""
         try:
-            return await self.session.post(path, data=body, headers={**self._sse_headers, "X-Request-ID": request_id})
+            return await self.session.post(
+                self._url(path), data=body, headers={**self._sse_headers, "X-Request-ID": request_id}
+            )
         except TRANSPORT_ERRORS as exc:
             raise upstream_error(exc) from None
 

@@ -28,7 +28,7 @@ schema = schemathesis.openapi.from_dict(
     openapi_spec(), config=schemathesis.Config.from_dict({"generation": {"mode": "all"}})
 ).include(path_regex=GENERATION)
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=20,
 )
