@@ -304,6 +304,8 @@ class Gateway:
         headers: dict[str, str] = dict(err.headers)
         if ctx.decision is not None:
             headers.update(ctx.decision.headers())
+            if err.status != 429:
+                headers.pop("retry-after", None)
         headers["x-request-id"] = ctx.request_id
         return err.status, err.body(), [(k.encode(), v.encode()) for k, v in headers.items()]
 
@@ -554,9 +556,16 @@ class Gateway:
         if not d.allowed:
             m.RATE_LIMITED.labels(d.reason).inc()
             if d.reason == "too_large":
-                msg = f"Request needs about {ctx.estimate} tokens, above your limit of {d.limit_tokens} tokens per minute."
-            else:
-                msg = f"Rate limit reached ({d.reason} per minute). Retry after {d.headers()['retry-after']}s."
+                # It can never fit, so retrying is pointless: a 400 without Retry-After, not a 429.
+                raise GatewayError(
+                    400,
+                    f"Request needs about {ctx.estimate} tokens, above your limit of {d.limit_tokens} tokens per "
+                    "minute: lower max_tokens or shorten the prompt.",
+                    code="request_too_large",
+                    param="max_tokens",
+                    kind="ratelimit_too_large",
+                )
+            msg = f"Rate limit reached ({d.reason} per minute). Retry after {d.headers()['retry-after']}s."
             raise GatewayError(429, msg, code="rate_limit_exceeded", kind=f"ratelimit_{d.reason}")
 
     def _headers(self, ctx: Ctx) -> Headers:
