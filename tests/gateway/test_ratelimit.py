@@ -123,8 +123,13 @@ def test_limit_shared_across_gateways_and_redis_outage(redis_pair: RedisPair) ->
     assert got == [200, 200, 200, 429]
     assert [x["ratelimit_backend"] for x in a.audit()][-1] == "redis"
 
-    # Redis dies: no 5xx, limits fall back to each process (fail open to local limits).
+    # Redis dies: no 5xx, limits fall back to each process (fail open to local limits) and
+    # continue from the shared state each process last saw: the spent subject stays limited.
     redis_pair.redis.stop()
+    got = [
+        httpx.post(f"{g.url}/v1/chat/completions", json=chat_body(), headers=h, timeout=5).status_code for g in (a, b)
+    ]
+    assert got == [429, 429]
     h2 = {"authorization": f"Bearer {a.mint(sub='during-outage', roles=('limited',))}"}
     got = [
         httpx.post(f"{a.url}/v1/chat/completions", json=chat_body(), headers=h2, timeout=5).status_code
