@@ -91,7 +91,7 @@ class Sampling(_Strict):
 
     def forward(self) -> dict[str, Any]:
         """The validated request as JSON-ready values (what the client set, nulls included)."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        return self.model_dump(exclude_unset=True)  # plain JSON types already: python mode is faster
 
 
 class TextPart(_Strict):
