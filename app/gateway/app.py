@@ -540,8 +540,15 @@ class Gateway:
         limit = self.s.max_json_depth
         if raw.count(b"{") + raw.count(b"[") > limit and json_depth_exceeds(data, limit):
             raise GatewayError(400, f"The request body is nested deeper than {limit} levels.", code="json_too_deep")
+        if isinstance(data, dict):
+            try:
+                # Strict validation passes only if no value needed coercion: then the parsed JSON
+                # IS the validated values and goes upstream as it is (no dump; the usual case).
+                return data, schema.model_validate(data, strict=True)
+            except ValidationError:
+                pass
         req = self._validate(data, schema)
-        # What goes upstream is the validated values, not the client's JSON.
+        # Values were coerced ("0.5" → 0.5, "false" → False): what goes upstream is the validated values.
         return req.forward(), req
 
     async def _limit(self, ctx: Ctx, policy: Policy) -> None:
