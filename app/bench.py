@@ -1,4 +1,4 @@
-"""Gateway overhead benchmark: the simulator directly vs through the gateway.
+"""Gateway overhead benchmark: an upstream directly vs through the gateway.
 
     python -m app.bench [--duration 10] [--concurrency 16] [--out .runs/bench/gateway.json]
 
@@ -7,6 +7,8 @@ high limits, audit log to a file: everything a production request pays for) with
 `pipeline.runtime.local_stack.local_stack`, then drives each target from a separate load-generator
 process (a minimal keep-alive HTTP/1.1 client on uvloop, so the generator costs as
 little CPU as possible) at fixed concurrency: unary chat completions and streams.
+The same comparison runs a second time against a static upstream (canned replies, next to no
+CPU), so its ratio and added latency measure the gateway alone.
 Prints the RPS ratio, the added p50/p99 latency and first-chunk latency for streams,
 and writes the numbers as JSON. Targets (2 cores, 16 concurrent): ratio >= 0.70,
 added p50 <= 1 ms, added p99 <= 5 ms.
@@ -108,6 +110,103 @@ def loadgen_main(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- static upstream
+_STATIC_CHAT = (
+    b'{"id":"static","object":"chat.completion","created":0,"model":"bench-model","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"static reply"},"finish_reason":"length"}],'
+    b'"usage":{"prompt_tokens":10,"completion_tokens":16,"total_tokens":26}}'
+)
+
+
+def _static_stream(tokens: int) -> bytes:
+    ev = (
+        b'data: {"id":"static","object":"chat.completion.chunk","created":0,"model":"bench-model",'
+        b'"choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]}\n\n'
+    )
+    usage = (
+        b'data: {"id":"static","object":"chat.completion.chunk","created":0,"model":"bench-model","choices":[],'
+        b'"usage":{"prompt_tokens":10,"completion_tokens":%d,"total_tokens":%d}}\n\n' % (tokens, tokens + 10)
+    )
+    body = ev * tokens + usage + b"data: [DONE]\n\n"
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+class _StaticProtocol(asyncio.Protocol):
+    """Replies canned bytes (a chat completion, an SSE stream, the model list): an upstream that
+    costs next to no CPU, so direct-vs-gateway through it measures the gateway alone."""
+
+    def __init__(self, replies: dict[str, bytes]) -> None:
+        import httptools
+
+        self.replies = replies
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except Exception:  # a broken request: drop the connection
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        body = b"".join(self.body)
+        self.body.clear()
+        if self.url.startswith(b"/v1/models"):
+            key = "models"
+        elif self.url == b"/health":
+            key = "health"
+        elif b'"stream":true' in body.replace(b" ", b""):
+            key = "stream"
+        else:
+            key = "chat"
+        assert self.transport is not None
+        self.transport.write(self.replies[key])
+
+
+def static_main(args: argparse.Namespace) -> int:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+
+    def reply(body: bytes, ctype: bytes = b"application/json") -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (ctype, len(body), body)
+
+    models = json.dumps(
+        {"object": "list", "data": [{"id": args.model, "object": "model", "max_model_len": 4096}]}
+    ).encode()
+    replies = {
+        "models": reply(models),
+        "health": reply(b""),
+        "chat": reply(_STATIC_CHAT),
+        "stream": b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + _static_stream(args.tokens),
+    }
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _StaticProtocol(replies), "127.0.0.1", args.port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+    return 0
+
+
 # --------------------------------------------------------------------------- driver
 def _pct(values: list[float], q: float) -> float:
     if not values:
@@ -203,18 +302,17 @@ def bench_main(args: argparse.Namespace) -> int:
         "cpus": os.cpu_count(),
         "targets": TARGETS,
     }
+    msgs = [{"role": "user", "content": "Say something about delivery pipelines."}]
+    bodies = {}
+    for stream in (False, True):
+        p = work / f"body-{stream}.json"
+        p.write_text(json.dumps({"model": model, "messages": msgs, "max_tokens": args.max_tokens, "stream": stream}))
+        bodies[stream] = p
+    audit_lines = 0
     with local_stack(work, model=model, simulator_args=sim_args, workers=args.workers) as stack:
         token = stack.mint(sub="bench", roles=("user",), ttl=3600)
         assert stack.simulator is not None
         pids = {"simulator": stack.simulator.pid, "gateway": stack.gateway.pid}
-        msgs = [{"role": "user", "content": "Say something about delivery pipelines."}]
-        bodies = {}
-        for stream in (False, True):
-            p = work / f"body-{stream}.json"
-            p.write_text(
-                json.dumps({"model": model, "messages": msgs, "max_tokens": args.max_tokens, "stream": stream})
-            )
-            bodies[stream] = p
         for stream in (False, True):
             kind = "stream" if stream else "unary"
             log.info("%s: direct to the simulator, %d concurrent, %.0fs", kind, args.concurrency, args.duration)
@@ -222,7 +320,31 @@ def bench_main(args: argparse.Namespace) -> int:
             log.info("%s: through the gateway", kind)
             gw = _run_load(stack.gateway_url, bodies[stream], token, args.concurrency, args.duration, pids)
             result[kind] = {"direct": direct, "gateway": gw, "compare": _compare(direct, gw, stream)}
-        audit_lines = sum(1 for _ in stack.audit_log.open())
+        audit_lines += sum(1 for _ in stack.audit_log.open())
+    if not args.no_static:
+        # The static upstream: the same comparison with an upstream that costs ~nothing, so the
+        # ratio and the added latency are the gateway's alone (the simulator's own cost no longer
+        # hides it, nor can its scheduling make the gateway look faster than direct).
+        from pipeline.runtime.procs import free_port, running
+
+        port = free_port()
+        static_url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "app.bench", "static", "--port", str(port), "--model", model]
+        argv += ["--tokens", str(args.max_tokens)]
+        with (
+            running("static-upstream", argv, work / "static.log", ready_url=f"{static_url}/health") as static,
+            local_stack(work / "static-stack", upstream_url=static_url, model=model, workers=args.workers) as stack,
+        ):
+            token = stack.mint(sub="bench", roles=("user",), ttl=3600)
+            pids = {"simulator": static.pid, "gateway": stack.gateway.pid}
+            for stream in (False, True):
+                kind = "static_stream" if stream else "static_unary"
+                log.info("%s: direct to the static upstream", kind)
+                direct = _run_load(static_url, bodies[stream], None, args.concurrency, args.duration, pids)
+                log.info("%s: through the gateway", kind)
+                gw = _run_load(stack.gateway_url, bodies[stream], token, args.concurrency, args.duration, pids)
+                result[kind] = {"direct": direct, "gateway": gw, "compare": _compare(direct, gw, stream)}
+            audit_lines += sum(1 for _ in stack.audit_log.open())
     result["audit_lines"] = audit_lines
     u = result["unary"]["compare"]
     result["meets_targets"] = (
@@ -239,13 +361,14 @@ def bench_main(args: argparse.Namespace) -> int:
 
 def _print(r: dict[str, Any]) -> None:
     print(f"\ngateway benchmark: {r['concurrency']} concurrent, {r['duration_seconds']:.0f}s per run, {r['cpus']} CPUs")
-    print(f"{'':8} {'target':8} {'RPS':>9} {'p50 ms':>8} {'p99 ms':>8} {'1st p50':>8} {'1st p99':>8} {'errors':>6}")
-    for kind in ("unary", "stream"):
+    print(f"{'':13} {'target':8} {'RPS':>9} {'p50 ms':>8} {'p99 ms':>8} {'1st p50':>8} {'1st p99':>8} {'errors':>6}")
+    kinds = [k for k in ("unary", "stream", "static_unary", "static_stream") if k in r]
+    for kind in kinds:
         for target in ("direct", "gateway"):
             s = r[kind][target]
             fc = f"{s.get('first_chunk_p50_ms', float('nan')):8.2f} {s.get('first_chunk_p99_ms', float('nan')):8.2f}"
-            print(f"{kind:8} {target:8} {s['rps']:9.1f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {fc} {s['errors']:6d}")
-    for kind in ("unary", "stream"):
+            print(f"{kind:13} {target:8} {s['rps']:9.1f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {fc} {s['errors']:6d}")
+    for kind in kinds:
         c = r[kind]["compare"]
         line = f"{kind}: RPS ratio {c['rps_ratio']:.2f}, added p50 {c['added_p50_ms']:+.2f} ms, added p99 {c['added_p99_ms']:+.2f} ms"
         g = r[kind]["gateway"]
@@ -276,14 +399,21 @@ def main(argv: list[str] | None = None) -> int:
     lg.add_argument("--concurrency", type=int, default=16)
     lg.add_argument("--duration", type=float, default=10.0)
     lg.add_argument("--out", required=True, help="where to write the raw JSON")
+    st = sub.add_parser("static", help="(internal) run the static upstream")
+    st.add_argument("--port", type=int, required=True)
+    st.add_argument("--model", default="bench-model")
+    st.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument("--out", type=Path, default=Path(".runs/bench/gateway.json"))
+    parser.add_argument("--no-static", action="store_true", help="skip the static-upstream baseline")
     args = parser.parse_args(argv)
     if args.cmd == "loadgen":
         return loadgen_main(args)
+    if args.cmd == "static":
+        return static_main(args)
     return bench_main(args)
 
 

@@ -6,7 +6,7 @@ Entry point for ASGI servers (one or several workers):
     gunicorn -k uvicorn.workers.UvicornWorker 'app.gateway.app:create_app()'
 
 The generation routes are raw ASGI endpoints dispatched before FastAPI's middleware and
-router (`GatewayApp`), the upstream hop uses the lean client in `h1.py`, and everything
+router (`GatewayApp`), the upstream hop is a pooled aiohttp session (`upstream.py`), and everything
 derivable once (RBAC policies, JWKS keys, verified tokens, metric children) is cached;
 see docs/gateway.md ("Performance").
 """
@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -38,13 +39,20 @@ from app.gateway.audit import AuditLog
 from app.gateway.auth import Authenticator, AuthError, JwksStore, Principal
 from app.gateway.config import ConfigError, Settings, load_settings
 from app.gateway.errors import GatewayError, error_body, sse_error_event
-from app.gateway.h1 import Response as UpstreamResponse
-from app.gateway.h1 import UpstreamProtocolError
 from app.gateway.health import Readiness
+from app.gateway.metrics import UPSTREAM_ERRORS
 from app.gateway.ratelimit import Decision, RateLimiter
 from app.gateway.rbac import Policy, Rbac, RbacError, load_rbac
 from app.gateway.schemas import ChatCompletionRequest, CompletionRequest
-from app.gateway.upstream import TRANSPORT_ERRORS, Upstream, bad_upstream, upstream_error
+from app.gateway.upstream import (
+    TRANSPORT_ERRORS,
+    Upstream,
+    UpstreamProtocolError,
+    UpstreamTooLargeError,
+    bad_upstream,
+    read_capped,
+    upstream_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,9 @@ class Ctx:
     ttft: float | None = None
     text: dict[str, Any] | None = field(default=None)
     finished: bool = False
+    # The id vLLM sees: unique per request (vLLM rejects duplicate running ids), unlike the client's.
+    upstream_id: str = ""
+    disconnected: bool = False
 
 
 @dataclass
@@ -155,6 +166,20 @@ async def send_response(send: Send, status: int, body: bytes, headers: Headers, 
     await send({"type": "http.response.body", "body": body})
 
 
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True if a parsed JSON value nests objects/arrays deeper than `limit` (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values() if isinstance(x, dict | list))
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v if isinstance(x, dict | list))
+    return False
+
+
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
 
 
@@ -209,10 +234,18 @@ class Gateway:
         task.add_done_callback(self._bg.discard)
 
     # ---------------------------------------------------------------- bookkeeping
+    def model_label(self, model: str | None) -> str:
+        """Metric label of a model: only served model names, so label values stay bounded."""
+        if model is None:
+            return "-"
+        rd = self.readiness
+        return model if rd is not None and model in rd.model_ids else "unknown"
+
     def ttft_child(self, model: str) -> Any:
-        child = self._ttft.get(model)
+        label = self.model_label(model)
+        child = self._ttft.get(label)
         if child is None:
-            child = self._ttft[model] = m.TTFT.labels(model)
+            child = self._ttft[label] = m.TTFT.labels(label)
         return child
 
     def _finish(self, ctx: Ctx) -> None:
@@ -221,7 +254,7 @@ class Gateway:
             return
         ctx.finished = True
         elapsed = time.perf_counter() - ctx.t0
-        model_label = ctx.model or "-"
+        model_label = self.model_label(ctx.model)
         key = (ctx.route, model_label, ctx.status)
         children = self._children.get(key)
         if children is None:
@@ -243,6 +276,7 @@ class Gateway:
         p = ctx.principal
         rec: dict[str, Any] = {
             "request_id": ctx.request_id,
+            "upstream_request_id": ctx.upstream_id or None,
             "subject": p.subject_hash if p else None,
             "roles": list(p.roles) if p else None,
             "model": ctx.model,
@@ -270,6 +304,8 @@ class Gateway:
         headers: dict[str, str] = dict(err.headers)
         if ctx.decision is not None:
             headers.update(ctx.decision.headers())
+            if err.status != 429:
+                headers.pop("retry-after", None)
         headers["x-request-id"] = ctx.request_id
         return err.status, err.body(), [(k.encode(), v.encode()) for k, v in headers.items()]
 
@@ -387,11 +423,30 @@ class Gateway:
                 param=field_name,
             )
         if asked is None:
-            # Unbounded generations are not allowed through: default to the role's cap.
-            data["max_tokens"] = asked = limit
+            asked = self._default_max_tokens(req, data, limit)
         prompts = 1 if isinstance(req, ChatCompletionRequest) else count
         # ~4 characters per token plus per-message overhead: a cheap, deliberately generous estimate.
         return chars // 4 + 4 * count + asked * n * prompts
+
+    def _default_max_tokens(
+        self, req: ChatCompletionRequest | CompletionRequest, data: dict[str, Any], cap: int
+    ) -> int:
+        """max_tokens for a request that names none: never above the role's cap, never a value the
+        upstream must reject for the model's context (`max_model_len` from its /v1/models)."""
+        rd = self.readiness
+        context = rd.context_len.get(req.model) if rd is not None else None
+        if context is None:
+            # Context unknown (an upstream that does not report it): the role's cap.
+            data["max_tokens"] = cap
+            return cap
+        if cap >= context - 1:
+            # vLLM's own default (context - prompt tokens) cannot exceed the cap: leave it to vLLM.
+            return context
+        # The prompt takes at most one token per UTF-8 byte (byte-level BPE) plus the chat template.
+        worst_prompt = req.prompt_token_bound() + self.s.prompt_overhead_tokens
+        room = max(1, min(cap, context - worst_prompt))
+        data["max_tokens"] = room
+        return room
 
     # ---------------------------------------------------------------- generation (raw ASGI)
     async def generate(
@@ -421,6 +476,7 @@ class Gateway:
             request_id=valid_request_id(rid.decode("latin-1") if rid is not None else None),
             t0=time.perf_counter(),
         )
+        ctx.upstream_id = ctx.request_id if rid is None else new_request_id()
         m.IN_FLIGHT.inc()
         streaming = False
         started = False
@@ -436,16 +492,17 @@ class Gateway:
                 data, req = self._parse(await self._body(receive, declared), schema)
                 await self._check_model(req.model, policy)
                 ctx.model = req.model
-                ctx.stream = req.stream
+                ctx.stream = bool(req.stream)
                 ctx.estimate = self._caps(req, data, policy)
                 await self._limit(ctx, policy)
                 if self.s.audit_include_text:
                     ctx.text = {"prompt": data.get("messages", data.get("prompt"))}
                 if req.stream:
+                    data["stream"] = True
                     streaming = True
                     await self._stream(ctx, data, receive, sender)
                 else:
-                    status, body, headers = await self._unary(ctx, data)
+                    status, body, headers = await self._unary_watched(ctx, data, receive)
                     self._finish(ctx)
                     await sender({"type": "http.response.start", "status": status, "headers": headers})
                     await sender({"type": "http.response.body", "body": body})
@@ -460,6 +517,11 @@ class Gateway:
             streaming = False
             self._finish(ctx)
             await send_response(sender, status, body, headers, _JSON_CT)
+        except asyncio.CancelledError:
+            if not ctx.disconnected:
+                raise
+            ctx.status, ctx.error = 499, "client_closed"  # a cancel that raced the reply
+            self._finish(ctx)
         except Exception:
             log.exception("unhandled error on %s", route)
             if not ctx.finished:
@@ -475,7 +537,19 @@ class Gateway:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json") from None
-        return data, self._validate(data, schema)
+        limit = self.s.max_json_depth
+        if raw.count(b"{") + raw.count(b"[") > limit and json_depth_exceeds(data, limit):
+            raise GatewayError(400, f"The request body is nested deeper than {limit} levels.", code="json_too_deep")
+        if isinstance(data, dict):
+            try:
+                # Strict validation passes only if no value needed coercion: then the parsed JSON
+                # IS the validated values and goes upstream as it is (no dump; the usual case).
+                return data, schema.model_validate(data, strict=True)
+            except ValidationError:
+                pass
+        req = self._validate(data, schema)
+        # Values were coerced ("0.5" → 0.5, "false" → False): what goes upstream is the validated values.
+        return req.forward(), req
 
     async def _limit(self, ctx: Ctx, policy: Policy) -> None:
         ctx.decision = d = await self.c.limiter.take(
@@ -489,9 +563,16 @@ class Gateway:
         if not d.allowed:
             m.RATE_LIMITED.labels(d.reason).inc()
             if d.reason == "too_large":
-                msg = f"Request needs about {ctx.estimate} tokens, above your limit of {d.limit_tokens} tokens per minute."
-            else:
-                msg = f"Rate limit reached ({d.reason} per minute). Retry after {d.headers()['retry-after']}s."
+                # It can never fit, so retrying is pointless: a 400 without Retry-After, not a 429.
+                raise GatewayError(
+                    400,
+                    f"Request needs about {ctx.estimate} tokens, above your limit of {d.limit_tokens} tokens per "
+                    "minute: lower max_tokens or shorten the prompt.",
+                    code="request_too_large",
+                    param="max_tokens",
+                    kind="ratelimit_too_large",
+                )
+            msg = f"Rate limit reached ({d.reason} per minute). Retry after {d.headers()['retry-after']}s."
             raise GatewayError(429, msg, code="rate_limit_exceeded", kind=f"ratelimit_{d.reason}")
 
     def _headers(self, ctx: Ctx) -> Headers:
@@ -499,9 +580,40 @@ class Gateway:
         headers.append((b"x-request-id", ctx.request_id.encode()))
         return headers
 
+    @staticmethod
+    def _encode(data: dict[str, Any]) -> bytes:
+        try:
+            return orjson.dumps(data)
+        except orjson.JSONEncodeError as exc:  # the depth check makes this unreachable; never a 500
+            raise GatewayError(400, f"The request cannot be encoded: {exc}.", code="invalid_body") from None
+
+    async def _unary_watched(self, ctx: Ctx, data: dict[str, Any], receive: Receive) -> tuple[int, bytes, Headers]:
+        """_unary, cancelled (dropping the upstream connection, which aborts the request in vLLM)
+        when the client disconnects while it waits."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(self._cancel_on_disconnect(receive, task, ctx))
+        try:
+            return await self._unary(ctx, data)
+        except asyncio.CancelledError:
+            if ctx.disconnected:
+                task.uncancel()
+                raise ClientDisconnect() from None
+            raise
+        finally:
+            watcher.cancel()
+
+    @staticmethod
+    async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], ctx: Ctx) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        ctx.disconnected = True
+        task.cancel()
+
     async def _unary(self, ctx: Ctx, data: dict[str, Any]) -> tuple[int, bytes, Headers]:
         assert self.upstream is not None
-        status, content = await self.upstream.post(ctx.route, orjson.dumps(data), ctx.request_id)
+        body = self._encode(data)
+        status, content = await self.upstream.post(ctx.route, body, ctx.upstream_id)
         if status >= 500:
             raise bad_upstream("status", f"The model server failed (HTTP {status}).")
         try:
@@ -540,14 +652,14 @@ class Gateway:
         strip_usage = not opts.get("include_usage")
         if strip_usage:
             data["stream_options"] = {**opts, "include_usage": True}
-        r = await self.upstream.open_stream(ctx.route, orjson.dumps(data), ctx.request_id)
+        r = await self.upstream.open_stream(ctx.route, self._encode(data), ctx.upstream_id)
         if r.status != 200:
             try:
-                content = await r.read()
+                content = await read_capped(r, self.s.upstream_max_response_bytes)
             except TRANSPORT_ERRORS as exc:
+                r.close()
                 raise upstream_error(exc) from None
-            finally:
-                r.release()
+            r.release()
             if r.status >= 500:
                 raise bad_upstream("status", f"The model server failed (HTTP {r.status}).")
             ctx.status, ctx.error = r.status, "upstream_rejected"
@@ -600,6 +712,29 @@ class Gateway:
         finally:
             self._finish(ctx)
 
+    async def model(self, request: Request) -> Response:
+        """GET /v1/models/{id}: 404 for models that do not exist or the caller may not use (no enumeration)."""
+        ctx = Ctx(route="/v1/models/{id}", request_id=request_id_of(request), t0=time.perf_counter())
+        m.IN_FLIGHT.inc()
+        try:
+            policy = await self._authorize(request.headers.get("authorization"), ctx)
+            model_id = request.path_params["model_id"]
+            rd = self.readiness
+            assert rd is not None
+            if model_id not in rd.model_ids:
+                await rd.refresh_models()
+            found = next((mdl for mdl in rd.models if mdl["id"] == model_id), None)
+            if found is None or not policy.allows(model_id):
+                raise GatewayError(
+                    404, f"The model '{model_id}' does not exist.", code="model_not_found", param="model"
+                )
+            ctx.model = model_id
+            return Response(orjson.dumps(found), media_type=JSON, headers={"x-request-id": ctx.request_id})
+        except GatewayError as err:
+            return self._fail(ctx, err)
+        finally:
+            self._finish(ctx)
+
     async def healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)
 
@@ -613,11 +748,22 @@ class Gateway:
         return Response(body, media_type=ctype)
 
 
+def sse_data(event: bytes) -> bytes | None:
+    """The data of one SSE event (its `data:` lines joined), or None if it has none (a comment)."""
+    if event.startswith(b"data:") and b"\n" not in event:
+        data = event[5:]
+        return data[1:] if data.startswith(b" ") else data
+    lines = [ln[5:] for ln in event.split(b"\n") if ln.startswith(b"data:")]
+    if not lines:
+        return None
+    return b"\n".join(ln[1:] if ln.startswith(b" ") else ln for ln in lines)
+
+
 class StreamRelay:
     """Forwards complete SSE events as they arrive, reads usage on the way, and ends a
     broken stream with an error event. close() is idempotent and runs on every path."""
 
-    def __init__(self, gw: Gateway, ctx: Ctx, r: UpstreamResponse, strip_usage: bool) -> None:
+    def __init__(self, gw: Gateway, ctx: Ctx, r: aiohttp.ClientResponse, strip_usage: bool) -> None:
         self.gw = gw
         self.ctx = ctx
         self.r = r
@@ -644,12 +790,27 @@ class StreamRelay:
         self.r.close()  # this is what cancels the request in vLLM
 
     async def events(self) -> AsyncGenerator[bytes, None]:
+        """Complete SSE events (LF or CRLF delimited, `data:` with or without a space), batched per read."""
         ctx = self.ctx
         buf = b""
+        pending_cr = b""
         done = False
         inspect_all = self.pieces is not None
+        cap = self.gw.s.upstream_max_response_bytes
+        size = 0
         try:
-            async for raw in self.r.iter_any():
+            async for raw in self.r.content.iter_any():
+                size += len(raw)
+                if size > cap:
+                    raise UpstreamTooLargeError(f"stream larger than {cap} bytes")
+                if pending_cr or b"\r" in raw:
+                    # CRLF or CR line ends (SSE allows all three): normalise to LF, keeping a
+                    # trailing CR back in case its LF comes with the next read.
+                    raw = pending_cr + raw
+                    pending_cr = b""
+                    if raw.endswith(b"\r"):
+                        raw, pending_cr = raw[:-1], b"\r"
+                    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
                 buf += raw
                 end = buf.rfind(b"\n\n")
                 if end < 0:
@@ -659,10 +820,13 @@ class StreamRelay:
                 for event in block.split(b"\n\n"):
                     if not event:
                         continue
-                    if event.startswith(b"data: [DONE]"):
+                    if done:
+                        continue  # nothing after [DONE] reaches the client
+                    data = sse_data(event)
+                    if data == b"[DONE]":
                         done = True
-                    elif inspect_all or b'"usage"' in event:
-                        kept = self._inspect(event)
+                    elif data is not None and (inspect_all or b'"usage"' in data or b'"error"' in data):
+                        kept = self._inspect(event, data)
                         if kept is None:
                             continue
                         event = kept
@@ -688,13 +852,21 @@ class StreamRelay:
         finally:
             await self.close()
 
-    def _inspect(self, event: bytes) -> bytes | None:
-        """Read usage (and text if audited) from one event; None = drop it (usage the client did not ask for)."""
+    def _inspect(self, event: bytes, data: bytes) -> bytes | None:
+        """Read usage, errors (and text if audited) from one event; None = drop it (usage the client did not ask for)."""
         try:
-            obj = orjson.loads(event[5:] if event.startswith(b"data:") else event)
+            obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             return event
         if not isinstance(obj, dict):
+            return event
+        if "error" in obj:
+            # vLLM reports an engine failure mid-stream as an error event: the request failed.
+            err = obj["error"]
+            code = err.get("code") if isinstance(err, dict) else None
+            status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+            self.ctx.status, self.ctx.error = (502 if status >= 500 else status), "upstream_stream_error"
+            UPSTREAM_ERRORS.labels("stream_error").inc()
             return event
         choices = obj.get("choices") or []
         if self.pieces is not None:
@@ -762,6 +934,83 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The gateway's own OpenAPI 3.1 description: the generation routes (request bodies from the
+    pydantic models the gateway validates with), the model list, health, readiness, metrics."""
+    schemas: dict[str, Any] = {"Error": _ERROR_SCHEMA}
+    err = {"description": "OpenAI-shaped error", "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    errors = {str(c): err for c in (400, 401, 403, 404, 413, 429, 502, 503, 504)}
+    paths: dict[str, Any] = {}
+    for path, model, op in (
+        ("/v1/chat/completions", ChatCompletionRequest, "createChatCompletion"),
+        ("/v1/completions", CompletionRequest, "createCompletion"),
+    ):
+        js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(js.pop("$defs", {}))
+        schemas[model.__name__] = js
+        paths[path] = {
+            "post": {
+                "operationId": op,
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "The completion (JSON), or an SSE stream when `stream` is true",
+                        "content": {
+                            JSON: {"schema": {"type": "object"}},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **errors,
+                },
+            }
+        }
+    listing = {"200": {"description": "OK", "content": {JSON: {"schema": {"type": "object"}}}}, **errors}
+    paths["/v1/models"] = {"get": {"operationId": "listModels", "security": [{"bearer": []}], "responses": listing}}
+    paths["/v1/models/{model_id}"] = {
+        "get": {
+            "operationId": "retrieveModel",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": listing,
+        }
+    }
+    for path, op in (("/healthz", "healthz"), ("/readyz", "readyz"), ("/metrics", "metrics")):
+        paths[path] = {
+            "get": {"operationId": op, "responses": {"200": {"description": "OK"}, "503": {"description": "not ready"}}}
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "LLM gateway", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
 def _config_exit(message: str) -> None:
     sys.stderr.write(f"gateway: configuration error: {message}\n")
     raise SystemExit(2)
@@ -788,20 +1037,26 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         "/v1/chat/completions": GenerateEndpoint(gw, "/v1/chat/completions", ChatCompletionRequest),
         "/v1/completions": GenerateEndpoint(gw, "/v1/completions", CompletionRequest),
     }
-    app = GatewayApp(hot, title="LLM gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = GatewayApp(
+        hot, title="LLM gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.state.gateway = gw
     for path, endpoint in hot.items():
         # Also in the router: other methods get its 405, and the route table stays complete.
         app.router.routes.append(Route(path, endpoint, methods=["POST"]))
     app.add_route("/v1/models", gw.models, methods=["GET"])
+    app.add_route("/v1/models/{model_id:path}", gw.model, methods=["GET"])
     app.add_route("/healthz", gw.healthz, methods=["GET"])
     app.add_route("/readyz", gw.readyz, methods=["GET"])
     app.add_route("/metrics", gw.metrics, methods=["GET"])
+    spec = orjson.dumps(openapi_spec())
+    app.add_route("/openapi.json", lambda _r: Response(spec, media_type=JSON), methods=["GET"])
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
         msg = exc.detail if isinstance(exc, StarletteHTTPException) else "Internal error."
-        return Response(error_body(status, str(msg)), status_code=status, media_type=JSON)
+        headers = getattr(exc, "headers", None)  # e.g. 405's Allow
+        return Response(error_body(status, str(msg)), status_code=status, media_type=JSON, headers=headers)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path, exc_info=exc)

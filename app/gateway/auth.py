@@ -32,6 +32,7 @@ from app.gateway.config import Settings
 from app.gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
+_ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 
 ASYMMETRIC = frozenset({"RS256", "ES256"})
 
@@ -281,6 +282,10 @@ class Authenticator:
             header = jwt.get_unverified_header(token)
         except Exception:
             raise AuthError("malformed", "The token is not a well-formed JWT.") from None
+        typ = header.get("typ")
+        # RFC 8725 3.11 / RFC 9068: an access token says JWT or at+jwt when it says anything.
+        if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP):
+            raise AuthError("type", f"Token type {typ!r} is not accepted.")
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.allowed_algs:
             raise AuthError("algorithm", f"Token algorithm {alg!r} is not accepted.")

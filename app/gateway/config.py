@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # Per read: the whole reply for non-streaming requests, the gap between chunks for streams.
     upstream_read_timeout_seconds: PositiveFloat = 120.0
     upstream_max_connections: PositiveInt = 512
+    # Longest wait for a free pooled connection when all are busy → 503.
+    upstream_pool_timeout_seconds: PositiveFloat = 5.0
+    # Idle keep-alive connections are dropped after this (below the upstream's own 5 s).
+    upstream_keepalive_seconds: PositiveFloat = 4.0
+    # Larger upstream replies (unary body, or a whole stream) → 502.
+    upstream_max_response_bytes: PositiveInt = 32 * 1024 * 1024
 
     # Authentication.
     jwt_jwks: str | None = None
@@ -78,6 +84,10 @@ class Settings(BaseSettings):
     max_prompt_chars: PositiveInt = 200_000
     max_tokens: PositiveInt = 8192
     max_n: PositiveInt = 4
+    # JSON nesting deeper than this → 400 (orjson cannot re-encode beyond 254 levels).
+    max_json_depth: Annotated[int, Field(ge=4, le=200)] = 64
+    # Chat-template tokens assumed per request when a max_tokens default must fit the context.
+    prompt_overhead_tokens: Annotated[int, Field(ge=0)] = 64
 
     # Readiness.
     ready_probe_interval: PositiveFloat = 5.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -23,12 +24,18 @@ from app.gateway.upstream import TRANSPORT_ERRORS, Upstream
 log = logging.getLogger(__name__)
 
 
+def new_probe_id() -> str:
+    return secrets.token_hex(8)
+
+
 class Readiness:
     def __init__(self, settings: Settings, upstream: Upstream) -> None:
         self.settings = settings
         self.upstream = upstream
         self.models: list[dict[str, Any]] = []
         self.model_ids: frozenset[str] = frozenset()
+        # max_model_len per model, as vLLM (and the simulator) report it in /v1/models.
+        self.context_len: dict[str, int] = {}
         self.health_ok = False
         self.last_generation_ok = float("-inf")
         self.last_error = "no probe yet"
@@ -65,6 +72,11 @@ class Readiness:
                 data = orjson.loads(content).get("data", [])
                 self.models = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
                 self.model_ids = frozenset(m["id"] for m in self.models)
+                self.context_len = {
+                    m["id"]: m["max_model_len"]
+                    for m in self.models
+                    if isinstance(m.get("max_model_len"), int) and m["max_model_len"] > 0
+                }
             except (*TRANSPORT_ERRORS, ValueError, AttributeError) as exc:
                 log.debug("model list refresh failed: %s", exc)
 
@@ -92,7 +104,8 @@ class Readiness:
                 "POST",
                 "/v1/completions",
                 json_body={"model": model, "prompt": "ping", "max_tokens": 1, "temperature": 0},
-                headers={"x-request-id": "gateway-ready-probe"},
+                # Unique per probe: vLLM rejects a request id that is still running.
+                headers={"x-request-id": f"gateway-ready-probe-{new_probe_id()}"},
                 timeout_s=timeout,
             )
             body = orjson.loads(content) if gstatus == 200 else None

@@ -6,8 +6,10 @@ is settled (`adjust`), so the bucket can go into debt when a reply was longer th
 
 Backends: in-process memory (one replica / one worker) or Redis (shared by all replicas;
 one Lua script per decision, atomic). Redis outage policy: FAIL OPEN TO LOCAL LIMITS —
-the gateway keeps enforcing the same limits per process with the memory backend for
-`redis_retry_after_seconds`, then tries Redis again. Overload of the limiter never
+a failed call is retried once on a fresh connection (a restarted Redis answers it); if that
+fails too, the gateway keeps enforcing the same limits per process with the memory backend
+for `redis_retry_after_seconds`, then tries Redis again. The local buckets continue from the
+last state each process saw in Redis (mirrored on every call), not from full buckets. Overload of the limiter never
 becomes a 5xx, and a Redis outage never makes the service unlimited.
 """
 
@@ -122,6 +124,11 @@ class MemoryLimiter:
         code, b[0], b[1], retry = _decide(b[0], b[1], rcap, tcap, cost)
         return _decision(code, b[0], b[1], rcap, tcap, retry, backend)
 
+    def mirror(self, key: str, r: float, t: float) -> None:
+        """Record the shared (Redis) state of a bucket, so a fallback continues from it instead
+        of from a full bucket (a Redis outage then does not hand each process a fresh limit)."""
+        self._b[key] = [r, t, time.monotonic()]
+
     def adjust(self, key: str, rcap: int, tcap: int, delta: int) -> None:
         b = self._refill(key, rcap, tcap, time.monotonic())
         b[1] = min(tcap, b[1] - delta)
@@ -212,10 +219,22 @@ class RateLimiter:
         )
         return result
 
+    async def _eval_retrying(self, key: str, rcap: int, tcap: int, cost: int, mode: str) -> list[Any]:
+        """One call; on a connection error, one retry on a fresh connection (a restarted Redis
+        answers it) before the caller falls back. A timeout is not retried: Redis is slow, not gone."""
+        try:
+            return await self._eval(key, rcap, tcap, cost, mode)
+        except (RedisError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            log.info("rate-limit store connection failed (%s); reconnecting once", exc)
+            return await self._eval(key, rcap, tcap, cost, mode)
+
     async def take(self, key: str, rcap: int, tcap: int, cost: int) -> Decision:
         if self._redis_usable():
             try:
-                code, r, t, retry = await self._eval(key, rcap, tcap, cost, "take")
+                code, r, t, retry = await self._eval_retrying(key, rcap, tcap, cost, "take")
+                self.memory.mirror(key, float(r), float(t))
                 return _decision(int(code), float(r), float(t), rcap, tcap, float(retry), "redis")
             except (RedisError, OSError, TimeoutError) as exc:
                 self._mark_down(exc)
@@ -226,7 +245,8 @@ class RateLimiter:
             return
         if self._redis_usable():
             try:
-                await self._eval(key, rcap, tcap, delta, "adjust")
+                _, r, t, _ = await self._eval_retrying(key, rcap, tcap, delta, "adjust")
+                self.memory.mirror(key, float(r), float(t))
                 return
             except (RedisError, OSError, TimeoutError) as exc:
                 self._mark_down(exc)

@@ -1,10 +1,14 @@
-"""The pooled HTTP clients to vLLM and the mapping of their failures to 502/503/504.
+"""The pooled HTTP client to vLLM (aiohttp) and the mapping of its failures to 502/503/504.
 
-Generation requests (the hot path) go through `h1.H1Pool`, a minimal keep-alive HTTP/1.1
-client on httptools; control-plane calls (health, model list, readiness probe) through
-aiohttp. Not httpx: under 16 concurrent requests httpx's pool (httpcore) managed ~250 RPS
-on 2 cores where aiohttp managed ~1,500, and the lean client costs less CPU again than
-aiohttp; this hop is most of the gateway's overhead budget (docs/gateway.md has numbers).
+Every upstream call (generation, health, model list, readiness probe) goes through one
+aiohttp session per worker, so the probe sees the same pool the traffic does. aiohttp, a
+maintained client, owns the HTTP/1.1 framing: interim 1xx replies are skipped, bytes after
+a complete message never become the next request's reply, and a POST is never retried
+once written (aiohttp retries only idempotent methods). What the gateway adds:
+
+- waiting for a pooled connection is bounded (`upstream_pool_timeout_seconds`, then 503);
+- replies are capped at `upstream_max_response_bytes` (then 502);
+- closing a response drops the connection, which aborts the request in vLLM.
 """
 
 from __future__ import annotations
@@ -14,13 +18,22 @@ import logging
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from app.gateway.config import Settings
 from app.gateway.errors import GatewayError
-from app.gateway.h1 import H1Pool, Response, UpstreamConnectError
 from app.gateway.metrics import UPSTREAM_ERRORS
 
 log = logging.getLogger(__name__)
+
+
+class UpstreamProtocolError(ConnectionError):
+    """The reply broke the protocol (stream without [DONE], reply too large) → 502."""
+
+
+class UpstreamTooLargeError(UpstreamProtocolError):
+    """The reply is larger than `upstream_max_response_bytes` → 502."""
+
 
 # Transport failures of this hop; everything else is a bug and stays a 500.
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -28,10 +41,15 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 def upstream_error(exc: BaseException) -> GatewayError:
     """Translate a transport failure into the status a client should see."""
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        # No connection within the pool wait (all busy) or the connect timeout.
+        kind, err = "unavailable", GatewayError(503, "The model server is busy or unavailable.", code="upstream_busy")
+    elif isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         kind, err = "timeout", GatewayError(504, "The model server did not answer in time.", code="upstream_timeout")
-    elif isinstance(exc, UpstreamConnectError | aiohttp.ClientConnectorError | ConnectionRefusedError):
+    elif isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
         kind, err = "unavailable", GatewayError(503, "The model server is unavailable.", code="upstream_unavailable")
+    elif isinstance(exc, UpstreamTooLargeError):
+        kind, err = "too_large", GatewayError(502, "The model server's reply is too large.", code="upstream_error")
     else:
         kind, err = (
             "protocol",
@@ -48,45 +66,107 @@ def bad_upstream(kind: str, message: str) -> GatewayError:
     return GatewayError(502, message, code="upstream_error", kind=f"upstream_{kind}")
 
 
+async def read_capped(r: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, or UpstreamTooLargeError as soon as it exceeds `cap` bytes."""
+    if r.content_length is not None and r.content_length > cap:
+        raise UpstreamTooLargeError(f"Content-Length {r.content_length} > {cap}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await r.content.readany()
+        if not chunk:
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        size += len(chunk)
+        if size > cap:
+            raise UpstreamTooLargeError(f"reply larger than {cap} bytes")
+        chunks.append(chunk)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A TCPConnector that never hands out a pooled connection on which bytes arrived while it
+    was idle (an unsolicited or smuggled reply): that reply would become the next request's."""
+
+    async def _get(self, key: Any, traces: list[Any]) -> Any:
+        while True:
+            conn = await super()._get(key, traces)
+            if conn is None:
+                return None
+            proto = conn.protocol
+            if proto is None or not proto.should_close:
+                return conn
+            log.warning("upstream sent bytes on an idle connection: dropped it")
+            conn.close()
+
+
 class Upstream:
     """One keep-alive pool per worker; create inside the running event loop (lifespan)."""
 
     def __init__(self, settings: Settings) -> None:
         self.base_url = settings.upstream_url
-        connect = settings.upstream_connect_timeout_seconds
-        # sock_read bounds the wait for the whole reply (unary) or the next chunk (stream).
+        self.max_response_bytes = settings.upstream_max_response_bytes
+        # connect: the pool wait and the TCP connect together; sock_connect: the TCP connect alone;
+        # sock_read bounds the silence between bytes (the whole reply or the next chunk).
         self.timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect, sock_connect=connect, sock_read=settings.upstream_read_timeout_seconds
+            total=None,
+            connect=settings.upstream_pool_timeout_seconds,
+            sock_connect=settings.upstream_connect_timeout_seconds,
+            sock_read=settings.upstream_read_timeout_seconds,
         )
+        self._urls: dict[str, URL] = {}
         self.session = aiohttp.ClientSession(
             base_url=self.base_url,
             timeout=self.timeout,
-            connector=aiohttp.TCPConnector(limit=settings.upstream_max_connections, keepalive_timeout=30.0),
+            connector=_Connector(
+                limit=settings.upstream_max_connections,
+                # Shorter than the upstream's own keep-alive (uvicorn/vLLM: 5 s), so the gateway
+                # does not reuse a connection the server is closing (a POST is never retried).
+                keepalive_timeout=settings.upstream_keepalive_seconds,
+            ),
             # No proxies/netrc from the environment on a loopback hop; no cookies between users.
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=True,
+            # The upstream is asked for identity encoding: nothing to decompress on the hot path.
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
-        self.h1 = H1Pool(
-            self.base_url,
-            limit=settings.upstream_max_connections,
-            connect_timeout=connect,
-            read_timeout=settings.upstream_read_timeout_seconds,
-        )
+        self._json_headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self._sse_headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self.base_url + path)
+        return url
 
     async def post(self, path: str, body: bytes, request_id: str) -> tuple[int, bytes]:
-        """Non-streaming POST; the whole body is read. Transport errors → GatewayError."""
+        """Non-streaming POST; the whole body is read (capped). Transport errors → GatewayError.
+        Cancelling the caller drops the connection, which aborts the request upstream."""
+        r: aiohttp.ClientResponse | None = None
         try:
-            r = await self.h1.post(path, body, request_id, stream=False)
+            r = await self.session.post(
+                self._url(path), data=body, headers={**self._json_headers, "X-Request-ID": request_id}
+            )
+            if r.content_length is not None and r.content_length <= self.max_response_bytes:
+                content = await r.read()  # the usual case: one call
+            else:
+                content = await read_capped(r, self.max_response_bytes)
         except TRANSPORT_ERRORS as exc:
+            if r is not None:
+                r.close()
             raise upstream_error(exc) from None
+        except BaseException:
+            if r is not None:
+                r.close()
+            raise
         r.release()
-        return r.status, r.content
+        return r.status, content
 
-    async def open_stream(self, path: str, body: bytes, request_id: str) -> Response:
+    async def open_stream(self, path: str, body: bytes, request_id: str) -> aiohttp.ClientResponse:
         """Streaming POST: returns once headers arrived; the caller must close()/release() it."""
         try:
-            return await self.h1.post(path, body, request_id, stream=True)
+            return await self.session.post(
+                self._url(path), data=body, headers={**self._sse_headers, "X-Request-ID": request_id}
+            )
         except TRANSPORT_ERRORS as exc:
             raise upstream_error(exc) from None
 
@@ -97,8 +177,7 @@ class Upstream:
         async with self.session.request(
             method, path, json=json_body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
         ) as r:
-            return r.status, await r.read()
+            return r.status, await read_capped(r, self.max_response_bytes)
 
     async def aclose(self) -> None:
-        await self.h1.aclose()
         await self.session.close()

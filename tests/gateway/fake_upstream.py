@@ -9,6 +9,8 @@ Run: python tests/gateway/fake_upstream.py --port P. Models:
   hang          never answers
   die-midstream streams two chunks, then drops the connection
   echo          replies "echo:" + the last message (or prompt) reversed (audit text tests)
+  slow-unary    answers after 2 s unless the client disconnects first (counted as cancelled)
+  error-midstream streams one chunk, then vLLM's in-band error event, then [DONE]
 GET /_state shows what arrived (counts, last request id, cancellations); POST /_reset clears
 it; POST /_set {"health": 503, "gen_fail": true} breaks /health or generation.
 """
@@ -28,7 +30,18 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-MODELS = ["ok", "slow-stream", "err500", "reject400", "malformed", "hang", "die-midstream", "echo"]
+MODELS = [
+    "ok",
+    "slow-stream",
+    "err500",
+    "reject400",
+    "malformed",
+    "hang",
+    "die-midstream",
+    "echo",
+    "slow-unary",
+    "error-midstream",
+]
 STATE: dict[str, Any] = {}
 
 
@@ -72,7 +85,7 @@ async def generate(request: Request) -> Response:
     chat = request.url.path.endswith("chat/completions")
     body = orjson.loads(await request.body())
     model = body.get("model")
-    if request.headers.get("x-request-id") != "gateway-ready-probe":
+    if not (request.headers.get("x-request-id") or "").startswith("gateway-ready-probe"):
         STATE["requests"] += 1
         STATE["by_model"][model] = STATE["by_model"].get(model, 0) + 1
         STATE["last_request_id"] = request.headers.get("x-request-id")
@@ -89,6 +102,12 @@ async def generate(request: Request) -> Response:
         return Response(b"<html>not json", media_type="application/json")
     if model == "hang":
         await asyncio.sleep(3600)
+    if model == "slow-unary" and not stream:
+        for _ in range(40):
+            if await request.is_disconnected():
+                STATE["cancelled"] += 1
+                return j({}, 499)
+            await asyncio.sleep(0.05)
     text = "a b c"
     if model == "echo":
         last = body["messages"][-1]["content"] if chat else body["prompt"]
@@ -124,6 +143,14 @@ async def generate(request: Request) -> Response:
                 yield chunk(model, "b ", chat)
                 await asyncio.sleep(0.05)
                 raise ConnectionAbortedError
+            elif model == "error-midstream":
+                yield chunk(model, "a ", chat)
+                err = {
+                    "error": {"object": "error", "message": "engine died", "type": "InternalServerError", "code": 500}
+                }
+                yield b"data: " + orjson.dumps(err) + b"\n\n"
+                yield b"data: [DONE]\n\n"
+                return
             elif model == "echo":
                 for i in range(0, len(text), 7):
                     yield chunk(model, text[i : i + 7], chat)

@@ -45,9 +45,10 @@ def _claims(**over: object) -> dict[str, object]:
     return {k: v for k, v in c.items() if v is not None}
 
 
-def _es(gateway: Gateway, **over: object) -> str:
+def _es(gateway: Gateway, typ: str | None = None, **over: object) -> str:
     k = gateway.keys.es
-    return jwt.encode(_claims(**over), k.private_key.read_bytes(), algorithm="ES256", headers={"kid": k.kid})
+    headers = {"kid": k.kid} if typ is None else {"kid": k.kid, "typ": typ}
+    return jwt.encode(_claims(**over), k.private_key.read_bytes(), algorithm="ES256", headers=headers)
 
 
 def _public_pem(gateway: Gateway) -> bytes:
@@ -96,7 +97,16 @@ BAD_TOKENS = {
         _claims(), g.keys.rs.private_key.read_bytes(), algorithm="RS256", headers={"kid": g.keys.es.kid}
     ),
     "oversized": lambda g, t: _es(g, pad="x" * 10000),
+    # A signed token of another kind (an OIDC logout token, a refresh token) is not an access token.
+    "typ_logout": lambda g, t: _es(g, typ="logout+jwt"),
+    "typ_refresh": lambda g, t: _es(g, typ="refresh+jwt"),
 }
+
+
+@pytest.mark.parametrize("typ", ["JWT", "at+jwt", "application/at+jwt"])
+def test_access_token_types_accepted(typ: str, gateway: Gateway, client: httpx.Client) -> None:
+    r = client.post("/v1/chat/completions", json=chat_body(), headers={"authorization": f"Bearer {_es(gateway, typ)}"})
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import HASH_KEY, Gateway, Keys, Upstream, chat_body, gateway_env, start_gateway
+from .conftest import HASH_KEY, Gateway, Keys, Upstream, chat_body, gateway_env, refused_port, start_gateway
 
 
 def _wait_ready(client: httpx.Client, want: bool, timeout: float = 5) -> httpx.Response:
@@ -159,3 +159,22 @@ def test_audit_include_text_logs_prompt_and_completion(text_gateway: Gateway) ->
         assert completion in str(rec["text"]["completion"]), rec
     raw = g.audit_log.read_text()
     assert all(p in raw and c in raw for _, p, c in sent)
+
+
+def test_model_label_values_stay_bounded_without_a_model_list(tmp_path: Path, keys: Keys, rbac_file: Path) -> None:
+    # Upstream unreachable: the model list is empty and requests fail upstream (503). Client-chosen
+    # model names must not become metric label values (one series per name would grow without bound).
+    with refused_port() as port:
+        env = gateway_env(keys, rbac_file, f"http://127.0.0.1:{port}", tmp_path / "audit.log")
+        proc, url = start_gateway("gw-labels", env, tmp_path, keys)
+        try:
+            g = Gateway(url, proc, tmp_path / "audit.log", keys, env)
+            names = [f"made-up-{uuid.uuid4().hex[:8]}" for _ in range(5)]
+            for name in names:
+                r = httpx.post(f"{url}/v1/chat/completions", json=chat_body(name), headers=g.auth(roles=("admin",)))
+                assert r.status_code == 503
+            metrics = httpx.get(f"{url}/metrics").text
+            assert not any(name in metrics for name in names)
+            assert 'model="unknown"' in metrics
+        finally:
+            proc.stop()

@@ -25,10 +25,26 @@ def test_completions_unary(gateway: Gateway, client: httpx.Client) -> None:
     assert r.json()["choices"][0]["text"] == "a b c"
 
 
-def test_request_id_propagates(gateway: Gateway, client: httpx.Client, upstream: Upstream) -> None:
-    r = client.post("/v1/chat/completions", json=chat_body(), headers={**gateway.auth(), "x-request-id": "trace-123"})
-    assert r.headers["x-request-id"] == "trace-123"
-    assert upstream.state()["last_request_id"] == "trace-123"
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_request_id_is_kept_but_vllm_gets_a_unique_one(
+    stream: bool, gateway: Gateway, client: httpx.Client, upstream: Upstream
+) -> None:
+    # vLLM uses X-Request-ID as its engine request id and rejects duplicates of a running one:
+    # a client reusing an id (or sending the probe's) must not reach vLLM with it.
+    seen = set()
+    for _ in range(2):
+        r = client.post(
+            "/v1/chat/completions",
+            json=chat_body(stream=stream),
+            headers={**gateway.auth(), "x-request-id": "gateway-ready-probe"},
+        )
+        assert r.status_code == 200 and r.headers["x-request-id"] == "gateway-ready-probe"
+        sent = upstream.state()["last_request_id"]
+        assert sent and sent != "gateway-ready-probe"
+        seen.add(sent)
+    assert len(seen) == 2
+    recs = [a for a in gateway.audit() if a["request_id"] == "gateway-ready-probe"]
+    assert {a["upstream_request_id"] for a in recs[-2:]} == seen
 
 
 def test_missing_max_tokens_gets_role_cap(gateway: Gateway, client: httpx.Client, upstream: Upstream) -> None:
@@ -145,3 +161,13 @@ def test_disallowed_model_is_403_whether_or_not_it_exists(
         headers=gateway.auth(roles=("admin",)),
     )
     assert_openai_error(r, 404, param="model")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [("GET", "/v1/chat/completions", {"POST"}), ("PUT", "/v1/completions", {"POST"}), ("POST", "/v1/models", {"GET"})],
+)
+def test_405_names_the_allowed_methods(method: str, path: str, allowed: set[str], client: httpx.Client) -> None:
+    r = client.request(method, path)
+    assert_openai_error(r, 405)
+    assert allowed <= {m.strip() for m in r.headers["allow"].split(",")}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +71,10 @@ def test_request_larger_than_tpm(gateway: Gateway, client: httpx.Client, upstrea
     upstream.reset()
     headers = gateway.auth(sub="big", roles=("tokenlimited",))
     r = client.post("/v1/chat/completions", json=chat_body(content="w" * 1600, max_tokens=200), headers=headers)
-    assert "limit" in assert_openai_error(r, 429)["message"]
+    # It can never fit: 400 (the OpenAI SDK does not retry it), no Retry-After.
+    err = assert_openai_error(r, 400, param="max_tokens")
+    assert "limit" in err["message"] and err["code"] == "request_too_large"
+    assert "retry-after" not in r.headers
     assert upstream.state()["requests"] == 0
 
 
@@ -118,8 +123,13 @@ def test_limit_shared_across_gateways_and_redis_outage(redis_pair: RedisPair) ->
     assert got == [200, 200, 200, 429]
     assert [x["ratelimit_backend"] for x in a.audit()][-1] == "redis"
 
-    # Redis dies: no 5xx, limits fall back to each process (fail open to local limits).
+    # Redis dies: no 5xx, limits fall back to each process (fail open to local limits) and
+    # continue from the shared state each process last saw: the spent subject stays limited.
     redis_pair.redis.stop()
+    got = [
+        httpx.post(f"{g.url}/v1/chat/completions", json=chat_body(), headers=h, timeout=5).status_code for g in (a, b)
+    ]
+    assert got == [429, 429]
     h2 = {"authorization": f"Bearer {a.mint(sub='during-outage', roles=('limited',))}"}
     got = [
         httpx.post(f"{a.url}/v1/chat/completions", json=chat_body(), headers=h2, timeout=5).status_code
@@ -131,6 +141,64 @@ def test_limit_shared_across_gateways_and_redis_outage(redis_pair: RedisPair) ->
         "gateway_ratelimit_backend_errors_total 1" in httpx.get(f"{a.url}/metrics").text
         or "gateway_ratelimit_backend_errors_total" in httpx.get(f"{a.url}/metrics").text
     )
+
+
+def _redis(port: int, data_dir: Path, log: Path) -> ManagedProcess:
+    """A Redis that keeps its state across a restart (AOF, fsync per write), ready to answer."""
+    argv = [require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)]
+    proc = ManagedProcess("redis", argv, log).start()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "redis did not start"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_redis_restart_costs_no_extra_requests(tmp_path: Path, keys: Keys, rbac_file: Path, upstream: Upstream) -> None:
+    # Old behaviour: the first call after the restart failed on the dead pooled connection and
+    # each process fell back to its own full local bucket (3 RPM subject, 2 processes: 4 of 4 allowed).
+    port = free_port()
+    redis = _redis(port, tmp_path, tmp_path / "redis.log")
+    gws: list[Gateway] = []
+    try:
+        for name in ("a", "b"):
+            audit = tmp_path / f"audit-{name}.log"
+            env = gateway_env(
+                keys,
+                rbac_file,
+                upstream.url,
+                audit,
+                GATEWAY_REDIS_URL=f"redis://127.0.0.1:{port}/0",
+                GATEWAY_REDIS_RETRY_AFTER_SECONDS="30",
+            )
+            proc, url = start_gateway(f"gw-restart-{name}", env, tmp_path, keys)
+            gws.append(Gateway(url, proc, audit, keys, env))
+        a, b = gws
+        h = {"authorization": f"Bearer {a.mint(sub='restart-user', roles=('limited',))}"}  # 3 per minute
+
+        def call(g: Gateway) -> int:
+            return httpx.post(f"{g.url}/v1/chat/completions", json=chat_body(), headers=h, timeout=5).status_code
+
+        assert [call(a), call(b)] == [200, 200]
+        redis.stop()
+        redis = _redis(port, tmp_path, tmp_path / "redis.log")
+        got = [call(g) for g in (a, b, a, b)]
+        assert got.count(200) <= 1 + 2, got  # at most one extra request per process
+        assert got == [200, 429, 429, 429], got
+        for g in gws:
+            assert g.audit()[-1]["ratelimit_backend"] == "redis"
+    finally:
+        for g in gws:
+            g.proc.stop()
+        redis.stop()
 
 
 def test_redis_server_available() -> None:

@@ -113,3 +113,32 @@ def test_refused_upstream_is_503_and_not_ready(dead_upstream_gateway: Gateway) -
         assert c.get("/healthz").status_code == 200
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["ready"] is False
+
+
+def test_unary_client_disconnect_cancels_upstream(gateway: Gateway, upstream: Upstream) -> None:
+    upstream.reset()
+    headers = {**gateway.auth(roles=("admin",)), "x-request-id": "unary-disconnect-1"}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway.url}/v1/chat/completions", json=chat_body("slow-unary"), headers=headers, timeout=0.4)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and upstream.state()["cancelled"] == 0:
+        time.sleep(0.05)
+    assert upstream.state()["cancelled"] == 1
+    deadline = time.monotonic() + 3
+    while not (recs := [a for a in gateway.audit() if a["request_id"] == "unary-disconnect-1"]):
+        assert time.monotonic() < deadline, "no audit line for the disconnected request"
+        time.sleep(0.02)
+    assert recs[-1]["status"] == 499
+
+
+def test_midstream_error_event_counts_as_an_error(gateway: Gateway, client: httpx.Client) -> None:
+    headers = {**gateway.auth(roles=("admin",)), "x-request-id": "midstream-error-1"}
+    r = client.post("/v1/chat/completions", json=chat_body("error-midstream", stream=True), headers=headers)
+    assert r.status_code == 200 and "engine died" in r.text and r.text.rstrip().endswith("data: [DONE]")
+    rec = [a for a in gateway.audit() if a["request_id"] == "midstream-error-1"][-1]
+    assert rec["status"] == 502 and rec["error"] == "upstream_stream_error"
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert any(
+        ln.startswith("gateway_requests_total{") and 'model="error-midstream"' in ln and 'status="502"' in ln
+        for ln in metrics.splitlines()
+    )

@@ -48,12 +48,26 @@ CASES: dict[str, tuple[str, Any, int, str | None]] = {
         400,
         "prompt",
     ),
-    "image_part": (
+    "unknown_part": (
         "/v1/chat/completions",
-        {"model": "ok", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        {"model": "ok", "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x"}}]}]},
         400,
         None,
     ),
+    "too_many_parts": (
+        "/v1/chat/completions",
+        {"model": "ok", "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 65}]},
+        400,
+        "messages.0.content",
+    ),
+    "unknown_message_field": (
+        "/v1/chat/completions",
+        {"model": "ok", "messages": [{"role": "user", "content": "x", "sneaky": 1}]},
+        400,
+        "messages.0.sneaky",
+    ),
+    "engine_request_id": ("/v1/chat/completions", chat_body(request_id="gateway-ready-probe"), 400, "request_id"),
+    "chat_template": ("/v1/chat/completions", chat_body(chat_template="{{ 7*7 }}"), 400, "chat_template"),
 }
 
 
@@ -91,3 +105,25 @@ def test_body_too_large(gateway: Gateway, client: httpx.Client, clean_upstream: 
     r = client.post("/v1/chat/completions", content=chunked(), headers=gateway.auth())
     assert_openai_error(r, 413)
     assert clean_upstream.state()["requests"] == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("depth", [70, 254, 300, 1000])
+def test_deep_nesting_is_a_400_naming_the_limit(
+    depth: int, stream: bool, gateway: Gateway, client: httpx.Client, clean_upstream: Upstream
+) -> None:
+    # orjson parses 1024 levels but cannot encode more than 254: this was a 500 per request.
+    nested = "[" * depth + "]" * depth
+    raw = b'{"model":"ok","max_tokens":4,"stream":%s,"messages":[{"role":"user","content":"hi"}],' % (
+        b"true" if stream else b"false"
+    )
+    raw += b'"response_format":{"type":"json_schema","x":%s}}' % nested.encode()
+    r = client.post("/v1/chat/completions", content=raw, headers={**gateway.auth(), "content-type": "application/json"})
+    err = assert_openai_error(r, 400)
+    assert "64 levels" in err["message"]
+    assert clean_upstream.state()["requests"] == 0
+
+
+def test_braces_inside_strings_are_not_nesting(gateway: Gateway, client: httpx.Client) -> None:
+    r = client.post("/v1/chat/completions", json=chat_body(content="{[" * 400), headers=gateway.auth())
+    assert r.status_code == 200, r.text
