@@ -34,6 +34,7 @@ venv: .venv/.synced
 tools: .tools/.ensured
 .tools/.ensured: .venv/.synced pipeline/runtime/tools.py
 	$(PY) -m pipeline.runtime.tools ensure
+	mkdir -p .tools
 	touch $@
 
 # The real vLLM (CPU build) in its own venv, for the smoke stage; several minutes once.

@@ -1,6 +1,6 @@
 # Promotion policy: may release `input.release` move from `input.source` into `input.target`?
 #
-# Input is built by pipeline/promotion.py (evidence bundle from the GitOps repo, soak time
+# Input is built by pipeline/gitops/promotion_policy.py (evidence bundle from the GitOps repo, soak time
 # from git history, approvers, freeze file, active Argo CD sync windows, trivy-operator gate).
 # Parameters (gates, soak times, approver counts, ...) come from data.promotion
 # (policies/promotion.data.json, optionally overlaid by a profile such as promotion.local.json).
