@@ -14,23 +14,12 @@ from typing import Any
 
 from pipeline.checks import trivy_ignore
 from pipeline.checks.trivy_ignore import GATE_SEVERITIES
+from pipeline.core.cache import EXCLUDED_DIRS
 from pipeline.core.result import Check, Status
 from pipeline.core.shell import run_command, tail
 
-SKIP_DIRS = (
-    ".git",
-    ".venv",
-    ".tools",
-    ".runs",
-    ".cache",
-    ".gitops",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".pytest_cache",
-    "node_modules",
-    "dist",
-    "build",
-)
+# The same directories the stage cache never hashes: environments, tool installs, outputs, VCS.
+SKIP_DIRS = tuple(sorted(EXCLUDED_DIRS))
 
 
 def trivy_cache_dir() -> Path:
