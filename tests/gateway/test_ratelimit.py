@@ -85,6 +85,24 @@ class RedisPair:
     b: Gateway
 
 
+def redis_gateways(
+    gws: list[Gateway], prefix: str, port: int, work: Path, keys: Keys, rbac_file: Path, upstream: Upstream
+) -> None:
+    """Start two gateway processes sharing the Redis on `port` into `gws` (the caller stops them)."""
+    for name in ("a", "b"):
+        audit = work / f"audit-{prefix}-{name}.log"
+        env = gateway_env(
+            keys,
+            rbac_file,
+            upstream.url,
+            audit,
+            GATEWAY_REDIS_URL=f"redis://127.0.0.1:{port}/0",
+            GATEWAY_REDIS_RETRY_AFTER_SECONDS="30",
+        )
+        proc, url = start_gateway(f"{prefix}-{name}", env, work, keys)
+        gws.append(Gateway(url, proc, audit, keys, env))
+
+
 @pytest.fixture(scope="module")
 def redis_pair(gw_dir: Path, keys: Keys, rbac_file: Path, upstream: Upstream) -> Iterator[RedisPair]:
     port = free_port()
@@ -95,18 +113,7 @@ def redis_pair(gw_dir: Path, keys: Keys, rbac_file: Path, upstream: Upstream) ->
     ).start()
     gws: list[Gateway] = []
     try:
-        for name in ("a", "b"):
-            audit = gw_dir / f"audit-redis-{name}.log"
-            env = gateway_env(
-                keys,
-                rbac_file,
-                upstream.url,
-                audit,
-                GATEWAY_REDIS_URL=f"redis://127.0.0.1:{port}/0",
-                GATEWAY_REDIS_RETRY_AFTER_SECONDS="30",
-            )
-            proc, url = start_gateway(f"gateway-redis-{name}", env, gw_dir, keys)
-            gws.append(Gateway(url, proc, audit, keys, env))
+        redis_gateways(gws, "gateway-redis", port, gw_dir, keys, rbac_file, upstream)
         yield RedisPair(redis, gws[0], gws[1])
     finally:
         for g in gws:
@@ -169,18 +176,7 @@ def test_redis_restart_costs_no_extra_requests(tmp_path: Path, keys: Keys, rbac_
     redis = _redis(port, tmp_path, tmp_path / "redis.log")
     gws: list[Gateway] = []
     try:
-        for name in ("a", "b"):
-            audit = tmp_path / f"audit-{name}.log"
-            env = gateway_env(
-                keys,
-                rbac_file,
-                upstream.url,
-                audit,
-                GATEWAY_REDIS_URL=f"redis://127.0.0.1:{port}/0",
-                GATEWAY_REDIS_RETRY_AFTER_SECONDS="30",
-            )
-            proc, url = start_gateway(f"gw-restart-{name}", env, tmp_path, keys)
-            gws.append(Gateway(url, proc, audit, keys, env))
+        redis_gateways(gws, "gw-restart", port, tmp_path, keys, rbac_file, upstream)
         a, b = gws
         h = {"authorization": f"Bearer {a.mint(sub='restart-user', roles=('limited',))}"}  # 3 per minute
 
