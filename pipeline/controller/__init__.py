@@ -74,6 +74,12 @@ class ControllerConfig:
     stale_tolerance: float = 60.0
     rollback_label: str = "rollback"
     env_label: str = "env"
+    # The release the alerting series belong to (the gateway labels its metrics with its release id).
+    release_label: str = "release"
+    # Why requests failed; any value but `release` (e.g. idp, redis) is a dependency, not the release.
+    cause_label: str = "cause"
+    # Only a release promoted less than this long ago is rolled back automatically (seconds).
+    bake_window: float = 4 * 3600.0
     actor: str = "rollback-controller"
     audit_file: Path | None = None
     attempts: int = 5
@@ -192,7 +198,7 @@ class Controller:
 
     def handle(self, payload: WebhookPayload) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
-        candidates: dict[str, Alert] = {}
+        candidates: dict[tuple[str, str], Alert] = {}
         for alert in payload.alerts:
             env = alert.labels.get(self.cfg.env_label, "")
             base = {"alertname": alert.labels.get("alertname", ""), "env": env, "status": alert.status}
@@ -202,24 +208,57 @@ class Controller:
                 results.append({**base, "outcome": "ignored", "detail": f'no {self.cfg.rollback_label}="true" label'})
             elif not env:
                 results.append({**base, "outcome": "ignored", "detail": f"no {self.cfg.env_label} label"})
+            elif alert.labels.get(self.cfg.cause_label, "release") != "release":
+                cause = alert.labels[self.cfg.cause_label]
+                self.metrics.rollbacks.labels(env=env, outcome="dependency").inc()
+                results.append(
+                    {
+                        **base,
+                        "outcome": "dependency",
+                        "detail": f"{self.cfg.cause_label}={cause}: a dependency failure, not an error of the release",
+                    }
+                )
             elif env not in self.cfg.envs:
                 self.metrics.rollbacks.labels(env=env, outcome="unknown_env").inc()
                 results.append(
                     {**base, "outcome": "unknown_env", "detail": f"env {env!r} is not one of {self.cfg.envs}"}
                 )
             else:
-                # One rollback per env per notification: the earliest-starting alert is the incident.
-                if env not in candidates or alert.starts_at < candidates[env].starts_at:
-                    candidates[env] = alert
-        for env, alert in sorted(candidates.items()):
-            results.append(self._rollback(env, alert, payload.group_key))
+                # One incident per env and named release: the earliest-starting alert of each.
+                key = (env, alert.labels.get(self.cfg.release_label, ""))
+                if key not in candidates or alert.starts_at < candidates[key].starts_at:
+                    candidates[key] = alert
+        done: set[str] = set()
+        for (env, _release), alert in sorted(candidates.items(), key=lambda kv: (kv[0][0], kv[1].starts_at)):
+            if env in done:
+                results.append(
+                    {
+                        "alertname": alert.labels.get("alertname", ""),
+                        "env": env,
+                        "status": alert.status,
+                        "outcome": "ignored",
+                        "detail": f"{env} already handled by another alert of this notification",
+                    }
+                )
+                continue
+            r = self._rollback(env, alert, payload.group_key)
+            if r["outcome"] in ("rolled_back", "duplicate", "already_rolled_back", "error"):
+                done.add(env)
+            results.append(r)
         for r in results:
             self.audit(event="decision", group_key=payload.group_key, **r)
         return results
 
     def _rollback(self, env: str, alert: Alert, group_key: str) -> dict[str, Any]:
         key = incident_key(env, alert)
-        base = {"alertname": alert.labels.get("alertname", ""), "env": env, "status": "firing", "incident": key}
+        named = alert.labels.get(self.cfg.release_label, "")
+        base: dict[str, Any] = {
+            "alertname": alert.labels.get("alertname", ""),
+            "env": env,
+            "status": "firing",
+            "incident": key,
+            "release": named or None,
+        }
         with self._lock:
             if key in self._seen:
                 self.metrics.rollbacks.labels(env=env, outcome="duplicate").inc()
@@ -237,10 +276,11 @@ class Controller:
                     ("Alert-Name", base["alertname"]),
                     ("Alert-Fingerprint", alert.fingerprint),
                     ("Alert-Starts-At", alert.starts_at),
+                    ("Alert-Release", named or ""),
                     ("Alert-Group-Key", group_key),
                     ("Incident", key),
                 ],
-                guard=lambda repo, history: self._guard(env, key, alert, history),
+                guard=lambda repo, history: self._guard(repo, env, key, alert, history),
                 attempts=self.cfg.attempts,
             )
             self.audit(event="rollback_start", **base)
@@ -257,8 +297,9 @@ class Controller:
                 self._seen[key] = detail
             return {**base, "outcome": outcome, "detail": detail, "commit": out.sha, "pin_commit": out.pin_sha}
 
-    def _guard(self, env: str, key: str, alert: Alert, history: list[Commit]) -> str | None:
-        """Re-checked on every fresh base: duplicates, already rolled back, stale alerts, rate limit."""
+    def _guard(self, repo: GitOpsRepo, env: str, key: str, alert: Alert, history: list[Commit]) -> str | None:
+        """Re-checked on every fresh base: duplicates, already rolled back, the alert's release and age
+        (not the current release, stale, beyond the bake window), rate limit."""
         for c in history:
             if c.trailer("Incident") == key:
                 return f"duplicate: incident {key} already rolled back in {c.sha[:12]}"
@@ -268,12 +309,26 @@ class Controller:
                 f"already_rolled_back: the current pins of {env} come from rollback {last.sha[:12]} "
                 f"({last.trailer('Rollback-Reason')}); going further back needs a human (`pipeline rollback`)"
             )
+        named = alert.labels.get(self.cfg.release_label, "")
+        current = pm.read_release(repo, env)
+        if named and (current is None or named != current.id):
+            # The alert is about a release the env no longer (or never) runs: a fix promoted while it
+            # fired gets its own evaluation, from its own series; reverting it would restore the culprit.
+            running = current.id if current else "nothing promoted"
+            return f"not_current: the alert names release {named}; {env} runs {running}"
         started = parse_time(alert.starts_at)
         if history and started is not None:
             pinned = history[0].date
             if started < pinned - dt.timedelta(seconds=self.cfg.stale_tolerance):
                 return f"stale: alert started {alert.starts_at}, before the current pins of {env} ({pm.iso(pinned)})"
         now = pm.utcnow()
+        if history and (now - history[0].date).total_seconds() > self.cfg.bake_window:
+            age = (now - history[0].date).total_seconds()
+            what = current.id if current else "the current pins"
+            return (
+                f"outside_bake_window: {what} was promoted to {env} {age / 3600:.1f} h ago, beyond the "
+                f"{self.cfg.bake_window / 3600:g} h bake window: not a release regression, a human decides"
+            )
         recent = [
             c
             for c in history
