@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.gitops import promotion as pm
 from pipeline.gitops import revert
+from pipeline.gitops.argocd_sync import ArgoCDConfig, SyncRequest, request_sync
 from pipeline.gitops.repo import Commit, GitOpsRepo
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ class ControllerConfig:
     actor: str = "rollback-controller"
     audit_file: Path | None = None
     attempts: int = 5
+    # Argo CD API to request the sync of a rollback (None: wait for Argo CD's polling).
+    argocd: ArgoCDConfig | None = None
+    # Wall clock of sync-window decisions (tests pin it to a weekend).
+    clock: Callable[[], dt.datetime] = pm.utcnow
 
     @classmethod
     def from_env(cls, gitops_repo: str, work_root: Path, **kw: Any) -> ControllerConfig:
@@ -94,6 +99,7 @@ class ControllerConfig:
                 return Path(path).read_text().strip()
             return os.environ.get(name) or None
 
+        kw.setdefault("argocd", ArgoCDConfig.from_env())
         return cls(
             gitops_repo=gitops_repo,
             work_root=work_root,
@@ -122,6 +128,12 @@ class Metrics:
             "rollback_controller_webhooks",
             "Webhook requests by result (accepted, unauthorized, invalid, error).",
             ["result"],
+            registry=self.registry,
+        )
+        self.syncs = Counter(
+            "rollback_controller_syncs",
+            "Argo CD sync requests after a rollback by env and state (requested, held, failed, not_configured).",
+            ["env", "state"],
             registry=self.registry,
         )
         self.last_rollback = Gauge(
@@ -291,11 +303,24 @@ class Controller:
             elif outcome == "refused":
                 outcome = "nothing_to_roll_back"
             self.metrics.rollbacks.labels(env=env, outcome=outcome).inc()
+            result = {**base, "outcome": outcome, "detail": detail, "commit": out.sha, "pin_commit": out.pin_sha}
             if outcome == "rolled_back":
                 self.metrics.last_rollback.labels(env=env).set_to_current_time()
+                # The rollback commit carries the env's files; for prod it is also what the pin names.
+                sync = self._request_sync(env, out.sha or "")
+                self.metrics.syncs.labels(env=env, state=sync.state).inc()
+                self.audit(event="sync", env=env, incident=key, **sync.as_dict())
+                result.update(detail=f"{detail}; {sync.detail}", sync=sync.as_dict())
             if outcome in ("rolled_back", "duplicate", "already_rolled_back"):
                 self._seen[key] = detail
-            return {**base, "outcome": outcome, "detail": detail, "commit": out.sha, "pin_commit": out.pin_sha}
+            return result
+
+    def _request_sync(self, env: str, revision: str) -> SyncRequest:
+        """Ask Argo CD to sync the pushed rollback now (the work copy is at the pushed commits)."""
+        rel = pm.read_release(self.repo, env)
+        return request_sync(
+            self.cfg.argocd, self.repo, env, revision, rel.chart_version if rel else "", self.cfg.clock()
+        )
 
     def _guard(self, repo: GitOpsRepo, env: str, key: str, alert: Alert, history: list[Commit]) -> str | None:
         """Re-checked on every fresh base: duplicates, already rolled back, the alert's release and age
