@@ -304,6 +304,8 @@ class Controller:
                 outcome = "nothing_to_roll_back"
             self.metrics.rollbacks.labels(env=env, outcome=outcome).inc()
             result = {**base, "outcome": outcome, "detail": detail, "commit": out.sha, "pin_commit": out.pin_sha}
+            if out.values:
+                result["values_diff"] = out.values
             if outcome == "rolled_back":
                 self.metrics.last_rollback.labels(env=env).set_to_current_time()
                 # The rollback commit carries the env's files; for prod it is also what the pin names.
