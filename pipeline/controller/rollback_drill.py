@@ -417,6 +417,9 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         progress(f"v1 {v1.id} healthy in {env}; promoting v2 {v2.id} (bad build)")
         report.marks["promote"] = time.monotonic()
         _promote(remote, v2, env, work / "promote-v2", "drill")
+        if cfg.production:
+            # The bad release rolls out at once (a git webhook to Argo CD); the clock starts there.
+            agent.sync_once()
         _wait("the sync agent to apply v2", lambda: any(e.release == v2.id for e in agent.events), deadline, 0.05)
         report.marks["breach"] = next(e.at for e in agent.events if e.release == v2.id)
         progress("v2 applied: the simulator now fails requests; waiting for the alert")
