@@ -297,6 +297,9 @@ class Controller:
             )
             self.audit(event="rollback_start", **base)
             out = revert.execute(opts, self.repo)
+            if out.status == "rolled_back":
+                # The push is done: the drill measures webhook → revert to here, before the sync request.
+                self.audit(event="pushed", env=env, incident=key, commit=out.sha, pin_commit=out.pin_sha)
             outcome, detail = out.status, out.detail
             if outcome == "noop":
                 outcome, _, detail = detail.partition(": ")

@@ -434,9 +434,11 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         _wait("the controller to roll back", rolled_back, deadline, 0.1)
         lines = _audit(audit_file)
         start = next(a for a in lines if a.get("event") == "rollback_start")
-        done = next(a for a in lines if a.get("outcome") == "rolled_back")
+        done = next((a for a in lines if a.get("event") == "pushed"), None) or next(
+            a for a in lines if a.get("outcome") == "rolled_back"
+        )
         report.marks["webhook"] = _mono(dt.datetime.fromisoformat(start["ts"].replace("Z", "+00:00")).timestamp())
-        # The decision line is written right after the revert commit was pushed.
+        # The `pushed` line is written right after the revert commit was pushed (before the sync request).
         report.marks["revert"] = _mono(dt.datetime.fromisoformat(done["ts"].replace("Z", "+00:00")).timestamp())
         if cfg.production:
 
