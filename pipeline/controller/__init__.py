@@ -253,7 +253,9 @@ class Controller:
                     }
                 )
                 continue
-            r = self._rollback(env, alert, payload.group_key)
+            # Releases of this env whose own series fire in this notification: never a restore target.
+            failing = {rel for (e, rel) in candidates if e == env and rel}
+            r = self._rollback(env, alert, payload.group_key, failing)
             if r["outcome"] in ("rolled_back", "duplicate", "already_rolled_back", "error"):
                 done.add(env)
             results.append(r)
@@ -261,7 +263,9 @@ class Controller:
             self.audit(event="decision", group_key=payload.group_key, **r)
         return results
 
-    def _rollback(self, env: str, alert: Alert, group_key: str) -> dict[str, Any]:
+    def _rollback(
+        self, env: str, alert: Alert, group_key: str, failing: set[str] | frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         key = incident_key(env, alert)
         named = alert.labels.get(self.cfg.release_label, "")
         base: dict[str, Any] = {
@@ -292,7 +296,7 @@ class Controller:
                     ("Alert-Group-Key", group_key),
                     ("Incident", key),
                 ],
-                guard=lambda repo, history: self._guard(repo, env, key, alert, history),
+                guard=lambda repo, history: self._guard(repo, env, key, alert, history, failing),
                 attempts=self.cfg.attempts,
             )
             self.audit(event="rollback_start", **base)
@@ -327,7 +331,15 @@ class Controller:
             self.cfg.argocd, self.repo, env, revision, rel.chart_version if rel else "", self.cfg.clock()
         )
 
-    def _guard(self, repo: GitOpsRepo, env: str, key: str, alert: Alert, history: list[Commit]) -> str | None:
+    def _guard(
+        self,
+        repo: GitOpsRepo,
+        env: str,
+        key: str,
+        alert: Alert,
+        history: list[Commit],
+        failing: set[str] | frozenset[str] = frozenset(),
+    ) -> str | None:
         """Re-checked on every fresh base: duplicates, already rolled back, the alert's release and age
         (not the current release, stale, beyond the bake window), rate limit."""
         for c in history:
@@ -366,6 +378,13 @@ class Controller:
             and c.trailer("Rollback-Trigger") == "alert"
             and (now - c.date).total_seconds() < self.cfg.rate_window
         ]
+        promos = revert.unreverted_promotions(history, env)
+        target = promos[1].trailer("Release-Id") if len(promos) > 1 else ""
+        if target and target in failing and current is not None:
+            return (
+                f"restore_failing: rolling back {current.id} would restore {target}, whose own series fire "
+                f"{alert.labels.get('alertname', '')} too; a human decides"
+            )
         if len(recent) >= self.cfg.rate_limit:
             return (
                 f"rate_limited: {len(recent)} automatic rollback(s) of {env} in the last "

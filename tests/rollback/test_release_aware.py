@@ -113,3 +113,22 @@ def test_the_named_current_release_is_rolled_back_and_recorded(
     repo = GitOpsRepo(remote, tmp_path / "c")
     repo.sync()
     assert repo.log(limit=1)[0].trailer("Alert-Release") == v2.id
+
+
+def test_one_notification_with_the_old_and_the_new_release_never_restores_the_failing_one(
+    client: TestClient, remote: str, tmp_path: Path, make_release: Callable[..., Release]
+) -> None:
+    v1, v2, v3 = make_release(1), make_release(2), make_release(3)
+    promote_chain(remote, tmp_path, [v1, v2, v3])
+    # Alertmanager groups by alertname+env: v2's and v3's series arrive in the same notification.
+    old = labelled(v2.id, starts_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30))
+    new = labelled(v3.id)
+    payload = {**old, "alerts": [*old["alerts"], *new["alerts"]]}
+    resp = client.post("/webhook", json=payload, headers=AUTH)
+    by_release = {r["release"]: r["outcome"] for r in resp.json()["results"]}
+    # v3 is the current release, but rolling it back would restore v2, whose series fire too.
+    assert by_release == {v2.id: "not_current", v3.id: "restore_failing"}
+    assert pinned(remote, tmp_path, "c") == v3
+    # Once v2's series stopped firing, v3's own alert rolls v3 back.
+    assert post(client, labelled(v3.id))["outcome"] == "rolled_back"
+    assert pinned(remote, tmp_path, "c2") == v2
