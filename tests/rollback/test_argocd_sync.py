@@ -5,6 +5,7 @@ windows allow manual syncs, and where a rollback can still wait the result and `
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,8 @@ from pipeline.gitops.release import Release
 from pipeline.gitops.repo import ensure_local_remote
 from pipeline.runtime.tools import REPO_ROOT
 from tests.promotion.conftest import clone, write_envs
-from tests.promotion.test_prod_pin import to_prod
 from tests.rollback.argocd_contract import FakeArgoCD, serve
-from tests.rollback.conftest import TOKEN, alert_payload
+from tests.rollback.conftest import TOKEN, alert_payload, to_prod
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 APPPROJECT = REPO_ROOT / "environments" / "argocd" / "appproject-llm-service.yaml"
@@ -40,14 +40,28 @@ def without_manual_sync(text: str) -> str:
     return text.replace("manualSync: true", "manualSync: false")
 
 
+# One prod history per AppProject variant, built once and copied per test (six promotions each).
+_PROD_REMOTES: dict[str, Path] = {}
+
+
 @pytest.fixture
-def prod_v1_v2(tmp_path: Path, make_release: Callable[..., Release], request: pytest.FixtureRequest) -> str:
+def prod_v1_v2(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    make_release: Callable[..., Release],
+    request: pytest.FixtureRequest,
+) -> str:
     """A GitOps remote with the real AppProject (or a variant), v1 then v2 promoted into prod (a weekday)."""
     project = getattr(request, "param", APPPROJECT.read_text())
-    remote = str(ensure_local_remote(tmp_path / "remote" / "gitops.git", write_envs(tmp_path / "src", project)))
-    for n in (1, 2):
-        to_prod(remote, tmp_path, make_release(n, images_built=False), n)
-    return remote
+    if project not in _PROD_REMOTES:
+        base = tmp_path_factory.mktemp("prod-history")
+        remote = ensure_local_remote(base / "remote" / "gitops.git", write_envs(base / "src", project))
+        for n in (1, 2):
+            to_prod(str(remote), base, make_release(n, images_built=False), n)
+        _PROD_REMOTES[project] = remote
+    copy = tmp_path / "remote" / "gitops.git"
+    shutil.copytree(_PROD_REMOTES[project], copy)
+    return str(copy)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pipeline.gitops.release import Release
 from pipeline.gitops.repo import GitOpsRepo, edit_yaml, git, load_yaml_text
 from pipeline.stages import promote, rollback
 from tests.promotion.conftest import ci_evidence, clone, commit_by_hand, prod_local_options
-from tests.promotion.test_prod_pin import to_prod
+from tests.rollback.conftest import WEEKDAY, to_prod
 
 VALUES = "environments/prod/values.yaml"
 
@@ -91,7 +91,7 @@ def test_prod_promotion_prints_and_records_the_values_it_ships(
         promote.PromoteOptions(to="dev", release=v2, evidence=ci_evidence(rel=v2), gitops_repo=remote), ctx
     ).ok
     assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), ctx).ok
-    res = promote.run(prod_local_options(remote), ctx)
+    res = promote.run(prod_local_options(remote, now=WEEKDAY), ctx)
     assert res.status is Status.PASSED, res.checks
     values = next(c for c in res.checks if c.name == "values")
     assert "autoscaling.maxReplicas: 12 → 40" in values.detail
