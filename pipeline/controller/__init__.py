@@ -320,6 +320,14 @@ class Controller:
                 self.metrics.syncs.labels(env=env, state=sync.state).inc()
                 self.audit(event="sync", env=env, incident=key, **sync.as_dict())
                 result.update(detail=f"{detail}; {sync.detail}", sync=sync.as_dict())
+            elif outcome == "duplicate" and self.cfg.argocd is not None:
+                last = pm.pinned_since(self.repo, env)
+                if last is not None and last.trailer("Incident") == key:
+                    # A predecessor pushed this rollback and may have died before asking for the sync.
+                    sync = self._request_sync(env, last.sha)
+                    self.metrics.syncs.labels(env=env, state=sync.state).inc()
+                    self.audit(event="sync", env=env, incident=key, **sync.as_dict())
+                    result.update(detail=f"{detail}; {sync.detail}", sync=sync.as_dict())
             if outcome in ("rolled_back", "duplicate", "already_rolled_back"):
                 self._seen[key] = detail
             return result

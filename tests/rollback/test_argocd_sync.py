@@ -164,3 +164,19 @@ def test_contract_auth_rbac_and_busy(prod_v1_v2: str, argocd: FakeArgoCD, tmp_pa
     argocd.busy.clear()
     ok = request_sync(argo_cfg(argocd, tmp_path), repo, "prod", "a" * 40, "0.1.0", SATURDAY)
     assert ok.state == "requested"
+
+
+def test_a_restarted_controller_requests_the_sync_its_predecessor_may_have_missed(
+    prod_v1_v2: str, argocd: FakeArgoCD, tmp_path: Path
+) -> None:
+    payload = alert_payload(env="prod")
+    with controller(prod_v1_v2, tmp_path / "a", argo_cfg(argocd, tmp_path)) as first:
+        assert first.post("/webhook", json=payload, headers=AUTH).json()["results"][0]["outcome"] == "rolled_back"
+    # A fresh process (killed after the push, before the sync request): the repeat is a duplicate in git...
+    with controller(prod_v1_v2, tmp_path / "b", argo_cfg(argocd, tmp_path)) as second:
+        again = second.post("/webhook", json=payload, headers=AUTH).json()["results"][0]
+        repeat = second.post("/webhook", json=payload, headers=AUTH).json()["results"][0]
+    assert again["outcome"] == "duplicate" and again["sync"]["state"] == "requested"
+    # ... whose sync is requested once per process, not on every repeat_interval.
+    assert repeat["outcome"] == "duplicate" and "sync" not in repeat
+    assert len(argocd.syncs("llm-service-prod")) == 2
