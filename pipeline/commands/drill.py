@@ -7,7 +7,7 @@ import json
 import logging
 from dataclasses import asdict
 
-from pipeline.controller.rollback_drill import DrillConfig, run_drill
+from pipeline.controller.rollback_drill import DrillConfig, DrillReport, run_drill
 from pipeline.core.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -20,11 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="staging", choices=("dev", "staging", "prod"))
     parser.add_argument("--window", default="10s", help="rate window replacing the chart's 5m (drill timer)")
     parser.add_argument("--error-rate", type=float, default=0.5, help="fault profile of the bad release")
-    parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    parser.add_argument("--timeout", type=float, help="give up after this many seconds (default 120, 900 production)")
+    parser.add_argument(
+        "--production-timers",
+        action="store_true",
+        help="the chart's rules, scrape/eval intervals and Alertmanager timers unmodified; Argo CD polls every 3 min",
+    )
 
 
 def main(args: argparse.Namespace, ctx: RunContext) -> int:
-    cfg = DrillConfig(env=args.env, window=args.window, error_rate=args.error_rate, timeout=args.timeout)
+    timeout = args.timeout or (900.0 if args.production_timers else 120.0)
+    cfg = DrillConfig(
+        env=args.env, window=args.window, error_rate=args.error_rate, timeout=timeout, production=args.production_timers
+    )
     try:
         report = run_drill(ctx.run_dir / "drill", cfg, progress=ctx.progress)
     except (TimeoutError, RuntimeError) as exc:
@@ -32,6 +40,8 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         return 1
     (ctx.run_dir / "drill.json").write_text(json.dumps(asdict(report), indent=2, default=str) + "\n")
     t = report.timings
+    if cfg.production:
+        return _print_production(ctx, report)
     ctx.console.print("[bold]drill timings[/bold] (drill timers: 1 s scrape/eval, short windows)")
     for key in ("breach_to_firing", "firing_to_webhook", "webhook_to_revert", "revert_to_recovered"):
         ctx.console.print(f"  {key.replace('_to_', ' → '):24} {t[key]:6.1f} s")
@@ -49,3 +59,27 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         return 1
     ctx.console.print("[bold green]drill: PASSED[/]")
     return 0
+
+
+def _print_production(ctx: RunContext, report: DrillReport) -> int:
+    t = report.timings
+    ctx.console.print("[bold]drill timings, production timers[/bold]")
+    for k, v in report.production.items():
+        ctx.console.print(f"  {k}: {v}")
+    steps = (
+        ("breach → firing", "breach_to_firing"),
+        ("firing → webhook", "firing_to_webhook"),
+        ("webhook → revert", "webhook_to_revert"),
+        ("revert → sync requested", "revert_to_sync_requested"),
+        ("breach → revert", "breach_to_revert"),
+        ("breach → sync requested", "breach_to_sync_requested"),
+        ("breach → recovered", "breach_to_recovered"),
+    )
+    for label, key in steps:
+        ctx.console.print(f"  {label:26} {t[key]:7.1f} s" + ("  (target ≤ 120 s)" if key == "breach_to_revert" else ""))
+    ctx.console.print(f"  traffic: {report.traffic}")
+    ctx.console.print(f"  git: {report.git['subject']} — reason: {report.git['reason']}; frozen={report.git['frozen']}")
+    for p in report.problems:
+        ctx.console.print(f"[red]  problem: {p}[/red]")
+    ctx.console.print("[bold green]drill: PASSED[/]" if report.ok else "[bold red]drill: FAILED[/]")
+    return 0 if report.ok else 1

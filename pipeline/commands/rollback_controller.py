@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit", type=int, default=1, help="max automatic rollbacks per env per window")
     parser.add_argument("--rate-window", type=float, default=3600.0, help="rate-limit window in seconds")
     parser.add_argument("--stale-tolerance", type=float, default=60.0, help="clock-skew allowance for stale alerts (s)")
+    parser.add_argument(
+        "--bake-window",
+        type=float,
+        default=4 * 3600.0,
+        help="only a release promoted less than this many seconds ago is rolled back automatically",
+    )
     parser.add_argument("--audit-file", type=Path, help="also append audit lines (JSON) to this file")
 
 
@@ -40,6 +46,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         rate_limit=args.rate_limit,
         rate_window=args.rate_window,
         stale_tolerance=args.stale_tolerance,
+        bake_window=args.bake_window,
         audit_file=args.audit_file,
     )
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 from typing import Any
@@ -12,6 +13,7 @@ from rich.table import Table
 from pipeline.core.context import RunContext
 from pipeline.gitops import promotion as pm
 from pipeline.gitops.argocd_pin import pin_status
+from pipeline.gitops.argocd_sync import ArgoCDConfig, rollout_state
 from pipeline.gitops.evidence import read_evidence
 from pipeline.gitops.repo import GitOpsError, GitOpsRepo, resolve_remote, safe_url, work_dir_for
 
@@ -26,7 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def collect(repo: GitOpsRepo) -> list[dict[str, Any]]:
+def sync_cell(repo: GitOpsRepo, env: str, last: Any, pin: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """Whether the cluster has caught up with the env's last change in git (held by a sync window?)."""
+    expected = pin.get("revision") if pin["mode"] == "pinned" else (last.sha if last else "")
+    state = rollout_state(ArgoCDConfig.from_env(), repo, env, str(expected or ""), now)
+    if not (last and last.trailer("Rollback-Env") == env):
+        state["detail"] = str(state["detail"]).replace("reverted in git", "changed in git")
+    return state
+
+
+def collect(repo: GitOpsRepo, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    now = now or pm.utcnow()
     rows = []
     for env in pm.ENVS:
         if not repo.file(f"environments/{env}").is_dir():
@@ -36,6 +48,7 @@ def collect(repo: GitOpsRepo) -> list[dict[str, Any]]:
         freeze = pm.read_freeze(repo, env)
         evidence = read_evidence(repo, env, rel.id) if rel else None
         gates = {k: v.get("status") for k, v in (evidence or {}).get("gates", {}).items()}
+        pin = pin_status(repo, env)
         by = ""
         if last:
             by = last.trailer("Promoted-By") or last.trailer("Rolled-Back-By") or last.author
@@ -56,7 +69,9 @@ def collect(repo: GitOpsRepo) -> list[dict[str, Any]]:
                 "gates": gates,
                 "frozen": freeze.as_dict(),
                 # What Argo CD syncs this env from: the branch, or (prod) the pinned commit.
-                "argocd_revision": pin_status(repo, env),
+                "argocd_revision": pin,
+                # Has the cluster caught up? "reverted in git, not yet synced: <window> until <time>".
+                "sync": sync_cell(repo, env, last, pin, now),
             }
         )
     return rows
@@ -86,7 +101,18 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = Table(title=f"GitOps status ({safe_url(repo.remote)})")
-    cols = ("env", "release", "digests (gateway / vllm)", "model", "since", "by", "evidence", "frozen", "argo cd syncs")
+    cols = (
+        "env",
+        "release",
+        "digests (gateway / vllm)",
+        "model",
+        "since",
+        "by",
+        "evidence",
+        "frozen",
+        "argo cd syncs",
+        "cluster",
+    )
     for col in cols:
         table.add_column(col)
     for r in rows:
@@ -102,6 +128,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
             gates,
             f"[red]FROZEN[/red] by {frozen['by']}: {frozen['reason']}" if frozen["frozen"] else "no",
             revision_cell(r["argocd_revision"]),
+            f"[red]{r['sync']['detail']}[/red]" if r["sync"]["state"] in ("held", "pending") else r["sync"]["state"],
         )
     ctx.console.print(table)
     return 0

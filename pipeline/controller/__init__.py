@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.gitops import promotion as pm
 from pipeline.gitops import revert
+from pipeline.gitops.argocd_sync import ArgoCDConfig, SyncRequest, request_sync
 from pipeline.gitops.repo import Commit, GitOpsRepo
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,19 @@ class ControllerConfig:
     stale_tolerance: float = 60.0
     rollback_label: str = "rollback"
     env_label: str = "env"
+    # The release the alerting series belong to (the gateway labels its metrics with its release id).
+    release_label: str = "release"
+    # Why requests failed; any value but `release` (e.g. idp, redis) is a dependency, not the release.
+    cause_label: str = "cause"
+    # Only a release promoted less than this long ago is rolled back automatically (seconds).
+    bake_window: float = 4 * 3600.0
     actor: str = "rollback-controller"
     audit_file: Path | None = None
     attempts: int = 5
+    # Argo CD API to request the sync of a rollback (None: wait for Argo CD's polling).
+    argocd: ArgoCDConfig | None = None
+    # Wall clock of sync-window decisions (tests pin it to a weekend).
+    clock: Callable[[], dt.datetime] = pm.utcnow
 
     @classmethod
     def from_env(cls, gitops_repo: str, work_root: Path, **kw: Any) -> ControllerConfig:
@@ -88,6 +99,7 @@ class ControllerConfig:
                 return Path(path).read_text().strip()
             return os.environ.get(name) or None
 
+        kw.setdefault("argocd", ArgoCDConfig.from_env())
         return cls(
             gitops_repo=gitops_repo,
             work_root=work_root,
@@ -116,6 +128,12 @@ class Metrics:
             "rollback_controller_webhooks",
             "Webhook requests by result (accepted, unauthorized, invalid, error).",
             ["result"],
+            registry=self.registry,
+        )
+        self.syncs = Counter(
+            "rollback_controller_syncs",
+            "Argo CD sync requests after a rollback by env and state (requested, held, failed, not_configured).",
+            ["env", "state"],
             registry=self.registry,
         )
         self.last_rollback = Gauge(
@@ -192,7 +210,7 @@ class Controller:
 
     def handle(self, payload: WebhookPayload) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
-        candidates: dict[str, Alert] = {}
+        candidates: dict[tuple[str, str], Alert] = {}
         for alert in payload.alerts:
             env = alert.labels.get(self.cfg.env_label, "")
             base = {"alertname": alert.labels.get("alertname", ""), "env": env, "status": alert.status}
@@ -202,24 +220,61 @@ class Controller:
                 results.append({**base, "outcome": "ignored", "detail": f'no {self.cfg.rollback_label}="true" label'})
             elif not env:
                 results.append({**base, "outcome": "ignored", "detail": f"no {self.cfg.env_label} label"})
+            elif alert.labels.get(self.cfg.cause_label, "release") != "release":
+                cause = alert.labels[self.cfg.cause_label]
+                self.metrics.rollbacks.labels(env=env, outcome="dependency").inc()
+                results.append(
+                    {
+                        **base,
+                        "outcome": "dependency",
+                        "detail": f"{self.cfg.cause_label}={cause}: a dependency failure, not an error of the release",
+                    }
+                )
             elif env not in self.cfg.envs:
                 self.metrics.rollbacks.labels(env=env, outcome="unknown_env").inc()
                 results.append(
                     {**base, "outcome": "unknown_env", "detail": f"env {env!r} is not one of {self.cfg.envs}"}
                 )
             else:
-                # One rollback per env per notification: the earliest-starting alert is the incident.
-                if env not in candidates or alert.starts_at < candidates[env].starts_at:
-                    candidates[env] = alert
-        for env, alert in sorted(candidates.items()):
-            results.append(self._rollback(env, alert, payload.group_key))
+                # One incident per env and named release: the earliest-starting alert of each.
+                key = (env, alert.labels.get(self.cfg.release_label, ""))
+                if key not in candidates or alert.starts_at < candidates[key].starts_at:
+                    candidates[key] = alert
+        done: set[str] = set()
+        for (env, _release), alert in sorted(candidates.items(), key=lambda kv: (kv[0][0], kv[1].starts_at)):
+            if env in done:
+                results.append(
+                    {
+                        "alertname": alert.labels.get("alertname", ""),
+                        "env": env,
+                        "status": alert.status,
+                        "outcome": "ignored",
+                        "detail": f"{env} already handled by another alert of this notification",
+                    }
+                )
+                continue
+            # Releases of this env whose own series fire in this notification: never a restore target.
+            failing = {rel for (e, rel) in candidates if e == env and rel}
+            r = self._rollback(env, alert, payload.group_key, failing)
+            if r["outcome"] in ("rolled_back", "duplicate", "already_rolled_back", "error"):
+                done.add(env)
+            results.append(r)
         for r in results:
             self.audit(event="decision", group_key=payload.group_key, **r)
         return results
 
-    def _rollback(self, env: str, alert: Alert, group_key: str) -> dict[str, Any]:
+    def _rollback(
+        self, env: str, alert: Alert, group_key: str, failing: set[str] | frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         key = incident_key(env, alert)
-        base = {"alertname": alert.labels.get("alertname", ""), "env": env, "status": "firing", "incident": key}
+        named = alert.labels.get(self.cfg.release_label, "")
+        base: dict[str, Any] = {
+            "alertname": alert.labels.get("alertname", ""),
+            "env": env,
+            "status": "firing",
+            "incident": key,
+            "release": named or None,
+        }
         with self._lock:
             if key in self._seen:
                 self.metrics.rollbacks.labels(env=env, outcome="duplicate").inc()
@@ -237,28 +292,64 @@ class Controller:
                     ("Alert-Name", base["alertname"]),
                     ("Alert-Fingerprint", alert.fingerprint),
                     ("Alert-Starts-At", alert.starts_at),
+                    ("Alert-Release", named or ""),
                     ("Alert-Group-Key", group_key),
                     ("Incident", key),
                 ],
-                guard=lambda repo, history: self._guard(env, key, alert, history),
+                guard=lambda repo, history: self._guard(repo, env, key, alert, history, failing),
                 attempts=self.cfg.attempts,
             )
             self.audit(event="rollback_start", **base)
             out = revert.execute(opts, self.repo)
+            if out.status == "rolled_back":
+                # The push is done: the drill measures webhook → revert to here, before the sync request.
+                self.audit(event="pushed", env=env, incident=key, commit=out.sha, pin_commit=out.pin_sha)
             outcome, detail = out.status, out.detail
             if outcome == "noop":
                 outcome, _, detail = detail.partition(": ")
             elif outcome == "refused":
                 outcome = "nothing_to_roll_back"
             self.metrics.rollbacks.labels(env=env, outcome=outcome).inc()
+            result = {**base, "outcome": outcome, "detail": detail, "commit": out.sha, "pin_commit": out.pin_sha}
+            if out.values:
+                result["values_diff"] = out.values
             if outcome == "rolled_back":
                 self.metrics.last_rollback.labels(env=env).set_to_current_time()
+                # The rollback commit carries the env's files; for prod it is also what the pin names.
+                sync = self._request_sync(env, out.sha or "")
+                self.metrics.syncs.labels(env=env, state=sync.state).inc()
+                self.audit(event="sync", env=env, incident=key, **sync.as_dict())
+                result.update(detail=f"{detail}; {sync.detail}", sync=sync.as_dict())
+            elif outcome == "duplicate" and self.cfg.argocd is not None:
+                last = pm.pinned_since(self.repo, env)
+                if last is not None and last.trailer("Incident") == key:
+                    # A predecessor pushed this rollback and may have died before asking for the sync.
+                    sync = self._request_sync(env, last.sha)
+                    self.metrics.syncs.labels(env=env, state=sync.state).inc()
+                    self.audit(event="sync", env=env, incident=key, **sync.as_dict())
+                    result.update(detail=f"{detail}; {sync.detail}", sync=sync.as_dict())
             if outcome in ("rolled_back", "duplicate", "already_rolled_back"):
                 self._seen[key] = detail
-            return {**base, "outcome": outcome, "detail": detail, "commit": out.sha, "pin_commit": out.pin_sha}
+            return result
 
-    def _guard(self, env: str, key: str, alert: Alert, history: list[Commit]) -> str | None:
-        """Re-checked on every fresh base: duplicates, already rolled back, stale alerts, rate limit."""
+    def _request_sync(self, env: str, revision: str) -> SyncRequest:
+        """Ask Argo CD to sync the pushed rollback now (the work copy is at the pushed commits)."""
+        rel = pm.read_release(self.repo, env)
+        return request_sync(
+            self.cfg.argocd, self.repo, env, revision, rel.chart_version if rel else "", self.cfg.clock()
+        )
+
+    def _guard(
+        self,
+        repo: GitOpsRepo,
+        env: str,
+        key: str,
+        alert: Alert,
+        history: list[Commit],
+        failing: set[str] | frozenset[str] = frozenset(),
+    ) -> str | None:
+        """Re-checked on every fresh base: duplicates, already rolled back, the alert's release and age
+        (not the current release, stale, beyond the bake window), rate limit."""
         for c in history:
             if c.trailer("Incident") == key:
                 return f"duplicate: incident {key} already rolled back in {c.sha[:12]}"
@@ -268,12 +359,26 @@ class Controller:
                 f"already_rolled_back: the current pins of {env} come from rollback {last.sha[:12]} "
                 f"({last.trailer('Rollback-Reason')}); going further back needs a human (`pipeline rollback`)"
             )
+        named = alert.labels.get(self.cfg.release_label, "")
+        current = pm.read_release(repo, env)
+        if named and (current is None or named != current.id):
+            # The alert is about a release the env no longer (or never) runs: a fix promoted while it
+            # fired gets its own evaluation, from its own series; reverting it would restore the culprit.
+            running = current.id if current else "nothing promoted"
+            return f"not_current: the alert names release {named}; {env} runs {running}"
         started = parse_time(alert.starts_at)
         if history and started is not None:
             pinned = history[0].date
             if started < pinned - dt.timedelta(seconds=self.cfg.stale_tolerance):
                 return f"stale: alert started {alert.starts_at}, before the current pins of {env} ({pm.iso(pinned)})"
         now = pm.utcnow()
+        if history and (now - history[0].date).total_seconds() > self.cfg.bake_window:
+            age = (now - history[0].date).total_seconds()
+            what = current.id if current else "the current pins"
+            return (
+                f"outside_bake_window: {what} was promoted to {env} {age / 3600:.1f} h ago, beyond the "
+                f"{self.cfg.bake_window / 3600:g} h bake window: not a release regression, a human decides"
+            )
         recent = [
             c
             for c in history
@@ -281,6 +386,13 @@ class Controller:
             and c.trailer("Rollback-Trigger") == "alert"
             and (now - c.date).total_seconds() < self.cfg.rate_window
         ]
+        promos = revert.unreverted_promotions(history, env)
+        target = promos[1].trailer("Release-Id") if len(promos) > 1 else ""
+        if target and target in failing and current is not None:
+            return (
+                f"restore_failing: rolling back {current.id} would restore {target}, whose own series fire "
+                f"{alert.labels.get('alertname', '')} too; a human decides"
+            )
         if len(recent) >= self.cfg.rate_limit:
             return (
                 f"rate_limited: {len(recent)} automatic rollback(s) of {env} in the last "

@@ -30,6 +30,7 @@ import httpx
 from ruamel.yaml import YAML
 
 from pipeline.artifacts import chart_render
+from pipeline.controller.drill_timers import ArgoSyncStandIn, alertmanager_timers, production_rules
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm
@@ -56,6 +57,10 @@ class DrillConfig:
     error_rate: float = 0.5
     rps: float = 25.0
     timeout: float = 90.0
+    # Production timers (drill_timers): the chart's rules unmodified, its scrape/eval intervals, the
+    # controller chart's Alertmanager timers, Argo CD's 3-minute polling; the controller's sync
+    # request (to a stand-in of Argo CD's API) is what restores the old release.
+    production: bool = False
 
 
 @dataclass
@@ -230,8 +235,12 @@ def _monitoring(
     target_labels: dict[str, str],
     webhook_url: str,
     token_file: Path,
+    scrape_interval: str = "1s",
+    eval_interval: str = "1s",
+    am_timers: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, str]]:
     """Real Alertmanager + Prometheus on free loopback ports; stopped by PID on exit."""
+    timers = am_timers or {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}
     y = YAML(typ="safe")
     y.default_flow_style = False
     am_port, prom_port = free_port(), free_port()
@@ -244,9 +253,9 @@ def _monitoring(
                     "receiver": "rollback-controller",
                     "matchers": matchers,
                     "group_by": ["alertname", "env"],
-                    "group_wait": "1s",
-                    "group_interval": "1s",
-                    "repeat_interval": "1h",
+                    "group_wait": timers["group_wait"],
+                    "group_interval": timers["group_interval"],
+                    "repeat_interval": timers["repeat_interval"],
                 }
             ],
         },
@@ -269,7 +278,7 @@ def _monitoring(
     with (work / "rules.yml").open("w") as fh:
         y.dump(rules, fh)
     prom_cfg = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": eval_interval},
         "rule_files": [str(work / "rules.yml")],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
         "scrape_configs": [
@@ -300,9 +309,9 @@ def _monitoring(
         yield prom_url, am_url
 
 
-def _alert_state(prom_url: str) -> str:
+def _alert_state(prom_url: str, alerts: tuple[str, ...] = (ALERT,)) -> str:
     r = httpx.get(f"{prom_url}/api/v1/alerts", timeout=5).json()
-    states = [a["state"] for a in r["data"]["alerts"] if a["labels"].get("alertname") == ALERT]
+    states = [a["state"] for a in r["data"]["alerts"] if a["labels"].get("alertname") in alerts]
     return "firing" if "firing" in states else ("pending" if states else "inactive")
 
 
@@ -328,8 +337,26 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
     remote = str(ensure_local_remote(work / "gitops.git", REPO_ROOT))
     v1, v2 = _drill_release(1, bad=False), _drill_release(2, bad=True)
     profiles = {v2.vllm_digest: {"error_rate": cfg.error_rate, "error_status": 500}}
-    rules, threshold, target_labels = chart_alert_rules(env, cfg)
-    progress(f"alert {ALERT} from the chart: threshold {threshold}, window [{cfg.window}], labels {target_labels}")
+    timers: dict[str, Any] = {}
+    if cfg.production:
+        prod = production_rules(env)
+        rules, threshold, target_labels, alerts = prod.rules, None, prod.target_labels, prod.rollback_alerts
+        timers = {"scrape_interval": prod.scrape_interval, "eval_interval": prod.eval_interval}
+        timers["am_timers"] = alertmanager_timers()
+        report.production = {
+            'rollback alerts (rollback="true")': ", ".join(alerts),
+            "rules": "the chart's rendered PrometheusRule, unmodified",
+            "scrape / eval interval": f"{prod.scrape_interval} / {prod.eval_interval}",
+            "alertmanager": ", ".join(f"{k} {v}" for k, v in timers["am_timers"].items()),
+            "sync": "controller requests it (Argo CD API stand-in); sync agent polls every 3 min like Argo CD",
+        }
+        progress(
+            f"production timers: alerts {alerts}, {report.production['scrape / eval interval']}, labels {target_labels}"
+        )
+    else:
+        rules, chart_threshold, target_labels = chart_alert_rules(env, cfg)
+        threshold, alerts = chart_threshold, (ALERT,)
+        progress(f"alert {ALERT} from the chart: threshold {threshold}, window [{cfg.window}], labels {target_labels}")
     _promote(remote, v1, env, work / "promote-v1", "drill")
     token_file = work / "webhook-token"
     token_file.write_text(secrets.token_urlsafe(24))
@@ -342,7 +369,15 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         "--audit-file", str(audit_file), "--work-dir", str(work / "controller-work"),
     ]  # fmt: skip
     ctl_env = {"ROLLBACK_CONTROLLER_TOKEN_FILE": str(token_file)}
+    agents: list[SyncAgent] = []
+    argo = ArgoSyncStandIn(secrets.token_urlsafe(24), lambda: agents[0].sync_once())
     with contextlib.ExitStack() as stack:
+        if cfg.production:
+            stack.enter_context(argo.serve())
+            argo_token = work / "argocd-token"
+            argo_token.write_text(argo.token)
+            argo_token.chmod(0o600)
+            ctl_env.update(ARGOCD_SERVER=argo.url, ARGOCD_AUTH_TOKEN_FILE=str(argo_token))
         stack.enter_context(
             running(
                 "rollback-controller", ctl_argv, work / "logs" / "controller.log",
@@ -351,10 +386,14 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         )  # fmt: skip
         app = stack.enter_context(local_stack(work / "stack"))
         gateway_target = app.gateway_url.removeprefix("http://")
+        webhook = f"http://127.0.0.1:{ctl_port}/webhook"
         prom_url, _ = stack.enter_context(
-            _monitoring(work, rules, gateway_target, target_labels, f"http://127.0.0.1:{ctl_port}/webhook", token_file)
+            _monitoring(work, rules, gateway_target, target_labels, webhook, token_file, **timers)
         )
-        agent = SyncAgent(remote, env, work / "sync-agent", simulator_applier(app.upstream_url, profiles)).start()
+        applier = simulator_applier(app.upstream_url, profiles)
+        # Production: Argo CD polls git every 3 minutes; the controller's sync request is what counts.
+        agent = SyncAgent(remote, env, work / "sync-agent", applier, interval=180.0 if cfg.production else 0.25)
+        agents.append(agent.start())
         stack.callback(agent.stop)
         traffic = Traffic(app.gateway_url, app.mint(), app.model, cfg.rps)
         traffic.start()
@@ -371,16 +410,22 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
             q = httpx.get(f"{prom_url}/api/v1/query", params={"query": "sum(gateway_requests_total)"}, timeout=5)
             seen = bool(q.json()["data"]["result"])
             value = ratio()
-            return seen and (value is None or value < threshold) and _alert_state(prom_url) == "inactive"
+            below = threshold is None or value is None or value < threshold
+            return seen and below and _alert_state(prom_url, alerts) == "inactive"
 
         _wait("a healthy baseline in Prometheus (v1)", healthy_baseline, deadline)
         progress(f"v1 {v1.id} healthy in {env}; promoting v2 {v2.id} (bad build)")
         report.marks["promote"] = time.monotonic()
         _promote(remote, v2, env, work / "promote-v2", "drill")
+        if cfg.production:
+            # The bad release rolls out at once (a git webhook to Argo CD); the clock starts there.
+            agent.sync_once()
         _wait("the sync agent to apply v2", lambda: any(e.release == v2.id for e in agent.events), deadline, 0.05)
         report.marks["breach"] = next(e.at for e in agent.events if e.release == v2.id)
         progress("v2 applied: the simulator now fails requests; waiting for the alert")
-        report.marks["firing"] = _wait("the alert to fire", lambda: _alert_state(prom_url) == "firing", deadline, 0.1)
+        report.marks["firing"] = _wait(
+            "the alert to fire", lambda: _alert_state(prom_url, alerts) == "firing", deadline, 0.1
+        )
         progress("alert firing; waiting for the controller's revert")
 
         def rolled_back() -> bool:
@@ -389,17 +434,33 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         _wait("the controller to roll back", rolled_back, deadline, 0.1)
         lines = _audit(audit_file)
         start = next(a for a in lines if a.get("event") == "rollback_start")
-        done = next(a for a in lines if a.get("outcome") == "rolled_back")
+        done = next((a for a in lines if a.get("event") == "pushed"), None) or next(
+            a for a in lines if a.get("outcome") == "rolled_back"
+        )
         report.marks["webhook"] = _mono(dt.datetime.fromisoformat(start["ts"].replace("Z", "+00:00")).timestamp())
-        # The decision line is written right after the revert commit was pushed.
+        # The `pushed` line is written right after the revert commit was pushed (before the sync request).
         report.marks["revert"] = _mono(dt.datetime.fromisoformat(done["ts"].replace("Z", "+00:00")).timestamp())
+        if cfg.production:
+
+            def sync_requests() -> list[float]:
+                return [r["at"] for r in argo.requests if r["path"].endswith(f"/llm-service-{env}/sync")]
+
+            _wait("the controller's Argo CD sync request", lambda: bool(sync_requests()), deadline, 0.05)
+            report.marks["sync_requested"] = sync_requests()[0]
+            progress("the controller requested the sync; the stand-in applies it")
         check = GitOpsRepo(remote, work / "check")
         _wait("the sync agent to apply v1 again", lambda: agent.events[-1].release == v1.id, deadline, 0.05)
         report.marks["recovered"] = agent.events[-1].at
         progress("v1 applied again; waiting for errors to stop and the alert to resolve")
         _wait("errors to stop", lambda: time.monotonic() - traffic.last_error_at > 2.0, deadline)
         report.marks["errors_stopped"] = traffic.last_error_at
-        report.marks["resolved"] = _wait("the alert to resolve", lambda: _alert_state(prom_url) == "inactive", deadline)
+        if cfg.production:
+            # Production rate windows take minutes to forget the breach; the drill stops at recovery.
+            report.marks["resolved"] = float("nan")
+        else:
+            report.marks["resolved"] = _wait(
+                "the alert to resolve", lambda: _alert_state(prom_url, alerts) == "inactive", deadline
+            )
         traffic.stop_event.set()
         traffic.join(5)
         report.traffic = dict(traffic.counts)
@@ -418,8 +479,8 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         }
         if pm.read_release(check, env) != v1:
             report.problems.append(f"{env} should pin {v1.id}, pins {report.git['pinned']}")
-        if head.trailer("Alert-Name") != ALERT or not head.trailer("Reverts"):
-            report.problems.append(f"last change of {env} is not a revert triggered by {ALERT}: {head.subject}")
+        if head.trailer("Alert-Name") not in alerts or not head.trailer("Reverts"):
+            report.problems.append(f"last change of {env} is not a revert triggered by {alerts}: {head.subject}")
         if not report.git["frozen"]:
             report.problems.append(f"{env} is not frozen after the rollback")
         if report.traffic.get("200", 0) == 0:
@@ -435,7 +496,11 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         "breach_to_recovered": m["recovered"] - m["breach"],
         "recovered_to_resolved": m["resolved"] - m["recovered"],
     }
-    if report.timings["breach_to_revert"] > 30:
-        report.problems.append(f"breach → revert took {report.timings['breach_to_revert']:.1f}s (target ≤ 30 s)")
+    if cfg.production:
+        report.timings["revert_to_sync_requested"] = m["sync_requested"] - m["revert"]
+        report.timings["breach_to_sync_requested"] = m["sync_requested"] - m["breach"]
+    target = 120 if cfg.production else 30
+    if report.timings["breach_to_revert"] > target:
+        report.problems.append(f"breach → revert took {report.timings['breach_to_revert']:.1f}s (target ≤ {target} s)")
     report.ok = not report.problems
     return report

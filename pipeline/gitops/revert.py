@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.gitops import promotion as pm
-from pipeline.gitops.argocd_pin import pin_follow_up
+from pipeline.gitops import values_diff
+from pipeline.gitops.argocd_pin import APP_FILES, pin_follow_up
 from pipeline.gitops.repo import Commit, GitOpsError, GitOpsRepo, Message, edit_yaml, git
 
 # Returns a reason to do nothing (already handled, rate limited, ...) or None to proceed.
@@ -52,6 +53,8 @@ class RollbackOutcome:
     restored: str | None = None
     reverted: str | None = None
     attempts: int = 0
+    # The values diff shipped (values_diff.shipped): against, changes, branch_changes.
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 def unreverted_promotions(history: list[Commit], env: str) -> list[Commit]:
@@ -79,6 +82,28 @@ def plan(repo: GitOpsRepo, env: str, to: str | None, history: list[Commit]) -> l
     return chosen
 
 
+def restore_point(repo: GitOpsRepo, chosen: list[Commit], history: list[Commit]) -> str:
+    """The commit whose env files the rollback restores: the last change of the env's pins before
+    the oldest reverted promotion (the restored release's promotion or rollback), as it was then."""
+    oldest = chosen[-1]
+    older = history[[c.sha for c in history].index(oldest.sha) + 1 :]
+    return older[0].sha if older else git("rev-parse", f"{oldest.sha}^", cwd=repo.path).strip()
+
+
+def restore_env_files(repo: GitOpsRepo, env: str, rev: str) -> None:
+    """Make the env's Argo CD inputs (values.yaml, release.yaml) exactly what they were at `rev`."""
+    for name in APP_FILES:
+        rel = f"environments/{env}/{name}"
+        if _exists(repo, rev, rel):
+            git("checkout", rev, "--", rel, cwd=repo.path)
+        else:
+            git("rm", "-q", "--ignore-unmatch", "--", rel, cwd=repo.path)
+
+
+def _exists(repo: GitOpsRepo, rev: str, rel: str) -> bool:
+    return bool(git("ls-tree", "--name-only", rev, "--", rel, cwd=repo.path, check=False).strip())
+
+
 def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
     env = opts.env
     actor = pm.actor_name(opts.actor)
@@ -99,6 +124,11 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
         r.revert_no_commit([c.sha for c in chosen])
         # Keep the evidence of what ran: a rollback changes pins and freeze state only.
         git("checkout", "HEAD", "--", f"environments/{env}/evidence", cwd=r.path, check=False)
+        # Exactly the restored release's pins AND values as they were at its promotion: nothing
+        # else from the branch (an unpromoted hand edit is undone, and listed).
+        point = restore_point(r, chosen, history)
+        restore_env_files(r, env, point)
+        shipped = values_diff.shipped(r, env)
         restored = pm.read_release(r, env)
         if restored is None:
             raise NothingToRollBack(
@@ -110,12 +140,15 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
             {("frozen",): True, ("since",): pm.iso(now), ("by",): actor, ("reason",): " ".join(reason.split())},
             pm.freeze_path(env),
         )
-        info.update(restored=restored.id, reverted=bad.id if bad else "?")
+        info.update(restored=restored.id, reverted=bad.id if bad else "?", values=shipped, point=point)
         body = "\n".join(
             [f"This reverts commit {c.sha}." for c in chosen]
             + [
                 "",
                 f"Reason: {reason}",
+                "",
+                f"environments/{env}/{{values,release}}.yaml restored as of {point}.",
+                values_diff.summary(shipped),
                 "",
                 f"{env} stays frozen until `python -m pipeline unfreeze --env {env} --by NAME`.",
             ]
@@ -131,6 +164,8 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
             ("Rollback-Reason", reason),
             ("Rollback-Trigger", opts.trigger),
             ("Rolled-Back-By", actor),
+            ("Restored-From", point),
+            *values_diff.trailers(shipped),
             *opts.trailers,
             ("Frozen", "true"),
         ]
@@ -157,4 +192,5 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
         restored=info["restored"],
         reverted=info["reverted"],
         attempts=tx.attempts,
+        values=info["values"],
     )

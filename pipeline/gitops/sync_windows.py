@@ -142,5 +142,28 @@ def sync_windows(repo: GitOpsRepo, env: str, now: dt.datetime) -> dict[str, Any]
                     out["active_allow"].append(label)
             elif w.get("kind") == "deny" and start is not None:
                 ends = start + parse_duration(str(w.get("duration", "0m")))
-                out["active_deny"].append({"window": label, "since": _when(start), "ends": _when(ends)})
+                out["active_deny"].append(
+                    {
+                        "window": label,
+                        "since": _when(start),
+                        "ends": _when(ends),
+                        "manual_sync": bool(w.get("manualSync", False)),
+                    }
+                )
     return out
+
+
+def sync_hold(repo: GitOpsRepo, env: str, now: dt.datetime, *, manual: bool) -> str | None:
+    """Why Argo CD would not sync `env` now ("<window> until <time>"), or None if a sync may run.
+
+    `manual` = a sync requested through the API/CLI (allowed in a deny window with manualSync: true);
+    otherwise the automated sync of the Application's syncPolicy.
+    """
+    found = sync_windows(repo, env, now)
+    blocking = [d for d in found["active_deny"] if not (manual and d["manual_sync"])]
+    if blocking:
+        last = max(blocking, key=lambda d: d["ends"])
+        return f"{last['window']} until {last['ends']}"
+    if found["allow_defined"] and not found["active_allow"]:
+        return f"outside every allow window ({'; '.join(found['allow_windows'])})"
+    return None

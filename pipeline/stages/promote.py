@@ -24,6 +24,7 @@ from pipeline.checks import trivy_operator
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.gitops import promotion as pm
+from pipeline.gitops import values_diff
 from pipeline.gitops.argocd_pin import pin_follow_up
 from pipeline.gitops.evidence import evidence_bundle, merge_stage_files, read_evidence, source_slo_keys, source_subject
 from pipeline.gitops.promotion_policy import evaluate_policy, load_policy_data
@@ -312,6 +313,9 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
 
         # Round-trip edit of exactly the pins; anything else moving aborts the promotion.
         edit_yaml(repo.file(pm.release_path(target)), pm.pin_updates(rel), pm.release_path(target))
+        # Everything else the new revision ships (prod: branch values edits since the pin): shown and recorded.
+        shipped = values_diff.shipped(repo, target)
+        outcome["values_diff"] = shipped
         checked = [*params.get("required_gates", []), *source_slo_keys(bundle, source)]
         accepted = _skipped(bundle, checked)
         outcome["skipped_accepted"] = accepted
@@ -332,12 +336,17 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             "images_built": rel.images_built,
             "unbuilt_images_allowed": opts.allow_unbuilt_images and not rel.images_built,
             "trivy_operator": policy_input["trivy_operator"],
+            "values_shipped": {"against": shipped["against"], "changes": shipped["changes"]},
         }
         bundle = {**bundle, "promotions": [*bundle.get("promotions", []), record]}
         ev_rel = pm.evidence_path(target, rel.id)
         pm.write_json(repo.file(ev_rel), bundle)
         outcome["evidence_path"] = ev_rel
-        return _message(rel, source, target, who, opts, run_id, ev_rel, bundle, str(record["policy_profile"]), accepted)
+        msg = _message(rel, source, target, who, opts, run_id, ev_rel, bundle, str(record["policy_profile"]), accepted)
+        vals = {"against": shipped["against"], "changes": shipped["changes"]}
+        msg.body += "\n\n" + values_diff.summary(vals)
+        msg.trailers[-1:-1] = values_diff.trailers(vals)
+        return msg
 
     with Timer() as t:
         remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
@@ -371,6 +380,14 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         )
     checks.append(Check(name="policy", status=Status.PASSED, detail="all promotion rules met"))
     checks.append(Check(name="push", status=Status.PASSED, detail=f"{tx.sha} after {tx.attempts} attempt(s)"))
+    shipped = outcome.get("values_diff") or {}
+    checks.append(
+        Check(
+            name="values",
+            status=Status.PASSED,
+            detail=values_diff.summary({"against": shipped.get("against", ""), "changes": shipped.get("changes", [])}),
+        )
+    )
     if tx.follow_up_sha:
         checks.append(
             Check(
@@ -386,6 +403,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             **_ev(outcome, source, target),
             "commit": tx.sha,
             "pin_commit": tx.follow_up_sha,
+            "values_diff": outcome.get("values_diff"),
             "remote_is_local": opts.gitops_repo is None,
             "gitops_remote": safe_url(remote),
         },

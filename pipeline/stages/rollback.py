@@ -12,6 +12,7 @@ import logging
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.gitops import promotion as pm
+from pipeline.gitops import values_diff
 from pipeline.gitops.repo import GitOpsRepo, resolve_remote, work_dir_for
 from pipeline.gitops.revert import RollbackOptions, execute
 
@@ -41,10 +42,13 @@ def run(opts: RollbackOptions, ctx: RunContext) -> StageResult:
         remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
         out = execute(opts, GitOpsRepo(remote, work_dir_for(ctx.run_dir / "work")))
     status = {"rolled_back": Status.PASSED, "noop": Status.PASSED}.get(out.status, Status.FAILED)
-    check = Check(name=out.status, status=status, detail=out.detail)
+    checks = [Check(name=out.status, status=status, detail=out.detail)]
+    if out.values:
+        # What the rollback ships besides the pins (docs/rollback.md): printed and in the commit trailers.
+        checks.append(Check(name="values", status=Status.PASSED, detail=values_diff.summary(out.values)))
     return StageResult.from_checks(
         NAME,
-        [check],
+        checks,
         summary=out.detail,
         seconds=t.seconds,
         evidence={
@@ -53,5 +57,6 @@ def run(opts: RollbackOptions, ctx: RunContext) -> StageResult:
             "pin_commit": out.pin_sha,
             "restored": out.restored,
             "reverted": out.reverted,
+            "values_diff": out.values,
         },
     )

@@ -41,3 +41,20 @@ def test_drill_alert_is_the_rendered_alert_with_drill_windows(env: str) -> None:
     assert threshold == float(alert["expr"].rsplit(">", 1)[1].strip())
     # The labels the drill's scrape target gets come from the rendered selectors (release name included).
     assert labels.get("namespace") in (None, namespace_for(env))
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_production_timers_use_the_rendered_rules_unmodified(env: str) -> None:
+    from pipeline.controller import drill_timers
+
+    prod = drill_timers.production_rules(env)
+    rendered = manifests.extract_rules(manifests.load_docs(chart_render.helm_template(REPO_ROOT, env)))
+    assert rendered is not None
+    assert prod.rules["groups"] == rendered["groups"]
+    # Whatever alert carries rollback="true" is the trigger (wt-cluster's burn-rate alerts included).
+    expected = tuple(
+        r["alert"] for r in manifests.alert_rules(rendered) if r.get("labels", {}).get("rollback") == "true"
+    )
+    assert prod.rollback_alerts == expected and expected
+    assert prod.scrape_interval == "15s" and prod.eval_interval == drill_timers.DEFAULT_EVAL_INTERVAL
+    assert drill_timers.alertmanager_timers()["group_wait"] == "30s"

@@ -16,7 +16,21 @@ from pipeline.core.context import RunContext
 from pipeline.gitops.release import Release
 from pipeline.runtime.procs import ManagedProcess, free_port
 from pipeline.stages import promote
-from tests.promotion.conftest import ci_evidence, ctx, make_release, remote, source_tree  # noqa: F401
+from tests.promotion.conftest import ci_evidence, ctx, make_release, prod_local_options, remote, source_tree  # noqa: F401
+
+# A Wednesday outside every prod deny window: prod promotions of the tests must not depend on the day they run.
+WEEKDAY = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+def to_prod(remote: str, tmp_path: Path, rel: Release, n: int) -> None:  # noqa: F811
+    """Promote `rel` ci → dev → staging → prod (local profile), the prod step evaluated on WEEKDAY."""
+    c = RunContext(run_dir=tmp_path / f"prod{n}")
+    dev = promote.PromoteOptions(to="dev", release=rel, evidence=ci_evidence(rel=rel), gitops_repo=remote)
+    assert promote.run(dev, c).ok
+    assert promote.run(promote.PromoteOptions(to="staging", gitops_repo=remote, policy_profile="local"), c).ok
+    res = promote.run(prod_local_options(remote, now=WEEKDAY), c)
+    assert res.ok, res.checks
+
 
 TOKEN = "test-token-not-a-secret"
 
