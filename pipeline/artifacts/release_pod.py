@@ -147,7 +147,13 @@ def release_pod(
     if images.vllm_kind == "vllm-cpu":
         if model_dir is None:
             raise pods.PodFailed("the vllm-cpu pod needs a model directory")
-        host_paths["local-model"] = model_dir
+        # A copy readable by the pod's non-root user (the cache keeps the original private).
+        readable = work_dir / "model"
+        shutil.rmtree(readable, ignore_errors=True)
+        shutil.copytree(model_dir, readable)
+        for path in [readable, *readable.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        host_paths["local-model"] = readable
     config_data: dict[str, dict[str, str]] = {}
     if cm_name:
         config_data[cm_name] = {"GATEWAY_JWT_JWKS": f"{JWKS_DIR}/jwks.json"}

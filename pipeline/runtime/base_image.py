@@ -71,8 +71,17 @@ def _image_id(engine: Engine, ref: str) -> str | None:
     return out if out.startswith("sha256:") else f"sha256:{out}"
 
 
+def qualified(ref: str) -> str:
+    """A Docker Hub short name as the fully qualified reference (podman refuses short names without a registries.conf)."""
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return ref
+    return f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
+
+
 def pinned_available(engine: Engine, ref: str, pull_timeout: float = 120) -> tuple[bool, str]:
     """Is the pinned base present, or can it be pulled? (True, "") or (False, why not)."""
+    ref = qualified(ref)
     if engine.image_exists(ref):
         return True, ""
     proc = engine.run(["pull", "--quiet", ref], timeout=pull_timeout)
@@ -137,6 +146,6 @@ def resolve(engine: Engine, pinned: str, progress: Progress = lambda _m: None) -
     """The pinned base when it can be had, else the local Debian base (recorded as a replacement)."""
     ok, why = pinned_available(engine, pinned)
     if ok:
-        return BaseImage(pinned, _image_id(engine, pinned) or "", None)
+        return BaseImage(qualified(pinned), _image_id(engine, qualified(pinned)) or "", None)
     progress(f"base image: pinned {pinned.split('@')[0]} unavailable ({why}); using a local Debian base")
     return ensure_local(engine, pinned, progress)

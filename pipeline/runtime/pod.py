@@ -193,17 +193,14 @@ def local_profile(
     return LocalPod(name, dep, cms, sorted(secrets), ready, published, subs)
 
 
-def _container_states(engine: Engine, pod: LocalPod) -> dict[str, str]:
-    proc = engine.run(["ps", "-a", "--filter", f"pod={pod.pod_name}", "--format", "json"], timeout=60)
-    try:
-        rows = json.loads(proc.stdout or "[]")
-    except ValueError:
-        return {}
-    states = {}
-    for row in rows if isinstance(rows, list) else []:
-        names = row.get("Names") or []
-        for cname in names if isinstance(names, list) else [names]:
-            states[str(cname)] = str(row.get("State", "")).lower()
+def _container_states(engine: Engine, pod: LocalPod, containers: list[str]) -> dict[str, tuple[str, int]]:
+    """container → (state, restart count); a container podman does not know is ("missing", 0)."""
+    states: dict[str, tuple[str, int]] = {}
+    for cname in containers:
+        fmt = "{{.State.Status}} {{.RestartCount}}"
+        proc = engine.run(["container", "inspect", "--format", fmt, pod.container_name(cname)], timeout=60)
+        state, _, restarts = proc.stdout.strip().partition(" ")
+        states[cname] = (state.lower() or "missing", int(restarts) if restarts.isdigit() else 0)
     return states
 
 
@@ -307,12 +304,11 @@ def _wait_ready(engine: Engine, pod: LocalPod, timeout: float, progress: Callabl
                 break
             if elapsed >= next_state_check:
                 next_state_check = elapsed + 2.0
-                states = _container_states(engine, pod)
-                for cname in pod.ready_urls:
-                    state = states.get(pod.container_name(cname), "missing")
-                    if state.lower() not in ("running", "created", "configured", "initialized"):
+                for cname, (state, restarts) in _container_states(engine, pod, list(pending)).items():
+                    if restarts or state not in ("running", "created", "configured", "initialized"):
+                        what = f"restarted {restarts}x" if restarts else f"is {state}"
                         raise PodFailed(
-                            f"container {cname} ({pod.container_name(cname)}) is {state} before it was ready:\n"
+                            f"container {cname} ({pod.container_name(cname)}) {what} before it was ready:\n"
                             f"{logs(engine, pod, cname)}"
                         )
             if elapsed > timeout:
