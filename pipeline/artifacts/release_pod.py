@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,11 +72,13 @@ def _served_name(dep: dict[str, Any]) -> str:
     raise pods.PodFailed("the rendered vllm container has no --served-model-name")
 
 
-def _vllm_override(kind: VllmKind, served: str, port: int) -> pods.ContainerOverride:
+def _vllm_override(
+    kind: VllmKind, served: str, port: int, simulator_args: Sequence[str] = ()
+) -> pods.ContainerOverride:
     if kind == "simulator":
         return pods.ContainerOverride(
             command=["python", "-m", "app.simulator"],
-            args=["--host", "0.0.0.0", "--port", str(port), "--model", served],
+            args=["--host", "0.0.0.0", "--port", str(port), "--model", served, *simulator_args],
             why="the simulator image stands in for vLLM",
         )
     # vLLM's CPU build with the tiny local model: the chart's GPU sizing would take 90% of RAM.
@@ -107,6 +109,7 @@ def release_pod(
     *,
     model_dir: Path | None = None,
     rbac_yaml: str | None = None,
+    simulator_args: Sequence[str] = (),
     timeout: float = 300.0,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> Iterator[RunningPod]:
@@ -142,7 +145,7 @@ def release_pod(
         GATEWAY: pods.ContainerOverride(
             mounts={"gateway-jwks": JWKS_DIR}, why="dev JWKS (the env's IdP is unreachable)"
         ),
-        VLLM: _vllm_override(images.vllm_kind, served, 8000),
+        VLLM: _vllm_override(images.vllm_kind, served, 8000, simulator_args),
     }
     if images.vllm_kind == "vllm-cpu":
         if model_dir is None:
@@ -175,6 +178,7 @@ def release_pod(
         overrides=overrides,
         host_paths=host_paths,
         config_data=config_data,
+        memory_dirs=work_dir / "memory-volumes",
     )
     evidence: dict[str, Any] = {
         "env": env,

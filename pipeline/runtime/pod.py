@@ -22,6 +22,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -105,6 +106,7 @@ def local_profile(
     host_paths: Mapping[str, Path] | None = None,
     config_data: Mapping[str, Mapping[str, str]] | None = None,
     cpus: float | None = None,
+    memory_dirs: Path | None = None,
 ) -> LocalPod:
     """The rendered Deployment (and the ConfigMaps it uses) adapted to this machine; every change recorded."""
     deployments = [d for d in manifests if d.get("kind") == "Deployment"]
@@ -172,6 +174,19 @@ def local_profile(
         volumes.append({"name": vol, "hostPath": {"path": str(host_dir), "type": "Directory"}})
         spec["volumes"] = volumes
         subs.append(f"volume {vol}: hostPath {Path(host_dir).name}/ (local files)")
+    for v in spec.get("volumes", []):
+        if (v.get("emptyDir") or {}).get("medium") == "Memory" and memory_dirs is not None:
+            # podman 4.3 mounts a Memory emptyDir on disk, root-owned 0755: the non-root user cannot
+            # write it (vLLM's shared memory in /dev/shm). Kubernetes gives a writable tmpfs.
+            target = memory_dirs / str(v["name"])
+            target.mkdir(parents=True, exist_ok=True)
+            target.chmod(0o1777)
+            v.pop("emptyDir")
+            v["hostPath"] = {"path": str(target), "type": "Directory"}
+            subs.append(
+                f"volume {v['name']}: emptyDir(medium: Memory) → a world-writable host dir "
+                "(podman 4.3 mounts it root-owned 0755)"
+            )
     used_cms = {str(v["configMap"]["name"]) for v in spec.get("volumes", []) if "configMap" in v}
     secrets: set[str] = set()
     for c in spec.get("containers", []):
@@ -207,6 +222,20 @@ def _container_states(engine: Engine, pod: LocalPod, containers: list[str]) -> d
 def logs(engine: Engine, pod: LocalPod, container: str, lines: int = 25) -> str:
     proc = engine.run(["logs", "--tail", str(lines), pod.container_name(container)], timeout=60)
     return (proc.stdout + proc.stderr).strip()
+
+
+# Log lines that name what broke: a read-only path, a missing file, a denied write, a bad entrypoint.
+_CAUSE = re.compile(
+    r"(Read-only file system|Permission denied|No such file|not found|executable file|cannot|Error:|Errno)", re.I
+)
+
+
+def diagnosis(log_text: str, tail_lines: int = 8) -> str:
+    """The log lines naming a cause (first few), then the tail."""
+    lines = log_text.splitlines()
+    causes = list(dict.fromkeys(line.strip() for line in lines if _CAUSE.search(line)))[:6]
+    tail = lines[-tail_lines:]
+    return "\n".join([*(f"  cause: {c}" for c in causes), *tail])
 
 
 def teardown(engine: Engine, pod: LocalPod, spec_file: Path | None = None) -> None:
@@ -309,11 +338,11 @@ def _wait_ready(engine: Engine, pod: LocalPod, timeout: float, progress: Callabl
                         what = f"restarted {restarts}x" if restarts else f"is {state}"
                         raise PodFailed(
                             f"container {cname} ({pod.container_name(cname)}) {what} before it was ready:\n"
-                            f"{logs(engine, pod, cname)}"
+                            f"{diagnosis(logs(engine, pod, cname, lines=400))}"
                         )
             if elapsed > timeout:
                 which = ", ".join(f"{c} ({last.get(c, 'no answer')} at {u})" for c, u in pending.items())
-                tails = "\n".join(f"--- {c}:\n{logs(engine, pod, c)}" for c in pending)
+                tails = "\n".join(f"--- {c}:\n{diagnosis(logs(engine, pod, c, lines=400))}" for c in pending)
                 raise PodFailed(f"pod {pod.pod_name} never ready after {timeout:.0f}s: {which}\n{tails}")
             time.sleep(0.5)
     return time.monotonic() - t0
