@@ -121,6 +121,10 @@ def local_profile(
     if removed:
         subs.append(f"node scheduling removed ({', '.join(removed)}): one local machine")
     dep["spec"]["replicas"] = 1
+    if spec.get("restartPolicy", "Always") != "Never":
+        # A crash then fails the stage at once with the container's whole log, not a restart loop.
+        subs.append(f"restartPolicy {spec.get('restartPolicy', 'Always')} → Never (a crash fails the run at once)")
+        spec["restartPolicy"] = "Never"
     ready: dict[str, str] = {}
     published: dict[str, dict[str, int]] = {}
     for c in spec.get("containers", []):
