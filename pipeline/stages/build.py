@@ -1,17 +1,21 @@
 """`build`: the Python distribution, hadolint on the Dockerfile(s), images, the chart, and the release pins.
 
-Images are built where an engine exists: in Dagger the module builds and publishes them
-and passes the registry digests in (`--gateway-digest/--vllm-digest`); locally with a
-reachable Docker engine, `docker build`. Only a registry digest (from a push) is a release
-pin: a local build's image ID is recorded as evidence (`local_image_ids`), and the release
-pins then carry content digests of the build context with `images_built=False`, exactly as
-when no engine exists (image build SKIPPED with the reason) — promotion evidence can never
-pass a local image off as a registry image.
+Images are built where an engine exists (pipeline.runtime.engine). In Dagger the module builds
+and publishes them and passes the registry digests in (`--gateway-digest/--vllm-digest`).
+Locally podman (or Docker where configured) builds gateway, simulator, pipeline and vllm-cpu
+(the CUDA `vllm` image only where its base can be pulled; SKIPPED with the reason otherwise),
+from a local Debian base where the pinned one cannot be pulled (recorded), and pushes every
+image to the registry: the embedded one on 127.0.0.1 (started on demand, keeps serving; `python
+-m pipeline registry stop`) or $PIPELINE_REGISTRY (credentials: $PIPELINE_REGISTRY_USERNAME and
+the file $PIPELINE_REGISTRY_PASSWORD_FILE, never argv). Only a registry digest (from a push) is a
+release pin (`imagesBuilt: true`); where the CUDA image is not built, the vllm-cpu image's digest
+is the vllm pin and the evidence says so (`substitutions`). Without an engine the image steps are
+SKIPPED with the reason and the pins are content digests of the build context (`imagesBuilt: false`).
 
 The chart is a versioned artifact too (pipeline.artifacts.chart): `helm package` at the build's chart
 version into <stage dir>/chart/, its sha256 pinned as `chart_digest`, and `helm push` to the
-OCI chart repository when one is configured (--chart-registry / $PIPELINE_CHART_REGISTRY, set
-by the Dagger module with registry credentials); without one the push is SKIPPED, never passed.
+OCI chart repository: --chart-registry / $PIPELINE_CHART_REGISTRY, else `<image registry>/charts`
+when images were pushed; without either the push is SKIPPED, never passed.
 """
 
 from __future__ import annotations
@@ -95,18 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"OCI repository to push the chart to, no scheme (default: ${chart_artifact.REGISTRY_ENV}; "
         "unset = <image registry>/charts when images are pushed, else package only)",
     )
-    parser.add_argument(
-        "--registry",
-        default=os.environ.get(REGISTRY_ENV) or None,
-        help=f"image registry HOST[:PORT][/PATH] (default: ${REGISTRY_ENV}, else the embedded local registry "
-        f"on 127.0.0.1); credentials from ${registries.USERNAME_ENV} / ${registries.PASSWORD_FILE_ENV}, never argv",
-    )
-    parser.add_argument(
-        "--images",
-        type=lambda text: tuple(i for i in text.split(",") if i),
-        default=DEFAULT_IMAGES,
-        help=f"images to build (default: {','.join(DEFAULT_IMAGES)})",
-    )
 
 
 def cache_extra(opts: BuildOptions | argparse.Namespace, root: Path) -> Extra:
@@ -126,8 +118,6 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
             skip_dist=args.skip_dist,
             chart_version=args.chart_version,
             chart_registry=args.chart_registry,
-            registry=args.registry,
-            images=args.images,
         ),
         ctx,
     )

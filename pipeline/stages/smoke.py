@@ -10,8 +10,7 @@ Dagger) is checked instead, with the caller's JWT. The checks are the same eithe
 If the vLLM venv cannot be installed (e.g. offline) the stage FAILS with the reason: the
 real engine is what this stage proves, so it never silently degrades to the simulator.
 
-The pod (`--gateway-image REF --vllm-image REF`, and what `ci` passes after a build that pushed
-images): the env's chart is rendered and its Deployment played with `podman kube play` under the
+The pod (what `ci` passes after a build that pushed images; SmokeOptions.pod): the env's chart is rendered and its Deployment played with `podman kube play` under the
 chart's own securityContext, volumes and probes — the gateway image in front of the vllm-cpu
 image serving the tiny model (pipeline.artifacts.release_pod). The evidence records the played
 pod spec's digest, the image digests and every substitution; the subject names the digests run.
@@ -101,9 +100,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="with --gateway-url: a JWT that gateway accepts for a role allowed --model (first line of the file)",
     )
-    parser.add_argument("--gateway-image", help="smoke the chart's pod: the gateway image (REGISTRY/REPO@sha256:…)")
-    parser.add_argument("--vllm-image", help="with --gateway-image: the vllm-cpu image (REGISTRY/REPO@sha256:…)")
-    parser.add_argument("--env", default="dev", help="env whose chart renders the pod (default: %(default)s)")
     parser.add_argument(
         "--timeout",
         type=float,
@@ -142,17 +138,14 @@ def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> SmokeOption
 
 
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
-    if args.gateway_image or args.vllm_image:
-        if not (args.gateway_image and args.vllm_image):
-            raise SystemExit("smoke: --gateway-image and --vllm-image go together")
-        return run(
-            SmokeOptions(
-                pod=pod_images(args.gateway_image, args.vllm_image, "vllm-cpu"),
-                env=args.env,
-                timeout=args.timeout,
-            ),
-            ctx,
-        )
+    return run(
+        SmokeOptions(
+            pod=pod_images(args.gateway_image, args.vllm_image, "vllm-cpu"),
+            env=args.env,
+            timeout=args.timeout,
+        ),
+        ctx,
+    )
     return run(
         SmokeOptions(
             server=args.server,
