@@ -306,7 +306,13 @@ def played(
             proc = engine.run(argv, timeout=900)
             (work_dir / "kube-play.log").write_text(proc.stdout + proc.stderr)
             if proc.returncode != 0:
-                raise PodFailed(f"podman kube play {pod.pod_name}: {(proc.stderr or proc.stdout).strip()[-1500:]}")
+                names = [str(c["name"]) for c in pod.deployment["spec"]["template"]["spec"].get("containers", [])]
+                states = _container_states(engine, pod, names)
+                failed = [f"{c} ({pod.container_name(c)}): {st}" for c, (st, _) in states.items() if st != "running"]
+                raise PodFailed(
+                    f"podman kube play {pod.pod_name}: container(s) not started: {'; '.join(failed) or '?'}\n"
+                    f"{(proc.stderr or proc.stdout).strip()[-1500:]}"
+                )
             yield _wait_ready(engine, pod, timeout, progress)
         finally:
             for cname in pod.ready_urls:
