@@ -229,15 +229,13 @@ def logs(engine: Engine, pod: LocalPod, container: str, lines: int = 25) -> str:
 
 
 # Log lines that name what broke: a read-only path, a missing file, a denied write, a bad entrypoint.
-_CAUSE = re.compile(
-    r"(Read-only file system|Permission denied|No such file|not found|executable file|cannot|Error:|Errno)", re.I
-)
+_CAUSE = re.compile(r"(Read-only file system|Permission denied|No such file|\[Errno|executable file not found|Error:)")
 
 
 def diagnosis(log_text: str, tail_lines: int = 8) -> str:
     """The log lines naming a cause (first few), then the tail."""
     lines = log_text.splitlines()
-    causes = list(dict.fromkeys(line.strip() for line in lines if _CAUSE.search(line)))[:6]
+    causes = list(dict.fromkeys(x.strip() for x in lines if _CAUSE.search(x) and "WARNING" not in x))[:6]
     tail = lines[-tail_lines:]
     return "\n".join([*(f"  cause: {c}" for c in causes), *tail])
 
