@@ -121,3 +121,37 @@ def test_an_external_registry_verifies_tls_and_reads_its_password_from_a_file(
     (tmp_path / "pw").write_text("s3cret\n")
     monkeypatch.setenv(registry.PASSWORD_FILE_ENV, str(tmp_path / "pw"))
     assert registry.password() == "s3cret"
+
+
+def _build_result(images: dict[str, dict[str, str]]) -> Any:
+    from pipeline.core.result import Check, StageResult, Status
+
+    skipped = [] if images else [Check(name="image gateway", status=Status.SKIPPED, detail="no engine (test)")]
+    return StageResult(stage="build", status=Status.PASSED, checks=skipped, evidence={"images": images})
+
+
+def test_ci_runs_smoke_and_loadtest_on_the_pod_when_build_pushed_images(tmp_path: Path) -> None:
+    from pipeline.stages import loadtest, smoke
+
+    d = "sha256:" + "a" * 64
+    pushed = {n: {"ref": f"127.0.0.1:5000/llm/{n}@{d}", "digest": d} for n in ("gateway", "simulator", "vllm-cpu")}
+    s = smoke.ci_options({"build": _build_result(pushed)}, None)  # type: ignore[arg-type]
+    assert s.pod is not None and s.pod.vllm_kind == "vllm-cpu" and not s.pod.tls_verify and s.fallback is None
+    lt = loadtest.ci_options({"build": _build_result(pushed)}, None)  # type: ignore[arg-type]
+    assert lt.pod is not None and lt.pod.vllm.endswith(f"simulator@{d}")
+    none = smoke.ci_options({"build": _build_result({})}, None)  # type: ignore[arg-type]
+    assert none.pod is None and none.fallback and "no engine (test)" in none.fallback
+    assert loadtest.ci_options({}, None).fallback  # type: ignore[arg-type]
+
+
+def test_scan_subject_names_the_pushed_digests() -> None:
+    from pipeline.core.result import Check, Status
+    from pipeline.stages.scan import _with_built
+
+    g, v = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    built = {"gateway": {"local": "l/g", "digest": g}, "vllm-cpu": {"local": "l/v", "digest": v}}
+    checks = [Check(name="image gateway", status=Status.PASSED), Check(name="image vllm-cpu", status=Status.PASSED)]
+    subject = _with_built({"kind": "source"}, built, checks)
+    assert subject["gateway_digest"] == g and subject["vllm_digest"] == v  # vllm-cpu stands for the vllm pin
+    failed = [checks[0], Check(name="image vllm-cpu", status=Status.FAILED)]
+    assert "vllm_digest" not in _with_built({"kind": "source"}, built, failed)
