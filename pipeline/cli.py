@@ -47,6 +47,7 @@ OPERATIONAL_VERBS: dict[str, str] = {
     "rollback-controller": "pipeline.commands.rollback_controller",
     "drill": "pipeline.commands.drill",
     "capacity": "pipeline.commands.capacity",
+    "registry": "pipeline.commands.local_registry",
 }
 REGISTRY: dict[str, str] = {**PIPELINE_VERBS, **OPERATIONAL_VERBS}
 

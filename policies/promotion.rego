@@ -65,8 +65,10 @@ promotion_checked_gates contains [key, g] if {
 	object.get(g, "env", "") == input.source
 }
 
-# How a gate's subject is matched (data: subject_match[gate]): "release" (default) or "commit"
-# (the gate tested the source, e.g. unit tests: the commit the release was built from).
+# How a gate's subject is matched (data: subject_match[gate]): "release" (default), "commit"
+# (the gate tested the source, e.g. unit tests: the commit the release was built from) or
+# "gateway" (the gate ran the release's gateway image with a named stand-in for vLLM, e.g. load
+# tests on the simulator image; vLLM's own image is proven by the gates matched on "release").
 promotion_subject_mode(g, key) := object.get(object.get(promotion_params, "subject_match", {}), object.get(g, "stage", key), "release")
 
 promotion_subject(g) := s if {
@@ -110,9 +112,43 @@ promotion_names_release(s) if {
 
 deny contains msg if {
 	promotion_request
+	promotion_release.images_built
+	some [key, g] in promotion_checked_gates
+	promotion_subject_mode(g, key) == "gateway"
+	s := promotion_subject(g)
+	ran := object.get(s, "gateway_digest", "<none>")
+	ran != promotion_release.gateway_digest
+	msg := sprintf("release <%s>: gate <%s> exercised %s with gateway digest %s, not the promoted %s", [promotion_release.id, key, object.get(s, "kind", "?"), ran, promotion_release.gateway_digest])
+}
+
+deny contains msg if {
+	promotion_request
+	promotion_release.images_built
+	some [key, g] in promotion_checked_gates
+	promotion_subject_mode(g, key) == "gateway"
+	s := promotion_subject(g)
+	object.get(s, "vllm_digest", "") == ""
+	object.get(s, "vllm_stand_in", "") == ""
+	msg := sprintf("release <%s>: gate <%s> names neither the vLLM digest it ran nor its stand-in (vllm_stand_in)", [promotion_release.id, key])
+}
+
+deny contains msg if {
+	promotion_request
+	promotion_release.images_built
+	some [key, g] in promotion_checked_gates
+	promotion_subject_mode(g, key) == "gateway"
+	s := promotion_subject(g)
+	ran := object.get(s, "vllm_digest", "")
+	ran != ""
+	ran != promotion_release.vllm_digest
+	msg := sprintf("release <%s>: gate <%s> exercised %s with vllm digest %s, not the promoted %s", [promotion_release.id, key, object.get(s, "kind", "?"), ran, promotion_release.vllm_digest])
+}
+
+deny contains msg if {
+	promotion_request
 	not promotion_release.images_built
 	some [key, g] in promotion_checked_gates
-	promotion_subject_mode(g, key) == "release"
+	promotion_subject_mode(g, key) in {"release", "gateway"}
 	s := promotion_subject(g)
 	not promotion_names_release(s)
 	msg := sprintf("release <%s>: gate <%s> exercised %s of release %s at commit %s, not release <%s> at commit %s (imagesBuilt is false: the gate must have run the source the release was built from)", [promotion_release.id, key, object.get(s, "kind", "?"), object.get(s, "release_id", "<none>"), object.get(s, "commit", "<none>"), promotion_release.id, promotion_release.commit])

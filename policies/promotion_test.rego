@@ -255,3 +255,42 @@ test_every_unmet_rule_is_reported if {
 	bad := object.union(promotion_test_good, {"approvers": [], "freeze": {"frozen": true, "since": "t", "by": "b", "reason": "r"}, "soak": {"since": "x", "elapsed_seconds": 1}})
 	count(promotion_test_denials(bad)) == 3
 }
+
+# A load test on the release's gateway image with the simulator image standing in for vLLM
+# (subject_match loadtest: gateway): the gateway digest must match and the stand-in be named.
+promotion_test_gateway_params := object.union(promotion_test_params, {"subject_match": {"test": "commit", "loadtest": "gateway"}})
+
+promotion_test_pod_subject(extra) := object.union(
+	{"kind": "pod", "env": "dev", "gateway_digest": promotion_test_digest_a, "vllm_stand_in": "sim@sha256:c"},
+	extra,
+)
+
+promotion_test_gateway_denials(subject) := ds if {
+	gate := object.union(object.remove(promotion_test_slo_dev, ["subject"]), {"subject": subject})
+	gates := object.union(object.remove(promotion_test_gates, ["loadtest"]), {"loadtest": gate})
+	# object.union merges nested objects: drop the evidence first so the planted subject replaces the old one.
+	inp := object.union(object.remove(promotion_test_good, ["evidence"]), {"target": "staging", "source": "dev", "evidence": {"release": promotion_test_rel, "gates": gates}})
+	ds := deny with input as inp with data.promotion as promotion_test_gateway_params
+}
+
+test_gateway_gate_with_a_named_stand_in_passes if {
+	count(promotion_test_gateway_denials(promotion_test_pod_subject({}))) == 0
+}
+
+test_gateway_gate_on_another_gateway_is_denied if {
+	ds := promotion_test_gateway_denials(promotion_test_pod_subject({"gateway_digest": promotion_test_digest_b}))
+	some d in ds
+	contains(d, "gate <loadtest> exercised pod with gateway digest")
+}
+
+test_gateway_gate_without_a_stand_in_is_denied if {
+	ds := promotion_test_gateway_denials(object.remove(promotion_test_pod_subject({}), ["vllm_stand_in"]))
+	some d in ds
+	contains(d, "names neither the vLLM digest it ran nor its stand-in")
+}
+
+test_gateway_gate_on_another_vllm_is_denied if {
+	ds := promotion_test_gateway_denials(promotion_test_pod_subject({"vllm_digest": promotion_test_digest_a}))
+	some d in ds
+	contains(d, "with vllm digest")
+}

@@ -166,11 +166,14 @@ def package(
     return check, Packaged(tgz, version, digest)
 
 
-def push(helm: str, tgz: Path, registry: str | None, log_dir: Path) -> tuple[Check, str | None]:
+def push(
+    helm: str, tgz: Path, registry: str | None, log_dir: Path, *, plain_http: bool = False
+) -> tuple[Check, str | None]:
     """`helm push <tgz> oci://<registry>`: SKIPPED without a registry, never a silent pass.
 
     Logs in first when $CHART_REGISTRY_PASSWORD is set (password on stdin, never in argv or logs);
-    otherwise relies on an existing `helm registry login`. Returns (check, manifest digest).
+    otherwise relies on an existing `helm registry login`. `plain_http` only for the embedded
+    registry on loopback. Returns (check, manifest digest).
     """
     if not registry:
         why = f"no chart registry (--chart-registry or ${REGISTRY_ENV}); packaged only, not published"
@@ -196,9 +199,8 @@ def push(helm: str, tgz: Path, registry: str | None, log_dir: Path) -> tuple[Che
             return Check(
                 name="chart push", status=Status.FAILED, detail=f"helm registry login {host}: {login_out}"
             ), None
-    check, output = run_command(
-        "chart push", [helm, "push", str(tgz), f"oci://{registry}"], cwd=tgz.parent, log_dir=log_dir
-    )
+    argv = [helm, "push", str(tgz), f"oci://{registry}", *(["--plain-http"] if plain_http else [])]
+    check, output = run_command("chart push", argv, cwd=tgz.parent, log_dir=log_dir)
     if check.status is not Status.PASSED:
         return check, None
     m = _DIGEST_LINE.search(output)

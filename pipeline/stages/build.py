@@ -1,17 +1,21 @@
 """`build`: the Python distribution, hadolint on the Dockerfile(s), images, the chart, and the release pins.
 
-Images are built where an engine exists: in Dagger the module builds and publishes them
-and passes the registry digests in (`--gateway-digest/--vllm-digest`); locally with a
-reachable Docker engine, `docker build`. Only a registry digest (from a push) is a release
-pin: a local build's image ID is recorded as evidence (`local_image_ids`), and the release
-pins then carry content digests of the build context with `images_built=False`, exactly as
-when no engine exists (image build SKIPPED with the reason) — promotion evidence can never
-pass a local image off as a registry image.
+Images are built where an engine exists (pipeline.runtime.engine). In Dagger the module builds
+and publishes them and passes the registry digests in (`--gateway-digest/--vllm-digest`).
+Locally podman (or Docker where configured) builds gateway, simulator, pipeline and vllm-cpu
+(the CUDA `vllm` image only where its base can be pulled; SKIPPED with the reason otherwise),
+from a local Debian base where the pinned one cannot be pulled (recorded), and pushes every
+image to the registry: the embedded one on 127.0.0.1 (started on demand, keeps serving; `python
+-m pipeline registry stop`) or $PIPELINE_REGISTRY (credentials: $PIPELINE_REGISTRY_USERNAME and
+the file $PIPELINE_REGISTRY_PASSWORD_FILE, never argv). Only a registry digest (from a push) is a
+release pin (`imagesBuilt: true`); where the CUDA image is not built, the vllm-cpu image's digest
+is the vllm pin and the evidence says so (`substitutions`). Without an engine the image steps are
+SKIPPED with the reason and the pins are content digests of the build context (`imagesBuilt: false`).
 
 The chart is a versioned artifact too (pipeline.artifacts.chart): `helm package` at the build's chart
 version into <stage dir>/chart/, its sha256 pinned as `chart_digest`, and `helm push` to the
-OCI chart repository when one is configured (--chart-registry / $PIPELINE_CHART_REGISTRY, set
-by the Dagger module with registry credentials); without one the push is SKIPPED, never passed.
+OCI chart repository: --chart-registry / $PIPELINE_CHART_REGISTRY, else `<image registry>/charts`
+when images were pushed; without either the push is SKIPPED, never passed.
 """
 
 from __future__ import annotations
@@ -22,25 +26,26 @@ import json
 import logging
 import os
 import re
-import shutil
-import socket
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.artifacts import chart as chart_artifact
+from pipeline.artifacts import images as image_artifacts
 from pipeline.artifacts.source import TARGETS, context_digest, git_commit
 from pipeline.core.cache import Extra, InputHasher
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.core.shell import run_command
 from pipeline.gitops.release import DIGEST_RE, Release
+from pipeline.runtime import engine as engines
+from pipeline.runtime import registry as registries
 from pipeline.runtime.contract import TOOL_TARGETS
 from pipeline.runtime.tools import find
 
 log = logging.getLogger(__name__)
 
+REGISTRY_ENV = "PIPELINE_REGISTRY"
 NAME = "build"
 HELP = "build the Python distribution, lint Dockerfiles (hadolint), build images if an engine exists; release pins"
 # Also built from app/Dockerfile, not pinned per release: the pipeline image (rollback controller),
@@ -51,7 +56,10 @@ CACHE_INPUTS = (
     *("app", "pipeline", "policies", "loadtests", "charts", "pyproject.toml", "uv.lock", "README.md"),
     ".dockerignore",  # shapes the image build context
 )
-CACHE_TOOLS = ("hadolint", "docker")
+CACHE_TOOLS = ("hadolint", "podman", "docker")
+# Images built by default, in build order (pipeline.artifacts.images): `vllm` (CUDA) only where its
+# base can be pulled; `vllm-cpu` stands in for its pin there (a recorded substitution).
+DEFAULT_IMAGES = ("gateway", "simulator", "pipeline", "vllm", "vllm-cpu")
 
 
 @dataclass
@@ -66,6 +74,9 @@ class BuildOptions:
     chart_version: str | None = None
     # OCI repository to push the chart to, without scheme (e.g. registry.example.com/llm/charts).
     chart_registry: str | None = field(default_factory=lambda: os.environ.get(chart_artifact.REGISTRY_ENV) or None)
+    # Image registry HOST[:PORT][/PATH]; None = the embedded local registry (started on demand).
+    registry: str | None = field(default_factory=lambda: os.environ.get(REGISTRY_ENV) or None)
+    images: tuple[str, ...] = DEFAULT_IMAGES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,13 +98,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chart-registry",
         default=os.environ.get(chart_artifact.REGISTRY_ENV) or None,
         help=f"OCI repository to push the chart to, no scheme (default: ${chart_artifact.REGISTRY_ENV}; "
-        "unset = package only, push SKIPPED)",
+        "unset = <image registry>/charts when images are pushed, else package only)",
     )
 
 
 def cache_extra(opts: BuildOptions | argparse.Namespace, root: Path) -> Extra:
-    """Whether an engine is reachable decides between a skipped and a real image build."""
-    return Extra(facts={"engine": engine_status()[0]})
+    """The engine decides between a skipped and a real image build; the registry must still hold the pushes."""
+    status = detect_engine()
+    serving = registries.status() is not None if status.up and not getattr(opts, "registry", None) else None
+    return Extra(facts={"engine": status.engine.kind if status.engine else "none", "registry_serving": serving})
 
 
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
@@ -111,37 +124,9 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
     )
 
 
-# Where a local engine listens when no variable says otherwise.
-DEFAULT_ENGINE_SOCKETS = ("unix:///var/run/docker.sock",)
-
-
-def engine_status(default_sockets: tuple[str, ...] = DEFAULT_ENGINE_SOCKETS) -> tuple[bool, str]:
-    """Is a container engine reachable? A docker CLI alone is not an engine."""
-    if os.environ.get("DAGGER_SESSION_PORT"):
-        return True, "Dagger session"
-    candidates: list[str] = []
-    for var in ("DOCKER_HOST", "BUILDKIT_HOST"):
-        if os.environ.get(var):
-            candidates.append(os.environ[var])
-    candidates += default_sockets
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        candidates.append(f"unix://{os.environ['XDG_RUNTIME_DIR']}/docker.sock")
-    tried = []
-    for url in candidates:
-        tried.append(url)
-        try:
-            if url.startswith("unix://"):
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(1.0)
-                    s.connect(url.removeprefix("unix://"))
-                return True, url
-            m = re.match(r"^(?:tcp|http)://([^:/]+):(\d+)", url)
-            if m:
-                with socket.create_connection((m.group(1), int(m.group(2))), timeout=1.0):
-                    return True, url
-        except OSError:
-            continue
-    return False, f"no container engine reachable (tried {', '.join(tried)}; no Dagger session)"
+def detect_engine() -> engines.EngineStatus:
+    """The OCI engine (pipeline.runtime.engine); tests replace this to inject one or none."""
+    return engines.current()
 
 
 def _project_version(root: Path) -> str:
@@ -228,19 +213,87 @@ def _hadolint(root: Path, files: list[Path], threshold: str, log_dir: Path) -> l
     return checks
 
 
-def _docker_build(root: Path, target: str, tag: str, log_dir: Path) -> tuple[Check, str | None]:
-    """Build one target locally: (check, local image ID). An image ID is not a registry digest."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return Check(name=f"image {target}", status=Status.SKIPPED, detail="engine reachable but no docker CLI"), None
-    argv = [docker, "build", "--target", target, "-t", tag, "-f", "app/Dockerfile", "."]
-    check, _ = run_command(f"image {target}", argv, cwd=root, log_dir=log_dir)
-    if check.status is not Status.PASSED:
-        return check, None
-    image_id = subprocess.run(
-        [docker, "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return check, image_id if DIGEST_RE.match(image_id) else None
+def _build_images(
+    root: Path,
+    opts: BuildOptions,
+    engine: engines.Engine,
+    checks: list[Check],
+    evidence: dict[str, object],
+    out: Path,
+    ctx: RunContext,
+) -> image_artifacts.ImageSet:
+    """Build and push the images with the local engine (pipeline.artifacts.images); record what was used."""
+    unknown = [n for n in opts.images if n not in image_artifacts.IMAGES]
+    if unknown:
+        checks.append(Check(name="images", status=Status.FAILED, detail=f"unknown image(s) {', '.join(unknown)}"))
+        return image_artifacts.ImageSet()
+    try:
+        registry = registries.external(opts.registry) if opts.registry else registries.ensure()
+        checks.append(
+            Check(
+                name="registry",
+                status=Status.PASSED,
+                detail=f"{registry.host}"
+                + (" (embedded, keeps serving; `pipeline registry stop`)" if not opts.registry else ""),
+            )
+        )
+        evidence["registry"] = registry.host
+        evidence["registry_local"] = registry.local
+    except (registries.RegistryError, OSError) as exc:
+        checks.append(Check(name="registry", status=Status.FAILED, detail=str(exc)))
+        registry = None
+    if registry is not None and not registry.local and os.environ.get(registries.PASSWORD_FILE_ENV):
+        login = engine.run(
+            [
+                "login",
+                "--username",
+                os.environ.get(registries.USERNAME_ENV, ""),
+                "--password-stdin",
+                registry.host.split("/")[0],
+            ],
+            input=registries.password() or "",
+        )
+        if login.returncode != 0:
+            checks.append(Check(name="registry login", status=Status.FAILED, detail=login.stderr.strip()[-500:]))
+            registry = None
+    commit, dirty = git_commit(root)
+    created = _commit_time(root)
+    labels = {"VERSION": _project_version(root), "REVISION": commit, "CREATED": created}
+    tag = image_artifacts.image_tag(f"{_project_version(root)}-g{commit[:12]}{'-dirty' if dirty else ''}")
+    image_set = image_artifacts.build_all(
+        engine,
+        root,
+        opts.images,
+        registry,
+        tag,
+        labels,
+        out,
+        engines.project_cache() / "wheelhouse" / "vllm-cpu",
+        ctx.progress,
+    )
+    checks.extend(image_set.checks)
+    evidence["engine"] = engine.detail
+    evidence["base_images"] = image_set.bases
+    evidence["images"] = {
+        n: {"local": b.local_ref, "image_id": b.image_id, "ref": b.ref, "digest": b.digest}
+        for n, b in image_set.built.items()
+    }
+    return image_set
+
+
+def _commit_time(root: Path) -> str:
+    """The commit's time (not now): labels stay the same for the same commit, so layers cache."""
+    import subprocess
+
+    try:
+        return (
+            subprocess.run(
+                ["git", "log", "-1", "--format=%cI"], cwd=root, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            or "unknown"
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def _chart_artifact(
@@ -286,7 +339,10 @@ def _chart_artifact(
     if packaged is None:
         return version, None
     (out / "chart" / "SHA256SUMS").write_text(f"{packaged.digest.removeprefix('sha256:')}  {packaged.path.name}\n")
-    push_check, oci_digest = chart_artifact.push(helm, packaged.path, opts.chart_registry, out)
+    plain_http = bool(evidence.get("registry_local")) and str(opts.chart_registry or "").startswith(
+        str(evidence.get("registry"))
+    )
+    push_check, oci_digest = chart_artifact.push(helm, packaged.path, opts.chart_registry, out, plain_http=plain_http)
     checks.append(push_check)
     evidence["chart"] = {
         "name": chart_artifact.CHART_NAME,
@@ -351,23 +407,30 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
                     checks.append(Check(name=f"image {target}", status=Status.PASSED, detail=f"published {digest}"))
             images_built = len(digests) == len(TARGETS)
         else:
-            up, why = engine_status()
+            status = detect_engine()
             if not files:
                 for target in (*TARGETS, *TOOL_TARGETS):
                     checks.append(
                         Check(name=f"image {target}", status=Status.SKIPPED, detail="no app/Dockerfile to build")
                     )
-            elif not up:
+            elif status.engine is None or status.engine.kind == "dagger":
+                why = status.reason if status.engine is None else "Dagger session: the module builds and publishes"
                 for target in (*TARGETS, *TOOL_TARGETS):
                     checks.append(Check(name=f"image {target}", status=Status.SKIPPED, detail=why))
             else:
-                for target in (*TARGETS, *TOOL_TARGETS):
-                    ctx.progress(f"build: image {target} ({why})")
-                    check, image_id = _docker_build(root, target, f"llm-{target}:pipeline", out)
-                    if image_id:
-                        local_ids[target] = image_id
-                        check.detail = f"built locally (image ID {image_id}; not pushed, so not a release pin)"
-                    checks.append(check)
+                image_set = _build_images(root, opts, status.engine, checks, evidence, out, ctx)
+                digests = {n: b.digest for n, b in image_set.built.items() if b.digest}
+                local_ids = {n: b.image_id for n, b in image_set.built.items() if b.image_id}
+                tool_images = {n: b.ref for n, b in image_set.built.items() if b.ref and n not in TARGETS}
+                if "vllm" not in digests and "vllm-cpu" in digests:
+                    digests["vllm"] = digests["vllm-cpu"]
+                    image_set.substitutions.append(
+                        "release pin vllm: the vllm-cpu image (same stage, CPU base); the CUDA image was not built here"
+                    )
+                evidence["substitutions"] = image_set.substitutions
+                images_built = all(t in digests for t in TARGETS)
+                if not images_built:
+                    digests = {}
 
         # Release pins.
         commit, dirty = git_commit(root)
@@ -381,6 +444,8 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
             return StageResult.from_checks(NAME, checks, summary=str(exc), evidence=evidence, artifacts=artifacts)
         if not images_built:
             digests = {t: context_digest(root, t) for t in TARGETS}
+        elif "registry" in evidence and not opts.chart_registry:
+            opts.chart_registry = f"{evidence['registry']}/charts"
         release_id = f"{_project_version(root)}+g{commit[:7]}{'.dirty' if dirty else ''}"
         chart_version, chart_digest = _chart_artifact(root, opts, commit, dirty, release_id, out, checks, evidence, ctx)
         release = Release(

@@ -155,7 +155,9 @@ def _own_options(name: str, mod: ModuleType, opts: CiOptions, upstream: dict[str
         return mod.BuildOptions(gateway_digest=opts.gateway_digest, vllm_digest=opts.vllm_digest)
     if name == "scan" and hasattr(mod, "ScanOptions"):
         # Dockerfiles only: render config-scans the rendered chart itself (same gate, same ignore file).
-        return mod.ScanOptions(images=list(opts.images))
+        built = (upstream["build"].evidence.get("images") or {}) if "build" in upstream else {}
+        pushed = {n: {"local": i["local"], "digest": i["digest"]} for n, i in built.items() if i.get("digest")}
+        return mod.ScanOptions(images=list(opts.images), built=pushed)
     if name == "render" and hasattr(mod, "RenderOptions"):
         return mod.RenderOptions(crd_schemas=opts.crd_schemas)
     return None

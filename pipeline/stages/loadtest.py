@@ -18,6 +18,7 @@ from typing import Any
 
 from loadtests import slo as slo_mod
 from loadtests.runner import LocustRun, LocustSpec, run_locust
+from pipeline.artifacts.release_pod import PodImages
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.probes.load_profile import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
@@ -51,6 +52,10 @@ class LoadtestOptions:
     actor: str | None = None
     # With --target: image digests the caller asserts serve the target ({"gateway": ..., "vllm": ...}).
     subject_digests: dict[str, str] = field(default_factory=dict)
+    # The chart's pod: the gateway image with the simulator image standing in for vLLM (by digest).
+    pod: PodImages | None = None
+    # Why the working tree's processes run instead of the pod (recorded as a substitution).
+    fallback: str | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -220,6 +225,17 @@ def _headline(slo: slo_mod.SLO, gate: dict[str, Any]) -> str:
     )
 
 
+def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> LoadtestOptions:
+    """In `ci`: the chart's pod from the pushed gateway + simulator images, else the working tree (recorded)."""
+    build = upstream.get("build")
+    images = (build.evidence.get("images") or {}) if build is not None else {}
+    refs = {n: (images.get(n) or {}).get("ref") for n in ("gateway", "simulator")}
+    if refs["gateway"] and refs["simulator"]:
+        local = str(refs["gateway"]).startswith(("127.0.0.1:", "localhost:"))
+        return LoadtestOptions(pod=PodImages(refs["gateway"], refs["simulator"], "simulator", tls_verify=not local))
+    return LoadtestOptions(fallback="build pushed no gateway + simulator images")
+
+
 def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
     """Load the SLO, reach or start the service, run Locust, gate, plot, report."""
     checks: list[Check] = []
@@ -230,6 +246,8 @@ def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
         why = "--subject-digests needs --target: without it the load runs the source tree and the simulator, not images"
         return StageResult.from_checks(NAME, [Check(name="options", status=Status.FAILED, detail=why)], summary=why)
     evidence: dict[str, Any] = {"env": opts.env, "target": target, "model": opts.model, "subject": _subject(opts, ctx)}
+    if opts.fallback:
+        evidence["substitutions"] = [f"working-tree processes instead of the chart's pod: {opts.fallback}"]
     slo_path = opts.slo_file or slo_mod.path_for(opts.env)
     try:
         slo = slo_mod.load(slo_path)
@@ -259,10 +277,14 @@ def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
     out_dir = ctx.run_dir / "loadtest"
     run_result: LocustRun | None = None
     with Timer() as total:
+        from pipeline.runtime.pod import PodFailed
+
         try:
             run_result = _run_against_service(opts, ctx, slo, slo_path, users, duration, out_dir, evidence)
         except ProcessFailed as exc:
             checks.append(Check(name="stack", status=Status.FAILED, detail=str(exc)[-2000:]))
+        except PodFailed as exc:
+            checks.append(Check(name="pod", status=Status.FAILED, detail=str(exc)[-3000:]))
     files: list[Path] = []
     gate: dict[str, Any] | None = None
     if run_result is not None:
@@ -320,6 +342,16 @@ def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
     if opts.target:
         subject = {"kind": "deployment", "env": opts.env, "url": safe_url(opts.target)}
         return with_asserted_digests(subject, opts.subject_digests) if opts.subject_digests else subject
+    if opts.pod is not None:
+        # The gateway image as the chart runs it; the simulator image stands in for vLLM (recorded).
+        return {
+            "kind": "pod",
+            "env": opts.env,
+            "gateway_digest": opts.pod.gateway.rpartition("@")[2],
+            "gateway": opts.pod.gateway,
+            "vllm_stand_in": opts.pod.vllm,
+            "model_server": "vLLM-compatible simulator image standing in for vLLM",
+        }
     return source_subject(
         ctx.repo_root,
         "simulator",
@@ -392,6 +424,8 @@ def _run_against_service(
 
     sim_args = (*DEFAULT_SIMULATOR_ARGS, *opts.simulator_args)
     evidence["simulator_args"] = list(sim_args)
+    if opts.pod is not None:
+        return _run_against_pod(opts, ctx, spec, users, duration, out_dir, evidence, sim_args)
     ctx.progress("starting the simulator and the gateway")
     with local_stack(ctx.run_dir / "stack", model=opts.model, simulator_args=sim_args) as stack:
         evidence["gateway_url"] = stack.gateway_url
@@ -411,3 +445,58 @@ def _run_against_service(
             return run_locust(spec)
         finally:
             token_file.unlink(missing_ok=True)  # bearer tokens never outlive the run
+
+
+def _run_against_pod(
+    opts: LoadtestOptions,
+    ctx: RunContext,
+    spec: LocustSpec,
+    users: int,
+    duration: float,
+    out_dir: Path,
+    evidence: dict[str, Any],
+    sim_args: Sequence[str],
+) -> LocustRun:
+    """Load the chart's pod (gateway image + simulator image for vLLM) through the gateway's published port."""
+    from ruamel.yaml import YAML
+
+    from pipeline.artifacts.release_pod import release_pod
+    from pipeline.runtime import engine as engines
+    from pipeline.runtime.local_stack import default_rbac
+    from pipeline.runtime.pod import PodFailed
+
+    assert opts.pod is not None
+    status = engines.current()
+    if status.engine is None or not status.engine.can_play_pods:
+        raise PodFailed(f"no engine that plays pods: {status.reason}")
+    import io
+
+    buf = io.StringIO()
+    YAML(typ="safe", pure=True).dump(default_rbac(opts.model), buf)
+    with release_pod(
+        ctx.repo_root,
+        opts.env,
+        opts.pod,
+        status.engine,
+        ctx.run_dir / "loadtest-pod",
+        # The env's tier limits would throttle the load itself: load-test limits (recorded).
+        rbac_yaml=buf.getvalue(),
+        simulator_args=sim_args,
+        progress=ctx.progress,
+    ) as pod:
+        evidence["pod"] = pod.evidence
+        evidence["gateway_url"] = pod.gateway_url
+        spec.host = pod.gateway_url
+        spec.model = pod.model
+        evidence["model"] = pod.model
+        token_file = out_dir / "tokens.txt"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        token_file.touch(mode=0o600)
+        ttl = int(duration) + 600
+        token_file.write_text("".join(pod.mint(f"loadtest-{i}", TOKEN_ROLES, ttl) + "\n" for i in range(users)))
+        spec.token_file = token_file
+        try:
+            ctx.progress(f"load: {users} users for {duration:g}s through the pod's gateway ({pod.evidence['pod']})")
+            return run_locust(spec)
+        finally:
+            token_file.unlink(missing_ok=True)

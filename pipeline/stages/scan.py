@@ -41,7 +41,7 @@ from pipeline.checks.trivy_scan import (
 from pipeline.core.cache import Extra
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
-from pipeline.core.shell import run_command
+from pipeline.core.shell import run_command, tail
 from pipeline.gitops.release import DIGEST_RE
 from pipeline.runtime.tools import find
 
@@ -61,6 +61,9 @@ class ScanOptions:
     ignorefile: Path | None = None  # default: <root>/.trivyignore.yaml
     download_db: bool | None = None  # None: only under the Dagger executor
     today: dt.date | None = None  # for tests: the date expiry is judged against
+    # Images `build` made with the local engine: name → {"local": ref, "digest": registry digest}.
+    # Each is scanned from the image itself (secrets, misconfigurations, SBOM); `ci` fills this in.
+    built: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,6 +199,7 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
         checks.append(check)
 
         checks.extend(_vulnerability_checks(trivy, opts, ctx, root, out, ignores, artifacts))
+        checks.extend(_built_image_checks(trivy, opts, ctx, root, out, ignores, artifacts))
 
     failed_names = [c.name for c in checks if c.status is Status.FAILED]
     skipped = [c.name for c in checks if c.status is Status.SKIPPED]
@@ -211,8 +215,106 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
         seconds=total.seconds,
         logs=str(out),
         artifacts=artifacts,
-        evidence={"subject": scan_subject(root, opts.images, checks)},
+        evidence={"subject": _with_built(scan_subject(root, opts.images, checks), opts.built, checks)},
     )
+
+
+def _with_built(subject: dict[str, Any], built: dict[str, dict[str, str]], checks: list[Check]) -> dict[str, Any]:
+    """Name the pushed images this scan read (the vllm pin is the vllm-cpu image where no CUDA image was built)."""
+    if not built:
+        return subject
+    out = dict(subject)
+    scanned = {
+        n: i for n, i in built.items() if any(c.name == f"image {n}" and c.status is not Status.FAILED for c in checks)
+    }
+    digests = {n: i.get("digest", "") for n, i in scanned.items()}
+    if digests.get("gateway"):
+        out["gateway_digest"] = digests["gateway"]
+    vllm = digests.get("vllm") or digests.get("vllm-cpu")
+    if vllm:
+        out["vllm_digest"] = vllm
+    out["kind"] = "source+images"
+    out["built_images"] = {n: {"digest": d} for n, d in digests.items()}
+    return out
+
+
+def _built_image_checks(
+    trivy: str,
+    opts: ScanOptions,
+    ctx: RunContext,
+    root: Path,
+    out: Path,
+    ignores: trivy_ignore.IgnoreFile,
+    artifacts: list[str],
+) -> Iterable[Check]:
+    """Secrets and misconfigurations in each built image (layers and config), and its SBOM."""
+    if not opts.built:
+        return
+    from pipeline.runtime import engine as engines
+
+    status = engines.current()
+    if status.engine is None or status.engine.kind == "dagger":
+        yield Check(
+            name="images", status=Status.SKIPPED, detail=f"no local engine to export the images: {status.reason}"
+        )
+        return
+    archives = out / "images"
+    archives.mkdir(parents=True, exist_ok=True)
+    for name, info in opts.built.items():
+        ref = info.get("local", "")
+        tar = archives / f"{name}.tar"
+        ctx.progress(f"scan: image {name} (secrets, misconfigurations, SBOM)")
+        with Timer() as t:
+            tar.unlink(missing_ok=True)
+            saved = status.engine.run(
+                ["image", "save", "--format", "docker-archive", "-o", str(tar), ref], timeout=1800
+            )
+            if saved.returncode != 0:
+                yield Check(
+                    name=f"image {name}", status=Status.FAILED, detail=f"cannot export {ref}: {tail(saved.stderr)}"
+                )
+                continue
+            common = ["--quiet", "--timeout", "20m", "--input", str(tar)]
+            argv = [
+                trivy,
+                "image",
+                *common,
+                "--scanners",
+                "secret,misconfig",
+                "--image-config-scanners",
+                "misconfig,secret",
+            ]
+            failed, report = trivy_json(f"image {name}", argv, root, out, out / f"image-{name}.json")
+            sbom = out / f"sbom-{name}.cdx.json"
+            sbom_check, _ = run_command(
+                f"sbom {name}",
+                [trivy, "image", *common, "--format", "cyclonedx", "--output", str(sbom)],
+                cwd=root,
+                log_dir=out,
+            )
+            tar.unlink(missing_ok=True)
+        if failed:
+            yield failed
+            continue
+        bad_secrets, ignored_s = gate_secrets(report, ignores)
+        bad_config, ignored_c, n = trivy_ignore.gate_misconfigs(report, ignores)
+        check = verdict(
+            f"image {name}",
+            bad_secrets + bad_config,
+            ignored_s + ignored_c,
+            f"no secrets; {n} finding(s) below HIGH",
+            t.seconds,
+        )
+        if sbom_check.status is Status.PASSED:
+            try:
+                comps = len(json.loads(sbom.read_text()).get("components") or [])
+                check.detail += f"; SBOM {comps} components"
+                check.numbers["components"] = comps
+                artifacts.append(str(sbom))
+            except (OSError, ValueError):
+                pass
+        artifacts.append(str(out / f"image-{name}.json"))
+        yield check
 
 
 def image_digest(ref: str) -> tuple[str | None, str | None]:

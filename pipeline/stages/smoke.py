@@ -9,6 +9,13 @@ Dagger) is checked instead, with the caller's JWT. The checks are the same eithe
 
 If the vLLM venv cannot be installed (e.g. offline) the stage FAILS with the reason: the
 real engine is what this stage proves, so it never silently degrades to the simulator.
+
+The pod (what `ci` passes after a build that pushed images; SmokeOptions.pod): the env's chart is rendered and its Deployment played with `podman kube play` under the
+chart's own securityContext, volumes and probes — the gateway image in front of the vllm-cpu
+image serving the tiny model (pipeline.artifacts.release_pod). The evidence records the played
+pod spec's digest, the image digests and every substitution; the subject names the digests run.
+Without pushed images (no engine) `ci` runs the working-tree processes and records that as the
+substitution, so nothing claims more than it ran.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.artifacts.release_pod import PodImages
 from pipeline.core.cache import Extra
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
@@ -59,6 +67,11 @@ class SmokeOptions:
     # An already-running gateway in front of `target` (then no gateway is started) and a JWT it accepts.
     gateway_url: str | None = None
     token_file: Path | None = None
+    # The release's pod: its images by registry digest (then nothing runs from the working tree).
+    pod: PodImages | None = None
+    env: str = "dev"
+    # Why the working tree's processes run instead of the pod (recorded as a substitution).
+    fallback: str | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +117,35 @@ def _digests_arg(text: str) -> dict[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def pod_images(gateway: str, vllm: str, kind: Literal["vllm-cpu", "simulator"]) -> PodImages:
+    """Images by reference; the embedded registry on loopback is plain HTTP."""
+    local = gateway.startswith(("127.0.0.1:", "localhost:"))
+    return PodImages(gateway=gateway, vllm=vllm, vllm_kind=kind, tls_verify=not local)
+
+
+def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> SmokeOptions:
+    """In `ci`: the pod from the images build pushed, else the working tree (the reason recorded)."""
+    build = upstream.get("build")
+    images = (build.evidence.get("images") or {}) if build is not None else {}
+    refs = {n: (images.get(n) or {}).get("ref") for n in ("gateway", "vllm-cpu")}
+    if refs["gateway"] and refs["vllm-cpu"]:
+        return SmokeOptions(pod=pod_images(refs["gateway"], refs["vllm-cpu"], "vllm-cpu"))
+    why = "build pushed no gateway + vllm-cpu images"
+    if build is not None:
+        skipped = [c.detail for c in build.checks if c.name == "image gateway" and c.status is Status.SKIPPED]
+        why += f" ({skipped[0]})" if skipped else ""
+    return SmokeOptions(fallback=why)
+
+
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
+    return run(
+        SmokeOptions(
+            pod=pod_images(args.gateway_image, args.vllm_image, "vllm-cpu"),
+            env=args.env,
+            timeout=args.timeout,
+        ),
+        ctx,
+    )
     return run(
         SmokeOptions(
             server=args.server,
@@ -273,8 +314,78 @@ def _gateway(
         yield stack.upstream_url, stack.gateway_url, stack.mint(sub="smoke", roles=("user",), ttl=600)
 
 
+def _run_pod(opts: SmokeOptions, ctx: RunContext) -> StageResult:
+    """Smoke the chart's pod played from the pushed images; the pod is removed whatever happens."""
+    from pipeline.artifacts.release_pod import release_pod
+    from pipeline.runtime import engine as engines
+    from pipeline.runtime.pod import PodFailed
+
+    assert opts.pod is not None
+    checks: list[Check] = []
+    evidence: dict[str, Any] = {"model": opts.model, "server": "pod", "env": opts.env}
+    digests = {"gateway_digest": opts.pod.gateway.rpartition("@")[2], "vllm_digest": opts.pod.vllm.rpartition("@")[2]}
+    with Timer() as total:
+        status = engines.current()
+        try:
+            if status.engine is None or not status.engine.can_play_pods:
+                raise PodFailed(f"no engine that plays pods: {status.reason}")
+            model_dir = vllm_cpu.ensure_tiny_model(ctx.progress)
+            with release_pod(
+                ctx.repo_root,
+                opts.env,
+                opts.pod,
+                status.engine,
+                ctx.run_dir / "smoke-pod",
+                model_dir=model_dir,
+                timeout=opts.timeout,
+                progress=ctx.progress,
+            ) as pod:
+                evidence["pod"] = pod.evidence
+                checks.append(
+                    Check(
+                        name="pod:ready",
+                        status=Status.PASSED,
+                        detail=f"{pod.evidence['pod']} ready (chart readiness probes) after {pod.ready_seconds:.0f}s",
+                        seconds=pod.ready_seconds,
+                        numbers={"ready_s": pod.ready_seconds},
+                    )
+                )
+                evidence["model"] = pod.model
+                smoker = Smoker(pod.upstream_url, pod.gateway_url, pod.model, pod.mint(), opts.request_timeout)
+                try:
+                    for check in smoker.run_all():
+                        ctx.progress(f"{check.name}: {check.status.value} {check.detail}")
+                        checks.append(check)
+                finally:
+                    smoker.close()
+        except (PodFailed, vllm_cpu.VllmUnavailable) as exc:
+            checks.append(Check(name="pod", status=Status.FAILED, detail=str(exc)[-3000:]))
+        except KeyboardInterrupt:
+            checks.append(Check(name="pod", status=Status.FAILED, detail="interrupted; pod removed"))
+            raise
+    evidence["subject"] = {
+        "kind": "pod",
+        "env": opts.env,
+        **digests,
+        "gateway": opts.pod.gateway,
+        "model_server": f"{opts.pod.vllm} (vllm-cpu image, tiny local model)",
+        "pod_spec_digest": (evidence.get("pod") or {}).get("pod_spec_digest"),
+    }
+    numbers = {k: v for c in checks for k, v in c.numbers.items() if k in ("ttft_ms", "ready_s")}
+    result = StageResult.from_checks(
+        NAME, checks, numbers=numbers, evidence=evidence, logs=str(ctx.run_dir), seconds=total.seconds
+    )
+    failed = [c.name for c in result.failures()]
+    result.summary = f"pod (gateway + vllm-cpu images): {len(checks) - len(failed)}/{len(checks)} checks passed" + (
+        f"; failed: {', '.join(failed)}" if failed else ""
+    )
+    return result
+
+
 def run(opts: SmokeOptions, ctx: RunContext) -> StageResult:
     """Start (or reach) the model server and the gateway, run every check, stop what was started."""
+    if opts.pod is not None:
+        return _run_pod(opts, ctx)
     checks: list[Check] = []
     evidence: dict[str, Any] = {"model": opts.model, "target": opts.target}
     try:
@@ -307,6 +418,8 @@ def run(opts: SmokeOptions, ctx: RunContext) -> StageResult:
                 numbers[key] = check.numbers[key]
         if check.name == "chat" and "latency_ms" in check.numbers:
             numbers["chat_latency_ms"] = check.numbers["latency_ms"]
+    if opts.fallback:
+        evidence["substitutions"] = [f"working-tree processes instead of the chart's pod: {opts.fallback}"]
     result = StageResult.from_checks(
         NAME,
         checks,

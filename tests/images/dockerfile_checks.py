@@ -128,7 +128,7 @@ def check_base_images_pinned(df: Dockerfile) -> list[str]:
     names = {s.name for s in df.stages}
     bad = []
     for s in df.stages:
-        if s.parent is None and not DIGEST_RE.search(s.base):
+        if s.parent is None and s.base != "scratch" and not DIGEST_RE.search(s.base):
             bad.append(f"stage {s.name}: FROM {s.base} is not pinned by @sha256 digest")
         if ":latest" in s.base:
             bad.append(f"stage {s.name}: FROM {s.base} uses the latest tag")
@@ -188,8 +188,12 @@ def check_no_secrets(df: Dockerfile) -> list[str]:
     return bad
 
 
-def check_no_compilers(df: Dockerfile, stages: tuple[str, ...]) -> list[str]:
-    """Shipped stages (and the stages they inherit from) never install compilers or build tools."""
+def check_no_compilers(
+    df: Dockerfile, stages: tuple[str, ...], allowed: dict[str, set[str]] | None = None
+) -> list[str]:
+    """Shipped stages (and the stages they inherit from) never install compilers or build tools,
+    except the packages `allowed` names for a stage (with the reason in the Dockerfile)."""
+    allowed = allowed or {}
     bad = []
     for name in stages:
         for s in df.stage(name).lineage():
@@ -198,7 +202,10 @@ def check_no_compilers(df: Dockerfile, stages: tuple[str, ...]) -> list[str]:
                     continue
                 words = set(re.split(r"[\s;&|=]+", ins.args))
                 found = sorted(
-                    w for w in words if w in COMPILER_PACKAGES or w.endswith("-dev") or fnmatch.fnmatch(w, "gcc-*")
+                    w
+                    for w in words
+                    if (w in COMPILER_PACKAGES or w.endswith("-dev") or fnmatch.fnmatch(w, "gcc-*"))
+                    and w not in allowed.get(s.name, set())
                 )
                 if found and re.search(r"\b(apt-get|apt|apk|yum|dnf|microdnf)\b", ins.args):
                     bad.append(f"stage {name} (line {ins.line}): installs build tools {', '.join(found)}")

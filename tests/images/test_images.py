@@ -49,9 +49,34 @@ ALL_CHECKS: list[Callable[[Dockerfile], list[str]]] = [
 ]
 
 
+# torch inductor compiles C++ at warm-up on CPU (as Triton does on upstream's CUDA image): the CPU base only.
+CPU_COMPILERS = {"vllm-base-cpu": {"g++", "libc6-dev", "python3-dev"}}
+
+
+def test_vllm_cpu_is_the_same_stage_on_the_cpu_base(dockerfile_text: str) -> None:
+    """VLLM_FLAVOR only swaps the base: user, env, cache paths, entrypoint are the same instructions."""
+    cuda = parse(dockerfile_text)
+    cpu = parse(dockerfile_text.replace("ARG VLLM_FLAVOR=cuda\n", "ARG VLLM_FLAVOR=cpu\n", 1))
+    assert cuda.stage("vllm").parent is cuda.stage("vllm-base-cuda")
+    assert cpu.stage("vllm").parent is cpu.stage("vllm-base-cpu")
+    assert cpu.stage("vllm").instructions == cuda.stage("vllm").instructions
+    env = " ".join(i.args for i in cpu.stage("vllm").instructions if i.cmd == "ENV")
+    # Every cache path under $HOME/.cache (the chart mounts an emptyDir at $HOME; the root is read-only).
+    for var in ("XDG_CACHE_HOME", "VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_CACHE_PATH"):
+        assert f"{var}=/home/vllm/.cache" in env
+    assert "HF_HOME=/models/cache" in env
+    assert check_non_root_user(cpu, ("vllm",)) == []
+    assert check_no_compilers(cpu, ("vllm",), CPU_COMPILERS) == []
+    assert check_no_compilers(cpu, ("vllm",)) != []  # the exception is explicit, not a blind spot
+    assert check_apt_hygiene(cpu, ("vllm",)) == []
+
+
 def test_real_dockerfile_passes_every_structural_check(dockerfile_text: str) -> None:
     df = parse(dockerfile_text)
-    assert [s.name for s in df.stages] == ["builder", "gateway", "simulator", "vllm", "pipeline-builder", "pipeline"]
+    assert [s.name for s in df.stages] == [
+        *("builder", "gateway", "simulator", "vllm-base-cuda", "wheelhouse", "vllm-base-cpu", "vllm"),
+        *("pipeline-builder", "pipeline"),
+    ]
     assert df.stage("gateway").base == df.stage("builder").base  # the venv's interpreter path must match
     assert df.stage("pipeline").base == df.stage("builder").base
     assert df.stage("simulator").parent is df.stage("gateway")
@@ -77,7 +102,7 @@ PLANTED: list[tuple[str, str, str, Callable[[Dockerfile], list[str]], str]] = [
         check_base_images_pinned,
         "COPY --from=ghcr.io",
     ),
-    ("missing target", "AS vllm", "AS gpu", lambda df: check_targets(df, ("gateway", "vllm")), "target vllm"),
+    ("missing target", "AS vllm\n", "AS gpu\n", lambda df: check_targets(df, ("gateway", "vllm")), "target vllm"),
     ("root user", "USER 10001:10001\nEXPOSE 8080", "USER root\nEXPOSE 8080", lambda df: check_non_root_user(df, SHIPPED), "gateway"),
     ("uid 0", "USER 10001:10001\nEXPOSE 8000\nHEALTHCHECK --interval=30s --timeout=5s", "USER 0\nEXPOSE 8000\nHEALTHCHECK --interval=30s --timeout=5s", lambda df: check_non_root_user(df, SHIPPED), "vllm: USER 0 is root"),
     ("secret ENV", "DO_NOT_TRACK=1", "DO_NOT_TRACK=1 \\\n    HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz", check_no_secrets, "HF_TOKEN"),

@@ -2,46 +2,27 @@
 
 from __future__ import annotations
 
-import socket
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from pipeline.artifacts.images import IMAGES, Built, ImageSet
 from pipeline.artifacts.source import context_digest
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, Status
 from pipeline.gitops.release import Release, release_of
+from pipeline.runtime.engine import Engine, EngineStatus
+from pipeline.runtime.registry import Registry
 from pipeline.stages import build, test
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_engine_is_not_the_docker_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("DAGGER_SESSION_PORT", "DOCKER_HOST", "BUILDKIT_HOST"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nope.sock")
-    # The machine's own engine socket is not consulted: the test injects the only candidates.
-    up, why = build.engine_status(default_sockets=())
-    assert not up and "nope.sock" in why
-    (tmp_path / "nope.sock").write_text("")  # a file there, but nothing listening, is still no engine
-    assert not build.engine_status(default_sockets=())[0]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
-        listener.bind(str(tmp_path / "engine.sock"))
-        listener.listen(1)
-        assert build.engine_status(default_sockets=(f"unix://{tmp_path}/engine.sock",)) == (
-            True,
-            f"unix://{tmp_path}/engine.sock",
-        )
-    monkeypatch.setenv("DAGGER_SESSION_PORT", "1234")
-    assert build.engine_status(default_sockets=()) == (True, "Dagger session")
-
-
 def test_build_without_engine_skips_images_and_pins_content_digests(
     ctx: RunContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(build, "engine_status", lambda: (False, "no container engine reachable (test)"))
+    monkeypatch.setattr(build, "detect_engine", lambda: EngineStatus(None, "no container engine reachable (test)"))
     root = ctx.repo_root
     (root / "app").mkdir(parents=True, exist_ok=True)
     (root / "app" / "Dockerfile").write_text(
@@ -119,25 +100,29 @@ def test_test_stage_fails_on_a_failing_test_and_lint(ctx: RunContext) -> None:
     assert "1 tests, 1 failed" in pytest_check.detail
 
 
-def test_local_docker_build_is_not_a_release_pin(ctx: RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_images_the_registry_refused_are_not_release_pins(ctx: RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
     """A local image ID is evidence, never a registry digest: images_built stays False without a push."""
-    monkeypatch.setattr(build, "engine_status", lambda: (True, "test engine"))
+    monkeypatch.setattr(build, "detect_engine", lambda: EngineStatus(Engine("podman", "/bin/false"), "test engine"))
+    monkeypatch.setattr(build.registries, "ensure", lambda: Registry("127.0.0.1:1", local=True))
     local_id = "sha256:" + "e" * 64
 
-    def fake_build(root: Path, target: str, tag: str, log_dir: Path) -> tuple[Check, str | None]:
-        return Check(name=f"image {target}", status=Status.PASSED, detail="built"), local_id
+    def fake_build_all(engine: Engine, root: Path, names: tuple[str, ...], *args: object, **kw: object) -> ImageSet:
+        built = {n: Built(IMAGES[n], f"localhost/x/{n}:t", image_id=local_id) for n in names}
+        refused = [Check(name=f"push {n}", status=Status.FAILED, detail="registry refused") for n in names]
+        return ImageSet(checks=refused, built=built)
 
-    monkeypatch.setattr(build, "_docker_build", fake_build)
+    monkeypatch.setattr(build.image_artifacts, "build_all", fake_build_all)
     root = ctx.repo_root
     (root / "app").mkdir(parents=True, exist_ok=True)
     (root / "app" / "Dockerfile").write_text("FROM python:3.11-slim@sha256:" + "0" * 64 + " AS gateway\nUSER 1000\n")
-    result = build.run(build.BuildOptions(skip_dist=True), ctx)
+    result = build.run(build.BuildOptions(skip_dist=True, images=("gateway", "vllm-cpu")), ctx)
+    assert result.status is Status.FAILED  # a refused push fails the stage, naming the image
+    assert "push gateway" in result.summary
     release = release_of(result)
     assert release is not None and release.images_built is False
     assert release.gateway_digest == context_digest(root, "gateway") != local_id
-    assert result.evidence["local_image_ids"] == {"gateway": local_id, "vllm": local_id, "pipeline": local_id}
+    assert result.evidence["local_image_ids"] == {"gateway": local_id, "vllm-cpu": local_id}
     assert result.evidence["tool_images"] == {}
-    assert "not pushed" in result.summary
 
 
 POLICY = 'package main\n\ndeny contains "always" if true\n'

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.core.cache import TRACKED, InputHasher, tracked_files
 from pipeline.core.context import RunContext
+from pipeline.runtime.engine import Engine, EngineStatus
 from pipeline.stages import build, ci, loadtest, render, scan, smoke, test
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,9 +102,9 @@ def test_tracked_falls_back_to_the_tree_outside_git(ctx: RunContext) -> None:
 
 def test_machine_facts_enter_the_keys(ctx: RunContext, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (ctx.repo_root / "app").mkdir(parents=True, exist_ok=True)
-    monkeypatch.setattr(build, "engine_status", lambda: (False, "none"))
+    monkeypatch.setattr(build, "detect_engine", lambda: EngineStatus(None, "none"))
     no_engine = key("build", ctx, build.BuildOptions(skip_dist=True))
-    monkeypatch.setattr(build, "engine_status", lambda: (True, "test engine"))
+    monkeypatch.setattr(build, "detect_engine", lambda: EngineStatus(Engine("podman", "/bin/false"), "test engine"))
     assert key("build", ctx, build.BuildOptions(skip_dist=True)) != no_engine
     assert ".dockerignore" in build.CACHE_INPUTS
 

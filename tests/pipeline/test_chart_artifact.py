@@ -15,6 +15,7 @@ from pipeline.artifacts import chart
 from pipeline.core.context import RunContext
 from pipeline.core.result import Status
 from pipeline.gitops.release import Release, release_of
+from pipeline.runtime.engine import EngineStatus
 from pipeline.runtime.tools import find
 from pipeline.stages import build
 
@@ -111,7 +112,7 @@ def test_push_to_an_unreachable_registry_fails_without_leaking_the_password(
 def test_build_packages_the_chart_and_pins_its_digest(
     ctx: RunContext, monkeypatch: pytest.MonkeyPatch, helm: str
 ) -> None:
-    monkeypatch.setattr(build, "engine_status", lambda: (False, "no container engine reachable (test)"))
+    monkeypatch.setattr(build, "detect_engine", lambda: EngineStatus(None, "no container engine reachable (test)"))
     monkeypatch.delenv(chart.REGISTRY_ENV, raising=False)
     shutil.copytree(REPO / chart.CHART_DIR, ctx.repo_root / chart.CHART_DIR)
     result = build.run(build.BuildOptions(skip_dist=True), ctx)
@@ -131,7 +132,7 @@ def test_build_packages_the_chart_and_pins_its_digest(
 def test_build_honours_an_explicit_chart_version_and_rejects_build_metadata(
     ctx: RunContext, monkeypatch: pytest.MonkeyPatch, helm: str
 ) -> None:
-    monkeypatch.setattr(build, "engine_status", lambda: (False, "no engine (test)"))
+    monkeypatch.setattr(build, "detect_engine", lambda: EngineStatus(None, "no engine (test)"))
     shutil.copytree(REPO / chart.CHART_DIR, ctx.repo_root / chart.CHART_DIR)
     ok = build.run(build.BuildOptions(skip_dist=True, chart_version="0.1.0"), ctx)
     rel = release_of(ok)

@@ -1,0 +1,211 @@
+"""The release's pod as this machine runs it: the env's chart rendered, adapted (recorded), played by podman.
+
+Used by `smoke` (vLLM = the vllm-cpu image serving the tiny local model) and `loadtest` (the
+simulator image stands in for vLLM). The chart is rendered exactly as `render` checks it; the
+local profile (pipeline.runtime.pod.local_profile) then removes GPU resources and scheduling,
+swaps in the pushed images by digest, publishes the gateway's and vLLM's ports on 127.0.0.1 and
+points the gateway at a JWKS file of freshly made dev keys (the env's IdP is not reachable
+here) — each change is a substitution in the evidence, with the played pod spec's digest.
+Traffic goes to the gateway container's port, as the Service would send it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from app.gateway.tokens import DevKeys, mint_token, write_dev_keys
+from pipeline.artifacts.chart_render import helm_template
+from pipeline.runtime import pod as pods
+from pipeline.runtime.engine import Engine
+from pipeline.runtime.procs import free_port
+
+GATEWAY, VLLM = "gateway", "vllm"
+VllmKind = Literal["vllm-cpu", "simulator"]
+JWKS_DIR = "/etc/gateway-jwks"
+MODEL_DIR = "/models/local"
+
+
+@dataclass(frozen=True)
+class PodImages:
+    gateway: str  # registry ref by digest
+    vllm: str  # the vllm-cpu or simulator image, by digest
+    vllm_kind: VllmKind
+    tls_verify: bool = True  # False for the embedded plain-HTTP registry on loopback
+
+
+@dataclass
+class RunningPod:
+    gateway_url: str
+    upstream_url: str
+    model: str
+    issuer: str
+    audience: str
+    keys: DevKeys
+    ready_seconds: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def mint(self, sub: str = "smoke", roles: tuple[str, ...] = ("user",), ttl: int = 600) -> str:
+        return mint_token(
+            self.keys.private_key,
+            kid=self.keys.kid,
+            alg=self.keys.alg,
+            sub=sub,
+            roles=list(roles),
+            issuer=self.issuer,
+            audience=self.audience,
+            ttl_seconds=ttl,
+        )
+
+
+def _served_name(dep: dict[str, Any]) -> str:
+    for c in dep["spec"]["template"]["spec"]["containers"]:
+        if c["name"] == VLLM:
+            for arg in c.get("args", []):
+                if str(arg).startswith("--served-model-name="):
+                    return str(arg).split("=", 1)[1]
+    raise pods.PodFailed("the rendered vllm container has no --served-model-name")
+
+
+def _vllm_override(
+    kind: VllmKind, served: str, port: int, simulator_args: Sequence[str] = ()
+) -> pods.ContainerOverride:
+    if kind == "simulator":
+        return pods.ContainerOverride(
+            command=["python", "-m", "app.simulator"],
+            args=["--host", "0.0.0.0", "--port", str(port), "--model", served, *simulator_args],
+            why="the simulator image stands in for vLLM",
+        )
+    # vLLM's CPU build with the tiny local model: the chart's GPU sizing would take 90% of RAM.
+    return pods.ContainerOverride(
+        args=[
+            "--host=0.0.0.0",
+            f"--port={port}",
+            f"--model={MODEL_DIR}",
+            f"--served-model-name={served}",
+            "--dtype=bfloat16",
+            "--max-model-len=256",
+            "--max-num-seqs=8",
+            "--gpu-memory-utilization=0.2",
+        ],
+        env={"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        mounts={"local-model": MODEL_DIR},
+        why="vLLM CPU build serving the tiny local model instead of the env's GPU model",
+    )
+
+
+@contextlib.contextmanager
+def release_pod(
+    root: Path,
+    env: str,
+    images: PodImages,
+    engine: Engine,
+    work_dir: Path,
+    *,
+    model_dir: Path | None = None,
+    rbac_yaml: str | None = None,
+    simulator_args: Sequence[str] = (),
+    timeout: float = 300.0,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> Iterator[RunningPod]:
+    """Render env, play its pod with the given images, yield once ready; the pod is always removed."""
+    manifests = pods.load_manifests(helm_template(root, env))
+    dep = next((d for d in manifests if d.get("kind") == "Deployment"), None)
+    if dep is None:
+        raise pods.PodFailed(f"env {env}: no Deployment rendered")
+    served = _served_name(dep)
+    cm_name = next(
+        (
+            src["configMapRef"]["name"]
+            for c in dep["spec"]["template"]["spec"]["containers"]
+            if c["name"] == GATEWAY
+            for src in c.get("envFrom", [])
+            if "configMapRef" in src
+        ),
+        None,
+    )
+    gateway_cm = next((d for d in manifests if d.get("kind") == "ConfigMap" and d["metadata"]["name"] == cm_name), {})
+    data = gateway_cm.get("data") or {}
+    issuer, audience = str(data.get("GATEWAY_JWT_ISSUER", "")), str(data.get("GATEWAY_JWT_AUDIENCE", ""))
+    keys = write_dev_keys(work_dir / "keys")
+    jwks = work_dir / "jwks"
+    jwks.mkdir(parents=True, exist_ok=True)
+    shutil.copy(keys.jwks, jwks / "jwks.json")  # only the public keys reach the pod
+    (jwks / "jwks.json").chmod(0o644)
+    jwks.chmod(0o755)
+    vllm_port = free_port()
+    gw_port = free_port()
+    host_paths: dict[str, Path] = {"gateway-jwks": jwks}
+    overrides = {
+        GATEWAY: pods.ContainerOverride(
+            mounts={"gateway-jwks": JWKS_DIR}, why="dev JWKS (the env's IdP is unreachable)"
+        ),
+        VLLM: _vllm_override(images.vllm_kind, served, 8000, simulator_args),
+    }
+    if images.vllm_kind == "vllm-cpu":
+        if model_dir is None:
+            raise pods.PodFailed("the vllm-cpu pod needs a model directory")
+        # A copy readable by the pod's non-root user (the cache keeps the original private).
+        readable = work_dir / "model"
+        shutil.rmtree(readable, ignore_errors=True)
+        shutil.copytree(model_dir, readable)
+        for path in [readable, *readable.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        host_paths["local-model"] = readable
+    config_data: dict[str, dict[str, str]] = {}
+    if cm_name:
+        config_data[cm_name] = {"GATEWAY_JWT_JWKS": f"{JWKS_DIR}/jwks.json"}
+    if rbac_yaml is not None:
+        rbac_cm = next(
+            (
+                v["configMap"]["name"]
+                for v in dep["spec"]["template"]["spec"].get("volumes", [])
+                if v.get("name") == "rbac" and "configMap" in v
+            ),
+            None,
+        )
+        if rbac_cm:
+            config_data[rbac_cm] = {"rbac.yaml": rbac_yaml}
+    local = pods.local_profile(
+        manifests,
+        images={GATEWAY: images.gateway, VLLM: images.vllm},
+        host_ports={GATEWAY: {"http": gw_port}, VLLM: {"vllm": vllm_port}},
+        overrides=overrides,
+        host_paths=host_paths,
+        config_data=config_data,
+        memory_dirs=work_dir / "memory-volumes",
+    )
+    evidence: dict[str, Any] = {
+        "env": env,
+        "pod": local.pod_name,
+        "pod_spec_digest": local.spec_digest(),
+        "images": {GATEWAY: images.gateway, VLLM: images.vllm},
+        "vllm_image": images.vllm_kind,
+        "substitutions": local.substitutions,
+    }
+    secret_values = {name: {"audit-hash-key": secrets.token_hex(24)} for name in local.secret_names}
+    with pods.played(
+        engine,
+        local,
+        work_dir,
+        secrets=secret_values,
+        timeout=timeout,
+        tls_verify=images.tls_verify,
+        progress=progress,
+    ) as ready_s:
+        evidence["ready_s"] = round(ready_s, 1)
+        yield RunningPod(
+            gateway_url=local.url(GATEWAY, "http"),
+            upstream_url=local.url(VLLM, "vllm"),
+            model=served,
+            issuer=issuer,
+            audience=audience,
+            keys=keys,
+            ready_seconds=ready_s,
+            evidence=evidence,
+        )
