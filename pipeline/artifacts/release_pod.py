@@ -99,6 +99,18 @@ def _vllm_override(
     )
 
 
+def local_secret_values(dep: dict[str, Any], names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """A random local value for every key the pod reads from each Secret in `names` (the audit HMAC key;
+    the Hugging Face token, which the tiny local model never uses)."""
+    values: dict[str, dict[str, str]] = {name: {} for name in names}
+    for container in dep["spec"]["template"]["spec"]["containers"]:
+        for var in container.get("env") or []:
+            ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+            if ref and ref["name"] in values:
+                values[ref["name"]][str(ref["key"])] = secrets.token_hex(24)
+    return values
+
+
 @contextlib.contextmanager
 def release_pod(
     root: Path,
@@ -188,7 +200,10 @@ def release_pod(
         "vllm_image": images.vllm_kind,
         "substitutions": local.substitutions,
     }
-    secret_values = {name: {"audit-hash-key": secrets.token_hex(24)} for name in local.secret_names}
+    secret_values = local_secret_values(dep, local.secret_names)
+    local.substitutions += [
+        f"secret {n}: random local values for {', '.join(sorted(v))}" for n, v in secret_values.items()
+    ]
     with pods.played(
         engine,
         local,

@@ -155,3 +155,24 @@ def test_scan_subject_names_the_pushed_digests() -> None:
     assert subject["gateway_digest"] == g and subject["vllm_digest"] == v  # vllm-cpu stands for the vllm pin
     failed = [checks[0], Check(name="image vllm-cpu", status=Status.FAILED)]
     assert "vllm_digest" not in _with_built({"kind": "source"}, built, failed)
+
+
+def test_every_secret_key_the_rendered_pod_reads_gets_a_local_value(repo_root: Path) -> None:
+    """The dev chart's pod reads the gateway's audit key and vLLM's HF token from Secrets: both get values."""
+    import yaml
+
+    from pipeline.artifacts.chart_render import helm_template
+    from pipeline.artifacts.release_pod import local_secret_values
+
+    docs = [d for d in yaml.safe_load_all(helm_template(repo_root, "dev")) if d]
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    refs = {
+        (v["valueFrom"]["secretKeyRef"]["name"], v["valueFrom"]["secretKeyRef"]["key"])
+        for c in dep["spec"]["template"]["spec"]["containers"]
+        for v in c.get("env") or []
+        if "secretKeyRef" in (v.get("valueFrom") or {})
+    }
+    assert {"hf-token"} <= {name for name, _ in refs}  # the chart wires the HF token in dev
+    values = local_secret_values(dep, sorted({name for name, _ in refs}))
+    assert {(name, key) for name, keys in values.items() for key in keys} == refs
+    assert all(len(v) == 48 for keys in values.values() for v in keys.values())
