@@ -82,6 +82,12 @@ class BuildOptions:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-digest", help="registry digest of the gateway image (set by the Dagger executor)")
     parser.add_argument("--vllm-digest", help="registry digest of the vLLM image (set by the Dagger executor)")
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get(REGISTRY_ENV) or None,
+        help=f"image registry HOST[:PORT][/PATH] to push to (default: ${REGISTRY_ENV}, else the embedded local "
+        f"registry); user ${REGISTRY_ENV}_USERNAME, password from the file ${REGISTRY_ENV}_PASSWORD_FILE, never argv",
+    )
     parser.add_argument("--model-revision", help="model revision to pin (default: app/model.yaml)")
     parser.add_argument(
         "--hadolint-threshold",
@@ -119,6 +125,7 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
             skip_dist=args.skip_dist,
             chart_version=args.chart_version,
             chart_registry=args.chart_registry,
+            registry=args.registry,
         ),
         ctx,
     )

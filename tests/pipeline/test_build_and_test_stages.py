@@ -189,3 +189,20 @@ def test_build_pins_the_declared_model_revision(ctx: RunContext) -> None:
     result = build.run(build.BuildOptions(skip_dist=True), ctx)
     release = release_of(result)
     assert release is not None and release.model_revision == build.model_revision(REPO_ROOT)
+
+
+def test_build_registry_flag_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--registry` names another registry; $PIPELINE_REGISTRY is its default; unset = the embedded one."""
+    import argparse
+
+    def parsed(*argv: str) -> str | None:
+        parser = argparse.ArgumentParser()
+        build.add_arguments(parser)
+        registry: str | None = parser.parse_args(list(argv)).registry
+        return registry
+
+    monkeypatch.delenv(build.REGISTRY_ENV, raising=False)
+    assert parsed() is None
+    assert parsed("--registry", "registry.example.com/llm") == "registry.example.com/llm"
+    monkeypatch.setenv(build.REGISTRY_ENV, "other.example.com:5000/team")
+    assert parsed() == "other.example.com:5000/team"
