@@ -30,6 +30,7 @@ from pipeline.core.result import Status
 from pipeline.gitops import repo as gitops
 from pipeline.gitops import sync_windows as pm
 from pipeline.gitops.release import Release
+from pipeline.runtime import registry
 from pipeline.runtime.procs import free_port
 from pipeline.stages import promote
 from tests.promotion.conftest import ci_evidence, prod_local_options
@@ -196,7 +197,12 @@ def test_release_manager_walkthrough(tmp_path: Path) -> None:
             # libfaketime: the promotion sees a time outside the deny windows, whatever today is.
             command = f"faketime -f {shlex.quote('@' + prod_clock.strftime('%Y-%m-%d %H:%M:%S'))} {command}"
         script += [f"echo '$ {command}'", command]
-    res = run_script("\n".join(script), REPO, env, timeout=1500)
+    serving_before = registry.status() is not None
+    try:
+        res = run_script("\n".join(script), REPO, env, timeout=1500)
+    finally:
+        if not serving_before:  # `build` leaves the embedded registry serving, as a registry does
+            registry.stop()
     assert res.returncode == 0, res.stdout[-6000:]
     assert "promote --to prod" in res.stdout
     # The walkthrough really moved prod, then rolled it back and lifted the freeze: git says so.
