@@ -67,4 +67,9 @@ def test_production_timers_use_the_rendered_rules_unmodified(env: str) -> None:
     )
     assert prod.rollback_alerts == expected and expected
     assert prod.scrape_interval == "15s" and prod.eval_interval == drill_timers.DEFAULT_EVAL_INTERVAL
-    assert drill_timers.alertmanager_timers()["group_wait"] == "30s"
+    assert drill_timers.alertmanager_timers()["group_wait"] == "15s"
+    # The rollback trigger and the ratios it reads are one group: evaluated in order, no lag between them.
+    rollback_group = next(g for g in prod.rules["groups"] if any(r.get("alert") in expected for r in g["rules"]))
+    records = [r["record"] for r in rollback_group["rules"] if "record" in r]
+    assert {"llm:gateway_release_errors:ratio_rate5m", "llm:gateway_release_errors:ratio_rate1h"} <= set(records)
+    assert [r.get("alert") for r in rollback_group["rules"]][-1] in expected  # the alert after its records
