@@ -202,7 +202,7 @@ class Gateway:
         self.upstream: Upstream | None = None
         self.readiness: Readiness | None = None
         self._bg: set[asyncio.Task[None]] = set()
-        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}
+        self._children: dict[tuple[str, str, int, str], tuple[Any, Any, Any, Any]] = {}
         self._ttft: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- lifecycle
@@ -255,13 +255,17 @@ class Gateway:
         ctx.finished = True
         elapsed = time.perf_counter() - ctx.t0
         model_label = self.model_label(ctx.model)
-        key = (ctx.route, model_label, ctx.status)
+        status = ctx.status
+        cause = m.CAUSE_NONE if status < 500 else m.cause(status, ctx.error)
+        key = (ctx.route, model_label, status, cause)
         children = self._children.get(key)
         if children is None:
-            # labels() takes a lock and builds a tuple per call: resolve each combination once.
+            # labels() takes a lock and builds a tuple per call: resolve each combination once
+            # (the release label is constant per process).
+            release = self.s.release
             children = (
-                m.REQUESTS.labels(ctx.route, model_label, str(ctx.status)),
-                m.LATENCY.labels(ctx.route),
+                m.REQUESTS.labels(ctx.route, model_label, str(status), release, cause),
+                m.LATENCY.labels(ctx.route, release),
                 m.PROMPT_TOKENS.labels(model_label),
                 m.COMPLETION_TOKENS.labels(model_label),
             )

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
+    # The release id this process runs (the chart renders it from the env's release pins,
+    # `release.id`): the `release` label of the request metrics the rollback alert is computed from.
+    release: Annotated[str, Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,127}$")] = "unknown"
+
     # Upstream (vLLM or the simulator).
     upstream_url: str
     upstream_connect_timeout_seconds: PositiveFloat = 2.0

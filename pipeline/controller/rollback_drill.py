@@ -30,7 +30,7 @@ import httpx
 from ruamel.yaml import YAML
 
 from pipeline.artifacts import chart_render
-from pipeline.controller.drill_timers import ArgoSyncStandIn, alertmanager_timers, production_rules
+from pipeline.controller.drill_timers import REQUEST_LABELS, ArgoSyncStandIn, alertmanager_timers, production_rules
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm
@@ -43,8 +43,8 @@ from pipeline.runtime.tools import REPO_ROOT, require
 
 log = logging.getLogger(__name__)
 
-ALERT = "LLMHighErrorRate"
-ERROR_RATIO_RECORD = "llm:gateway_errors:ratio_rate5m"
+# The chart's rollback trigger (the alert labelled rollback="true"; chart_alert_rules finds it by label).
+ALERT = "LLMErrorBudgetBurnFast"
 
 
 @dataclass
@@ -78,17 +78,20 @@ def _yaml_all(text: str) -> list[Any]:
     return [d for d in YAML(typ="safe").load_all(text) if d]
 
 
-def chart_alert_rules(env: str, cfg: DrillConfig) -> tuple[dict[str, Any], float, dict[str, str]]:
-    """The chart's error-ratio recording rule + rollback alert for `env`, with drill windows.
+def chart_alert_rules(env: str, cfg: DrillConfig) -> tuple[dict[str, Any], str, dict[str, str]]:
+    """The chart's rollback alert for `env` (the one labelled rollback="true") and the recording
+    rules it reads, with drill windows (every `[5m]`, `[1h]`, ... becomes `[cfg.window]`).
 
-    Returns (rules file content, threshold, label set the scraped series need to match).
+    Returns (rules file content, alert name, label set the scraped series need to match).
     """
     # Exactly the manifests `render` validated for env (release name, namespace, kube version, values).
     out = chart_render.helm_template(REPO_ROOT, env)
     rule_doc = next(d for d in _yaml_all(out) if d.get("kind") == "PrometheusRule")
     rules = [r for g in rule_doc["spec"]["groups"] for r in g["rules"]]
-    record = next(r for r in rules if r.get("record") == ERROR_RATIO_RECORD)
-    alert = next(r for r in rules if r.get("alert") == ALERT)
+    alert = next(r for r in rules if r.get("alert") and str((r.get("labels") or {}).get("rollback")) == "true")
+    records = [r for r in rules if r.get("record") and re.search(rf"{re.escape(r['record'])}\b", alert["expr"])]
+    if not records:
+        raise RuntimeError(f"{alert['alert']} reads no recording rule of the chart")
 
     def shorten(expr: str) -> str:
         return re.sub(r"\[\d+[smhd]\]", f"[{cfg.window}]", expr)
@@ -99,20 +102,21 @@ def chart_alert_rules(env: str, cfg: DrillConfig) -> tuple[dict[str, Any], float
                 "name": "drill",
                 "interval": cfg.interval,
                 "rules": [
-                    {"record": record["record"], "expr": shorten(record["expr"])},
+                    *({"record": r["record"], "expr": shorten(r["expr"])} for r in records),
                     {**alert, "expr": shorten(alert["expr"]), "for": cfg.alert_for},
                 ],
             }
         ]
     }
-    threshold = float(alert["expr"].rsplit(">", 1)[1].strip())
-    # Give the scraped gateway the labels the chart's selectors expect (namespace, pod, ...).
+    # Give the scraped gateways the labels the chart's selectors expect (namespace, pod, ...); the
+    # request's own labels (status, release, cause) come from the gateway.
     target_labels: dict[str, str] = {}
-    for name, op, value in re.findall(r'(\w+)\s*(=~|=)\s*"([^"]*)"', record["expr"]):
-        if name in ("status", "__name__") or (op == "=~" and name != "pod"):
-            continue
-        target_labels[name] = value.replace(".*", "drill-0") if op == "=~" else value
-    return drill_rules, threshold, target_labels
+    for r in records:
+        for name, op, value in re.findall(r'(\w+)\s*(=~|=)\s*"([^"]*)"', r["expr"]):
+            if name in REQUEST_LABELS or (op == "=~" and name != "pod"):
+                continue
+            target_labels[name] = value.replace(".*", "drill-0") if op == "=~" else value
+    return drill_rules, str(alert["alert"]), target_labels
 
 
 def route_matchers() -> list[dict[str, str]]:
@@ -127,11 +131,13 @@ def production_timers(env: str) -> dict[str, str]:
     svc = y.load((REPO_ROOT / "charts" / "llm-service" / "values.yaml").read_text())
     env_values_file = REPO_ROOT / "environments" / env / "values.yaml"
     env_values = y.load(env_values_file.read_text()) if env_values_file.exists() else {}
-    alerts = {**svc["monitoring"]["alerts"], **((env_values or {}).get("monitoring", {}) or {}).get("alerts", {})}
+    env_mon = (env_values or {}).get("monitoring", {}) or {}
+    slo = {**svc["monitoring"]["slo"], **(env_mon.get("slo", {}) or {})}
     ctl = y.load((REPO_ROOT / "charts" / "rollback-controller" / "values.yaml").read_text())["alertmanagerConfig"]
+    budget = slo["fastBurnRate"] * (1 - slo["availability"])
     return {
-        "alert": f"{ALERT}: 5m rate window, threshold {alerts['errorRateRatio']}, for {alerts['errorRateFor']}",
-        "breach_to_firing": f"≈ scrape+eval (30s-1m) + for {alerts['errorRateFor']}",
+        "alert": f"{ALERT}: per-release ratio of cause=release 5xx > {budget:.3g} over 5m and 1h, for {slo['fastBurnFor']}",
+        "breach_to_firing": f"≈ 2 scrapes (15s each) + eval (30s) + for {slo['fastBurnFor']}",
         "firing_to_webhook": f"groupWait {ctl['groupWait']} (repeat {ctl['repeatInterval']})",
         "webhook_to_revert": "≈ 1 s (one git transaction)",
         "revert_to_recovered": "Argo CD: up to 3 min polling (timeout.reconciliation) or seconds with a git webhook, + rollout",
@@ -151,18 +157,22 @@ class Traffic(threading.Thread):
 
     def __init__(self, url: str, token: str, model: str, rps: float) -> None:
         super().__init__(name="drill-traffic", daemon=True)
-        self.url, self.token, self.model, self.period = url, token, model, 1.0 / rps
+        # (gateway URL, token): the gateway of the release being served; the sync agent switches it.
+        self.target = (url, token)
+        self.model, self.period = model, 1.0 / rps
         self.stop_event = threading.Event()
         self.counts: dict[str, int] = {}
         self.last_error_at = 0.0
 
     def run(self) -> None:
         body = {"model": self.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 4}
-        with httpx.Client(timeout=5, headers={"Authorization": f"Bearer {self.token}"}) as client:
+        with httpx.Client(timeout=5) as client:
             while not self.stop_event.is_set():
                 t0 = time.monotonic()
+                url, token = self.target
                 try:
-                    code = str(client.post(f"{self.url}/v1/chat/completions", json=body).status_code)
+                    headers = {"Authorization": f"Bearer {token}"}
+                    code = str(client.post(f"{url}/v1/chat/completions", json=body, headers=headers).status_code)
                 except httpx.HTTPError:
                     code = "transport"
                 self.counts[code] = self.counts.get(code, 0) + 1
@@ -231,7 +241,7 @@ def _promote(remote: str, rel: Release, env: str, work: Path, actor: str) -> Non
 def _monitoring(
     work: Path,
     rules: dict[str, Any],
-    gateway_target: str,
+    gateway_targets: list[str],
     target_labels: dict[str, str],
     webhook_url: str,
     token_file: Path,
@@ -282,7 +292,7 @@ def _monitoring(
         "rule_files": [str(work / "rules.yml")],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
         "scrape_configs": [
-            {"job_name": "gateway", "static_configs": [{"targets": [gateway_target], "labels": target_labels}]}
+            {"job_name": "gateway", "static_configs": [{"targets": gateway_targets, "labels": target_labels}]}
         ],
     }
     with (work / "prometheus.yml").open("w") as fh:
@@ -340,7 +350,7 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
     timers: dict[str, Any] = {}
     if cfg.production:
         prod = production_rules(env)
-        rules, threshold, target_labels, alerts = prod.rules, None, prod.target_labels, prod.rollback_alerts
+        rules, target_labels, alerts = prod.rules, prod.target_labels, prod.rollback_alerts
         timers = {"scrape_interval": prod.scrape_interval, "eval_interval": prod.eval_interval}
         timers["am_timers"] = alertmanager_timers()
         report.production = {
@@ -354,9 +364,9 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
             f"production timers: alerts {alerts}, {report.production['scrape / eval interval']}, labels {target_labels}"
         )
     else:
-        rules, chart_threshold, target_labels = chart_alert_rules(env, cfg)
-        threshold, alerts = chart_threshold, (ALERT,)
-        progress(f"alert {ALERT} from the chart: threshold {threshold}, window [{cfg.window}], labels {target_labels}")
+        rules, alert, target_labels = chart_alert_rules(env, cfg)
+        alerts = (alert,)
+        progress(f"alert {alert} from the chart: windows [{cfg.window}], labels {target_labels}")
     _promote(remote, v1, env, work / "promote-v1", "drill")
     token_file = work / "webhook-token"
     token_file.write_text(secrets.token_urlsafe(24))
@@ -384,34 +394,44 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
                 ready_url=f"http://127.0.0.1:{ctl_port}/healthz", env=ctl_env, cwd=REPO_ROOT,
             )
         )  # fmt: skip
-        app = stack.enter_context(local_stack(work / "stack"))
-        gateway_target = app.gateway_url.removeprefix("http://")
+        # One gateway per release, as a rollout replaces the pods: each runs with GATEWAY_RELEASE of
+        # its release (the chart's release.id), so its series carry that `release` label; both share
+        # the simulator (v2's vLLM digest is its fault profile). The sync agent moves traffic over.
+        app = stack.enter_context(local_stack(work / "stack", gateway_env={"GATEWAY_RELEASE": v1.id}))
+        app2 = stack.enter_context(
+            local_stack(work / "stack-v2", upstream_url=app.upstream_url, gateway_env={"GATEWAY_RELEASE": v2.id})
+        )
+        gateways = {v1.id: (app.gateway_url, app.mint()), v2.id: (app2.gateway_url, app2.mint())}
+        targets = [url.removeprefix("http://") for url, _ in gateways.values()]
         webhook = f"http://127.0.0.1:{ctl_port}/webhook"
         prom_url, _ = stack.enter_context(
-            _monitoring(work, rules, gateway_target, target_labels, webhook, token_file, **timers)
+            _monitoring(work, rules, targets, target_labels, webhook, token_file, **timers)
         )
-        applier = simulator_applier(app.upstream_url, profiles)
+        traffic = Traffic(*gateways[v1.id], app.model, cfg.rps)
+        simulate = simulator_applier(app.upstream_url, profiles)
+
+        def applier(rel: Release | None) -> None:
+            simulate(rel)
+            if rel is not None and rel.id in gateways:
+                traffic.target = gateways[rel.id]
+
         # Production: Argo CD polls git every 3 minutes; the controller's sync request is what counts.
         agent = SyncAgent(remote, env, work / "sync-agent", applier, interval=180.0 if cfg.production else 0.25)
         agents.append(agent.start())
         stack.callback(agent.stop)
-        traffic = Traffic(app.gateway_url, app.mint(), app.model, cfg.rps)
         traffic.start()
         stack.callback(traffic.stop_event.set)
         deadline = time.monotonic() + cfg.timeout
 
-        def ratio() -> float | None:
-            q = httpx.get(f"{prom_url}/api/v1/query", params={"query": ERROR_RATIO_RECORD}, timeout=5).json()
-            res = q["data"]["result"]
-            return float(res[0]["value"][1]) if res else None
-
         def healthy_baseline() -> bool:
-            # No 5xx series exists while v1 is healthy, so the ratio itself is empty: check requests.
-            q = httpx.get(f"{prom_url}/api/v1/query", params={"query": "sum(gateway_requests_total)"}, timeout=5)
+            # v1's requests are scraped (with its release label) and the rollback alert is quiet.
+            q = httpx.get(
+                f"{prom_url}/api/v1/query",
+                params={"query": f'sum(gateway_requests_total{{release="{v1.id}"}})'},
+                timeout=5,
+            )
             seen = bool(q.json()["data"]["result"])
-            value = ratio()
-            below = threshold is None or value is None or value < threshold
-            return seen and below and _alert_state(prom_url, alerts) == "inactive"
+            return seen and _alert_state(prom_url, alerts) == "inactive"
 
         _wait("a healthy baseline in Prometheus (v1)", healthy_baseline, deadline)
         progress(f"v1 {v1.id} healthy in {env}; promoting v2 {v2.id} (bad build)")

@@ -37,7 +37,7 @@ builtin := {
 	"secret_env_pattern": `(?i)(token|secret|password|passwd|api_?key|hash_key|private_key)$`,
 	"alert_annotations": ["summary", "description", "runbook_url"],
 	"alert_severities": ["info", "warning", "critical"],
-	"rollback_alerts": ["LLMHighErrorRate"],
+	"rollback_alerts": ["LLMErrorBudgetBurnFast"],
 	"rollback_envs_required": ["staging", "prod"],
 	"exposure_data_plane_labels": {
 		"Ingress": {"kubernetes.io/metadata.name": "ingress-nginx"},

@@ -1,6 +1,6 @@
 # Alerts: every alerting rule has summary, description and runbook_url annotations and an
 # allowed severity; rollback alerts carry rollback: "true" and this env (the rollback
-# controller acts on exactly those labels).
+# controller acts on exactly those labels), and no other alert carries rollback: "true".
 package main
 
 import data.lib.k8s
@@ -42,6 +42,13 @@ alerts_violations contains msg if {
 	rule.alert in params.value("rollback_alerts")
 	object.get(rule, ["labels", "env"], "unset") != params.env
 	msg := sprintf("alert <%s> in %s has env label %s, want %s", [rule.alert, k8s.name(obj), object.get(rule, ["labels", "env"], "unset"), params.env])
+}
+
+alerts_violations contains msg if {
+	some [obj, rule] in alert_rules
+	not rule.alert in params.value("rollback_alerts")
+	object.get(rule, ["labels", "rollback"], "unset") == "true"
+	msg := sprintf("alert <%s> in %s carries rollback: \"true\" but is not one of the rollback alerts %v", [rule.alert, k8s.name(obj), params.value("rollback_alerts")])
 }
 
 alerts_violations contains msg if {

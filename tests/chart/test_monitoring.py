@@ -82,10 +82,11 @@ def test_latency_slo_is_on_first_token_and_per_token_latency(repo_root: Path, he
     assert "vllm:inter_token_latency_seconds_bucket" in tpot and "vllm:time_per_output_token_seconds_bucket" in tpot
 
 
-def test_meta_alerts_and_burn_rates_never_trigger_rollback(repo_root: Path, helm_template: Template) -> None:
+def test_only_the_fast_burn_rate_alert_triggers_rollback(repo_root: Path, helm_template: Template) -> None:
     docs = helm_template(*env_files(repo_root, "prod"), env="prod")
     alerts = [r for r in _rules(docs) if "alert" in r]
-    assert [a["alert"] for a in alerts if a["labels"].get("rollback") == "true"] == ["LLMHighErrorRate"]
+    assert [a["alert"] for a in alerts if a["labels"].get("rollback") == "true"] == ["LLMErrorBudgetBurnFast"]
+    assert "rollback" not in _rule(docs, "LLMHighErrorRate")["labels"]
     absent = _rule(docs, "LLMRollbackSignalAbsent")
     assert absent["expr"] == 'absent(gateway_requests_total{namespace="llm-prod", pod=~"llm-service-.*"})'
     assert absent["labels"]["severity"] == "critical"
@@ -94,6 +95,39 @@ def test_meta_alerts_and_burn_rates_never_trigger_rollback(repo_root: Path, helm
     assert "ratio_rate5m" in fast["expr"] and "ratio_rate1h" in fast["expr"] and "14.4 * (1 - 0.995)" in fast["expr"]
     assert "ratio_rate30m" in slow["expr"] and "ratio_rate6h" in slow["expr"] and "6 * (1 - 0.995)" in slow["expr"]
     assert (fast["labels"]["severity"], slow["labels"]["severity"]) == ("critical", "warning")
+    assert fast["labels"] == {"severity": "critical", "rollback": "true", "env": "prod"}
+    assert fast["for"] == "30s" and slow["for"] == "15m"
+    assert "gateway_release_errors" in fast["expr"] and "gateway_release_errors" in slow["expr"]
+
+
+def test_burn_rate_ratios_are_per_release_and_count_only_the_release_s_errors(
+    repo_root: Path, helm_template: Template
+) -> None:
+    docs = helm_template(*env_files(repo_root, "prod"), env="prod")
+    for window in ("5m", "30m", "1h", "6h"):
+        num, den = _rule(docs, f"llm:gateway_release_errors:ratio_rate{window}")["expr"].split("\n/\n")
+        assert num.startswith("sum by (namespace, release) (") and den.startswith("sum by (namespace, release) (")
+        assert 'status=~"5..", cause="release"}' in num and f"[{window}]" in num
+        assert "cause" not in den  # every request of the release is the denominator
+    # The symptom ratio stays per namespace and counts every 5xx, whatever the cause.
+    symptom = _rule(docs, "llm:gateway_errors:ratio_rate5m")["expr"]
+    assert "cause" not in symptom and "sum by (namespace) (" in symptom
+
+
+def test_gateway_runs_with_the_pinned_release_id(repo_root: Path, helm_template: Template) -> None:
+    from ruamel.yaml import YAML
+
+    for env in ("dev", "staging", "prod"):
+        pins = YAML(typ="safe").load((repo_root / "environments" / env / "release.yaml").read_text())
+        docs = helm_template(*env_files(repo_root, env), env=env)
+        cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-gateway"))
+        assert cm["data"]["GATEWAY_RELEASE"] == pins["release"]["id"]
+
+
+@pytest.mark.parametrize("bad", ["2m", "5m", "1h", "90s"])
+def test_fast_burn_for_is_at_most_a_minute(helm_template: Template, bad: str) -> None:
+    with pytest.raises(Exception, match="fastBurnFor"):
+        helm_template(sets=(*MIN, f"monitoring.slo.fastBurnFor={bad}"))
 
 
 def test_selector_labels_on_servicemonitors_and_prometheusrule(helm_template: Template) -> None:

@@ -114,12 +114,14 @@ def _rule(docs: list[dict[str, Any]], alert: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("env", "threshold"), [("dev", "0.05"), ("staging", "0.02"), ("prod", "0.01")])
-def test_error_rate_alert_routes_to_rollback(
+def test_error_rate_alert_is_a_symptom_and_the_burn_rate_routes_to_rollback(
     repo_root: Path, helm_template: Template, env: str, threshold: str
 ) -> None:
-    rule = _rule(helm_template(*env_files(repo_root, env), env=env), "LLMHighErrorRate")
-    assert rule["labels"] == {"severity": "critical", "rollback": "true", "env": env}
+    docs = helm_template(*env_files(repo_root, env), env=env)
+    rule = _rule(docs, "LLMHighErrorRate")
+    assert rule["labels"] == {"severity": "critical", "env": env}
     assert rule["expr"].endswith(f"> {threshold}")
+    assert _rule(docs, "LLMErrorBudgetBurnFast")["labels"] == {"severity": "critical", "rollback": "true", "env": env}
 
 
 def test_every_alert_has_runbook_page(repo_root: Path, helm_template: Template) -> None:

@@ -17,7 +17,7 @@ def test_drill_rolls_back_a_bad_release_within_30s(tmp_path: Path) -> None:
         pytest.fail(f"missing tools {missing}: run `make tools`")
     report = run_drill(tmp_path, DrillConfig(timeout=120))
     assert report.ok, report.problems
-    assert report.git["alert"] == "LLMHighErrorRate" and report.git["frozen"]
+    assert report.git["alert"] == "LLMErrorBudgetBurnFast" and report.git["frozen"]
     assert report.git["pinned"] == "0.1.0+drill"
     assert report.timings["breach_to_revert"] <= 30
     assert report.traffic.get("200", 0) > 0

@@ -24,6 +24,7 @@ REPO = HERE.parent.parent
 ISSUER = "https://idp.test"
 AUDIENCE = "llm-gateway-test"
 HASH_KEY = "test-audit-hash-key-0123456789"
+RELEASE = "0.3.0+gtest123"
 
 RBAC: dict[str, Any] = {
     "tiers": {
@@ -155,6 +156,7 @@ def gateway_env(keys: Keys, rbac_file: Path, upstream_url: str, audit_log: Path,
         "GATEWAY_MAX_PROMPT_CHARS": "2000",
         "GATEWAY_MAX_N": "2",
         "GATEWAY_MAX_TOKENS": "512",
+        "GATEWAY_RELEASE": RELEASE,
     }
     env.update(extra)
     return env

@@ -43,6 +43,7 @@ def _config_error(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
         (None, {"GATEWAY_JWT_ALLOW_HS256": "true"}, "GATEWAY_JWT_HS256_SECRET"),
         (None, {"GATEWAY_MAX_N": "zero"}, "GATEWAY_MAX_N"),
         (None, {"GATEWAY_REDIS_URL": "http://x"}, "GATEWAY_REDIS_URL"),
+        (None, {"GATEWAY_RELEASE": "0.1.0 rm -rf"}, "GATEWAY_RELEASE"),
         (None, {"GATEWAY_RBAC_FILE": "/nonexistent.yaml"}, "GATEWAY_RBAC_FILE"),
         (None, {"GATEWAY_RBAC_FILE": "BAD_RBAC"}, "roles.user.tier"),
         (None, {"GATEWAY_JWT_JWKS": "BAD_JWKS"}, "GATEWAY_JWT_JWKS"),

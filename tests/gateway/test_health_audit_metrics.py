@@ -69,8 +69,9 @@ def test_metrics_exposed(gateway: Gateway, client: httpx.Client) -> None:
     client.post("/v1/chat/completions", json=chat_body(stream=True), headers=gateway.auth())
     text = client.get("/metrics").text
     for name in (
-        'gateway_requests_total{model="ok",route="/v1/chat/completions",status="200"}',
-        "gateway_request_duration_seconds_bucket",
+        # Every request carries the process's release; below 500 nobody is to blame (cause="none").
+        'gateway_requests_total{cause="none",model="ok",release="0.3.0+gtest123",route="/v1/chat/completions",status="200"}',
+        'gateway_request_duration_seconds_bucket{le="0.001",release="0.3.0+gtest123",route="/v1/chat/completions"}',
         "gateway_time_to_first_token_seconds_bucket",
         'gateway_prompt_tokens_total{model="ok"}',
         'gateway_completion_tokens_total{model="ok"}',
@@ -178,3 +179,17 @@ def test_model_label_values_stay_bounded_without_a_model_list(tmp_path: Path, ke
             assert 'model="unknown"' in metrics
         finally:
             proc.stop()
+
+
+def test_cause_label_is_bounded_and_blames_dependencies_apart() -> None:
+    from app.gateway import metrics
+
+    assert metrics.cause(200, None) == metrics.cause(429, "rate_limited") == "none"
+    assert metrics.cause(503, "jwks_unavailable") == "idp"
+    for status, error in ((500, "internal"), (502, "upstream_stream_error"), (503, "upstream_busy"), (504, None)):
+        assert metrics.cause(status, error) == "release"
+    assert {metrics.cause(s, e) for s in (200, 500, 503) for e in (None, "x", "jwks_unavailable")} <= {
+        "none",
+        "release",
+        "idp",
+    }

@@ -89,7 +89,13 @@ def test_refused_idp_fails_fast_with_503(tmp_path: Path, keys: Keys, rbac_file: 
                 _assert_unavailable(r)
         _assert_unavailable(c.get("/v1/models", headers=g.auth()))
         assert time.monotonic() - t0 < 5
-        assert 'gateway_auth_failures_total{reason="jwks_unavailable"}' in c.get("/metrics").text
+        metrics = c.get("/metrics").text
+        assert 'gateway_auth_failures_total{reason="jwks_unavailable"}' in metrics
+        # The IdP's outage is no reason to roll the release back: its own cause, never "release".
+        requests_5xx = [
+            ln for ln in metrics.splitlines() if ln.startswith("gateway_requests_total{") and 'status="503"' in ln
+        ]
+        assert requests_5xx and all('cause="idp"' in ln for ln in requests_5xx), requests_5xx
         assert any(a["status"] == 503 and a["error"] == "jwks_unavailable" for a in g.audit())
 
 

@@ -139,6 +139,9 @@ def test_midstream_error_event_counts_as_an_error(gateway: Gateway, client: http
     assert rec["status"] == 502 and rec["error"] == "upstream_stream_error"
     metrics = httpx.get(f"{gateway.url}/metrics").text
     assert any(
-        ln.startswith("gateway_requests_total{") and 'model="error-midstream"' in ln and 'status="502"' in ln
+        ln.startswith("gateway_requests_total{")
+        and 'model="error-midstream"' in ln
+        and 'status="502"' in ln
+        and 'cause="release"' in ln  # the model server failing is the release's fault
         for ln in metrics.splitlines()
     )

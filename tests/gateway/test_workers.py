@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Gateway, Keys, Upstream, chat_body, gateway_env, start_gateway
+from .conftest import RELEASE, Gateway, Keys, Upstream, chat_body, gateway_env, start_gateway
 
 CHAT = "/v1/chat/completions"
 
@@ -84,8 +84,11 @@ def test_metrics_aggregate_both_workers(two_workers: tuple[Gateway, Path]) -> No
     assert len(per_worker) == 2, per_worker  # one file per worker, nothing from the parent
     assert sum(per_worker.values()) == sent
 
-    route = (("route", CHAT),)
-    requests_key = ("gateway_requests_total", (("model", "ok"), ("route", CHAT), ("status", "200")))
+    route = (("release", RELEASE), ("route", CHAT))
+    requests_key = (
+        "gateway_requests_total",
+        (("cause", "none"), ("model", "ok"), ("release", RELEASE), ("route", CHAT), ("status", "200")),
+    )
     # A stream's bookkeeping finishes as its relay closes, just after the client saw the end.
     deadline = time.monotonic() + 5
     while _scrape(g.url).get(requests_key) != sent and time.monotonic() < deadline:

@@ -38,12 +38,12 @@ def matches(matcher: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
-def test_error_rate_alert_is_routed_to_the_controller(env: str) -> None:
+def test_fast_burn_rate_alert_is_routed_to_the_controller(env: str) -> None:
     # The manifests exactly as `render` validates them (the drill uses the same helper).
     docs = [d for d in YAML(typ="safe").load_all(chart_render.helm_template(REPO, env)) if d]
     rules = [r for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]]
     rollback_alerts = [r for r in rules if r.get("labels", {}).get("rollback") == "true"]
-    assert [r["alert"] for r in rollback_alerts] == ["LLMHighErrorRate"]
+    assert [r["alert"] for r in rollback_alerts] == ["LLMErrorBudgetBurnFast"]
     labels = rollback_alerts[0]["labels"]
     assert labels["env"] == env and labels["severity"] == "critical"
 
@@ -61,6 +61,9 @@ def test_error_rate_alert_is_routed_to_the_controller(env: str) -> None:
     assert all(matches(m, labels) for m in route["matchers"]), (route["matchers"], labels)
     # ...and a non-rollback alert of the same env must not be routed there.
     assert not all(matches(m, {**labels, "rollback": "false"}) for m in route["matchers"])
+    # ...nor the symptom alert (every 5xx, dependencies included).
+    symptom = next(r for r in rules if r.get("alert") == "LLMHighErrorRate")["labels"]
+    assert not all(matches(m, symptom) for m in route["matchers"])
     receiver = next(r for r in amc["spec"]["receivers"] if r["name"] == route["receiver"])
     webhook = receiver["webhookConfigs"][0]
     assert (
