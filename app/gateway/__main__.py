@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     try:
-        build_components(load_settings()).audit.close()  # fail fast, before any worker starts
+        settings = load_settings()
+        build_components(settings).audit.close()  # fail fast, before any worker starts
     except ConfigError as exc:
         sys.stderr.write(f"gateway: configuration error: {exc}\n")
         return 2
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             access_log=False,  # the audit log is the access log
             proxy_headers=False,  # client addresses are not used; skip the middleware
             log_level=args.log_level,
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
     finally:
         if multiproc_dir:

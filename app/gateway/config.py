@@ -95,6 +95,9 @@ class Settings(BaseSettings):
 
     # Readiness.
     ready_probe_interval: PositiveFloat = 5.0
+    # After SIGTERM, seconds in-flight requests and streams may take to finish (the chart sets the
+    # longest stream it lets a pod shutdown finish, scheduling.maxStreamSeconds).
+    shutdown_grace_seconds: PositiveInt = 10
     ready_probe_timeout: PositiveFloat = 10.0
     # Ready only if the last successful 1-token generation is younger than this.
     ready_max_age_seconds: PositiveFloat = 30.0
