@@ -19,7 +19,6 @@ import re
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from ruamel.yaml import YAML
 
 from pipeline.artifacts import chart_render
 from pipeline.controller.drill_timers import REQUEST_LABELS, ArgoSyncStandIn, alertmanager_timers, production_rules
+from pipeline.controller.drill_traffic import Traffic
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm
@@ -150,35 +150,6 @@ def _wait(what: str, cond: Callable[[], bool], deadline: float, step: float = 0.
             return time.monotonic()
         time.sleep(step)
     raise TimeoutError(f"timed out waiting for {what}")
-
-
-class Traffic(threading.Thread):
-    """Steady chat completions through the gateway; counts statuses per second."""
-
-    def __init__(self, url: str, token: str, model: str, rps: float) -> None:
-        super().__init__(name="drill-traffic", daemon=True)
-        # (gateway URL, token): the gateway of the release being served; the sync agent switches it.
-        self.target = (url, token)
-        self.model, self.period = model, 1.0 / rps
-        self.stop_event = threading.Event()
-        self.counts: dict[str, int] = {}
-        self.last_error_at = 0.0
-
-    def run(self) -> None:
-        body = {"model": self.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 4}
-        with httpx.Client(timeout=5) as client:
-            while not self.stop_event.is_set():
-                t0 = time.monotonic()
-                url, token = self.target
-                try:
-                    headers = {"Authorization": f"Bearer {token}"}
-                    code = str(client.post(f"{url}/v1/chat/completions", json=body, headers=headers).status_code)
-                except httpx.HTTPError:
-                    code = "transport"
-                self.counts[code] = self.counts.get(code, 0) + 1
-                if code.startswith("5") or code == "transport":
-                    self.last_error_at = time.monotonic()
-                self.stop_event.wait(max(0.0, self.period - (time.monotonic() - t0)))
 
 
 def _drill_release(n: int, bad: bool) -> Release:
