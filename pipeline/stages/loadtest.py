@@ -137,7 +137,39 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
         actor=args.actor,
         subject_digests=args.subject_digests,
     )
+    if opts.attach and not opts.target:
+        # The gate vouches for the env's release: run its images when they were built and pushed.
+        opts.pod, opts.fallback = env_release_pod(opts, ctx)
     return run(opts, ctx)
+
+
+def env_release_pod(opts: LoadtestOptions, ctx: RunContext) -> tuple[PodImages | None, str | None]:
+    """The chart's pod from the images of the release `opts.env` runs (GitOps pins, embedded registry):
+    the gateway by its pinned digest, the simulator image of the same build standing in for vLLM.
+    (None, why) when the release has no built images here or no engine can play pods."""
+    from pipeline.artifacts.images import IMAGES, image_tag
+    from pipeline.gitops import promotion as pm
+    from pipeline.gitops.repo import GitOpsError, GitOpsRepo, resolve_remote, work_dir_for
+    from pipeline.runtime import engine, registry
+
+    try:
+        repo = GitOpsRepo(resolve_remote(opts.gitops_repo, ctx.repo_root), work_dir_for(ctx.run_dir / "work", "pins"))
+        repo.sync()
+        rel = pm.read_release(repo, opts.env)
+    except (GitOpsError, pm.PromotionError, OSError) as exc:
+        return None, f"cannot read the release of {opts.env}: {exc}"
+    if rel is None or not rel.images_built:
+        return None, f"{opts.env} runs no release with built images"
+    status = engine.current()
+    if status.engine is None or not status.engine.can_play_pods:
+        return None, f"no engine here plays pods ({status.reason})"
+    reg = registry.status()
+    if reg is None:
+        return None, "the embedded registry that holds the release's images is not serving"
+    version = rel.id.split("+", 1)[0]
+    gateway = f"{reg.host}/{IMAGES['gateway'].repository}@{rel.gateway_digest}"
+    simulator = f"{reg.host}/{IMAGES['simulator'].repository}:{image_tag(f'{version}-g{rel.commit[:12]}')}"
+    return PodImages(gateway, simulator, "simulator", tls_verify=not reg.local), None
 
 
 def _gate_checks(gate: dict[str, Any]) -> list[Check]:
