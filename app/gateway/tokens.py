@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,19 @@ class DevKeys:
     jwks: Path
     kid: str
     alg: str
+
+    def mint(self, *, sub: str, roles: Sequence[str], issuer: str, audience: str, ttl_seconds: int) -> str:
+        """A token signed with this key pair."""
+        return mint_token(
+            self.private_key,
+            kid=self.kid,
+            alg=self.alg,
+            sub=sub,
+            roles=list(roles),
+            issuer=issuer,
+            audience=audience,
+            ttl_seconds=ttl_seconds,
+        )
 
 
 def _public_jwk(private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, kid: str, alg: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from app.gateway.tokens import DevKeys, mint_token, write_dev_keys
+from app.gateway.tokens import DevKeys, write_dev_keys
 from pipeline.artifacts.chart_render import helm_template
 from pipeline.runtime import pod as pods
 from pipeline.runtime.engine import Engine
@@ -51,16 +51,7 @@ class RunningPod:
     evidence: dict[str, Any] = field(default_factory=dict)
 
     def mint(self, sub: str = "smoke", roles: tuple[str, ...] = ("user",), ttl: int = 600) -> str:
-        return mint_token(
-            self.keys.private_key,
-            kid=self.keys.kid,
-            alg=self.keys.alg,
-            sub=sub,
-            roles=list(roles),
-            issuer=self.issuer,
-            audience=self.audience,
-            ttl_seconds=ttl,
-        )
+        return self.keys.mint(sub=sub, roles=roles, issuer=self.issuer, audience=self.audience, ttl_seconds=ttl)
 
 
 def _served_name(dep: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from app.gateway.tokens import DevKeys, mint_token, write_dev_keys
+from app.gateway.tokens import DevKeys, write_dev_keys
 from pipeline.runtime.contract import AUDIENCE, GATEWAY_SETTINGS, ISSUER
 from pipeline.runtime.procs import ManagedProcess, free_port, running
 
@@ -59,16 +59,7 @@ class Stack:
 
     def mint(self, sub: str = "local-user", roles: Sequence[str] = ("user",), ttl: int = 3600) -> str:
         """A token this stack's gateway accepts."""
-        return mint_token(
-            self.keys.private_key,
-            kid=self.keys.kid,
-            alg=self.keys.alg,
-            sub=sub,
-            roles=list(roles),
-            issuer=self.issuer,
-            audience=self.audience,
-            ttl_seconds=ttl,
-        )
+        return self.keys.mint(sub=sub, roles=roles, issuer=self.issuer, audience=self.audience, ttl_seconds=ttl)
 
 
 def gateway_settings(
