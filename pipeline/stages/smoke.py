@@ -140,14 +140,6 @@ def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> SmokeOption
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
     return run(
         SmokeOptions(
-            pod=pod_images(args.gateway_image, args.vllm_image, "vllm-cpu"),
-            env=args.env,
-            timeout=args.timeout,
-        ),
-        ctx,
-    )
-    return run(
-        SmokeOptions(
             server=args.server,
             target=args.target,
             model=args.model,
