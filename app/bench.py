@@ -8,7 +8,9 @@ high limits, audit log to a file: everything a production request pays for) with
 process (a minimal keep-alive HTTP/1.1 client on uvloop, so the generator costs as
 little CPU as possible) at fixed concurrency: unary chat completions and streams.
 The same comparison runs a second time against a static upstream (canned replies, next to no
-CPU), so its ratio and added latency measure the gateway alone.
+CPU), so its added latency and CPU per request are the gateway's alone. Each gateway run is made
+with both upstream clients in the same run (`h1`, the default, and `aiohttp`): the measured
+reason the default is what it is (app/gateway/h1.py).
 Prints the RPS ratio, the added p50/p99 latency and first-chunk latency for streams,
 and writes the numbers as JSON. Targets (2 cores, 16 concurrent): ratio >= 0.70,
 added p50 <= 1 ms, added p99 <= 5 ms.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -34,6 +38,7 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 TARGETS = {"rps_ratio": 0.70, "added_p50_ms": 1.0, "added_p99_ms": 5.0}
+WARMUP_SECONDS = 0.5  # per load-generator run: connections opened, caches warm
 
 
 # --------------------------------------------------------------------------- load generator
@@ -81,7 +86,7 @@ async def _load(
         head += f"Authorization: Bearer {token}\r\n"
     request = head.encode() + b"\r\n" + body
     # Warm-up (connections, caches), then the measured window.
-    for window, keep in ((1.0, False), (duration, True)):
+    for window, keep in ((WARMUP_SECONDS, False), (duration, True)):
         lat: list[float] = []
         first: list[float] = []
         errors: list[int] = []
@@ -254,6 +259,7 @@ def _tree_cpu_seconds(pid: int) -> float:
 def _run_load(
     url: str, body: Path, token: str | None, concurrency: int, duration: float, pids: dict[str, int]
 ) -> dict[str, Any]:
+    """One load-generator run; raw latencies, request count, seconds and CPU seconds per process."""
     argv = [sys.executable, "-m", "app.bench", "loadgen", "--url", url, "--path", "/v1/chat/completions"]
     raw = body.with_suffix(".result.json")
     argv += ["--body", str(body), "--concurrency", str(concurrency), "--duration", str(duration), "--out", str(raw)]
@@ -266,12 +272,42 @@ def _run_load(
     after = {name: _tree_cpu_seconds(pid) for name, pid in pids.items()}
     before["loadgen"] = lg0.ru_utime + lg0.ru_stime
     after["loadgen"] = lg1.ru_utime + lg1.ru_stime
-    out = _summary(json.loads(raw.read_text()))
-    # CPU per request is far less noisy than RPS on a shared machine (includes the 1 s warm-up).
-    total = out["requests"] * (1 + 1 / duration)
-    for name in before:
-        out[f"{name}_cpu_ms_per_request"] = (after[name] - before[name]) * 1000 / total if total else float("nan")
+    out: dict[str, Any] = json.loads(raw.read_text())
+    # CPU covers the warm-up too: counted as requests at the measured rate.
+    out["cpu_requests"] = out["requests"] * (1 + WARMUP_SECONDS / duration)
+    out["cpu"] = {name: after[name] - before[name] for name in before}
     return out
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Slices of one target (interleaved with the other targets) as one measurement."""
+    out = _summary(
+        {
+            "requests": sum(r["requests"] for r in runs),
+            "seconds": sum(r["seconds"] for r in runs),
+            "latency": [x for r in runs for x in r["latency"]],
+            "first_chunk": [x for r in runs for x in r["first_chunk"]],
+            "errors": [x for r in runs for x in r["errors"]],
+        }
+    )
+    total = sum(r["cpu_requests"] for r in runs)
+    for name in runs[0]["cpu"]:
+        cpu = sum(r["cpu"][name] for r in runs)
+        # CPU per request is far less noisy than RPS on a shared machine.
+        out[f"{name}_cpu_ms_per_request"] = cpu * 1000 / total if total else float("nan")
+    return out
+
+
+def _interleaved(
+    targets: dict[str, tuple[str, str | None, dict[str, int]]], body: Path, args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Every target in turn, `rounds` times (slices of duration/rounds): background load on a
+    shared machine then falls on all of them alike instead of on whichever ran during it."""
+    slices: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for _ in range(args.rounds):
+        for name, (url, token, pids) in targets.items():
+            slices[name].append(_run_load(url, body, token, args.concurrency, args.duration / args.rounds, pids))
+    return {name: _merge(runs) for name, runs in slices.items()}
 
 
 def _compare(direct: dict[str, Any], gw: dict[str, Any], stream: bool) -> dict[str, Any]:
@@ -286,6 +322,44 @@ def _compare(direct: dict[str, Any], gw: dict[str, Any], stream: bool) -> dict[s
     return cmp
 
 
+ALT_CLIENT = "aiohttp"  # the library client, measured beside the default in every run
+
+
+@contextlib.contextmanager
+def _alt_gateway(args: argparse.Namespace, work: Path, upstream_url: str, model: str) -> Iterator[Any]:
+    """A second gateway on the same upstream, with the other upstream client (or None)."""
+    if args.no_alt_client:
+        yield None
+        return
+    from pipeline.runtime.local_stack import local_stack
+
+    env = {"GATEWAY_UPSTREAM_CLIENT": ALT_CLIENT}
+    with local_stack(work, upstream_url=upstream_url, model=model, workers=args.workers, gateway_env=env) as alt:
+        yield alt
+
+
+def _kind(
+    args: argparse.Namespace, body: Path, stream: bool, upstream_url: str, upstream_pid: int, stack: Any, alt: Any
+) -> dict[str, Any]:
+    """Direct, through the gateway (default client) and through the alternative client, interleaved."""
+    targets: dict[str, tuple[str, str | None, dict[str, int]]] = {
+        "direct": (upstream_url, None, {"simulator": upstream_pid, "gateway": stack.gateway.pid}),
+        "gateway": (
+            stack.gateway_url,
+            stack.mint(sub="bench", ttl=3600),
+            {"simulator": upstream_pid, "gateway": stack.gateway.pid},
+        ),
+    }
+    if alt is not None:
+        pids = {"simulator": upstream_pid, "gateway": alt.gateway.pid}
+        targets[f"gateway_{ALT_CLIENT}"] = (alt.gateway_url, alt.mint(sub="bench", ttl=3600), pids)
+    out: dict[str, Any] = _interleaved(targets, body, args)
+    out["compare"] = _compare(out["direct"], out["gateway"], stream)
+    if alt is not None:
+        out[f"compare_{ALT_CLIENT}"] = _compare(out["direct"], out[f"gateway_{ALT_CLIENT}"], stream)
+    return out
+
+
 def bench_main(args: argparse.Namespace) -> int:
     from pipeline.runtime.local_stack import local_stack
 
@@ -297,6 +371,7 @@ def bench_main(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "concurrency": args.concurrency,
         "duration_seconds": args.duration,
+        "rounds": args.rounds,
         "max_tokens": args.max_tokens,
         "gateway_workers": args.workers,
         "cpus": os.cpu_count(),
@@ -309,17 +384,22 @@ def bench_main(args: argparse.Namespace) -> int:
         p.write_text(json.dumps({"model": model, "messages": msgs, "max_tokens": args.max_tokens, "stream": stream}))
         bodies[stream] = p
     audit_lines = 0
-    with local_stack(work, model=model, simulator_args=sim_args, workers=args.workers) as stack:
-        token = stack.mint(sub="bench", roles=("user",), ttl=3600)
+    with (
+        local_stack(work, model=model, simulator_args=sim_args, workers=args.workers) as stack,
+        _alt_gateway(args, work / "alt", stack.upstream_url, model) as alt,
+    ):
         assert stack.simulator is not None
-        pids = {"simulator": stack.simulator.pid, "gateway": stack.gateway.pid}
+        upstream_pid = stack.simulator.pid
         for stream in (False, True):
             kind = "stream" if stream else "unary"
-            log.info("%s: direct to the simulator, %d concurrent, %.0fs", kind, args.concurrency, args.duration)
-            direct = _run_load(stack.upstream_url, bodies[stream], None, args.concurrency, args.duration, pids)
-            log.info("%s: through the gateway", kind)
-            gw = _run_load(stack.gateway_url, bodies[stream], token, args.concurrency, args.duration, pids)
-            result[kind] = {"direct": direct, "gateway": gw, "compare": _compare(direct, gw, stream)}
+            log.info(
+                "%s: simulator direct, gateway (h1), gateway (%s): %d concurrent, %.0fs each",
+                kind,
+                ALT_CLIENT,
+                args.concurrency,
+                args.duration,
+            )
+            result[kind] = _kind(args, bodies[stream], stream, stack.upstream_url, upstream_pid, stack, alt)
         audit_lines += sum(1 for _ in stack.audit_log.open())
     if not args.no_static:
         # The static upstream: the same comparison with an upstream that costs ~nothing, so the
@@ -334,16 +414,12 @@ def bench_main(args: argparse.Namespace) -> int:
         with (
             running("static-upstream", argv, work / "static.log", ready_url=f"{static_url}/health") as static,
             local_stack(work / "static-stack", upstream_url=static_url, model=model, workers=args.workers) as stack,
+            _alt_gateway(args, work / "static-alt", static_url, model) as alt,
         ):
-            token = stack.mint(sub="bench", roles=("user",), ttl=3600)
-            pids = {"simulator": static.pid, "gateway": stack.gateway.pid}
             for stream in (False, True):
                 kind = "static_stream" if stream else "static_unary"
-                log.info("%s: direct to the static upstream", kind)
-                direct = _run_load(static_url, bodies[stream], None, args.concurrency, args.duration, pids)
-                log.info("%s: through the gateway", kind)
-                gw = _run_load(stack.gateway_url, bodies[stream], token, args.concurrency, args.duration, pids)
-                result[kind] = {"direct": direct, "gateway": gw, "compare": _compare(direct, gw, stream)}
+                log.info("%s: static upstream direct, gateway (h1), gateway (%s)", kind, ALT_CLIENT)
+                result[kind] = _kind(args, bodies[stream], stream, static_url, static.pid, stack, alt)
             audit_lines += sum(1 for _ in stack.audit_log.open())
     result["audit_lines"] = audit_lines
     u = result["unary"]["compare"]
@@ -364,10 +440,13 @@ def _print(r: dict[str, Any]) -> None:
     print(f"{'':13} {'target':8} {'RPS':>9} {'p50 ms':>8} {'p99 ms':>8} {'1st p50':>8} {'1st p99':>8} {'errors':>6}")
     kinds = [k for k in ("unary", "stream", "static_unary", "static_stream") if k in r]
     for kind in kinds:
-        for target in ("direct", "gateway"):
+        for target in ("direct", "gateway", f"gateway_{ALT_CLIENT}"):
+            if target not in r[kind]:
+                continue
             s = r[kind][target]
             fc = f"{s.get('first_chunk_p50_ms', float('nan')):8.2f} {s.get('first_chunk_p99_ms', float('nan')):8.2f}"
-            print(f"{kind:13} {target:8} {s['rps']:9.1f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {fc} {s['errors']:6d}")
+            label = target.replace("gateway_", "gw/")
+            print(f"{kind:13} {label:8} {s['rps']:9.1f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {fc} {s['errors']:6d}")
     for kind in kinds:
         c = r[kind]["compare"]
         line = f"{kind}: RPS ratio {c['rps_ratio']:.2f}, added p50 {c['added_p50_ms']:+.2f} ms, added p99 {c['added_p99_ms']:+.2f} ms"
@@ -381,6 +460,14 @@ def _print(r: dict[str, Any]) -> None:
         if "added_first_chunk_p50_ms" in c:
             line += f", added first-chunk p50 {c['added_first_chunk_p50_ms']:+.2f} ms / p99 {c['added_first_chunk_p99_ms']:+.2f} ms"
         print(line)
+        alt = r[kind].get(f"compare_{ALT_CLIENT}")
+        if alt is not None:
+            g2 = r[kind][f"gateway_{ALT_CLIENT}"]
+            print(
+                f"  with {ALT_CLIENT}: RPS ratio {alt['rps_ratio']:.2f}, added p50 {alt['added_p50_ms']:+.2f} ms, "
+                f"added p99 {alt['added_p99_ms']:+.2f} ms; gateway CPU/request {g2['gateway_cpu_ms_per_request']:.3f} ms "
+                f"(h1: {g['gateway_cpu_ms_per_request']:.3f} ms)"
+            )
     t = r["targets"]
     verdict = "MET" if r["meets_targets"] else "NOT met"
     print(
@@ -405,10 +492,14 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved slices per target (duration split)")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument("--out", type=Path, default=Path(".runs/bench/gateway.json"))
     parser.add_argument("--no-static", action="store_true", help="skip the static-upstream baseline")
+    parser.add_argument(
+        "--no-alt-client", action="store_true", help=f"skip the gateway runs with the {ALT_CLIENT} upstream client"
+    )
     args = parser.parse_args(argv)
     if args.cmd == "loadgen":
         return loadgen_main(args)

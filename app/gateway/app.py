@@ -6,7 +6,7 @@ Entry point for ASGI servers (one or several workers):
     gunicorn -k uvicorn.workers.UvicornWorker 'app.gateway.app:create_app()'
 
 The generation routes are raw ASGI endpoints dispatched before FastAPI's middleware and
-router (`GatewayApp`), the upstream hop is a pooled aiohttp session (`upstream.py`), and everything
+router (`GatewayApp`), the upstream hop is a keep-alive pool (`upstream.py`, `h1.py`), and everything
 derivable once (RBAC policies, JWKS keys, verified tokens, metric children) is cached;
 see docs/gateway.md ("Performance").
 """
@@ -24,7 +24,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -48,8 +47,10 @@ from app.gateway.upstream import (
     TRANSPORT_ERRORS,
     Upstream,
     UpstreamProtocolError,
+    UpstreamResponse,
     UpstreamTooLargeError,
     bad_upstream,
+    open_upstream,
     read_capped,
     upstream_error,
 )
@@ -207,7 +208,7 @@ class Gateway:
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        self.upstream = Upstream(self.s)
+        self.upstream = open_upstream(self.s)
         self.readiness = Readiness(self.s, self.upstream)
         self.readiness.start()
         jwks = self.c.auth.jwks
@@ -767,7 +768,7 @@ class StreamRelay:
     """Forwards complete SSE events as they arrive, reads usage on the way, and ends a
     broken stream with an error event. close() is idempotent and runs on every path."""
 
-    def __init__(self, gw: Gateway, ctx: Ctx, r: aiohttp.ClientResponse, strip_usage: bool) -> None:
+    def __init__(self, gw: Gateway, ctx: Ctx, r: UpstreamResponse, strip_usage: bool) -> None:
         self.gw = gw
         self.ctx = ctx
         self.r = r

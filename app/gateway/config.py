@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     # Upstream (vLLM or the simulator).
     upstream_url: str
+    # The HTTP client of the hop: `h1` (httptools-framed pool, the default: it meets the overhead
+    # targets of `make bench-gateway`) or `aiohttp` (the library client). Same conformance suite.
+    upstream_client: Literal["h1", "aiohttp"] = "h1"
     upstream_connect_timeout_seconds: PositiveFloat = 2.0
     # Per read: the whole reply for non-streaming requests, the gap between chunks for streams.
     upstream_read_timeout_seconds: PositiveFloat = 120.0

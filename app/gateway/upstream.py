@@ -1,38 +1,43 @@
-"""The pooled HTTP client to vLLM (aiohttp) and the mapping of its failures to 502/503/504.
+"""The upstream hop to vLLM: a pooled HTTP/1.1 client per worker, and the mapping of its failures to 502/503/504.
 
-Every upstream call (generation, health, model list, readiness probe) goes through one
-aiohttp session per worker, so the probe sees the same pool the traffic does. aiohttp, a
-maintained client, owns the HTTP/1.1 framing: interim 1xx replies are skipped, bytes after
-a complete message never become the next request's reply, and a POST is never retried
-once written (aiohttp retries only idempotent methods). What the gateway adds:
-
-- waiting for a pooled connection is bounded (`upstream_pool_timeout_seconds`, then 503);
-- replies are capped at `upstream_max_response_bytes` (then 502);
-- closing a response drops the connection, which aborts the request in vLLM.
+Two clients with one interface, chosen by `GATEWAY_UPSTREAM_CLIENT`:
+- `h1` (default): httptools-framed keep-alive pool (app/gateway/h1.py) — the measured reason it
+  is the default is in that module and in `make bench-gateway`, which runs both;
+- `aiohttp`: the maintained library client.
+Both pass the same conformance suite (tests/gateway/test_upstream_conformance.py): interim 1xx
+replies are skipped, bytes after a complete message never become the next request's reply, a
+POST is never re-sent once written, waiting for a pooled connection is bounded
+(`upstream_pool_timeout_seconds`, then 503), replies are capped at `upstream_max_response_bytes`
+(then 502), and closing a response drops the connection, which aborts the request in vLLM.
+Every upstream call (generation, health, model list, readiness probe) goes through the same pool,
+so the probe sees what traffic sees.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from app.gateway.config import Settings
 from app.gateway.errors import GatewayError
+from app.gateway.h1 import (
+    H1Pool,
+    UpstreamBusyError,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamReadTimeout,
+    UpstreamTooLargeError,
+)
 from app.gateway.metrics import UPSTREAM_ERRORS
 
+__all__ = ["TRANSPORT_ERRORS", "UpstreamProtocolError", "UpstreamTooLargeError", "open_upstream"]
+
 log = logging.getLogger(__name__)
-
-
-class UpstreamProtocolError(ConnectionError):
-    """The reply broke the protocol (stream without [DONE], reply too large) → 502."""
-
-
-class UpstreamTooLargeError(UpstreamProtocolError):
-    """The reply is larger than `upstream_max_response_bytes` → 502."""
 
 
 # Transport failures of this hop; everything else is a bug and stays a 500.
@@ -41,12 +46,12 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 def upstream_error(exc: BaseException) -> GatewayError:
     """Translate a transport failure into the status a client should see."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, UpstreamBusyError | aiohttp.ConnectionTimeoutError):
         # No connection within the pool wait (all busy) or the connect timeout.
         kind, err = "unavailable", GatewayError(503, "The model server is busy or unavailable.", code="upstream_busy")
-    elif isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    elif isinstance(exc, UpstreamReadTimeout | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         kind, err = "timeout", GatewayError(504, "The model server did not answer in time.", code="upstream_timeout")
-    elif isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
+    elif isinstance(exc, UpstreamConnectError | aiohttp.ClientConnectorError | ConnectionRefusedError):
         kind, err = "unavailable", GatewayError(503, "The model server is unavailable.", code="upstream_unavailable")
     elif isinstance(exc, UpstreamTooLargeError):
         kind, err = "too_large", GatewayError(502, "The model server's reply is too large.", code="upstream_error")
@@ -66,7 +71,7 @@ def bad_upstream(kind: str, message: str) -> GatewayError:
     return GatewayError(502, message, code="upstream_error", kind=f"upstream_{kind}")
 
 
-async def read_capped(r: aiohttp.ClientResponse, cap: int) -> bytes:
+async def read_capped(r: UpstreamResponse | aiohttp.ClientResponse, cap: int) -> bytes:
     """The whole body, or UpstreamTooLargeError as soon as it exceeds `cap` bytes."""
     if r.content_length is not None and r.content_length > cap:
         raise UpstreamTooLargeError(f"Content-Length {r.content_length} > {cap}")
@@ -98,8 +103,86 @@ class _Connector(aiohttp.TCPConnector):
             conn.close()
 
 
-class Upstream:
-    """One keep-alive pool per worker; create inside the running event loop (lifespan)."""
+class UpstreamResponse(Protocol):
+    """A streamed reply, as both clients return it."""
+
+    status: int
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def content(self) -> Any: ...  # .iter_any() / .readany()
+
+    def release(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Upstream(Protocol):
+    async def post(self, path: str, body: bytes, request_id: str) -> tuple[int, bytes]: ...
+
+    async def open_stream(self, path: str, body: bytes, request_id: str) -> UpstreamResponse: ...
+
+    async def request(
+        self, method: str, path: str, *, timeout_s: float, json_body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def open_upstream(settings: Settings) -> Upstream:
+    """The configured client; call inside the running event loop (lifespan)."""
+    if settings.upstream_client == "aiohttp":
+        return AiohttpUpstream(settings)
+    return H1Upstream(settings)
+
+
+class H1Upstream:
+    """The default client (app/gateway/h1.py); its errors are TRANSPORT_ERRORS like aiohttp's."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.pool = H1Pool(
+            settings.upstream_url,
+            limit=settings.upstream_max_connections,
+            connect_timeout=settings.upstream_connect_timeout_seconds,
+            read_timeout=settings.upstream_read_timeout_seconds,
+            pool_timeout=settings.upstream_pool_timeout_seconds,
+            keepalive=settings.upstream_keepalive_seconds,
+            max_response_bytes=settings.upstream_max_response_bytes,
+        )
+
+    async def post(self, path: str, body: bytes, request_id: str) -> tuple[int, bytes]:
+        try:
+            r = await self.pool.send(b"POST", path, body, {"X-Request-ID": request_id}, stream=False)
+        except TRANSPORT_ERRORS as exc:
+            raise upstream_error(exc) from None
+        content = await r.read()  # complete already: no wait
+        r.release()
+        return r.status, content
+
+    async def open_stream(self, path: str, body: bytes, request_id: str) -> UpstreamResponse:
+        try:
+            return await self.pool.send(b"POST", path, body, {"X-Request-ID": request_id}, stream=True)
+        except TRANSPORT_ERRORS as exc:
+            raise upstream_error(exc) from None
+
+    async def request(
+        self, method: str, path: str, *, timeout_s: float, json_body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        body = orjson.dumps(json_body) if json_body is not None else b""
+        async with asyncio.timeout(timeout_s):
+            r = await self.pool.send(method.encode(), path, body, headers, stream=False)
+        content = await r.read()
+        r.release()
+        return r.status, content
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+class AiohttpUpstream:
+    """The aiohttp client (`GATEWAY_UPSTREAM_CLIENT=aiohttp`): one session per worker."""
 
     def __init__(self, settings: Settings) -> None:
         self.base_url = settings.upstream_url
@@ -161,7 +244,7 @@ class Upstream:
         r.release()
         return r.status, content
 
-    async def open_stream(self, path: str, body: bytes, request_id: str) -> aiohttp.ClientResponse:
+    async def open_stream(self, path: str, body: bytes, request_id: str) -> UpstreamResponse:
         """Streaming POST: returns once headers arrived; the caller must close()/release() it."""
         try:
             return await self.session.post(

@@ -1,6 +1,7 @@
 """Upstream HTTP conformance: a misbehaving upstream (raw sockets, tests/gateway/raw_upstream.py)
 behind a real gateway process. No reply ever reaches a request other than its own, a POST that
-was written is never re-sent, the pool wait is bounded, oversized replies are capped."""
+was written is never re-sent, the pool wait is bounded, oversized replies are capped. Every case
+runs against both upstream clients (`GATEWAY_UPSTREAM_CLIENT`: h1, aiohttp)."""
 
 from __future__ import annotations
 
@@ -52,11 +53,27 @@ def _gateway(tmp: Path, keys: Keys, rbac_file: Path, raw: RawUpstream, name: str
         proc.stop()
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, keys: Keys, rbac_file: Path, raw: RawUpstream) -> Iterator[Gateway]:
+CLIENTS = ["h1", "aiohttp"]
+
+
+@pytest.fixture(scope="module", params=CLIENTS)
+def gw(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    keys: Keys,
+    rbac_file: Path,
+    raw: RawUpstream,
+) -> Iterator[Gateway]:
     # One upstream connection: every exchange reuses it, so a leftover reply would surface.
+    client = request.param
     yield from _gateway(
-        tmp_path_factory.mktemp("conf"), keys, rbac_file, raw, "gw-conformance", GATEWAY_UPSTREAM_MAX_CONNECTIONS="1"
+        tmp_path_factory.mktemp(f"conf-{client}"),
+        keys,
+        rbac_file,
+        raw,
+        f"gw-conformance-{client}",
+        GATEWAY_UPSTREAM_MAX_CONNECTIONS="1",
+        GATEWAY_UPSTREAM_CLIENT=client,
     )
 
 
@@ -160,13 +177,17 @@ def test_concurrent_mixed_traffic_gets_only_its_own_replies(gw: Gateway) -> None
             f.result(timeout=30)
 
 
-def test_pool_wait_is_bounded_then_503(tmp_path: Path, keys: Keys, rbac_file: Path, raw: RawUpstream) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_pool_wait_is_bounded_then_503(
+    client: str, tmp_path: Path, keys: Keys, rbac_file: Path, raw: RawUpstream
+) -> None:
     for g in _gateway(
         tmp_path,
         keys,
         rbac_file,
         raw,
-        "gw-pool",
+        f"gw-pool-{client}",
+        GATEWAY_UPSTREAM_CLIENT=client,
         GATEWAY_UPSTREAM_MAX_CONNECTIONS="2",
         GATEWAY_UPSTREAM_POOL_TIMEOUT_SECONDS="0.3",
     ):
