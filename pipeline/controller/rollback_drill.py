@@ -362,7 +362,14 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
             seen = bool(q.json()["data"]["result"])
             return seen and alert_state(prom_url, alerts) == "inactive"
 
-        _wait("a healthy baseline in Prometheus (v1)", healthy_baseline, deadline)
+        def no_baseline() -> str | None:
+            q = httpx.get(f"{prom_url}/api/v1/query", params={"query": "gateway_requests_total"}, timeout=5)
+            series = [r["metric"] for r in q.json()["data"]["result"]]
+            if series and not any("release" in m for m in series):
+                return "the gateway's series carry no `release` label: its image predates GATEWAY_RELEASE; rebuild"
+            return agent.error
+
+        _wait("a healthy baseline in Prometheus (v1)", healthy_baseline, deadline, why=no_baseline)
         progress(f"v1 {v1.id} healthy in {env}; promoting v2 {v2.id} (bad build)")
         report.marks["promote"] = time.monotonic()
         _promote(remote, v2, env, work / "promote-v2", "drill")
