@@ -63,12 +63,25 @@ class RenderError(RuntimeError):
     """helm template failed; the message carries helm's error."""
 
 
-def helm_template(root: Path, env: str, *, kube_version: str = validate.DEFAULT_KUBE_VERSION) -> str:
+def helm_template(
+    root: Path, env: str, *, kube_version: str = validate.DEFAULT_KUBE_VERSION, chart: Path | None = None
+) -> str:
     """env's manifests exactly as render checks them (raises RenderError with helm's message)."""
-    proc = run_capture(helm_template_argv(root, env, helm=require("helm"), kube_version=kube_version), cwd=root)
+    argv = helm_template_argv(root, env, helm=require("helm"), kube_version=kube_version, chart=chart)
+    proc = run_capture(argv, cwd=root)
     if proc.returncode != 0:
         raise RenderError(f"helm template {env}: {tail(proc.stderr or proc.stdout)}")
     return proc.stdout
+
+
+def helm_template_at(checkout: Path, env: str, commit: str, search_dirs: list[Path] | None = None) -> str:
+    """env as a GitOps checkout at `commit` renders it: its values and release pins, and the chart those
+    pins name (the checkout's charts/ when the versions match, else a packaged chart in search_dirs) —
+    what Argo CD deploys at that revision."""
+    pin = resolve_chart(checkout, env, search_dirs or [], [env], head=(commit, False))
+    if pin.chart is None:
+        raise RenderError(f"at {commit[:12]}: {pin.detail}")
+    return helm_template(checkout, env, chart=pin.chart)
 
 
 @dataclass(frozen=True)

@@ -102,22 +102,62 @@ def local_secret_values(dep: dict[str, Any], names: Sequence[str]) -> dict[str, 
     return values
 
 
-@contextlib.contextmanager
-def release_pod(
-    root: Path,
+@dataclass
+class PreparedPod:
+    """The env's rendered pod adapted to this machine (not played yet), with what it needs to run."""
+
+    local: pods.LocalPod
+    secrets: dict[str, dict[str, str]]
+    model: str
+    issuer: str
+    audience: str
+    keys: DevKeys
+    evidence: dict[str, Any]
+
+    def running(self, ready_s: float) -> RunningPod:
+        self.evidence["ready_s"] = round(ready_s, 1)
+        return RunningPod(
+            gateway_url=self.local.url(GATEWAY, "http"),
+            upstream_url=self.local.url(VLLM, "vllm"),
+            model=self.model,
+            issuer=self.issuer,
+            audience=self.audience,
+            keys=self.keys,
+            ready_seconds=ready_s,
+            evidence=self.evidence,
+        )
+
+
+def dev_keys(keys_dir: Path) -> DevKeys:
+    """Fresh dev keys under keys_dir/keys, the public JWKS alone in keys_dir/jwks/ (mounted into the pod)."""
+    keys = write_dev_keys(keys_dir / "keys")
+    jwks = keys_dir / "jwks"
+    jwks.mkdir(parents=True, exist_ok=True)
+    shutil.copy(keys.jwks, jwks / "jwks.json")  # only the public keys reach the pod
+    (jwks / "jwks.json").chmod(0o644)
+    jwks.chmod(0o755)
+    return keys
+
+
+def prepare(
+    rendered: str,
     env: str,
     images: PodImages,
-    engine: Engine,
     work_dir: Path,
     *,
+    keys: tuple[DevKeys, Path] | None = None,
+    ports: tuple[int, int] | None = None,
     model_dir: Path | None = None,
     rbac_yaml: str | None = None,
     simulator_args: Sequence[str] = (),
-    timeout: float = 300.0,
-    progress: Callable[[str], None] = lambda _m: None,
-) -> Iterator[RunningPod]:
-    """Render env, play its pod with the given images, yield once ready; the pod is always removed."""
-    manifests = pods.load_manifests(helm_template(root, env))
+    rename: tuple[str, str] | None = None,
+) -> PreparedPod:
+    """The rendered env (`helm template` output) as this machine plays it; every change recorded.
+
+    keys: (dev keys, the directory `dev_keys` wrote them to) made earlier, so a pod replaced in place
+    keeps accepting the same tokens (default: fresh ones under work_dir); ports: (gateway, vLLM) host ports to publish on (default: free ones).
+    """
+    manifests = pods.load_manifests(rendered)
     dep = next((d for d in manifests if d.get("kind") == "Deployment"), None)
     if dep is None:
         raise pods.PodFailed(f"env {env}: no Deployment rendered")
@@ -135,15 +175,9 @@ def release_pod(
     gateway_cm = next((d for d in manifests if d.get("kind") == "ConfigMap" and d["metadata"]["name"] == cm_name), {})
     data = gateway_cm.get("data") or {}
     issuer, audience = str(data.get("GATEWAY_JWT_ISSUER", "")), str(data.get("GATEWAY_JWT_AUDIENCE", ""))
-    keys = write_dev_keys(work_dir / "keys")
-    jwks = work_dir / "jwks"
-    jwks.mkdir(parents=True, exist_ok=True)
-    shutil.copy(keys.jwks, jwks / "jwks.json")  # only the public keys reach the pod
-    (jwks / "jwks.json").chmod(0o644)
-    jwks.chmod(0o755)
-    vllm_port = free_port()
-    gw_port = free_port()
-    host_paths: dict[str, Path] = {"gateway-jwks": jwks}
+    dev, keys_dir = keys or (dev_keys(work_dir), work_dir)
+    gw_port, vllm_port = ports or (free_port(), free_port())
+    host_paths: dict[str, Path] = {"gateway-jwks": keys_dir / "jwks"}
     overrides = {
         GATEWAY: pods.ContainerOverride(
             mounts={"gateway-jwks": JWKS_DIR}, why="dev JWKS (the env's IdP is unreachable)"
@@ -182,6 +216,7 @@ def release_pod(
         host_paths=host_paths,
         config_data=config_data,
         memory_dirs=work_dir / "memory-volumes",
+        rename=rename,
     )
     evidence: dict[str, Any] = {
         "env": env,
@@ -195,23 +230,51 @@ def release_pod(
     local.substitutions += [
         f"secret {n}: random local values for {', '.join(sorted(v))}" for n, v in secret_values.items()
     ]
+    return PreparedPod(local, secret_values, served, issuer, audience, dev, evidence)
+
+
+@contextlib.contextmanager
+def release_pod(
+    root: Path,
+    env: str,
+    images: PodImages,
+    engine: Engine,
+    work_dir: Path,
+    *,
+    model_dir: Path | None = None,
+    rbac_yaml: str | None = None,
+    simulator_args: Sequence[str] = (),
+    timeout: float = 300.0,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> Iterator[RunningPod]:
+    """Render env, play its pod with the given images, yield once ready; the pod is always removed."""
+    prepared = prepare(
+        helm_template(root, env),
+        env,
+        images,
+        work_dir,
+        model_dir=model_dir,
+        rbac_yaml=rbac_yaml,
+        simulator_args=simulator_args,
+    )
     with pods.played(
         engine,
-        local,
+        prepared.local,
         work_dir,
-        secrets=secret_values,
+        secrets=prepared.secrets,
         timeout=timeout,
         tls_verify=images.tls_verify,
         progress=progress,
     ) as ready_s:
-        evidence["ready_s"] = round(ready_s, 1)
-        yield RunningPod(
-            gateway_url=local.url(GATEWAY, "http"),
-            upstream_url=local.url(VLLM, "vllm"),
-            model=served,
-            issuer=issuer,
-            audience=audience,
-            keys=keys,
-            ready_seconds=ready_s,
-            evidence=evidence,
-        )
+        yield prepared.running(ready_s)
+
+
+def pod_images_for(gateway_digest: str, release_id: str, commit: str, registry_host: str, local: bool) -> PodImages:
+    """A built release's pod images in a registry: the gateway by its pinned digest, the simulator image
+    of the same build (tagged `<version>-g<commit>`, as build pushes it) standing in for vLLM."""
+    from pipeline.artifacts.images import IMAGES, image_tag
+
+    version = release_id.split("+", 1)[0]
+    gateway = f"{registry_host}/{IMAGES['gateway'].repository}@{gateway_digest}"
+    simulator = f"{registry_host}/{IMAGES['simulator'].repository}:{image_tag(f'{version}-g{commit[:12]}')}"
+    return PodImages(gateway, simulator, "simulator", tls_verify=not local)

@@ -7,8 +7,10 @@ import json
 import logging
 from dataclasses import asdict
 
+from pipeline.controller.drill_pods import DrillImages
 from pipeline.controller.rollback_drill import DrillConfig, DrillReport, run_drill
 from pipeline.core.context import RunContext
+from pipeline.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +28,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the chart's rules, scrape/eval intervals and Alertmanager timers unmodified; Argo CD polls every 3 min",
     )
+    parser.add_argument(
+        "--images-from",
+        default="dev",
+        metavar="ENV",
+        help="deploy pods of the images the release ENV runs in the GitOps repo (built and pushed by `make ci`)",
+    )
+    parser.add_argument(
+        "--gitops-repo", help="GitOps remote to read --images-from (default: $PIPELINE_GITOPS_REPO or local)"
+    )
+    parser.add_argument("--processes", action="store_true", help="gateway + simulator processes instead of pods")
+
+
+def drill_images(args: argparse.Namespace, ctx: RunContext) -> tuple[DrillImages | None, Engine | None, str]:
+    """The built images and engine the drill's pods need, or why it runs processes."""
+    from pipeline.controller.drill_pods import find_images
+    from pipeline.gitops.repo import resolve_remote, work_dir_for
+    from pipeline.runtime import engine, registry
+
+    if args.processes:
+        return None, None, "--processes"
+    status = engine.current()
+    reg = registry.status()
+    remote = resolve_remote(args.gitops_repo, ctx.repo_root)
+    images, why = find_images(
+        remote,
+        args.images_from,
+        work_dir_for(ctx.run_dir / "work", "pins"),
+        status.engine,
+        status.reason,
+        (reg.host, reg.local) if reg else None,
+    )
+    return images, status.engine if images else None, why
 
 
 def main(args: argparse.Namespace, ctx: RunContext) -> int:
     timeout = args.timeout or (900.0 if args.production_timers else 120.0)
+    images, engine, why = drill_images(args, ctx)
     cfg = DrillConfig(
-        env=args.env, window=args.window, error_rate=args.error_rate, timeout=timeout, production=args.production_timers
+        env=args.env,
+        window=args.window,
+        error_rate=args.error_rate,
+        timeout=timeout,
+        production=args.production_timers,
+        images=images,
+        engine=engine,
+        processes_because=why,
     )
     try:
         report = run_drill(ctx.run_dir / "drill", cfg, progress=ctx.progress)
@@ -48,6 +90,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
     ctx.console.print(f"  {'breach → revert':24} {t['breach_to_revert']:6.1f} s  (target ≤ 30 s)")
     ctx.console.print(f"  {'breach → recovered':24} {t['breach_to_recovered']:6.1f} s")
     ctx.console.print(f"  {'recovered → resolved':24} {t['recovered_to_resolved']:6.1f} s")
+    _print_deploy(ctx, report)
     ctx.console.print(f"  traffic: {report.traffic}")
     ctx.console.print(f"  git: {report.git['subject']} — reason: {report.git['reason']}; frozen={report.git['frozen']}")
     ctx.console.print("[bold]production timers[/bold] (from the charts)")
@@ -77,9 +120,27 @@ def _print_production(ctx: RunContext, report: DrillReport) -> int:
     )
     for label, key in steps:
         ctx.console.print(f"  {label:26} {t[key]:7.1f} s" + ("  (target ≤ 120 s)" if key == "breach_to_revert" else ""))
+    _print_deploy(ctx, report)
     ctx.console.print(f"  traffic: {report.traffic}")
     ctx.console.print(f"  git: {report.git['subject']} — reason: {report.git['reason']}; frozen={report.git['frozen']}")
     for p in report.problems:
         ctx.console.print(f"[red]  problem: {p}[/red]")
     ctx.console.print("[bold green]drill: PASSED[/]" if report.ok else "[bold red]drill: FAILED[/]")
     return 0 if report.ok else 1
+
+
+def _print_deploy(ctx: RunContext, report: DrillReport) -> None:
+    """What the sync agent deployed: each pod played (spec digest, replace time, traffic gap), or processes."""
+    ctx.console.print(f"[bold]deployed as {report.deploy}[/bold]")
+    for sub in report.substitutions:
+        ctx.console.print(f"  substitution: {sub}")
+    for play in report.plays:
+        gap = f", traffic gap {play['traffic_gap_s']:.1f} s {play['traffic_in_gap']}" if "traffic_gap_s" in play else ""
+        ctx.console.print(
+            f"  {play['release']:18} at {play['commit'][:12]}: pod spec {play['spec_digest'][:19]}…, "
+            f"kube play --replace → ready {play['seconds']:.1f} s{gap}"
+        )
+    if report.plays:
+        ctx.console.print(f"  pod substitutions ({len(report.plays[0]['substitutions'])}, drill.json has each play's):")
+        for sub in report.plays[-2]["substitutions"] if len(report.plays) > 1 else report.plays[0]["substitutions"]:
+            ctx.console.print(f"    {sub}")

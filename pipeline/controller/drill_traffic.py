@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -9,7 +10,7 @@ import httpx
 
 
 class Traffic(threading.Thread):
-    """Steady chat completions through the gateway; counts statuses per second."""
+    """Steady chat completions through the gateway; counts statuses, keeps when each answer came."""
 
     def __init__(self, url: str, token: str, model: str, rps: float) -> None:
         super().__init__(name="drill-traffic", daemon=True)
@@ -19,6 +20,7 @@ class Traffic(threading.Thread):
         self.stop_event = threading.Event()
         self.counts: dict[str, int] = {}
         self.last_error_at = 0.0
+        self.answers: list[tuple[float, str]] = []  # (time.monotonic() when it finished, status or "transport")
 
     def run(self) -> None:
         body = {"model": self.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 4}
@@ -32,6 +34,22 @@ class Traffic(threading.Thread):
                 except httpx.HTTPError:
                     code = "transport"
                 self.counts[code] = self.counts.get(code, 0) + 1
+                self.answers.append((time.monotonic(), code))
                 if code.startswith("5") or code == "transport":
                     self.last_error_at = time.monotonic()
                 self.stop_event.wait(max(0.0, self.period - (time.monotonic() - t0)))
+
+
+def longest_gap(answers: list[tuple[float, str]], start: float, end: float) -> tuple[float, dict[str, int]]:
+    """The longest time without a successful (200) answer around [start, end] (a pod replacement):
+    from the last 200 before the interruption to the first 200 after it, and what came back in it."""
+    ok = [t for t, code in answers if code == "200"]
+    best, span = 0.0, (start, start)
+    for prev, nxt in itertools.pairwise(ok):
+        if nxt >= start and prev <= end and nxt - prev > best:
+            best, span = nxt - prev, (prev, nxt)
+    seen: dict[str, int] = {}
+    for t, code in answers:
+        if span[0] < t < span[1]:
+            seen[code] = seen.get(code, 0) + 1
+    return best, seen

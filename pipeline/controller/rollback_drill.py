@@ -1,11 +1,15 @@
 """The rollback drill: a bad release is promoted, the real alert fires, git is reverted, errors stop.
 
-Everything is real except the cluster: Prometheus and Alertmanager (Debian packages), the
-gateway and the vLLM-compatible simulator (pipeline.runtime.local_stack), the rollback controller (its own
-process, talking HTTP), a local GitOps remote, and pipeline.gitops.sync_agent standing in for Argo CD.
-The alert's expression and labels come from the chart's PrometheusRule (helm template), with
-only the time windows shortened; the Alertmanager route matchers come from the
-rollback-controller chart's values, so the drill fails if they stop lining up.
+Everything is real except the cluster: Prometheus and Alertmanager (Debian packages), the rollback
+controller (its own process, talking HTTP), a local GitOps remote, and pipeline.gitops.sync_agent
+standing in for Argo CD. With an engine and built images (DrillConfig.images) the agent deploys each
+GitOps revision as a pod (pipeline.controller.drill_pods: the env rendered at that commit, the loadtest
+local profile, `podman kube play --replace`), so the revert replays the good release's pod; otherwise
+the gateway and simulator run as processes from the working tree (pipeline.runtime.local_stack), and
+the report says so as a substitution. The alert's expression and labels come from the chart's
+PrometheusRule (helm template), with only the time windows shortened; the Alertmanager route matchers
+come from the rollback-controller chart's values (drill_monitoring), so the drill fails if they stop
+lining up.
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ import json
 import logging
 import re
 import secrets
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,8 @@ import httpx
 from ruamel.yaml import YAML
 
 from pipeline.artifacts import chart_render
+from pipeline.controller.drill_monitoring import ALERT, alert_state, monitoring
+from pipeline.controller.drill_pods import DrillImages, PodDeployment, check_plays, gateway_token, rbac_yaml
 from pipeline.controller.drill_timers import REQUEST_LABELS, ArgoSyncStandIn, alertmanager_timers, production_rules
 from pipeline.controller.drill_traffic import Traffic
 from pipeline.core.context import RunContext
@@ -37,14 +42,14 @@ from pipeline.gitops import promotion as pm
 from pipeline.gitops.evidence import gate_key
 from pipeline.gitops.release import Release
 from pipeline.gitops.repo import GitOpsRepo, ensure_local_remote
-from pipeline.gitops.sync_agent import SyncAgent, simulator_applier
+from pipeline.gitops.sync_agent import Revision, SyncAgent, simulator_applier
+from pipeline.runtime import pod as pods
+from pipeline.runtime.engine import Engine
 from pipeline.runtime.procs import free_port, running
-from pipeline.runtime.tools import REPO_ROOT, require
+from pipeline.runtime.tools import REPO_ROOT
 
 log = logging.getLogger(__name__)
-
-# The chart's rollback trigger (the alert labelled rollback="true"; chart_alert_rules finds it by label).
-ALERT = "LLMErrorBudgetBurnFast"
+__all__ = ["ALERT", "DrillConfig", "DrillReport", "chart_alert_rules", "run_drill"]
 
 
 @dataclass
@@ -61,6 +66,12 @@ class DrillConfig:
     # controller chart's Alertmanager timers, Argo CD's 3-minute polling; the controller's sync
     # request (to a stand-in of Argo CD's API) is what restores the old release.
     production: bool = False
+    # Pods: built images and an engine that plays them (the drill command finds them, tests build them).
+    # Without both the drill runs processes and records why (`processes_because`).
+    images: DrillImages | None = None
+    engine: Engine | None = None
+    processes_because: str = "no built images were given to the drill"
+    pod_timeout: float = 120.0  # per play: `kube play --replace` until every readinessProbe passes
 
 
 @dataclass
@@ -72,6 +83,11 @@ class DrillReport:
     git: dict[str, Any] = field(default_factory=dict)
     traffic: dict[str, int] = field(default_factory=dict)
     production: dict[str, str] = field(default_factory=dict)
+    deploy: str = "processes"  # "pods" | "processes"
+    substitutions: list[str] = field(default_factory=list)
+    # Pods: one record per revision the agent applied (release, GitOps commit, pod spec digest, seconds,
+    # the longest traffic gap around it, substitutions).
+    plays: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _yaml_all(text: str) -> list[Any]:
@@ -119,12 +135,6 @@ def chart_alert_rules(env: str, cfg: DrillConfig) -> tuple[dict[str, Any], str, 
     return drill_rules, str(alert["alert"]), target_labels
 
 
-def route_matchers() -> list[dict[str, str]]:
-    """The AlertmanagerConfig route matchers of charts/rollback-controller (values.yaml)."""
-    values = YAML(typ="safe").load((REPO_ROOT / "charts" / "rollback-controller" / "values.yaml").read_text())
-    return list(values["alertmanagerConfig"]["matchers"])
-
-
 def production_timers(env: str) -> dict[str, str]:
     """What the production settings of the charts give, for the report."""
     y = YAML(typ="safe")
@@ -144,33 +154,41 @@ def production_timers(env: str) -> dict[str, str]:
     }
 
 
-def _wait(what: str, cond: Callable[[], bool], deadline: float, step: float = 0.2) -> float:
+def _wait(
+    what: str, cond: Callable[[], bool], deadline: float, step: float = 0.2, why: Callable[[], str | None] | None = None
+) -> float:
     while time.monotonic() < deadline:
         if cond():
             return time.monotonic()
         time.sleep(step)
-    raise TimeoutError(f"timed out waiting for {what}")
+    cause = why() if why else None
+    raise TimeoutError(f"timed out waiting for {what}" + (f" (last error: {cause})" if cause else ""))
 
 
-def _drill_release(n: int, bad: bool) -> Release:
+def _drill_release(n: int, bad: bool, images: DrillImages | None = None) -> Release:
+    """Release n of the drill. With built images both pin them (the bad build is what its pod carries:
+    the simulator's fault flags, drill_pods); without, synthetic digests (the simulator's fault profile)."""
+
     def h(s: str) -> str:
         return "sha256:" + hashlib.sha256(s.encode()).hexdigest()
 
     return Release(
         id=f"0.{n}.0+drill{'-bad' if bad else ''}",
-        commit=hashlib.sha1(f"drill{n}".encode()).hexdigest(),  # noqa: S324 - an id, not security
+        commit=images.commit if images else hashlib.sha1(f"drill{n}".encode()).hexdigest(),  # noqa: S324 - an id
         chart_version="0.1.0",
-        gateway_digest=h(f"drill-gateway-{n}"),
-        vllm_digest=h(f"drill-vllm-{n}"),
+        gateway_digest=images.gateway_digest if images else h(f"drill-gateway-{n}"),
+        vllm_digest=images.vllm_digest if images else h(f"drill-vllm-{n}"),
         model_revision="drill",
-        images_built=False,
+        images_built=images is not None,
     )
 
 
 def _evidence(rel: Release) -> dict[str, StageResult]:
     # Drill releases are synthetic; their gates are marked as such (subject kind "drill-synthetic"),
     # including the staging SLO gate a drill of prod needs (in real life: `loadtest --env staging --attach`).
+    # The digests are asserted by the drill (it plays those images; its gates are not real runs).
     subject = {"kind": "drill-synthetic", "release_id": rel.id, "commit": rel.commit}
+    subject.update(gateway_digest=rel.gateway_digest, vllm_digest=rel.vllm_digest)
 
     def gate(stage: str, env: str | None = None) -> StageResult:
         evidence: dict[str, object] = {"subject": subject, **({"env": env} if env else {})}
@@ -208,94 +226,6 @@ def _promote(remote: str, rel: Release, env: str, work: Path, actor: str) -> Non
                 raise RuntimeError(f"drill: promote {rel.id} to {target} refused: {[c.detail for c in r.checks]}")
 
 
-@contextlib.contextmanager
-def _monitoring(
-    work: Path,
-    rules: dict[str, Any],
-    gateway_targets: list[str],
-    target_labels: dict[str, str],
-    webhook_url: str,
-    token_file: Path,
-    scrape_interval: str = "1s",
-    eval_interval: str = "1s",
-    am_timers: dict[str, str] | None = None,
-) -> Iterator[tuple[str, str]]:
-    """Real Alertmanager + Prometheus on free loopback ports; stopped by PID on exit."""
-    timers = am_timers or {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}
-    y = YAML(typ="safe")
-    y.default_flow_style = False
-    am_port, prom_port = free_port(), free_port()
-    matchers = [f'{m["name"]}{m.get("matchType", "=")}"{m["value"]}"' for m in route_matchers()]
-    am_cfg = {
-        "route": {
-            "receiver": "blackhole",
-            "routes": [
-                {
-                    "receiver": "rollback-controller",
-                    "matchers": matchers,
-                    "group_by": ["alertname", "env"],
-                    "group_wait": timers["group_wait"],
-                    "group_interval": timers["group_interval"],
-                    "repeat_interval": timers["repeat_interval"],
-                }
-            ],
-        },
-        "receivers": [
-            {"name": "blackhole"},
-            {
-                "name": "rollback-controller",
-                "webhook_configs": [
-                    {
-                        "url": webhook_url,
-                        "send_resolved": True,
-                        "http_config": {"authorization": {"type": "Bearer", "credentials_file": str(token_file)}},
-                    }
-                ],
-            },
-        ],
-    }
-    with (work / "alertmanager.yml").open("w") as fh:
-        y.dump(am_cfg, fh)
-    with (work / "rules.yml").open("w") as fh:
-        y.dump(rules, fh)
-    prom_cfg = {
-        "global": {"scrape_interval": scrape_interval, "evaluation_interval": eval_interval},
-        "rule_files": [str(work / "rules.yml")],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [
-            {"job_name": "gateway", "static_configs": [{"targets": gateway_targets, "labels": target_labels}]}
-        ],
-    }
-    with (work / "prometheus.yml").open("w") as fh:
-        y.dump(prom_cfg, fh)
-    subprocess.run([require("promtool"), "check", "rules", str(work / "rules.yml")], check=True, capture_output=True)
-    am_argv = [
-        require("prometheus-alertmanager"),
-        f"--config.file={work / 'alertmanager.yml'}",
-        f"--storage.path={work / 'am-data'}",
-        f"--web.listen-address=127.0.0.1:{am_port}",
-        "--cluster.listen-address=",
-    ]
-    prom_argv = [
-        require("prometheus"),
-        f"--config.file={work / 'prometheus.yml'}",
-        f"--storage.tsdb.path={work / 'prom-data'}",
-        f"--web.listen-address=127.0.0.1:{prom_port}",
-    ]
-    am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
-    with (
-        running("alertmanager", am_argv, work / "logs" / "alertmanager.log", ready_url=f"{am_url}/-/ready"),
-        running("prometheus", prom_argv, work / "logs" / "prometheus.log", ready_url=f"{prom_url}/-/ready"),
-    ):
-        yield prom_url, am_url
-
-
-def _alert_state(prom_url: str, alerts: tuple[str, ...] = (ALERT,)) -> str:
-    r = httpx.get(f"{prom_url}/api/v1/alerts", timeout=5).json()
-    states = [a["state"] for a in r["data"]["alerts"] if a["labels"].get("alertname") in alerts]
-    return "firing" if "firing" in states else ("pending" if states else "inactive")
-
-
 def _audit(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -308,7 +238,7 @@ def _mono(wall: float) -> float:
 
 
 def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = log.info) -> DrillReport:
-    from pipeline.runtime.local_stack import local_stack  # the gateway stream's module; imported late (heavier)
+    from pipeline.runtime.local_stack import default_rbac, local_stack  # the gateway's module: imported late
 
     # One line per request would drown the drill's own progress.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -316,7 +246,7 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
     work.mkdir(parents=True, exist_ok=True)
     env = cfg.env
     remote = str(ensure_local_remote(work / "gitops.git", REPO_ROOT))
-    v1, v2 = _drill_release(1, bad=False), _drill_release(2, bad=True)
+    v1, v2 = _drill_release(1, False, cfg.images), _drill_release(2, True, cfg.images)
     profiles = {v2.vllm_digest: {"error_rate": cfg.error_rate, "error_status": 500}}
     timers: dict[str, Any] = {}
     if cfg.production:
@@ -365,31 +295,59 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
                 ready_url=f"http://127.0.0.1:{ctl_port}/healthz", env=ctl_env, cwd=REPO_ROOT,
             )
         )  # fmt: skip
-        # One gateway per release, as a rollout replaces the pods: each runs with GATEWAY_RELEASE of
-        # its release (the chart's release.id), so its series carry that `release` label; both share
-        # the simulator (v2's vLLM digest is its fault profile). The sync agent moves traffic over.
-        app = stack.enter_context(local_stack(work / "stack", gateway_env={"GATEWAY_RELEASE": v1.id}))
-        app2 = stack.enter_context(
-            local_stack(work / "stack-v2", upstream_url=app.upstream_url, gateway_env={"GATEWAY_RELEASE": v2.id})
-        )
-        gateways = {v1.id: (app.gateway_url, app.mint()), v2.id: (app2.gateway_url, app2.mint())}
-        targets = [url.removeprefix("http://") for url, _ in gateways.values()]
         webhook = f"http://127.0.0.1:{ctl_port}/webhook"
-        prom_url, _ = stack.enter_context(
-            _monitoring(work, rules, targets, target_labels, webhook, token_file, **timers)
-        )
-        traffic = Traffic(*gateways[v1.id], app.model, cfg.rps)
-        simulate = simulator_applier(app.upstream_url, profiles)
+        agent_work = work / "sync-agent"
+        interval = 180.0 if cfg.production else 0.25  # production: Argo CD polls git every 3 minutes
+        deploy: PodDeployment | None = None
+        pod_timings: dict[str, float] = {}
+        if cfg.images is not None and cfg.engine is not None:
+            report.deploy = "pods"
+            stack.enter_context(pods.signals_raise())  # SIGTERM too tears the pod down (deploy.close)
+            fault = ["--error-rate", f"{cfg.error_rate:g}", "--error-status", "500"]
+            deploy = PodDeployment(
+                cfg.engine, cfg.images, env, work / "pods", faults={v2.id: fault},
+                rbac=rbac_yaml(default_rbac("*")), timeout=cfg.pod_timeout, progress=progress,
+            )  # fmt: skip
+            stack.callback(deploy.close)  # after the agent stops (callbacks run last-in first-out)
+            targets = [deploy.gateway_url.removeprefix("http://")]
+            report.substitutions.append(
+                f"images: {cfg.images.source} ({cfg.images.pod.gateway}, {cfg.images.pod.vllm})"
+            )
+            prom_url, _ = stack.enter_context(
+                monitoring(work, rules, targets, target_labels, webhook, token_file, **timers)
+            )
+            agent = SyncAgent(remote, env, agent_work, deploy, interval=interval)
+            agents.append(agent.start())  # plays v1's pod
+            stack.callback(agent.stop)
+            assert deploy.current is not None
+            ttl = int(cfg.timeout) + 600
+            traffic = Traffic(deploy.gateway_url, gateway_token(deploy.current, ttl), deploy.current.model, cfg.rps)
+        else:
+            report.substitutions.append(f"processes instead of pods: {cfg.processes_because}")
+            progress(f"processes instead of pods: {cfg.processes_because}")
+            # One gateway per release, as a rollout replaces the pods: each runs with GATEWAY_RELEASE of
+            # its release (the chart's release.id), so its series carry that `release` label; both share
+            # the simulator (v2's vLLM digest is its fault profile). The sync agent moves traffic over.
+            app = stack.enter_context(local_stack(work / "stack", gateway_env={"GATEWAY_RELEASE": v1.id}))
+            app2 = stack.enter_context(
+                local_stack(work / "stack-v2", upstream_url=app.upstream_url, gateway_env={"GATEWAY_RELEASE": v2.id})
+            )
+            gateways = {v1.id: (app.gateway_url, app.mint()), v2.id: (app2.gateway_url, app2.mint())}
+            targets = [url.removeprefix("http://") for url, _ in gateways.values()]
+            prom_url, _ = stack.enter_context(
+                monitoring(work, rules, targets, target_labels, webhook, token_file, **timers)
+            )
+            traffic = Traffic(*gateways[v1.id], app.model, cfg.rps)
+            simulate = simulator_applier(app.upstream_url, profiles)
 
-        def applier(rel: Release | None) -> None:
-            simulate(rel)
-            if rel is not None and rel.id in gateways:
-                traffic.target = gateways[rel.id]
+            def applier(rel: Release | None, revision: Revision) -> None:
+                simulate(rel, revision)
+                if rel is not None and rel.id in gateways:
+                    traffic.target = gateways[rel.id]
 
-        # Production: Argo CD polls git every 3 minutes; the controller's sync request is what counts.
-        agent = SyncAgent(remote, env, work / "sync-agent", applier, interval=180.0 if cfg.production else 0.25)
-        agents.append(agent.start())
-        stack.callback(agent.stop)
+            agent = SyncAgent(remote, env, agent_work, applier, interval=interval)
+            agents.append(agent.start())
+            stack.callback(agent.stop)
         traffic.start()
         stack.callback(traffic.stop_event.set)
         deadline = time.monotonic() + cfg.timeout
@@ -402,20 +360,33 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
                 timeout=5,
             )
             seen = bool(q.json()["data"]["result"])
-            return seen and _alert_state(prom_url, alerts) == "inactive"
+            return seen and alert_state(prom_url, alerts) == "inactive"
 
-        _wait("a healthy baseline in Prometheus (v1)", healthy_baseline, deadline)
+        def no_baseline() -> str | None:
+            q = httpx.get(f"{prom_url}/api/v1/query", params={"query": "gateway_requests_total"}, timeout=5)
+            series = [r["metric"] for r in q.json()["data"]["result"]]
+            if series and not any("release" in m for m in series):
+                return "the gateway's series carry no `release` label: its image predates GATEWAY_RELEASE; rebuild"
+            return agent.error
+
+        _wait("a healthy baseline in Prometheus (v1)", healthy_baseline, deadline, why=no_baseline)
         progress(f"v1 {v1.id} healthy in {env}; promoting v2 {v2.id} (bad build)")
         report.marks["promote"] = time.monotonic()
         _promote(remote, v2, env, work / "promote-v2", "drill")
         if cfg.production:
             # The bad release rolls out at once (a git webhook to Argo CD); the clock starts there.
             agent.sync_once()
-        _wait("the sync agent to apply v2", lambda: any(e.release == v2.id for e in agent.events), deadline, 0.05)
+        _wait(
+            "the sync agent to apply v2",
+            lambda: any(e.release == v2.id for e in agent.events),
+            deadline,
+            0.05,
+            lambda: agent.error,
+        )
         report.marks["breach"] = next(e.at for e in agent.events if e.release == v2.id)
         progress("v2 applied: the simulator now fails requests; waiting for the alert")
         report.marks["firing"] = _wait(
-            "the alert to fire", lambda: _alert_state(prom_url, alerts) == "firing", deadline, 0.1
+            "the alert to fire", lambda: alert_state(prom_url, alerts) == "firing", deadline, 0.1
         )
         progress("alert firing; waiting for the controller's revert")
 
@@ -440,7 +411,13 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
             report.marks["sync_requested"] = sync_requests()[0]
             progress("the controller requested the sync; the stand-in applies it")
         check = GitOpsRepo(remote, work / "check")
-        _wait("the sync agent to apply v1 again", lambda: agent.events[-1].release == v1.id, deadline, 0.05)
+        _wait(
+            "the sync agent to apply v1 again",
+            lambda: agent.events[-1].release == v1.id,
+            deadline,
+            0.05,
+            lambda: agent.error,
+        )
         report.marks["recovered"] = agent.events[-1].at
         progress("v1 applied again; waiting for errors to stop and the alert to resolve")
         _wait("errors to stop", lambda: time.monotonic() - traffic.last_error_at > 2.0, deadline)
@@ -450,11 +427,14 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
             report.marks["resolved"] = float("nan")
         else:
             report.marks["resolved"] = _wait(
-                "the alert to resolve", lambda: _alert_state(prom_url, alerts) == "inactive", deadline
+                "the alert to resolve", lambda: alert_state(prom_url, alerts) == "inactive", deadline
             )
         traffic.stop_event.set()
         traffic.join(5)
         report.traffic = dict(traffic.counts)
+        if deploy is not None:
+            records, problems, pod_timings = check_plays(deploy.plays, traffic.answers, v1.id, v2.id)
+            report.plays, report.problems = records, [*report.problems, *problems]
 
         # Final git state: v1 pinned, a revert commit whose reason is the alert, env frozen.
         check.sync()
@@ -487,6 +467,7 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         "breach_to_recovered": m["recovered"] - m["breach"],
         "recovered_to_resolved": m["resolved"] - m["recovered"],
     }
+    report.timings.update(pod_timings)
     if cfg.production:
         report.timings["revert_to_sync_requested"] = m["sync_requested"] - m["revert"]
         report.timings["breach_to_sync_requested"] = m["sync_requested"] - m["breach"]

@@ -107,14 +107,21 @@ def local_profile(
     config_data: Mapping[str, Mapping[str, str]] | None = None,
     cpus: float | None = None,
     memory_dirs: Path | None = None,
+    rename: tuple[str, str] | None = None,
 ) -> LocalPod:
-    """The rendered Deployment (and the ConfigMaps it uses) adapted to this machine; every change recorded."""
+    """The rendered Deployment (and the ConfigMaps it uses) adapted to this machine; every change recorded.
+
+    rename: (new Deployment name, why) — podman names the pod and its containers after it.
+    """
     deployments = [d for d in manifests if d.get("kind") == "Deployment"]
     if len(deployments) != 1:
         raise PodFailed(f"expected one Deployment in the rendered manifests, found {len(deployments)}")
     dep = copy.deepcopy(deployments[0])
-    name = str(dep["metadata"]["name"])
     subs: list[str] = []
+    if rename is not None:
+        subs.append(f"deployment {dep['metadata']['name']} renamed {rename[0]} ({rename[1]})")
+        dep["metadata"]["name"] = rename[0]
+    name = str(dep["metadata"]["name"])
     cpus = cpus or float(os.cpu_count() or 1)
     spec = dep["spec"]["template"]["spec"]
     removed = [k for k in SCHEDULING_KEYS if spec.pop(k, None) is not None]
@@ -250,7 +257,7 @@ def teardown(engine: Engine, pod: LocalPod, spec_file: Path | None = None) -> No
 
 
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
+def signals_raise() -> Iterator[None]:
     """SIGTERM behaves like Ctrl-C inside the block, so `finally` tears the pod down."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -267,6 +274,66 @@ def _signals_raise() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def play(
+    engine: Engine,
+    pod: LocalPod,
+    work_dir: Path,
+    *,
+    secrets: Mapping[str, Mapping[str, str]],
+    timeout: float = 120.0,
+    tls_verify: bool = True,
+    progress: Callable[[str], None] = lambda _m: None,
+    fresh: bool = True,
+) -> float:
+    """`podman kube play --replace` of the pod; returns once every readinessProbe passes (seconds).
+
+    fresh: first remove a pod of the same name (a killed run's) and (re)create its Secrets. False:
+    `--replace` tears the running pod of that name down and plays this spec (a rollout that is not
+    rolling: the old pod is gone before the new one is ready); the Secrets already made are kept.
+    Never tears the new pod down: the caller does (`played`, or `teardown` by name).
+    """
+    if not engine.can_play_pods:
+        raise PodFailed(f"{engine.kind} cannot play pods (`kube play` is podman's)")
+    missing = [s for s in pod.secret_names if s not in secrets]
+    if missing:
+        raise PodFailed(f"no value for the Secret(s) {', '.join(missing)} the pod reads")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec_file = work_dir / "pod.yaml"
+    spec_file.write_text(pod.yaml())
+    if fresh:
+        teardown(engine, pod)  # a pod left by a killed run has the same name
+    for sname in pod.secret_names:
+        if not fresh and engine.run(["secret", "inspect", sname], timeout=60).returncode == 0:
+            continue
+        path = work_dir / f"secret-{sname}.json"
+        values = {k: base64.b64encode(v.encode()).decode() for k, v in secrets[sname].items()}
+        path.write_text(json.dumps(values))
+        path.chmod(0o600)
+        proc = engine.run(["secret", "create", sname, str(path)], timeout=60)
+        path.unlink()
+        if proc.returncode != 0:
+            raise PodFailed(f"podman secret create {sname}: {proc.stderr.strip()}")
+    progress(f"pod: podman kube play --replace {pod.pod_name}")
+    argv = ["kube", "play", "--replace", f"--tls-verify={'true' if tls_verify else 'false'}", str(spec_file)]
+    proc = engine.run(argv, timeout=900)
+    (work_dir / "kube-play.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        names = [str(c["name"]) for c in pod.deployment["spec"]["template"]["spec"].get("containers", [])]
+        states = _container_states(engine, pod, names)
+        failed = [f"{c} ({pod.container_name(c)}): {st}" for c, (st, _) in states.items() if st != "running"]
+        raise PodFailed(
+            f"podman kube play {pod.pod_name}: container(s) not started: {'; '.join(failed) or '?'}\n"
+            f"{(proc.stderr or proc.stdout).strip()[-1500:]}"
+        )
+    return _wait_ready(engine, pod, timeout, progress)
+
+
+def save_logs(engine: Engine, pod: LocalPod, work_dir: Path) -> None:
+    for cname in pod.ready_urls:
+        with contextlib.suppress(OSError):
+            (work_dir / f"{cname}.log").write_text(logs(engine, pod, cname, lines=400))
+
+
 @contextlib.contextmanager
 def played(
     engine: Engine,
@@ -281,42 +348,14 @@ def played(
     """Play the pod, yield once every readinessProbe passes (seconds it took), always tear it down."""
     if not engine.can_play_pods:
         raise PodFailed(f"{engine.kind} cannot play pods (`kube play` is podman's)")
-    missing = [s for s in pod.secret_names if s not in secrets]
-    if missing:
-        raise PodFailed(f"no value for the Secret(s) {', '.join(missing)} the pod reads")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    spec_file = work_dir / "pod.yaml"
-    spec_file.write_text(pod.yaml())
-    with _signals_raise():
+    with signals_raise():
         try:
-            teardown(engine, pod)  # a pod left by a killed run has the same name
-            for sname in pod.secret_names:
-                path = work_dir / f"secret-{sname}.json"
-                values = {k: base64.b64encode(v.encode()).decode() for k, v in secrets[sname].items()}
-                path.write_text(json.dumps(values))
-                path.chmod(0o600)
-                proc = engine.run(["secret", "create", sname, str(path)], timeout=60)
-                path.unlink()
-                if proc.returncode != 0:
-                    raise PodFailed(f"podman secret create {sname}: {proc.stderr.strip()}")
-            progress(f"pod: podman kube play {pod.pod_name}")
-            argv = ["kube", "play", "--replace", f"--tls-verify={'true' if tls_verify else 'false'}", str(spec_file)]
-            proc = engine.run(argv, timeout=900)
-            (work_dir / "kube-play.log").write_text(proc.stdout + proc.stderr)
-            if proc.returncode != 0:
-                names = [str(c["name"]) for c in pod.deployment["spec"]["template"]["spec"].get("containers", [])]
-                states = _container_states(engine, pod, names)
-                failed = [f"{c} ({pod.container_name(c)}): {st}" for c, (st, _) in states.items() if st != "running"]
-                raise PodFailed(
-                    f"podman kube play {pod.pod_name}: container(s) not started: {'; '.join(failed) or '?'}\n"
-                    f"{(proc.stderr or proc.stdout).strip()[-1500:]}"
-                )
-            yield _wait_ready(engine, pod, timeout, progress)
+            yield play(
+                engine, pod, work_dir, secrets=secrets, timeout=timeout, tls_verify=tls_verify, progress=progress
+            )
         finally:
-            for cname in pod.ready_urls:
-                with contextlib.suppress(OSError):
-                    (work_dir / f"{cname}.log").write_text(logs(engine, pod, cname, lines=400))
-            teardown(engine, pod, spec_file)
+            save_logs(engine, pod, work_dir)
+            teardown(engine, pod, work_dir / "pod.yaml")
 
 
 def _wait_ready(engine: Engine, pod: LocalPod, timeout: float, progress: Callable[[str], None]) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 
 from loadtests import slo as slo_mod
 from loadtests.runner import LocustRun, LocustSpec, run_locust
-from pipeline.artifacts.release_pod import PodImages
+from pipeline.artifacts.release_pod import PodImages, pod_images_for
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.probes.load_profile import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
@@ -147,7 +147,6 @@ def env_release_pod(opts: LoadtestOptions, ctx: RunContext) -> tuple[PodImages |
     """The chart's pod from the images of the release `opts.env` runs (GitOps pins, embedded registry):
     the gateway by its pinned digest, the simulator image of the same build standing in for vLLM.
     (None, why) when the release has no built images here or no engine can play pods."""
-    from pipeline.artifacts.images import IMAGES, image_tag
     from pipeline.gitops import promotion as pm
     from pipeline.gitops.repo import GitOpsError, GitOpsRepo, resolve_remote, work_dir_for
     from pipeline.runtime import engine, registry
@@ -166,10 +165,7 @@ def env_release_pod(opts: LoadtestOptions, ctx: RunContext) -> tuple[PodImages |
     reg = registry.status()
     if reg is None:
         return None, "the embedded registry that holds the release's images is not serving"
-    version = rel.id.split("+", 1)[0]
-    gateway = f"{reg.host}/{IMAGES['gateway'].repository}@{rel.gateway_digest}"
-    simulator = f"{reg.host}/{IMAGES['simulator'].repository}:{image_tag(f'{version}-g{rel.commit[:12]}')}"
-    return PodImages(gateway, simulator, "simulator", tls_verify=not reg.local), None
+    return pod_images_for(rel.gateway_digest, rel.id, rel.commit, reg.host, reg.local), None
 
 
 def _gate_checks(gate: dict[str, Any]) -> list[Check]:
