@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from app.gateway.tokens import DevKeys, write_dev_keys
 from pipeline.artifacts.chart_render import helm_template
@@ -269,12 +269,27 @@ def release_pod(
         yield prepared.running(ready_s)
 
 
-def pod_images_for(gateway_digest: str, release_id: str, commit: str, registry_host: str, local: bool) -> PodImages:
-    """A built release's pod images in a registry: the gateway by its pinned digest, the simulator image
-    of the same build (tagged `<version>-g<commit>`, as build pushes it) standing in for vLLM."""
+class PinnedRelease(Protocol):
+    """What pod_images_for reads of a release's pins (pipeline.gitops.release.Release)."""
+
+    id: str
+    commit: str
+    gateway_digest: str
+    registry: str | None
+    gateway_repository: str | None
+
+
+def pod_images_for(rel: PinnedRelease, registry_host: str, local: bool) -> PodImages:
+    """A built release's pod images: the gateway by its pinned digest in the repository its pins name
+    (else `registry_host`'s), the simulator image of the same build (tagged `<version>-g<commit>`, as
+    build pushes it) standing in for vLLM. A release pushed elsewhere than `registry_host` is pulled
+    from where its pins say, with TLS verified."""
     from pipeline.artifacts.images import IMAGES, image_tag
 
-    version = release_id.split("+", 1)[0]
-    gateway = f"{registry_host}/{IMAGES['gateway'].repository}@{gateway_digest}"
-    simulator = f"{registry_host}/{IMAGES['simulator'].repository}:{image_tag(f'{version}-g{commit[:12]}')}"
+    if rel.registry and rel.registry != registry_host:
+        registry_host, local = rel.registry, False
+    version = rel.id.split("+", 1)[0]
+    repository = rel.gateway_repository or f"{registry_host}/{IMAGES['gateway'].repository}"
+    gateway = f"{repository}@{rel.gateway_digest}"
+    simulator = f"{registry_host}/{IMAGES['simulator'].repository}:{image_tag(f'{version}-g{rel.commit[:12]}')}"
     return PodImages(gateway, simulator, "simulator", tls_verify=not local)

@@ -233,5 +233,5 @@ def find_images(
         why = "the embedded registry that holds its images is not serving (`python -m pipeline registry start`)"
         return None, f"{source_env} runs {rel.id}, but {why}"
     host, local = registry_host
-    images = pod_images_for(rel.gateway_digest, rel.id, rel.commit, host, local)
+    images = pod_images_for(rel, host, local)
     return DrillImages(images, rel.gateway_digest, rel.vllm_digest, rel.commit, f"release {rel.id} of {source_env}"), ""

@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.gitops.release import Release
-from pipeline.gitops.repo import Commit, GitOpsError, GitOpsRepo, flatten, git, load_yaml_text
+from pipeline.gitops.release import OPTIONAL_PINS, Release
+from pipeline.gitops.repo import REMOVE, Commit, GitOpsError, GitOpsRepo, flatten, git, load_yaml_text
 from pipeline.runtime.tools import REPO_ROOT
 
 ENVS = ("dev", "staging", "prod")
@@ -163,8 +163,10 @@ def same_pins(a: Release | None, b: Release | None) -> bool:
 
 
 def pin_updates(rel: Release) -> dict[tuple[str, ...], Any]:
-    """Exactly the keys a promotion may change in release.yaml."""
-    return flatten(rel.to_values())
+    """Exactly the keys a promotion may change in release.yaml (optional pins it lacks: removed)."""
+    updates: dict[tuple[str, ...], Any] = dict.fromkeys(OPTIONAL_PINS, REMOVE)
+    updates.update(flatten(rel.to_values()))
+    return updates
 
 
 @dataclass(frozen=True)

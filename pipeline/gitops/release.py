@@ -14,6 +14,16 @@ from pydantic import BaseModel, Field, field_validator
 from pipeline.core.result import StageResult
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The chart's image repository pattern (values.schema.json): HOST[:PORT]/PATH, lower case.
+REPOSITORY_RE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+$")
+REGISTRY_RE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$")
+# Pins written only when set; a promotion of a release without them removes stale ones.
+OPTIONAL_PINS = (
+    ("release", "chartDigest"),
+    ("release", "registry"),
+    ("gateway", "image", "repository"),
+    ("vllm", "image", "repository"),
+)
 
 
 class Release(BaseModel):
@@ -32,6 +42,26 @@ class Release(BaseModel):
     # sha256 of the packaged chart (= its OCI layer digest); None for releases built before charts
     # were packaged. Written as release.chartDigest only when set.
     chart_digest: str | None = None
+    # Where the images were pushed (registry HOST[:PORT][/PATH]) and the repository each pinned
+    # digest lives in — the chart pulls <repository>@<digest>, so the pins say where, not only what
+    # (vllm's is llm/vllm-cpu where the CUDA image could not be built). None when nothing was pushed.
+    registry: str | None = None
+    gateway_repository: str | None = None
+    vllm_repository: str | None = None
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, v: str | None) -> str | None:
+        if v is not None and not REGISTRY_RE.match(v):
+            raise ValueError(f"not a registry (host[:port][/path], lower case): {v!r}")
+        return v
+
+    @field_validator("gateway_repository", "vllm_repository")
+    @classmethod
+    def _repository(cls, v: str | None) -> str | None:
+        if v is not None and not REPOSITORY_RE.match(v):
+            raise ValueError(f"not an image repository (host[:port]/path, lower case): {v!r}")
+        return v
 
     @field_validator("gateway_digest", "vllm_digest")
     @classmethod
@@ -57,10 +87,18 @@ class Release(BaseModel):
         }
         if self.chart_digest:
             release["chartDigest"] = self.chart_digest
+        if self.registry:
+            release["registry"] = self.registry
+        gateway: dict[str, Any] = {"digest": self.gateway_digest}
+        vllm: dict[str, Any] = {"digest": self.vllm_digest}
+        if self.gateway_repository:
+            gateway["repository"] = self.gateway_repository
+        if self.vllm_repository:
+            vllm["repository"] = self.vllm_repository
         return {
             "release": release,
-            "gateway": {"image": {"digest": self.gateway_digest}},
-            "vllm": {"image": {"digest": self.vllm_digest}, "model": {"revision": self.model_revision}},
+            "gateway": {"image": gateway},
+            "vllm": {"image": vllm, "model": {"revision": self.model_revision}},
         }
 
     @classmethod
@@ -72,10 +110,18 @@ class Release(BaseModel):
             chart_version=str(rel.get("chartVersion", "")),
             images_built=bool(rel.get("imagesBuilt", True)),
             chart_digest=str(rel["chartDigest"]) if rel.get("chartDigest") else None,
+            registry=str(rel["registry"]) if rel.get("registry") else None,
+            gateway_repository=_opt(values, "gateway"),
+            vllm_repository=_opt(values, "vllm"),
             gateway_digest=str(values.get("gateway", {}).get("image", {}).get("digest", "")),
             vllm_digest=str(values.get("vllm", {}).get("image", {}).get("digest", "")),
             model_revision=str(values.get("vllm", {}).get("model", {}).get("revision", "")),
         )
+
+
+def _opt(values: dict[str, Any], component: str) -> str | None:
+    repo = (values.get(component) or {}).get("image", {}).get("repository")
+    return str(repo) if repo else None
 
 
 def release_of(result: StageResult) -> Release | None:

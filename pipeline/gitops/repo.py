@@ -181,8 +181,19 @@ def dump_yaml(data: Any) -> str:
     return buf.getvalue()
 
 
+REMOVE = object()  # a set_path/edit_yaml value: delete the key (an optional pin the new release lacks)
+
+
 def set_path(doc: Any, dotted: Sequence[str], value: Any) -> bool:
-    """Set doc[a][b][c] = value, creating maps on the way; True if the value changed."""
+    """Set doc[a][b][c] = value, creating maps on the way (REMOVE: delete it); True if it changed."""
+    if value is REMOVE:
+        node = doc
+        for key in dotted[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or dotted[-1] not in node:
+            return False
+        del node[dotted[-1]]
+        return True
     node = doc
     for key in dotted[:-1]:
         if key not in node or node[key] is None:

@@ -400,6 +400,7 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         images_built = False  # only with registry digests (a push); a local build never pushes
         tool_images: dict[str, str] = {}
         local_ids: dict[str, str] = {}
+        repositories: dict[str, str] = {}  # pinned target → the registry repository its digest is in
         if all(given.values()):
             for target in TOOL_TARGETS:
                 checks.append(
@@ -413,6 +414,8 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
                     digests[target] = digest
                     checks.append(Check(name=f"image {target}", status=Status.PASSED, detail=f"published {digest}"))
             images_built = len(digests) == len(TARGETS)
+            if images_built and opts.registry:
+                repositories = {t: f"{opts.registry}/{image_artifacts.IMAGES[t].repository}" for t in TARGETS}
         else:
             status = detect_engine()
             if not files:
@@ -429,8 +432,11 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
                 digests = {n: b.digest for n, b in image_set.built.items() if b.digest}
                 local_ids = {n: b.image_id for n, b in image_set.built.items() if b.image_id}
                 tool_images = {n: b.ref for n, b in image_set.built.items() if b.ref and n not in TARGETS}
+                repositories = {n: b.ref.split("@", 1)[0] for n, b in image_set.built.items() if b.ref}
                 if "vllm" not in digests and "vllm-cpu" in digests:
                     digests["vllm"] = digests["vllm-cpu"]
+                    if "vllm-cpu" in repositories:
+                        repositories["vllm"] = repositories["vllm-cpu"]
                     image_set.substitutions.append(
                         "release pin vllm: the vllm-cpu image (same stage, CPU base); the CUDA image was not built here"
                     )
@@ -464,6 +470,9 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
             vllm_digest=digests["vllm"],
             model_revision=model_pin,
             images_built=images_built,
+            registry=(opts.registry or str(evidence.get("registry") or "") or None) if images_built else None,
+            gateway_repository=repositories.get("gateway") if images_built else None,
+            vllm_repository=repositories.get("vllm") if images_built else None,
         )
         release_path = out / "release.json"
         release_path.write_text(release.model_dump_json(indent=2) + "\n")

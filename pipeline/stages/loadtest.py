@@ -165,7 +165,7 @@ def env_release_pod(opts: LoadtestOptions, ctx: RunContext) -> tuple[PodImages |
     reg = registry.status()
     if reg is None:
         return None, "the embedded registry that holds the release's images is not serving"
-    return pod_images_for(rel.gateway_digest, rel.id, rel.commit, reg.host, reg.local), None
+    return pod_images_for(rel, reg.host, reg.local), None
 
 
 def _gate_checks(gate: dict[str, Any]) -> list[Check]:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from markdown_it import MarkdownIt
 
 from pipeline.core.context import RunContext
@@ -30,6 +31,7 @@ from pipeline.core.result import Status
 from pipeline.gitops import repo as gitops
 from pipeline.gitops import sync_windows as pm
 from pipeline.gitops.release import Release
+from pipeline.runtime import engine as engines
 from pipeline.runtime import registry
 from pipeline.runtime.procs import free_port
 from pipeline.stages import promote
@@ -200,6 +202,17 @@ def test_release_manager_walkthrough(tmp_path: Path) -> None:
     serving_before = registry.status() is not None
     try:
         res = run_script("\n".join(script), REPO, env, timeout=1500)
+        assert res.returncode == 0, res.stdout[-6000:]
+        # `make ci` promoted to dev the digests it pushed, and says where: podman pulls them from there.
+        dev = Release.from_values(
+            yaml.safe_load(gitops.git("show", "main:environments/dev/release.yaml", cwd=Path(remote)))
+        )
+        assert dev.images_built and dev.registry and dev.gateway_repository and dev.vllm_repository, dev
+        podman = engines.current().engine
+        assert podman is not None
+        for ref in (f"{dev.gateway_repository}@{dev.gateway_digest}", f"{dev.vllm_repository}@{dev.vllm_digest}"):
+            pulled = podman.run(["pull", "--tls-verify=false", ref], timeout=600)
+            assert pulled.returncode == 0, (ref, pulled.stderr[-2000:])
     finally:
         if not serving_before:  # `build` leaves the embedded registry serving, as a registry does
             registry.stop()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
+
+import pydantic
+import pytest
+import yaml
 
 from pipeline.core.context import RunContext
 from pipeline.core.result import Status
@@ -219,3 +224,51 @@ def test_two_promotions_racing_are_serialized_by_git(
     assert sum(s.startswith("promote(") for s in subjects) == 3
     assert subprocess.run(["git", "fsck", "--no-progress"], cwd=repo.path, check=False).returncode == 0
     assert len(git("rev-list", "--merges", "HEAD", cwd=repo.path).split()) == 0
+
+
+def test_pins_record_where_the_images_are_and_a_later_release_without_them_drops_stale_ones(
+    remote: str, ctx: RunContext, make_release: Callable[..., Release], tmp_path: Path
+) -> None:
+    from pipeline.artifacts.chart_render import helm_template
+    from pipeline.runtime.tools import REPO_ROOT
+
+    pushed = make_release(1).model_copy(
+        update={
+            "registry": "127.0.0.1:5000",
+            "gateway_repository": "127.0.0.1:5000/llm/gateway",
+            "vllm_repository": "127.0.0.1:5000/llm/vllm-cpu",
+        }
+    )
+    assert to_dev(remote, ctx, pushed).status is Status.PASSED
+    repo = clone(remote, tmp_path)
+    text = repo.file("environments/dev/release.yaml").read_text()
+    assert "registry: 127.0.0.1:5000" in text
+    read_back = Release.from_values(yaml.safe_load(text))
+    assert read_back == pushed
+    # The chart pulls each pinned digest from the repository it was pushed to.
+    # (Rendered with this tree's chart and dev values; the test remote's values are minimal.)
+    tree = tmp_path / "tree"
+    for d in ("charts", "environments"):
+        shutil.copytree(REPO_ROOT / d, tree / d)
+    (tree / "environments" / "dev" / "release.yaml").write_text(text)
+    manifests = helm_template(tree, "dev")
+    assert f"127.0.0.1:5000/llm/gateway@{pushed.gateway_digest}" in manifests
+    assert f"127.0.0.1:5000/llm/vllm-cpu@{pushed.vllm_digest}" in manifests
+    # A release whose images were not pushed anywhere: the env's own repositories again, nothing stale.
+    local = make_release(2)
+    assert to_dev(remote, ctx, local).status is Status.PASSED
+    text = clone(remote, tmp_path, "again").file("environments/dev/release.yaml").read_text()
+    assert "127.0.0.1:5000" not in text and "registry:" not in text
+    assert Release.from_values(yaml.safe_load(text)) == local
+
+
+def test_release_pins_refuse_a_malformed_registry_or_repository(make_release: Callable[..., Release]) -> None:
+
+    base = make_release(1).model_dump()
+    for field, value in [
+        ("registry", "HTTP://Registry"),
+        ("gateway_repository", "no-path"),
+        ("vllm_repository", "a b/c"),
+    ]:
+        with pytest.raises(pydantic.ValidationError, match=field):
+            Release(**{**base, field: value})
