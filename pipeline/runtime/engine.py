@@ -4,8 +4,11 @@
   (`<project cache>/containers/containers.conf`, passed as $CONTAINERS_CONF to every call): the
   `runc` runtime (crun fails on hybrid cgroups) and default ulimits no higher than this process's
   hard limits (podman's defaults need CAP_SYS_RESOURCE, which containers here lack).
-- docker: only when configured (`PIPELINE_ENGINE=docker`) and its socket answers; builds only
-  (no `kube play`), BuildKit on.
+- docker: only when configured (`PIPELINE_ENGINE=docker`) and its socket answers ($DOCKER_HOST, else
+  the default socket); builds only (no `kube play`), BuildKit on. The CLI is `$PIPELINE_DOCKER_CLI`,
+  else Debian's `/usr/bin/docker` (its 20.10 client builds with BuildKit itself; a newer CLI on PATH
+  wants buildx), else `docker` on PATH. `$PIPELINE_BUILD_NETWORK` (e.g. `host`) is passed to every
+  docker build as `--network` (a daemon started with `--bridge=none` has no other way out for downloads).
 - a Dagger session: the Dagger module builds and publishes; the stages get the digests.
 
 `detect()` never raises: with no engine it says why, and the image steps are SKIPPED with that reason.
@@ -29,6 +32,9 @@ from pipeline.runtime.tools import REPO_ROOT
 
 Kind = Literal["podman", "docker", "dagger"]
 ENGINE_ENV = "PIPELINE_ENGINE"  # podman (default) | docker
+DOCKER_CLI_ENV = "PIPELINE_DOCKER_CLI"  # the docker client to use (default: Debian's, else PATH)
+DEBIAN_DOCKER_CLI = "/usr/bin/docker"  # docker.io's 20.10 client: BuildKit without buildx
+BUILD_NETWORK_ENV = "PIPELINE_BUILD_NETWORK"  # `--network` for docker builds (e.g. host); unset = the daemon's default
 # Where a Docker engine listens when no variable says otherwise.
 DEFAULT_DOCKER_SOCKETS = ("unix:///var/run/docker.sock",)
 # Podman's defaults, capped at this process's hard limits (TOOLS.md "Containers").
@@ -48,6 +54,7 @@ class Engine:
     binary: str = ""
     env: Mapping[str, str] = field(default_factory=dict)
     detail: str = ""
+    build_network: str | None = None  # `--network` for every build, when configured
 
     @property
     def can_play_pods(self) -> bool:
@@ -139,6 +146,15 @@ def docker_sockets(environ: Mapping[str, str], default_sockets: Sequence[str]) -
     return candidates
 
 
+def docker_cli(environ: Mapping[str, str], which: Callable[[str], str | None]) -> str | None:
+    """$PIPELINE_DOCKER_CLI, else Debian's client (BuildKit built in), else `docker` on PATH."""
+    for candidate in (environ.get(DOCKER_CLI_ENV, "").strip(), DEBIAN_DOCKER_CLI, "docker"):
+        found = which(candidate) if candidate else None
+        if found:
+            return found
+    return None
+
+
 def _podman_works(binary: str, env: Mapping[str, str]) -> tuple[bool, str]:
     """`podman info` with the project's config: the engine answers, not just a binary on PATH."""
     try:
@@ -184,16 +200,16 @@ def detect(
             tried.append(f"podman: `podman info` failed: {why}")
     elif wanted != "docker":
         return EngineStatus(None, f"${ENGINE_ENV}={wanted!r}: known engines are podman and docker")
-    docker = which("docker")
+    docker = docker_cli(environ, which)
+    network = environ.get(BUILD_NETWORK_ENV, "").strip() or None
     for url in docker_sockets(environ, default_sockets):
         if _socket_answers(url):
             if docker is None:
                 tried.append(f"{url} answers but no docker CLI")
                 break
-            return EngineStatus(
-                Engine("docker", docker, {"DOCKER_HOST": url, "DOCKER_BUILDKIT": "1"}, f"docker at {url}"),
-                f"docker at {url}",
-            )
+            detail = f"docker at {url} (CLI {docker}" + (f", builds on network {network})" if network else ")")
+            env = {"DOCKER_HOST": url, "DOCKER_BUILDKIT": "1"}
+            return EngineStatus(Engine("docker", docker, env, detail, build_network=network), detail)
         tried.append(url)
     return EngineStatus(
         None, f"no container engine reachable (tried {'; '.join(tried) or 'nothing'}; no Dagger session)"
