@@ -2,16 +2,17 @@
 
 `app/Dockerfile` builds FROM digest-pinned bases (`ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:…`).
 Where that reference cannot be pulled, `build` makes a base once — `debootstrap --variant=minbase`
-of Debian bookworm with Debian's Python 3.11, imported with `podman import` — caches it under a
-name derived from the recipe (so a recipe change makes a new one), and passes it in through the
-same build arg. The evidence names the base actually used, its image ID, and that it replaced
+of Debian bookworm with Debian's Python 3.11, kept as a rootfs tarball under
+`<project cache>/base-image/` and imported into the engine's image store (`podman import` or
+`docker import`: each engine has its own store, both import the same cached tarball) — caches it
+under a name derived from the recipe (so a recipe change makes a new one), and passes it in
+through the same build arg. The evidence names the base actually used, its image ID, and that it replaced
 the pinned one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -91,16 +92,15 @@ def pinned_available(engine: Engine, ref: str, pull_timeout: float = 120) -> tup
     return False, lines[-1] if lines else f"pull exit {proc.returncode}"
 
 
-def ensure_local(engine: Engine, replaced: str, progress: Progress = lambda _m: None) -> BaseImage:
-    """The cached local base, made (debootstrap → import) if it does not exist yet."""
-    name = local_name()
-    existing = _image_id(engine, name)
-    if existing:
-        return BaseImage(name, existing, replaced, cached=True)
+def rootfs_tarball(progress: Progress = lambda _m: None) -> Path:
+    """The recipe's rootfs as a tarball, made once with debootstrap (≈40 s) and cached by recipe key."""
+    work = project_cache() / "base-image"
+    tarball = work / f"rootfs-{SUITE}-{recipe_key()}.tar"
+    if tarball.is_file():
+        return tarball
     debootstrap = find("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
     if debootstrap is None:
         raise BaseImageError("debootstrap is not installed (`apt-get install debootstrap`, or `make tools`)")
-    work = project_cache() / "base-image"
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=work) as tmp:
         rootfs = Path(tmp) / "rootfs"
@@ -116,29 +116,38 @@ def ensure_local(engine: Engine, replaced: str, progress: Progress = lambda _m: 
             for f in (rootfs / junk).glob("*"):
                 if f.is_file():
                     f.unlink()
-        changes = [arg for k, v in IMAGE_ENV.items() for arg in ("--change", f"ENV {k}={v}")]
-        changes += ["--change", 'CMD ["python3"]']
-        progress(f"base image: podman import → {name}")
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-        try:
-            imp = subprocess.run(
-                [engine.binary, "import", *changes, "-", name],
-                stdin=tar.stdout,
-                env={**os.environ, **engine.env},
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-        finally:
-            if tar.stdout:
-                tar.stdout.close()
-            tar.wait()
-        if imp.returncode != 0 or tar.returncode != 0:
-            raise BaseImageError(f"podman import {name}: {(imp.stderr or imp.stdout)[-1500:]}")
+        partial = Path(tmp) / "rootfs.tar"
+        tar = subprocess.run(
+            ["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if tar.returncode != 0:
+            raise BaseImageError(f"tar of the rootfs: {tar.stderr[-1500:]}")
+        partial.replace(tarball)  # whole or not at all
+    for stale in work.glob(f"rootfs-{SUITE}-*.tar"):  # an older recipe's tarball
+        if stale != tarball:
+            stale.unlink(missing_ok=True)
+    return tarball
+
+
+def ensure_local(engine: Engine, replaced: str, progress: Progress = lambda _m: None) -> BaseImage:
+    """The cached local base in this engine's store, imported from the cached rootfs tarball if missing."""
+    name = local_name()
+    existing = _image_id(engine, name)
+    if existing:
+        return BaseImage(name, existing, replaced, cached=True)
+    tarball = rootfs_tarball(progress)
+    changes = [arg for k, v in IMAGE_ENV.items() for arg in ("--change", f"ENV {k}={v}")]
+    changes += ["--change", 'CMD ["python3"]']
+    progress(f"base image: {engine.kind} import → {name}")
+    imp = engine.run(["import", *changes, str(tarball), name], timeout=600)
+    if imp.returncode != 0:
+        raise BaseImageError(f"{engine.kind} import {name}: {(imp.stderr or imp.stdout)[-1500:]}")
     digest = _image_id(engine, name)
     if digest is None:
-        raise BaseImageError(f"{name} missing after import")
+        raise BaseImageError(f"{name} missing after {engine.kind} import")
     return BaseImage(name, digest, replaced)
 
 
