@@ -10,10 +10,18 @@
 
 `vllm` and `vllm-cpu` are the same stage (`FROM vllm-base-${VLLM_FLAVOR} AS vllm`): one user,
 env, cache paths, writable dirs and entrypoint; only the base differs.
+
+Engines (pipeline.runtime.engine): podman builds with `--layers --format oci` and pushes with
+`--digestfile`. Docker (BuildKit) builds with `--progress plain` (and `--network` where configured);
+where the Dockerfile's `# syntax=` frontend image is neither in the store nor pullable, it builds a
+copy without that line with dockerd's built-in Dockerfile frontend (a recorded substitution); an
+image that needs `--build-context` (vllm-cpu's wheelhouse) is SKIPPED on a CLI without it (Debian's
+20.10 client; buildx has it); the push digest is the registry's, read back from `RepoDigests`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -94,10 +102,15 @@ def build_argv(
     *,
     ca: Path | None,
     wheelhouse: Path | None,
+    dockerfile: Path = DOCKERFILE,
 ) -> list[str]:
-    argv = ["build", "-f", str(DOCKERFILE), "--target", spec.target, "-t", local_ref]
+    argv = ["build", "-f", str(dockerfile), "--target", spec.target, "-t", local_ref]
     if engine.kind == "podman":
         argv += ["--layers", "--format", "oci"]
+    if engine.kind == "docker":
+        argv += ["--progress", "plain"]
+    if engine.build_network:
+        argv += ["--network", engine.build_network]
     for key, value in {**build_args, **spec.build_args}.items():
         argv += ["--build-arg", f"{key}={value}"]
     if ca is not None:
@@ -118,18 +131,19 @@ def build(
     ca: Path | None = None,
     wheelhouse: Path | None = None,
     timeout: float = 3600,
+    dockerfile: Path = DOCKERFILE,
 ) -> tuple[Check, Built]:
     """Build one image with the engine; the check names the image and carries the log tail on failure."""
     name = f"image {spec.name}"
     built = Built(spec, local_ref)
-    argv = build_argv(engine, spec, local_ref, build_args, ca=ca, wheelhouse=wheelhouse)
+    argv = build_argv(engine, spec, local_ref, build_args, ca=ca, wheelhouse=wheelhouse, dockerfile=dockerfile)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"image-{spec.name}.log"
     with Timer() as t:
         proc = engine.run(argv, cwd=root, timeout=timeout)
     log_path.write_text(f"$ {engine.binary} {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
-        detail = f"{engine.kind} build --target {spec.target} failed (exit {proc.returncode}); {tail(proc.stderr or proc.stdout)}"
+        detail = f"{engine.kind} build --target {spec.target} of {local_ref} failed (exit {proc.returncode}); {tail(proc.stderr or proc.stdout)}"
         return Check(name=name, status=Status.FAILED, detail=detail, seconds=t.seconds), built
     inspect = engine.run(["image", "inspect", "--format", "{{.Id}}", local_ref], timeout=60).stdout.strip()
     built.image_id = inspect if inspect.startswith("sha256:") else f"sha256:{inspect}" if inspect else None
@@ -143,30 +157,90 @@ def build(
     return check, built
 
 
+def _docker_repo_digest(engine: Engine, local_ref: str, repository: str, output: str) -> str:
+    """The registry digest of a `docker push`: the image's RepoDigests entry for that repository,
+    else the `digest: sha256:…` line of the push output."""
+    proc = engine.run(["image", "inspect", "--format", "{{json .RepoDigests}}", local_ref], timeout=60)
+    try:
+        repo_digests = json.loads(proc.stdout) if proc.returncode == 0 else []
+    except ValueError:
+        repo_digests = []
+    for entry in repo_digests or []:
+        name, _, digest = str(entry).partition("@")
+        if name == repository and DIGEST_RE.match(digest):
+            return digest
+    found = re.findall(r"digest: (sha256:[0-9a-f]{64})", output)
+    return found[-1] if found else ""
+
+
 def push(engine: Engine, built: Built, registry: Registry, tag: str, log_dir: Path) -> Check:
     """Push to the registry; the registry's manifest digest becomes `built.digest`/`built.ref`."""
     name = f"push {built.spec.name}"
     dest = registry.ref(f"{built.spec.repository}:{tag}")
+    log_dir.mkdir(parents=True, exist_ok=True)
     digest_file = log_dir / f"push-{built.spec.name}.digest"
     digest_file.unlink(missing_ok=True)
-    argv = ["push", "--digestfile", str(digest_file)]
-    if engine.kind == "podman":
-        argv += [f"--tls-verify={'true' if registry.tls_verify else 'false'}", "--format", "oci"]
-    argv += [built.local_ref, dest] if engine.kind == "podman" else [dest]
     if engine.kind == "docker":
-        engine.run(["tag", built.local_ref, dest])
+        tagged = engine.run(["tag", built.local_ref, dest], timeout=60)
+        if tagged.returncode != 0:
+            why = tail(tagged.stderr or tagged.stdout)
+            return Check(name=name, status=Status.FAILED, detail=f"docker tag {built.local_ref} {dest}: {why}")
+        argv = ["push", dest]
+    else:
+        argv = ["push", "--digestfile", str(digest_file)]
+        argv += [f"--tls-verify={'true' if registry.tls_verify else 'false'}", "--format", "oci"]
+        argv += [built.local_ref, dest]
     with Timer() as t:
         proc = engine.run(argv, timeout=1800)
     (log_dir / f"push-{built.spec.name}.log").write_text(
         f"$ {engine.binary} {' '.join(argv)}\n{proc.stdout}{proc.stderr}"
     )
-    digest = digest_file.read_text().strip() if digest_file.is_file() else ""
+    if engine.kind == "docker":
+        repository = registry.ref(built.spec.repository)
+        digest = _docker_repo_digest(engine, dest, repository, proc.stdout) if proc.returncode == 0 else ""
+    else:
+        digest = digest_file.read_text().strip() if digest_file.is_file() else ""
     if proc.returncode != 0 or not DIGEST_RE.match(digest):
         why = tail(proc.stderr or proc.stdout) or "no digest reported"
         return Check(name=name, status=Status.FAILED, detail=f"registry refused {dest}: {why}", seconds=t.seconds)
     built.digest = digest
     built.ref = registry.ref(f"{built.spec.repository}@{digest}")
     return Check(name=name, status=Status.PASSED, detail=built.ref, seconds=t.seconds, numbers={"push_s": t.seconds})
+
+
+SYNTAX_RE = re.compile(r"^#\s*syntax\s*=\s*(\S+)\s*$", re.I)
+
+
+def dockerfile_for(engine: Engine, root: Path, work: Path) -> tuple[Path, str | None]:
+    """The Dockerfile to hand the engine, and a substitution note when it is not app/Dockerfile.
+
+    BuildKit (docker) pulls the image named by a `# syntax=` line before it reads the file; where that
+    frontend is neither in the store nor pullable, build a copy without the line with dockerd's
+    built-in frontend. podman ignores the line."""
+    text = (root / DOCKERFILE).read_text()
+    first = text.splitlines()[0] if text else ""
+    match = SYNTAX_RE.match(first)
+    if engine.kind != "docker" or match is None:
+        return DOCKERFILE, None
+    frontend = match.group(1)
+    if engine.image_exists(frontend):
+        return DOCKERFILE, None
+    pulled = engine.run(["pull", "--quiet", frontend], timeout=120)
+    if pulled.returncode == 0:
+        return DOCKERFILE, None
+    why = (tail(pulled.stderr or pulled.stdout, 1) or f"pull exit {pulled.returncode}").strip()
+    copy = work / "docker-frontend" / "Dockerfile"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(text.split("\n", 1)[1] if "\n" in text else "")
+    note = f"Dockerfile frontend {frontend} unavailable ({why}): built with dockerd's built-in frontend"
+    return copy.resolve(), note
+
+
+def supports_build_context(engine: Engine) -> bool:
+    """`--build-context` (named contexts) is a buildx flag: Debian's docker 20.10 client lacks it."""
+    if engine.kind != "docker":
+        return True
+    return "--build-context" in engine.run(["build", "--help"], timeout=60).stdout
 
 
 def ensure_wheelhouse(dest: Path, requirements: tuple[str, ...], log_dir: Path) -> tuple[Check, Path | None]:
@@ -242,8 +316,16 @@ def build_all(
             detail += f" (local Debian base, replaced the pinned {base.replaced})"
             out.substitutions.append(f"base image: {base.replaced} replaced by {base.name} ({base.digest})")
         out.checks.append(Check(name="base image", status=Status.PASSED, detail=detail))
+    dockerfile, frontend_note = dockerfile_for(engine, root, log_dir)
+    if frontend_note:
+        out.substitutions.append(frontend_note)
+        out.checks.append(Check(name="dockerfile frontend", status=Status.PASSED, detail=frontend_note))
     for name in names:
         spec = IMAGES[name]
+        if spec.wheelhouse and not supports_build_context(engine):
+            why = f"{engine.binary} has no --build-context (buildx only): the wheelhouse cannot reach the build"
+            out.checks.append(Check(name=f"image {name}", status=Status.SKIPPED, detail=why))
+            continue
         if spec.base_arg == VLLM_BASE_ARG:
             ok, why = base_image.pinned_available(engine, pinned.get(VLLM_BASE_ARG, ""))
             if not ok:
@@ -264,7 +346,9 @@ def build_all(
                 continue
         progress(f"build: image {name} ({engine.kind} build --target {spec.target})")
         local_ref = f"localhost/{spec.repository}:{tag}"
-        check, built = build(engine, root, spec, local_ref, build_args, log_dir, ca=ca, wheelhouse=wheels)
+        check, built = build(
+            engine, root, spec, local_ref, build_args, log_dir, ca=ca, wheelhouse=wheels, dockerfile=dockerfile
+        )
         out.checks.append(check)
         if check.status is not Status.PASSED:
             continue
