@@ -496,7 +496,7 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         + (
             "published (registry digests)"
             if images_built
-            else "built locally, not pushed (content digests)"
+            else "built, but the pins are content digests (not every release target reached a registry)"
             if local_ids
             else "NOT built (content digests)"
         )
