@@ -85,6 +85,11 @@ def image_tag(release_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", release_id)[:128]
 
 
+def build_tag(version: str, commit: str, dirty: bool) -> str:
+    """The tag `build` pushes every image of one build under (the pods find the simulator by it)."""
+    return image_tag(f"{version}-g{commit[:12]}{'-dirty' if dirty else ''}")
+
+
 @dataclass
 class Built:
     spec: ImageSpec

@@ -284,12 +284,14 @@ def pod_images_for(rel: PinnedRelease, registry_host: str, local: bool) -> PodIm
     (else `registry_host`'s), the simulator image of the same build (tagged `<version>-g<commit>`, as
     build pushes it) standing in for vLLM. A release pushed elsewhere than `registry_host` is pulled
     from where its pins say, with TLS verified."""
-    from pipeline.artifacts.images import IMAGES, image_tag
+    from pipeline.artifacts.images import IMAGES, build_tag
 
     if rel.registry and rel.registry != registry_host:
         registry_host, local = rel.registry, False
     version = rel.id.split("+", 1)[0]
     repository = rel.gateway_repository or f"{registry_host}/{IMAGES['gateway'].repository}"
     gateway = f"{repository}@{rel.gateway_digest}"
-    simulator = f"{registry_host}/{IMAGES['simulator'].repository}:{image_tag(f'{version}-g{rel.commit[:12]}')}"
+    # build's release id is <version>+g<commit7>[.dirty]; its images carry build_tag(version, commit, dirty).
+    tag = build_tag(version, rel.commit, rel.id.endswith(".dirty"))
+    simulator = f"{registry_host}/{IMAGES['simulator'].repository}:{tag}"
     return PodImages(gateway, simulator, "simulator", tls_verify=not local)

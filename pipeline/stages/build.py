@@ -266,7 +266,7 @@ def _build_images(
     commit, dirty = git_commit(root)
     created = _commit_time(root)
     labels = {"VERSION": _project_version(root), "REVISION": commit, "CREATED": created}
-    tag = image_artifacts.image_tag(f"{_project_version(root)}-g{commit[:12]}{'-dirty' if dirty else ''}")
+    tag = image_artifacts.build_tag(_project_version(root), commit, dirty)
     image_set = image_artifacts.build_all(
         engine,
         root,
