@@ -297,6 +297,7 @@ class Response:
         conn = self.conn
         if self.complete and self.keep_alive and self.error is None and not conn.closed:
             conn.resp = None
+            self._resume()  # a pooled connection must read again
             conn.pool._put(conn)
         else:
             conn.resp = None
