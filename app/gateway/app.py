@@ -8,20 +8,19 @@ Entry point for ASGI servers (one or several workers):
 The generation routes are raw ASGI endpoints dispatched before FastAPI's middleware and
 router (`GatewayApp`), the upstream hop is a keep-alive pool (`upstream.py`, `h1.py`), and everything
 derivable once (RBAC policies, JWKS keys, verified tokens, metric children) is cached;
-see docs/gateway.md ("Performance").
+see docs/gateway.md ("Performance"). Beside this module: `components` (built once from the
+settings), `request_ctx` (per-request facts, ids, response helper), `relay` (the SSE relay of a
+stream), `openapi` (the served OpenAPI description).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import re
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -34,164 +33,40 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from app.gateway import metrics as m
-from app.gateway.audit import AuditLog
-from app.gateway.auth import Authenticator, AuthError, JwksStore, Principal
+from app.gateway.auth import AuthError
+from app.gateway.components import Components, build_components
 from app.gateway.config import ConfigError, Settings, load_settings
-from app.gateway.errors import GatewayError, error_body, sse_error_event
+from app.gateway.errors import GatewayError, error_body
 from app.gateway.health import Readiness
-from app.gateway.metrics import UPSTREAM_ERRORS
-from app.gateway.ratelimit import Decision, RateLimiter
-from app.gateway.rbac import Policy, Rbac, RbacError, load_rbac
+from app.gateway.openapi import openapi_spec
+from app.gateway.rbac import Policy
+from app.gateway.relay import StreamRelay
+from app.gateway.request_ctx import (
+    JSON,
+    JSON_CT,
+    SSE_HEADERS,
+    Ctx,
+    Headers,
+    json_depth_exceeds,
+    new_request_id,
+    param_of,
+    request_id_of,
+    send_response,
+    valid_request_id,
+)
 from app.gateway.schemas import ChatCompletionRequest, CompletionRequest
 from app.gateway.upstream import (
     TRANSPORT_ERRORS,
     Upstream,
-    UpstreamProtocolError,
-    UpstreamResponse,
-    UpstreamTooLargeError,
     bad_upstream,
     open_upstream,
     read_capped,
     upstream_error,
 )
 
+__all__ = ["Components", "Gateway", "GatewayApp", "build_components", "create_app", "openapi_spec"]
+
 log = logging.getLogger(__name__)
-
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-JSON = "application/json"
-Headers = list[tuple[bytes, bytes]]
-_JSON_CT = (b"content-type", b"application/json")
-_SSE_HEADERS: Headers = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    # Proxies in front (nginx) must not buffer the stream either.
-    (b"x-accel-buffering", b"no"),
-]
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-@dataclass(slots=True)
-class Ctx:
-    """Per-request facts, gathered for the audit line and the metrics."""
-
-    route: str
-    request_id: str
-    t0: float
-    principal: Principal | None = None
-    policy: Policy | None = None
-    model: str | None = None
-    status: int = 200
-    error: str | None = None
-    stream: bool = False
-    estimate: int = 0
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    decision: Decision | None = None
-    ttft: float | None = None
-    text: dict[str, Any] | None = field(default=None)
-    finished: bool = False
-    # The id vLLM sees: unique per request (vLLM rejects duplicate running ids), unlike the client's.
-    upstream_id: str = ""
-    disconnected: bool = False
-
-
-@dataclass
-class Components:
-    """Everything built once from the settings."""
-
-    settings: Settings
-    rbac: Rbac
-    auth: Authenticator
-    audit: AuditLog
-    limiter: RateLimiter
-
-
-def build_components(settings: Settings) -> Components:
-    """Validate the files the settings point at; ConfigError naming the setting on failure."""
-    try:
-        rbac = Rbac(load_rbac(settings.rbac_file))
-    except RbacError as exc:
-        raise ConfigError(f"GATEWAY_RBAC_FILE: {settings.rbac_file}: {exc}") from None
-    jwks = None
-    if settings.jwt_jwks:
-        jwks = JwksStore(
-            settings.jwt_jwks,
-            is_url=settings.jwks_is_url,
-            cache_seconds=settings.jwks_cache_seconds,
-            min_refresh_seconds=settings.jwks_min_refresh_seconds,
-            fetch_timeout_seconds=settings.jwks_fetch_timeout_seconds,
-        )
-        if not settings.jwks_is_url:
-            try:
-                jwks.load_file_now()
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"GATEWAY_JWT_JWKS: not a valid JWKS file: {exc}") from None
-            if not jwks.keys:
-                raise ConfigError("GATEWAY_JWT_JWKS: the JWKS holds no usable RS256/ES256 signing key")
-    try:
-        audit = AuditLog(settings.audit_log)
-    except OSError as exc:
-        raise ConfigError(f"GATEWAY_AUDIT_LOG: cannot open {settings.audit_log}: {exc}") from None
-    limiter = RateLimiter(
-        settings.redis_url, timeout=settings.redis_timeout_seconds, retry_after=settings.redis_retry_after_seconds
-    )
-    return Components(settings, rbac, Authenticator(settings, jwks), audit, limiter)
-
-
-def new_request_id() -> str:
-    """A random UUID4 in hex, without uuid.uuid4()'s urandom syscall and object per request
-    (request ids need to be unique, not unguessable; each worker process seeds itself)."""
-    return "%032x" % ((random.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
-
-
-def valid_request_id(rid: str | None) -> str:
-    if rid and _REQUEST_ID.fullmatch(rid):
-        return rid
-    return new_request_id()
-
-
-def request_id_of(request: Request) -> str:
-    return valid_request_id(request.headers.get("x-request-id"))
-
-
-async def send_response(send: Send, status: int, body: bytes, headers: Headers, ctype: tuple[bytes, bytes]) -> None:
-    """A complete response in two ASGI messages (what starlette's Response does, minus its overhead)."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [ctype, (b"content-length", b"%d" % len(body)), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def json_depth_exceeds(value: Any, limit: int) -> bool:
-    """True if a parsed JSON value nests objects/arrays deeper than `limit` (iterative: no recursion limit)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(v, dict):
-            stack.extend((x, depth + 1) for x in v.values() if isinstance(x, dict | list))
-        elif isinstance(v, list):
-            stack.extend((x, depth + 1) for x in v if isinstance(x, dict | list))
-    return False
-
-
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
-
-
-def _param(loc: tuple[int | str, ...]) -> str | None:
-    """The field path of a validation error, without pydantic's union-member tags (`str`, `list[str]`)."""
-    parts: list[str] = []
-    for p in loc:
-        if isinstance(p, str) and ("[" in p or p in _TYPE_TAGS):
-            break
-        parts.append(str(p))
-    return ".".join(parts) or None
 
 
 class Gateway:
@@ -388,7 +263,7 @@ class Gateway:
             return schema.model_validate(data)
         except ValidationError as exc:
             err = exc.errors()[0]
-            param = _param(err.get("loc", ()))
+            param = param_of(err.get("loc", ()))
             msg = str(err.get("msg", "invalid value"))
             if err.get("type") == "extra_forbidden":
                 msg = "Unrecognized request argument"
@@ -521,7 +396,7 @@ class Gateway:
                 return
             streaming = False
             self._finish(ctx)
-            await send_response(sender, status, body, headers, _JSON_CT)
+            await send_response(sender, status, body, headers, JSON_CT)
         except asyncio.CancelledError:
             if not ctx.disconnected:
                 raise
@@ -533,7 +408,7 @@ class Gateway:
                 ctx.status, ctx.error = 500, "internal"
                 self._finish(ctx)
             if not started:
-                await send_response(send, 500, error_body(500, "Internal error."), [], _JSON_CT)
+                await send_response(send, 500, error_body(500, "Internal error."), [], JSON_CT)
 
     def _parse(
         self, raw: bytes, schema: type[ChatCompletionRequest] | type[CompletionRequest]
@@ -628,7 +503,7 @@ class Gateway:
         if not isinstance(payload, dict):
             raise bad_upstream("malformed", "The model server sent a malformed reply.")
         headers = self._headers(ctx)
-        headers[:0] = [_JSON_CT, (b"content-length", b"%d" % len(content))]
+        headers[:0] = [JSON_CT, (b"content-length", b"%d" % len(content))]
         if status >= 400:
             # vLLM's own 4xx (e.g. context too long) are already OpenAI-shaped: pass them on.
             ctx.status, ctx.error = status, "upstream_rejected"
@@ -669,7 +544,7 @@ class Gateway:
                 raise bad_upstream("status", f"The model server failed (HTTP {r.status}).")
             ctx.status, ctx.error = r.status, "upstream_rejected"
             self._finish(ctx)
-            await send_response(send, r.status, content, [(b"x-request-id", ctx.request_id.encode())], _JSON_CT)
+            await send_response(send, r.status, content, [(b"x-request-id", ctx.request_id.encode())], JSON_CT)
             return
         relay = StreamRelay(self, ctx, r, strip_usage)
         # A client disconnect must abort the upstream request even while no chunk is due:
@@ -677,7 +552,7 @@ class Gateway:
         watcher = asyncio.ensure_future(relay.watch(receive))
         events = relay.events()
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + self._headers(ctx)})
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._headers(ctx)})
             async for chunk in events:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if relay.disconnected:
@@ -753,162 +628,6 @@ class Gateway:
         return Response(body, media_type=ctype)
 
 
-def sse_data(event: bytes) -> bytes | None:
-    """The data of one SSE event (its `data:` lines joined), or None if it has none (a comment)."""
-    if event.startswith(b"data:") and b"\n" not in event:
-        data = event[5:]
-        return data[1:] if data.startswith(b" ") else data
-    lines = [ln[5:] for ln in event.split(b"\n") if ln.startswith(b"data:")]
-    if not lines:
-        return None
-    return b"\n".join(ln[1:] if ln.startswith(b" ") else ln for ln in lines)
-
-
-class StreamRelay:
-    """Forwards complete SSE events as they arrive, reads usage on the way, and ends a
-    broken stream with an error event. close() is idempotent and runs on every path."""
-
-    def __init__(self, gw: Gateway, ctx: Ctx, r: UpstreamResponse, strip_usage: bool) -> None:
-        self.gw = gw
-        self.ctx = ctx
-        self.r = r
-        self.strip_usage = strip_usage
-        self.chunks = 0
-        self.pieces: list[str] | None = [] if ctx.text is not None else None
-        self._closed = False
-        self._complete = False
-        self.finished = False  # the last byte went to the client
-        self.disconnected = False
-
-    async def watch(self, receive: Receive) -> None:
-        """Runs beside the relay: a client disconnect drops the upstream connection."""
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not self.finished:
-            self.disconnect()
-
-    def disconnect(self) -> None:
-        if self.disconnected:
-            return
-        self.disconnected = True
-        self.ctx.status, self.ctx.error = 499, "client_closed"
-        self.r.close()  # this is what cancels the request in vLLM
-
-    async def events(self) -> AsyncGenerator[bytes, None]:
-        """Complete SSE events (LF or CRLF delimited, `data:` with or without a space), batched per read."""
-        ctx = self.ctx
-        buf = b""
-        pending_cr = b""
-        done = False
-        inspect_all = self.pieces is not None
-        cap = self.gw.s.upstream_max_response_bytes
-        size = 0
-        try:
-            async for raw in self.r.content.iter_any():
-                size += len(raw)
-                if size > cap:
-                    raise UpstreamTooLargeError(f"stream larger than {cap} bytes")
-                if pending_cr or b"\r" in raw:
-                    # CRLF or CR line ends (SSE allows all three): normalise to LF, keeping a
-                    # trailing CR back in case its LF comes with the next read.
-                    raw = pending_cr + raw
-                    pending_cr = b""
-                    if raw.endswith(b"\r"):
-                        raw, pending_cr = raw[:-1], b"\r"
-                    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                buf += raw
-                end = buf.rfind(b"\n\n")
-                if end < 0:
-                    continue
-                block, buf = buf[: end + 2], buf[end + 2 :]
-                out: list[bytes] = []
-                for event in block.split(b"\n\n"):
-                    if not event:
-                        continue
-                    if done:
-                        continue  # nothing after [DONE] reaches the client
-                    data = sse_data(event)
-                    if data == b"[DONE]":
-                        done = True
-                    elif data is not None and (inspect_all or b'"usage"' in data or b'"error"' in data):
-                        kept = self._inspect(event, data)
-                        if kept is None:
-                            continue
-                        event = kept
-                    self.chunks += 1
-                    out.append(event + b"\n\n")
-                if out:
-                    if ctx.ttft is None:
-                        ctx.ttft = time.perf_counter() - ctx.t0
-                        self.gw.ttft_child(ctx.model or "-").observe(ctx.ttft)
-                    yield b"".join(out)
-            if not done:
-                raise UpstreamProtocolError("stream ended without [DONE]")
-            self._complete = True
-        except TRANSPORT_ERRORS as exc:
-            if self.disconnected:
-                return  # nobody to tell
-            err = upstream_error(exc)
-            ctx.status, ctx.error = err.status, err.kind
-            yield sse_error_event(
-                err.status, "The model server stream broke off: " + err.message, err.code or "upstream_error"
-            )
-            yield b"data: [DONE]\n\n"
-        finally:
-            await self.close()
-
-    def _inspect(self, event: bytes, data: bytes) -> bytes | None:
-        """Read usage, errors (and text if audited) from one event; None = drop it (usage the client did not ask for)."""
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return event
-        if not isinstance(obj, dict):
-            return event
-        if "error" in obj:
-            # vLLM reports an engine failure mid-stream as an error event: the request failed.
-            err = obj["error"]
-            code = err.get("code") if isinstance(err, dict) else None
-            status = code if isinstance(code, int) and 400 <= code <= 599 else 502
-            self.ctx.status, self.ctx.error = (502 if status >= 500 else status), "upstream_stream_error"
-            UPSTREAM_ERRORS.labels("stream_error").inc()
-            return event
-        choices = obj.get("choices") or []
-        if self.pieces is not None:
-            for c in choices:
-                if isinstance(c, dict):
-                    delta = c.get("delta")
-                    piece = delta.get("content") if isinstance(delta, dict) else c.get("text")
-                    if isinstance(piece, str):
-                        self.pieces.append(piece)
-        usage = obj.get("usage")
-        if isinstance(usage, dict):
-            self.ctx.prompt_tokens = usage.get("prompt_tokens")
-            self.ctx.completion_tokens = usage.get("completion_tokens")
-        if self.strip_usage and isinstance(usage, dict):
-            if not choices:
-                return None
-            del obj["usage"]
-            return b"data: " + orjson.dumps(obj)
-        return event
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        ctx = self.ctx
-        if self._complete:
-            self.r.release()  # back to the pool
-        else:
-            self.r.close()  # drop the connection: this is what cancels the request in vLLM
-        if ctx.completion_tokens is None and self.chunks:
-            ctx.completion_tokens = max(0, self.chunks - 1)  # fallback: ~1 token per event
-        if self.pieces is not None and ctx.text is not None:
-            ctx.text["completion"] = "".join(self.pieces)
-        self.gw._settle(ctx)
-        self.gw._finish(ctx)
-
-
 class GenerateEndpoint:
     """A generation route as a plain ASGI app."""
 
@@ -937,83 +656,6 @@ class GatewayApp(FastAPI):
                 await endpoint(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
-
-
-_ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type"],
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-        }
-    },
-}
-
-
-def openapi_spec() -> dict[str, Any]:
-    """The gateway's own OpenAPI 3.1 description: the generation routes (request bodies from the
-    pydantic models the gateway validates with), the model list, health, readiness, metrics."""
-    schemas: dict[str, Any] = {"Error": _ERROR_SCHEMA}
-    err = {"description": "OpenAI-shaped error", "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    errors = {str(c): err for c in (400, 401, 403, 404, 413, 429, 502, 503, 504)}
-    paths: dict[str, Any] = {}
-    for path, model, op in (
-        ("/v1/chat/completions", ChatCompletionRequest, "createChatCompletion"),
-        ("/v1/completions", CompletionRequest, "createCompletion"),
-    ):
-        js = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(js.pop("$defs", {}))
-        schemas[model.__name__] = js
-        paths[path] = {
-            "post": {
-                "operationId": op,
-                "security": [{"bearer": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
-                },
-                "responses": {
-                    "200": {
-                        "description": "The completion (JSON), or an SSE stream when `stream` is true",
-                        "content": {
-                            JSON: {"schema": {"type": "object"}},
-                            "text/event-stream": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **errors,
-                },
-            }
-        }
-    listing = {"200": {"description": "OK", "content": {JSON: {"schema": {"type": "object"}}}}, **errors}
-    paths["/v1/models"] = {"get": {"operationId": "listModels", "security": [{"bearer": []}], "responses": listing}}
-    paths["/v1/models/{model_id}"] = {
-        "get": {
-            "operationId": "retrieveModel",
-            "security": [{"bearer": []}],
-            "parameters": [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": listing,
-        }
-    }
-    for path, op in (("/healthz", "healthz"), ("/readyz", "readyz"), ("/metrics", "metrics")):
-        paths[path] = {
-            "get": {"operationId": op, "responses": {"200": {"description": "OK"}, "503": {"description": "not ready"}}}
-        }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "LLM gateway", "version": "1"},
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-        },
-    }
 
 
 def _config_exit(message: str) -> None:
