@@ -46,6 +46,19 @@ def git_commit(root: Path) -> tuple[str, bool]:
     return head, dirty
 
 
+def commit_time(root: Path) -> str:
+    """The commit's time (not now): labels stay the same for the same commit, so layers cache."""
+    try:
+        return (
+            subprocess.run(
+                ["git", "log", "-1", "--format=%cI"], cwd=root, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            or "unknown"
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def context_digest(root: Path, target: str) -> str:
     """Content digest of an image's build context: stands in for a registry digest when no engine exists."""
     tree, _ = InputHasher().tree_digest(root, CONTEXT_INPUTS)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pipeline.artifacts import chart as chart_artifact
 from pipeline.artifacts import images as image_artifacts
-from pipeline.artifacts.source import TARGETS, context_digest, git_commit
+from pipeline.artifacts.source import TARGETS, commit_time, context_digest, git_commit
 from pipeline.core.cache import Extra, InputHasher
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
@@ -264,7 +264,7 @@ def _build_images(
             checks.append(Check(name="registry login", status=Status.FAILED, detail=login.stderr.strip()[-500:]))
             registry = None
     commit, dirty = git_commit(root)
-    created = _commit_time(root)
+    created = commit_time(root)
     labels = {"VERSION": _project_version(root), "REVISION": commit, "CREATED": created}
     tag = image_artifacts.build_tag(_project_version(root), commit, dirty)
     image_set = image_artifacts.build_all(
@@ -286,21 +286,6 @@ def _build_images(
         for n, b in image_set.built.items()
     }
     return image_set
-
-
-def _commit_time(root: Path) -> str:
-    """The commit's time (not now): labels stay the same for the same commit, so layers cache."""
-    import subprocess
-
-    try:
-        return (
-            subprocess.run(
-                ["git", "log", "-1", "--format=%cI"], cwd=root, capture_output=True, text=True, check=True
-            ).stdout.strip()
-            or "unknown"
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _chart_artifact(
