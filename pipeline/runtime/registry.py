@@ -103,10 +103,13 @@ def status(sdir: Path | None = None) -> Registry | None:
     return None
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether the registry can listen on `port` again. SO_REUSEADDR as the registry's own listener
+    (Go sets it): connections of the previous run left in TIME_WAIT must not move the port."""
     import socket
 
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -125,7 +128,7 @@ def ensure(sdir: Path | None = None, timeout: float = 30.0, binary: str | None =
         raise RegistryError(f"{BINARY} is not installed (`apt-get install docker-registry`, or `make tools`)")
     sdir.mkdir(parents=True, exist_ok=True)
     previous = _read_state(sdir).get("port")
-    port = previous if previous and _port_free(previous) else free_port()
+    port = previous if previous and port_free(previous) else free_port()
     (sdir / "data").mkdir(exist_ok=True)
     config = sdir / "config.yml"
     config.write_text(config_text((sdir / "data").resolve(), port))
