@@ -35,8 +35,17 @@ class DevKeys:
     kid: str
     alg: str
 
-    def mint(self, *, sub: str, roles: Sequence[str], issuer: str, audience: str, ttl_seconds: int) -> str:
-        """A token signed with this key pair."""
+    def mint(
+        self,
+        *,
+        sub: str,
+        roles: Sequence[str],
+        issuer: str,
+        audience: str,
+        ttl_seconds: int,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        """A token signed with this key pair (`extra` overrides claims)."""
         return mint_token(
             self.private_key,
             kid=self.kid,
@@ -46,6 +55,7 @@ class DevKeys:
             issuer=issuer,
             audience=audience,
             ttl_seconds=ttl_seconds,
+            extra=extra,
         )
 
 

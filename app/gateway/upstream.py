@@ -71,7 +71,7 @@ def bad_upstream(kind: str, message: str) -> GatewayError:
     return GatewayError(502, message, code="upstream_error", kind=f"upstream_{kind}")
 
 
-async def read_capped(r: UpstreamResponse | aiohttp.ClientResponse, cap: int) -> bytes:
+async def read_capped(r: UpstreamResponse, cap: int) -> bytes:
     """The whole body, or UpstreamTooLargeError as soon as it exceeds `cap` bytes."""
     if r.content_length is not None and r.content_length > cap:
         raise UpstreamTooLargeError(f"Content-Length {r.content_length} > {cap}")

@@ -27,7 +27,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from pipeline.artifacts.chart_render import helm_template_at
-from pipeline.artifacts.release_pod import PodImages, PreparedPod, dev_keys, pod_images_for, prepare
+from pipeline.artifacts.release_pod import PodImages, PreparedPod, dev_keys, prepare
 from pipeline.controller.drill_traffic import longest_gap
 from pipeline.gitops.release import Release
 from pipeline.gitops.sync_agent import Revision
@@ -216,22 +216,9 @@ def find_images(
     """The images of the release `source_env` runs in the GitOps remote (as `loadtest --attach` finds
     them: the gateway by its pinned digest, the same build's simulator image, the embedded registry),
     or (None, why the drill cannot run pods here)."""
-    from pipeline.gitops import promotion as pm
-    from pipeline.gitops.repo import GitOpsError, GitOpsRepo
+    from pipeline.gitops.env_images import env_pod_images
 
-    if engine is None or not engine.can_play_pods:
-        return None, f"no engine here plays pods ({engine_reason})"
-    try:
-        repo = GitOpsRepo(remote, work_dir)
-        repo.sync()
-        rel = pm.read_release(repo, source_env)
-    except (GitOpsError, pm.PromotionError, OSError) as exc:
-        return None, f"cannot read the release of {source_env} in {remote}: {exc}"
-    if rel is None or not rel.images_built:
-        return None, f"{source_env} in {remote} runs no release with built images (`make ci` builds and promotes one)"
-    if registry_host is None:
-        why = "the embedded registry that holds its images is not serving (`python -m pipeline registry start`)"
-        return None, f"{source_env} runs {rel.id}, but {why}"
-    host, local = registry_host
-    images = pod_images_for(rel, host, local)
+    rel, images, why = env_pod_images(remote, source_env, work_dir, engine, engine_reason, registry_host)
+    if rel is None or images is None:
+        return None, why or ""
     return DrillImages(images, rel.gateway_digest, rel.vllm_digest, rel.commit, f"release {rel.id} of {source_env}"), ""

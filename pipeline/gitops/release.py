@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from pipeline.core.result import StageResult
 
@@ -17,6 +17,14 @@ DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # The chart's image repository pattern (values.schema.json): HOST[:PORT]/PATH, lower case.
 REPOSITORY_RE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+$")
 REGISTRY_RE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$")
+_PATTERNS = {
+    "gateway_digest": (DIGEST_RE, "an image digest (sha256:<64 hex>)"),
+    "vllm_digest": (DIGEST_RE, "an image digest (sha256:<64 hex>)"),
+    "chart_digest": (DIGEST_RE, "a chart digest (sha256:<64 hex>)"),
+    "registry": (REGISTRY_RE, "a registry (host[:port][/path], lower case)"),
+    "gateway_repository": (REPOSITORY_RE, "an image repository (host[:port]/path, lower case)"),
+    "vllm_repository": (REPOSITORY_RE, "an image repository (host[:port]/path, lower case)"),
+}
 # Pins written only when set; a promotion of a release without them removes stale ones.
 OPTIONAL_PINS = (
     ("release", "chartDigest"),
@@ -49,32 +57,14 @@ class Release(BaseModel):
     gateway_repository: str | None = None
     vllm_repository: str | None = None
 
-    @field_validator("registry")
+    @field_validator(
+        "gateway_digest", "vllm_digest", "chart_digest", "registry", "gateway_repository", "vllm_repository"
+    )
     @classmethod
-    def _registry(cls, v: str | None) -> str | None:
-        if v is not None and not REGISTRY_RE.match(v):
-            raise ValueError(f"not a registry (host[:port][/path], lower case): {v!r}")
-        return v
-
-    @field_validator("gateway_repository", "vllm_repository")
-    @classmethod
-    def _repository(cls, v: str | None) -> str | None:
-        if v is not None and not REPOSITORY_RE.match(v):
-            raise ValueError(f"not an image repository (host[:port]/path, lower case): {v!r}")
-        return v
-
-    @field_validator("gateway_digest", "vllm_digest")
-    @classmethod
-    def _digest(cls, v: str) -> str:
-        if not DIGEST_RE.match(v):
-            raise ValueError(f"not an image digest (sha256:<64 hex>): {v!r}")
-        return v
-
-    @field_validator("chart_digest")
-    @classmethod
-    def _chart_digest(cls, v: str | None) -> str | None:
-        if v is not None and not DIGEST_RE.match(v):
-            raise ValueError(f"not a chart digest (sha256:<64 hex>): {v!r}")
+    def _pattern(cls, v: str | None, info: ValidationInfo) -> str | None:
+        regex, what = _PATTERNS[info.field_name or ""]
+        if v is not None and not regex.match(v):
+            raise ValueError(f"not {what}: {v!r}")
         return v
 
     def to_values(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from loadtests import slo as slo_mod
 from loadtests.runner import LocustRun, LocustSpec, run_locust
-from pipeline.artifacts.release_pod import PodImages, pod_images_for
+from pipeline.artifacts.release_pod import PodImages
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.probes.load_profile import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
@@ -147,25 +147,21 @@ def env_release_pod(opts: LoadtestOptions, ctx: RunContext) -> tuple[PodImages |
     """The chart's pod from the images of the release `opts.env` runs (GitOps pins, embedded registry):
     the gateway by its pinned digest, the simulator image of the same build standing in for vLLM.
     (None, why) when the release has no built images here or no engine can play pods."""
-    from pipeline.gitops import promotion as pm
-    from pipeline.gitops.repo import GitOpsError, GitOpsRepo, resolve_remote, work_dir_for
+    from pipeline.gitops.env_images import env_pod_images
+    from pipeline.gitops.repo import resolve_remote, work_dir_for
     from pipeline.runtime import engine, registry
 
-    try:
-        repo = GitOpsRepo(resolve_remote(opts.gitops_repo, ctx.repo_root), work_dir_for(ctx.run_dir / "work", "pins"))
-        repo.sync()
-        rel = pm.read_release(repo, opts.env)
-    except (GitOpsError, pm.PromotionError, OSError) as exc:
-        return None, f"cannot read the release of {opts.env}: {exc}"
-    if rel is None or not rel.images_built:
-        return None, f"{opts.env} runs no release with built images"
     status = engine.current()
-    if status.engine is None or not status.engine.can_play_pods:
-        return None, f"no engine here plays pods ({status.reason})"
     reg = registry.status()
-    if reg is None:
-        return None, "the embedded registry that holds the release's images is not serving"
-    return pod_images_for(rel, reg.host, reg.local), None
+    _, images, why = env_pod_images(
+        resolve_remote(opts.gitops_repo, ctx.repo_root),
+        opts.env,
+        work_dir_for(ctx.run_dir / "work", "pins"),
+        status.engine,
+        status.reason,
+        (reg.host, reg.local) if reg else None,
+    )
+    return images, why
 
 
 def _gate_checks(gate: dict[str, Any]) -> list[Check]:

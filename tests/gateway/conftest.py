@@ -16,7 +16,7 @@ import httpx
 import pytest
 from ruamel.yaml import YAML
 
-from app.gateway.tokens import DevKeys, mint_token, write_dev_keys
+from app.gateway.tokens import DevKeys, write_dev_keys
 from pipeline.runtime.procs import ManagedProcess, free_port, running
 
 HERE = Path(__file__).resolve().parent
@@ -69,17 +69,7 @@ class Gateway:
         self, sub: str = "alice", roles: tuple[str, ...] = ("user",), *, rs: bool = False, ttl: int = 600, **extra: Any
     ) -> str:
         k = self.keys.rs if rs else self.keys.es
-        return mint_token(
-            k.private_key,
-            kid=k.kid,
-            alg=k.alg,
-            sub=sub,
-            roles=list(roles),
-            issuer=ISSUER,
-            audience=AUDIENCE,
-            ttl_seconds=ttl,
-            extra=extra or None,
-        )
+        return k.mint(sub=sub, roles=roles, issuer=ISSUER, audience=AUDIENCE, ttl_seconds=ttl, extra=extra or None)
 
     def auth(self, **kw: Any) -> dict[str, str]:
         return {"authorization": f"Bearer {self.mint(**kw)}"}
