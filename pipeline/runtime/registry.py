@@ -51,6 +51,11 @@ class Registry:
         return f"{self.host}/{repository}"
 
 
+def is_loopback(ref: str) -> bool:
+    """A reference into a registry on loopback: the embedded one, plain HTTP (TLS verified elsewhere)."""
+    return ref.startswith(("127.0.0.1:", "localhost:", "[::1]:"))
+
+
 def state_dir() -> Path:
     return project_cache() / "registry"
 
@@ -173,8 +178,7 @@ def stop(sdir: Path | None = None, grace: float = 5.0) -> bool:
 def external(spec: str) -> Registry:
     """`--registry HOST[:PORT][/PATH]`: a registry this project does not run (TLS verified)."""
     spec = spec.removeprefix("oci://").removeprefix("https://").rstrip("/")
-    local = spec.startswith(("127.0.0.1:", "localhost:"))
-    return Registry(spec, local=local)
+    return Registry(spec, local=is_loopback(spec))
 
 
 def password() -> str | None:

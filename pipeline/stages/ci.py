@@ -156,7 +156,11 @@ def _own_options(name: str, mod: ModuleType, opts: CiOptions, upstream: dict[str
     if name == "scan" and hasattr(mod, "ScanOptions"):
         # Dockerfiles only: render config-scans the rendered chart itself (same gate, same ignore file).
         built = (upstream["build"].evidence.get("images") or {}) if "build" in upstream else {}
-        pushed = {n: {"local": i["local"], "digest": i["digest"]} for n, i in built.items() if i.get("digest")}
+        pushed = {
+            n: {"local": i["local"], "ref": i.get("ref") or "", "digest": i["digest"]}
+            for n, i in built.items()
+            if i.get("digest")
+        }
         return mod.ScanOptions(images=list(opts.images), built=pushed)
     if name == "render" and hasattr(mod, "RenderOptions"):
         return mod.RenderOptions(crd_schemas=opts.crd_schemas)

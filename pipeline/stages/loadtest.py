@@ -255,8 +255,10 @@ def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> LoadtestOpt
     images = (build.evidence.get("images") or {}) if build is not None else {}
     refs = {n: (images.get(n) or {}).get("ref") for n in ("gateway", "simulator")}
     if refs["gateway"] and refs["simulator"]:
-        local = str(refs["gateway"]).startswith(("127.0.0.1:", "localhost:"))
-        return LoadtestOptions(pod=PodImages(refs["gateway"], refs["simulator"], "simulator", tls_verify=not local))
+        from pipeline.runtime.registry import is_loopback
+
+        tls = not is_loopback(str(refs["gateway"]))
+        return LoadtestOptions(pod=PodImages(refs["gateway"], refs["simulator"], "simulator", tls_verify=tls))
     return LoadtestOptions(fallback="build pushed no gateway + simulator images")
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.checks import trivy_ignore
+from pipeline.checks import image_source, trivy_ignore
 from pipeline.checks.trivy_scan import (
     db_present,
     gate_secrets,
@@ -43,6 +43,7 @@ from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.core.shell import run_command, tail
 from pipeline.gitops.release import DIGEST_RE
+from pipeline.runtime.engine import Engine
 from pipeline.runtime.tools import find
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class ScanOptions:
     ignorefile: Path | None = None  # default: <root>/.trivyignore.yaml
     download_db: bool | None = None  # None: only under the Dagger executor
     today: dt.date | None = None  # for tests: the date expiry is judged against
-    # Images `build` made with the local engine: name → {"local": ref, "digest": registry digest}.
+    # Images `build` made: name → {"local": engine ref, "ref": registry/repo@digest, "digest": …}.
     # Each is scanned from the image itself (secrets, misconfigurations, SBOM); `ci` fills this in.
     built: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -247,52 +248,22 @@ def _built_image_checks(
     ignores: trivy_ignore.IgnoreFile,
     artifacts: list[str],
 ) -> Iterable[Check]:
-    """Secrets and misconfigurations in each built image (layers and config), and its SBOM."""
+    """Secrets and misconfigurations in each built image (layers and config), and its SBOM.
+
+    A pushed image is read from its registry by digest; one that was not (or that Trivy cannot
+    read there) from an archive the engine exports (image_source says why and what it costs).
+    """
     if not opts.built:
         return
     from pipeline.runtime import engine as engines
 
     status = engines.current()
-    if status.engine is None or status.engine.kind == "dagger":
-        yield Check(
-            name="images", status=Status.SKIPPED, detail=f"no local engine to export the images: {status.reason}"
-        )
-        return
-    archives = out / "images"
-    archives.mkdir(parents=True, exist_ok=True)
+    local_engine = status.engine if status.engine is not None and status.engine.kind != "dagger" else None
     for name, info in opts.built.items():
-        ref = info.get("local", "")
-        tar = archives / f"{name}.tar"
         ctx.progress(f"scan: image {name} (secrets, misconfigurations, SBOM)")
         with Timer() as t:
-            tar.unlink(missing_ok=True)
-            saved = status.engine.run(
-                ["image", "save", "--format", "docker-archive", "-o", str(tar), ref], timeout=1800
-            )
-            if saved.returncode != 0:
-                yield Check(
-                    name=f"image {name}", status=Status.FAILED, detail=f"cannot export {ref}: {tail(saved.stderr)}"
-                )
-                continue
-            common = ["--quiet", "--timeout", "20m", "--input", str(tar)]
-            argv = [
-                trivy,
-                "image",
-                *common,
-                "--scanners",
-                "secret,misconfig",
-                "--image-config-scanners",
-                "misconfig,secret",
-            ]
-            failed, report = trivy_json(f"image {name}", argv, root, out, out / f"image-{name}.json")
-            sbom = out / f"sbom-{name}.cdx.json"
-            sbom_check, _ = run_command(
-                f"sbom {name}",
-                [trivy, "image", *common, "--format", "cyclonedx", "--output", str(sbom)],
-                cwd=root,
-                log_dir=out,
-            )
-            tar.unlink(missing_ok=True)
+            scanned = _scan_image(trivy, name, info, local_engine, status.reason, root, out)
+        failed, report, sbom_check, source = scanned
         if failed:
             yield failed
             continue
@@ -302,10 +273,11 @@ def _built_image_checks(
             f"image {name}",
             bad_secrets + bad_config,
             ignored_s + ignored_c,
-            f"no secrets; {n} finding(s) below HIGH",
+            f"no secrets; {n} finding(s) below HIGH; read from {source}",
             t.seconds,
         )
-        if sbom_check.status is Status.PASSED:
+        sbom = out / f"sbom-{name}.cdx.json"
+        if sbom_check is not None and sbom_check.status is Status.PASSED:
             try:
                 comps = len(json.loads(sbom.read_text()).get("components") or [])
                 check.detail += f"; SBOM {comps} components"
@@ -315,6 +287,49 @@ def _built_image_checks(
                 pass
         artifacts.append(str(out / f"image-{name}.json"))
         yield check
+
+
+def _scan_image(
+    trivy: str,
+    name: str,
+    info: dict[str, str],
+    engine: Engine | None,
+    no_engine: str,
+    root: Path,
+    out: Path,
+) -> tuple[Check | None, dict[str, Any], Check | None, str]:
+    """(failure or None, secret+misconfig report, SBOM check, where the image was read from)."""
+
+    def scan(source: image_source.ImageSource) -> tuple[Check | None, dict[str, Any], Check | None]:
+        common = ["--quiet", "--timeout", "20m", *source.flags]
+        target = source.target
+        argv = [trivy, "image", *common, "--scanners", "secret,misconfig"]
+        argv += ["--image-config-scanners", "misconfig,secret", *target]
+        failed, report = trivy_json(f"image {name}", argv, root, out, out / f"image-{name}.json")
+        if failed:
+            return failed, report, None
+        sbom = out / f"sbom-{name}.cdx.json"
+        sbom_argv = [trivy, "image", *common, "--format", "cyclonedx", "--output", str(sbom), *target]
+        sbom_check, _ = run_command(f"sbom {name}", sbom_argv, cwd=root, log_dir=out)
+        return None, report, sbom_check
+
+    unreadable = ""
+    ref = info.get("ref", "")
+    if ref:
+        remote = image_source.remote(ref)
+        failed, report, sbom_check = scan(remote)
+        if failed is None:
+            return None, report, sbom_check, remote.described
+        unreadable = f"not readable from its registry ({tail(failed.detail, 2)}); "
+    if engine is None:
+        why = f"{unreadable}no local engine to export {name}: {no_engine}"
+        return Check(name=f"image {name}", status=Status.FAILED, detail=why), {}, None, ""
+    try:
+        with image_source.exported(engine, info.get("local", ""), out / "images" / f"{name}.tar") as archive:
+            failed, report, sbom_check = scan(archive)
+    except image_source.ImageSourceError as exc:
+        return Check(name=f"image {name}", status=Status.FAILED, detail=f"{unreadable}{exc}"), {}, None, ""
+    return failed, report, sbom_check, f"{unreadable}{archive.described}"
 
 
 def image_digest(ref: str) -> tuple[str | None, str | None]:

@@ -119,8 +119,9 @@ def _digests_arg(text: str) -> dict[str, str]:
 
 def pod_images(gateway: str, vllm: str, kind: Literal["vllm-cpu", "simulator"]) -> PodImages:
     """Images by reference; the embedded registry on loopback is plain HTTP."""
-    local = gateway.startswith(("127.0.0.1:", "localhost:"))
-    return PodImages(gateway=gateway, vllm=vllm, vllm_kind=kind, tls_verify=not local)
+    from pipeline.runtime.registry import is_loopback
+
+    return PodImages(gateway=gateway, vllm=vllm, vllm_kind=kind, tls_verify=not is_loopback(gateway))
 
 
 def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> SmokeOptions:
