@@ -226,7 +226,7 @@ def prepare(
         "vllm_image": images.vllm_kind,
         "substitutions": local.substitutions,
     }
-    secret_values = local_secret_values(dep, local.secret_names)
+    secret_values = local_secret_values(local.deployment, local.secret_names)
     local.substitutions += [
         f"secret {n}: random local values for {', '.join(sorted(v))}" for n, v in secret_values.items()
     ]

@@ -199,24 +199,29 @@ def local_profile(
                 "(podman 4.3 mounts it root-owned 0755)"
             )
     used_cms = {str(v["configMap"]["name"]) for v in spec.get("volumes", []) if "configMap" in v}
-    secrets: set[str] = set()
+    # Podman Secrets are machine-wide objects: each is named after this pod's Deployment, so pods of
+    # other runs (smoke, load test, drill) never read or remove one another's.
+    secrets: dict[str, str] = {}  # chart name → podman name
     for c in spec.get("containers", []):
+        refs = [src["secretRef"] for src in c.get("envFrom", []) if "secretRef" in src]
+        refs += [r for e in c.get("env", []) if (r := (e.get("valueFrom") or {}).get("secretKeyRef"))]
         for src in c.get("envFrom", []):
             if "configMapRef" in src:
                 used_cms.add(str(src["configMapRef"]["name"]))
-            if "secretRef" in src:
-                secrets.add(str(src["secretRef"]["name"]))
-        for e in c.get("env", []):
-            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-            if ref:
-                secrets.add(str(ref["name"]))
+        for ref in refs:
+            ref["name"] = secrets.setdefault(str(ref["name"]), f"{name}-{ref['name']}")
+    if secrets:
+        subs.append(
+            f"secret(s) {', '.join(sorted(secrets))} → podman secret(s) {', '.join(sorted(secrets.values()))} "
+            "(podman secrets are machine-wide: named after this pod)"
+        )
     cms = [copy.deepcopy(d) for d in manifests if d.get("kind") == "ConfigMap" and d["metadata"]["name"] in used_cms]
     for cm in cms:
         changes = (config_data or {}).get(str(cm["metadata"]["name"])) or {}
         for key, value in changes.items():
             cm.setdefault("data", {})[key] = value
             subs.append(f"configmap {cm['metadata']['name']}: {key} set for the local pod")
-    return LocalPod(name, dep, cms, sorted(secrets), ready, published, subs)
+    return LocalPod(name, dep, cms, sorted(secrets.values()), ready, published, subs)
 
 
 def _container_states(engine: Engine, pod: LocalPod, containers: list[str]) -> dict[str, tuple[str, int]]:

@@ -73,12 +73,14 @@ def test_local_profile_records_every_substitution(tmp_path: Path) -> None:
     assert {"name": "m2", "hostPath": {"path": str(tmp_path), "type": "Directory"}} in spec["volumes"]
     assert [c["metadata"]["name"] for c in pod.config_maps] == ["cfg", "rbac"]  # only what the pod uses
     assert pod.config_maps[0]["data"] == {"A": "1", "B": "2"}
-    assert pod.secret_names == ["sec"]
+    # Podman Secrets are machine-wide: the pod reads ones named after it.
+    assert pod.secret_names == ["llm-sec"]
+    assert gw["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "llm-sec", "key": "k"}
     assert pod.ready_urls == {"gateway": "http://127.0.0.1:18080/readyz", "vllm": "http://127.0.0.1:18000/health"}
     assert pod.container_name("gateway") == "llm-pod-0-gateway"
     text = "\n".join(pod.substitutions)
     for fragment in ("nodeSelector", "nvidia.com/gpu removed", "cpu 64 capped to 2", "image registry.example.com",
-                     "127.0.0.1:18080", "args", "hostPath", "cfg: B"):  # fmt: skip
+                     "127.0.0.1:18080", "args", "hostPath", "cfg: B", "sec → podman secret(s) llm-sec"):  # fmt: skip
         assert fragment in text
     assert pod.spec_digest().startswith("sha256:") and "kind: Deployment" in pod.yaml()
     assert "Service" not in pod.yaml()
@@ -176,3 +178,15 @@ def test_every_secret_key_the_rendered_pod_reads_gets_a_local_value(repo_root: P
     values = local_secret_values(dep, sorted({name for name, _ in refs}))
     assert {(name, key) for name, keys in values.items() for key in keys} == refs
     assert all(len(v) == 48 for keys in values.values() for v in keys.values())
+
+
+def test_pods_of_different_names_never_share_a_podman_secret() -> None:
+    ports = {"gateway": {"http": 18080}, "vllm": {"vllm": 18000}}
+    manifests = rendered()
+    smoke = local_profile(manifests, images={}, host_ports=ports)
+    drill = local_profile(manifests, images={}, host_ports=ports, rename=("llm-drill", "the drill's own pod"))
+    assert smoke.secret_names == ["llm-sec"] and drill.secret_names == ["llm-drill-sec"]
+    env = drill.deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[0]["valueFrom"]["secretKeyRef"]["name"] == "llm-drill-sec"
+    given = manifests[3]["spec"]["template"]["spec"]["containers"][0]["env"][0]
+    assert given["valueFrom"]["secretKeyRef"]["name"] == "sec"  # the rendered manifests are left as they were
