@@ -122,6 +122,15 @@ def port_free(port: int) -> bool:
     return True
 
 
+def _port_frees(port: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while not port_free(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def ensure(sdir: Path | None = None, timeout: float = 30.0, binary: str | None = None) -> Registry:
     """The embedded registry, started (detached, left serving) if it is not running."""
     sdir = sdir or state_dir()
@@ -133,7 +142,9 @@ def ensure(sdir: Path | None = None, timeout: float = 30.0, binary: str | None =
         raise RegistryError(f"{BINARY} is not installed (`apt-get install docker-registry`, or `make tools`)")
     sdir.mkdir(parents=True, exist_ok=True)
     previous = _read_state(sdir).get("port")
-    port = previous if previous and port_free(previous) else free_port()
+    # A registry that was just stopped may still hold its socket while it exits: wait a moment
+    # rather than move the port (pushed references name it).
+    port = previous if previous and _port_frees(previous, within=3.0) else free_port()
     (sdir / "data").mkdir(exist_ok=True)
     config = sdir / "config.yml"
     config.write_text(config_text((sdir / "data").resolve(), port))
@@ -172,6 +183,10 @@ def stop(sdir: Path | None = None, grace: float = 5.0) -> bool:
     if _alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    # Its memory goes before its sockets: the PID looks gone while the port is still held.
+    port = _read_state(sdir).get("port")
+    if port:
+        _port_frees(port, within=max(deadline - time.monotonic(), 1.0))
     return True
 
 
