@@ -109,7 +109,9 @@ def test_close_removes_the_pod_and_its_secrets_by_name(tmp_path: Path) -> None:
     deploy(_drill_release(1, False, IMAGES), Revision(heads[0], checkout.path))
     deploy.close()
     assert ["pod", "rm", "-f", "-t", "5", "llm-drill-staging-pod-0"] in calls
-    assert {c[2] for c in calls if c[:2] == ["secret", "rm"]} == {"hf-token", "llm-service-gateway"}
+    # Its own Secrets (named after the drill's pod), never those of a smoke or load-test pod.
+    secrets = {c[2] for c in calls if c[:2] == ["secret", "rm"]}
+    assert secrets == {"llm-drill-staging-hf-token", "llm-drill-staging-llm-service-gateway"}
     deploy(_drill_release(1, False, IMAGES), Revision(heads[0], checkout.path))  # after close: never plays again
     assert len(deploy.plays) == 1
 
