@@ -11,10 +11,11 @@ ci: tools vllm ## Run every pipeline stage locally (test, build, scan, render, s
 	$(PY) -m pipeline ci
 
 test: tools vllm lint ## The whole test suite: lint, types, unit and slow end-to-end tests
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
+	$(PY) -m pytest -q -m slow
 
 test-fast: venv ## Unit tests only (no slow end-to-end tests)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 lint: venv ## ruff + mypy (strict on app/ and pipeline/)
 	$(PY) -m ruff check .

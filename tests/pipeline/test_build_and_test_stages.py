@@ -89,6 +89,21 @@ def test_test_stage_passes_on_clean_fixture_project(ctx: RunContext) -> None:
     assert (ctx.run_dir / "test" / "pytest-junit.xml").is_file()
 
 
+def test_unit_tests_run_on_worker_processes_and_slow_selections_stay_serial(ctx: RunContext) -> None:
+    # Each test records the xdist worker it ran on ("" when pytest ran it in its own process).
+    body = "import os\n\n\ndef test_add() -> None:\n    assert add(1, 2) == 3\n" + "".join(
+        f"\n\ndef test_where_{i}() -> None:\n"
+        f"    open('ran-{i}', 'w').write(os.environ.get('PYTEST_XDIST_WORKER', ''))\n"
+        for i in range(2)
+    )
+    root = fixture_project(ctx.repo_root, body)
+    result = test.run(test.TestOptions(root=root, skip=["mypy", "ruff", "format"]), ctx)
+    assert result.status is Status.PASSED, [c.detail for c in result.failures()]
+    assert all((root / f"ran-{i}").read_text().startswith("gw") for i in range(2))
+    result = test.run(test.TestOptions(root=root, markers="slow or not slow", skip=["mypy", "ruff", "format"]), ctx)
+    assert result.status is Status.PASSED and {(root / f"ran-{i}").read_text() for i in range(2)} == {""}
+
+
 def test_test_stage_fails_on_a_failing_test_and_lint(ctx: RunContext) -> None:
     body = "def test_add() -> None:\n    assert add(1, 2) == 4\n\n\nimport os\n"  # wrong + unsorted/unused import
     root = fixture_project(ctx.repo_root, body)
