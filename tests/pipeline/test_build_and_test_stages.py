@@ -90,18 +90,26 @@ def test_test_stage_passes_on_clean_fixture_project(ctx: RunContext) -> None:
 
 
 def test_unit_tests_run_on_worker_processes_and_slow_selections_stay_serial(ctx: RunContext) -> None:
-    # Each test records the xdist worker it ran on ("" when pytest ran it in its own process).
+    # The pytest the stage starts records its PID; each test the PID of the process that ran it.
     body = "import os\n\n\ndef test_add() -> None:\n    assert add(1, 2) == 3\n" + "".join(
-        f"\n\ndef test_where_{i}() -> None:\n"
-        f"    open('ran-{i}', 'w').write(os.environ.get('PYTEST_XDIST_WORKER', ''))\n"
-        for i in range(2)
+        f"\n\ndef test_where_{i}() -> None:\n    open('ran-{i}', 'w').write(str(os.getpid()))\n" for i in range(2)
     )
     root = fixture_project(ctx.repo_root, body)
-    result = test.run(test.TestOptions(root=root, skip=["mypy", "ruff", "format"]), ctx)
-    assert result.status is Status.PASSED, [c.detail for c in result.failures()]
-    assert all((root / f"ran-{i}").read_text().startswith("gw") for i in range(2))
-    result = test.run(test.TestOptions(root=root, markers="slow or not slow", skip=["mypy", "ruff", "format"]), ctx)
-    assert result.status is Status.PASSED and {(root / f"ran-{i}").read_text() for i in range(2)} == {""}
+    (root / "tests" / "conftest.py").write_text(
+        "import os\n\n\ndef pytest_configure(config):\n"
+        "    if not hasattr(config, 'workerinput'):  # the controlling process, not an xdist worker\n"
+        "        open('main-pid', 'w').write(str(os.getpid()))\n"
+    )
+    skip = ["mypy", "ruff", "format"]
+
+    def ran_in_main() -> set[bool]:
+        main = (root / "main-pid").read_text()
+        return {(root / f"ran-{i}").read_text() == main for i in range(2)}
+
+    assert test.run(test.TestOptions(root=root, skip=skip), ctx).status is Status.PASSED
+    assert ran_in_main() == {False}  # worker processes
+    assert test.run(test.TestOptions(root=root, markers="slow or not slow", skip=skip), ctx).status is Status.PASSED
+    assert ran_in_main() == {True}  # serial
 
 
 def test_test_stage_fails_on_a_failing_test_and_lint(ctx: RunContext) -> None:
