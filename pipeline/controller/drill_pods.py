@@ -48,6 +48,11 @@ class DrillImages:
     vllm_digest: str
     commit: str  # the source commit they were built from
     source: str  # where they came from, for the report
+    # Where the source release says they live: the drill's releases pin the same, so the env it
+    # renders pulls <repository>@<digest> from there (the chart's default registry otherwise).
+    registry: str | None = None
+    gateway_repository: str | None = None
+    vllm_repository: str | None = None
 
 
 @dataclass
@@ -221,4 +226,14 @@ def find_images(
     rel, images, why = env_pod_images(remote, source_env, work_dir, engine, engine_reason, registry_host)
     if rel is None or images is None:
         return None, why or ""
-    return DrillImages(images, rel.gateway_digest, rel.vllm_digest, rel.commit, f"release {rel.id} of {source_env}"), ""
+    found = DrillImages(
+        images,
+        rel.gateway_digest,
+        rel.vllm_digest,
+        rel.commit,
+        f"release {rel.id} of {source_env}",
+        registry=rel.registry,
+        gateway_repository=rel.gateway_repository,
+        vllm_repository=rel.vllm_repository,
+    )
+    return found, ""

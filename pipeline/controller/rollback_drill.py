@@ -180,6 +180,9 @@ def _drill_release(n: int, bad: bool, images: DrillImages | None = None) -> Rele
         vllm_digest=images.vllm_digest if images else h(f"drill-vllm-{n}"),
         model_revision="drill",
         images_built=images is not None,
+        registry=images.registry if images else None,
+        gateway_repository=images.gateway_repository if images else None,
+        vllm_repository=images.vllm_repository if images else None,
     )
 
 

@@ -17,6 +17,7 @@ from pipeline.artifacts.release_pod import PodImages
 from pipeline.controller.drill_pods import DrillImages, Play, PodDeployment, check_plays, find_images
 from pipeline.controller.drill_traffic import longest_gap
 from pipeline.controller.rollback_drill import DrillConfig, _drill_release, _promote, run_drill
+from pipeline.gitops import promotion as pm
 from pipeline.gitops.repo import GitOpsRepo, ensure_local_remote
 from pipeline.gitops.sync_agent import Revision, SyncAgent
 from pipeline.runtime import engine as engines
@@ -30,6 +31,9 @@ IMAGES = DrillImages(
     VLLM,
     "abc" + "0" * 37,
     "test images",
+    registry="127.0.0.1:5999",
+    gateway_repository="127.0.0.1:5999/llm/gateway",
+    vllm_repository="127.0.0.1:5999/llm/vllm-cpu",
 )
 PODMAN = engines.Engine("podman", "/nonexistent/podman")
 
@@ -77,6 +81,13 @@ def test_each_revision_is_rendered_from_the_checkout_and_replaced_bad_build_in_t
     agent.sync_once()  # v1 again, from the revert
 
     assert [p.release for p in deploy.plays] == ["0.1.0+drill", "0.2.0+drill-bad", "0.1.0+drill"]
+    # The drill's releases pin where the source release's images live; the env renders them from there.
+    checkout = GitOpsRepo(remote, tmp_path / "read")
+    checkout.sync()
+    pinned = pm.read_release(checkout, "staging")
+    assert pinned is not None and pinned.registry == "127.0.0.1:5999"
+    assert (pinned.gateway_repository, pinned.vllm_repository) == (IMAGES.gateway_repository, IMAGES.vllm_repository)
+    assert any(f"127.0.0.1:5999/llm/vllm-cpu@{VLLM}" in s for s in deploy.plays[0].substitutions)
     # Rendered from the agent's checkout at each commit it saw (not the working tree's environments/).
     assert [c for c, _ in rendered] == [agent.work_dir] * 3
     assert [c for _, c in rendered] == [e.commit for e in agent.events]
