@@ -283,11 +283,12 @@ def pod_images_for(rel: PinnedRelease, registry_host: str, local: bool) -> PodIm
     """A built release's pod images: the gateway by its pinned digest in the repository its pins name
     (else `registry_host`'s), the simulator image of the same build (tagged `<version>-g<commit>`, as
     build pushes it) standing in for vLLM. A release pushed elsewhere than `registry_host` is pulled
-    from where its pins say, with TLS verified."""
+    from where its pins say, with TLS verified unless that registry is on loopback (plain HTTP)."""
     from pipeline.artifacts.images import IMAGES, build_tag
+    from pipeline.runtime.registry import is_loopback
 
     if rel.registry and rel.registry != registry_host:
-        registry_host, local = rel.registry, False
+        registry_host, local = rel.registry, is_loopback(rel.registry)
     version = rel.id.split("+", 1)[0]
     repository = rel.gateway_repository or f"{registry_host}/{IMAGES['gateway'].repository}"
     gateway = f"{repository}@{rel.gateway_digest}"

@@ -172,7 +172,8 @@ def ensure(sdir: Path | None = None, timeout: float = 30.0, binary: str | None =
 def stop(sdir: Path | None = None, grace: float = 5.0) -> bool:
     """Stop the embedded registry by its recorded PID; True if one was running. Its data stays."""
     sdir = sdir or state_dir()
-    pid = _read_state(sdir).get("pid")
+    state = _read_state(sdir)
+    pid = state.get("pid")
     if not pid or not _alive(pid):
         return False
     with contextlib.suppress(ProcessLookupError):
@@ -184,7 +185,7 @@ def stop(sdir: Path | None = None, grace: float = 5.0) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     # Its memory goes before its sockets: the PID looks gone while the port is still held.
-    port = _read_state(sdir).get("port")
+    port = state.get("port")
     if port:
         _port_frees(port, within=max(deadline - time.monotonic(), 1.0))
     return True

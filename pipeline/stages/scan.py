@@ -262,8 +262,7 @@ def _built_image_checks(
     for name, info in opts.built.items():
         ctx.progress(f"scan: image {name} (secrets, misconfigurations, SBOM)")
         with Timer() as t:
-            scanned = _scan_image(trivy, name, info, local_engine, status.reason, root, out)
-        failed, report, sbom_check, source = scanned
+            failed, report, sbom_check, source = _scan_image(trivy, name, info, local_engine, status.reason, root, out)
         if failed:
             yield failed
             continue
@@ -276,7 +275,7 @@ def _built_image_checks(
             f"no secrets; {n} finding(s) below HIGH; read from {source}",
             t.seconds,
         )
-        sbom = out / f"sbom-{name}.cdx.json"
+        sbom = _sbom_path(out, name)
         if sbom_check is not None and sbom_check.status is Status.PASSED:
             try:
                 comps = len(json.loads(sbom.read_text()).get("components") or [])
@@ -287,6 +286,10 @@ def _built_image_checks(
                 pass
         artifacts.append(str(out / f"image-{name}.json"))
         yield check
+
+
+def _sbom_path(out: Path, name: str) -> Path:
+    return out / f"sbom-{name}.cdx.json"
 
 
 def _scan_image(
@@ -308,7 +311,7 @@ def _scan_image(
         failed, report = trivy_json(f"image {name}", argv, root, out, out / f"image-{name}.json")
         if failed:
             return failed, report, None
-        sbom = out / f"sbom-{name}.cdx.json"
+        sbom = _sbom_path(out, name)
         sbom_argv = [trivy, "image", *common, "--format", "cyclonedx", "--output", str(sbom), *target]
         sbom_check, _ = run_command(f"sbom {name}", sbom_argv, cwd=root, log_dir=out)
         return None, report, sbom_check

@@ -36,3 +36,10 @@ def test_a_release_pushed_elsewhere_is_pulled_from_where_its_pins_say() -> None:
     assert images.gateway == f"registry.example.com/llm-ci/llm/gateway@{GW}"
     assert images.vllm.startswith("registry.example.com/llm-ci/llm/simulator:")
     assert images.tls_verify  # not the embedded plain-HTTP registry
+
+
+def test_a_release_pushed_to_another_loopback_registry_is_pulled_over_plain_http() -> None:
+    # `--registry 127.0.0.1:6000` is pushed to without TLS (registry.external); pulls must match.
+    rel = release(registry="127.0.0.1:6000", gateway_repository="127.0.0.1:6000/llm/gateway")
+    images = pod_images_for(rel, "127.0.0.1:5000", True)
+    assert images.gateway == f"127.0.0.1:6000/llm/gateway@{GW}" and not images.tls_verify
