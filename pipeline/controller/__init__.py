@@ -313,6 +313,7 @@ class Controller:
             result = {**base, "outcome": outcome, "detail": detail, "commit": out.sha, "pin_commit": out.pin_sha}
             if out.values:
                 result["values_diff"] = out.values
+            sync: SyncRequest | None = None
             if outcome == "rolled_back":
                 self.metrics.last_rollback.labels(env=env).set_to_current_time()
                 # The rollback commit carries the env's files; for prod it is also what the pin names.
@@ -328,7 +329,9 @@ class Controller:
                     self.metrics.syncs.labels(env=env, state=sync.state).inc()
                     self.audit(event="sync", env=env, incident=key, **sync.as_dict())
                     result.update(detail=f"{detail}; {sync.detail}", sync=sync.as_dict())
-            if outcome in ("rolled_back", "duplicate", "already_rolled_back"):
+            # A sync Argo CD refused (or never got) is not done: the next notification retries it.
+            settled = sync is None or sync.settled
+            if outcome in ("rolled_back", "duplicate", "already_rolled_back") and settled:
                 self._seen[key] = detail
             return result
 

@@ -1,20 +1,31 @@
-"""Ask Argo CD to sync an env now: its REST API, a project-role bearer token, sync windows respected.
+"""Ask Argo CD to sync an env now: its REST API, project-role bearer tokens, sync windows respected.
 
-Argo CD's documented API (the gRPC gateway of argocd-server):
+What argocd-server does with the requests (v3.x; each rule names the upstream file):
 
-    POST /api/v1/applications/{name}/sync   body: ApplicationSyncRequest (revision, prune, dryRun,
-                                            strategy, syncOptions, ...); 200 → the Application
-    GET  /api/v1/applications/{name}        200 → the Application (status.sync, operationState)
+    POST /api/v1/applications/{name}/sync   body: ApplicationSyncRequest; 200 → the Application
+    GET  /api/v1/applications/{name}        200 → the Application (spec.sources, status.sync)
 
-Both take `Authorization: Bearer <token>`: a JWT of the project role `rollback-controller` of the
-`llm-service` AppProject (`argocd proj role create-token llm-service rollback-controller`), mounted
-from the controller's Secret. Errors are gRPC statuses as JSON (`{"error", "code", "message"}`):
-401 Unauthenticated, 403 PermissionDenied (RBAC, or "cannot sync: blocked by sync window" when a deny
-window without `manualSync: true` is active), 404 NotFound, 400 FailedPrecondition (an operation is
-already running).
+- The body is decoded by Go's encoding/json (util/grpc/json.go `JSONMarshaler.NewDecoder`) into
+  `ApplicationSyncRequest` (pkg/apiclient/application/application.pb.go): `sourcePositions` is
+  `[]int64`, so positions are JSON numbers, never strings (a string is 400 InvalidArgument).
+- `Server.Sync` (server/application/application.go) checks, in this order: `get` on the app
+  (an unknown app without a project in the request is 403, not 404), the AppProject's sync windows
+  (a requested sync is a manual one: `CanSync(true)`; 403 "cannot sync: blocked by sync window"),
+  `sync` on the app, then `resolveSourceRevisions`: a requested revision that differs from a
+  source's `targetRevision` while automated sync is on is 400 FailedPrecondition ("auto-sync currently
+  set to ..."). So the controller never overrides revisions: it waits (bounded) until the Application's
+  spec shows the rollback (the chart version; for a pinned env the values commit), then syncs the spec.
+  A branch source is resolved afresh at that moment (`resolveRevision`, `NoRevisionCache: true`).
+- A project-role token acts only within its project (server/rbacpolicy/rbacpolicy.go
+  `enforceProjectToken`): the `llm-service` token may sync `llm-service-<env>`; the root app
+  `llm-platform-root` (project `llm-platform`, which carries the prod pin) takes a token of a role of
+  `llm-platform` — a second token (`ARGOCD_ROOT_TOKEN_FILE`).
+- An operation already running is 400 FailedPrecondition "another operation is already in progress"
+  (util/argo/argo.go `ErrAnotherOperationInProgress`): retried within the same bound.
+Errors are gRPC statuses as JSON (`{"error", "code", "message"}`).
 
-A requested sync is a *manual* sync for Argo CD: the prod deny windows carry `manualSync: true`, so
-the controller's rollback reaches the cluster at any hour while automated syncs stay held.
+The prod deny windows carry `manualSync: true`, so the controller's rollback reaches the cluster at
+any hour while automated syncs of promotions stay held.
 """
 
 from __future__ import annotations
@@ -22,13 +33,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from pipeline.gitops.repo import GitOpsRepo
+from pipeline.gitops.argocd_pin import pinned_revision
+from pipeline.gitops.repo import GitOpsError, GitOpsRepo, git
 from pipeline.gitops.sync_windows import sync_hold
 
 log = logging.getLogger(__name__)
@@ -41,30 +55,56 @@ ROOT_APP = "llm-platform-root"
 CHART_SOURCE, VALUES_SOURCE = 1, 2
 # Argo CD polls git every 3 minutes by default (timeout.reconciliation).
 POLL = "Argo CD's next poll (timeout.reconciliation, 3 min by default)"
+# gRPC codes argocd-server answers with (google.golang.org/grpc/codes).
+FAILED_PRECONDITION = 9
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
 class ArgoCDConfig:
     server: str  # https://argocd-server.argocd.svc
-    token_file: Path
+    token_file: Path  # project role of `llm-service` (syncs llm-service-<env>)
     app_name: str = APP_NAME
     root_app: str | None = ROOT_APP
+    # Project role of `llm-platform` (syncs the root app); None: the root app's own auto-sync moves the pin.
+    root_token_file: Path | None = None
     verify: bool | str = True  # False, True, or a CA bundle path
     timeout: float = 10.0
+    # How long a rollback waits for the Application's spec to show it before syncing (ApplicationSet lag).
+    spec_wait: float = 45.0
+    poll: float = 2.0
 
     @classmethod
     def from_env(cls) -> ArgoCDConfig | None:
-        """ARGOCD_SERVER + ARGOCD_AUTH_TOKEN_FILE (+ ARGOCD_CA_FILE); None when not configured."""
+        """ARGOCD_SERVER + ARGOCD_AUTH_TOKEN_FILE (+ ARGOCD_ROOT_TOKEN_FILE, ARGOCD_CA_FILE or ARGOCD_INSECURE,
+        ARGOCD_SPEC_WAIT seconds); None when not configured."""
         server, token = os.environ.get("ARGOCD_SERVER", ""), os.environ.get("ARGOCD_AUTH_TOKEN_FILE", "")
         if not server or not token:
             return None
         if not server.startswith(("http://", "https://")):
             server = f"https://{server}"
-        return cls(server=server.rstrip("/"), token_file=Path(token), verify=os.environ.get("ARGOCD_CA_FILE") or True)
+        verify: bool | str = os.environ.get("ARGOCD_CA_FILE") or True
+        if _truthy(os.environ.get("ARGOCD_INSECURE")):
+            verify = False
+        root = os.environ.get("ARGOCD_ROOT_TOKEN_FILE")
+        wait = float(os.environ.get("ARGOCD_SPEC_WAIT") or cls.spec_wait)
+        return cls(
+            server=server.rstrip("/"),
+            token_file=Path(token),
+            root_token_file=Path(root) if root else None,
+            verify=verify,
+            spec_wait=wait,
+        )
 
-    def token(self) -> str:
+    def token(self, root: bool = False) -> str:
         # Read on every request: a rotated Secret is picked up without a restart.
-        return self.token_file.read_text().strip()
+        path = self.root_token_file if root else self.token_file
+        if path is None:
+            raise ValueError("no root app token configured")
+        return path.read_text().strip()
 
 
 @dataclass(frozen=True)
@@ -79,6 +119,11 @@ class SyncRequest:
     def as_dict(self) -> dict[str, str]:
         return {"state": self.state, "detail": self.detail, "app": self.app, "revision": self.revision}
 
+    @property
+    def settled(self) -> bool:
+        """Nothing more the controller can do now (a failed request is retried by the next notification)."""
+        return self.state != "failed"
+
 
 def not_synced(why: str) -> str:
     return f"reverted in git, not yet synced: {why}"
@@ -89,27 +134,23 @@ class ArgoCDClient:
         self.cfg = cfg
         self._transport = transport
 
-    def _client(self) -> httpx.Client:
+    def _client(self, root: bool = False) -> httpx.Client:
         return httpx.Client(
             base_url=self.cfg.server,
-            headers={"Authorization": f"Bearer {self.cfg.token()}"},
+            headers={"Authorization": f"Bearer {self.cfg.token(root)}"},
             timeout=self.cfg.timeout,
             verify=self.cfg.verify,
             transport=self._transport,
         )
 
-    def sync(self, app: str, revisions: dict[int, str] | None = None) -> httpx.Response:
-        """POST /api/v1/applications/{app}/sync (no prune: a rollback only changes what git changed).
+    def sync(self, app: str, *, root: bool = False) -> httpx.Response:
+        """POST /api/v1/applications/{app}/sync of the Application's own spec (no revision overrides).
 
-        `revisions` maps source positions to revisions (multi-source Applications; needs the
-        `applications, override` permission): the rollback's chart version and git commit exactly,
-        not whatever the Application's spec still says before the ApplicationSet caught up.
+        No prune: a rollback only changes what git changed. Overrides are refused on an automated app
+        (`resolveSourceRevisions`), so the caller first waits until the spec shows the rollback.
         """
         body: dict[str, Any] = {"name": app, "prune": False, "dryRun": False, "strategy": {"hook": {}}}
-        if revisions:
-            body["revisions"] = [revisions[k] for k in sorted(revisions)]
-            body["sourcePositions"] = [str(k) for k in sorted(revisions)]
-        with self._client() as c:
+        with self._client(root) as c:
             return c.post(f"/api/v1/applications/{app}/sync", json=body)
 
     def get(self, app: str) -> httpx.Response:
@@ -125,6 +166,25 @@ def _error(resp: httpx.Response) -> str:
     return str(data.get("message") or data.get("error") or data)[:200]
 
 
+def _code(resp: httpx.Response) -> int | None:
+    try:
+        code = resp.json().get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) else None
+
+
+def _spec_gap(app: dict[str, Any], want: dict[int, str]) -> str | None:
+    """What the Application's spec still says instead of `want` (source position → targetRevision), or None."""
+    sources = (app.get("spec") or {}).get("sources") or []
+    gaps = []
+    for pos, rev in sorted(want.items()):
+        have = str((sources[pos - 1] if len(sources) >= pos else {}).get("targetRevision") or "")
+        if have != rev:
+            gaps.append(f"source {pos} at {have[:12] or '?'} (rollback: {rev[:12]})")
+    return "; ".join(gaps) or None
+
+
 def request_sync(
     cfg: ArgoCDConfig | None,
     repo: GitOpsRepo,
@@ -133,11 +193,14 @@ def request_sync(
     chart_version: str,
     now: dt.datetime,
     transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SyncRequest:
-    """Ask Argo CD to sync `env` to `revision` (git) + `chart_version` now; say plainly when it can still wait.
+    """Ask Argo CD to sync `env` to the pushed rollback (`revision` in git, `chart_version`); say plainly
+    when it can still wait.
 
-    The root app-of-apps is synced first (it applies the ApplicationSet, i.e. the prod pin), so
-    the Application's own spec agrees with the rollback and automated sync never flips it back.
+    A pinned env (prod) first gets its root app synced (it applies the ApplicationSet with the moved
+    pin). Then the env's Application is read until its spec shows the rollback (bounded by
+    `cfg.spec_wait`), and only then synced, without overrides (accepted while auto-sync is on).
     `repo` is the work copy at the pushed rollback (its AppProject windows explain a refusal).
     """
     if cfg is None:
@@ -147,58 +210,110 @@ def request_sync(
         return SyncRequest("not_configured", f"no Argo CD API configured: the rollback syncs on {POLL}")
     app = cfg.app_name.format(env=env)
     client = ArgoCDClient(cfg, transport)
+    pin = pinned_revision(repo, env)
+    want = {CHART_SOURCE: chart_version} if chart_version else {}
+    if pin:
+        want[VALUES_SOURCE] = pin
+    notes: list[str] = []
+
+    def failed(why: str) -> SyncRequest:
+        hold = sync_hold(repo, env, now, manual=False)
+        then = f"{hold}, then {POLL}" if hold else POLL
+        return SyncRequest("failed", not_synced(f"{'; '.join([*notes, why])}; waits for {then}"), app, revision)
+
+    deadline = time.monotonic() + cfg.spec_wait
     try:
-        if cfg.root_app:
-            root = client.sync(cfg.root_app)
-            if root.status_code != 200:
-                log.warning("sync of %s: HTTP %d %s", cfg.root_app, root.status_code, _error(root))
-        resp = client.sync(app, {CHART_SOURCE: chart_version, VALUES_SOURCE: revision})
-    except (httpx.HTTPError, OSError) as exc:
-        return SyncRequest(
-            "failed", not_synced(f"sync request to {app} failed: {exc}; waits for {POLL}"), app, revision
-        )
+        if pin and cfg.root_app:
+            if cfg.root_token_file is None:
+                notes.append(f"no token for {cfg.root_app} (ARGOCD_ROOT_TOKEN_FILE): its auto-sync moves the pin")
+            else:
+                root = client.sync(cfg.root_app, root=True)
+                if root.status_code != 200:
+                    notes.append(f"sync of {cfg.root_app} refused (HTTP {root.status_code}: {_error(root)})")
+                    log.warning("sync of %s: HTTP %d %s", cfg.root_app, root.status_code, _error(root))
+        while True:
+            got = client.get(app)
+            if got.status_code != 200:
+                return failed(f"reading {app} failed (HTTP {got.status_code}: {_error(got)})")
+            gap = _spec_gap(got.json(), want)
+            if gap is None:
+                resp = client.sync(app)
+                busy = resp.status_code == 400 and _code(resp) == FAILED_PRECONDITION and "in progress" in _error(resp)
+                if not busy or time.monotonic() >= deadline:
+                    break
+            elif time.monotonic() >= deadline:
+                return failed(
+                    f"{app}'s spec still has {gap} after {cfg.spec_wait:g} s: the ApplicationSet has not "
+                    "regenerated it, and a sync that overrides an automated app's revisions is refused"
+                )
+            sleep(cfg.poll)
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        return failed(f"sync request to {app} failed: {exc}")
     if resp.status_code == 200:
-        return SyncRequest("requested", f"sync of {app} to {revision[:12]} requested", app, revision)
+        done = f"sync of {app} to {revision[:12]} requested"
+        return SyncRequest("requested", "; ".join([*notes, done]), app, revision)
     message = _error(resp)
     if resp.status_code == 403 and "sync window" in message.lower():
         hold = sync_hold(repo, env, now, manual=True) or "a sync window"
         return SyncRequest("held", not_synced(f"{hold} (Argo CD: {message})"), app, revision)
-    hold = sync_hold(repo, env, now, manual=False)
-    then = f"{hold}, then {POLL}" if hold else POLL
-    return SyncRequest(
-        "failed",
-        not_synced(f"Argo CD refused the sync of {app} (HTTP {resp.status_code}: {message}); waits for {then}"),
-        app,
-        revision,
-    )
+    return failed(f"Argo CD refused the sync of {app} (HTTP {resp.status_code}: {message})")
+
+
+def synced_revisions(status: dict[str, Any]) -> list[str]:
+    """The revisions an Application last synced: `status.sync.revisions` for a multi-source app
+    (controller/state.go leaves `status.sync.revision` empty then), else `[status.sync.revision]`."""
+    sync = status.get("sync") or {}
+    revisions = [str(r) for r in sync.get("revisions") or []]
+    return revisions or ([str(sync["revision"])] if sync.get("revision") else [])
 
 
 def app_sync_state(cfg: ArgoCDConfig, env: str, transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
-    """GET the env's Application: sync status and the revision it runs (for `status`)."""
+    """GET the env's Application: sync status and the git revision of its values source (for `status`)."""
     app = cfg.app_name.format(env=env)
     try:
         resp = ArgoCDClient(cfg, transport).get(app)
-    except (httpx.HTTPError, OSError) as exc:
+    except (httpx.HTTPError, OSError, ValueError) as exc:
         return {"app": app, "error": str(exc)}
     if resp.status_code != 200:
         return {"app": app, "error": f"HTTP {resp.status_code}: {_error(resp)}"}
     st = resp.json().get("status") or {}
-    sync = st.get("sync") or {}
-    return {"app": app, "status": sync.get("status", ""), "revision": sync.get("revision", "")}
+    revisions = synced_revisions(st)
+    values = revisions[VALUES_SOURCE - 1] if len(revisions) >= VALUES_SOURCE else (revisions or [""])[-1]
+    return {"app": app, "status": (st.get("sync") or {}).get("status", ""), "revision": values, "revisions": revisions}
+
+
+def same_env_files(repo: GitOpsRepo, env: str, expected: str, live: str) -> bool:
+    """`live` is `expected`, or a later commit of the branch with the same `environments/<env>/` files."""
+    if not live or not expected:
+        return False
+    if live == expected:
+        return True
+    try:
+        git("merge-base", "--is-ancestor", expected, live, cwd=repo.path)
+        git("diff", "--quiet", expected, live, "--", f"environments/{env}", cwd=repo.path)
+    except GitOpsError:
+        return False
+    return True
 
 
 def rollout_state(
-    cfg: ArgoCDConfig | None, repo: GitOpsRepo, env: str, expected: str, now: dt.datetime
+    cfg: ArgoCDConfig | None,
+    repo: GitOpsRepo,
+    env: str,
+    expected: str,
+    now: dt.datetime,
+    transport: httpx.BaseTransport | None = None,
 ) -> dict[str, Any]:
     """Has the cluster caught up with git for `env`? For `status`, after a rollback or a promotion.
 
-    With the API configured: the Application's synced revision against `expected` (the pin or the
-    branch commit). Without it: what the sync windows say about automated syncs right now.
+    With the API configured: the revision the Application synced for its values source against
+    `expected` (the pin, or the env's last commit on the branch). Without it: what the sync windows say
+    about automated syncs right now.
     """
     hold = sync_hold(repo, env, now, manual=False)
     if cfg is not None:
-        live = app_sync_state(cfg, env)
-        if live.get("revision") == expected:
+        live = app_sync_state(cfg, env, transport)
+        if "error" not in live and same_env_files(repo, env, expected, str(live.get("revision") or "")):
             return {"state": "synced", "detail": f"{live['app']} runs {expected[:12]}", **live}
         if "error" not in live:
             why = hold or f"{live['app']} runs {str(live.get('revision'))[:12] or '?'}, sync pending"

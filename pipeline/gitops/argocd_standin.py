@@ -1,0 +1,611 @@
+"""A stand-in for argocd-server's REST API and the two controllers behind it, argued from Argo CD's source.
+
+No Argo CD can run here (no Kubernetes API server, no Go toolchain), yet the rollback controller's
+sync requests must be ones a real argocd-server accepts. This server on 127.0.0.1 implements only
+what the controller and `status` use, and each rule names the upstream file it mirrors (Argo CD
+v3.x, server/application/application.go unless said otherwise). It is at least as strict as the
+real server: a request the real one refuses is refused here, with the same HTTP status and gRPC code.
+
+- Body decoding (util/grpc/json.go `JSONMarshaler.NewDecoder` = Go encoding/json into
+  `ApplicationSyncRequest`, pkg/apiclient/application/application.pb.go): Go types exactly — a string
+  where `[]int64` is declared is 400 InvalidArgument; unknown fields are ignored and field names match
+  case-insensitively, as encoding/json does.
+- Authentication: `Authorization: Bearer <token>`; a project-role token is valid only while its role
+  exists in its AppProject (util/session/sessionmanager.go) → else 401 Unauthenticated.
+- RBAC (server/rbacpolicy/rbacpolicy.go `EnforceClaims` → `enforceProjectToken`): a `proj:<p>:<role>`
+  subject is judged only by the policies of project <p>, and only on objects of <p>; the casbin model
+  is assets/model.conf (glob match on res/act/obj, an explicit deny wins). The AppProject's policies
+  must pass `validatePolicy` (pkg/apis/application/v1alpha1/types.go) or the project is refused.
+- Order of `Server.Sync`: `get` on the app (`getAppEnforceRBAC`: an unknown app, or one the caller may
+  not get, is 403 "permission denied" when the request names no project); then the sync windows
+  (`proj.Spec.SyncWindows.Matches(a).CanSync(true)` → 403 "cannot sync: blocked by sync window"); then
+  `sync` (403 `EnforceErr` message); then `resolveSourceRevisions`: a position outside the sources is an
+  untyped error (HTTP 500, code 2), a requested revision that differs from a source's
+  `targetRevision` needs `override` when required and is 400 FailedPrecondition ("auto-sync currently
+  set to ...") on an automated app; then `argo.SetAppOperation` (util/argo/argo.go): an operation
+  already set is 400 FailedPrecondition "another operation is already in progress".
+- The operation runs asynchronously (controller/appcontroller.go); a multi-source Application then
+  reports `status.sync.revisions[]` and leaves `status.sync.revision` empty (controller/state.go).
+  A branch `targetRevision` is resolved when the sync is requested (`resolveRevision`, no cache).
+- Application specs come from the ApplicationSet the root app last applied (applicationset/generators/
+  git.go): the caller's `generate` says what the ApplicationSet controller would write; regeneration
+  happens `appset_lag` seconds after the root app syncs (the ApplicationSet object changed) and every
+  `requeue` seconds (the git generator's requeueAfterSeconds, 180 s by default).
+Errors are written as the gRPC gateway writes a status: `{"error", "code", "message"}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fnmatch
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pipeline.gitops.argocd_pin import PIN_FILE, PINNED_ENVS, _pin_node
+from pipeline.gitops.argocd_sync import APP_NAME
+from pipeline.gitops.repo import GitOpsError, git, load_yaml_text
+from pipeline.gitops.sync_windows import window_active
+
+# google.golang.org/grpc/codes, and the HTTP status grpc-gateway maps each to (runtime/errors.go).
+UNKNOWN, INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, UNAUTHENTICATED = 2, 3, 5, 7, 9, 16
+HTTP_STATUS = {UNKNOWN: 500, INVALID_ARGUMENT: 400, NOT_FOUND: 404, PERMISSION_DENIED: 403, 9: 400, 16: 401}
+
+# Go types of ApplicationSyncRequest (pkg/apiclient/application/application.pb.go) and of the
+# v1alpha1 types it embeds (pkg/apis/application/v1alpha1/types.go): SyncStrategy{Apply,Hook},
+# SyncStrategyHook inlines SyncStrategyApply{Force}, SyncOperationResource, Info, RetryStrategy{Backoff}.
+GoType = str | tuple[str, Any] | Mapping[str, Any]
+_APPLY: Mapping[str, GoType] = {"force": "bool"}
+SYNC_REQUEST: Mapping[str, GoType] = {
+    "name": "string",
+    "revision": "string",
+    "dryRun": "bool",
+    "prune": "bool",
+    "strategy": {"apply": _APPLY, "hook": _APPLY},
+    "resources": ("list", {"group": "string", "kind": "string", "name": "string", "namespace": "string"}),
+    "manifests": ("list", "string"),
+    "infos": ("list", {"name": "string", "value": "string"}),
+    "retryStrategy": {
+        "limit": "int64",
+        "backoff": {"duration": "string", "factor": "int64", "maxDuration": "string"},
+        "refresh": "bool",
+    },
+    "syncOptions": {"items": ("list", "string")},
+    "appNamespace": "string",
+    "project": "string",
+    "sourcePositions": ("list", "int64"),
+    "revisions": ("list", "string"),
+}
+
+
+class GoDecodeError(ValueError):
+    pass
+
+
+class _Float(str):
+    """A JSON number literal with a fraction or exponent: Go refuses it for an integer field."""
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, _Float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def go_decode(value: Any, spec: GoType, where: str) -> Any:
+    """Decode like encoding/json into a Go value of type `spec`; raise what json.Unmarshal reports."""
+    if value is None:  # null leaves the zero value: never an error
+        return None
+
+    def refuse(go: str) -> GoDecodeError:
+        shown = f"number {value}" if isinstance(value, _Float) else _json_kind(value)
+        return GoDecodeError(f"json: cannot unmarshal {shown} into Go struct field {where} of type {go}")
+
+    if spec == "string":
+        if not isinstance(value, str) or isinstance(value, _Float):
+            raise refuse("string")
+        return value
+    if spec == "bool":
+        if not isinstance(value, bool):
+            raise refuse("bool")
+        return value
+    if spec == "int64":
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+            raise refuse("int64")
+        return value
+    if isinstance(spec, tuple):
+        if not isinstance(value, list):
+            raise refuse(f"[]{spec[1] if isinstance(spec[1], str) else 'struct'}")
+        return [go_decode(v, spec[1], where) for v in value]
+    if not isinstance(value, dict) or not isinstance(spec, Mapping):
+        raise refuse("struct")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        # Exact name first, else a case-insensitive match; unknown keys are ignored.
+        name = key if key in spec else next((k for k in spec if k.lower() == key.lower()), None)
+        if name is not None:
+            out[name] = go_decode(item, spec[name], f"{where.split('.')[0]}.{name}")
+    return out
+
+
+def decode_sync_request(body: bytes) -> dict[str, Any]:
+    try:
+        raw = json.loads(body or b"{}", parse_float=_Float)
+    except ValueError as exc:
+        raise GoDecodeError(f"invalid character in request body: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise GoDecodeError(f"json: cannot unmarshal {_json_kind(raw)} into Go value of type ApplicationSyncRequest")
+    decoded: dict[str, Any] = go_decode(raw, SYNC_REQUEST, "ApplicationSyncRequest")
+    return decoded
+
+
+# ---------------------------------------------------------------- projects and RBAC
+
+PROJECT_SCOPED = {"applications", "applicationsets", "repositories", "exec", "logs", "clusters"}  # util/rbac
+ACTIONS = {"get", "create", "update", "delete", "sync", "override", "action", "invoke", "*"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    sub: str
+    res: str
+    act: str
+    obj: str
+    eft: str
+
+
+@dataclass
+class Project:
+    name: str
+    roles: dict[str, list[Policy]]
+    windows: list[Mapping[str, Any]]
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Project:
+        """An AppProject manifest; its role policies must pass `validatePolicy` (v1alpha1/types.go)."""
+        name = str(doc["metadata"]["name"])
+        spec = doc.get("spec") or {}
+        roles: dict[str, list[Policy]] = {}
+        for role in spec.get("roles") or []:
+            rname = str(role["name"])
+            if not re.fullmatch(r"[a-zA-Z0-9]([-_a-zA-Z0-9]*[a-zA-Z0-9])?", rname):
+                raise ValueError(f"AppProject {name}: invalid role name '{rname}'")
+            roles[rname] = [_validate_policy(name, rname, str(p)) for p in role.get("policies") or []]
+        return cls(name, roles, list(spec.get("syncWindows") or []))
+
+    def allows(self, subject: str, res: str, act: str, obj: str) -> bool:
+        """assets/model.conf: some allow matches and no deny matches (glob on res, act, obj)."""
+        matched = [
+            p.eft
+            for role in self.roles.values()
+            for p in role
+            if p.sub == subject
+            and fnmatch.fnmatchcase(res, p.res)
+            and fnmatch.fnmatchcase(act, p.act)
+            and fnmatch.fnmatchcase(obj, p.obj)
+        ]
+        return "allow" in matched and "deny" not in matched
+
+
+def _validate_policy(proj: str, role: str, line: str) -> Policy:
+    parts = [p.strip() for p in line.split(",")]
+    why = None
+    if len(parts) != 6 or parts[0] != "p":
+        why = "must be of the form: 'p, sub, res, act, obj, eft'"
+    elif parts[1] != f"proj:{proj}:{role}":
+        why = f"policy subject must be: 'proj:{proj}:{role}', not '{parts[1]}'"
+    elif parts[2] not in PROJECT_SCOPED:
+        why = f"project resource must be one of {sorted(PROJECT_SCOPED)}, not '{parts[2]}'"
+    elif parts[3] not in ACTIONS and not parts[3].startswith("action/"):
+        why = f"invalid action '{parts[3]}'"
+    elif not re.fullmatch(rf"{re.escape(proj)}(/[*\w.-]+)?/[*\w.-]+", parts[4]):
+        why = f"object must be of form '{proj}/*' or '{proj}[/<NAMESPACE>]/<APPNAME>', not '{parts[4]}'"
+    elif parts[5] not in ("allow", "deny"):
+        why = "effect must be: 'allow' or 'deny'"
+    if why:
+        raise ValueError(f"AppProject {proj}: invalid policy rule '{line}': {why}")
+    return Policy(*parts[1:])
+
+
+# ---------------------------------------------------------------- sync windows (v1alpha1/types.go)
+
+
+def _glob_any(patterns: Sequence[Any], value: str) -> bool:
+    return any(fnmatch.fnmatchcase(value, str(p)) for p in patterns)
+
+
+def window_matches(w: Mapping[str, Any], app: str, namespace: str, cluster: str) -> bool:
+    """`SyncWindows.Matches`: applications, namespaces, clusters; OR, or AND with `andOperator`."""
+    checks = [
+        (w.get("applications") or [], app),
+        (w.get("namespaces") or [], namespace),
+        (w.get("clusters") or [], cluster),
+    ]
+    given = [_glob_any(pats, value) for pats, value in checks if pats]
+    if w.get("andOperator"):
+        return bool(given) and all(given)
+    return any(given)
+
+
+def can_sync(windows: Sequence[Mapping[str, Any]], now: dt.datetime, manual: bool) -> bool:
+    """`SyncWindows.CanSync(isManual, nil)`: an active deny blocks, unless the sync is manual and every
+    active deny has manualSync (`hasDeny`); else an active allow permits; else inactive allows block,
+    unless the sync is manual and every inactive allow has manualSync (`manualEnabled`)."""
+    active = [w for w in windows if window_active(w, now)]
+    deny = [w for w in active if w.get("kind") == "deny"]
+    if deny:
+        return manual and all(w.get("manualSync") for w in deny)
+    if any(w.get("kind") == "allow" for w in active):
+        return True
+    inactive_allows = [w for w in windows if w.get("kind") == "allow" and w not in active]
+    return not inactive_allows or (manual and all(w.get("manualSync") for w in inactive_allows))
+
+
+# ---------------------------------------------------------------- applications and the server
+
+
+@dataclass
+class App:
+    name: str
+    project: str
+    sources: list[dict[str, Any]]
+    automated: bool = True
+    namespace: str = "argocd"
+    destination: dict[str, str] = field(
+        default_factory=lambda: {"server": "https://kubernetes.default.svc", "namespace": ""}
+    )
+    operation: dict[str, Any] | None = None
+    sync: dict[str, Any] = field(default_factory=lambda: {"status": "OutOfSync", "revision": "", "revisions": []})
+    operation_state: dict[str, Any] | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"project": self.project, "destination": dict(self.destination)}
+        if len(self.sources) == 1:
+            spec["source"] = dict(self.sources[0])
+        else:
+            spec["sources"] = [dict(s) for s in self.sources]
+        if self.automated:
+            spec["syncPolicy"] = {"automated": {"prune": True, "selfHeal": True}}
+        out: dict[str, Any] = {
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": spec,
+            "status": {"sync": dict(self.sync)},
+        }
+        if self.operation is not None:
+            out["operation"] = self.operation
+        if self.operation_state is not None:
+            out["status"]["operationState"] = self.operation_state
+        return out
+
+
+Generate = Callable[[], Mapping[str, Sequence[Mapping[str, Any]]]]  # app name → its sources, as generated
+
+
+@dataclass
+class ArgoCDStandIn:
+    projects: dict[str, Project]
+    now: Callable[[], dt.datetime]
+    # Resolves a source's targetRevision to a commit (a branch → its head now); chart versions stay as is.
+    resolve: Callable[[Mapping[str, Any], str], str] = lambda source, rev: rev
+    # Runs a sync operation (the app controller applying the manifests); raises when it fails.
+    on_sync: Callable[[App, list[str]], None] = lambda app, revisions: None
+    # What the ApplicationSet controller writes into each generated Application's sources.
+    generate: Generate | None = None
+    root_app: str = "llm-platform-root"
+    appset_lag: float = 0.2
+    requeue: float | None = None
+    # argocd-cm application.sync.requireOverridePrivilegeForRevisionSync: false unless set (util/settings/settings.go)
+    require_override_privilege: bool = False
+    apps: dict[str, App] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+    _tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _timers: list[threading.Timer] = field(default_factory=list)
+
+    # -- setup
+
+    def add_app(self, app: App) -> App:
+        self.apps[app.name] = app
+        return app
+
+    def issue_token(self, project: str, role: str) -> str:
+        """`argocd proj role create-token <project> <role>` (server/project/project.go CreateToken)."""
+        if role not in self.projects[project].roles:
+            raise KeyError(f"project {project} has no role {role}")
+        token = secrets.token_urlsafe(24)
+        self._tokens[token] = (project, role)
+        return token
+
+    def regenerate(self) -> None:
+        """The ApplicationSet controller's reconcile: each generated Application's sources from git."""
+        if self.generate is None:
+            return
+        for name, sources in self.generate().items():
+            with self._lock:
+                if name in self.apps:
+                    self.apps[name].sources = [dict(s) for s in sources]
+
+    # -- the API
+
+    def handle(self, method: str, path: str, auth: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests.append(
+                {"at": time.monotonic(), "method": method, "path": path, "auth": auth, "body": body.decode() or None}
+            )
+            try:
+                return 200, self._handle(method, path, auth, body)
+            except _Status as st:
+                return HTTP_STATUS[st.code], {"error": st.message, "code": st.code, "message": st.message}
+
+    def _subject(self, auth: str) -> tuple[str, str]:
+        scheme, _, token = auth.partition(" ")
+        found = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if found is None or found[1] not in self.projects[found[0]].roles:
+            raise _Status(UNAUTHENTICATED, "invalid session: token is not valid")
+        return found
+
+    def _enforce(self, who: tuple[str, str], action: str, app: App) -> bool:
+        project = self.projects.get(app.project)
+        # enforceProjectToken: a project token is judged only within its own project.
+        if project is None or who[0] != project.name:
+            return False
+        return project.allows(f"proj:{who[0]}:{who[1]}", "applications", action, f"{app.project}/{app.name}")
+
+    def _get_app(self, who: tuple[str, str], action: str, name: str) -> App:
+        app = self.apps.get(name)
+        # getAppEnforceRBAC without a project in the request: 403 for "unknown" and "not allowed" alike.
+        if app is None or not self._enforce(who, action, app):
+            raise _Status(PERMISSION_DENIED, "permission denied")
+        return app
+
+    def _handle(self, method: str, path: str, auth: str, body: bytes) -> dict[str, Any]:
+        who = self._subject(auth)
+        m = re.fullmatch(r"/api/v1/applications/([^/?]+)(/sync)?(\?.*)?", path)
+        if m is None or (method, bool(m.group(2))) not in (("GET", False), ("POST", True)):
+            raise _Status(NOT_FOUND, "Not Found")
+        app = self._get_app(who, "get", m.group(1))
+        if method == "GET":
+            return app.manifest()
+        try:
+            req = decode_sync_request(body)
+        except GoDecodeError as exc:
+            raise _Status(INVALID_ARGUMENT, str(exc)) from exc
+        project = self.projects[app.project]
+        windows = [
+            w
+            for w in project.windows
+            if window_matches(w, app.name, app.destination["namespace"], app.destination["server"])
+        ]
+        if not can_sync(windows, self.now(), manual=True):
+            raise _Status(PERMISSION_DENIED, "cannot sync: blocked by sync window")
+        if not self._enforce(who, "sync", app):
+            raise _Status(PERMISSION_DENIED, self._denied(who, "sync", app))
+        revisions = self._resolve_source_revisions(who, app, req)
+        if app.operation is not None:
+            raise _Status(FAILED_PRECONDITION, "another operation is already in progress")
+        app.operation = {
+            "sync": {"revisions": revisions, "prune": bool(req.get("prune")), "dryRun": bool(req.get("dryRun"))},
+            "initiatedBy": {"username": f"proj:{who[0]}:{who[1]}"},
+        }
+        threading.Thread(target=self._run_operation, args=(app, revisions), daemon=True).start()
+        return app.manifest()
+
+    def _denied(self, who: tuple[str, str], action: str, app: App) -> str:
+        return f"permission denied: applications, {action}, {app.project}/{app.name}, sub: proj:{who[0]}:{who[1]}"
+
+    def _resolve_source_revisions(self, who: tuple[str, str], app: App, req: Mapping[str, Any]) -> list[str]:
+        positions, wanted = req.get("sourcePositions") or [], req.get("revisions") or []
+        desired = [""] * len(app.sources)
+        if len(app.sources) == 1:
+            desired[0] = str(req.get("revision") or "")
+        for i, pos in enumerate(positions):
+            if pos <= 0 or pos > len(app.sources):
+                raise _Status(UNKNOWN, "source position is out of range")
+            if i >= len(wanted):  # Go: index out of range, recovered by the gRPC panic handler
+                raise _Status(UNKNOWN, "runtime error: index out of range")
+            desired[pos - 1] = wanted[i]
+        out = []
+        for src, want in zip(app.sources, desired, strict=True):
+            target = str(src.get("targetRevision") or "HEAD")
+            if want and want != target:
+                if self.require_override_privilege and not self._enforce(who, "override", app):
+                    raise _Status(PERMISSION_DENIED, self._denied(who, "override", app))
+                if app.automated and not req.get("dryRun"):
+                    raise _Status(
+                        FAILED_PRECONDITION,
+                        f"Cannot sync source {src.get('repoURL')} to {want}: auto-sync currently set to {target}",
+                    )
+            out.append(self.resolve(src, want or target))
+        return out
+
+    def _run_operation(self, app: App, revisions: list[str]) -> None:
+        try:
+            self.on_sync(app, revisions)
+            phase, message = "Succeeded", "successfully synced"
+        except Exception as exc:  # the controller records a failed operation; it never crashes
+            phase, message = "Failed", str(exc)
+        with self._lock:
+            app.operation = None
+            app.operation_state = {"phase": phase, "message": message, "syncResult": {"revisions": revisions}}
+            if phase == "Succeeded":
+                multi = len(app.sources) > 1
+                app.sync = {
+                    "status": "Synced",
+                    "revision": "" if multi else revisions[0],
+                    "revisions": revisions if multi else [],
+                }
+        if app.name == self.root_app and phase == "Succeeded":
+            self._later(self.appset_lag, self.regenerate)
+
+    def _later(self, seconds: float, fn: Callable[[], None]) -> None:
+        timer = threading.Timer(seconds, fn)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _requeue_loop(self, stop: threading.Event) -> None:
+        while self.requeue and not stop.wait(self.requeue):
+            self.regenerate()
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[ArgoCDStandIn]:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                status, data = stand_in.handle(
+                    method, self.path, self.headers.get("Authorization", ""), self.rfile.read(length)
+                )
+                payload = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                self._reply("GET")
+
+            def do_POST(self) -> None:
+                self._reply("POST")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=server.serve_forever, name="argocd-stand-in", daemon=True),
+            threading.Thread(target=self._requeue_loop, args=(stop,), name="appset-requeue", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            for timer in self._timers:
+                timer.cancel()
+            server.shutdown()
+            server.server_close()
+
+    def syncs(self, app: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(r["body"] or "{}")
+            for r in self.requests
+            if r["method"] == "POST" and r["path"] == f"/api/v1/applications/{app}/sync"
+        ]
+
+    def wait_idle(self, app: str, timeout: float = 5.0) -> None:
+        """Until `app` has no running operation (bounded)."""
+        deadline = time.monotonic() + timeout
+        while self.apps[app].operation is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+class _Status(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+# ---------------------------------------------------------------- this repo's ApplicationSet, generated from git
+
+
+@dataclass
+class GitOpsAppSet:
+    """What the ApplicationSet controller writes for environments/argocd/applicationset-llm-service.yaml
+    (applicationset/generators/git.go, files generator): per env dir with a release.yaml, an Application
+    whose chart source targets `release.chartVersion` and whose `$values` source targets the branch —
+    or, for a pinned env, the pin, reading release.yaml AT the pin. The ApplicationSet itself is the one
+    the root app last synced (`applied()`), not the branch's."""
+
+    remote: str  # the GitOps repository (a bare repo path or URL git can read)
+    envs: Sequence[str]
+    applied: Callable[[], str]  # the commit the root app last synced
+    branch: str = "main"
+    chart_repo: str = "registry.example.com/llm/charts"
+    git_repo: str = "https://git.example.com/llm/llm-service.git"
+
+    def _show(self, rev: str, path: str) -> str | None:
+        try:
+            return git("--git-dir", self.remote, "show", f"{rev}:{path}")
+        except GitOpsError:
+            return None
+
+    def head(self) -> str:
+        return git("--git-dir", self.remote, "rev-parse", self.branch).strip()
+
+    def resolve(self, source: Mapping[str, Any], rev: str) -> str:
+        """`resolveRevision`: a git branch → its commit now; a commit or a chart version as given."""
+        if source.get("chart") or re.fullmatch(r"[0-9a-f]{40}", rev):
+            return rev
+        return git("--git-dir", self.remote, "rev-parse", rev).strip()
+
+    def __call__(self) -> dict[str, list[dict[str, Any]]]:
+        appset_text = self._show(self.applied() or self.head(), PIN_FILE)
+        appset = load_yaml_text(appset_text, PIN_FILE) if appset_text else None
+        out: dict[str, list[dict[str, Any]]] = {}
+        for env in self.envs:
+            pin = None
+            if env in PINNED_ENVS and appset is not None:
+                node, key = _pin_node(appset, env)
+                pin = str(node[key])
+            text = self._show(pin or self.branch, f"environments/{env}/release.yaml")
+            if text is None:  # the generator yields no Application for this env (none at the pin yet)
+                continue
+            release = load_yaml_text(text, f"environments/{env}/release.yaml") or {}
+            chart = str((release.get("release") or {}).get("chartVersion") or "")
+            out[APP_NAME.format(env=env)] = [
+                {"repoURL": self.chart_repo, "chart": "llm-service", "targetRevision": chart},
+                {"repoURL": self.git_repo, "targetRevision": pin or self.branch, "ref": "values"},
+            ]
+        return out
+
+
+def stand_in_for(
+    remote: str,
+    project_docs: Sequence[Mapping[str, Any]],
+    now: Callable[[], dt.datetime],
+    envs: Sequence[str],
+    on_sync: Callable[[App, list[str]], None] = lambda app, revisions: None,
+    **kw: Any,
+) -> ArgoCDStandIn:
+    """A stand-in over a GitOps remote: the AppProjects given, the root app and one Application per env
+    as the ApplicationSet generates them from git (synced to the head when it starts)."""
+    projects = {p.name: p for p in (Project.from_doc(d) for d in project_docs)}
+    stand_in = ArgoCDStandIn(projects=projects, now=now, on_sync=on_sync, **kw)
+    appset = GitOpsAppSet(remote, envs, applied=lambda: str(stand_in.apps[stand_in.root_app].sync["revision"]))
+    stand_in.generate, stand_in.resolve = appset, appset.resolve
+    head = appset.head()
+    root = stand_in.add_app(
+        App(stand_in.root_app, "llm-platform", [{"repoURL": appset.git_repo, "targetRevision": appset.branch}])
+    )
+    root.destination["namespace"] = "argocd"
+    root.sync = {"status": "Synced", "revision": head, "revisions": []}
+    for name, sources in appset().items():
+        env = name.removeprefix(APP_NAME.format(env=""))
+        app = stand_in.add_app(App(name, "llm-service", [dict(s) for s in sources]))
+        app.destination["namespace"] = f"llm-{env}"
+        app.sync = {
+            "status": "Synced",
+            "revision": "",
+            "revisions": [appset.resolve(s, s["targetRevision"]) for s in sources],
+        }
+    return stand_in
