@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pipeline.controller.drill_pods import DrillImages
 from pipeline.controller.rollback_drill import DrillConfig, DrillReport, run_drill
 from pipeline.core.context import RunContext
+from pipeline.core.instant import instant_arg
 from pipeline.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gitops-repo", help="GitOps remote to read --images-from (default: $PIPELINE_GITOPS_REPO or local)"
     )
     parser.add_argument("--processes", action="store_true", help="gateway + simulator processes instead of pods")
+    parser.add_argument(
+        "--at",
+        type=instant_arg,
+        help="judge sync windows at this ISO 8601 instant (e.g. 2026-12-30T12:00:00Z, inside the year-end freeze)",
+    )
 
 
 def drill_images(args: argparse.Namespace, ctx: RunContext) -> tuple[DrillImages | None, Engine | None, str]:
@@ -74,6 +80,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         images=images,
         engine=engine,
         processes_because=why,
+        at=args.at,
     )
     try:
         report = run_drill(ctx.run_dir / "drill", cfg, progress=ctx.progress)
@@ -120,6 +127,8 @@ def _print_production(ctx: RunContext, report: DrillReport) -> int:
     )
     for label, key in steps:
         ctx.console.print(f"  {label:26} {t[key]:7.1f} s" + ("  (target ≤ 120 s)" if key == "breach_to_revert" else ""))
+    for r in report.argocd:
+        ctx.console.print(f"  Argo CD: {r['method']} {r['path']} → HTTP {r['status']}")
     _print_deploy(ctx, report)
     ctx.console.print(f"  traffic: {report.traffic}")
     ctx.console.print(f"  git: {report.git['subject']} — reason: {report.git['reason']}; frozen={report.git['frozen']}")

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from pipeline.core.context import RunContext
+from pipeline.core.instant import instant_arg
 from pipeline.gitops import promotion as pm
 from pipeline.gitops.repo import resolve_remote, safe_url
 
@@ -32,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only a release promoted less than this many seconds ago is rolled back automatically",
     )
     parser.add_argument("--audit-file", type=Path, help="also append audit lines (JSON) to this file")
+    parser.add_argument(
+        "--sync-window-time",
+        type=instant_arg,
+        help="drills: judge Argo CD sync windows at this ISO 8601 instant instead of now (e.g. inside a freeze)",
+    )
 
 
 def main(args: argparse.Namespace, ctx: RunContext) -> int:
@@ -48,6 +54,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         stale_tolerance=args.stale_tolerance,
         bake_window=args.bake_window,
         audit_file=args.audit_file,
+        **({"clock": lambda: args.sync_window_time} if args.sync_window_time else {}),
     )
     try:
         app = create_app(cfg)

@@ -48,7 +48,8 @@ class Alert(BaseModel):
 
 
 class WebhookPayload(BaseModel):
-    """Alertmanager webhook payload, version 4."""
+    """Alertmanager webhook payload, version 4: notify/webhook/webhook.go `Message` (template.Data inlined,
+    `version`, `groupKey`, `truncatedAlerts`); each alert is template/template.go `Alert` (RFC 3339 times)."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 

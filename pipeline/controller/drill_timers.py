@@ -1,6 +1,6 @@
 """Production timers for the rollback drill: the chart's rendered rules as they are, the chart's
-scrape interval, Prometheus' evaluation interval, the controller chart's Alertmanager timers, and a
-stand-in for Argo CD's sync API so the controller's sync request is what brings the old release back.
+scrape interval, Prometheus' evaluation interval and the controller chart's Alertmanager timers; the
+controller's sync request to Argo CD's stand-in (pipeline/gitops/argocd_standin.py) brings the old release back.
 
 `python -m pipeline drill --production-timers` measures breach → firing → webhook → revert → sync
 requested with exactly these settings; the fast drill shortens windows to seconds instead.
@@ -8,14 +8,8 @@ requested with exactly these settings; the fast drill shortens windows to second
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -80,58 +74,3 @@ def alertmanager_timers() -> dict[str, str]:
         "group_interval": str(am["groupInterval"]),
         "repeat_interval": str(am["repeatInterval"]),
     }
-
-
-@dataclass
-class ArgoSyncStandIn:
-    """`POST /api/v1/applications/{name}/sync` → run `sync()` now (the drill's sync agent, not Argo CD).
-
-    Bearer-token checked like argocd-server; every request is recorded with its time.
-    """
-
-    token: str
-    sync: Callable[[], None]
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    @contextlib.contextmanager
-    def serve(self) -> Iterator[ArgoSyncStandIn]:
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                reply: dict[str, Any] = {"metadata": {"name": self.path.split("/")[-2]}}
-                status = 200
-                if self.headers.get("Authorization") != f"Bearer {stand_in.token}":
-                    status, reply = 401, {"error": "no session information", "code": 16}
-                elif not re.fullmatch(r"/api/v1/applications/[\w.-]+/sync", self.path):
-                    status, reply = 404, {"error": "Not Found", "code": 5}
-                else:
-                    stand_in.requests.append({"at": time.monotonic(), "path": self.path, "body": json.loads(body)})
-                    # The drill has no ApplicationSet (the root app is a no-op): the agent reads git.
-                    if not self.path.endswith("/llm-platform-root/sync"):
-                        try:
-                            stand_in.sync()
-                        except Exception as exc:  # reported like argocd-server would, never swallowed
-                            status, reply = 500, {"error": str(exc), "code": 13}
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        thread = threading.Thread(target=server.serve_forever, name="argocd-stand-in", daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            server.shutdown()
-            server.server_close()

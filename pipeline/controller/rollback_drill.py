@@ -34,15 +34,18 @@ from ruamel.yaml import YAML
 from pipeline.artifacts import chart_render
 from pipeline.controller.drill_monitoring import ALERT, alert_state, monitoring
 from pipeline.controller.drill_pods import DrillImages, PodDeployment, check_plays, gateway_token, rbac_yaml
-from pipeline.controller.drill_timers import REQUEST_LABELS, ArgoSyncStandIn, alertmanager_timers, production_rules
+from pipeline.controller.drill_timers import REQUEST_LABELS, alertmanager_timers, production_rules
 from pipeline.controller.drill_traffic import Traffic
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm
+from pipeline.gitops.argocd_standin import App, ArgoCDStandIn, project_docs_at, stand_in_for
+from pipeline.gitops.argocd_sync import APP_NAME
 from pipeline.gitops.evidence import gate_key
 from pipeline.gitops.release import Release
 from pipeline.gitops.repo import GitOpsRepo, ensure_local_remote
 from pipeline.gitops.sync_agent import Revision, SyncAgent, simulator_applier
+from pipeline.gitops.sync_windows import sync_hold
 from pipeline.runtime import pod as pods
 from pipeline.runtime.engine import Engine
 from pipeline.runtime.procs import free_port, running
@@ -72,6 +75,9 @@ class DrillConfig:
     engine: Engine | None = None
     processes_because: str = "no built images were given to the drill"
     pod_timeout: float = 120.0  # per play: `kube play --replace` until every readinessProbe passes
+    # Sync windows are judged at this instant (the controller and Argo CD's stand-in), e.g. inside the
+    # year-end freeze; the drill's promotions happen at the latest earlier hour no window holds.
+    at: dt.datetime | None = None
 
 
 @dataclass
@@ -88,6 +94,9 @@ class DrillReport:
     # Pods: one record per revision the agent applied (release, GitOps commit, pod spec digest, seconds,
     # the longest traffic gap around it, substitutions).
     plays: list[dict[str, Any]] = field(default_factory=list)
+    # Production timers: every sync request the controller sent to Argo CD's stand-in and its answer.
+    argocd: list[dict[str, Any]] = field(default_factory=list)
+    at: str = ""  # the instant sync windows were judged at ("" = now)
 
 
 def _yaml_all(text: str) -> list[Any]:
@@ -202,13 +211,13 @@ def _evidence(rel: Release) -> dict[str, StageResult]:
     return gates
 
 
-def _promote(remote: str, rel: Release, env: str, work: Path, actor: str) -> None:
+def _promote(remote: str, rel: Release, env: str, work: Path, actor: str, now: dt.datetime | None = None) -> None:
     from pipeline.stages import promote  # the drill promotes through the verb, like an operator
 
     ctx = RunContext(run_dir=work)
     r = promote.run(
         promote.PromoteOptions(
-            to="dev", release=rel, evidence=_evidence(rel), run_id="drill", gitops_repo=remote, actor=actor
+            to="dev", release=rel, evidence=_evidence(rel), run_id="drill", gitops_repo=remote, actor=actor, now=now
         ),
         ctx,
     )
@@ -223,10 +232,23 @@ def _promote(remote: str, rel: Release, env: str, work: Path, actor: str) -> Non
                 approvers=["drill-approver-1", "drill-approver-2"],
                 allow_unbuilt_images=True,
                 actor=actor,
+                now=now,
             )
             r = promote.run(opts, ctx)
             if not r.ok:
                 raise RuntimeError(f"drill: promote {rel.id} to {target} refused: {[c.detail for c in r.checks]}")
+
+
+def open_hour_before(remote: str, env: str, at: dt.datetime, work: Path) -> dt.datetime:
+    """The latest full hour before `at` at which no sync window holds `env` (when its promotions happen)."""
+    repo = GitOpsRepo(remote, work)
+    repo.sync()
+    t = at.replace(minute=0, second=0, microsecond=0)
+    for _ in range(24 * 62):  # bounded: two months of hours
+        if sync_hold(repo, env, t, manual=False) is None:
+            return t
+        t -= dt.timedelta(hours=1)
+    raise RuntimeError(f"drill: no hour in the two months before {at.isoformat()} lets {env} be promoted")
 
 
 def _audit(path: Path) -> list[dict[str, Any]]:
@@ -245,7 +267,7 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
 
     # One line per request would drown the drill's own progress.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    report = DrillReport(production=production_timers(cfg.env))
+    report = DrillReport(production=production_timers(cfg.env), at=cfg.at.isoformat() if cfg.at else "")
     work.mkdir(parents=True, exist_ok=True)
     env = cfg.env
     remote = str(ensure_local_remote(work / "gitops.git", REPO_ROOT))
@@ -262,7 +284,11 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
             "rules": "the chart's rendered PrometheusRule, unmodified",
             "scrape / eval interval": f"{prod.scrape_interval} / {prod.eval_interval}",
             "alertmanager": ", ".join(f"{k} {v}" for k, v in timers["am_timers"].items()),
-            "sync": "controller requests it (Argo CD API stand-in); sync agent polls every 3 min like Argo CD",
+            "sync": (
+                "controller requests it from the Argo CD stand-in (answers as argocd-server: "
+                "pipeline/gitops/argocd_standin.py); sync agent polls every 3 min like Argo CD"
+            ),
+            "sync windows judged at": cfg.at.isoformat() if cfg.at else "now",
         }
         progress(
             f"production timers: alerts {alerts}, {report.production['scrape / eval interval']}, labels {target_labels}"
@@ -271,7 +297,8 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         rules, alert, target_labels = chart_alert_rules(env, cfg)
         alerts = (alert,)
         progress(f"alert {alert} from the chart: windows [{cfg.window}], labels {target_labels}")
-    _promote(remote, v1, env, work / "promote-v1", "drill")
+    promote_at = open_hour_before(remote, env, cfg.at, work / "windows") if cfg.at else None
+    _promote(remote, v1, env, work / "promote-v1", "drill", promote_at)
     token_file = work / "webhook-token"
     token_file.write_text(secrets.token_urlsafe(24))
     token_file.chmod(0o600)
@@ -283,15 +310,36 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         "--audit-file", str(audit_file), "--work-dir", str(work / "controller-work"),
     ]  # fmt: skip
     ctl_env = {"ROLLBACK_CONTROLLER_TOKEN_FILE": str(token_file)}
+    if cfg.at:
+        ctl_argv += ["--sync-window-time", cfg.at.isoformat()]
     agents: list[SyncAgent] = []
-    argo = ArgoSyncStandIn(secrets.token_urlsafe(24), lambda: agents[0].sync_once())
+
+    def on_sync(app: App, _revisions: list[str]) -> None:
+        # The app controller applying the env's Application: the sync agent deploys what git says.
+        if app.name == APP_NAME.format(env=env):
+            agents[0].sync_once()
+
+    at = cfg.at
+    # Argo CD's API as argocd-server answers it (pipeline/gitops/argocd_standin.py): the AppProjects of
+    # the GitOps repo, Applications as its ApplicationSet generates them, the git generator's 3-min requeue.
+    argo: ArgoCDStandIn = stand_in_for(
+        remote, project_docs_at(remote), lambda: at or pm.utcnow(), pm.ENVS, on_sync=on_sync, requeue=180.0
+    )
     with contextlib.ExitStack() as stack:
         if cfg.production:
             stack.enter_context(argo.serve())
-            argo_token = work / "argocd-token"
-            argo_token.write_text(argo.token)
-            argo_token.chmod(0o600)
-            ctl_env.update(ARGOCD_SERVER=argo.url, ARGOCD_AUTH_TOKEN_FILE=str(argo_token))
+            tokens = {
+                "argocd-token": argo.issue_token("llm-service", "rollback-controller"),
+                "argocd-root-token": argo.issue_token("llm-platform", "rollback-controller"),
+            }
+            for key, value in tokens.items():
+                (work / key).write_text(value)
+                (work / key).chmod(0o600)
+            ctl_env.update(
+                ARGOCD_SERVER=argo.url,
+                ARGOCD_AUTH_TOKEN_FILE=str(work / "argocd-token"),
+                ARGOCD_ROOT_TOKEN_FILE=str(work / "argocd-root-token"),
+            )
         stack.enter_context(
             running(
                 "rollback-controller", ctl_argv, work / "logs" / "controller.log",
@@ -375,9 +423,10 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         _wait("a healthy baseline in Prometheus (v1)", healthy_baseline, deadline, why=no_baseline)
         progress(f"v1 {v1.id} healthy in {env}; promoting v2 {v2.id} (bad build)")
         report.marks["promote"] = time.monotonic()
-        _promote(remote, v2, env, work / "promote-v2", "drill")
+        _promote(remote, v2, env, work / "promote-v2", "drill", promote_at)
         if cfg.production:
             # The bad release rolls out at once (a git webhook to Argo CD); the clock starts there.
+            argo.observe_git()
             agent.sync_once()
         _wait(
             "the sync agent to apply v2",
@@ -408,11 +457,18 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
         if cfg.production:
 
             def sync_requests() -> list[float]:
-                return [r["at"] for r in argo.requests if r["path"].endswith(f"/llm-service-{env}/sync")]
+                path = f"/api/v1/applications/{APP_NAME.format(env=env)}/sync"
+                return [r["at"] for r in argo.requests if r["path"] == path and r.get("status") == 200]
 
-            _wait("the controller's Argo CD sync request", lambda: bool(sync_requests()), deadline, 0.05)
+            def refused() -> str | None:
+                bad = [
+                    f"{r['method']} {r['path']}: HTTP {r['status']}" for r in argo.requests if r.get("status") != 200
+                ]
+                return f"Argo CD refused {bad}" if bad else None
+
+            _wait("Argo CD to accept the controller's sync", lambda: bool(sync_requests()), deadline, 0.05, refused)
             report.marks["sync_requested"] = sync_requests()[0]
-            progress("the controller requested the sync; the stand-in applies it")
+            progress("Argo CD accepted the controller's sync; the sync agent applies it")
         check = GitOpsRepo(remote, work / "check")
         _wait(
             "the sync agent to apply v1 again",
@@ -459,6 +515,12 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
             report.problems.append(f"{env} is not frozen after the rollback")
         if report.traffic.get("200", 0) == 0:
             report.problems.append("no successful request during the drill")
+        if cfg.production:
+            report.argocd = [
+                {k: r.get(k) for k in ("method", "path", "status")} for r in argo.requests if r["method"] == "POST"
+            ]
+            if refusal := refused():
+                report.problems.append(refusal)
 
     m = report.marks
     report.timings = {

@@ -339,6 +339,25 @@ class ArgoCDStandIn:
                 if name in self.apps:
                     self.apps[name].sources = [dict(s) for s in sources]
 
+    def observe_git(self) -> None:
+        """Argo CD's automated syncs caught up with git (a promotion rolled out): the root app applied the
+        branch head, the ApplicationSet regenerated, every Application synced to its spec."""
+        if self.generate is None:
+            return
+        with self._lock:
+            root = self.apps[self.root_app]
+            root.sync = {
+                **root.sync,
+                "status": "Synced",
+                "revision": self.resolve(root.sources[0], str(root.sources[0]["targetRevision"])),
+            }
+        self.regenerate()
+        with self._lock:
+            for app in self.apps.values():
+                if app.name != self.root_app:
+                    revisions = [self.resolve(s, str(s.get("targetRevision") or "HEAD")) for s in app.sources]
+                    app.sync = {"status": "Synced", "revision": "", "revisions": revisions}
+
     # -- the API
 
     def handle(self, method: str, path: str, auth: str, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -347,9 +366,11 @@ class ArgoCDStandIn:
                 {"at": time.monotonic(), "method": method, "path": path, "auth": auth, "body": body.decode() or None}
             )
             try:
-                return 200, self._handle(method, path, auth, body)
+                status, reply = 200, self._handle(method, path, auth, body)
             except _Status as st:
-                return HTTP_STATUS[st.code], {"error": st.message, "code": st.code, "message": st.message}
+                status, reply = HTTP_STATUS[st.code], {"error": st.message, "code": st.code, "message": st.message}
+            self.requests[-1]["status"] = status
+            return status, reply
 
     def _subject(self, auth: str) -> tuple[str, str]:
         scheme, _, token = auth.partition(" ")
@@ -609,3 +630,15 @@ def stand_in_for(
             "revisions": [appset.resolve(s, s["targetRevision"]) for s in sources],
         }
     return stand_in
+
+
+def project_docs_at(remote: str, rev: str = "main") -> list[dict[str, Any]]:
+    """The AppProject manifests of environments/argocd/ at `rev` of a GitOps remote."""
+    names = git("--git-dir", remote, "ls-tree", "--name-only", rev, "environments/argocd/").split()
+    docs = []
+    for name in names:
+        if re.fullmatch(r"environments/argocd/appproject-[\w.-]+\.yaml", name):
+            doc = load_yaml_text(git("--git-dir", remote, "show", f"{rev}:{name}"), name)
+            if isinstance(doc, dict) and doc.get("kind") == "AppProject":
+                docs.append(doc)
+    return docs

@@ -53,8 +53,9 @@ APP_NAME = "llm-service-{env}"
 ROOT_APP = "llm-platform-root"
 # Source positions (1-based) of the env Application: the OCI chart, then the git `$values` source.
 CHART_SOURCE, VALUES_SOURCE = 1, 2
-# Argo CD polls git every 3 minutes by default (timeout.reconciliation).
-POLL = "Argo CD's next poll (timeout.reconciliation, 3 min by default)"
+# Argo CD refreshes every app on `timeout.reconciliation` (120 s) + up to 60 s jitter by default
+# (cmd/argocd-application-controller/commands/argocd_application_controller.go defaultAppResyncPeriod*).
+POLL = "Argo CD's next poll (timeout.reconciliation: 120 s + up to 60 s jitter by default)"
 # gRPC codes argocd-server answers with (google.golang.org/grpc/codes).
 FAILED_PRECONDITION = 9
 

@@ -7,6 +7,11 @@ drill that renders the env at the revision and replaces the pod (`podman kube pl
 pipeline.controller.drill_pods), or, without an engine, maps the release's vLLM digest to a fault
 profile of the simulator process (a "bad build") or clears all faults.
 It is NOT a deployment tool: production uses the ApplicationSet in environments/argocd/.
+What it mirrors of Argo CD: the application controller re-reads git every `timeout.reconciliation`
+(120 s + ≤60 s jitter; cmd/argocd-application-controller/commands/argocd_application_controller.go) —
+the production drill polls every 180 s, the worst case — and applies the env's manifests at one commit;
+a failed apply is retried on the next round, as a failed sync is (controller/appcontroller.go). A sync
+requested through the API reaches it through pipeline/gitops/argocd_standin.py (`on_sync`).
 """
 
 from __future__ import annotations

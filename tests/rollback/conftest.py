@@ -61,6 +61,10 @@ def alert_payload(
     rollback: str = "true",
     group_key: str = '{}/{rollback="true"}:{alertname="LLMServiceHighErrorRate", env="staging"}',
 ) -> dict[str, Any]:
+    """What Alertmanager POSTs (v0.25+): notify/webhook/webhook.go `Message` = template/template.go `Data`
+    (receiver, status, alerts, groupLabels, commonLabels, commonAnnotations, externalURL) + version "4",
+    groupKey, truncatedAlerts; each alert is template.go `Alert` (status, labels, annotations, startsAt,
+    endsAt — Go's zero time "0001-01-01T00:00:00Z" while firing — generatorURL, fingerprint)."""
     starts = starts_at or (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
     labels = {"alertname": "LLMServiceHighErrorRate", "severity": "critical", "rollback": rollback, "env": env}
     return {

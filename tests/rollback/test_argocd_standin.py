@@ -1,0 +1,170 @@
+"""The Argo CD stand-in is at least as strict as argocd-server: each row names the upstream rule it mirrors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from pipeline.gitops.argocd_standin import (
+    App,
+    ArgoCDStandIn,
+    GoDecodeError,
+    Project,
+    can_sync,
+    decode_sync_request,
+    window_matches,
+)
+from pipeline.runtime.tools import REPO_ROOT
+
+ARGOCD = REPO_ROOT / "environments" / "argocd"
+SATURDAY = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC)
+WEDNESDAY = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        # encoding/json: a JSON string never decodes into int64 ([]int64 sourcePositions).
+        (b'{"sourcePositions": ["1"]}', "cannot unmarshal string into Go struct field "),
+        # ... nor a number with a fraction.
+        (b'{"sourcePositions": [1.0]}', "cannot unmarshal number 1.0 into Go struct field"),
+        (b'{"prune": "false"}', "ApplicationSyncRequest.prune of type bool"),
+        (b'{"revisions": "abc"}', "ApplicationSyncRequest.revisions of type []string"),
+        (b'{"retryStrategy": {"limit": "5"}}', "of type int64"),
+        (b"[1]", "cannot unmarshal array into Go value of type ApplicationSyncRequest"),
+    ],
+)
+def test_bodies_go_refuses(body: bytes, error: str) -> None:
+    with pytest.raises(GoDecodeError, match=error.replace("[", r"\[").replace("]", r"\]")):
+        decode_sync_request(body)
+
+
+def test_what_go_accepts_unknown_fields_ignored_names_case_insensitive_null_zero() -> None:
+    got = decode_sync_request(b'{"PRUNE": true, "sourcepositions": [2], "nonsense": {"x": 1}, "revision": null}')
+    assert got == {"prune": True, "sourcePositions": [2], "revision": None}
+
+
+def policy(line: str) -> dict[str, Any]:
+    return {"metadata": {"name": "llm-service"}, "spec": {"roles": [{"name": "ci", "policies": [line]}]}}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # validatePolicy (v1alpha1/types.go): objects of another project are refused ...
+        "p, proj:llm-service:ci, applications, sync, llm-platform/llm-platform-root, allow",
+        # ... as is another subject, a resource outside the project-scoped ones, and a bad effect.
+        "p, proj:other:ci, applications, sync, llm-service/*, allow",
+        "p, proj:llm-service:ci, projects, get, llm-service/*, allow",
+        "p, proj:llm-service:ci, applications, sync, llm-service/*, maybe",
+    ],
+)
+def test_appproject_policies_are_validated_as_argo_cd_does(line: str) -> None:
+    with pytest.raises(ValueError, match="invalid policy rule"):
+        Project.from_doc(policy(line))
+
+
+def test_the_repos_appprojects_are_valid_and_grant_only_what_the_controller_needs() -> None:
+    docs = [YAML(typ="safe").load(p.read_text()) for p in sorted(ARGOCD.glob("appproject-*.yaml"))]
+    projects = {p.name: p for p in map(Project.from_doc, docs)}
+    svc, root = projects["llm-service"], projects["llm-platform"]
+    sub = "proj:llm-service:rollback-controller"
+    assert svc.allows(sub, "applications", "sync", "llm-service/llm-service-prod")
+    assert not svc.allows(sub, "applications", "override", "llm-service/llm-service-prod")
+    assert not svc.allows(sub, "applications", "delete", "llm-service/llm-service-prod")
+    assert root.allows(
+        "proj:llm-platform:rollback-controller", "applications", "sync", "llm-platform/llm-platform-root"
+    )
+
+
+def test_a_project_token_never_acts_in_another_project() -> None:
+    docs = [YAML(typ="safe").load(p.read_text()) for p in sorted(ARGOCD.glob("appproject-*.yaml"))]
+    fake = ArgoCDStandIn(projects={p.name: p for p in map(Project.from_doc, docs)}, now=lambda: WEDNESDAY)
+    fake.add_app(App("llm-platform-root", "llm-platform", [{"repoURL": "r", "targetRevision": "main"}]))
+    token = fake.issue_token("llm-service", "rollback-controller")
+    status, body = fake.handle("POST", "/api/v1/applications/llm-platform-root/sync", f"Bearer {token}", b"{}")
+    # getAppEnforceRBAC without a project: 403 "permission denied", the same as for an unknown app.
+    assert (status, body["code"], body["message"]) == (403, 7, "permission denied")
+    status, body = fake.handle("POST", "/api/v1/applications/nope/sync", f"Bearer {token}", b"{}")
+    assert (status, body["message"]) == (403, "permission denied")
+    status, body = fake.handle("GET", "/api/v1/applications/nope", "Bearer wrong", b"")
+    assert (status, body["code"]) == (401, 16)
+
+
+def test_windows_are_checked_before_sync_rbac() -> None:
+    """Server.Sync: get → CanSync(true) → sync: a caller without `sync` inside a manual-deny window
+    hears about the window."""
+    deny = {"kind": "deny", "schedule": "0 18 * * 5", "duration": "60h", "applications": ["*"], "manualSync": False}
+    doc = policy("p, proj:llm-service:ci, applications, get, llm-service/*, allow")
+    doc["spec"]["syncWindows"] = [deny]
+    fake = ArgoCDStandIn(projects={"llm-service": Project.from_doc(doc)}, now=lambda: SATURDAY)
+    fake.add_app(App("llm-service-prod", "llm-service", [{"repoURL": "r", "targetRevision": "main"}]))
+    token = fake.issue_token("llm-service", "ci")
+    status, body = fake.handle("POST", "/api/v1/applications/llm-service-prod/sync", f"Bearer {token}", b"{}")
+    assert (status, body["message"]) == (403, "cannot sync: blocked by sync window")
+    fake.now = lambda: WEDNESDAY
+    status, body = fake.handle("POST", "/api/v1/applications/llm-service-prod/sync", f"Bearer {token}", b"{}")
+    assert status == 403 and body["message"].startswith("permission denied: applications, sync, llm-service/")
+
+
+def test_a_position_out_of_range_is_an_untyped_error_and_a_busy_app_a_precondition() -> None:
+    doc = policy("p, proj:llm-service:ci, applications, *, llm-service/*, allow")
+    fake = ArgoCDStandIn(projects={"llm-service": Project.from_doc(doc)}, now=lambda: WEDNESDAY)
+    fake.add_app(App("a", "llm-service", [{"targetRevision": "1.0.0", "chart": "c"}, {"targetRevision": "main"}]))
+    token = fake.issue_token("llm-service", "ci")
+    status, body = fake.handle(
+        "POST", "/api/v1/applications/a/sync", f"Bearer {token}", b'{"sourcePositions": [3], "revisions": ["x"]}'
+    )
+    assert (status, body["code"], body["message"]) == (500, 2, "source position is out of range")
+    fake.apps["a"].operation = {"sync": {}}
+    status, body = fake.handle("POST", "/api/v1/applications/a/sync", f"Bearer {token}", b"{}")
+    assert (status, body["code"], body["message"]) == (400, 9, "another operation is already in progress")
+
+
+WEEKEND = {"kind": "deny", "schedule": "0 18 * * 5", "duration": "60h", "timeZone": "UTC"}
+NIGHTS = {"kind": "allow", "schedule": "0 22 * * *", "duration": "1h", "timeZone": "UTC"}
+
+
+@pytest.mark.parametrize(
+    ("windows", "at", "manual", "allowed"),
+    [
+        # CanSync: an active deny blocks an automated sync ...
+        ([WEEKEND], SATURDAY, False, False),
+        # ... and a manual one unless every active deny has manualSync (hasDeny).
+        ([WEEKEND], SATURDAY, True, False),
+        ([{**WEEKEND, "manualSync": True}], SATURDAY, True, True),
+        # Outside every allow window nothing syncs automatically; a manual sync only when every inactive
+        # allow has manualSync (InactiveAllows().manualEnabled()).
+        ([NIGHTS], WEDNESDAY, False, False),
+        ([NIGHTS], WEDNESDAY, True, False),
+        ([{**NIGHTS, "manualSync": True}], WEDNESDAY, True, True),
+        ([{**NIGHTS, "manualSync": True}], WEDNESDAY, False, False),
+        # An active allow permits.
+        ([NIGHTS], WEDNESDAY.replace(hour=22, minute=30), False, True),
+        ([], SATURDAY, False, True),
+    ],
+)
+def test_can_sync(windows: list[dict[str, Any]], at: dt.datetime, manual: bool, allowed: bool) -> None:
+    assert can_sync(windows, at, manual) is allowed
+
+
+@pytest.mark.parametrize(
+    ("window", "matches"),
+    [
+        # SyncWindows.Matches: applications OR clusters OR namespaces by default ...
+        ({"applications": ["llm-*"]}, True),
+        ({"namespaces": ["llm-prod"]}, True),
+        ({"clusters": ["https://kubernetes.default.svc"]}, True),
+        ({"applications": ["other"], "namespaces": ["llm-prod"]}, True),
+        # ... all of the given lists with andOperator.
+        ({"applications": ["other"], "namespaces": ["llm-prod"], "andOperator": True}, False),
+        ({"applications": ["llm-*"], "namespaces": ["llm-prod"], "andOperator": True}, True),
+        ({"andOperator": True}, False),
+        ({}, False),
+    ],
+)
+def test_window_matching(window: dict[str, Any], matches: bool) -> None:
+    assert window_matches(window, "llm-service-prod", "llm-prod", "https://kubernetes.default.svc") is matches
