@@ -45,18 +45,18 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
 
     from pipeline.controller import ControllerConfig, create_app
 
-    cfg = ControllerConfig.from_env(
-        resolve_remote(args.gitops_repo, ctx.repo_root),
-        args.work_dir or ctx.run_dir / "work",
-        envs=tuple(e for e in args.envs.split(",") if e),
-        rate_limit=args.rate_limit,
-        rate_window=args.rate_window,
-        stale_tolerance=args.stale_tolerance,
-        bake_window=args.bake_window,
-        audit_file=args.audit_file,
-        **({"clock": lambda: args.sync_window_time} if args.sync_window_time else {}),
-    )
     try:
+        cfg = ControllerConfig.from_env(
+            resolve_remote(args.gitops_repo, ctx.repo_root),
+            args.work_dir or ctx.run_dir / "work",
+            envs=tuple(e for e in args.envs.split(",") if e),
+            rate_limit=args.rate_limit,
+            rate_window=args.rate_window,
+            stale_tolerance=args.stale_tolerance,
+            bake_window=args.bake_window,
+            audit_file=args.audit_file,
+            **({"clock": lambda: args.sync_window_time} if args.sync_window_time else {}),
+        )
         app = create_app(cfg)
     except ValueError as exc:
         ctx.console.print(f"[red]rollback-controller: {exc}[/red]")

@@ -42,6 +42,7 @@ import fnmatch
 import json
 import re
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -483,7 +484,8 @@ class ArgoCDStandIn:
             self.regenerate()
 
     @contextlib.contextmanager
-    def serve(self) -> Iterator[ArgoCDStandIn]:
+    def serve(self, tls: ssl.SSLContext | None = None) -> Iterator[ArgoCDStandIn]:
+        """Serve on 127.0.0.1 (https with `tls`: argocd-server serves TLS by default, self-signed)."""
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -509,7 +511,9 @@ class ArgoCDStandIn:
                 pass
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
         stop = threading.Event()
         threads = [
             threading.Thread(target=server.serve_forever, name="argocd-stand-in", daemon=True),

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,7 +92,11 @@ class ArgoCDConfig:
         if _truthy(os.environ.get("ARGOCD_INSECURE")):
             verify = False
         root = os.environ.get("ARGOCD_ROOT_TOKEN_FILE")
-        wait = float(os.environ.get("ARGOCD_SPEC_WAIT") or cls.spec_wait)
+        raw_wait = os.environ.get("ARGOCD_SPEC_WAIT") or str(cls.spec_wait)
+        try:
+            wait = float(raw_wait)
+        except ValueError:
+            raise ValueError(f"ARGOCD_SPEC_WAIT must be a number of seconds, not {raw_wait!r}") from None
         return cls(
             server=server.rstrip("/"),
             token_file=Path(token),
@@ -136,11 +141,13 @@ class ArgoCDClient:
         self._transport = transport
 
     def _client(self, root: bool = False) -> httpx.Client:
+        verify = self.cfg.verify
         return httpx.Client(
             base_url=self.cfg.server,
             headers={"Authorization": f"Bearer {self.cfg.token(root)}"},
             timeout=self.cfg.timeout,
-            verify=self.cfg.verify,
+            # A CA bundle path as an SSLContext (httpx deprecates verify=<path>).
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
             transport=self._transport,
         )
 
@@ -225,7 +232,8 @@ def request_sync(
     deadline = time.monotonic() + cfg.spec_wait
     try:
         if pin and cfg.root_app:
-            if cfg.root_token_file is None:
+            if cfg.root_token_file is None or not cfg.root_token_file.is_file():
+                # A Secret without the key mounts no file: the env's sync is still worth asking for.
                 notes.append(f"no token for {cfg.root_app} (ARGOCD_ROOT_TOKEN_FILE): its auto-sync moves the pin")
             else:
                 root = client.sync(cfg.root_app, root=True)

@@ -8,7 +8,10 @@ scans the rendered output of every env in one process, gated like `scan` (pipeli
 the root `.trivyignore.yaml`, every entry with a reason and an unexpired date). Every policy
 must have a test (`policies/x_test.rego`); the Rego tests themselves run in the `test` stage.
 The Argo CD objects (environments/argocd/, plus the Applications the
-ApplicationSet generates) are validated and policy-checked as target `argocd`.
+ApplicationSet generates) are validated and policy-checked as target `argocd`. Check `prerequisites`
+(pipeline.checks.prerequisites) holds everything rendered against `policies/prerequisites.yaml`: each
+apiVersion/kind provided by a listed component, each version-gated field in the CRD schemas, the
+Kubernetes minimum equal to the charts' kubeVersion.
 
 Every independent step runs concurrently; only helm, trivy and promtool are subprocesses
 (one per env for helm, one in total for each of the others).
@@ -48,7 +51,7 @@ from pipeline.artifacts.chart_render import (
     resolve_chart,
     values_args,
 )
-from pipeline.checks import policy, trivy_ignore, validate
+from pipeline.checks import policy, prerequisites, trivy_ignore, validate
 from pipeline.checks.manifests import (
     ChartApp,
     argocd_docs,
@@ -68,7 +71,7 @@ from pipeline.core.shell import run_capture, tail
 from pipeline.runtime.tools import ToolMissing, require
 
 NAME = "render"
-HELP = "Render the chart per environment and check it: helm lint, schemas, CRDs, policies, trivy, promtool, yamllint."
+HELP = "Render the chart per environment and check it: helm lint, schemas, CRDs, prerequisites, policies, trivy, promtool, yamllint."
 
 POLICY_DIRS = (Path("policies/manifests"), Path("policies/lib"))
 POLICY_ROOT = Path("policies")
@@ -192,6 +195,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             )
 
         rules_by_env: dict[str, dict[str, Any]] = {}
+        # apiVersion/kind of every target's objects (env, chart app, argocd), for check `prerequisites`.
+        kinds_by_target: dict[str, set[tuple[str, str]]] = {}
         rendered_envs: list[str] = []
         rendered_apps: list[str] = []
         lock = threading.Lock()
@@ -227,6 +232,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             manifest = env_out / "manifests.yaml"
             manifest.write_text(proc.stdout)
             docs = load_docs(proc.stdout)
+            with lock:
+                kinds_by_target[env] = prerequisites.object_kinds(docs)
             checks.add(f"helm template {env}", [], t.seconds, ok_detail=f"{len(docs)} objects", objects=len(docs))
             with Timer() as t:
                 results = check_manifests(env, docs, core, crds, engine_for, rule_names)
@@ -253,6 +260,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 except (yaml.YAMLError, ValueError, KeyError) as exc:
                     checks.add("argocd", [f"argocd: {exc}"], 0.0)
                     return
+                with lock:
+                    kinds_by_target["argocd"] = prerequisites.object_kinds(docs)
                 (out / "argocd").mkdir(parents=True, exist_ok=True)
                 text = yaml.safe_dump_all(docs, sort_keys=False, width=1000)
                 (out / "argocd" / "manifests.yaml").write_text(text)
@@ -308,6 +317,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 return
             (app_out / "manifests.yaml").write_text(proc.stdout)
             docs = load_docs(proc.stdout)
+            with lock:
+                kinds_by_target[label] = prerequisites.object_kinds(docs)
             checks.add(f"helm template {label}", [], t.seconds, ok_detail=f"{len(docs)} objects", objects=len(docs))
             with Timer() as t:
                 core_docs = [d for d in docs if core.is_core(d)]
@@ -417,6 +428,11 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             for fut in side + later:
                 fut.result()
 
+        # In-process, milliseconds: over the kinds of every target rendered above.
+        with Timer() as t:
+            missing, prereq_summary = prerequisites.check(root, kinds_by_target, crds)
+        checks.add("prerequisites", missing, t.seconds, ok_detail=prereq_summary, targets=len(kinds_by_target))
+
     result = StageResult.from_checks(
         NAME,
         sorted(checks.checks, key=lambda c: c.name),
@@ -428,6 +444,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             "out": str(out),
             "crd_schemas": crd_location,
             "kube_version": opts.kube_version,
+            "prerequisites": str(prerequisites.PREREQUISITES),
         },
         artifacts=[str(p) for p in sorted(out.rglob("*.yaml"))],
         seconds=total.seconds,

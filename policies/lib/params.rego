@@ -39,6 +39,8 @@ builtin := {
 	"alert_severities": ["info", "warning", "critical"],
 	"rollback_alerts": ["LLMErrorBudgetBurnFast"],
 	"rollback_envs_required": ["staging", "prod"],
+	"tracking_labels": ["app.kubernetes.io/instance"],
+	"owned_selector_labels": ["app.kubernetes.io/name", "llm.example.com/instance"],
 	"exposure_data_plane_labels": {
 		"Ingress": {"kubernetes.io/metadata.name": "ingress-nginx"},
 		"HTTPRoute": {"kubernetes.io/metadata.name": "gateway-system"},

@@ -34,6 +34,8 @@ bad_secret := {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "
 
 unlabelled := {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
 
+bad_monitor := {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "m", "labels": shape_labels}, "spec": {"selector": {"matchLabels": {"app.kubernetes.io/instance": "llm"}}}}
+
 single(doc) := doc
 
 combined(doc) := [{"path": "rendered.yaml", "contents": doc}]
@@ -112,6 +114,14 @@ test_labels_every_shape if {
 	count(labels_violations) > 0 with input as listed(unlabelled)
 	count(deny) > 0 with input as single(unlabelled)
 	count(deny) > 0 with input as combined(unlabelled)
+}
+
+test_tracking_every_shape if {
+	count(tracking_violations) > 0 with input as single(bad_monitor)
+	count(tracking_violations) > 0 with input as combined(bad_monitor)
+	count(tracking_violations) > 0 with input as listed(bad_monitor)
+	count(deny) > 0 with input as single(bad_monitor)
+	count(deny) > 0 with input as combined(bad_monitor)
 }
 
 test_network_on_sets_only if {

@@ -88,7 +88,9 @@ def test_only_the_fast_burn_rate_alert_triggers_rollback(repo_root: Path, helm_t
     assert [a["alert"] for a in alerts if a["labels"].get("rollback") == "true"] == ["LLMErrorBudgetBurnFast"]
     assert "rollback" not in _rule(docs, "LLMHighErrorRate")["labels"]
     absent = _rule(docs, "LLMRollbackSignalAbsent")
-    assert absent["expr"] == 'absent(gateway_requests_total{namespace="llm-prod", pod=~"llm-service-.*"})'
+    assert absent["expr"].startswith(
+        'absent(gateway_requests_total{namespace="llm-prod", pod=~"llm-service-.*"})\nand on ()'
+    )
     assert absent["labels"]["severity"] == "critical"
     assert _rule(docs, "LLMScrapeTargetDown")["expr"].startswith('up{namespace="llm-prod"')
     fast, slow = _rule(docs, "LLMErrorBudgetBurnFast"), _rule(docs, "LLMErrorBudgetBurnSlow")
@@ -98,6 +100,27 @@ def test_only_the_fast_burn_rate_alert_triggers_rollback(repo_root: Path, helm_t
     assert fast["labels"] == {"severity": "critical", "rollback": "true", "env": "prod"}
     assert fast["for"] == "30s" and slow["for"] == "15m"
     assert "gateway_release_errors" in fast["expr"] and "gateway_release_errors" in slow["expr"]
+    # Neither judges a release on a handful of requests (monitoring.slo.minRequests in the short window).
+    scope = 'gateway_requests_total{namespace="llm-prod", pod=~"llm-service-.*"}'
+    assert fast["expr"].endswith(f"and\nsum by (namespace, release) (increase({scope}[5m])) >= 50")
+    assert slow["expr"].endswith(f"and\nsum by (namespace, release) (increase({scope}[30m])) >= 50")
+
+
+def test_min_requests_is_a_value(helm_template: Template) -> None:
+    docs = helm_template(sets=(*MIN, "monitoring.slo.minRequests=200"))
+    assert _rule(docs, "LLMErrorBudgetBurnFast")["expr"].endswith(">= 200")
+    assert _rule(docs, "LLMErrorBudgetBurnSlow")["expr"].endswith(">= 200")
+    err = str(helm_template(sets=(*MIN, "monitoring.slo.minRequests=0"), expect_ok=False))
+    assert "minRequests" in err
+
+
+def test_rollback_signal_absent_needs_a_serving_gateway(repo_root: Path, helm_template: Template) -> None:
+    """Absence alone is an idle env: the alert also needs vLLM traffic or a ready gateway without a target."""
+    expr = _rule(helm_template(*env_files(repo_root, "prod"), env="prod"), "LLMRollbackSignalAbsent")["expr"]
+    scope = 'namespace="llm-prod", pod=~"llm-service-.*"'
+    assert f"sum(increase(vllm:prompt_tokens_total{{{scope}}}[5m])) > 0" in expr
+    assert f'sum(kube_pod_container_status_ready{{{scope}, container="gateway"}}) > 0' in expr
+    assert f'unless on ()\n    up{{{scope}, container="gateway"}}' in expr
 
 
 def test_burn_rate_ratios_are_per_release_and_count_only_the_release_s_errors(
@@ -128,6 +151,33 @@ def test_gateway_runs_with_the_pinned_release_id(repo_root: Path, helm_template:
 def test_fast_burn_for_is_at_most_a_minute(helm_template: Template, bad: str) -> None:
     with pytest.raises(Exception, match="fastBurnFor"):
         helm_template(sets=(*MIN, f"monitoring.slo.fastBurnFor={bad}"))
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_servicemonitors_select_services_on_labels_argocd_never_rewrites(
+    repo_root: Path, helm_template: Template, env: str
+) -> None:
+    """Argo CD's label tracking sets app.kubernetes.io/instance on every object it syncs to the
+    Application's name (llm-service-<env>, not the release llm-service): the ServiceMonitors must still
+    select their Service after that rewrite; pods are not rewritten, so pod selectors stay as they are."""
+    docs = helm_template(*env_files(repo_root, env), env=env)
+    services = by_kind(docs, "Service")
+    for svc in services:  # what Argo CD leaves on the live Service
+        svc["metadata"]["labels"]["app.kubernetes.io/instance"] = f"llm-service-{env}"
+    for sm in by_kind(docs, "ServiceMonitor"):
+        selector = sm["spec"]["selector"]["matchLabels"]
+        assert "app.kubernetes.io/instance" not in selector
+        assert selector["llm.example.com/instance"] == "llm-service"
+        selected = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
+        assert len(selected) == 1, (sm["metadata"]["name"], selector)
+        port = sm["spec"]["endpoints"][0]["port"]
+        assert port in {p["name"] for p in selected[0]["spec"]["ports"]}
+    # Pods carry the chart's own label too, and the Services still select them on the Deployment's
+    # (immutable) selector, so an upgrade never leaves a Service without endpoints.
+    dep = by_kind(docs, "Deployment")[0]
+    assert dep["spec"]["template"]["metadata"]["labels"]["llm.example.com/instance"] == "llm-service"
+    for svc in services:
+        assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
 
 
 def test_selector_labels_on_servicemonitors_and_prometheusrule(helm_template: Template) -> None:

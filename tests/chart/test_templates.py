@@ -193,3 +193,46 @@ def test_rbac_configmap_shape(helm_template: Template) -> None:
     rbac = yaml.safe_load(cm["data"]["rbac.yaml"])
     assert rbac["tiers"]["standard"] == {"requests_per_minute": 600, "tokens_per_minute": 600000}
     assert rbac["roles"]["user"]["tier"] == "standard"
+
+
+def test_hf_token_external_secret_follows_the_gateway_one(repo_root: Path, helm_template: Template) -> None:
+    """With externalSecret.enabled the Hugging Face token Secret comes from the store too, under exactly
+    the name and key the vLLM container reads HF_TOKEN from."""
+    sets = (*MIN, "externalSecret.enabled=true", "vllm.hfToken.secretName=hf-token", "vllm.hfToken.secretKey=hf")
+    docs = helm_template(sets=sets)
+    es = {e["metadata"]["name"]: e for e in by_kind(docs, "ExternalSecret")}
+    assert set(es) == {"llm-service-gateway", "hf-token"}
+    hf = es["hf-token"]
+    assert hf["spec"]["target"] == {"name": "hf-token", "creationPolicy": "Owner"}
+    assert hf["spec"]["data"] == [{"secretKey": "hf", "remoteRef": {"key": "llm/hf-token", "property": "token"}}]
+    assert hf["spec"]["secretStoreRef"] == es["llm-service-gateway"]["spec"]["secretStoreRef"]
+    vllm = next(
+        c for c in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"] if c["name"] == "vllm"
+    )
+    ref = next(e for e in vllm["env"] if e["name"] == "HF_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "hf-token", "key": "hf"}
+    # Same gate as the gateway's: no ExternalSecret without externalSecret.enabled or without a token Secret.
+    off = helm_template(sets=(*MIN, "vllm.hfToken.secretName=hf-token"))
+    assert not by_kind(off, "ExternalSecret")
+    no_token = helm_template(sets=(*MIN, "externalSecret.enabled=true"))
+    assert [e["metadata"]["name"] for e in by_kind(no_token, "ExternalSecret")] == ["llm-service-gateway"]
+    # prod enables it, with its own remote key.
+    prod = helm_template(*env_files(repo_root, "prod"), env="prod")
+    prod_hf = next(e for e in by_kind(prod, "ExternalSecret") if e["metadata"]["name"] == "hf-token")
+    assert prod_hf["spec"]["data"][0]["remoteRef"] == {"key": "llm/prod/hf-token", "property": "token"}
+
+
+def test_keda_cooldown_only_governs_scale_to_zero(chart: Path, helm_template: Template) -> None:
+    """KEDA waits cooldownPeriod only before scaling to 0 (keda.sh ScaledObject spec); this chart never
+    scales to zero, so scale-down between replicas is paced by the HPA behavior KEDA passes on."""
+    so = by_kind(
+        helm_template(sets=(*MIN, "autoscaling.mode=keda", "autoscaling.keda.cooldownPeriod=0")), "ScaledObject"
+    )[0]
+    assert so["spec"]["minReplicaCount"] >= 1 and "idleReplicaCount" not in so["spec"]
+    assert so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"] == {
+        "stabilizationWindowSeconds": 900,
+        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}],
+    }
+    values = (chart / "values.yaml").read_text()
+    doc = values[: values.index("    cooldownPeriod:")].rsplit("\n", 2)[-2]
+    assert "only to scaling to 0" in doc and "scaleDownStabilizationSeconds" in doc, doc

@@ -328,3 +328,70 @@ def test_status_reads_the_revisions_of_a_multi_source_app(
     app.sync["revisions"] = [app.sync["revisions"][0], "f" * 40]
     rows = {r["env"]: r for r in status.collect(clone(prod_v1_v2, tmp_path, "s2"), now=SATURDAY)}
     assert rows["prod"]["sync"]["state"] == "pending"
+
+
+def test_config_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ARGOCD_SERVER", "argocd-server.argocd.svc")
+    monkeypatch.setenv("ARGOCD_AUTH_TOKEN_FILE", str(tmp_path / "t"))
+    monkeypatch.setenv("ARGOCD_ROOT_TOKEN_FILE", str(tmp_path / "r"))
+    monkeypatch.setenv("ARGOCD_CA_FILE", str(tmp_path / "ca.crt"))
+    cfg = ArgoCDConfig.from_env()
+    assert cfg is not None and cfg.server == "https://argocd-server.argocd.svc"
+    assert cfg.root_token_file == tmp_path / "r" and cfg.verify == str(tmp_path / "ca.crt")
+    monkeypatch.setenv("ARGOCD_INSECURE", "true")
+    assert (ArgoCDConfig.from_env() or cfg).verify is False
+    monkeypatch.setenv("ARGOCD_SPEC_WAIT", "soon")
+    with pytest.raises(ValueError, match="ARGOCD_SPEC_WAIT must be a number of seconds, not 'soon'"):
+        ArgoCDConfig.from_env()
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate like argocd-server's default one: self-signed, for localhost/127.0.0.1."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Argo CD")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    crt, pem = tmp_path / "tls.crt", tmp_path / "tls.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return crt, pem
+
+
+def test_tls_to_argocd_server_verifies_against_the_given_ca_only(prod_v1_v2: str, tmp_path: Path) -> None:
+    import ssl
+
+    crt, key = self_signed(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    repo = clone(prod_v1_v2, tmp_path, "c")
+    pin = pinned_revision(repo, "prod")
+    with argocd_for(prod_v1_v2, SATURDAY).serve(tls=ctx) as argocd:
+        chart = argocd.apps["llm-service-prod"].sources[0]["targetRevision"]
+        base = argo_cfg(argocd, tmp_path / "t", root_token=None, wait=0.3)
+        system = request_sync(base, repo, "prod", str(pin), chart, SATURDAY)
+        assert system.state == "failed" and "CERTIFICATE_VERIFY_FAILED" in system.detail
+        with_ca = request_sync(dataclasses.replace(base, verify=str(crt)), repo, "prod", str(pin), chart, SATURDAY)
+        assert with_ca.state == "requested", with_ca
+        missing_root = dataclasses.replace(base, verify=str(crt), root_token_file=tmp_path / "absent")
+        again = request_sync(missing_root, repo, "prod", str(pin), chart, SATURDAY)
+        assert "no token for llm-platform-root" in again.detail

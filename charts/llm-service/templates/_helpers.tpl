@@ -22,10 +22,16 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* llm-service.selectorLabels: the immutable labels Deployments and Services select on. */}}
+{{/* llm-service.selectorLabels: the immutable labels the Deployment selects its pods on; Services, the NetworkPolicy, the PDB and the zone spread select pods on them too (pod labels are never rewritten by Argo CD, see ownedSelectorLabels). */}}
 {{- define "llm-service.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "llm-service.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* llm-service.ownedSelectorLabels: labels only this chart writes, for selectors over other objects' own metadata (ServiceMonitor -> Service). Argo CD's label tracking (resourceTrackingMethod label or annotation+label) sets app.kubernetes.io/instance on every object it syncs to the Application name (argo-cd util/argo/resource_tracking.go SetAppInstance -> util/kube/kube.go SetAppInstanceLabel), so a Service of Application llm-service-prod carries instance llm-service-prod, not the release name; pod templates keep theirs (kube.go: only the legacy app-name key is copied into them). */}}
+{{- define "llm-service.ownedSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "llm-service.name" . }}
+llm.example.com/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* llm-service.labels: standard labels for every object; call with (dict "ctx" $ "component" "x"). */}}
@@ -38,6 +44,7 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/part-of: {{ $ctx.Values.partOf }}
 app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
 llm.example.com/environment: {{ $ctx.Values.environment }}
+llm.example.com/instance: {{ $ctx.Release.Name }}
 {{- end }}
 
 {{/* llm-service.image: repository@digest when a digest is pinned, else repository:tag (tag defaults to appVersion); call with (dict "ctx" $ "image" .Values.x.image "what" "x"). */}}

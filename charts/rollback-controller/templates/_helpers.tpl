@@ -32,3 +32,26 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $digest := required "image.digest must be set (sha256:...)" .Values.image.digest -}}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}@{{ $digest }}
 {{- end }}
+
+{{/* rollback-controller.argocdCA: "configMap" or "secret" when argocd.tls names a CA bundle, else empty. */}}
+{{- define "rollback-controller.argocdCA" -}}
+{{- $tls := .Values.argocd.tls -}}
+{{- if $tls.caConfigMap.name }}configMap{{ else if $tls.caSecret.name }}secret{{ end }}
+{{- end }}
+
+{{/* rollback-controller.validate: an https Argo CD server needs a TLS decision (the controller's client verifies against the system CAs only; argocd-server's default certificate is self-signed). */}}
+{{- define "rollback-controller.validate" -}}
+{{- $a := .Values.argocd }}
+{{- if and $a.tls.caConfigMap.name $a.tls.caSecret.name }}
+{{- fail "argocd.tls.caConfigMap.name and argocd.tls.caSecret.name are both set: name one CA bundle" }}
+{{- end }}
+{{- $ca := include "rollback-controller.argocdCA" . }}
+{{- if and $ca $a.tls.insecure }}
+{{- fail "argocd.tls.insecure is true and a CA bundle is named (argocd.tls.caConfigMap/caSecret): verify against the bundle, or opt out, not both" }}
+{{- end }}
+{{- /* ARGOCD_SERVER without a scheme means https to the controller (pipeline/gitops/argocd_sync.py). */}}
+{{- $https := and $a.server (not (hasPrefix "http://" $a.server)) }}
+{{- if and $https (not $ca) (not $a.tls.insecure) }}
+{{- fail (printf "argocd.server %s is https but argocd.tls makes no decision: the controller verifies argocd-server against the system CAs only, and argocd-server's default certificate is self-signed. Set argocd.tls.caConfigMap.name (or caSecret.name) to a ConfigMap/Secret in this namespace holding the PEM bundle that verifies it (docs/rollback.md, \"TLS to argocd-server\"), or argocd.tls.insecure=true to skip verification" $a.server) }}
+{{- end }}
+{{- end }}
