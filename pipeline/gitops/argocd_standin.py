@@ -53,7 +53,7 @@ from typing import Any
 from pipeline.gitops.argocd_pin import PIN_FILE, PINNED_ENVS, _pin_node
 from pipeline.gitops.argocd_sync import APP_NAME
 from pipeline.gitops.repo import GitOpsError, git, load_yaml_text
-from pipeline.gitops.sync_windows import window_active
+from pipeline.gitops.sync_windows import AppIdentity, can_sync, window_matches
 
 # google.golang.org/grpc/codes, and the HTTP status grpc-gateway maps each to (runtime/errors.go).
 UNKNOWN, INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, UNAUTHENTICATED = 2, 3, 5, 7, 9, 16
@@ -221,40 +221,6 @@ def _validate_policy(proj: str, role: str, line: str) -> Policy:
     return Policy(*parts[1:])
 
 
-# ---------------------------------------------------------------- sync windows (v1alpha1/types.go)
-
-
-def _glob_any(patterns: Sequence[Any], value: str) -> bool:
-    return any(fnmatch.fnmatchcase(value, str(p)) for p in patterns)
-
-
-def window_matches(w: Mapping[str, Any], app: str, namespace: str, cluster: str) -> bool:
-    """`SyncWindows.Matches`: applications, namespaces, clusters; OR, or AND with `andOperator`."""
-    checks = [
-        (w.get("applications") or [], app),
-        (w.get("namespaces") or [], namespace),
-        (w.get("clusters") or [], cluster),
-    ]
-    given = [_glob_any(pats, value) for pats, value in checks if pats]
-    if w.get("andOperator"):
-        return bool(given) and all(given)
-    return any(given)
-
-
-def can_sync(windows: Sequence[Mapping[str, Any]], now: dt.datetime, manual: bool) -> bool:
-    """`SyncWindows.CanSync(isManual, nil)`: an active deny blocks, unless the sync is manual and every
-    active deny has manualSync (`hasDeny`); else an active allow permits; else inactive allows block,
-    unless the sync is manual and every inactive allow has manualSync (`manualEnabled`)."""
-    active = [w for w in windows if window_active(w, now)]
-    deny = [w for w in active if w.get("kind") == "deny"]
-    if deny:
-        return manual and all(w.get("manualSync") for w in deny)
-    if any(w.get("kind") == "allow" for w in active):
-        return True
-    inactive_allows = [w for w in windows if w.get("kind") == "allow" and w not in active]
-    return not inactive_allows or (manual and all(w.get("manualSync") for w in inactive_allows))
-
-
 # ---------------------------------------------------------------- applications and the server
 
 
@@ -406,14 +372,14 @@ class ArgoCDStandIn:
             req = decode_sync_request(body)
         except GoDecodeError as exc:
             raise _Status(INVALID_ARGUMENT, str(exc)) from exc
-        project = self.projects[app.project]
-        windows = [
-            w
-            for w in project.windows
-            if window_matches(w, app.name, app.destination["namespace"], app.destination["server"])
-        ]
-        if not can_sync(windows, self.now(), manual=True):
-            raise _Status(PERMISSION_DENIED, "cannot sync: blocked by sync window")
+        # proj.Spec.SyncWindows.Matches(a).CanSync(true, nil): pipeline/gitops/sync_windows.py ports both;
+        # an unparsable window is "invalid sync window" (also 403).
+        who_app = AppIdentity(app.name, app.destination["namespace"], app.destination["server"], project=app.project)
+        windows = [w for w in self.projects[app.project].windows if window_matches(w, who_app)]
+        hold = can_sync(windows, self.now(), manual=True)
+        if hold is not None:
+            why = hold.replace("invalid sync window", "invalid sync window:", 1) if hold.startswith("invalid") else ""
+            raise _Status(PERMISSION_DENIED, f"cannot sync: {why or 'blocked by sync window'}")
         if not self._enforce(who, "sync", app):
             raise _Status(PERMISSION_DENIED, self._denied(who, "sync", app))
         revisions = self._resolve_source_revisions(who, app, req)

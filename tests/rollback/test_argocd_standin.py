@@ -13,9 +13,7 @@ from pipeline.gitops.argocd_standin import (
     ArgoCDStandIn,
     GoDecodeError,
     Project,
-    can_sync,
     decode_sync_request,
-    window_matches,
 )
 from pipeline.runtime.tools import REPO_ROOT
 
@@ -122,49 +120,3 @@ def test_a_position_out_of_range_is_an_untyped_error_and_a_busy_app_a_preconditi
     fake.apps["a"].operation = {"sync": {}}
     status, body = fake.handle("POST", "/api/v1/applications/a/sync", f"Bearer {token}", b"{}")
     assert (status, body["code"], body["message"]) == (400, 9, "another operation is already in progress")
-
-
-WEEKEND = {"kind": "deny", "schedule": "0 18 * * 5", "duration": "60h", "timeZone": "UTC"}
-NIGHTS = {"kind": "allow", "schedule": "0 22 * * *", "duration": "1h", "timeZone": "UTC"}
-
-
-@pytest.mark.parametrize(
-    ("windows", "at", "manual", "allowed"),
-    [
-        # CanSync: an active deny blocks an automated sync ...
-        ([WEEKEND], SATURDAY, False, False),
-        # ... and a manual one unless every active deny has manualSync (hasDeny).
-        ([WEEKEND], SATURDAY, True, False),
-        ([{**WEEKEND, "manualSync": True}], SATURDAY, True, True),
-        # Outside every allow window nothing syncs automatically; a manual sync only when every inactive
-        # allow has manualSync (InactiveAllows().manualEnabled()).
-        ([NIGHTS], WEDNESDAY, False, False),
-        ([NIGHTS], WEDNESDAY, True, False),
-        ([{**NIGHTS, "manualSync": True}], WEDNESDAY, True, True),
-        ([{**NIGHTS, "manualSync": True}], WEDNESDAY, False, False),
-        # An active allow permits.
-        ([NIGHTS], WEDNESDAY.replace(hour=22, minute=30), False, True),
-        ([], SATURDAY, False, True),
-    ],
-)
-def test_can_sync(windows: list[dict[str, Any]], at: dt.datetime, manual: bool, allowed: bool) -> None:
-    assert can_sync(windows, at, manual) is allowed
-
-
-@pytest.mark.parametrize(
-    ("window", "matches"),
-    [
-        # SyncWindows.Matches: applications OR clusters OR namespaces by default ...
-        ({"applications": ["llm-*"]}, True),
-        ({"namespaces": ["llm-prod"]}, True),
-        ({"clusters": ["https://kubernetes.default.svc"]}, True),
-        ({"applications": ["other"], "namespaces": ["llm-prod"]}, True),
-        # ... all of the given lists with andOperator.
-        ({"applications": ["other"], "namespaces": ["llm-prod"], "andOperator": True}, False),
-        ({"applications": ["llm-*"], "namespaces": ["llm-prod"], "andOperator": True}, True),
-        ({"andOperator": True}, False),
-        ({}, False),
-    ],
-)
-def test_window_matching(window: dict[str, Any], matches: bool) -> None:
-    assert window_matches(window, "llm-service-prod", "llm-prod", "https://kubernetes.default.svc") is matches
