@@ -124,12 +124,13 @@ def test_plain_http_and_no_server_need_no_tls_decision(repo_root: Path) -> None:
 
 def test_root_app_token_is_an_optional_key_beside_the_argocd_token(repo_root: Path) -> None:
     files = (repo_root / ENV_VALUES,)
-    off = _docs(repo_root, files=files)
+    off = _docs(repo_root, "argocd.rootTokenKey=", files=files)
     assert "ARGOCD_ROOT_TOKEN_FILE" not in _env(off)
     keys = [d["secretKey"] for d in by_kind(off, "ExternalSecret")[0]["spec"]["data"]]
     assert keys == ["token", "ssh-privatekey", "known_hosts", "argocd-token"]
 
-    on = _docs(repo_root, "argocd.rootTokenKey=argocd-root-token", files=files)
+    # The committed values turn it on: prod rollbacks sync llm-platform-root with it.
+    on = _docs(repo_root, files=files)
     env = _env(on)
     # Mirrors ARGOCD_AUTH_TOKEN_FILE: a key of the same Secret, in the same mounted directory.
     assert env["ARGOCD_ROOT_TOKEN_FILE"] == f"{SECRETS}/argocd-root-token"
