@@ -10,8 +10,10 @@ real server: a request the real one refuses is refused here, with the same HTTP 
   `ApplicationSyncRequest`, pkg/apiclient/application/application.pb.go): Go types exactly — a string
   where `[]int64` is declared is 400 InvalidArgument; unknown fields are ignored and field names match
   case-insensitively, as encoding/json does.
-- Authentication: `Authorization: Bearer <token>`; a project-role token is valid only while its role
-  exists in its AppProject (util/session/sessionmanager.go) → else 401 Unauthenticated.
+- Authentication: exactly `Authorization: Bearer <token>` (server/server.go `getToken`); a token the
+  stand-in did not issue, or whose role is gone from its AppProject, is 401 Unauthenticated (stricter:
+  the real server checks `status.jwtTokensByRole`, util/session/sessionmanager.go, and answers a token
+  of a deleted role with 403 once its policies are gone).
 - RBAC (server/rbacpolicy/rbacpolicy.go `EnforceClaims` → `enforceProjectToken`): a `proj:<p>:<role>`
   subject is judged only by the policies of project <p>, and only on objects of <p>; the casbin model
   is assets/model.conf (glob match on res/act/obj, an explicit deny wins). The AppProject's policies
@@ -19,7 +21,8 @@ real server: a request the real one refuses is refused here, with the same HTTP 
 - Order of `Server.Sync`: `get` on the app (`getAppEnforceRBAC`: an unknown app, or one the caller may
   not get, is 403 "permission denied" when the request names no project); then the sync windows
   (`proj.Spec.SyncWindows.Matches(a).CanSync(true)` → 403 "cannot sync: blocked by sync window"); then
-  `sync` (403 `EnforceErr` message); then `resolveSourceRevisions`: a position outside the sources is an
+  `sync` (403 `EnforceErr` message); local `manifests` need `override` and are refused on an automated
+  app; then `resolveSourceRevisions`: a position outside the sources is an
   untyped error (HTTP 500, code 2), a requested revision that differs from a source's
   `targetRevision` needs `override` when required and is 400 FailedPrecondition ("auto-sync currently
   set to ...") on an automated app; then `argo.SetAppOperation` (util/argo/argo.go): an operation
@@ -130,7 +133,9 @@ def go_decode(value: Any, spec: GoType, where: str) -> Any:
     if isinstance(spec, tuple):
         if not isinstance(value, list):
             raise refuse(f"[]{spec[1] if isinstance(spec[1], str) else 'struct'}")
-        return [go_decode(v, spec[1], where) for v in value]
+        zero = {"string": "", "bool": False, "int64": 0}.get(spec[1]) if isinstance(spec[1], str) else {}
+        # A null element is the element type's zero value (an int64 0 is then an out-of-range position).
+        return [zero if v is None else go_decode(v, spec[1], where) for v in value]
     if not isinstance(value, dict) or not isinstance(spec, Mapping):
         raise refuse("struct")
     out: dict[str, Any] = {}
@@ -156,7 +161,9 @@ def decode_sync_request(body: bytes) -> dict[str, Any]:
 # ---------------------------------------------------------------- projects and RBAC
 
 PROJECT_SCOPED = {"applications", "applicationsets", "repositories", "exec", "logs", "clusters"}  # util/rbac
-ACTIONS = {"get", "create", "update", "delete", "sync", "override", "action", "invoke", "*"}
+# validActions + validActionPatterns (v1alpha1/types.go, v3.1); the patterns are unanchored there too.
+ACTIONS = {"get", "create", "update", "delete", "sync", "override", "*"}
+ACTION_PATTERN = re.compile(r"action/.*|update/.*|delete/.*")
 
 
 @dataclass(frozen=True)
@@ -210,7 +217,7 @@ def _validate_policy(proj: str, role: str, line: str) -> Policy:
         why = f"policy subject must be: 'proj:{proj}:{role}', not '{parts[1]}'"
     elif parts[2] not in PROJECT_SCOPED:
         why = f"project resource must be one of {sorted(PROJECT_SCOPED)}, not '{parts[2]}'"
-    elif parts[3] not in ACTIONS and not parts[3].startswith("action/"):
+    elif parts[3] not in ACTIONS and not ACTION_PATTERN.search(parts[3]):
         why = f"invalid action '{parts[3]}'"
     elif not re.fullmatch(rf"{re.escape(proj)}(/[*\w.-]+)?/[*\w.-]+", parts[4]):
         why = f"object must be of form '{proj}/*' or '{proj}[/<NAMESPACE>]/<APPNAME>', not '{parts[4]}'"
@@ -303,8 +310,17 @@ class ArgoCDStandIn:
             return
         for name, sources in self.generate().items():
             with self._lock:
-                if name in self.apps:
-                    self.apps[name].sources = [dict(s) for s in sources]
+                app = self.apps.get(name)
+                if app is None or app.sources == [dict(s) for s in sources]:
+                    continue
+                app.sources = [dict(s) for s in sources]
+                # The refresh compares against the new targets (controller/state.go fills status.sync.revisions
+                # with them on every refresh): OutOfSync until an operation syncs them.
+                app.sync = {
+                    "status": "OutOfSync",
+                    "revision": "",
+                    "revisions": [self.resolve(s, str(s.get("targetRevision") or "HEAD")) for s in app.sources],
+                }
 
     def observe_git(self) -> None:
         """Argo CD's automated syncs caught up with git (a promotion rolled out): the root app applied the
@@ -340,8 +356,8 @@ class ArgoCDStandIn:
             return status, reply
 
     def _subject(self, auth: str) -> tuple[str, str]:
-        scheme, _, token = auth.partition(" ")
-        found = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        # server/server.go getToken: exactly the "Bearer " prefix.
+        found = self._tokens.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
         if found is None or found[1] not in self.projects[found[0]].roles:
             raise _Status(UNAUTHENTICATED, "invalid session: token is not valid")
         return found
@@ -382,6 +398,14 @@ class ArgoCDStandIn:
             raise _Status(PERMISSION_DENIED, f"cannot sync: {why or 'blocked by sync window'}")
         if not self._enforce(who, "sync", app):
             raise _Status(PERMISSION_DENIED, self._denied(who, "sync", app))
+        if req.get("manifests") is not None:
+            if not self._enforce(who, "override", app):
+                raise _Status(PERMISSION_DENIED, self._denied(who, "override", app))
+            if app.automated and not req.get("dryRun"):
+                raise _Status(
+                    FAILED_PRECONDITION,
+                    "cannot use local sync when Automatic Sync Policy is enabled unless for dry run",
+                )
         revisions = self._resolve_source_revisions(who, app, req)
         if app.operation is not None:
             raise _Status(FAILED_PRECONDITION, "another operation is already in progress")
@@ -413,11 +437,12 @@ class ArgoCDStandIn:
                 if self.require_override_privilege and not self._enforce(who, "override", app):
                     raise _Status(PERMISSION_DENIED, self._denied(who, "override", app))
                 if app.automated and not req.get("dryRun"):
-                    raise _Status(
-                        FAILED_PRECONDITION,
-                        f"Cannot sync source {src.get('repoURL')} to {want}: auto-sync currently set to {target}",
-                    )
-            out.append(self.resolve(src, want or target))
+                    what = f"source {src.get('repoURL')} to {want}" if len(app.sources) > 1 else f"to {want}"
+                    raise _Status(FAILED_PRECONDITION, f"Cannot sync {what}: auto-sync currently set to {target}")
+            try:
+                out.append(self.resolve(src, want or target))
+            except GitOpsError as exc:
+                raise _Status(FAILED_PRECONDITION, f"error resolving repo revision: {exc}") from exc
         return out
 
     def _run_operation(self, app: App, revisions: list[str]) -> None:

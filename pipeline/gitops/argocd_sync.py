@@ -13,9 +13,11 @@ What argocd-server does with the requests (v3.x; each rule names the upstream fi
   (a requested sync is a manual one: `CanSync(true)`; 403 "cannot sync: blocked by sync window"),
   `sync` on the app, then `resolveSourceRevisions`: a requested revision that differs from a
   source's `targetRevision` while automated sync is on is 400 FailedPrecondition ("auto-sync currently
-  set to ..."). So the controller never overrides revisions: it waits (bounded) until the Application's
-  spec shows the rollback (the chart version; for a pinned env the values commit), then syncs the spec.
-  A branch source is resolved afresh at that moment (`resolveRevision`, `NoRevisionCache: true`).
+  set to ..."; for multi-source apps from v3.3 — v3.1/v3.2 wrote the override into the spec instead,
+  argo-cd#22858). So the controller never overrides revisions: it waits (bounded) until the
+  Application's spec shows the rollback (the chart version; for a pinned env the values commit), then
+  syncs the spec. A branch source is resolved afresh at that moment (`resolveRevision` → repo-server
+  `ResolveRevision`, an uncached `ls-remote`).
 - A project-role token acts only within its project (server/rbacpolicy/rbacpolicy.go
   `enforceProjectToken`): the `llm-service` token may sync `llm-service-<env>`; the root app
   `llm-platform-root` (project `llm-platform`, which carries the prod pin) takes a token of a role of
@@ -154,10 +156,11 @@ class ArgoCDClient:
     def sync(self, app: str, *, root: bool = False) -> httpx.Response:
         """POST /api/v1/applications/{app}/sync of the Application's own spec (no revision overrides).
 
-        No prune: a rollback only changes what git changed. Overrides are refused on an automated app
-        (`resolveSourceRevisions`), so the caller first waits until the spec shows the rollback.
+        Prune, as the Applications' automated policy does: a revert of a release that added an object
+        must remove it, or the app stays OutOfSync until a deny window ends. Overrides are refused on an
+        automated app (`resolveSourceRevisions`), so the caller first waits until the spec shows the rollback.
         """
-        body: dict[str, Any] = {"name": app, "prune": False, "dryRun": False, "strategy": {"hook": {}}}
+        body: dict[str, Any] = {"name": app, "prune": True, "dryRun": False, "strategy": {"hook": {}}}
         with self._client(root) as c:
             return c.post(f"/api/v1/applications/{app}/sync", json=body)
 
@@ -277,7 +280,10 @@ def synced_revisions(status: dict[str, Any]) -> list[str]:
 
 
 def app_sync_state(cfg: ArgoCDConfig, env: str, transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
-    """GET the env's Application: sync status and the git revision of its values source (for `status`)."""
+    """GET the env's Application: sync status and the git revision of its values source (for `status`).
+
+    `status.sync.revisions` are the revisions the last refresh compared against (controller/state.go),
+    so they name what runs only while `status.sync.status` is "Synced"."""
     app = cfg.app_name.format(env=env)
     try:
         resp = ArgoCDClient(cfg, transport).get(app)
@@ -322,10 +328,11 @@ def rollout_state(
     hold = sync_hold(repo, env, now, manual=False)
     if cfg is not None:
         live = app_sync_state(cfg, env, transport)
-        if "error" not in live and same_env_files(repo, env, expected, str(live.get("revision") or "")):
+        synced = live.get("status") == "Synced"
+        if "error" not in live and synced and same_env_files(repo, env, expected, str(live.get("revision") or "")):
             return {"state": "synced", "detail": f"{live['app']} runs {expected[:12]}", **live}
         if "error" not in live:
-            why = hold or f"{live['app']} runs {str(live.get('revision'))[:12] or '?'}, sync pending"
+            why = hold or f"{live['app']} is {live.get('status') or '?'} at {str(live.get('revision'))[:12] or '?'}"
             return {"state": "pending", "detail": not_synced(why), **live}
     if hold:
         return {"state": "held", "detail": not_synced(f"{hold} (automated sync)")}

@@ -120,3 +120,27 @@ def test_a_position_out_of_range_is_an_untyped_error_and_a_busy_app_a_preconditi
     fake.apps["a"].operation = {"sync": {}}
     status, body = fake.handle("POST", "/api/v1/applications/a/sync", f"Bearer {token}", b"{}")
     assert (status, body["code"], body["message"]) == (400, 9, "another operation is already in progress")
+
+
+def test_local_manifests_need_override_and_are_refused_on_an_automated_app() -> None:
+    """Server.Sync: `manifests` (a local sync) needs `override`; on an automated app it is refused."""
+    doc = policy("p, proj:llm-service:ci, applications, *, llm-service/*, allow")
+    fake = ArgoCDStandIn(projects={"llm-service": Project.from_doc(doc)}, now=lambda: WEDNESDAY)
+    fake.add_app(App("a", "llm-service", [{"targetRevision": "main"}]))
+    token = fake.issue_token("llm-service", "ci")
+    status, body = fake.handle("POST", "/api/v1/applications/a/sync", f"Bearer {token}", b'{"manifests": ["x"]}')
+    assert (status, body["code"]) == (400, 9) and "cannot use local sync" in body["message"]
+    # server/server.go getToken: only the exact "Bearer " prefix carries a token.
+    status, body = fake.handle("POST", "/api/v1/applications/a/sync", f"bearer {token}", b"{}")
+    assert (status, body["code"]) == (401, 16)
+    # A null position decodes to int64 0 (Go's zero value): out of range, not a crash.
+    status, body = fake.handle(
+        "POST", "/api/v1/applications/a/sync", f"Bearer {token}", b'{"sourcePositions": [null], "revisions": ["x"]}'
+    )
+    assert (status, body["message"]) == (500, "source position is out of range")
+
+
+def test_bare_action_names_argo_cd_does_not_know_are_refused() -> None:
+    with pytest.raises(ValueError, match="invalid action 'invoke'"):
+        Project.from_doc(policy("p, proj:llm-service:ci, applications, invoke, llm-service/*, allow"))
+    assert Project.from_doc(policy("p, proj:llm-service:ci, applications, action/restart, llm-service/*, allow"))

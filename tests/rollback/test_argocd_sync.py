@@ -154,7 +154,7 @@ def test_a_prod_rollback_in_a_freeze_ends_with_a_sync_argo_cd_accepts(
     assert posts[0]["auth"] != posts[1]["auth"]
     body = argocd.syncs("llm-service-prod")[0]
     assert "revisions" not in body and "sourcePositions" not in body and "revision" not in body
-    assert body["prune"] is False and body["dryRun"] is False
+    assert body["prune"] is True and body["dryRun"] is False
     argocd.wait_idle("llm-service-prod")
     app = argocd.apps["llm-service-prod"]
     assert app.sources[1]["targetRevision"] == pin and app.sync["revisions"][1] == pin
@@ -324,9 +324,12 @@ def test_status_reads_the_revisions_of_a_multi_source_app(
     rows = {r["env"]: r for r in status.collect(clone(prod_v1_v2, tmp_path, "s"), now=SATURDAY)}
     assert rows["prod"]["sync"]["state"] == "synced", rows["prod"]["sync"]
     assert rows["dev"]["sync"]["state"] == "synced", rows["dev"]["sync"]
-    # A later branch commit that does not touch prod's files does not make dev pending either.
-    app.sync["revisions"] = [app.sync["revisions"][0], "f" * 40]
+    # Revisions are what the last refresh compared against: OutOfSync at the pin is not "synced".
+    app.sync = {**app.sync, "status": "OutOfSync"}
     rows = {r["env"]: r for r in status.collect(clone(prod_v1_v2, tmp_path, "s2"), now=SATURDAY)}
+    assert rows["prod"]["sync"]["state"] == "pending", rows["prod"]["sync"]
+    app.sync = {**app.sync, "status": "Synced", "revisions": [app.sync["revisions"][0], "f" * 40]}
+    rows = {r["env"]: r for r in status.collect(clone(prod_v1_v2, tmp_path, "s3"), now=SATURDAY)}
     assert rows["prod"]["sync"]["state"] == "pending"
 
 
