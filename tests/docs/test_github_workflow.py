@@ -1,6 +1,6 @@
 """docs/ci/github-actions.yml: schema-valid, no secrets where pull requests run, publishing only on
-main/tags, the GPU smoke fed the published digests, current actions, and every `dagger call` flag
-one the module's function takes."""
+main/tags, the GPU smoke fed the published digests, current actions (Dagger's pinned by commit), jobs
+on runners that can run them, and every `dagger call` flag one the module's function takes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ WORKFLOW = REPO / "docs" / "ci" / "github-actions.yml"
 # Oldest major of each action this example may use (their Node 20+ releases).
 MIN_MAJOR = {"actions/checkout": 5, "actions/upload-artifact": 5, "dagger/dagger-for-github": 8}
 PUSH_ONLY = "github.event_name == 'push'"
+# dagger/dagger-for-github v8.4.1 (`git rev-list -n1 v8.4.1` in that repository): v8.4.0 skipped installing the
+# requested version when the latest was already installed (#206 "Avoid unnecessary curl", action.yml).
+DAGGER_ACTION = ("27b130bf0f79a7f6fbbbe0fbca6760dc9bb40a77", "v8.4.1")
+USES_RE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+?)@(\S+)(?:\s+#\s*(\S+))?\s*$", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +98,41 @@ def test_gpu_smoke_tests_the_digests_ci_published(wf: dict[str, Any]) -> None:
     assert "--hf-token=env:HF_TOKEN" in args
 
 
+def runner_labels(job: dict[str, Any]) -> list[str]:
+    labels = job["runs-on"]
+    return [labels] if isinstance(labels, str) else list(labels)
+
+
+def builds_the_cuda_image(job: dict[str, Any]) -> bool:
+    """`ci` builds every image target (the CUDA vLLM one too) unless it is given both release digests."""
+    return any(
+        args[0] == "ci" and not ({"--gateway-digest", "--vllm-digest"} <= {a.split("=")[0] for a in args})
+        for args in dagger_calls(job)
+    )
+
+
+def test_jobs_run_on_runners_that_can_run_them(wf: dict[str, Any]) -> None:
+    """A hosted runner reaches no private engine host and has no disk for the CUDA image; GPU runs need a GPU."""
+    for name, job in wf["jobs"].items():
+        labels = runner_labels(job)
+        private_engine = "vars." in str(job.get("env", {}).get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", ""))
+        if private_engine or builds_the_cuda_image(job) or dagger_calls(job):
+            assert "self-hosted" in labels, f"{name} runs on {labels}"
+        gpu = any("--gpu" in args for args in dagger_calls(job))
+        assert ("gpu" in labels) is gpu, f"{name}: --gpu needs (only) the GPU runner, got {labels}"
+    assert builds_the_cuda_image(wf["jobs"]["pull-request"]) and builds_the_cuda_image(wf["jobs"]["release"])
+
+
+def test_dagger_action_is_pinned_by_commit_to_a_fixed_release(wf: dict[str, Any]) -> None:
+    uses = [m for m in USES_RE.finditer(WORKFLOW.read_text()) if m.group(1) == "dagger/dagger-for-github"]
+    assert len(uses) == sum(len(dagger_calls(job)) for job in wf["jobs"].values()) == 3
+    for m in uses:
+        assert (m.group(2), m.group(3)) == DAGGER_ACTION, m.group(0)
+    # ... and the engine it installs stays the module's.
+    engine = json.loads((REPO / "dagger.json").read_text())["engineVersion"]
+    assert wf["env"]["DAGGER_VERSION"] == engine
+
+
 def dagger_calls(job: dict[str, Any]) -> list[list[str]]:
     """The args of each `dagger call` step, split on spaces outside `${{ ... }}` expressions."""
     return [
@@ -111,11 +151,15 @@ def test_every_dagger_call_flag_is_a_function_argument(wf: dict[str, Any]) -> No
     calls = [args for job in wf["jobs"].values() for args in dagger_calls(job)]
     assert len(calls) == 3
     for args in calls:
-        fn, rest = args[0], args[1 : args.index("export")]
+        fn, rest = args[0], args[1 : args.index("report")]
         params = inspect.signature(getattr(Pipeline, fn)).parameters
         for flag in rest:
             name = flag.removeprefix("--").split("=", 1)[0].replace("-", "_")
             assert flag.startswith("--") and name in params, f"dagger call {fn}: no argument {flag}"
+        # The run directory is the `report` field of what the function returns.
+        assert args[args.index("report") + 1] == "export" and args[-1].startswith("--path=")
+        returned = typing.get_type_hints(getattr(Pipeline, fn))["return"]
+        assert "report" in typing.get_type_hints(returned), f"dagger call {fn}: its result has no `report`"
 
 
 def test_actions_are_current_and_dagger_matches_the_module(wf: dict[str, Any]) -> None:
@@ -126,6 +170,8 @@ def test_actions_are_current_and_dagger_matches_the_module(wf: dict[str, Any]) -
             if "uses" not in step:
                 continue
             action, _, ref = step["uses"].partition("@")
+            if re.fullmatch(r"[0-9a-f]{40}", ref):  # pinned by commit: the version is the trailing comment
+                ref = dict((m.group(1), m.group(3)) for m in USES_RE.finditer(WORKFLOW.read_text()))[action]
             major = re.match(r"v(\d+)", ref)
             assert major and int(major.group(1)) >= MIN_MAJOR[action], step["uses"]
             if action == "dagger/dagger-for-github":
@@ -145,6 +191,8 @@ def test_documented_dagger_calls_use_function_arguments(doc: str) -> None:
     calls = [line.split("#")[0].split()[2:] for line in text.splitlines() if line.startswith("dagger call ")]
     assert calls, f"{doc} documents no dagger call"
     for args in calls:
+        # The run directory is the result's `report` field: `export` straight on the result would fail.
+        assert "export" not in args or args[args.index("export") - 1] == "report", f"{doc}: {' '.join(args)}"
         fn, rest = args[0], args[1 : args.index("export")] if "export" in args else args[1:]
         params = inspect.signature(getattr(Pipeline, fn)).parameters
         for flag in rest:

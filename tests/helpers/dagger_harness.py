@@ -4,9 +4,14 @@ The SDK builds every Dagger object lazily: a chain of GraphQL field selections t
 engine only when a leaf is awaited. This harness uses the SDK's own registration
 (`Module._typedefs()`) and invocation (`Module.get_structured_result()`, which converts raw JSON
 inputs the way the engine hands them over) and fakes only the awaited leaves: `Container.exit_code`,
-`Container.sync`, `Container.publish`, `File.contents` (answered from this checkout) and `Module.id`.
-Each faked leaf records the chain it was called on, so a test asserts on what the function would
-send to the engine: the containers, their order of steps, services, secrets and cache policies.
+`Container.sync`, `Container.publish`, `File.contents` (answered from this checkout; a run directory's
+`exit-code` file with `Harness.exit_code`) and `Module.id`. Each faked leaf records the chain it was
+called on, so a test asserts on what the function would send to the engine: the containers, their
+order of steps, services, secrets and cache policies.
+
+As strict as the engine where it can be here: every `dockerBuild` anywhere in what a call sent must name
+a stage of that Dockerfile (`FROM … AS <stage>`; BuildKit fails a build whose target is none), else the
+call fails; so does a build arg the Dockerfile does not declare (BuildKit only warns: here it is a typo).
 
 What this cannot prove: that the engine accepts the chains, that images build, services start or
 GPUs exist. That needs a CI run with an engine (see docs/pipeline.md, "Dagger").
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import importlib
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +34,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_SRC = REPO / "pipeline" / "dagger" / "src"
+FROM_RE = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?\S+\s+AS\s+(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
+ARG_RE = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+
+
+def dockerfile_stages(path: Path) -> set[str]:
+    """The build stages of a Dockerfile: the names of its `FROM <image> AS <name>` lines."""
+    return set(FROM_RE.findall(path.read_text()))
+
+
+def dockerfile_args(path: Path) -> set[str]:
+    """The build args a Dockerfile declares (`ARG NAME[=default]`, global or per stage)."""
+    return set(ARG_RE.findall(path.read_text()))
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,7 @@ def chain(obj: Any) -> list[Call]:
 class Leaf:
     """An awaited call that would reach the engine, with the chain of the object it was called on."""
 
-    kind: str  # exit_code | sync | publish | contents | module_id
+    kind: str  # report | exit_code | sync | publish | contents | module_id
     chain: list[Call]
     arg: Any = None
 
@@ -64,8 +82,9 @@ class Run:
 
     @property
     def final(self) -> list[Call]:
-        """The chain of the function's last exec (the `python -m pipeline <verb>` container)."""
-        (leaf,) = self.of("exit_code")
+        """The chain of the function's last exec (the `python -m pipeline <verb>` container): the container its
+        run directory's exit-code file is read from (or, for a module awaiting `exit_code()`, that container)."""
+        (leaf,) = self.of("report") or self.of("exit_code")
         return leaf.chain
 
     def execs(self) -> list[list[str]]:
@@ -99,14 +118,51 @@ def service_args(calls: list[Call]) -> list[str]:
     return list(svc.args.get("args", []))
 
 
+def build_args(call: Call) -> dict[str, str]:
+    """A `dockerBuild` call's build args (name → value)."""
+    return {a["name"]: a["value"] for a in call.args.get("buildArgs") or []}
+
+
 def image_of(calls: list[Call]) -> str:
-    """`from <address>` or `build:<target>` (a Dockerfile target of the source)."""
+    """`from <address>`, or `build:<stage>` for a Dockerfile stage of the source (`build:<stage>?K=V` with its
+    build args other than REVISION, e.g. `build:vllm?VLLM_FLAVOR=cpu`)."""
     for c in calls:
         if c.name == "from":
             return str(c.args["address"])
         if c.name == "dockerBuild":
-            return f"build:{c.args['target']}"
+            extra = "&".join(f"{k}={v}" for k, v in sorted(build_args(c).items()) if k != "REVISION")
+            return f"build:{c.args['target']}" + (f"?{extra}" if extra else "")
     raise AssertionError(f"no image in {names(calls)}")
+
+
+def all_calls(obj: Any) -> list[Call]:
+    """Every selection reachable from `obj` (a lazy SDK object or a chain): its chain and, recursively, the chains
+    of the objects passed as arguments (services, files, secrets, directories)."""
+    out: list[Call] = []
+    todo: list[Any] = [obj]
+    while todo:
+        item = todo.pop()
+        calls = item if isinstance(item, list) else chain(item)
+        for c in calls:
+            out.append(c)
+            for value in c.args.values():
+                for v in value if isinstance(value, list) else [value]:
+                    if hasattr(v, "_ctx"):
+                        todo.append(v)
+    return out
+
+
+def check_docker_builds(calls: list[Call]) -> list[Call]:
+    """Every `dockerBuild` in `calls` names an existing Dockerfile, one of its stages and only ARGs it declares."""
+    builds = [c for c in calls if c.name == "dockerBuild"]
+    for c in builds:
+        dockerfile = REPO / str(c.args.get("dockerfile", "Dockerfile"))
+        assert dockerfile.is_file(), f"dockerBuild: no {dockerfile}"
+        stages = dockerfile_stages(dockerfile)
+        assert c.args.get("target") in stages, f"dockerBuild target {c.args.get('target')!r}: not a stage {stages}"
+        unknown = set(build_args(c)) - dockerfile_args(dockerfile)
+        assert not unknown, f"dockerBuild build args {sorted(unknown)} are not ARGs of {dockerfile}"
+    return builds
 
 
 def secret_id(obj: Any) -> str:
@@ -121,6 +177,7 @@ class Registered:
     description: str
     cache_policy: str | None
     args: dict[str, str]
+    returns: str = ""
 
 
 def _typedef(obj: Any) -> str:
@@ -146,6 +203,7 @@ class Harness:
 
         self.leaves: list[Leaf] = []
         self.module_ids: list[Any] = []
+        self.exit_code = 0  # what a run directory's exit-code file says
         leaves = self.leaves
 
         async def exit_code(ctr: Any) -> int:
@@ -162,6 +220,10 @@ class Harness:
 
         async def contents(file: Any, **_: Any) -> str:
             calls = chain(file)
+            if len(calls) > 2 and calls[-2].name == "directory" and calls[-1].name == "file":
+                # A file of a container's directory: the run directory's exit-code file (the report).
+                leaves.append(Leaf("report", calls[:-2], f"{calls[-2].args['path']}/{calls[-1].args['path']}"))
+                return f"{self.exit_code}\n"
             leaves.append(Leaf("contents", calls))
             (path,) = [c.args["path"] for c in calls if c.name == "file"]
             return (REPO / path).read_text()
@@ -196,7 +258,19 @@ class Harness:
                 desc = next((f.args["description"] for f in fn if f.name == "withDescription"), "")
                 policy = next((str(f.args["policy"]).split(".")[-1] for f in fn if f.name == "withCachePolicy"), None)
                 args = {f.args["name"]: _typedef(f.args["typeDef"]) for f in fn if f.name == "withArg"}
-                out[name] = Registered(desc, policy, args)
+                out[name] = Registered(desc, policy, args, _typedef(fn[0].args["returnType"]))
+        return out
+
+    def objects(self) -> dict[str, dict[str, str]]:
+        """Every object type the module registers: name → its fields (name → type)."""
+        asyncio.run(self.module._typedefs())
+        out: dict[str, dict[str, str]] = {}
+        for c in chain(self.module_ids[-1]):
+            if c.name != "withObject":
+                continue
+            calls = chain(c.args["object"])
+            name = next(str(x.args["name"]) for x in calls if x.name == "withObject")
+            out[name] = {str(x.args["name"]): _typedef(x.args["typeDef"]) for x in calls if x.name == "withField"}
         return out
 
     def call(self, name: str, **inputs: Any) -> Run:
@@ -205,7 +279,11 @@ class Harness:
         result, _ = asyncio.run(
             self.module.get_structured_result("Pipeline", {"source": "source-dir-id"}, name, inputs)
         )
-        return Run(result, self.leaves[start:])
+        run = Run(result, self.leaves[start:])
+        sent = [c for leaf in run.leaves for c in all_calls(leaf.chain)]
+        sent += all_calls(result.report) if hasattr(result, "report") else all_calls(result)
+        check_docker_builds(sent)
+        return run
 
 
 @contextlib.contextmanager

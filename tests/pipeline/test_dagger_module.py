@@ -190,7 +190,7 @@ def test_every_tool_a_stage_requires_is_installed_by_its_plan(verb: str, dagger_
     needed = set().union(*(stage_tools(s) for s in stages if (REPO / "pipeline" / "stages" / f"{s}.py").is_file()))
     listed = set(plan.TOOLS.get(verb, ()))
     assert needed <= listed, f"plan.TOOLS[{verb!r}] lacks {sorted(needed - listed)} (the stage requires them)"
-    setup = plan.plan(verb, {"gitops_repo": "ssh://git@example.com/gitops.git"}).setup
+    setup = [step.argv for step in plan.plan(verb, {"gitops_repo": "ssh://git@example.com/gitops.git"}).setup]
     if needed:
         assert [".venv/bin/python", "-m", "pipeline.runtime.tools", "ensure", *plan.TOOLS[verb]] in setup
 
@@ -208,17 +208,18 @@ def test_crd_schemas_and_gitops_key_are_mounted_not_flags(dagger_pkg: Any) -> No
     assert argv == ["--gitops-repo", "ssh://git@git.example.com/llm/gitops.git", "--crd-schemas", "/crd-schemas"]
     assert plan.git_ssh_command(False) == f"ssh -i {plan.GITOPS_SSH_KEY} -o IdentitiesOnly=yes"
     assert f"UserKnownHostsFile={plan.GITOPS_KNOWN_HOSTS}" in plan.git_ssh_command(True)
-    assert any("openssh-client" in " ".join(step) for step in plan.plan("ci", {}).setup)
+    assert any("openssh-client" in " ".join(step.argv) for step in plan.plan("ci", {}).setup)
 
 
 def test_plan_runs_the_same_cli_inside_a_pinned_container(dagger_pkg: Any) -> None:
     plan = importlib.import_module("pipeline_dagger.plan")
     p = plan.plan("scan", {"images": ["registry.example.com/llm-gateway@sha256:" + "a" * 64], "download_db": True})
     assert "@sha256:" in p.image
-    assert ["uv", "sync", "--all-extras", "--frozen"] in p.setup
+    assert ["uv", "sync", "--all-extras", "--frozen", "--no-install-project"] in [step.argv for step in p.setup]
+    assert p.install == [["uv", "sync", "--all-extras", "--frozen"]]
     assert p.command[:3] == [".venv/bin/python", "-m", "pipeline"]
     assert p.command[5:] == ["scan", "--image", "registry.example.com/llm-gateway@sha256:" + "a" * 64, "--download-db"]
-    assert {"/root/.cache/uv", "/root/.cache/pip", "/root/.cache/trivy"} <= set(p.caches.values())
+    assert {"/root/.cache/uv", "/root/.cache/pip", "/root/.cache/trivy"} <= {c.path for c in p.caches.values()}
     assert p.env["PIPELINE_EXECUTOR"] == "dagger"
     # The verb's CLI accepts exactly what the plan passes.
     cli = importlib.import_module("pipeline.cli")

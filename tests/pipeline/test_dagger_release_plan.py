@@ -52,12 +52,14 @@ def test_smoke_with_image_refs_runs_both_images_and_claims_what_ran(plan: Any, g
     p = mkplan(plan, "smoke", {"model": model(plan), "gpu": gpu, "vllm_args": ["--max-model-len=4096"], **REFS})
     assert list(p.services) == ["vllm", "gateway"]  # dependency order: the gateway binds vllm
     vllm, gateway = p.services["vllm"], p.services["gateway"]
-    # The CUDA image with GPUs; without, the vllm-cpu target built from the source.
-    assert (vllm.image, vllm.build_target) == ((REFS["vllm_image"], "") if gpu else ("", "vllm-cpu"))
+    # The CUDA image with GPUs; without, the vllm-cpu image built from the source.
+    assert (vllm.image, vllm.build_image) == ((REFS["vllm_image"], "") if gpu else ("", "vllm-cpu"))
+    assert plan.IMAGE_BUILDS[vllm.build_image or "vllm"].target == "vllm"
     assert vllm.port == plan.VLLM_PORT and vllm.gpu is gpu
     assert "--served-model-name=org/llama" in vllm.args and f"--revision={'0' * 40}" in vllm.args
     assert vllm.args[-1] == "--max-model-len=4096"
     assert vllm.secret_env == {"HF_TOKEN": "hf_token"} and vllm.caches == {plan.MODEL_CACHE: plan.MODEL_CACHE_VOLUME}
+    assert vllm.health == plan.VLLM_HEALTHCHECK and vllm.ready_timeout == plan.READY_TIMEOUT_S
     assert gateway.image == REFS["gateway_image"] and gateway.needs == ("vllm",) and not gateway.gpu
     assert gateway.env["GATEWAY_UPSTREAM_URL"] == plan.VLLM_URL
     # Only the public half of the dev key pair (and the RBAC file) reaches the gateway.
@@ -71,7 +73,7 @@ def test_smoke_with_image_refs_runs_both_images_and_claims_what_ran(plan: Any, g
     assert args.model == "org/llama"
     per_call = " ".join(" ".join(step) for step in p.per_call)
     assert f"keygen --out {plan.SMOKE_KEYS}" in per_call and f"> {plan.SMOKE_TOKEN}" in per_call
-    assert not any("keygen" in " ".join(step) for step in p.setup)  # setup stays cacheable
+    assert not any("keygen" in " ".join(step.argv) for step in p.setup)  # setup stays cacheable
 
 
 def test_digests_and_registry_name_the_same_images(plan: Any) -> None:
@@ -98,7 +100,7 @@ def test_without_image_refs_no_services_and_no_digests(plan: Any, verb: str) -> 
     p = mkplan(plan, verb, {"gpu": True, "registry": "registry.example.com/llm"})
     assert p.services == {}
     assert "--subject-digests" not in p.command and "--gateway-url" not in p.command
-    assert not any("keygen" in step for step in p.setup)
+    assert not any("keygen" in step.argv for step in p.setup)
 
 
 @pytest.mark.parametrize(
@@ -220,7 +222,7 @@ def test_ci_without_release_images_binds_nothing_and_claims_nothing(
     p = mkplan(plan, "ci", {**params, "gpu": gpu, "model": model(plan)})
     assert p.services == {}
     assert not any("--subject-digests" in arg or "--gateway-url" in arg for arg in p.command)
-    assert not any("keygen" in step for step in p.setup)
+    assert not any("keygen" in step.argv for step in p.setup)
     got = ci_stage_argv(plan, p)
     assert "smoke" not in got["raw"] and "loadtest" not in got["raw"]
 

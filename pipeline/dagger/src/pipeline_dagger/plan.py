@@ -1,8 +1,9 @@
 """Pure description of what each Dagger function runs: no dagger import, testable offline.
 
-A function's container = pinned Python base + uv + cache volumes + `uv sync --frozen`
-+ the tools its verb needs, then ONE exec: `python -m pipeline <verb> <flags>`. The flags
-are derived from the function's own arguments, named like the CLI's argparse dests.
+A function's container = pinned Python base + cache volumes + apt + uv + `uv sync --frozen
+--no-install-project` (only the lock files copied in) + the tools its verb needs, THEN the source
+and the project itself, then ONE exec: `python -m pipeline <verb> <flags>` under REPORT_SH. The
+flags are derived from the function's own arguments, named like the CLI's argparse dests.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def infra_params(verb: str) -> frozenset[str]:
 
 # CLI flags a Dagger function leaves out on purpose, and why (the contract test reads this).
 OMITTED: dict[tuple[str, str], str] = {
-    ("render", "out"): "the function returns the run directory; `export --path` puts the manifests on the host",
+    ("render", "out"): "the function returns the run directory; `report export --path` puts the manifests on the host",
     ("build", "registry"): "the function's own `registry` publishes from Dagger and passes the digests in",
 }
 # CLI flags that name a host path: the Dagger function takes them as a File or Directory, mounts it under
@@ -74,11 +75,14 @@ def input_path(dest: str, index: int | None = None) -> str:
     return f"{INPUTS}/{dest}" if index is None else f"{INPUTS}/{dest}/{index}"
 
 
-# Function cache policy per verb (`@function(cache=...)`): functions with side effects or whose
-# result depends on the world (registries, the GitOps remote, a vulnerability DB, fresh tokens)
-# never reuse a stored result, and their final exec gets a per-call nonce (exec layers are cached
-# even with cache="never"). Pure functions of their inputs (test, render) keep Dagger's default.
-NEVER_CACHED = frozenset({"build", "scan", "smoke", "loadtest", "promote", "rollback", "ci"})
+# Function cache policy per verb (`@function(cache=...)`): no function reuses a stored result, and
+# each final exec gets a per-call nonce (exec layers are cached even with cache="never"). Functions
+# with side effects or whose result depends on the world (registries, the GitOps remote, a
+# vulnerability DB, fresh tokens) must run every time; `test` and `render` too: they RETURN a failed
+# gate as a result (report + exit code), and Dagger's default policy would serve a flaky failure
+# again for 7 days (since v0.19.4). Their setup layers stay cached; the stages' own result cache
+# (pipeline-cache) keeps only PASSED results, so an unchanged tree still skips the work.
+NEVER_CACHED = frozenset({"test", "build", "scan", "render", "smoke", "loadtest", "promote", "rollback", "ci"})
 # Functions that write to the GitOps repository: a remote is required, or they would commit to a
 # throwaway clone inside the container and report success. (`ci` promotes only with a remote.)
 GITOPS_WRITES: dict[str, str] = {"promote": "dry_run", "rollback": "", "loadtest": "attach"}
@@ -147,12 +151,74 @@ def git_ssh_command(known_hosts: bool) -> str:
     return cmd
 
 
-CACHES: dict[str, str] = {
-    "uv-cache": "/root/.cache/uv",
-    "pip-cache": "/root/.cache/pip",
-    "trivy-cache": "/root/.cache/trivy",  # the vulnerability DB, downloaded once per runner
-    "pipeline-cache": f"{WORKDIR}/.cache",  # stage results (pipeline.core.cache)
+# When the smoke stage starts vLLM itself (no --target, --server vllm: pipeline.runtime.vllm_cpu installs
+# vLLM's CPU build into its own venv and serves the tiny model), the container needs what app/Dockerfile's
+# vllm-base-cpu stage installs for the same build: libnuma1 (vllm._C links it), g++/libc6-dev/python3-dev
+# (torch inductor compiles C++ at warm-up) — and torch's CPU wheel from the index that stage uses
+# (TORCH_INDEX_URL), not PyPI's CUDA build. Tests compare both with app/Dockerfile.
+VLLM_CPU_APT = ("libnuma1", "g++", "libc6-dev", "python3-dev")
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+@dataclass(frozen=True)
+class Cache:
+    """A cache volume mount: path and sharing mode (the name of a `dagger.CacheSharingMode`)."""
+
+    path: str
+    sharing: str = "SHARED"
+
+
+# Sharing modes, per cache, for concurrent runs on one engine. Dagger's LOCKED holds the volume for
+# the whole exec that mounts it (core/container_exec.go lockMountedCaches), and engine 0.21 implements
+# PRIVATE the same way (cacheSharingModeLocksWrites, dagger/dagger#13161): either one serializes runs.
+CACHES: dict[str, Cache] = {
+    # uv: "safe to run multiple uv commands concurrently ... thread-safe and append-only"
+    # (docs.astral.sh/uv/concepts/cache, "Cache safety"): shared, no waiting.
+    "uv-cache": Cache("/root/.cache/uv", "SHARED"),
+    # pip (the vLLM CPU venv, helm's wheel): entries are written to a temp file and renamed into place.
+    "pip-cache": Cache("/root/.cache/pip", "SHARED"),
+    # Trivy: one bbolt DB under an flock with a fixed 5 s timeout (aquasecurity/trivy pkg/cache/fs.go,
+    # issue #10688): a second scan on a shared volume fails "cache may be in use by another process".
+    # PRIVATE: a concurrent run must not use the same copy (today it waits; with BuildKit's semantics
+    # it would get its own copy and re-download the DB, the cheaper outcome for a DB that is re-fetchable).
+    "trivy-cache": Cache("/root/.cache/trivy", "PRIVATE"),
+    # Stage results (pipeline.core.cache): shared on purpose (a run reuses another's PASSED results)
+    # but written through fixed `*.tmp` names: LOCKED, one run at a time sees and writes them.
+    "pipeline-cache": Cache(f"{WORKDIR}/.cache", "LOCKED"),
 }
+# A cache only where its tool runs, so a locked volume holds up only the runs that use it.
+CACHE_VERBS: dict[str, frozenset[str]] = {"trivy-cache": frozenset({"render", "scan", "ci"})}
+
+
+def caches_for(verb: str) -> dict[str, Cache]:
+    """The cache volumes of the function `verb`'s container: name → mount."""
+    return {name: c for name, c in CACHES.items() if verb in CACHE_VERBS.get(name, frozenset({verb}))}
+
+
+# -- the source the functions get, and the order their containers are built in -----------------
+# `Ignore` on the source directory. The engine filters a contextual directory with moby/patternmatcher
+# (internal/fsutil/filter.go): a pattern without `**/` matches at the ROOT only, so every entry of the
+# .gitignore files (which match at any depth) is written with `**/`.
+SOURCE_IGNORE = [
+    *("**/.venv", "**/.tools", "**/.runs", "**/.cache", "**/.gitops"),
+    *("**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_cache", "**/.ruff_cache"),
+    *("**/dist", "**/build", "**/*.egg-info"),
+    "pipeline/dagger/sdk",  # generated by the engine into the module (`dagger develop`; pipeline/dagger/.gitignore)
+]
+# What `uv sync --frozen --no-install-project` reads: only these enter the container before the
+# dependencies are installed, so a commit that changes neither reuses that layer.
+LOCK_FILES = ("pyproject.toml", "uv.lock")
+# `python -m pipeline.runtime.tools ensure` imports nothing but the standard library (a test checks):
+# its pins change only with this file, so the tools layer too survives an ordinary commit.
+TOOLS_FILES = ("pipeline/__init__.py", "pipeline/runtime/__init__.py", "pipeline/runtime/tools.py")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A setup exec and the source files it reads (copied into WORKDIR right before it; nothing else is there yet)."""
+
+    argv: list[str]
+    files: tuple[str, ...] = ()
 
 
 def flag_for(verb: str, dest: str) -> str:
@@ -182,24 +248,42 @@ def cli_args(verb: str, params: Mapping[str, Any]) -> list[str]:
 COMMIT_ENV = "PIPELINE_COMMIT"
 DIRTY_ENV = "PIPELINE_DIRTY"
 CALL_NONCE_ENV = "PIPELINE_CALL_NONCE"
+PIP_EXTRA_INDEX_ENV = "PIP_EXTRA_INDEX_URL"
+# The CLI runs under this shell: whatever it does — fails, is killed (exit 128-191, which the engine
+# fails even with expect=ReturnType.ANY: core/container.go ReturnTypes.ReturnCodes), exits before
+# creating its run directory — the run directory exists afterwards with an `exit-code` file, and the
+# shell exits 0 for the engine, so the function always returns the report and the exit code.
+EXIT_CODE_FILE = "exit-code"
+REPORT_SH = f'run="$1"; shift; "$@"; code=$?; mkdir -p "$run" && echo "$code" > "$run/{EXIT_CODE_FILE}"'
 
 
 @dataclass
 class Plan:
-    """Everything a function's container does, in order: setup (cached layers), then per call
-    (after the nonce when the function is never cached): env, steps, the command."""
+    """Everything a function's container does, in order: setup (cached layers, each with only the files
+    it reads), the source, install (the project itself), then per call (after the nonce when the function
+    is never cached): env, steps, the command (run under REPORT_SH: `reported`)."""
 
     image: str
     verb: str
-    caches: dict[str, str] = field(default_factory=lambda: dict(CACHES))
+    caches: dict[str, Cache] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    setup: list[list[str]] = field(default_factory=list)
+    setup: list[Step] = field(default_factory=list)
+    install: list[list[str]] = field(default_factory=list)  # after the source: reruns per commit, kept short
     call_env: dict[str, str] = field(default_factory=dict)
     per_call: list[list[str]] = field(default_factory=list)  # fresh keys/tokens: never a cached layer
     command: list[str] = field(default_factory=list)
     nonce: bool = False  # bust the per-call steps and the command with a random env var
     # Services bound to the command's container: alias → what runs there.
     services: dict[str, Service] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> str:
+        return f"{RUNS}/{self.verb}"
+
+    @property
+    def reported(self) -> list[str]:
+        """The exec: the command under REPORT_SH (run dir + exit-code file always written, exit 0)."""
+        return ["sh", "-c", REPORT_SH, "report", self.run_dir, *self.command]
 
 
 def plan(verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE, contract: Contract | None = None) -> Plan:
@@ -214,25 +298,56 @@ def plan(verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE, con
     return _plan(verb, params, image)
 
 
+def vllm_in_container(verb: str, params: Mapping[str, Any]) -> bool:
+    """Whether the smoke stage (ci: its smoke) starts vLLM's CPU build itself, in the function's container:
+    no --target (release services, a GPU service) and not --server simulator. `params` as planned (ci: its
+    stage_args with the services' smoke flags)."""
+    if verb == "smoke":
+        return not params.get("target") and (params.get("server") or "vllm") == "vllm"
+    if verb != "ci" or not ci_runs(params, "smoke"):
+        return False
+    return stage_flag(params, "smoke", "--target") is None and stage_flag(params, "smoke", "--server") in (None, "vllm")
+
+
+def stage_flag(params: Mapping[str, Any], stage: str, flag: str) -> str | None:
+    """The value ci's `stage_args` give `flag` of `stage` (`--flag V` or `--flag=V`; the last wins), else None."""
+    tokens = [
+        t for i in params.get("stage_args") or [] if i.startswith(f"{stage}=") for t in shlex.split(i.split("=", 1)[1])
+    ]
+    value = None
+    for i, tok in enumerate(tokens):
+        if tok == flag:
+            value = tokens[i + 1] if i + 1 < len(tokens) else ""
+        elif tok.startswith(f"{flag}="):
+            value = tok.split("=", 1)[1]
+    return value
+
+
 def _plan(verb: str, params: Mapping[str, Any], image: str) -> Plan:
-    setup: list[list[str]] = []
-    if APT.get(verb):
-        apt = " ".join(APT[verb])
-        setup.append(["sh", "-c", f"apt-get update -qq && apt-get install -y -qq --no-install-recommends {apt}"])
+    setup: list[Step] = []
+    vllm_here = vllm_in_container(verb, params)
+    apt = [*APT.get(verb, ()), *(VLLM_CPU_APT if vllm_here else ())]
+    if apt:
+        install = f"apt-get update -qq && apt-get install -y -qq --no-install-recommends {' '.join(apt)}"
+        setup.append(Step(["sh", "-c", install]))
     setup += [
-        ["pip", "install", "--no-cache-dir", f"uv=={UV_VERSION}"],
-        ["uv", "sync", "--all-extras", "--frozen"],
+        Step(["pip", "install", "--no-cache-dir", f"uv=={UV_VERSION}"]),
+        # The locked dependencies from the lock files alone: the project's own code is not needed yet.
+        Step(["uv", "sync", "--all-extras", "--frozen", "--no-install-project"], LOCK_FILES),
     ]
     tools = TOOLS.get(verb, ())
     if tools:
-        setup.append([".venv/bin/python", "-m", "pipeline.runtime.tools", "ensure", *tools])
+        setup.append(Step([".venv/bin/python", "-m", "pipeline.runtime.tools", "ensure", *tools], TOOLS_FILES))
     command = [".venv/bin/python", "-m", "pipeline", "--run-dir", f"{RUNS}/{verb}", verb, *cli_args(verb, params)]
     call_env = {}
     if params.get("commit"):
         call_env = {COMMIT_ENV: str(params["commit"]), DIRTY_ENV: "1" if params.get("dirty") else "0"}
+    if vllm_here:
+        call_env[PIP_EXTRA_INDEX_ENV] = TORCH_CPU_INDEX  # read by the stage's `pip install` only: not a setup layer
     return Plan(
         image=image,
         verb=verb,
+        caches=caches_for(verb),
         env={
             "PIPELINE_EXECUTOR": "dagger",
             "UV_LINK_MODE": "copy",  # cache volume and venv are different mounts
@@ -240,6 +355,7 @@ def _plan(verb: str, params: Mapping[str, Any], image: str) -> Plan:
             "PYTHONUNBUFFERED": "1",
         },
         setup=setup,
+        install=[["uv", "sync", "--all-extras", "--frozen"]],  # the project itself (editable): seconds
         call_env=call_env,
         command=command,
         nonce=verb in NEVER_CACHED,
@@ -258,6 +374,30 @@ GATEWAY_URL = f"http://gateway:{GATEWAY_PORT}"
 # vllm_cpu_digest); tests check them against pipeline/runtime/contract.json, where the targets are defined.
 RELEASE_TARGETS = ("gateway", "vllm")
 VLLM_CPU = "vllm-cpu"  # the same server on CPU (shares the vllm target's user, env, entrypoint)
+DOCKERFILE = "app/Dockerfile"
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    """How an image is built from DOCKERFILE: the stage (`FROM … AS <target>`) and its build args."""
+
+    target: str
+    build_args: dict[str, str] = field(default_factory=dict)
+
+
+# Every image the functions build, as pipeline.artifacts.images.IMAGES builds it locally (one stage per
+# image; vllm and vllm-cpu are the SAME stage `vllm` on the base VLLM_FLAVOR picks). The local build also
+# passes WHEELHOUSE_ARGS with its host wheelhouse (`--build-context`, which docker_build lacks); without
+# one the Dockerfile's defaults apply (an empty wheelhouse, torch from TORCH_INDEX_URL). The module
+# cannot import the product, so tests compare this table with IMAGES and the Dockerfile's stages.
+IMAGE_BUILDS: dict[str, ImageBuild] = {
+    "gateway": ImageBuild("gateway"),
+    "simulator": ImageBuild("simulator"),
+    "pipeline": ImageBuild("pipeline"),
+    "vllm": ImageBuild("vllm", {"VLLM_FLAVOR": "cuda"}),
+    VLLM_CPU: ImageBuild("vllm", {"VLLM_FLAVOR": "cpu"}),
+}
+WHEELHOUSE_ARGS = frozenset({"WHEELHOUSE_ONLY", "TORCH_INDEX_URL"})
 # The vLLM images' model cache (HF_HOME of the vllm/vllm-cpu targets), owned by their user.
 MODEL_CACHE = "/models/cache"
 MODEL_CACHE_VOLUME = "hf-models"
@@ -276,6 +416,29 @@ SMOKE_TOKEN = f"{SMOKE_DIR}/token"
 GATEWAY_CONF = "/etc/gateway"  # where the gateway service sees jwks.json and rbac.json
 RBAC_SCRIPT = "import json, sys; from pipeline.runtime.local_stack import default_rbac; print(json.dumps(default_rbac(sys.argv[1])))"
 TOKEN_TTL_S = 7200  # the vLLM service may take long to load its model after the token is minted
+# The model a vLLM service on CPU serves: the repository's tiny random-weight Llama, built like the local smoke
+# builds it (pipeline.runtime.vllm_cpu.ensure_tiny_model runs pipeline/runtime/tiny_model.py with the vLLM
+# venv's interpreter; here: the vllm-cpu image's), and served with vllm_cpu.server_argv's flags and env (tests
+# compare them). Never app/model.yaml's model: an 8B model on a CPU service would not load within a CI job.
+TINY_MODEL_NAME = "tiny-llama"  # vllm_cpu.DEFAULT_MODEL_NAME: the stages' default --model
+TINY_MODEL_SCRIPT = "pipeline/runtime/tiny_model.py"  # stdlib at import time: runs as a plain script
+TINY_MODEL_MOUNT = "/opt/tiny-model/tiny_model.py"
+TINY_MODEL_DIR = "/home/vllm/tiny-llama"  # $HOME of the vllm images' user: writable
+TINY_MODEL_SERVER_ARGS = ("--dtype=bfloat16", "--max-model-len=256", "--max-num-seqs=8", "--gpu-memory-utilization=0.2")
+TINY_MODEL_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# Readiness of a vLLM service. Since Dagger v0.20.1 a service with a HEALTHCHECK is up when that check passes
+# (core/service.go), polled every `interval`; failures within `start_period` do not count, then `retries`
+# failures end it (core/healthcheck.go). The vllm images' own HEALTHCHECK allows 300 s + 3 x 30 s whatever
+# the stage's --timeout: the functions set it explicitly, start_period = the stage's readiness timeout.
+VLLM_HEALTHCHECK = [  # app/Dockerfile's vllm HEALTHCHECK command (a test compares)
+    "python3",
+    "-c",
+    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{VLLM_PORT}/health', timeout=4)",
+]
+HEALTH_INTERVAL_S = 5
+HEALTH_TIMEOUT_S = 5
+HEALTH_RETRIES = 3
+READY_TIMEOUT_S = 300.0  # smoke's --timeout default (vllm_cpu.DEFAULT_READY_TIMEOUT); loadtest has no flag
 _REF_RE = re.compile(r"^[^\s@]+/[^\s@]+@sha256:[0-9a-f]{64}$")
 
 
@@ -311,10 +474,41 @@ def parse_contract(text: str) -> Contract:
 
 @dataclass(frozen=True)
 class Model:
-    """What a vLLM service serves: a Hugging Face id at a pinned revision (app/model.yaml by default)."""
+    """What a vLLM service serves: a Hugging Face id at a pinned revision (app/model.yaml by default with GPUs),
+    or, with `path`, the tiny model built into the service at that path and served under `id`."""
 
     id: str
     revision: str = ""
+    path: str = ""
+
+
+TINY_MODEL = Model(TINY_MODEL_NAME, path=TINY_MODEL_DIR)
+
+
+def service_model(params: Mapping[str, Any], pinned: Model | None) -> Model:
+    """The model a function's vLLM service serves. With --gpu: `model`/`model_revision`, defaulting to `pinned`
+    (app/model.yaml; another id without a revision is unpinned: the file's revision is for its id). Without:
+    the tiny model, unless `model` names one to serve on the CPU."""
+    given, revision = params.get("model"), params.get("model_revision")
+    if not params.get("gpu"):
+        if given and given != TINY_MODEL_NAME:
+            return Model(str(given), str(revision or ""))
+        if revision:
+            raise ValueError("model_revision without --gpu needs --model (the CPU service serves the tiny model)")
+        return TINY_MODEL
+    if given and revision:
+        return Model(str(given), str(revision))
+    if pinned is None:
+        raise ValueError(f"--gpu serves the release's model: {MODEL_FILE} is needed")
+    return Model(str(given or pinned.id), str(revision or (pinned.revision if not given else "")))
+
+
+def ready_timeout(verb: str, params: Mapping[str, Any]) -> float:
+    """The stage's readiness budget for its vLLM service: smoke's --timeout (ci: smoke's from stage_args)."""
+    value: Any = params.get("timeout") if verb == "smoke" else None
+    if verb == "ci":
+        value = stage_flag(params, "smoke", "--timeout")
+    return float(value) if value not in (None, "") else READY_TIMEOUT_S
 
 
 def parse_model_file(text: str) -> Model:
@@ -330,9 +524,9 @@ class Service:
     """A container run as a service: its image (pinned by digest, or a Dockerfile target built from the
     source), port, arguments, env, files and cache volumes."""
 
-    image: str  # a ref pinned by digest; "" = build `build_target` from the source
+    image: str  # a ref pinned by digest; "" = build the image `build_image` (IMAGE_BUILDS) from the source
     port: int
-    build_target: str = ""
+    build_image: str = ""
     args: list[str] = field(default_factory=list)  # empty = the image's entrypoint + cmd
     env: dict[str, str] = field(default_factory=dict)
     # Files copied from the pipeline container (after setup) into the service: path there → path here.
@@ -343,6 +537,12 @@ class Service:
     random_env: tuple[str, ...] = ()  # env vars set to a fresh random secret per call
     caches: dict[str, str] = field(default_factory=dict)  # path → cache volume name
     user: str = ""  # owner of the cache volumes
+    # Source files mounted into the service (path there → path in the source) and execs run in it before it
+    # starts (cached layers: e.g. building the tiny model).
+    source_files: dict[str, str] = field(default_factory=dict)
+    setup: list[list[str]] = field(default_factory=list)
+    health: list[str] = field(default_factory=list)  # the readiness check (else the image's HEALTHCHECK / the port)
+    ready_timeout: float = 0.0  # seconds of start period the check gets
 
 
 def release_images(verb: str, params: Mapping[str, Any]) -> dict[str, str]:
@@ -392,39 +592,57 @@ def ci_runs(params: Mapping[str, Any], stage: str) -> bool:
 
 def vllm_server_args(model: Model, extra: list[str]) -> list[str]:
     """The vLLM service's command, like the chart's: the OpenAI server module serving the model at its
-    pinned revision under its id. (The image's `vllm serve` entrypoint needs the model as a positional.)"""
+    pinned revision under its id (the tiny model: from its directory, with the local smoke's CPU flags).
+    (The image's `vllm serve` entrypoint needs the model as a positional.)"""
     argv = ["python3", "-m", "vllm.entrypoints.openai.api_server", "--host=0.0.0.0", f"--port={VLLM_PORT}"]
-    argv += [f"--model={model.id}", f"--served-model-name={model.id}"]
+    if model.path:
+        argv += [f"--model={model.path}", f"--served-model-name={model.id}", *TINY_MODEL_SERVER_ARGS]
+    else:
+        argv += [f"--model={model.id}", f"--served-model-name={model.id}"]
     if model.revision:
         argv.append(f"--revision={model.revision}")
     return [*argv, *extra]
 
 
-def vllm_service(*, image: str, model: Model, gpu: bool, vllm_args: list[str]) -> Service:
-    """Every vLLM service: the CUDA image only with GPUs (else the vllm-cpu target), the model by id and
-    revision, HF_TOKEN from the `hf_token` secret, the model cache on a volume. `image` "" = build from source."""
+def vllm_service(*, image: str, model: Model, gpu: bool, vllm_args: list[str], ready_s: float) -> Service:
+    """Every vLLM service: the CUDA image only with GPUs (else vllm-cpu), the model by id and revision with
+    HF_TOKEN from the `hf_token` secret and the model cache on a volume (the tiny model: built in the service,
+    no token, no download), ready within `ready_s` + the check's retries. `image` "" = build from source."""
     if gpu and (image.split("@", 1)[0].rsplit("/", 1)[-1] == VLLM_CPU):
         raise ValueError("--gpu runs the CUDA vllm image, not vllm-cpu")
-    target = "" if image else ("vllm" if gpu else VLLM_CPU)
+    if gpu and model.path:
+        raise ValueError("the tiny model is served on CPU only")
+    tiny = bool(model.path)
     return Service(
         image=image,
-        build_target=target,
+        build_image="" if image else ("vllm" if gpu else VLLM_CPU),
         port=VLLM_PORT,
         args=vllm_server_args(model, vllm_args),
+        env=dict(TINY_MODEL_ENV) if tiny else {},
         gpu=gpu,
-        secret_env={"HF_TOKEN": "hf_token"},
-        caches={MODEL_CACHE: MODEL_CACHE_VOLUME},
+        secret_env={} if tiny else {"HF_TOKEN": "hf_token"},
+        caches={} if tiny else {MODEL_CACHE: MODEL_CACHE_VOLUME},
         user=VLLM_USER,
+        source_files={TINY_MODEL_MOUNT: TINY_MODEL_SCRIPT} if tiny else {},
+        setup=[["python3", TINY_MODEL_MOUNT, "--out", model.path]] if tiny else [],
+        health=list(VLLM_HEALTHCHECK),
+        ready_timeout=ready_s,
     )
 
 
 def release_services(
-    images: Mapping[str, str], *, model: Model, gpu: bool, vllm_args: list[str], contract: Contract
+    images: Mapping[str, str],
+    *,
+    model: Model,
+    gpu: bool,
+    vllm_args: list[str],
+    contract: Contract,
+    ready_s: float = READY_TIMEOUT_S,
 ) -> dict[str, Service]:
     """The vLLM server (the release's CUDA image with GPUs; without, vllm-cpu: published when `images` has it,
     else built from source) and the gateway image in front of it, configured like pipeline.runtime.local_stack."""
     vllm_ref = images["vllm"] if gpu else images.get(VLLM_CPU, "")
-    vllm = vllm_service(image=vllm_ref, model=model, gpu=gpu, vllm_args=vllm_args)
+    vllm = vllm_service(image=vllm_ref, model=model, gpu=gpu, vllm_args=vllm_args, ready_s=ready_s)
     gateway = Service(
         image=images["gateway"],
         port=GATEWAY_PORT,
@@ -480,7 +698,7 @@ def ci_stage_args(given: list[str], images: Mapping[str, str], model: str, gpu: 
 def _model(params: Mapping[str, Any]) -> Model:
     model = params.get("model")
     if not isinstance(model, Model):
-        raise ValueError("the vLLM service needs the model (id and revision; default: app/model.yaml)")
+        raise ValueError("the vLLM service needs the model (service_model: app/model.yaml's with --gpu, else tiny)")
     return model
 
 
@@ -511,7 +729,8 @@ def _release_plan(
         ["sh", "-c", f"{shlex.join(mint)} > {SMOKE_TOKEN} && {shlex.join(rbac)} > {SMOKE_RBAC}"],
     ]
     extra = list(params.get("vllm_args") or [])
-    p.services = release_services(images, model=model, gpu=gpu, vllm_args=extra, contract=contract)
+    ready_s = ready_timeout(verb, params)
+    p.services = release_services(images, model=model, gpu=gpu, vllm_args=extra, contract=contract, ready_s=ready_s)
     return p
 
 
@@ -519,7 +738,8 @@ def source_vllm_plan(verb: str, params: Mapping[str, Any], image: str = PYTHON_I
     """smoke --gpu / ci --gpu without release images: the vLLM image built from this source (CUDA, GPUs) serves
     the release's model; the stage (ci: its smoke) targets it and claims no digest."""
     model = _model(params)
-    vllm = vllm_service(image="", model=model, gpu=True, vllm_args=list(params.get("vllm_args") or []))
+    vllm_args, ready_s = list(params.get("vllm_args") or []), ready_timeout(verb, params)
+    vllm = vllm_service(image="", model=model, gpu=True, vllm_args=vllm_args, ready_s=ready_s)
     if verb == "ci":
         extra = f"smoke=--target {VLLM_URL} --model {shlex.quote(model.id)}"
         flags: dict[str, Any] = {"stage_args": [*(params.get("stage_args") or []), extra], "model": None}
