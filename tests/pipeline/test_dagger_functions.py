@@ -462,6 +462,9 @@ def test_every_cpu_vllm_service_serves_the_tiny_model(harness: Harness, plan: Mo
     # The stage asks for the model the service serves.
     cmd = " ".join(run.execs()[-1])
     assert f"--model {vllm_cpu.DEFAULT_MODEL_NAME}" in cmd and MODEL_ID not in cmd
+    # vLLM refuses to start on the runtime's 64 MiB /dev/shm (160 MiB needed; found by the podman replay).
+    (shm,) = [c for c in vllm if c.name == "withMountedTemp" and c.args["path"] == "/dev/shm"]
+    assert int(shm.args["size"]) >= 160 << 20
 
 
 def test_a_cpu_service_serves_another_model_only_when_asked(harness: Harness) -> None:

@@ -103,7 +103,7 @@ def test_function_defaults_are_the_cli_defaults(verb: str, dagger_pkg: Any) -> N
 
 
 @pytest.mark.parametrize("verb", VERBS)
-def test_every_host_path_flag_is_a_file_or_directory(verb: str) -> None:
+def test_every_host_path_flag_is_a_file_or_directory(verb: str, dagger_pkg: Any) -> None:
     """A CLI flag parsed as a Path (or a file parser) names a host path: the function takes a File/Directory."""
     plan = importlib.import_module("pipeline_dagger.plan")
     parser = stage_parser(verb)
@@ -251,3 +251,11 @@ def test_module_is_locked_and_the_lock_is_not_ignored() -> None:
     # The SDK the engine generates into sdk/ (editable), at the engine's version.
     assert pkgs["dagger-io"]["source"] == {"editable": "sdk"} and pkgs["dagger-io"]["version"] == engine
     assert {"name": "dagger-io"} in pkgs["pipeline-dagger"]["dependencies"]
+
+
+def test_the_functions_python_base_is_the_dockerfiles(dagger_pkg: Any) -> None:
+    """One pinned Python base: the functions' containers (plan.PYTHON_IMAGE) and the images (app/Dockerfile)."""
+    from pipeline.artifacts.images import pinned_bases
+
+    plan = importlib.import_module("pipeline_dagger.plan")
+    assert pinned_bases(REPO)["PYTHON_IMAGE"] == plan.PYTHON_IMAGE

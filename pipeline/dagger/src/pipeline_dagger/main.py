@@ -322,6 +322,9 @@ class Pipeline:
                 # SHARED: huggingface_hub locks each download in the cache itself, and a service's mount lives as
                 # long as the service (a LOCKED one would hold up every other run for that long).
                 ctr = ctr.with_mounted_cache(path, dag.cache_volume(volume), owner=spec.user or None)
+            if spec.shm_bytes:
+                # A tmpfs mount point in the service, not a temp file of ours.
+                ctr = ctr.with_mounted_temp("/dev/shm", size=spec.shm_bytes)  # noqa: S108
             for path, src in spec.source_files.items():
                 ctr = ctr.with_mounted_file(path, self.source.file(src))
             for argv in spec.setup:

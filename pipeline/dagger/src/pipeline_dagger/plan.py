@@ -18,7 +18,7 @@ from typing import Any
 WORKDIR = "/src"
 RUNS = "/runs"
 UV_VERSION = "0.13.9"  # the uv that wrote uv.lock
-PYTHON_IMAGE = "python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b"
+PYTHON_IMAGE = "python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91"
 
 # Dagger function parameters that are not CLI flags (infrastructure of the Dagger side).
 INFRA_PARAMS = frozenset(
@@ -543,6 +543,7 @@ class Service:
     setup: list[list[str]] = field(default_factory=list)
     health: list[str] = field(default_factory=list)  # the readiness check (else the image's HEALTHCHECK / the port)
     ready_timeout: float = 0.0  # seconds of start period the check gets
+    shm_bytes: int = 0  # a tmpfs of this size at /dev/shm (0: the runtime's default, 64 MiB)
 
 
 def release_images(verb: str, params: Mapping[str, Any]) -> dict[str, str]:
@@ -604,6 +605,12 @@ def vllm_server_args(model: Model, extra: list[str]) -> list[str]:
     return [*argv, *extra]
 
 
+# vLLM's shared-memory broadcast needs 160 MiB of /dev/shm (it refuses to start on the runtime's 64 MiB default:
+# "Insufficient space in /dev/shm", found by replaying the smoke chain on podman); the chart gives the pod a
+# Memory emptyDir for the same reason.
+VLLM_SHM_BYTES = 1 << 30
+
+
 def vllm_service(*, image: str, model: Model, gpu: bool, vllm_args: list[str], ready_s: float) -> Service:
     """Every vLLM service: the CUDA image only with GPUs (else vllm-cpu), the model by id and revision with
     HF_TOKEN from the `hf_token` secret and the model cache on a volume (the tiny model: built in the service,
@@ -627,6 +634,7 @@ def vllm_service(*, image: str, model: Model, gpu: bool, vllm_args: list[str], r
         setup=[["python3", TINY_MODEL_MOUNT, "--out", model.path]] if tiny else [],
         health=list(VLLM_HEALTHCHECK),
         ready_timeout=ready_s,
+        shm_bytes=VLLM_SHM_BYTES,
     )
 
 
