@@ -429,6 +429,19 @@ def test_vllm_readiness_budget_is_the_stages_timeout(
     assert names(vllm).index("withDockerHealthcheck") < names(vllm).index("asService")
 
 
+@pytest.mark.parametrize(("verb", "inputs"), [("smoke", DIGESTS), ("loadtest", DIGESTS)])
+def test_the_gateway_service_is_checked_every_few_seconds_not_every_30(
+    harness: Harness, plan: ModuleType, verb: str, inputs: dict[str, Any]
+) -> None:
+    """The image's HEALTHCHECK runs every 30 s; a service with one is ready only when it passes (core/service.go),
+    so without its own check every run would wait up to 30 s for a gateway that is up in seconds."""
+    gateway = harness.call(verb, **inputs).services()["gateway"]
+    (check,) = [c for c in gateway if c.name == "withDockerHealthcheck"]
+    assert check.args["interval"] == f"{plan.HEALTH_INTERVAL_S}s" and plan.HEALTH_INTERVAL_S < 30
+    cmd = re.search(r"^HEALTHCHECK [^\n]*?(?:\\\n[^\n]*?)*CMD (\[.*\])\s*$", dockerfile_stage("gateway"), re.MULTILINE)
+    assert cmd and check.args["args"] == json.loads(cmd.group(1))
+
+
 # 3. Without GPUs the vLLM service serves the repository's tiny model, like the local smoke.
 
 
@@ -524,6 +537,20 @@ def test_caches_concurrent_runs_meet_are_locked_or_private(harness: Harness, ver
     if "trivy-cache" in sharing:
         assert sharing["trivy-cache"] in LOCKED_OR_PRIVATE  # one bbolt DB under an flock
     assert sharing["uv-cache"] == sharing["pip-cache"] == SHARED  # safe for concurrent use
+
+
+@pytest.mark.parametrize("verb", ["test", "render", "ci"])
+def test_locked_caches_are_mounted_only_after_setup(harness: Harness, verb: str) -> None:
+    """A LOCKED/PRIVATE cache serializes every exec that mounts it across the engine (core/container_exec.go,
+    cacheSharingModeLocksWrites): setup (apt, uv, tools, the project install) must never wait on another run."""
+    final = harness.call(verb, **REQUIRED.get(verb, {})).final
+    locked_at = [
+        i for i, c in enumerate(final) if c.name == "withMountedCache" and c.args.get("sharing", SHARED) != SHARED
+    ]
+    execs = [i for i, c in enumerate(final) if c.name == "withExec"]
+    install = max(i for i in execs if final[i].args["args"][:2] == ["uv", "sync"])
+    assert locked_at and min(locked_at) > install, "a locked cache is mounted before setup and the project install"
+    assert max(execs) > min(locked_at)  # ... and the stage's own exec has it
 
 
 # 7. Evidence: a report and an exit code, whatever the CLI did.

@@ -13,7 +13,7 @@ its evidence:
 
     dagger call ci --registry=registry.example.com/llm --registry-username=ci \
         --registry-password=env:REGISTRY_TOKEN --hf-token=env:HF_TOKEN report export --path=.runs/dagger-ci
-    dagger call ci exit-code
+    dagger call ci exit-code        # a separate run: after an export, read its exit-code file instead
 """
 
 from __future__ import annotations
@@ -128,9 +128,12 @@ class Pipeline:
         """Setup first (cached layers: each step with only the source files it reads), then the source and the
         project install (per commit), then what changes per call: host inputs, the nonce, env, per-call steps."""
         ctr = dag.container().from_(p.image).with_workdir(WORKDIR)
-        for name, cache in p.caches.items():
-            sharing = dagger.CacheSharingMode(cache.sharing)
-            ctr = ctr.with_mounted_cache(cache.path, dag.cache_volume(name), sharing=sharing)
+        # LOCKED/PRIVATE caches take an engine-wide lock for every exec that mounts them (core/container_exec.go,
+        # cacheSharingModeLocksWrites): mounted only after setup, so setup never waits on another run's stage.
+        shared = {n: c for n, c in p.caches.items() if c.sharing == "SHARED"}
+        locked = {n: c for n, c in p.caches.items() if c.sharing != "SHARED"}
+        for name, cache in shared.items():
+            ctr = ctr.with_mounted_cache(cache.path, dag.cache_volume(name), sharing=dagger.CacheSharingMode.SHARED)
         for key, value in p.env.items():
             ctr = ctr.with_env_variable(key, value)
         for step in p.setup:
@@ -140,6 +143,9 @@ class Pipeline:
         ctr = ctr.with_directory(WORKDIR, self.source)
         for argv in p.install:
             ctr = ctr.with_exec(argv)
+        for name, cache in locked.items():
+            sharing = dagger.CacheSharingMode(cache.sharing)
+            ctr = ctr.with_mounted_cache(cache.path, dag.cache_volume(name), sharing=sharing)
         for path, obj in mounts.items():
             if isinstance(obj, dagger.File):
                 ctr = ctr.with_mounted_file(path, obj)

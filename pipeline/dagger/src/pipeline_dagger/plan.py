@@ -430,6 +430,14 @@ TINY_MODEL_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "fals
 # (core/service.go), polled every `interval`; failures within `start_period` do not count, then `retries`
 # failures end it (core/healthcheck.go). The vllm images' own HEALTHCHECK allows 300 s + 3 x 30 s whatever
 # the stage's --timeout: the functions set it explicitly, start_period = the stage's readiness timeout.
+GATEWAY_HEALTHCHECK = [  # app/Dockerfile's gateway HEALTHCHECK command (a test compares)
+    "python",
+    "-c",
+    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{GATEWAY_PORT}/healthz', timeout=2)",
+]
+# The gateway is up in seconds; its image checks every 30 s, which would add up to 30 s to every run's start
+# (a service with a HEALTHCHECK is ready when it passes: core/service.go, core/healthcheck.go).
+GATEWAY_READY_S = 60.0
 VLLM_HEALTHCHECK = [  # app/Dockerfile's vllm HEALTHCHECK command (a test compares)
     "python3",
     "-c",
@@ -665,6 +673,8 @@ def release_services(
         files={f"{GATEWAY_CONF}/jwks.json": f"{SMOKE_KEYS}/jwks.json", f"{GATEWAY_CONF}/rbac.json": SMOKE_RBAC},
         needs=("vllm",),
         random_env=("GATEWAY_AUDIT_HASH_KEY",),
+        health=list(GATEWAY_HEALTHCHECK),
+        ready_timeout=GATEWAY_READY_S,
     )
     return {"vllm": vllm, "gateway": gateway}
 
