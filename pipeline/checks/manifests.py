@@ -74,8 +74,11 @@ def check_runbooks(env: str, rules: dict[str, Any], root: Path) -> list[str]:
     return problems
 
 
-def write_alert_tests(env: str, rules: dict[str, Any], env_out: Path, tests_dir: Path) -> list[Path]:
-    """Instantiate the repo's promtool test files for one env (namespace, env, summaries, runbook base)."""
+def write_alert_tests(
+    env: str, rules: dict[str, Any], env_out: Path, tests_dir: Path, namespace: str | None = None
+) -> list[Path]:
+    """Instantiate the repo's promtool test files for one env (namespace, env, summaries, runbook base);
+    `namespace` for a chart app that is not an env (the rollback controller's destination)."""
     alerts = {r["alert"]: r for r in alert_rules(rules)}
     urls = {str((r.get("annotations") or {}).get("runbook_url", "")) for r in alerts.values()}
     bases = {u.rsplit("/", 1)[0] for u in urls if "/" in u}
@@ -91,7 +94,7 @@ def write_alert_tests(env: str, rules: dict[str, Any], env_out: Path, tests_dir:
         text = re.sub(r"\$\{SUMMARY:(\w+)\}", summary, text)
         text = (
             text.replace("${RULE_FILE}", "prometheus-rules.yaml")
-            .replace("${NAMESPACE}", namespace_for(env))
+            .replace("${NAMESPACE}", namespace or namespace_for(env))
             .replace("${ENV}", env)
             .replace("${RUNBOOK_BASE}", runbook_base)
         )

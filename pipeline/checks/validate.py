@@ -210,6 +210,10 @@ _IF_RE = re.compile(
     r'\{\{-?\s*if\s+eq\s+\.([\w.]+)\s+"([^"]*)"\s*-?\}\}(.*?)\{\{-?\s*else\s*-?\}\}(.*?)\{\{-?\s*end\s*-?\}\}', re.S
 )
 _VAR_RE = re.compile(r"\{\{-?\s*\.([\w.]+)\s*-?\}\}")
+# `{{ get (dict "dev" "llm-dev" ...) .path.basename }}`: a per-env lookup (platform.yaml envs on
+# different clusters/namespaces); sprig's dict/get are in Argo CD's goTemplate function map.
+_GET_DICT_RE = re.compile(r'\{\{-?\s*get\s+\(dict((?:\s+"[^"]*"\s+"[^"]*")+)\s*\)\s+\.([\w.]+)\s*-?\}\}')
+_PAIR_RE = re.compile(r'"([^"]*)"\s+"([^"]*)"')
 
 
 def _lookup(params: dict[str, Any], dotted: str) -> Any:
@@ -223,12 +227,22 @@ def _lookup(params: dict[str, Any], dotted: str) -> Any:
 
 
 def render_go_template(text: str, params: dict[str, Any]) -> str:
-    """The subset of Go templates our ApplicationSet uses: `{{ .a.b }}` and `{{ if eq .a "x" }}..{{ else }}..{{ end }}`."""
+    """The subset of Go templates our ApplicationSet uses: `{{ .a.b }}`, `{{ if eq .a "x" }}..{{ else }}..{{ end }}`
+    and `{{ get (dict "k" "v" ...) .a }}`."""
 
     def _if(m: re.Match[str]) -> str:
         return m.group(3) if str(_lookup(params, m.group(1))) == m.group(2) else m.group(4)
 
+    def _get(m: re.Match[str]) -> str:
+        table = dict(_PAIR_RE.findall(m.group(1)))
+        key = str(_lookup(params, m.group(2)))
+        if key not in table:
+            # sprig's get answers "" for a missing key: an Application with an empty destination.
+            raise KeyError(f"template looks up .{m.group(2)}={key!r} in a dict without it ({', '.join(table)})")
+        return str(table[key])
+
     text = _IF_RE.sub(_if, text)
+    text = _GET_DICT_RE.sub(_get, text)
     text = _VAR_RE.sub(lambda m: str(_lookup(params, m.group(1))), text)
     if "{{" in text:
         raise ValueError(f"unsupported template construct in {text!r}")

@@ -23,6 +23,7 @@ from loadtests import gate as gate_mod
 from loadtests import slo as slo_mod
 from loadtests.runner import LocustSpec, run_locust
 from pipeline.core.context import RunContext
+from pipeline.core.environments import env_names
 from pipeline.probes import capacity_plan as cap_mod
 from pipeline.probes.load_profile import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
 from pipeline.runtime.procs import ProcessFailed
@@ -32,7 +33,9 @@ HELP = "concurrency sweep against one replica -> max goodput per replica, replic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default="dev", choices=["dev", "staging", "prod"], help="SLO + capacity inputs")
+    parser.add_argument(
+        "--env", default=env_names()[0], choices=env_names(), help="SLO + capacity inputs (default: %(default)s)"
+    )
     parser.add_argument("--target", help="URL of one replica (default: simulator + gateway started locally)")
     parser.add_argument("--levels", help="comma-separated concurrency levels (default: SLO file capacity.concurrency)")
     parser.add_argument("--step-duration", type=float, help="measured seconds per level (default: SLO file)")

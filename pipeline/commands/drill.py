@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pipeline.controller.drill_pods import DrillImages
 from pipeline.controller.rollback_drill import DrillConfig, DrillReport, run_drill
 from pipeline.core.context import RunContext
+from pipeline.core.environments import env_names
 from pipeline.core.instant import instant_arg
 from pipeline.runtime.engine import Engine
 
@@ -20,7 +21,9 @@ HELP = "Rollback drill: bad release → real alert → controller reverts in git
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default="staging", choices=("dev", "staging", "prod"))
+    parser.add_argument(
+        "--env", default=env_names()[1], choices=env_names(), help="env whose release goes bad (default: %(default)s)"
+    )
     parser.add_argument("--window", default="10s", help="rate window replacing the chart's 5m (drill timer)")
     parser.add_argument("--error-rate", type=float, default=0.5, help="fault profile of the bad release")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds (default 120, 900 production)")
@@ -31,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--images-from",
-        default="dev",
+        default=env_names()[0],
         metavar="ENV",
         help="deploy pods of the images the release ENV runs in the GitOps repo (built and pushed by `make ci`)",
     )

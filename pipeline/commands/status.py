@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 from typing import Any
 
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.core.context import RunContext
+from pipeline.core.result import CommandResult
 from pipeline.gitops import promotion as pm
 from pipeline.gitops.argocd_pin import pin_status
 from pipeline.gitops.argocd_sync import ArgoCDConfig, rollout_state
 from pipeline.gitops.evidence import read_evidence
-from pipeline.gitops.repo import GitOpsError, GitOpsRepo, resolve_remote, safe_url, work_dir_for
+from pipeline.gitops.repo import GitOpsRepo, safe_url, work_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +26,17 @@ HELP = "Show per env: pinned digests and model, since when, who promoted it, evi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gitops-repo", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--gitops-repo", metavar="URL", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)"
+    )
+    # The spelling before `-o json` existed on every verb; kept so scripts keep working.
+    parser.add_argument(
+        "--json", dest="output", action="store_const", const="json", default=argparse.SUPPRESS, help="same as -o json"
+    )
+
+
+def read_only(args: argparse.Namespace) -> bool:
+    return True
 
 
 def sync_cell(repo: GitOpsRepo, env: str, last: Any, pin: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
@@ -88,19 +99,17 @@ def revision_cell(rev: dict[str, Any]) -> str:
     return f"{pin} [green]matches[/green]" if rev["matches"] else f"{pin} [red]{rev['detail']}[/red]"
 
 
-def main(args: argparse.Namespace, ctx: RunContext) -> int:
-    try:
-        repo = GitOpsRepo(resolve_remote(args.gitops_repo, ctx.repo_root), work_dir_for(ctx.run_dir / "work"))
-        repo.sync()
-        rows = collect(repo)
-    except GitOpsError as exc:
-        ctx.console.print(f"[red]status: {exc}[/red]")
-        return 1
-    (ctx.run_dir / "status.json").write_text(json.dumps(rows, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    table = Table(title=f"GitOps status ({safe_url(repo.remote)})")
+def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
+    repo = GitOpsRepo(
+        pm.remote_for_reading(args.gitops_repo, ctx.repo_root, ctx.run_dir), work_dir_for(ctx.run_dir / "work")
+    )
+    repo.sync()
+    rows = collect(repo)
+    return CommandResult(data=rows, render=lambda console: render(console, rows, safe_url(repo.remote)))
+
+
+def render(console: Console, rows: list[dict[str, Any]], remote: str) -> None:
+    table = Table(title=f"GitOps status ({remote})")
     cols = (
         "env",
         "release",
@@ -114,21 +123,22 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int:
         "cluster",
     )
     for col in cols:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         gates = " ".join(f"{k}:{v}" for k, v in sorted(r["gates"].items())) or "-"
         frozen = r["frozen"]
         table.add_row(
             r["env"],
-            r["release"] or "(none)",
+            escape(r["release"] or "(none)"),
             f"{short(r['gateway_digest'])} / {short(r['vllm_digest'])}",
-            r["model_revision"] or "-",
+            escape(r["model_revision"] or "-"),
             r["since"] or "-",
-            r["by"] + (f" (approved: {', '.join(r['approved_by'])})" if r["approved_by"] else ""),
+            escape(r["by"] + (f" (approved: {', '.join(r['approved_by'])})" if r["approved_by"] else "")),
             gates,
-            f"[red]FROZEN[/red] by {frozen['by']}: {frozen['reason']}" if frozen["frozen"] else "no",
+            f"[red]FROZEN[/red] by {escape(frozen['by'])}: {escape(frozen['reason'])}" if frozen["frozen"] else "no",
             revision_cell(r["argocd_revision"]),
-            f"[red]{r['sync']['detail']}[/red]" if r["sync"]["state"] in ("held", "pending") else r["sync"]["state"],
+            f"[red]{escape(str(r['sync']['detail']))}[/red]"
+            if r["sync"]["state"] in ("held", "pending")
+            else r["sync"]["state"],
         )
-    ctx.console.print(table)
-    return 0
+    console.print(table)

@@ -18,15 +18,16 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.controller.metrics import Metrics
 from pipeline.gitops import promotion as pm
 from pipeline.gitops import revert
 from pipeline.gitops.argocd_sync import ArgoCDConfig, SyncRequest, request_sync
@@ -114,37 +115,6 @@ class ControllerConfig:
         return bool(self.bearer_token) or bool(self.basic_user and self.basic_password)
 
 
-@dataclass
-class Metrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        self.rollbacks = Counter(
-            "rollback_controller_rollbacks",
-            "Rollback decisions by env and outcome (rolled_back, duplicate, rate_limited, ...).",
-            ["env", "outcome"],
-            registry=self.registry,
-        )
-        self.webhooks = Counter(
-            "rollback_controller_webhooks",
-            "Webhook requests by result (accepted, unauthorized, invalid, error).",
-            ["result"],
-            registry=self.registry,
-        )
-        self.syncs = Counter(
-            "rollback_controller_syncs",
-            "Argo CD sync requests after a rollback by env and state (requested, held, failed, not_configured).",
-            ["env", "state"],
-            registry=self.registry,
-        )
-        self.last_rollback = Gauge(
-            "rollback_controller_last_rollback_timestamp_seconds",
-            "Unix time of the last rollback commit pushed, by env.",
-            ["env"],
-            registry=self.registry,
-        )
-
-
 def incident_key(env: str, alert: Alert) -> str:
     """One incident = one firing episode of one alert series (fingerprint + startsAt)."""
     fp = alert.fingerprint or hashlib.sha256(json.dumps(alert.labels, sort_keys=True).encode()).hexdigest()[:16]
@@ -171,6 +141,12 @@ class Controller:
     def __init__(self, cfg: ControllerConfig) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
+        self.metrics.init_series(cfg.envs)
+        if cfg.argocd is not None:
+            tokens = {"service": cfg.argocd.token_file}
+            if cfg.argocd.root_token_file is not None:
+                tokens["root"] = cfg.argocd.root_token_file
+            self.metrics.watch_tokens(tokens)
         self._lock = threading.Lock()
         # A fresh private work copy per process: a killed predecessor's copy is never reused.
         cfg.work_root.mkdir(parents=True, exist_ok=True)

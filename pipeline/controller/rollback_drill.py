@@ -57,7 +57,7 @@ __all__ = ["ALERT", "DrillConfig", "DrillReport", "chart_alert_rules", "run_dril
 
 @dataclass
 class DrillConfig:
-    env: str = "staging"
+    env: str = field(default_factory=lambda: pm.ENVS[1])
     # Drill timers (production values come from the charts; see production_timers()).
     window: str = "10s"
     interval: str = "1s"
@@ -206,8 +206,9 @@ def _evidence(rel: Release) -> dict[str, StageResult]:
         evidence: dict[str, object] = {"subject": subject, **({"env": env} if env else {})}
         return StageResult(stage=stage, status=Status.PASSED, summary="drill: synthetic gate", evidence=evidence)
 
-    gates = {g: gate(g, "dev" if g == "loadtest" else None) for g in pm.GATE_STAGES}
-    gates[gate_key("loadtest", "staging")] = gate("loadtest", "staging")
+    gates = {g: gate(g, pm.ENVS[0] if g == "loadtest" else None) for g in pm.GATE_STAGES}
+    for env in pm.ENVS[1:-1]:
+        gates[gate_key("loadtest", env)] = gate("loadtest", env)
     return gates
 
 
@@ -217,13 +218,19 @@ def _promote(remote: str, rel: Release, env: str, work: Path, actor: str, now: d
     ctx = RunContext(run_dir=work)
     r = promote.run(
         promote.PromoteOptions(
-            to="dev", release=rel, evidence=_evidence(rel), run_id="drill", gitops_repo=remote, actor=actor, now=now
+            to=pm.ENVS[0],
+            release=rel,
+            evidence=_evidence(rel),
+            run_id="drill",
+            gitops_repo=remote,
+            actor=actor,
+            now=now,
         ),
         ctx,
     )
     if not r.ok:
         raise RuntimeError(f"drill: promote {rel.id} to dev refused: {[c.detail for c in r.checks]}")
-    if env != "dev":
+    if env != pm.ENVS[0]:
         for target in pm.ENVS[1 : pm.ENVS.index(env) + 1]:
             opts = promote.PromoteOptions(
                 to=target,

@@ -28,6 +28,8 @@ class RunContext:
     repo_root: Path = REPO_ROOT
     # "local" (processes on this machine) or "dagger" (inside a Dagger container).
     executor: str = field(default_factory=lambda: os.environ.get("PIPELINE_EXECUTOR", "local"))
+    # Progress and diagnostics: always stderr. A verb's RESULT is not printed here but returned
+    # (StageResult / CommandResult) and written to stdout by the CLI (pipeline/core/output.py).
     # Logs and CI step output are not terminals: give tables room instead of rich's 80 columns.
     console: Console = field(default_factory=lambda: Console(stderr=True, width=None if sys.stderr.isatty() else 140))
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import enum
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Status(enum.StrEnum):
@@ -41,6 +46,9 @@ class StageResult(BaseModel):
     logs: str | None = None
     seconds: float = 0.0
     cached: bool = False
+    # FAILED without a verdict: an exception, a tool missing, an unreachable remote (exit code 3,
+    # not 1: a script retries an error, never a refusal). See pipeline/core/exit_codes.py.
+    error: bool = False
 
     @property
     def ok(self) -> bool:
@@ -68,6 +76,20 @@ class StageResult(BaseModel):
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
         return path
+
+
+@dataclass
+class CommandResult:
+    """What an operational verb (pipeline/commands/) returns: its result and exit code.
+
+    `data` is the document `-o json|yaml` prints (JSON-able); `render` draws the human view
+    (`-o table`) on the console it is given (stdout). Progress goes to the run context's
+    console (stderr) while the command runs, never into either.
+    """
+
+    data: Any
+    exit_code: int = 0
+    render: Callable[[Console], None] | None = None
 
 
 class Timer:

@@ -33,7 +33,10 @@ real server: a request the real one refuses is refused here, with the same HTTP 
 - Application specs come from the ApplicationSet the root app last applied (applicationset/generators/
   git.go): the caller's `generate` says what the ApplicationSet controller would write; regeneration
   happens `appset_lag` seconds after the root app syncs (the ApplicationSet object changed) and every
-  `requeue` seconds (the git generator's requeueAfterSeconds, 180 s by default).
+  `requeue` seconds (the git generator's requeueAfterSeconds, 180 s by default). One failing generator
+  fails the whole generation (applicationset/controllers/template/template.go `GenerateApplications`
+  returns its first error; applicationset_controller.go `Reconcile` then sets the ErrorOccurred
+  condition and returns before creating, updating or deleting any Application: argo-cd#19586).
 Errors are written as the gRPC gateway writes a status: `{"error", "code", "message"}`.
 """
 
@@ -53,8 +56,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pipeline.gitops.argocd_pin import PIN_FILE, PINNED_ENVS, _pin_node
-from pipeline.gitops.argocd_sync import APP_NAME
+from pipeline.checks import validate
+from pipeline.gitops.argocd_pin import PIN_FILE
 from pipeline.gitops.repo import GitOpsError, git, load_yaml_text
 from pipeline.gitops.sync_windows import AppIdentity, can_sync, window_matches
 
@@ -265,7 +268,13 @@ class App:
         return out
 
 
-Generate = Callable[[], Mapping[str, Sequence[Mapping[str, Any]]]]  # app name → its sources, as generated
+# app name → what the ApplicationSet controller writes into it: {"project", "namespace", "sources"};
+# raises AppSetGenerationError when any generator or template fails (then nothing is written).
+Generate = Callable[[], Mapping[str, Mapping[str, Any]]]
+
+
+class AppSetGenerationError(RuntimeError):
+    """The ApplicationSet generated nothing: the message is its ErrorOccurred condition."""
 
 
 @dataclass
@@ -284,6 +293,8 @@ class ArgoCDStandIn:
     # argocd-cm application.sync.requireOverridePrivilegeForRevisionSync: false unless set (util/settings/settings.go)
     require_override_privilege: bool = False
     apps: dict[str, App] = field(default_factory=dict)
+    # The ApplicationSet's ErrorOccurred condition message of its last reconcile ("" = generated).
+    appset_error: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     _tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -305,15 +316,27 @@ class ArgoCDStandIn:
         return token
 
     def regenerate(self) -> None:
-        """The ApplicationSet controller's reconcile: each generated Application's sources from git."""
+        """The ApplicationSet controller's reconcile: each generated Application's sources from git;
+        a generation error leaves every Application as it is (applicationset_controller.go `Reconcile`)."""
         if self.generate is None:
             return
-        for name, sources in self.generate().items():
+        try:
+            generated = self.generate()
+        except AppSetGenerationError as exc:
+            self.appset_error = str(exc)
+            return
+        self.appset_error = ""
+        for name, spec in generated.items():
+            sources = [dict(s) for s in spec["sources"]]
             with self._lock:
                 app = self.apps.get(name)
-                if app is None or app.sources == [dict(s) for s in sources]:
+                if app is None:
+                    # createOrUpdate: a newly generated Application (e.g. prod after its first promotion).
+                    app = self.add_app(App(name, str(spec["project"]), []))
+                    app.destination["namespace"] = str(spec["namespace"])
+                if app.sources == sources:
                     continue
-                app.sources = [dict(s) for s in sources]
+                app.sources = sources
                 # The refresh compares against the new targets (controller/state.go fills status.sync.revisions
                 # with them on every refresh): OutOfSync until an operation syncs them.
                 app.sync = {
@@ -546,11 +569,16 @@ class _Status(Exception):
 
 @dataclass
 class GitOpsAppSet:
-    """What the ApplicationSet controller writes for environments/argocd/applicationset-llm-service.yaml
-    (applicationset/generators/git.go, files generator): per env dir with a release.yaml, an Application
-    whose chart source targets `release.chartVersion` and whose `$values` source targets the branch —
-    or, for a pinned env, the pin, reading release.yaml AT the pin. The ApplicationSet itself is the one
-    the root app last synced (`applied()`), not the branch's."""
+    """What the ApplicationSet controller writes for environments/argocd/applicationset-llm-service.yaml,
+    the one the root app last synced (`applied()`), not the branch's. Per git files generator
+    (applicationset/generators/git.go `generateParamsForGitFiles`): its `revision` resolved in the
+    GitOps repository (reposerver/repository/repository.go `GetGitFiles`: a branch → its head, a
+    commit → itself; a commit the repository does not have fails "unable to checkout git repo"),
+    the files matching its include patterns minus its excludes at that commit, one parameter set per
+    file (the YAML's keys, `path`, `values`); each rendered through the template (goTemplate,
+    missingkey=error). The first failing generator or template fails the whole generation
+    (applicationset/controllers/template/template.go `GenerateApplications`): AppSetGenerationError,
+    no Application at all. So does a name generated twice (`validateGeneratedApplications`)."""
 
     remote: str  # the GitOps repository (a bare repo path or URL git can read)
     envs: Sequence[str]
@@ -574,25 +602,86 @@ class GitOpsAppSet:
             return rev
         return git("--git-dir", self.remote, "rev-parse", rev).strip()
 
-    def __call__(self) -> dict[str, list[dict[str, Any]]]:
-        appset_text = self._show(self.applied() or self.head(), PIN_FILE)
-        appset = load_yaml_text(appset_text, PIN_FILE) if appset_text else None
-        out: dict[str, list[dict[str, Any]]] = {}
-        for env in self.envs:
-            pin = None
-            if env in PINNED_ENVS and appset is not None:
-                node, key = _pin_node(appset, env)
-                pin = str(node[key])
-            text = self._show(pin or self.branch, f"environments/{env}/release.yaml")
-            if text is None:  # the generator yields no Application for this env (none at the pin yet)
-                continue
-            release = load_yaml_text(text, f"environments/{env}/release.yaml") or {}
-            chart = str((release.get("release") or {}).get("chartVersion") or "")
-            out[APP_NAME.format(env=env)] = [
-                {"repoURL": self.chart_repo, "chart": "llm-service", "targetRevision": chart},
-                {"repoURL": self.git_repo, "targetRevision": pin or self.branch, "ref": "values"},
-            ]
+    def _commit(self, repo_url: str, revision: str) -> str:
+        """The generator's revision as a commit of the GitOps repository, or AppSetGenerationError."""
+        sha = git(
+            "--git-dir", self.remote, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False
+        ).strip()
+        if not sha:
+            raise AppSetGenerationError(
+                f"error generating params from git: unable to checkout git repo {repo_url} with revision "
+                f"{revision}: reference is not a tree"
+            )
+        return sha
+
+    def _params(self, gen: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """One parameter set per file the git files generator selects at its revision."""
+        spec = gen.get("git")
+        if not isinstance(spec, Mapping) or not spec.get("files"):
+            raise AppSetGenerationError(
+                f"generator {dict(gen)} is not a git files generator (all this stand-in models)"
+            )
+        commit = self._commit(str(spec.get("repoURL")), str(spec.get("revision") or "HEAD"))
+        tracked = git("--git-dir", self.remote, "ls-tree", "-r", "--name-only", commit).split()
+
+        def matching(pattern: str) -> set[str]:
+            # `*` does not cross `/` (the repo server's LsFiles glob)
+            return {f for f in tracked if fnmatch.fnmatchcase(f, pattern) and f.count("/") == pattern.count("/")}
+
+        files = set().union(*(matching(f["path"]) for f in spec["files"] if not f.get("exclude")))
+        files -= set().union(*(matching(f["path"]) for f in spec["files"] if f.get("exclude")))
+        out = []
+        for rel in sorted(files):
+            content = load_yaml_text(git("--git-dir", self.remote, "show", f"{commit}:{rel}"), rel) or {}
+            params = json.loads(json.dumps(content, default=str))
+            params["path"] = validate._path_params(rel, rel.rsplit("/", 1)[-1])
+            values = spec.get("values") or {}
+            params["values"] = {k: validate.render_go_template(str(v), params) for k, v in values.items()}
+            out.append(params)
         return out
+
+    def __call__(self) -> dict[str, dict[str, Any]]:
+        appset_text = self._show(self.applied() or self.head(), PIN_FILE)
+        if not appset_text:
+            return {}
+        appset = json.loads(json.dumps(load_yaml_text(appset_text, PIN_FILE), default=str))
+        template = appset["spec"]["template"]
+        out: dict[str, dict[str, Any]] = {}
+        first: AppSetGenerationError | None = None
+        for gen in appset["spec"].get("generators") or []:
+            try:
+                param_sets = self._params(gen)
+            except (AppSetGenerationError, GitOpsError) as exc:
+                first = first or AppSetGenerationError(str(exc))
+                continue
+            for params in param_sets:
+                try:
+                    name = validate.render_go_template(template["metadata"]["name"], params)
+                    spec = _render(template["spec"], params)
+                except (KeyError, ValueError) as exc:
+                    first = first or AppSetGenerationError(f"error generating application from params: {exc}")
+                    continue
+                if name in out:
+                    first = first or AppSetGenerationError(
+                        f"ApplicationSet llm-service contains applications with duplicate name: {name}"
+                    )
+                out[name] = {
+                    "project": spec["project"],
+                    "namespace": spec["destination"]["namespace"],
+                    "sources": spec["sources"],
+                }
+        if first is not None:
+            raise first
+        return out
+
+
+def _render(node: Any, params: dict[str, Any]) -> Any:
+    """The template with every string rendered (Argo CD renders the whole template per parameter set)."""
+    if isinstance(node, dict):
+        return {k: _render(v, params) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_render(v, params) for v in node]
+    return validate.render_go_template(node, params) if isinstance(node, str) else node
 
 
 def stand_in_for(
@@ -615,14 +704,17 @@ def stand_in_for(
     )
     root.destination["namespace"] = "argocd"
     root.sync = {"status": "Synced", "revision": head, "revisions": []}
-    for name, sources in appset().items():
-        env = name.removeprefix(APP_NAME.format(env=""))
-        app = stand_in.add_app(App(name, "llm-service", [dict(s) for s in sources]))
-        app.destination["namespace"] = f"llm-{env}"
+    try:
+        generated = appset()
+    except AppSetGenerationError as exc:
+        stand_in.appset_error, generated = str(exc), {}
+    for name, spec in generated.items():
+        app = stand_in.add_app(App(name, str(spec["project"]), [dict(s) for s in spec["sources"]]))
+        app.destination["namespace"] = str(spec["namespace"])
         app.sync = {
             "status": "Synced",
             "revision": "",
-            "revisions": [appset.resolve(s, s["targetRevision"]) for s in sources],
+            "revisions": [appset.resolve(s, s["targetRevision"]) for s in app.sources],
         }
     return stand_in
 

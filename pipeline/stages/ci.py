@@ -38,6 +38,7 @@ from rich.table import Table
 from pipeline.core import report
 from pipeline.core.cache import Extra, InputHasher, ResultCache, cache_key
 from pipeline.core.context import RunContext
+from pipeline.core.environments import env_names
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.gitops import remote as gitops_remote
 
@@ -417,7 +418,9 @@ def _promote(opts: CiOptions, ctx: RunContext, loader: ModuleLoader, upstream: d
     evidence = {n: r.model_dump(mode="json") for n, r in upstream.items() if n != "promote"}
     try:
         remote = {"gitops_repo": opts.gitops_repo} if opts.gitops_repo else {}
-        popts = mod.PromoteOptions(to="dev", release=release, evidence=evidence, run_id=ctx.run_dir.name, **remote)
+        popts = mod.PromoteOptions(
+            to=env_names()[0], release=release, evidence=evidence, run_id=ctx.run_dir.name, **remote
+        )
         with Timer() as t:
             result: StageResult = mod.run(popts, ctx)
     except Exception as exc:  # report the promotion failure; never half-claim success

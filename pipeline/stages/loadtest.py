@@ -20,6 +20,7 @@ from loadtests import slo as slo_mod
 from loadtests.runner import LocustRun, LocustSpec, run_locust
 from pipeline.artifacts.release_pod import PodImages
 from pipeline.core.context import RunContext
+from pipeline.core.environments import env_names
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.probes.load_profile import DEFAULT_MODEL, DEFAULT_SIMULATOR_ARGS, TOKEN_ROLES
 from pipeline.runtime.procs import ProcessFailed
@@ -33,7 +34,7 @@ CACHE_INPUTS = ("app", "pipeline", "loadtests", "pyproject.toml", "uv.lock")
 
 @dataclass
 class LoadtestOptions:
-    env: str = "dev"
+    env: str = field(default_factory=lambda: env_names()[0])
     target: str | None = None
     duration: float | None = None
     users: int | None = None
@@ -59,9 +60,7 @@ class LoadtestOptions:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--env", default="dev", choices=["dev", "staging", "prod"], help="SLO file loadtests/slo/ENV.yaml"
-    )
+    parser.add_argument("--env", default=env_names()[0], choices=env_names(), help="SLO file loadtests/slo/ENV.yaml")
     parser.add_argument("--target", help="gateway URL to load (default: start simulator + gateway locally)")
     parser.add_argument("--duration", type=float, help="seconds of load (default: the SLO file's run.duration_s)")
     parser.add_argument("--users", type=int, help="concurrent users (default: the SLO file's run.users)")

@@ -18,18 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml.error import YAMLError
+from pydantic import ValidationError
 
-from pipeline.checks import trivy_operator
 from pipeline.core.context import RunContext
+from pipeline.core.exit_codes import UsageError
 from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.gitops import notify, promotion_trivy, values_diff
 from pipeline.gitops import promotion as pm
-from pipeline.gitops import values_diff
 from pipeline.gitops.argocd_pin import pin_follow_up
 from pipeline.gitops.evidence import evidence_bundle, merge_stage_files, read_evidence, source_slo_keys, source_subject
-from pipeline.gitops.promotion_policy import evaluate_policy, load_policy_data
+from pipeline.gitops.promotion_policy import POLICY_DIR, evaluate_policy, load_policy_data
+from pipeline.gitops.promotion_trivy import TrivyCluster, parse_trivy_reports
 from pipeline.gitops.release import Release
-from pipeline.gitops.repo import GitOpsError, GitOpsRepo, Message, edit_yaml, resolve_remote, safe_url, work_dir_for
+from pipeline.gitops.repo import (
+    GitOpsError,
+    GitOpsRepo,
+    Message,
+    resolve_remote,
+    safe_url,
+    work_dir_for,
+)
 from pipeline.gitops.sync_windows import sync_windows
 
 log = logging.getLogger(__name__)
@@ -60,25 +68,10 @@ class PromoteOptions:
     now: dt.datetime | None = None
     attempts: int = 5
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class TrivyCluster:
-    """`--trivy-reports cluster[:CONTEXT]`: read VulnerabilityReports live from the source env's namespace."""
-
-    context: str | None = None
-
-
-def parse_trivy_reports(value: str) -> Path | TrivyCluster:
-    """`cluster` / `cluster:CONTEXT` → the live path; anything else is a file (`./cluster` for a file so named)."""
-    if value == "cluster":
-        return TrivyCluster()
-    if value.startswith("cluster:"):
-        context = value.removeprefix("cluster:")
-        if not context:
-            raise argparse.ArgumentTypeError("cluster:CONTEXT needs a kube context name after the colon")
-        return TrivyCluster(context)
-    return Path(value)
+    # staging/prod: promote this release id, one the source env ran (its history), not its current one.
+    release_id: str | None = None
+    # Slack-compatible webhook told of the promotion (default: $PIPELINE_NOTIFY_URL).
+    notify_url: str | None = None
 
 
 class Refused(Exception):
@@ -91,15 +84,30 @@ class DryRunDone(Exception):
     pass
 
 
+def policy_profiles() -> list[str]:
+    """production (policies/promotion.data.json) and each overlay policies/promotion.<profile>.json."""
+    overlays = sorted(
+        p.name.removeprefix("promotion.").removesuffix(".json") for p in POLICY_DIR.glob("promotion.*.json")
+    )
+    return ["production", *(o for o in overlays if o != "data")]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", required=True, choices=pm.ENVS, help="target environment")
     parser.add_argument("--from", dest="source", choices=pm.ENVS, help="source env (default: the rung below)")
     parser.add_argument("--approve", action="append", default=[], metavar="NAME", help="an approver (repeat)")
-    parser.add_argument("--dry-run", action="store_true", help="evaluate policy, change nothing")
-    parser.add_argument("--gitops-repo", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="evaluate the policy and show the pin and values diff the promotion would push; push nothing",
+    )
+    parser.add_argument(
+        "--gitops-repo", metavar="URL", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)"
+    )
     parser.add_argument(
         "--policy-profile",
         default="production",
+        choices=policy_profiles(),
         help="policy parameters: production (default) or an overlay such as `local` (recorded in the commit)",
     )
     parser.add_argument(
@@ -113,20 +121,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " or `cluster[:CONTEXT]` to list them live in the source env's namespace",
     )
     parser.add_argument(
-        "--evidence", dest="extra_evidence", action="append", default=[], type=Path, help="extra StageResult JSON"
+        "--evidence",
+        dest="extra_evidence",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="extra StageResult JSON merged into the evidence (repeatable)",
     )
-    parser.add_argument("--release-file", type=Path, help="dev only: a Release JSON (as written by `build`)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--release-file", type=Path, metavar="FILE", help="first env only: a Release JSON (as written by `build`)"
+    )
+    which.add_argument(
+        "--release",
+        dest="release_id",
+        metavar="ID",
+        help="promote this release, one the source env ran (see `history --env SOURCE`), instead of its current one",
+    )
     parser.add_argument(
         "--actor",
+        metavar="NAME",
         help="override who promotes (recorded as an override); default: the CI identity ($GITHUB_ACTOR, "
         "$GITLAB_USER_LOGIN, ...), else $PIPELINE_ACTOR, else `git config user.email`, else the OS user",
     )
+    parser.add_argument(
+        "--notify-url",
+        metavar="URL",
+        help=f"post a Slack-compatible notification of the promotion here (default: ${notify.ENV_VAR}; none if unset)",
+    )
+
+
+def read_only(args: argparse.Namespace) -> bool:
+    """A dry run pushes nothing: its run directory and GitOps clone are temporary."""
+    return bool(args.dry_run)
 
 
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
     release = None
     if args.release_file:
-        release = Release.model_validate_json(args.release_file.read_text())
+        try:
+            release = Release.model_validate_json(args.release_file.read_text())
+        except (OSError, ValidationError) as exc:
+            raise UsageError(f"--release-file {args.release_file}: {exc}") from exc
+    if args.release_id and (args.source or pm.previous_rung(args.to)) == "ci":
+        raise UsageError(
+            f"--release picks a release another env ran; <{args.to}> takes releases from ci (--release-file)"
+        )
     return run(
         PromoteOptions(
             to=args.to,
@@ -140,93 +181,11 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
             trivy_reports=args.trivy_reports,
             extra_evidence=args.extra_evidence,
             actor=args.actor,
+            release_id=args.release_id,
+            notify_url=args.notify_url,
         ),
         ctx,
     )
-
-
-def load_reports(path: Path) -> list[dict[str, Any]]:
-    """VulnerabilityReports from a file: a `kind: List` (kubectl -o json/yaml), a plain list, or one report."""
-    from ruamel.yaml import YAML
-
-    raw = YAML(typ="safe").load(path.read_text())
-    if isinstance(raw, dict):
-        items = raw.get("items", []) if raw.get("kind", "").endswith("List") or "items" in raw else [raw]
-    else:
-        items = list(raw or [])
-    return [r for r in items if isinstance(r, dict)]
-
-
-def _fetch_live(opts: PromoteOptions, where: TrivyCluster, source: str) -> tuple[list[dict[str, Any]], str]:
-    namespace = trivy_operator.namespace_for(source)
-    lister = opts.trivy_lister or trivy_operator.fetch_reports
-    origin = f"cluster{':' + where.context if where.context else ''} namespace {namespace}"
-    return lister(namespace, where.context), origin
-
-
-def _trivy_operator(
-    opts: PromoteOptions, rel: Release, now: dt.datetime, params: Mapping[str, Any], source: str
-) -> dict[str, Any]:
-    """Input for the trivy-operator rule: from a file, or live from the cluster (source env's namespace).
-
-    Required by data for some envs; also required whenever `--trivy-reports` is given (an
-    unreadable source then refuses: never a silent pass).
-    """
-    required = bool(params.get("trivy_operator_required", {}).get(opts.to, False))
-    requested = opts.trivy_reports is not None
-    base = {"required": required, "requested": requested}
-    if not required and not requested:
-        return {**base, "passed": True, "evaluated": False, "detail": "not required for this env"}
-    if opts.trivy_reports is None:
-        return {
-            **base,
-            "passed": False,
-            "evaluated": False,
-            "detail": "no VulnerabilityReports given (--trivy-reports cluster[:CONTEXT] or FILE from "
-            "`kubectl get vulnerabilityreports -o json`)",
-        }
-    if isinstance(opts.trivy_reports, TrivyCluster):
-        try:
-            reports, origin = _fetch_live(opts, opts.trivy_reports, source)
-        except Exception as exc:  # no kubeconfig, unreachable API, RBAC: all refuse, with the reason
-            namespace = trivy_operator.namespace_for(source)
-            ctx_name = opts.trivy_reports.context or "current context / in-cluster"
-            return {
-                **base,
-                "passed": False,
-                "evaluated": False,
-                "detail": f"cannot list VulnerabilityReports in namespace {namespace} (kube context {ctx_name}): "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
-            }
-    else:
-        try:
-            reports, origin = load_reports(opts.trivy_reports), opts.trivy_reports.name
-        except (OSError, YAMLError) as exc:
-            return {
-                **base,
-                "passed": False,
-                "evaluated": False,
-                "detail": f"cannot read {opts.trivy_reports.name}: {exc}",
-            }
-    max_age = dt.timedelta(seconds=float(params.get("trivy_operator_max_age_seconds", 86400)))
-    images = {rel.gateway_digest: "gateway", rel.vllm_digest: "vllm"}
-    res = trivy_operator.gate(reports, list(images), now, max_age)
-    if res.ok:
-        detail = res.summary()
-    else:
-        detail = "; ".join(
-            f"image <{images.get(v.digest, '?')}> {v.digest}: {v.reason}" for v in res.images if not v.ok
-        )
-    return {
-        **base,
-        "passed": res.ok,
-        "evaluated": True,
-        "source": origin,
-        "detail": detail,
-        "images": {
-            images.get(v.digest, v.digest): {"ok": v.ok, "reason": v.reason, "reports": v.reports} for v in res.images
-        },
-    }
 
 
 def _skipped(bundle: Mapping[str, Any], keys: Sequence[str]) -> dict[str, list[str]]:
@@ -270,14 +229,8 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             soak: dict[str, Any] = {"since": pm.iso(now), "elapsed_seconds": 0.0}
         else:
             pm.validate_env_yaml(repo, source)
-            found = pm.read_release(repo, source)
-            if found is None:
-                raise pm.PromotionError(f"nothing is pinned in <{source}> yet: promote into {source} first")
-            rel = found
+            rel, soak = pm.source_release(repo, source, opts.release_id, now)
             bundle = read_evidence(repo, source, rel.id) or {"release": {}, "gates": {}, "promotions": []}
-            since = pm.pinned_since(repo, source)
-            since_t = since.date if since else now
-            soak = {"since": pm.iso(since_t), "elapsed_seconds": max(0.0, (now - since_t).total_seconds())}
         if opts.extra_evidence:
             merge_stage_files(bundle, opts.extra_evidence, rel, run_id, None if source == "ci" else source)
         current = pm.read_release(repo, target)
@@ -288,6 +241,10 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
 
         data = load_policy_data(opts.policy_profile)
         params = data["promotion"]
+        outcome["eligible_at"] = pm.soak_eligible_at(soak, float(params.get("soak_seconds", {}).get(target, 0)))
+        # What the promotion pushes (shown by --dry-run, recorded otherwise): pins edited in this work copy only.
+        outcome["pins_diff"] = pm.edit_pins(repo, target, rel)
+        outcome["values_diff"] = values_diff.shipped(repo, target)
         freeze = pm.read_freeze(repo, target)
         policy_input = {
             "kind": "PromotionRequest",
@@ -301,7 +258,9 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             "approvers": list(opts.approvers),
             "freeze": freeze.as_dict(),
             "sync_windows": sync_windows(repo, target, now),
-            "trivy_operator": _trivy_operator(opts, rel, now, params, source),
+            "trivy_operator": promotion_trivy.gate_input(
+                opts.trivy_reports, opts.trivy_lister, target, rel, now, params, source
+            ),
             "allow_unbuilt_images": opts.allow_unbuilt_images,
         }
         denials = evaluate_policy(policy_input, data)
@@ -311,11 +270,8 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         if opts.dry_run:
             raise DryRunDone()
 
-        # Round-trip edit of exactly the pins; anything else moving aborts the promotion.
-        edit_yaml(repo.file(pm.release_path(target)), pm.pin_updates(rel), pm.release_path(target))
         # Everything else the new revision ships (prod: branch values edits since the pin): shown and recorded.
-        shipped = values_diff.shipped(repo, target)
-        outcome["values_diff"] = shipped
+        shipped = outcome["values_diff"]
         checked = [*params.get("required_gates", []), *source_slo_keys(bundle, source)]
         accepted = _skipped(bundle, checked)
         outcome["skipped_accepted"] = accepted
@@ -349,7 +305,10 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         return msg
 
     with Timer() as t:
-        remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
+        if opts.dry_run:
+            remote = pm.remote_for_reading(opts.gitops_repo, ctx.repo_root, ctx.run_dir)
+        else:
+            remote = resolve_remote(opts.gitops_repo, ctx.repo_root)
         repo = GitOpsRepo(remote, work_dir_for(ctx.run_dir / "work"))
         try:
             tx = repo.transact(
@@ -359,19 +318,30 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             checks += [Check(name="policy", status=Status.FAILED, detail=d) for d in exc.denials]
             rel = outcome.get("release")
             summary = f"refused {rel.id if rel else '?'} {source} → {target}: {len(exc.denials)} unmet rule(s)"
+            if outcome.get("eligible_at"):
+                # When waiting is all it takes for the soak rule: say when (other rules may still refuse).
+                checks.append(Check(name="soak", status=Status.FAILED, detail=_soak_detail(outcome, source, target)))
+                summary += f"; soak complete at {outcome['eligible_at']}"
+            checks += _diff_checks(outcome) if opts.dry_run else []
             return StageResult.from_checks(NAME, checks, summary=summary, evidence=_ev(outcome, source, target))
         except DryRunDone:
             rel = outcome["release"]
             checks.append(Check(name="policy", status=Status.PASSED, detail="all promotion rules met"))
+            checks += _diff_checks(outcome)
             return StageResult.from_checks(
                 NAME,
                 checks,
-                summary=f"dry run: {rel.id} may go {source} → {target}",
+                summary=f"dry run: {rel.id} may go {source} → {target}; nothing pushed",
                 evidence=_ev(outcome, source, target),
             )
-        except (GitOpsError, pm.PromotionError, OSError, json.JSONDecodeError) as exc:
+        except pm.PromotionError as exc:
+            # A verdict on the request against the repository (nothing pinned in the source, release not run there).
+            checks.append(Check(name="promotion", status=Status.FAILED, detail=f"{exc} (nothing pushed)"))
+            return StageResult.from_checks(NAME, checks, summary=f"promotion to {target} refused: {exc}")
+        except (GitOpsError, OSError, json.JSONDecodeError) as exc:
+            # No verdict reached (remote unreachable, broken YAML/JSON in the repo): exit code 3.
             checks.append(Check(name="gitops", status=Status.FAILED, detail=f"{exc} (nothing pushed)"))
-            return StageResult.from_checks(NAME, checks, summary=f"promotion to {target} failed: {exc}")
+            return StageResult.from_checks(NAME, checks, summary=f"promotion to {target} failed: {exc}", error=True)
     rel = outcome["release"]
     if not tx.changed:
         checks.append(Check(name="idempotent", status=Status.PASSED, detail=f"{target} already runs {rel.id}"))
@@ -394,10 +364,21 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
                 name="pin", status=Status.PASSED, detail=f"Argo CD <{target}> pinned to {tx.sha} ({tx.follow_up_sha})"
             )
         )
+    summary = f"promoted {rel.id} {source} → {target} as {tx.sha[:12] if tx.sha else ''}"
+    notice = notify.notify(
+        notify.resolve_url(opts.notify_url),
+        f"{rel.id} promoted {source} → {target}",
+        [
+            f"*Release* {rel.id} (commit {rel.commit[:12]}), model {rel.model_revision}",
+            f"*Approved by*: {', '.join(sorted({a.lower() for a in opts.approvers})) or 'no approvers required'}",
+            values_diff.summary(shipped),
+        ],
+        {"by": actor, "commit": (tx.sha or "")[:12], "evidence": outcome.get("evidence_path")},
+    )
     return StageResult.from_checks(
         NAME,
         checks,
-        summary=f"promoted {rel.id} {source} → {target} as {tx.sha[:12] if tx.sha else ''}",
+        summary=summary,
         seconds=t.seconds,
         evidence={
             **_ev(outcome, source, target),
@@ -406,6 +387,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             "values_diff": outcome.get("values_diff"),
             "remote_is_local": opts.gitops_repo is None,
             "gitops_remote": safe_url(remote),
+            "notification": notice.as_dict() if notice else None,
         },
     )
 
@@ -417,7 +399,34 @@ def _ev(outcome: Mapping[str, Any], source: str, target: str) -> dict[str, Any]:
         "target": target,
         "release": rel.model_dump(mode="json") if rel else None,
         "evidence_path": outcome.get("evidence_path"),
+        "pins_diff": outcome.get("pins_diff"),
+        "values_diff": outcome.get("values_diff"),
+        "eligible_at": outcome.get("eligible_at"),
     }
+
+
+def _soak_detail(outcome: Mapping[str, Any], source: str, target: str) -> str:
+    rel = outcome.get("release")
+    soak = (outcome.get("input") or {}).get("soak") or {}
+    return (
+        f"release <{rel.id if rel else '?'}> has soaked {round(float(soak.get('elapsed_seconds', 0)))}s in <{source}> "
+        f"since {soak.get('since', '?')}: eligible for <{target}> at {outcome['eligible_at']} as far as soak goes"
+    )
+
+
+def _diff_checks(outcome: Mapping[str, Any]) -> list[Check]:
+    """The pin and values diff as checks (the human view lists each change on its own line)."""
+    pins = list(outcome.get("pins_diff") or [])
+    shipped = outcome.get("values_diff") or {}
+    values = list(shipped.get("changes") or [])
+    dropped = list(shipped.get("branch_changes") or [])
+    against = str(shipped.get("against", ""))[:12]
+    out = [Check(name="pins", status=Status.PASSED, detail="\n".join(pins) or "no pin changes")]
+    detail = "\n".join(values) or "no values change"
+    if dropped:
+        detail += "\nbranch edits undone:\n" + "\n".join(dropped)
+    out.append(Check(name="values", status=Status.PASSED, detail=f"vs {against}:\n{detail}" if against else detail))
+    return out
 
 
 def _message(

@@ -8,13 +8,16 @@ scans the rendered output of every env in one process, gated like `scan` (pipeli
 the root `.trivyignore.yaml`, every entry with a reason and an unexpired date). Every policy
 must have a test (`policies/x_test.rego`); the Rego tests themselves run in the `test` stage.
 The Argo CD objects (environments/argocd/, plus the Applications the
-ApplicationSet generates) are validated and policy-checked as target `argocd`. Check `prerequisites`
+ApplicationSet generates) are validated and policy-checked as target `argocd`; a chart of this repo a
+static Application deploys (the rollback controller) is rendered with that Application's values and gets
+lint, schemas, policies, runbooks and its chart's promtool cases (`charts/<chart>/tests`). Check `prerequisites`
 (pipeline.checks.prerequisites) holds everything rendered against `policies/prerequisites.yaml`: each
 apiVersion/kind provided by a listed component, each version-gated field in the CRD schemas, the
 Kubernetes minimum equal to the charts' kubeVersion.
 
 Every independent step runs concurrently; only helm, trivy and promtool are subprocesses
-(one per env for helm, one in total for each of the others).
+(one per env for helm, one in total for trivy and `promtool check rules`; `promtool test rules`
+one per test file, at most one per core, passes of unchanged files reused: pipeline.checks.promtool_tests).
 
 Each env is rendered from the chart Argo CD will deploy: the version pinned in its release.yaml
 (`release.chartVersion`, the OCI chart's targetRevision). That is the tree's chart only when the
@@ -59,15 +62,16 @@ from pipeline.checks.manifests import (
     check_manifests,
     check_runbooks,
     extract_rules,
-    failed_promtool_tests,
     load_docs,
     write_alert_tests,
     yamllint_problems,
 )
-from pipeline.core.cache import Extra
+from pipeline.checks.promtool_tests import run_tests as run_promtool_tests
+from pipeline.core.cache import Extra, cache_dir
 from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.core.shell import run_capture, tail
+from pipeline.platform_config import derived
 from pipeline.runtime.tools import ToolMissing, require
 
 NAME = "render"
@@ -183,6 +187,11 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             0.0,
             ok_detail=f"{len(ignores.entries)} valid entries in {TRIVY_IGNORE}",
         )
+        with Timer() as t_platform:
+            platform_problems = derived.problems(root)
+        checks.add(
+            "platform.yaml", platform_problems, t_platform.seconds, ok_detail="every derived file agrees with it"
+        )
         yl_conf = YamlLintConfig(file=str(root / YAMLLINT_CONFIG))
 
         rule_names = policy.violation_rules([root / d for d in POLICY_DIRS])
@@ -199,6 +208,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         kinds_by_target: dict[str, set[tuple[str, str]]] = {}
         rendered_envs: list[str] = []
         rendered_apps: list[str] = []
+        rule_apps: list[str] = []  # chart apps that render a PrometheusRule
         lock = threading.Lock()
         ctx.progress(f"render: {', '.join(envs)} -> {out} (CRD schemas: {crd_location})")
 
@@ -325,10 +335,25 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 cr_docs = [d for d in docs if not core.is_core(d)]
                 core_problems = [f"{label}: {f}" for d in core_docs for f in core.validate(d)]
                 cr_problems = [f"{label}: {f}" for d in cr_docs for f in crds.validate(d)]
+                # The manifest policies too (params: the defaults): e.g. tracking, over its ServiceMonitor.
+                by_rule = policy.evaluate_by_rule(engine_for(label), {"kind": "List", "items": docs}, rule_names)
             checks.add(f"kubernetes schema {label}", core_problems, t.seconds, objects=len(core_docs))
             checks.add(f"crd schema {label}", cr_problems, t.seconds, objects=len(cr_docs))
+            checks.add(
+                f"policy {label}",
+                [f"{label}: policy {rule}: {m}" for rule, msgs in sorted(by_rule.items()) for m in msgs],
+                t.seconds,
+            )
+            # A chart app's alerts get what an env's get: runbooks, and its chart's promtool cases.
+            rules = extract_rules(docs)
+            if rules is not None:
+                (app_out / "prometheus-rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False, width=1000))
+                write_alert_tests(label, rules, app_out, app.chart / "tests", namespace=app.namespace)
+                checks.add(f"runbooks {label}", check_runbooks(label, rules, root), 0.0)
             with lock:
                 rendered_apps.append(label)
+                if rules is not None:
+                    rule_apps.append(label)
 
         def policy_tests_present() -> None:
             # A file scan (milliseconds); the Rego tests themselves run once, in the `test` stage.
@@ -381,17 +406,26 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             )
 
         def promtool_tests(env_list: list[str]) -> None:
-            # One process for every env: promtool resolves rule_files relative to each test file.
+            # promtool resolves rule_files relative to each test file.
             tests = sorted(f"{e}/{p.name}" for e in env_list for p in (out / e).glob("*.test.yaml"))
             missing = [e for e in env_list if not any(t.startswith(f"{e}/") for t in tests)]
             if missing:
-                checks.add("promtool test rules", [f"{e}: no alert tests in {ALERT_TESTS}" for e in missing], 0.0)
+                checks.add(
+                    "promtool test rules",
+                    [f"{e}: no promtool tests (charts/<chart>/tests/*.test.yaml) for its rules" for e in missing],
+                    0.0,
+                )
                 return
+            # One process per file, at most one per core; passes of unchanged files are reused.
             with Timer() as t:
-                proc = run_capture([promtool, "test", "rules", *tests], cwd=out, merge=True)
-            problems = [] if proc.returncode == 0 else [failed_promtool_tests(proc.stdout + (proc.stderr or ""))]
+                tested = run_promtool_tests(promtool, tests, out, cache=cache_dir() / "promtool-tests")
             checks.add(
-                "promtool test rules", problems, t.seconds, ok_detail=f"{len(tests)} test files", files=len(tests)
+                "promtool test rules",
+                [tested.report()] if tested.failed else [],
+                t.seconds,
+                ok_detail=tested.summary(),
+                files=len(tests),
+                reused=tested.reused,
             )
 
         workers = max(4, min(8, (os.cpu_count() or 2) * 2))
@@ -423,8 +457,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 if "promtool" in opts.skip:
                     checks.skip("promtool test rules", "skipped by RenderOptions.skip")
                 else:
-                    later.append(pool.submit(promtool_tests, done))
-                later.append(pool.submit(promtool_rules, done))
+                    later.append(pool.submit(promtool_tests, done + sorted(rule_apps)))
+                later.append(pool.submit(promtool_rules, done + sorted(rule_apps)))
             for fut in side + later:
                 fut.result()
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pipeline.artifacts.release_pod import PodImages
 from pipeline.core.cache import Extra
 from pipeline.core.context import RunContext
+from pipeline.core.environments import env_names
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.probes.smoke_checks import Smoker
 from pipeline.runtime import vllm_cpu
@@ -69,7 +70,7 @@ class SmokeOptions:
     token_file: Path | None = None
     # The release's pod: its images by registry digest (then nothing runs from the working tree).
     pod: PodImages | None = None
-    env: str = "dev"
+    env: str = field(default_factory=lambda: env_names()[0])
     # Why the working tree's processes run instead of the pod (recorded as a substitution).
     fallback: str | None = None
 

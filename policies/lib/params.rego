@@ -8,12 +8,15 @@
 #     4. builtin                   below: the same defaults, so a policy never silently reads
 #                                  an undefined parameter (tests/policies checks they agree).
 #   env: data.params.env, else data.env, else "argocd" for Argo CD objects, else the
-#   llm.example.com/environment label the documents agree on, else "unknown".
+#   <label_domain>/environment label the documents agree on, else "unknown".
+# label_domain (platform.yaml labelDomain) is read without `env` (which depends on it): params,
+# then defaults, then builtin.
 package lib.params
 
 import data.lib.k8s
 
 builtin := {
+	"label_domain": "llm.example.com",
 	"allowed_registries": ["registry.example.com/"],
 	"require_digests": false,
 	"required_requests": ["cpu", "memory"],
@@ -52,9 +55,18 @@ builtin := {
 	"forbidden_projects": ["default"],
 }
 
+label_domain := d if {
+	d := data.params.label_domain
+} else := d if {
+	d := data.defaults.label_domain
+} else := builtin.label_domain
+
+# label("environment") = "<label_domain>/environment": a label or annotation key the charts own.
+label(key) := concat("/", [label_domain, key])
+
 labelled_envs contains e if {
 	some obj in k8s.objects
-	e := obj.metadata.labels["llm.example.com/environment"]
+	e := obj.metadata.labels[label("environment")]
 }
 
 argocd_objects if {

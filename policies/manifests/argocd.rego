@@ -11,7 +11,7 @@ import data.lib.params
 # conftest/OPA entry point; tests assert on argocd_violations so policies stay independent.
 deny contains msg if some msg in argocd_violations
 
-app_env(app) := app.metadata.labels["llm.example.com/environment"]
+app_env(app) := app.metadata.labels[params.label("environment")]
 
 argocd_violations contains msg if {
 	some obj in k8s.objects
@@ -137,4 +137,30 @@ argocd_violations contains msg if {
 	pin := gen.git.values.prodRevision
 	object.get(gen.git, "revision", "HEAD") != pin
 	msg := sprintf("%s pins prod's values at %s but reads its chart version at %s; both must be the same commit", [k8s.name(obj), pin, object.get(gen.git, "revision", "HEAD")])
+}
+
+# A pinned env's generator carries its pin as values.<env>Revision (the template reads it with
+# missingkey=error: without it the template fails, and with it every Application, see below).
+argocd_violations contains msg if {
+	some obj in k8s.objects_of_kind("ApplicationSet")
+	some gen in obj.spec.generators
+	some env in params.value("pinned_envs")
+	generator_reads(gen.git, sprintf("environments/%s/release.yaml", [env]))
+	key := sprintf("%sRevision", [env])
+	object.get(gen.git, ["values", key], null) == null
+	msg := sprintf("%s reads environments/%s/release.yaml but its generator has no values.%s (the %s pin the template reads)", [k8s.name(obj), env, key, env])
+}
+
+# A generator reading git at a commit that cannot exist (the all-zero placeholder) fails, and one
+# failing generator stops every Application of the ApplicationSet (argo-cd#19586;
+# applicationset/controllers/template/template.go returns the first generator error): a fresh GitOps
+# repository leaves a pinned env's generator out until its first promotion appends it, pinned.
+generator_revisions(git) := array.concat([object.get(git, "revision", "HEAD")], [v | some v in object.get(git, "values", {}); is_string(v)])
+
+argocd_violations contains msg if {
+	some obj in k8s.objects_of_kind("ApplicationSet")
+	some i, gen in obj.spec.generators
+	some rev in generator_revisions(gen.git)
+	regex.match("^0{40}$", rev)
+	msg := sprintf("%s generator %d reads git at the placeholder commit %s: that generator fails and Argo CD then generates no Application at all (argo-cd#19586); leave a pinned env's generator out until its first promotion adds it", [k8s.name(obj), i, rev])
 }

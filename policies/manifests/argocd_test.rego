@@ -133,3 +133,38 @@ test_prod_chart_and_values_pins_apart_denied if {
 		with data.params as argo_params
 	msgs[sprintf("ApplicationSet <llm-service> pins prod's values at %s but reads its chart version at %s; both must be the same commit", [sha, other])]
 }
+
+fresh_gen := branch_gen(others)
+
+test_fresh_repo_appset_without_a_prod_generator_passes if {
+	# As committed for a fresh GitOps repo: no prod generator until prod's first promotion.
+	count(argocd_violations) == 0 with input as {"items": [appset([fresh_gen], ignore_sync)]}
+		with data.params as argo_params
+}
+
+test_placeholder_prod_generator_denied if {
+	zeros := "0000000000000000000000000000000000000000"
+	msgs := argocd_violations with input as {"items": [appset([prod_gen(zeros, zeros), fresh_gen], ignore_sync)]}
+		with data.params as argo_params
+	msgs[sprintf("ApplicationSet <llm-service> generator 0 reads git at the placeholder commit %s: that generator fails and Argo CD then generates no Application at all (argo-cd#19586); leave a pinned env's generator out until its first promotion adds it", [zeros])]
+	count(msgs) == 1
+}
+
+test_placeholder_in_values_only_denied if {
+	zeros := "0000000000000000000000000000000000000000"
+	msgs := argocd_violations with input as {"items": [appset([fresh_gen, prod_gen(sha, zeros)], ignore_sync)]}
+		with data.params as argo_params
+	msgs[sprintf("ApplicationSet <llm-service> generator 1 reads git at the placeholder commit %s: that generator fails and Argo CD then generates no Application at all (argo-cd#19586); leave a pinned env's generator out until its first promotion adds it", [zeros])]
+}
+
+test_prod_generator_appended_after_the_branch_generator_passes if {
+	# What prod's first promotion writes: the branch generator, then prod's, pinned at one commit.
+	count(argocd_violations) == 0 with input as {"items": [appset([fresh_gen, prod_gen(sha, sha)], ignore_sync)]}
+		with data.params as argo_params
+}
+
+test_prod_generator_without_its_pin_value_denied if {
+	gen := {"git": {"repoURL": "r", "revision": sha, "files": [{"path": "environments/prod/release.yaml"}]}}
+	argocd_violations["ApplicationSet <llm-service> reads environments/prod/release.yaml but its generator has no values.prodRevision (the prod pin the template reads)"] with input as {"items": [appset([fresh_gen, gen], ignore_sync)]}
+		with data.params as argo_params
+}

@@ -3,6 +3,7 @@
 package main
 
 import data.lib.k8s
+import data.lib.params
 
 # conftest/OPA entry point; tests assert on network_violations so policies stay independent.
 deny contains msg if some msg in network_violations
@@ -28,9 +29,9 @@ network_violations contains msg if {
 # Exposure vs NetworkPolicy: the data plane behind each Ingress or HTTPRoute (ingress-nginx's
 # namespace, the Gateway API implementation's) must be admitted by a NetworkPolicy selecting the
 # exposed pods, or the exposure routes into a deny. Its namespace labels come from the object's
-# llm.example.com/data-plane-namespace-labels annotation (JSON, set by the chart from the same
+# <label_domain>/data-plane-namespace-labels annotation (JSON, set by the chart from the same
 # values as the NetworkPolicy), else data `exposure_data_plane_labels[<kind>]`.
-data_plane_annotation := "llm.example.com/data-plane-namespace-labels"
+data_plane_annotation := params.label("data-plane-namespace-labels")
 
 exposures contains obj if {
 	some obj in k8s.objects

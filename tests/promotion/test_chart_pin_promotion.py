@@ -37,5 +37,5 @@ def test_promotion_copies_the_chart_pin_and_the_generated_app_pulls_it(
     for env in ("dev", "staging"):
         chart_src = apps[f"llm-service-{env}"]["spec"]["sources"][0]
         assert (chart_src["chart"], chart_src["targetRevision"]) == ("llm-service", "0.1.0-g0000003")
-    # prod was not promoted: it keeps its own pin.
-    assert apps["llm-service-prod"]["spec"]["sources"][0]["targetRevision"] == "0.1.0"
+    # prod was never promoted: no generator reads it yet, so no prod Application (issue 20).
+    assert "llm-service-prod" not in apps

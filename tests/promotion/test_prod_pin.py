@@ -20,8 +20,6 @@ from pipeline.gitops.repo import GitOpsError, GitOpsRepo, git, load_yaml_text
 from pipeline.stages import promote, rollback
 from tests.promotion.conftest import APPSET, ci_evidence, clone, commit_by_hand, prod_local_options
 
-ZEROS = "0" * 40
-
 
 def to_prod(remote: str, tmp_path: Path, rel: Release, n: int) -> StageResult:
     ctx = RunContext(run_dir=tmp_path / f"p{n}")
@@ -58,15 +56,16 @@ def test_prod_promotion_pins_the_promotion_commit_in_the_same_push(
     assert pinned_revision(repo, "prod") == promotion
     # The pinned commit carries the new prod pins.
     assert release_at(repo, promotion) == v1
-    # The pin commit changes the pin lines of the ApplicationSet (the prod generator's revision, so
-    # the chart version is read at the pin, and the `$values` revision) and nothing else.
+    # The first pin commit appends prod's generator to the ApplicationSet (a fresh repo has none: issue 20)
+    # with both pin lines (its revision, so the chart version is read at the pin, and the `$values`
+    # revision) at the promotion, and changes nothing else.
     assert git("show", "--name-only", "--format=", "HEAD", cwd=repo.path).split() == [APPSET]
-    assert changed_lines(repo, "HEAD^", "HEAD", APPSET) == [
-        (f'        revision: "{ZEROS}"\n', f'        revision: "{promotion}"\n'),
-        (f'          prodRevision: "{ZEROS}"\n', f'          prodRevision: "{promotion}"\n'),
-    ]
+    diff = git("diff", "-U0", "HEAD^", "HEAD", "--", APPSET, cwd=repo.path).splitlines()
+    assert not [line for line in diff if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in diff if line.startswith("+") and not line.startswith("+++")]
+    assert f'        revision: "{promotion}"' in added and f'          prodRevision: "{promotion}"' in added
     pin = repo.log(limit=1)[0]
-    assert pin.trailer("Pinned-Revision") == promotion and pin.trailer("Previous-Revision") == ZEROS
+    assert pin.trailer("Pinned-Revision") == promotion and pin.trailer("Previous-Revision") == "none"
     assert pin.trailer("Pinned-By") == "rm" and not pin.trailer("Promote-To")
     # status: the prod row shows the pin and that it matches; dev/staging follow the branch.
     rows = {r["env"]: r["argocd_revision"] for r in status.collect(repo)}
@@ -124,12 +123,12 @@ def test_controller_rollback_of_prod_moves_the_pin(
 def test_status_reports_a_pin_behind_the_branch(
     remote: str, tmp_path: Path, make_release: Callable[..., Release]
 ) -> None:
-    # The seed's all-zero placeholder is reported as such.
+    # The seed has no prod generator (nothing promoted): reported as such.
     assert pin_status(clone(remote, tmp_path, "seed"), "prod") == {
         "mode": "pinned",
-        "revision": ZEROS,
+        "revision": None,
         "matches": False,
-        "detail": "placeholder pin: nothing promoted yet",
+        "detail": "no prod generator yet: nothing promoted, Argo CD generates no Application",
     }
     to_prod(remote, tmp_path, make_release(1, images_built=False), 1)
     repo = clone(remote, tmp_path, "writer")

@@ -13,7 +13,17 @@ from pipeline.core.result import StageResult
 from pipeline.stages import render
 
 # What `render` reads; planted violations edit these copies, never the repo.
-COPIED = ("charts", "environments", "policies", "docs/runbooks", ".trivyignore.yaml")
+COPIED = (
+    "charts",
+    "environments",
+    "policies",
+    "docs/runbooks",
+    ".trivyignore.yaml",
+    # platform.yaml and the files derived from it outside the above (render checks they agree).
+    "platform.yaml",
+    "app/model.yaml",
+    "loadtests/slo",
+)
 
 
 @pytest.fixture
@@ -23,6 +33,7 @@ def repo_copy(repo_root: Path, tmp_path: Path) -> Path:
         if (repo_root / rel).is_dir():
             shutil.copytree(repo_root / rel, dest / rel)
         else:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(repo_root / rel, dest / rel)
     return dest
 

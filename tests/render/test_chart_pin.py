@@ -25,6 +25,14 @@ def _pin(root: Path, env: str, version: str, digest: str | None = None) -> None:
     path.write_text(text.replace("  chartVersion: 0.1.0\n", f"  chartVersion: {version}\n{extra}"))
 
 
+def _pin_prod(root: Path, sha: str = "1" * 40) -> None:
+    """What prod's first promotion does to the ApplicationSet (a fresh repo has no prod generator)."""
+    from pipeline.gitops.argocd_pin import set_pinned_revision
+    from pipeline.gitops.repo import GitOpsRepo
+
+    set_pinned_revision(GitOpsRepo("unused", root), "prod", sha)
+
+
 def _generated(root: Path) -> dict[str, dict[str, object]]:
     appset = next(d for d in manifests.static_argocd_docs(root) if d["kind"] == "ApplicationSet")
     return {a["metadata"]["name"]: a for a in validate.expand_applicationset(appset, root)}
@@ -36,7 +44,9 @@ def test_seed_pins_name_the_tree_chart_version(repo_root: Path) -> None:
         assert chart_render.pinned_chart_version(repo_root, env)[0] == tree, env
 
 
-def test_files_generator_makes_one_app_per_release_file_with_the_oci_chart(repo_root: Path) -> None:
+def test_files_generator_makes_one_app_per_release_file_with_the_oci_chart(repo_copy: Path) -> None:
+    repo_root = repo_copy
+    _pin_prod(repo_root)
     apps = _generated(repo_root)
     assert sorted(apps) == ["llm-service-dev", "llm-service-prod", "llm-service-staging"]
     for env in ("dev", "staging", "prod"):
@@ -51,7 +61,7 @@ def test_files_generator_makes_one_app_per_release_file_with_the_oci_chart(repo_
             f"$values/environments/{env}/release.yaml",
         ]
         assert values_src["ref"] == "values"
-        expected = "0" * 40 if env == "prod" else "main"  # prod's values at the pinned commit
+        expected = "1" * 40 if env == "prod" else "main"  # prod's values at the pinned commit
         assert values_src["targetRevision"] == expected
         assert spec["destination"]["namespace"] == f"llm-{env}"
 
@@ -94,6 +104,7 @@ def test_packaged_pinned_chart_is_rendered(repo_copy: Path, run_render: RenderFn
     manifests = (tmp_path / "out" / "prod" / "manifests.yaml").read_text()
     assert "helm.sh/chart: llm-service-0.2.0-g1a2b3c4" in manifests
     # The generated prod Application pulls exactly that version.
+    _pin_prod(repo_copy)
     spec = _generated(repo_copy)["llm-service-prod"]["spec"]
     assert isinstance(spec, dict) and spec["sources"][0]["targetRevision"] == "0.2.0-g1a2b3c4"
 
@@ -122,6 +133,7 @@ def test_chart_version_range_fails_pin_and_policy(repo_copy: Path, run_render: R
 
 @pytest.mark.slow
 def test_chart_from_git_path_fails_policy(repo_copy: Path, run_render: RenderFn) -> None:
+    _pin_prod(repo_copy)
     appset = repo_copy / APPSET
     doc = yaml.safe_load(appset.read_text())
     doc["spec"]["template"]["spec"]["sources"][0] = {

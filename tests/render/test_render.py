@@ -85,8 +85,11 @@ PLANTED = [
     ),
     pytest.param(
         "environments/argocd/applicationset-llm-service.yaml",
-        'prodRevision: "0000000000000000000000000000000000000000"',
-        "prodRevision: main",
+        # A prod generator reading prod on the branch (a fresh repo has none; issue 20).
+        "          branch: main\n",
+        "          branch: main\n    - git:\n        repoURL: https://git.example.com/llm/llm-service.git\n"
+        "        revision: main\n        files:\n          - path: environments/prod/release.yaml\n"
+        "        values:\n          prodRevision: main\n",
         "dev",
         ["Application <llm-service-prod> (env prod) tracks targetRevision main"],
         id="unpinned-prod-app",
@@ -224,6 +227,8 @@ def test_pinned_prod_revision_still_validates(repo_copy: Path, run_render: Rende
     from pipeline.gitops.repo import GitOpsRepo
 
     appset = repo_copy / PIN_FILE
+    # The first pin appends prod's generator (a fresh repo has none); the next moves its two lines.
+    assert set_pinned_revision(GitOpsRepo("unused", repo_copy), "prod", "f" * 40) == ""
     before = appset.read_text()
     assert set_pinned_revision(GitOpsRepo("unused", repo_copy), "prod", "0123456789abcdef" * 2 + "01234567")
     # Two lines: the prod generator's revision (chart version read at the pin) and the $values pin.

@@ -31,7 +31,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* llm-service.ownedSelectorLabels: labels only this chart writes, for selectors over other objects' own metadata (ServiceMonitor -> Service). Argo CD's label tracking (resourceTrackingMethod label or annotation+label) sets app.kubernetes.io/instance on every object it syncs to the Application name (argo-cd util/argo/resource_tracking.go SetAppInstance -> util/kube/kube.go SetAppInstanceLabel), so a Service of Application llm-service-prod carries instance llm-service-prod, not the release name; pod templates keep theirs (kube.go: only the legacy app-name key is copied into them). */}}
 {{- define "llm-service.ownedSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "llm-service.name" . }}
-llm.example.com/instance: {{ .Release.Name }}
+{{ .Values.labelDomain }}/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* llm-service.labels: standard labels for every object; call with (dict "ctx" $ "component" "x"). */}}
@@ -43,8 +43,8 @@ app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | replace "+" "_" | trunc 63
 app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/part-of: {{ $ctx.Values.partOf }}
 app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
-llm.example.com/environment: {{ $ctx.Values.environment }}
-llm.example.com/instance: {{ $ctx.Release.Name }}
+{{ $ctx.Values.labelDomain }}/environment: {{ $ctx.Values.environment }}
+{{ $ctx.Values.labelDomain }}/instance: {{ $ctx.Release.Name }}
 {{- end }}
 
 {{/* llm-service.image: repository@digest when a digest is pinned, else repository:tag (tag defaults to appVersion); call with (dict "ctx" $ "image" .Values.x.image "what" "x"). */}}

@@ -9,9 +9,16 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* rollback-controller.ownedSelectorLabels: labels only this chart writes, for selectors over other objects' own metadata (ServiceMonitor -> Service): Argo CD's label tracking sets app.kubernetes.io/instance on every object it syncs to the Application name (policies/manifests/tracking.rego). */}}
+{{- define "rollback-controller.ownedSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+llm.example.com/instance: {{ .Release.Name }}
+{{- end }}
+
 {{/* rollback-controller.labels: the standard labels on every object. */}}
 {{- define "rollback-controller.labels" -}}
 {{ include "rollback-controller.selectorLabels" . }}
+llm.example.com/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: rollback-controller
 app.kubernetes.io/part-of: llm-platform
@@ -53,5 +60,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $https := and $a.server (not (hasPrefix "http://" $a.server)) }}
 {{- if and $https (not $ca) (not $a.tls.insecure) }}
 {{- fail (printf "argocd.server %s is https but argocd.tls makes no decision: the controller verifies argocd-server against the system CAs only, and argocd-server's default certificate is self-signed. Set argocd.tls.caConfigMap.name (or caSecret.name) to a ConfigMap/Secret in this namespace holding the PEM bundle that verifies it (docs/rollback.md, \"TLS to argocd-server\"), or argocd.tls.insecure=true to skip verification" $a.server) }}
+{{- end }}
+{{- end }}
+
+{{/* rollback-controller.monitoringLabels: labels a Prometheus instance selects ServiceMonitors/PrometheusRules by (monitoring.selectorLabels, then the object's own extra labels); call with (dict "ctx" $ "extra" map). */}}
+{{- define "rollback-controller.monitoringLabels" -}}
+{{- $labels := merge (deepCopy (default dict .extra)) (deepCopy (default dict .ctx.Values.monitoring.selectorLabels)) -}}
+{{- with $labels }}
+{{- toYaml . }}
 {{- end }}
 {{- end }}

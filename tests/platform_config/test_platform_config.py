@@ -1,0 +1,236 @@
+"""platform.yaml is the one source: the tree agrees with it, drift is named, apply is all or
+nothing, and `init` turns the repo into another organisation's whose render, policies and CLI
+follow every value."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.core.platform import PlatformError, load_platform, parse_platform
+from pipeline.platform_config import derived
+from pipeline.platform_config.apply import ApplyError, apply, tree_envs
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Every value of platform.yaml, changed (init flags): no value of the example organisation survives.
+NEW_ORG = [
+    "--org", "acme",
+    "--registry", "reg.acme.test/ml",
+    "--git-url", "https://code.acme.test/ml/delivery.git",
+    "--git-ssh-url", "ssh://git@ssh.acme.test/ml/delivery.git",
+    "--branch", "trunk",
+    "--domain", "acme.test",
+    "--label-domain", "ml.acme.test",
+    "--homepage", "https://docs.acme.test/delivery",
+    "--contact", "ml-platform@acme.test",
+    "--issuer", "https://id.acme.test/",
+    "--audience", "acme-llm",
+    "--jwks-url", "https://id.acme.test/keys",
+    "--model-id", "acme/tiny-chat",
+    "--model-revision", "1111111111111111111111111111111111111111",
+    "--served-model-name", "tiny-chat",
+    "--gpu-pool-label", "nodes.acme.test/gpu-pool",
+    "--spot-label", "nodes.acme.test/lifecycle",
+    "--spot-taint", "nodes.acme.test/preemptible",
+    "--env", "test=ml-test",
+    "--env", "preprod=ml-preprod@https://preprod.k8s.acme.test",
+    "--env", "live=ml-live@https://live.k8s.acme.test",
+]  # fmt: skip
+OLD_VALUES = ("example.com", "llm-service.git", "llama-3-8b", "Meta-Llama", "e1945c40", "llm-staging", "llm-prod")
+
+
+def copy_tree(dest: Path) -> Path:
+    """The checkout as a user clones it (tracked and new files; no venv, runs or caches)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for raw in filter(None, files):
+        rel = raw.decode()
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest
+
+
+def cli(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline` of the copy (its own pipeline package: the code follows its platform.yaml)."""
+    from pipeline.runtime.tools import TOOLS_DIR
+
+    # The checkout's installed tools (helm, promtool, ...), as `make tools` would install them in the copy.
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "PIPELINE_RUNS_DIR": str(root / ".runs"),
+        "PIPELINE_TOOLS_DIR": str(TOOLS_DIR),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *argv], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_repository_agrees_with_its_platform_file() -> None:
+    assert derived.problems(REPO) == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ({"registry": "https://reg.example/x"}, "registry: Value error, 'https://reg.example/x' is not a registry"),
+        ({"model": {"revision": "main"}}, "model.revision: Value error, 'main' is not a 40-hex commit"),
+        ({"environments": [{"name": "dev"}]}, "environments.0.namespace: Field required"),
+        ({"labelDomain": "LLM.Example"}, "labelDomain: Value error, 'LLM.Example' is not a DNS name"),
+        ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_platform_file_is_refused_naming_the_field(edit: dict[str, object], named: str) -> None:
+    data = yaml.safe_load((REPO / "platform.yaml").read_text())
+    for key, value in edit.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and key in data else value
+    with pytest.raises(PlatformError) as err:
+        parse_platform(yaml.safe_dump(data), "platform.yaml")
+    assert named in str(err.value)
+
+
+def test_duplicate_env_names_are_refused() -> None:
+    data = yaml.safe_load((REPO / "platform.yaml").read_text())
+    data["environments"][1]["name"] = "dev"
+    with pytest.raises(PlatformError, match="name must be unique, repeated: dev"):
+        parse_platform(yaml.safe_dump(data))
+
+
+def test_drift_in_a_derived_file_is_named(tmp_path: Path) -> None:
+    root = copy_tree(tmp_path)
+    values = root / "charts/llm-service/values.yaml"
+    values.write_text(values.read_text().replace("registry.example.com/llm/gateway", "docker.io/someone/gateway"))
+    appset = root / "environments/argocd/appproject-llm-service.yaml"
+    appset.write_text(appset.read_text().replace("namespace: llm-staging", "namespace: llm-stage"))
+    found = derived.problems(root)
+    assert len(found) == 2, found
+    assert found[0].startswith("charts/llm-service/values.yaml disagrees with platform.yaml")
+    assert "-    repository: docker.io/someone/gateway | +    repository: registry.example.com/llm/gateway" in found[0]
+    assert found[1].startswith("environments/argocd/appproject-llm-service.yaml")
+    assert "llm-staging" in found[1]
+
+
+def test_the_promotion_chain_gives_the_trees_env_order(tmp_path: Path) -> None:
+    root = copy_tree(tmp_path)
+    assert tree_envs(root) == ("dev", "staging", "prod")
+    data = json.loads((root / "policies/promotion.data.json").read_text())
+    data["promotion"]["allowed_sources"]["prod"] = ["dev"]  # two envs from dev: not a chain
+    (root / "policies/promotion.data.json").write_text(json.dumps(data))
+    with pytest.raises(ApplyError, match="allowed_sources is not one chain from ci"):
+        tree_envs(root)
+
+
+def test_a_refused_apply_changes_nothing(tmp_path: Path) -> None:
+    root = copy_tree(tmp_path)
+    (root / "environments/live").mkdir()  # in the way of renaming prod → live
+    (root / "environments/live/notes.txt").write_text("someone's\n")
+    before = snapshot(root)
+    data = yaml.safe_load((root / "platform.yaml").read_text())
+    data["registry"] = "reg.acme.test/ml"
+    data["environments"][2]["name"] = "live"
+    with pytest.raises(ApplyError, match="environments/live already exists"):
+        apply(root, parse_platform(yaml.safe_dump(data)), yaml.safe_dump(data))
+    assert snapshot(root) == before
+
+
+def test_a_write_failure_puts_the_tree_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = copy_tree(tmp_path)
+    before = snapshot(root)
+    data = yaml.safe_load((root / "platform.yaml").read_text())
+    data["registry"] = "reg.acme.test/ml"
+    data["environments"][0]["name"] = "test"
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def flaky_replace(src: object, dst: object) -> None:
+        calls["n"] += 1
+        if str(dst).endswith("policies/params.yaml"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("pipeline.platform_config.apply.os.replace", flaky_replace)
+    with pytest.raises(OSError, match="No space left"):
+        apply(root, parse_platform(yaml.safe_dump(data)), yaml.safe_dump(data))
+    assert calls["n"] > 3  # it got as far as writing files
+    leftovers = {k for k in snapshot(root) if k not in before}
+    assert {k for k in leftovers if not k.endswith(".tmp")} == set()
+    assert {k: v for k, v in snapshot(root).items() if k in before} == before
+
+
+def test_init_makes_another_organisations_repo_and_everything_follows(tmp_path: Path) -> None:
+    root = copy_tree(tmp_path / "repo")
+    done = cli(root, "init", *NEW_ORG)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "renamed env prod → live" in done.stdout
+    platform = load_platform(root)
+    assert platform.env_names == ("test", "preprod", "live")
+    assert not (root / "environments/prod").exists() and (root / "environments/live/release.yaml").is_file()
+    assert (root / "loadtests/slo/preprod.yaml").is_file()
+
+    check = cli(root, "init", "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # The CLI follows: env choices come from platform.yaml.
+    bad = cli(root, "promote", "--to", "prod")
+    assert bad.returncode == 2
+    assert "invalid choice: 'prod' (choose from" in bad.stderr and "'live'" in bad.stderr
+
+    # Render (charts + Argo CD + every policy) passes for the new organisation.
+    out = root / ".runs/render"
+    rendered = cli(root, "--run-dir", str(out), "render", "--env", "all")
+    result = json.loads((out / "render.json").read_text())
+    failed = [f"{c['name']}: {c['detail']}" for c in result["checks"] if c["status"] == "failed"]
+    assert rendered.returncode == 0 and not failed, failed or rendered.stderr[-2000:]
+
+    manifests = {p.parent.name: p.read_text() for p in (out / "rendered").glob("*/manifests.yaml")}
+    assert {"test", "preprod", "live", "argocd", "rollback-controller"} <= set(manifests)
+    everything = "\n".join(manifests.values())
+    for old in OLD_VALUES:
+        assert old not in everything, f"{old!r} survived init in the rendered manifests"
+
+    live = list(yaml.safe_load_all(manifests["live"]))
+    deployment = next(d for d in live if d and d["kind"] == "Deployment")
+    assert deployment["metadata"]["namespace"] == "ml-live"
+    assert deployment["metadata"]["labels"]["ml.acme.test/environment"] == "live"
+    images = {c["name"]: c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert images["gateway"].startswith("reg.acme.test/ml/gateway@sha256:")
+    assert images["vllm"].startswith("reg.acme.test/ml/vllm@sha256:")
+    config = next(d for d in live if d and d["kind"] == "ConfigMap" and "GATEWAY_JWT_ISSUER" in d.get("data", {}))
+    assert config["data"]["GATEWAY_JWT_ISSUER"] == "https://id.acme.test/"
+    assert config["data"]["GATEWAY_JWT_JWKS"] == "https://id.acme.test/keys"
+    route = next(d for d in live if d and d["kind"] == "HTTPRoute")
+    assert route["spec"]["hostnames"] == ["llm.acme.test"]
+
+    apps = [d for d in yaml.safe_load_all(manifests["argocd"]) if d and d["kind"] == "Application"]
+    dest = {a["metadata"]["name"]: a["spec"]["destination"] for a in apps}
+    assert dest["llm-service-preprod"] == {"server": "https://preprod.k8s.acme.test", "namespace": "ml-preprod"}
+    sources = [s["repoURL"] for a in apps for s in a["spec"].get("sources", [])]
+    assert set(sources) <= {"https://code.acme.test/ml/delivery.git", "reg.acme.test/ml/charts"}
+
+
+def test_policies_follow_the_registry_and_envs(tmp_path: Path) -> None:
+    from pipeline.checks import policy
+
+    root = copy_tree(tmp_path / "repo")
+    assert cli(root, "init", *NEW_ORG).returncode == 0
+    params = policy.load_params(root / "policies/params.yaml", "live")
+    assert params["allowed_registries"] == ["reg.acme.test/"]
+    assert params["require_digests"] is True  # prod's policy entry moved to live
+    assert params["label_domain"] == "ml.acme.test"
+    data = json.loads((root / "policies/promotion.data.json").read_text())["promotion"]
+    assert data["allowed_sources"] == {"test": ["ci"], "preprod": ["test"], "live": ["preprod"]}
+    assert data["approvers_required"] == {"test": 0, "preprod": 0, "live": 2}

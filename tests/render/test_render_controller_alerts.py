@@ -1,0 +1,62 @@
+"""`python -m pipeline render` gates the rollback controller's own monitoring like an env's: its
+policies (tracking over its ServiceMonitor), runbooks and the promtool cases of its chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.result import Status
+from tests.render.conftest import RenderFn, failure_text
+
+pytestmark = pytest.mark.slow
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_the_controller_s_rules_are_tested_and_its_policies_checked(
+    repo_root: Path, run_render: RenderFn, tmp_path: Path
+) -> None:
+    result = run_render(repo_root, ["dev"], skip=frozenset({"trivy"}))
+    assert result.status is Status.PASSED, failure_text(result)
+    by_name = {c.name: c for c in result.checks}
+    for name in ("policy rollback-controller", "runbooks rollback-controller", "promtool test rules"):
+        assert by_name[name].status is Status.PASSED, name
+    assert by_name["promtool test rules"].numbers["files"] == 5  # dev's four + the controller's
+    assert (tmp_path / "out" / "rollback-controller" / "controller.test.yaml").is_file()
+
+
+def test_a_broken_controller_alert_fails_its_promtool_case(repo_copy: Path, run_render: RenderFn) -> None:
+    _edit(
+        repo_copy / "charts/rollback-controller/templates/prometheusrule-controller.yaml",
+        'outcome="error"',
+        'outcome="failed"',
+    )
+    result = run_render(repo_copy, ["dev"], skip=frozenset({"trivy"}))
+    text = failure_text(result)
+    assert "[promtool test rules]" in text and "rollback-controller/controller.test.yaml" in text, text
+    assert "RollbackControllerRevertFailed" in text
+
+
+def test_an_instance_selector_and_a_missing_runbook_fail(repo_copy: Path, run_render: RenderFn) -> None:
+    _edit(
+        repo_copy / "charts/rollback-controller/templates/servicemonitor-controller.yaml",
+        '{{- include "rollback-controller.ownedSelectorLabels" . | nindent 6 }}',
+        '{{- include "rollback-controller.selectorLabels" . | nindent 6 }}',
+    )
+    (repo_copy / "docs/runbooks/RollbackControllerSyncHeld.md").unlink()
+    result = run_render(repo_copy, ["dev"], skip=frozenset({"trivy", "promtool"}))
+    text = failure_text(result)
+    assert (
+        "rollback-controller: policy tracking: ServiceMonitor <rollback-controller> selects on "
+        "app.kubernetes.io/instance" in text
+    ), text
+    assert (
+        "rollback-controller: alert <RollbackControllerSyncHeld> links docs/runbooks/RollbackControllerSyncHeld.md, "
+        "which does not exist" in text
+    ), text
