@@ -45,6 +45,25 @@ log = logging.getLogger(__name__)
 DIST_NAME = "llm-delivery"
 # Options of the top-level parser that take a value (the verb is the first word that is neither).
 VALUE_OPTIONS = ("--run-dir", "-o", "--output")
+# One metavar per recurring flag, whichever verb declares it (a verb's own metavar wins).
+METAVARS = {
+    "--gitops-repo": "URL",
+    "--notify-url": "URL",
+    "--target": "URL",
+    "--gateway-url": "URL",
+    "--actor": "NAME",
+    "--token-file": "FILE",
+    "--slo-file": "FILE",
+    "--audit-file": "FILE",
+    "--out": "DIR",
+    "--root": "DIR",
+    "--work-dir": "DIR",
+    "--render-dir": "DIR",
+    "--charts-dir": "DIR",
+    "--model": "NAME",
+    "--timeout": "SECONDS",
+    "--duration": "SECONDS",
+}
 
 # The pipeline verbs, in pipeline order (`ci` runs the ones before it).
 PIPELINE_VERBS: dict[str, str] = {
@@ -144,6 +163,10 @@ def build_parser(verbs: dict[str, ModuleType]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, epilog=f"exit codes: {codes}")
         mod.add_arguments(p)
         _output_option(p, None)
+        for action in p._actions:
+            known = next((METAVARS[o] for o in action.option_strings if o in METAVARS), None)
+            if known and action.metavar is None and action.choices is None and action.nargs != 0:
+                action.metavar = known
     return parser
 
 

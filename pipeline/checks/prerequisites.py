@@ -12,6 +12,11 @@ The render stage runs `check()` over everything it rendered (check `prerequisite
 - the Kubernetes minimum is the highest lower bound of the charts' `kubeVersion`, and serves every
   Kubernetes kind listed.
 
+Each entry also says how to install it and what verifies it in a cluster (`verify`), and the file
+lists what the cluster needs besides components (`cluster`: an RWX StorageClass, PriorityClasses,
+the ClusterSecretStore) and the Secrets no manifest creates unconditionally (`secrets`);
+`python -m pipeline bootstrap --check` prints that plan or verifies it (pipeline/checks/cluster_prereqs.py).
+
 `python -m pipeline.checks.prerequisites [--write]` prints the Markdown that docs/prerequisites.md
 carries between its markers (or writes it there); a test keeps the two equal.
 """
@@ -74,6 +79,17 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Verify:
+    """What shows a component in a cluster: CRDs (name, served version), workload images whose tag is
+    its version, a CRD annotation holding the version, named setting checks."""
+
+    crds: tuple[tuple[str, str], ...] = ()
+    images: tuple[str, ...] = ()
+    bundle_version_annotation: str = ""
+    checks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Component:
     """Kubernetes itself or one component installed in the cluster, with its minimum version."""
 
@@ -84,6 +100,8 @@ class Component:
     references: tuple[Reference, ...]
     provides: tuple[Api, ...]
     fields: tuple[GatedField, ...]
+    install: str = ""
+    verify: Verify = Verify()
 
     @property
     def label(self) -> str:
@@ -91,9 +109,36 @@ class Component:
 
 
 @dataclass(frozen=True)
+class Need:
+    """Something the cluster must hold that no component provides: a StorageClass mode, a
+    PriorityClass, a ClusterSecretStore, or a Secret/ConfigMap (with the keys read) per namespace."""
+
+    kind: str
+    name: str
+    needed_for: str
+    install: str
+    namespaces: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    store_kind: str = ""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    rwx_access_mode: str
+    rwx_needed_for: str
+    rwx_install: str
+    rwx_provisioners: tuple[str, ...]
+    priority_classes: tuple[Need, ...]
+    secret_stores: tuple[Need, ...]
+
+
+@dataclass(frozen=True)
 class Prerequisites:
     kubernetes: Component
     components: tuple[Component, ...]
+    cluster: Cluster | None = None
+    secrets: tuple[Need, ...] = ()
 
     @property
     def all(self) -> tuple[Component, ...]:
@@ -141,6 +186,8 @@ def _component(entry: Any, where: str) -> Component:
         raise PrerequisitesError(f"{where}: `references` must name the upstream source of the minimum")
     return Component(
         name=name,
+        install=_str(entry, "install", where),
+        verify=_verify(entry.get("verify"), where),
         minimum=_str(entry, "minimum", where),
         needed_for=_str(entry, "needed_for", where),
         why=" ".join(_str(entry, "why", where).split()),
@@ -151,6 +198,75 @@ def _component(entry: Any, where: str) -> Component:
                 _str(f, "apiVersion", where), _str(f, "kind", where), _str(f, "path", where), _str(f, "since", where)
             )
             for f in _list(entry, "fields", where)
+        ),
+    )
+
+
+def _strs(entry: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PrerequisitesError(f"{where}: `{key}` must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _verify(entry: Any, where: str) -> Verify:
+    if not isinstance(entry, dict):
+        raise PrerequisitesError(
+            f"{where}: `verify` must be a mapping (crds, images, bundle_version_annotation, checks)"
+        )
+    unknown = sorted(set(entry) - {"crds", "images", "bundle_version_annotation", "checks"})
+    if unknown:
+        raise PrerequisitesError(f"{where}: `verify` has unknown key(s) {', '.join(unknown)}")
+    crds = []
+    for crd in _strs(entry, "crds", where):
+        name, sep, version = crd.partition("@")
+        if not sep or "." not in name or not version:
+            raise PrerequisitesError(f"{where}: verify crd {crd!r} is not <plural>.<group>@<served version>")
+        crds.append((name, version))
+    return Verify(
+        crds=tuple(crds),
+        images=_strs(entry, "images", where),
+        bundle_version_annotation=str(entry.get("bundle_version_annotation") or ""),
+        checks=_strs(entry, "checks", where),
+    )
+
+
+def _need(entry: Any, kind: str, where: str) -> Need:
+    if not isinstance(entry, dict):
+        raise PrerequisitesError(f"{where}: must be a mapping")
+    name = _str(entry, "name", where)
+    where = f"{where} <{name}>"
+    labels = entry.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise PrerequisitesError(f"{where}: `labels` must be a mapping")
+    return Need(
+        kind=str(entry.get("kind") or kind),
+        name=name,
+        needed_for=_str(entry, "needed_for" if "needed_for" in entry else "used_by", where),
+        install=_str(entry, "install" if "install" in entry else "provisioned_by", where),
+        namespaces=_strs(entry, "namespaces", where),
+        keys=_strs(entry, "keys", where),
+        labels=tuple((str(k), str(v)) for k, v in labels.items()),
+        store_kind=str(entry.get("kind") or "") if kind == "SecretStore" else "",
+    )
+
+
+def _cluster(entry: Any, where: str) -> Cluster:
+    if not isinstance(entry, dict) or not isinstance(entry.get("storage_class"), dict):
+        raise PrerequisitesError(f"{where}: needs `storage_class`, `priority_classes` and `secret_stores`")
+    sc = entry["storage_class"]
+    return Cluster(
+        rwx_access_mode=_str(sc, "access_mode", f"{where}.storage_class"),
+        rwx_needed_for=_str(sc, "needed_for", f"{where}.storage_class"),
+        rwx_install=_str(sc, "install", f"{where}.storage_class"),
+        rwx_provisioners=_strs(sc, "rwx_provisioners", f"{where}.storage_class"),
+        priority_classes=tuple(
+            _need(e, "PriorityClass", f"{where}.priority_classes[{i}]")
+            for i, e in enumerate(_list(entry, "priority_classes", where))
+        ),
+        secret_stores=tuple(
+            _need(e, "SecretStore", f"{where}.secret_stores[{i}]")
+            for i, e in enumerate(_list(entry, "secret_stores", where))
         ),
     )
 
@@ -169,7 +285,11 @@ def load(path: Path) -> Prerequisites:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise PrerequisitesError(f"{path}: component(s) listed twice: {', '.join(dupes)}")
-    return Prerequisites(kubernetes, components)
+    cluster = _cluster(data.get("cluster"), f"{path}: cluster")
+    secrets = tuple(
+        _need(s, "Secret", f"{path}: secrets[{i}]") for i, s in enumerate(_list(data, "secrets", str(path)))
+    )
+    return Prerequisites(kubernetes, components, cluster, secrets)
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -439,8 +559,27 @@ def markdown(prereqs: Prerequisites) -> str:
         if c.fields:
             lines += ["", "Version-gated fields (must exist in the schema render validates against):", ""]
             lines += [f"- `{f.kind}` (`{f.api_version}`) `{f.path}` — since {f.since}" for f in c.fields]
+        lines += ["", f"Install: {c.install}"]
         lines += ["", "References:", ""]
         lines += [f"- [{r.title}]({r.url})" for r in c.references]
+    if prereqs.cluster:
+        cl = prereqs.cluster
+        lines += ["", "### The cluster", ""]
+        lines.append(
+            f"- a StorageClass serving `{cl.rwx_access_mode}`: {cl.rwx_needed_for}. Install: {cl.rwx_install}."
+        )
+        lines += [f"- PriorityClass `{n.name}`: {n.needed_for}. Install: `{n.install}`" for n in cl.priority_classes]
+        lines += [
+            f"- {n.store_kind} `{n.name}` (Ready): {n.needed_for}. Install: {n.install}" for n in cl.secret_stores
+        ]
+    if prereqs.secrets:
+        lines += ["", "### Secrets nothing creates unconditionally", ""]
+        lines += ["| object | namespaces | keys | read by | provisioned by |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {s.kind} `{s.name}` | {', '.join(s.namespaces)} | {', '.join(f'`{k}`' for k in s.keys)} "
+            f"| {_cell(s.needed_for)} | {_cell(s.install)} |"
+            for s in prereqs.secrets
+        ]
     return "\n".join(lines) + "\n"
 
 

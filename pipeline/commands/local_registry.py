@@ -16,7 +16,9 @@ HELP = "The embedded OCI registry on 127.0.0.1 (start | stop | status); it keeps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["start", "stop", "status"], nargs="?", default="status")
+    parser.add_argument(
+        "action", choices=["start", "stop", "status"], nargs="?", default="status", help="default: %(default)s"
+    )
 
 
 def main(args: argparse.Namespace, ctx: RunContext) -> int:

@@ -18,8 +18,8 @@ HELP = "Alertmanager webhook receiver (v4): revert the bad promotion of an env w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9095)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=9095, help="port to listen on (default: %(default)s)")
     parser.add_argument("--gitops-repo", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)")
     parser.add_argument("--work-dir", type=Path, help="where the private work copy lives (default: run dir)")
     parser.add_argument("--envs", default=",".join(pm.ENVS), help="envs this controller may roll back")

@@ -57,6 +57,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pipeline.checks import validate
+from pipeline.core.platform import repo_platform
 from pipeline.gitops.argocd_pin import PIN_FILE
 from pipeline.gitops.repo import GitOpsError, git, load_yaml_text
 from pipeline.gitops.sync_windows import AppIdentity, can_sync, window_matches
@@ -584,8 +585,8 @@ class GitOpsAppSet:
     envs: Sequence[str]
     applied: Callable[[], str]  # the commit the root app last synced
     branch: str = "main"
-    chart_repo: str = "registry.example.com/llm/charts"
-    git_repo: str = "https://git.example.com/llm/llm-service.git"
+    chart_repo: str = field(default_factory=lambda: repo_platform().chart_repo)
+    git_repo: str = field(default_factory=lambda: repo_platform().git.url)
 
     def _show(self, rev: str, path: str) -> str | None:
         try:

@@ -727,6 +727,12 @@ def _app_identity(repo: GitOpsRepo, env: str) -> AppIdentity:
     """The Application the ApplicationSet template generates for `env`: name, destination, project."""
 
     def subst(s: object) -> str:
+        from pipeline.checks.validate import render_go_template
+
+        try:  # the goTemplate subset render validates (a per-env `get (dict ...)` destination too)
+            return render_go_template(str(s), {"path": {"basename": env, "path": f"environments/{env}"}})
+        except (KeyError, ValueError):
+            pass
         s = re.sub(r"\{\{\s*\.path\.basename\s*\}\}", env, str(s))
         return re.sub(r"\{\{\s*\.path\.path\s*\}\}", f"environments/{env}", s)
 
@@ -754,7 +760,9 @@ def _app_identity(repo: GitOpsRepo, env: str) -> AppIdentity:
     if found:
         return found[0]
     log.warning("no ApplicationSet template in environments/argocd; assuming Application llm-service-%s", env)
-    return AppIdentity(name=f"llm-service-{env}", namespace=f"llm-{env}")
+    from pipeline.core.environments import namespace_for
+
+    return AppIdentity(name=f"llm-service-{env}", namespace=namespace_for(env))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ DEBIAN_DOCKER_CLI = "/usr/bin/docker"  # docker.io's 20.10 client: BuildKit with
 BUILD_NETWORK_ENV = "PIPELINE_BUILD_NETWORK"  # `--network` for docker builds (e.g. host); unset = the daemon's default
 # Where a Docker engine listens when no variable says otherwise.
 DEFAULT_DOCKER_SOCKETS = ("unix:///var/run/docker.sock",)
-# Podman's defaults, capped at this process's hard limits (TOOLS.md "Containers").
+# Podman's defaults, capped at this process's hard limits (docs/images.md, "Engine").
 WANTED_ULIMITS = {"nofile": 20000, "nproc": 4096}
 
 

@@ -41,7 +41,7 @@ APT_PACKAGES = {
     "redis-server": "redis-server",
     # libfaketime: the README's release walkthrough test sets the clock of one command with it.
     "faketime": "faketime",
-    # The OCI engine (TOOLS.md "Containers"): podman with the runc runtime, catatonit as the pod's
+    # The OCI engine (docs/images.md, "Engine"): podman with the runc runtime, catatonit as the pod's
     # infra process for `kube play`; the embedded registry; debootstrap for the local base image.
     "podman": "podman",
     "runc": "runc",

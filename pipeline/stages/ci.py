@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="STAGE=ARGS",
-        help="extra CLI arguments for one stage, e.g. smoke='--simulator' (repeatable)",
+        help="extra CLI arguments for one stage, e.g. smoke='--server simulator' (repeatable)",
     )
 
 

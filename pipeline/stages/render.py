@@ -69,6 +69,7 @@ from pipeline.checks.manifests import (
 from pipeline.checks.promtool_tests import run_tests as run_promtool_tests
 from pipeline.core.cache import Extra, cache_dir
 from pipeline.core.context import RunContext
+from pipeline.core.environments import env_names
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.core.shell import run_capture, tail
 from pipeline.platform_config import derived
@@ -496,7 +497,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--env",
         action="append",
         default=None,
-        help="environment to render (dev, staging, prod or all; repeatable; default all)",
+        choices=(*env_names(), "all"),
+        help="environment to render (repeatable; default all)",
     )
     parser.add_argument("--out", type=Path, help="write rendered YAML here (default: <run dir>/rendered)")
     parser.add_argument(

@@ -153,10 +153,10 @@ class _Parser:
         if text in ("true", "false", "null"):
             return {"true": True, "false": False, "null": None}[text]
         if self.peek() == ("op", "("):
-            self.take()
-            self.take(")")
             if text not in STATUS_FUNCTIONS:
                 raise ExpressionError(f"function {text}() is not evaluated here (only {', '.join(STATUS_FUNCTIONS)})")
+            self.take()
+            self.take(")")
             return self.status(text)
         if text not in self.contexts:
             raise ExpressionError(f"context {text!r} is not available here ({', '.join(sorted(self.contexts))})")
@@ -299,7 +299,9 @@ class Runner:
 
     # -- contexts ----------------------------------------------------------------------------------------------
 
-    def _contexts(self, job: str, env: Mapping[str, str], steps: Mapping[str, Any], jc: JobContext | None) -> dict[str, Any]:
+    def _contexts(
+        self, job: str, env: Mapping[str, str], steps: Mapping[str, Any], jc: JobContext | None
+    ) -> dict[str, Any]:
         environment = self.data["jobs"][job].get("environment")
         secrets = {**self.secrets, **self.environment_secrets.get(str(environment), {})}
         variables = {**self.vars, **self.environment_vars.get(str(environment), {})}
@@ -694,7 +696,9 @@ class DaggerHost:
             inputs[arg] = self._value(fn, name, kind, value, inputs.get(arg), env, jc)
         return fn, inputs, (jc.workspace / tail[2].removeprefix("--path=")).resolve()
 
-    def _value(self, fn: str, name: str, kind: str, value: str, prev: Any, env: Mapping[str, str], jc: JobContext) -> Any:
+    def _value(
+        self, fn: str, name: str, kind: str, value: str, prev: Any, env: Mapping[str, str], jc: JobContext
+    ) -> Any:
         import csv
 
         if kind.startswith("["):

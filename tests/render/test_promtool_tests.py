@@ -32,7 +32,7 @@ tests:
     interval: 1m
     input_series:
       - series: 'queue_depth{{job="q"}}'
-        values: '20x10'
+        values: '20x400'
     alert_rule_test:
       - eval_time: 1m
         alertname: QueueTooDeep

@@ -201,7 +201,8 @@ def test_cli_exit_codes(tmp_path: Path, crd_schemas: Path, repo_root: Path) -> N
     assert (tmp_path / "o" / "dev" / "manifests.yaml").is_file()
     assert (tmp_path / "run" / "render.json").is_file()
     bad = cli("--env", "qa", "--crd-schemas", str(crd_schemas))
-    assert bad.returncode == 1 and "unknown environment(s) qa" in bad.stderr
+    # A usage error (exit 2, pipeline/core/exit_codes.py) that lists the valid values.
+    assert bad.returncode == 2 and "invalid choice: 'qa'" in bad.stderr and "'staging'" in bad.stderr
 
 
 def test_render_covers_the_rollback_controller_application(

@@ -1,0 +1,115 @@
+"""`make bench-pipeline`'s fast parts: the README's measured table, the comparison it prints, the
+timing loop (runner and clock injected) and the clone with a new commit (real git). The benchmark
+itself prints numbers and is not run here."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from pipeline.commands import bench_pipeline as bench
+
+TABLE = """\
+# Project
+
+## Measured on this machine (2 cores)
+
+Numbers from quiet runs.
+
+| what | command | result |
+|---|---|---|
+| `make ci`, first run of a commit | `time make ci` | **253 s wall**: test 127 s |
+| `make ci`, warm (unchanged tree) | `time make ci` | 1.5 s wall (`ci` 0.8 s) |
+| render + validate all three envs, cold | `time python -m pipeline render --env all` | 4.4\u20134.9 s wall (stage 3.2 s) |
+| smoke | `python -m pipeline smoke` | ready in 45 s |
+
+## Next section
+
+| what | command | result |
+|---|---|---|
+| not measured here | `x` | 99 s wall |
+"""
+
+
+def test_the_measured_table_is_read_from_its_section_only() -> None:
+    rows = bench.measured_rows(TABLE)
+    assert [r.what for r in rows] == [
+        "`make ci`, first run of a commit",
+        "`make ci`, warm (unchanged tree)",
+        "render + validate all three envs, cold",
+        "smoke",
+    ]
+    assert [r.wall() for r in rows] == ["253 s", "1.5 s", "4.4\u20134.9 s", None]
+
+
+def test_a_readme_without_the_section_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="Measured on this machine"):
+        bench.measured_rows("# Project\n\n## Other\n\n| a | b | c |\n|---|---|---|\n| 1 | 2 | 3 |\n")
+    with pytest.raises(ValueError, match="expected 3"):
+        bench.measured_rows("## Measured on this machine\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+
+
+def test_every_stage_of_the_benchmark_has_a_figure_in_the_real_readme(repo_root: Path) -> None:
+    rows = bench.measured_rows((repo_root / "README.md").read_text())
+    for stage in [*bench.render_stages("python"), *bench.ci_stages()]:
+        figure = bench.previous_figure(rows, stage)
+        assert figure.endswith(" s"), f"{stage.name}: README row matching {stage.row_match!r} gives {figure}"
+
+
+def test_the_report_puts_each_time_beside_the_readme_figure() -> None:
+    rows = bench.measured_rows(TABLE)
+    stages = [
+        bench.Stage("render (cold)", ("r",), "all three envs, cold"),
+        bench.Stage("make ci (new commit)", ("m",), "first run of a commit"),
+        bench.Stage("drill", ("d",), "no such row"),
+    ]
+    timings = [bench.Timing(stages[0], 3.14159, 0), bench.Timing(stages[1], 301.0, 2), bench.Timing(stages[2], 1.0, 0)]
+    lines = bench.format_report(timings, rows).splitlines()
+    assert lines[0].split() == ["stage", "now", "README"]
+    assert lines[1].split("  ")[0] == "render (cold)" and lines[1].endswith("3.1 s  4.4\u20134.9 s")
+    assert lines[2].endswith("301.0 s (exit 2)  253 s")
+    assert lines[3].endswith("(not in the README)")
+
+
+def test_stages_run_in_order_each_timed_by_the_clock(tmp_path: Path) -> None:
+    calls: list[tuple[tuple[str, ...], Path, str]] = []
+    ticks = iter([0.0, 2.5, 10.0, 10.25])
+
+    def runner(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> int:
+        calls.append((tuple(argv), cwd, env["MARK"]))
+        return len(calls) - 1
+
+    stages = bench.render_stages("py")
+    timings = bench.time_stages(stages, tmp_path, {"MARK": "x"}, runner, clock=lambda: next(ticks))
+    assert [(t.stage.name, t.seconds, t.exit_code) for t in timings] == [
+        ("render --env all (cold)", 2.5, 0),
+        ("render --env all (warm)", 0.25, 1),
+    ]
+    assert calls == [(("py", "-m", "pipeline", "render", "--env", "all"), tmp_path, "x")] * 2
+
+
+def test_make_ci_takes_its_install_targets_as_done() -> None:
+    (new, unchanged) = bench.ci_stages()
+    assert new.argv == unchanged.argv
+    assert new.argv[-1] == "ci" and {f"-o{t}" for t in bench.INSTALL_TARGETS} <= set(new.argv)
+
+
+def test_the_clone_has_one_new_commit_and_shares_the_installs(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / ".venv").mkdir(parents=True)
+    (src / ".tools").mkdir()
+    (src / "README.md").write_text("x\n")
+    env = bench.base_env(**bench.GIT_ENV)
+    for argv in (["init", "-q", "-b", "main"], ["add", "README.md"], ["commit", "-q", "-m", "first"]):
+        subprocess.run(["git", *argv], cwd=src, check=True, env=env)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, env=env).stdout
+    with bench.new_commit_clone(src, tmp_path / "work") as clone:
+        log = subprocess.run(
+            ["git", "log", "--format=%P %s"], cwd=clone, capture_output=True, text=True, check=True, env=env
+        ).stdout.splitlines()
+        assert log == [f"{head.strip()} bench: a new commit", " first"]
+        assert (clone / ".venv").resolve() == (src / ".venv").resolve()
+        assert (clone / ".tools").is_symlink()
