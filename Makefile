@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 UV := python3 -m uv
 
-.PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway render smoke loadtest drill crd-schemas clean
+.PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway bench-pipeline render smoke loadtest drill crd-schemas clean
 
 ci: tools vllm ## Run every pipeline stage locally (test, build, scan, render, smoke, loadtest, promote to dev)
 	$(PY) -m pipeline ci
@@ -62,6 +62,10 @@ crd-schemas: venv ## make crd-schemas SRC=<catalog dir or kubeconform URL templa
 
 bench-gateway: venv ## Simulator direct vs through the gateway: RPS and added latency
 	$(PY) -m app.bench
+
+# Prints numbers beside the README's measured table; fails only if a stage itself fails.
+bench-pipeline: tools vllm ## Wall times: render cold/warm, `make ci` new commit/unchanged tree, vs README figures
+	$(PY) -m pipeline.commands.bench_pipeline
 
 clean:
 	rm -rf .venv .tools .runs .pytest_cache .mypy_cache .ruff_cache dist

@@ -88,6 +88,7 @@ OPERATIONAL_VERBS: dict[str, str] = {
     "drill": "pipeline.commands.drill",
     "capacity": "pipeline.commands.capacity",
     "registry": "pipeline.commands.local_registry",
+    "bootstrap": "pipeline.commands.bootstrap",
 }
 REGISTRY: dict[str, str] = {**PIPELINE_VERBS, **OPERATIONAL_VERBS}
 

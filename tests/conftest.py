@@ -1,13 +1,16 @@
-"""Fixtures shared by every suite: repo paths, the CRD schema location, free ports."""
+"""Fixtures shared by every suite: repo paths, the CRD schema location, free ports; and the check that
+no process the suite started outlives it (tests/helpers/suite_processes.py)."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 
 from pipeline.runtime.procs import free_port
+from tests.helpers import suite_processes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,3 +60,38 @@ def crd_schemas() -> Path:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+# --- no process of the suite survives it ---------------------------------------------------------
+# Each pytest process (the controller and every xdist worker) marks what it starts with its own
+# value of MARK_VAR; at the end it stops what is left and fails the run, naming each process.
+_LEFTOVERS: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[suite_processes.MARK_VAR] = uuid.uuid4().hex
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without xdist
+def pytest_testnodedown(node: object, error: object) -> None:
+    # xdist (controller side): what a worker had to stop.
+    _LEFTOVERS.extend(getattr(node, "workeroutput", {}).get("suite_leftovers", []))
+
+
+@pytest.hookimpl(trylast=True)  # after xdist has shut its workers down
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    mark = os.environ.get(suite_processes.MARK_VAR, "")
+    stopped = suite_processes.stop_leftovers(mark, exclude=frozenset({os.getpid()})) if mark else []
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller reports
+        workeroutput["suite_leftovers"] = stopped
+        return
+    _LEFTOVERS.extend(stopped)
+    if _LEFTOVERS:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["processes started by the suite were still running after it (stopped now):", *_LEFTOVERS]
+        if reporter is not None:
+            reporter.write_sep("=", "leftover processes", red=True)
+            for line in lines:
+                reporter.write_line(line)

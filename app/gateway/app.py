@@ -36,11 +36,11 @@ from app.gateway import metrics as m
 from app.gateway.auth import AuthError
 from app.gateway.components import Components, build_components
 from app.gateway.config import ConfigError, Settings, load_settings
-from app.gateway.errors import GatewayError, error_body
+from app.gateway.errors import GatewayError, error_body, upstream_error_body
 from app.gateway.health import Readiness
 from app.gateway.openapi import openapi_spec
 from app.gateway.rbac import Policy
-from app.gateway.relay import StreamRelay
+from app.gateway.relay import DisconnectWatch, StreamRelay
 from app.gateway.request_ctx import (
     JSON,
     JSON_CT,
@@ -54,13 +54,23 @@ from app.gateway.request_ctx import (
     send_response,
     valid_request_id,
 )
-from app.gateway.schemas import ChatCompletionRequest, CompletionRequest
+from app.gateway.schemas import (
+    REMOVED_FIELDS,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Prompted,
+    ResponsesRequest,
+)
 from app.gateway.upstream import (
     TRANSPORT_ERRORS,
     Upstream,
     bad_upstream,
     open_upstream,
     read_capped,
+    reply_list,
+    reply_text,
+    reply_usage,
     upstream_error,
 )
 
@@ -197,8 +207,16 @@ class Gateway:
         """Reconcile the token bucket with what the upstream reported."""
         if ctx.prompt_tokens is None or ctx.policy is None or ctx.principal is None:
             return
-        delta = ctx.prompt_tokens + (ctx.completion_tokens or 0) - ctx.estimate
-        if delta:
+        self._adjust(ctx, ctx.prompt_tokens + (ctx.completion_tokens or 0) - ctx.estimate)
+
+    def _refund(self, ctx: Ctx) -> None:
+        """Give back the token estimate of a request the upstream refused or failed before any output."""
+        if ctx.estimate and ctx.decision is not None and ctx.decision.allowed and ctx.prompt_tokens is None:
+            self._adjust(ctx, -ctx.estimate)
+            ctx.estimate = 0
+
+    def _adjust(self, ctx: Ctx, delta: int) -> None:
+        if delta and ctx.policy is not None and ctx.principal is not None:
             pol = ctx.policy
             limiter = self.c.limiter
             key = ctx.principal.subject_hash
@@ -254,11 +272,16 @@ class Gateway:
             if rd.model_ids and model not in rd.model_ids:
                 raise GatewayError(404, f"The model '{model}' does not exist.", code="model_not_found", param="model")
 
-    def _validate(
-        self, data: Any, schema: type[ChatCompletionRequest] | type[CompletionRequest]
-    ) -> ChatCompletionRequest | CompletionRequest:
+    def _validate(self, data: Any, schema: type[Prompted]) -> Prompted:
         if not isinstance(data, dict):
             raise GatewayError(400, "The request body must be a JSON object.", code="invalid_body")
+        for name in REMOVED_FIELDS.keys() & data.keys():
+            raise GatewayError(
+                400,
+                f"'{name}' was removed from vLLM (0.12) and would be ignored: use {REMOVED_FIELDS[name]}.",
+                code="unsupported_parameter",
+                param=name,
+            )
         try:
             return schema.model_validate(data)
         except ValidationError as exc:
@@ -269,55 +292,54 @@ class Gateway:
                 msg = "Unrecognized request argument"
             raise GatewayError(400, f"Invalid value for '{param}': {msg}.", code="invalid_value", param=param) from None
 
-    def _caps(self, req: ChatCompletionRequest | CompletionRequest, data: dict[str, Any], policy: Policy) -> int:
+    def _caps(self, req: Prompted, data: dict[str, Any], policy: Policy) -> int:
         """Enforce size caps, settle max_tokens; return the token estimate for the limiter."""
         s = self.s
+        if getattr(req, "priority", None) and not policy.priority:
+            # vLLM's scheduling priority: only roles granted it may jump (or be pushed down) the queue.
+            raise GatewayError(403, "Your role may not set 'priority'.", code="priority_not_allowed", param="priority")
         count = req.message_count()
+        what = req.PROMPT_PARAM
         if count > s.max_messages:
-            what = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
             raise GatewayError(
                 400, f"Too many {what}: {count} > {s.max_messages}.", code="too_many_messages", param=what
             )
         chars = req.prompt_chars()
         if chars > s.max_prompt_chars:
-            what = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
             raise GatewayError(
                 400,
                 f"The prompt is too long: {chars} > {s.max_prompt_chars} characters.",
                 code="prompt_too_long",
                 param=what,
             )
-        n = req.n or 1
+        n = req.choices()
         if n > s.max_n:
             raise GatewayError(400, f"'n' must be at most {s.max_n}.", code="invalid_value", param="n")
         limit = min(s.max_tokens, policy.max_tokens)
-        field_name = "max_tokens"
-        asked = req.max_tokens
-        if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
-            field_name, asked = "max_completion_tokens", req.max_completion_tokens
-        if asked is not None and asked > limit:
+        field_name, asked = req.output_request()
+        if field_name is None:
+            asked = 0  # nothing generated (embeddings)
+        elif asked is not None and asked > limit:
             raise GatewayError(
                 400,
                 f"'{field_name}' must be at most {limit} for your role.",
                 code="max_tokens_exceeded",
                 param=field_name,
             )
-        if asked is None:
-            asked = self._default_max_tokens(req, data, limit)
-        prompts = 1 if isinstance(req, ChatCompletionRequest) else count
+        elif asked is None:
+            asked = self._default_max_tokens(req, data, limit, field_name)
+        prompts = count if isinstance(req, CompletionRequest) else 1
         # ~4 characters per token plus per-message overhead: a cheap, deliberately generous estimate.
         return chars // 4 + 4 * count + asked * n * prompts
 
-    def _default_max_tokens(
-        self, req: ChatCompletionRequest | CompletionRequest, data: dict[str, Any], cap: int
-    ) -> int:
+    def _default_max_tokens(self, req: Prompted, data: dict[str, Any], cap: int, field_name: str = "max_tokens") -> int:
         """max_tokens for a request that names none: never above the role's cap, never a value the
         upstream must reject for the model's context (`max_model_len` from its /v1/models)."""
         rd = self.readiness
         context = rd.context_len.get(req.model) if rd is not None else None
         if context is None:
             # Context unknown (an upstream that does not report it): the role's cap.
-            data["max_tokens"] = cap
+            data[field_name] = cap
             return cap
         if cap >= context - 1:
             # vLLM's own default (context - prompt tokens) cannot exceed the cap: leave it to vLLM.
@@ -325,7 +347,7 @@ class Gateway:
         # The prompt takes at most one token per UTF-8 byte (byte-level BPE) plus the chat template.
         worst_prompt = req.prompt_token_bound() + self.s.prompt_overhead_tokens
         room = max(1, min(cap, context - worst_prompt))
-        data["max_tokens"] = room
+        data[field_name] = room
         return room
 
     # ---------------------------------------------------------------- generation (raw ASGI)
@@ -335,7 +357,7 @@ class Gateway:
         receive: Receive,
         send: Send,
         route: str,
-        schema: type[ChatCompletionRequest] | type[CompletionRequest],
+        schema: type[Prompted],
     ) -> None:
         """POST /v1/chat/completions and /v1/completions, served as raw ASGI: this is the
         hot path, so no starlette Request/Response objects and no middleware stack."""
@@ -372,12 +394,12 @@ class Gateway:
                 data, req = self._parse(await self._body(receive, declared), schema)
                 await self._check_model(req.model, policy)
                 ctx.model = req.model
-                ctx.stream = bool(req.stream)
+                ctx.stream = req.streams()
                 ctx.estimate = self._caps(req, data, policy)
                 await self._limit(ctx, policy)
                 if self.s.audit_include_text:
-                    ctx.text = {"prompt": data.get("messages", data.get("prompt"))}
-                if req.stream:
+                    ctx.text = {"prompt": data.get("messages", data.get("prompt", data.get("input")))}
+                if ctx.stream:
                     data["stream"] = True
                     streaming = True
                     await self._stream(ctx, data, receive, sender)
@@ -388,6 +410,8 @@ class Gateway:
                     await sender({"type": "http.response.body", "body": body})
                 return
             except GatewayError as err:
+                if err.kind.startswith("upstream_"):
+                    self._refund(ctx)
                 status, body, headers = self._error(ctx, err)
             except ClientDisconnect:
                 ctx.status, ctx.error = 499, "client_closed"
@@ -410,9 +434,7 @@ class Gateway:
             if not started:
                 await send_response(send, 500, error_body(500, "Internal error."), [], JSON_CT)
 
-    def _parse(
-        self, raw: bytes, schema: type[ChatCompletionRequest] | type[CompletionRequest]
-    ) -> tuple[dict[str, Any], ChatCompletionRequest | CompletionRequest]:
+    def _parse(self, raw: bytes, schema: type[Prompted]) -> tuple[dict[str, Any], Prompted]:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -496,6 +518,12 @@ class Gateway:
         status, content = await self.upstream.post(ctx.route, body, ctx.upstream_id)
         if status >= 500:
             raise bad_upstream("status", f"The model server failed (HTTP {status}).")
+        if status >= 400:
+            # vLLM's own 4xx (e.g. context too long), in OpenAI's shape; nothing was generated.
+            ctx.status, ctx.error = status, "upstream_rejected"
+            self._refund(ctx)
+            content = upstream_error_body(status, content, ctx.route)
+            return status, content, [JSON_CT, (b"content-length", b"%d" % len(content)), *self._headers(ctx)]
         try:
             payload = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -504,69 +532,85 @@ class Gateway:
             raise bad_upstream("malformed", "The model server sent a malformed reply.")
         headers = self._headers(ctx)
         headers[:0] = [JSON_CT, (b"content-length", b"%d" % len(content))]
-        if status >= 400:
-            # vLLM's own 4xx (e.g. context too long) are already OpenAI-shaped: pass them on.
-            ctx.status, ctx.error = status, "upstream_rejected"
-            return status, content, headers
-        if not isinstance(payload.get("choices"), list):
-            raise bad_upstream("malformed", "The model server sent a reply without choices.")
-        usage = payload.get("usage")
-        if isinstance(usage, dict):
-            ctx.prompt_tokens = usage.get("prompt_tokens")
-            ctx.completion_tokens = usage.get("completion_tokens")
+        listed = reply_list(ctx.route)
+        if not isinstance(payload.get(listed), list):
+            raise bad_upstream("malformed", f"The model server sent a reply without {listed}.")
+        usage = reply_usage(ctx.route, payload)
+        if usage is not None:
+            ctx.prompt_tokens, ctx.completion_tokens = usage
             self._settle(ctx)
         if ctx.text is not None:
-            ctx.text["completion"] = [
-                (c.get("message") or {}).get("content") if "message" in c else c.get("text")
-                for c in payload["choices"]
-                if isinstance(c, dict)
-            ]
+            ctx.text["completion"] = reply_text(ctx.route, payload)
         # The upstream's bytes go out as they came: no re-serialisation.
         return 200, content, headers
 
     async def _stream(self, ctx: Ctx, data: dict[str, Any], receive: Receive, send: Send) -> None:
         """Relay the upstream SSE stream; raises GatewayError only before the response started."""
         assert self.upstream is not None
+        responses = ctx.route == "/v1/responses"  # typed events; no stream_options in vLLM's model
         opts = data.get("stream_options") or {}
         # Ask for usage so the token bucket can be settled; hide it if the client did not ask.
-        strip_usage = not opts.get("include_usage")
+        strip_usage = not responses and not opts.get("include_usage")
         if strip_usage:
             data["stream_options"] = {**opts, "include_usage": True}
-        r = await self.upstream.open_stream(ctx.route, self._encode(data), ctx.upstream_id)
-        if r.status != 200:
-            try:
-                content = await read_capped(r, self.s.upstream_max_response_bytes)
-            except TRANSPORT_ERRORS as exc:
-                r.close()
-                raise upstream_error(exc) from None
-            r.release()
-            if r.status >= 500:
-                raise bad_upstream("status", f"The model server failed (HTTP {r.status}).")
-            ctx.status, ctx.error = r.status, "upstream_rejected"
-            self._finish(ctx)
-            await send_response(send, r.status, content, [(b"x-request-id", ctx.request_id.encode())], JSON_CT)
-            return
-        relay = StreamRelay(self, ctx, r, strip_usage)
-        # A client disconnect must abort the upstream request even while no chunk is due:
-        # one watcher task waits for it (the relay itself runs in this task).
-        watcher = asyncio.ensure_future(relay.watch(receive))
-        events = relay.events()
+        # Watched from the start, as the unary path is: a client that leaves before the upstream's
+        # headers cancels this task, which drops the upstream connection (aborting it in vLLM).
+        task = asyncio.current_task()
+        assert task is not None
+        watch = DisconnectWatch(receive, task, ctx)
+        watcher = asyncio.ensure_future(watch.run())
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._headers(ctx)})
-            async for chunk in events:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if relay.disconnected:
-                    break
-            relay.finished = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            relay.disconnect()  # the client's socket failed under us
+            try:
+                r = await self.upstream.open_stream(ctx.route, self._encode(data), ctx.upstream_id)
+                if r.status != 200:
+                    await self._stream_refused(ctx, r, send)
+                    return
+            except asyncio.CancelledError:
+                if ctx.disconnected:
+                    task.uncancel()
+                    raise ClientDisconnect() from None
+                raise
+            relay = StreamRelay(self, ctx, r, strip_usage, responses)
+            watch.relay = relay
+            events = relay.events()
+            try:
+                start = SSE_HEADERS + self._headers(ctx)
+                await send({"type": "http.response.start", "status": 200, "headers": start})
+                async for chunk in events:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if relay.disconnected:
+                        break
+                relay.finished = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:
+                relay.disconnect()  # the client's socket failed under us
+            finally:
+                relay.finished = True
+                # Closes the upstream response and writes the audit line on every path.
+                await events.aclose()
+                await relay.close()
         finally:
-            relay.finished = True
             watcher.cancel()
-            # Closes the upstream response and writes the audit line on every path.
-            await events.aclose()
-            await relay.close()
+
+    async def _stream_refused(self, ctx: Ctx, r: Any, send: Send) -> None:
+        """A streamed request the upstream answered with an error status (before any event)."""
+        try:
+            content = await read_capped(r, self.s.upstream_max_response_bytes)
+        except TRANSPORT_ERRORS as exc:
+            r.close()
+            raise upstream_error(exc) from None
+        except BaseException:
+            r.close()  # cancelled (the client left): drop the connection
+            raise
+        r.release()
+        if r.status >= 500:
+            raise bad_upstream("status", f"The model server failed (HTTP {r.status}).")
+        ctx.status, ctx.error = r.status, "upstream_rejected"
+        self._refund(ctx)
+        self._finish(ctx)
+        await send_response(
+            send, r.status, upstream_error_body(r.status, content, ctx.route), self._headers(ctx), JSON_CT
+        )
 
     async def models(self, request: Request) -> Response:
         ctx = Ctx(route="/v1/models", request_id=request_id_of(request), t0=time.perf_counter())
@@ -618,20 +662,11 @@ class Gateway:
     async def healthz(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type=JSON)
 
-    async def readyz(self, request: Request) -> Response:
-        assert self.readiness is not None
-        ready, info = self.readiness.status()
-        return Response(orjson.dumps(info), status_code=200 if ready else 503, media_type=JSON)
-
-    async def metrics(self, request: Request) -> Response:
-        body, ctype = m.render()
-        return Response(body, media_type=ctype)
-
 
 class GenerateEndpoint:
     """A generation route as a plain ASGI app."""
 
-    def __init__(self, gw: Gateway, route: str, schema: type[ChatCompletionRequest] | type[CompletionRequest]) -> None:
+    def __init__(self, gw: Gateway, route: str, schema: type[Prompted]) -> None:
         self.gw = gw
         self.route = route
         self.schema = schema
@@ -683,9 +718,20 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     hot = {
         "/v1/chat/completions": GenerateEndpoint(gw, "/v1/chat/completions", ChatCompletionRequest),
         "/v1/completions": GenerateEndpoint(gw, "/v1/completions", CompletionRequest),
+        "/v1/embeddings": GenerateEndpoint(gw, "/v1/embeddings", EmbeddingRequest),
+        "/v1/responses": GenerateEndpoint(gw, "/v1/responses", ResponsesRequest),
     }
     app = GatewayApp(
-        hot, title="LLM gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+        hot,
+        title="LLM gateway",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+        # A trailing-slash variant is a 404, never a 307 (that would make a client resend its
+        # prompt to a Location built from the Host header, over plain http).
+        redirect_slashes=False,
     )
     app.state.gateway = gw
     for path, endpoint in hot.items():
@@ -693,9 +739,9 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         app.router.routes.append(Route(path, endpoint, methods=["POST"]))
     app.add_route("/v1/models", gw.models, methods=["GET"])
     app.add_route("/v1/models/{model_id:path}", gw.model, methods=["GET"])
+    # /readyz and /metrics are served on the internal port only (app/gateway/serving.py); /healthz
+    # here too: a constant that says the API socket answers (local tools, the image's HEALTHCHECK).
     app.add_route("/healthz", gw.healthz, methods=["GET"])
-    app.add_route("/readyz", gw.readyz, methods=["GET"])
-    app.add_route("/metrics", gw.metrics, methods=["GET"])
     spec = orjson.dumps(openapi_spec())
     app.add_route("/openapi.json", lambda _r: Response(spec, media_type=JSON), methods=["GET"])
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _ACCEPTED_TYP = frozenset({"jwt", "at+jwt", "application/at+jwt"})
 
 ASYMMETRIC = frozenset({"RS256", "ES256"})
+_NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
 class AuthError(GatewayError):
@@ -214,9 +215,13 @@ class JwksStore:
 
 
 def _roles_from(claims: dict[str, Any], path: str) -> tuple[str, ...]:
-    value: Any = claims
-    for part in path.split("."):  # dotted paths reach nested claims (e.g. realm_access.roles)
-        value = value.get(part) if isinstance(value, dict) else None
+    # The whole name first: IdPs namespace custom claims with URLs (`https://app.example.com/roles`),
+    # which contain dots. Otherwise a dotted path reaches a nested claim (e.g. realm_access.roles).
+    value: Any = claims.get(path)
+    if value is None:
+        value = claims
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
     if isinstance(value, str):
         return tuple(r for r in value.replace(",", " ").split() if r)
     if isinstance(value, list):
@@ -317,7 +322,9 @@ class Authenticator:
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("expired", "The token has expired.") from None
-        except jwt.ImmatureSignatureError:
+        except jwt.ImmatureSignatureError as exc:
+            if "(iat)" in str(exc):  # PyJWT's message for an iat in the future (beyond the leeway)
+                raise AuthError("issued_in_future", "The token's issue time (iat) is in the future.") from None
             raise AuthError("not_yet_valid", "The token is not valid yet (nbf).") from None
         except jwt.InvalidAudienceError:
             raise AuthError("audience", "The token's audience is not accepted.") from None
@@ -327,9 +334,18 @@ class Authenticator:
             raise AuthError("claims", f"The token lacks the required claim {exc.claim!r}.") from None
         except jwt.InvalidSignatureError:
             raise AuthError("signature", "The token signature is invalid.") from None
+        except (jwt.InvalidIssuedAtError, jwt.DecodeError) as exc:
+            if "(exp)" in str(exc) or "(nbf)" in str(exc) or "(iat)" in str(exc):
+                raise AuthError("claims", f"The token is invalid: {exc}") from None
+            raise AuthError("malformed", "The token is invalid.") from None
         except Exception:
             # Any other decode problem (bad base64, bad JSON, bad key material) is the token's fault.
             raise AuthError("malformed", "The token is invalid.") from None
+        for name in _NUMERIC_DATES:
+            # RFC 7519 2: a NumericDate is a JSON number. PyJWT accepts numeric strings ("exp": "1700000000").
+            value = claims.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise AuthError("claims", f"The token's {name!r} claim must be a JSON number (NumericDate).")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise AuthError("claims", "The token's 'sub' claim must be a non-empty string.")

@@ -96,6 +96,19 @@ class Settings(BaseSettings):
     # Chat-template tokens assumed per request when a max_tokens default must fit the context.
     prompt_overhead_tokens: Annotated[int, Field(ge=0)] = 64
 
+    # Client connections (app/gateway/serving.py), per worker.
+    # Request line + headers larger than this → 431 (room for a JWT of JWT_MAX_TOKEN_BYTES and more).
+    max_header_bytes: Annotated[int, Field(ge=4096, le=1_048_576)] = 32 * 1024
+    # The request line and headers must arrive within this (a new connection's first request too) → 408.
+    header_read_timeout_seconds: PositiveFloat = 10.0
+    # The whole body must arrive within this once the headers are in → 408.
+    body_read_timeout_seconds: PositiveFloat = 30.0
+    # Open client connections: more are closed at accept; a request on the last one gets 503
+    # (uvicorn's limit_concurrency).
+    max_connections: Annotated[int, Field(ge=2)] = 512
+    # An idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive).
+    keepalive_timeout_seconds: PositiveInt = 5
+
     # Readiness.
     ready_probe_interval: PositiveFloat = 5.0
     # After SIGTERM, seconds in-flight requests and streams may take to finish (the chart sets the

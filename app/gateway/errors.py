@@ -69,3 +69,34 @@ def error_body(
 def sse_error_event(status: int, message: str, code: str) -> bytes:
     """An SSE event carrying an OpenAI error (the SDK raises APIError on it)."""
     return b"data: " + error_body(status, message, code=code) + b"\n\n"
+
+
+# vLLM's context-length refusals (vllm/renderers/params.py `_token_len_check`/`_text_len_check`:
+# "This model's maximum context length is N tokens. ..."; vllm/v1/engine/input_processor.py:
+# "... longer than the maximum model length of N"; vllm/entrypoints/serve/utils/api_utils.py:
+# "Input length (N) exceeds model's maximum context length (M).").
+_CONTEXT_LENGTH = ("maximum context length", "maximum model length")
+
+
+def upstream_error_body(status: int, content: bytes, route: str) -> bytes:
+    """A vLLM error body in OpenAI's shape.
+
+    vLLM answers `{"error": {"message", "type": "BadRequestError", "param", "code": 400}}`
+    (vllm/entrypoints/serve/exception_handling/error_response.py); OpenAI's clients expect
+    `type: invalid_request_error` and a string `code` (`context_length_exceeded` where it applies)."""
+    try:
+        obj = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        obj = None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    message = err.get("message") if isinstance(err, dict) else None
+    if not isinstance(message, str) or not message:
+        message = f"The model server refused the request (HTTP {status})."
+    param = err.get("param") if isinstance(err, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    code = code if isinstance(code, str) else None
+    if any(marker in message.lower() for marker in _CONTEXT_LENGTH):
+        code = "context_length_exceeded"
+        param = "messages" if route == "/v1/chat/completions" else "input" if route != "/v1/completions" else "prompt"
+    etype = _TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return error_body(status, message, code=code, param=param if isinstance(param, str) else None, type_=etype)

@@ -69,10 +69,8 @@ def openapi_spec() -> dict[str, Any]:
             "responses": listing,
         }
     }
-    for path, op in (("/healthz", "healthz"), ("/readyz", "readyz"), ("/metrics", "metrics")):
-        paths[path] = {
-            "get": {"operationId": op, "responses": {"200": {"description": "OK"}, "503": {"description": "not ready"}}}
-        }
+    # /readyz and /metrics live on the internal port (app/gateway/serving.py), not in this API.
+    paths["/healthz"] = {"get": {"operationId": "healthz", "responses": {"200": {"description": "OK"}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "LLM gateway", "version": "1"},

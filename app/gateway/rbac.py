@@ -3,10 +3,12 @@
 The file shape is shared with the Helm chart (it renders it into a ConfigMap):
 
     tiers: {NAME: {requests_per_minute: N, tokens_per_minute: N}}
-    roles: {NAME: {models: [GLOB, ...], max_tokens: N, tier: NAME}}
+    roles: {NAME: {models: [GLOB, ...], max_tokens: N, tier: NAME, priority: BOOL}}
 
 Several roles combine as: union of models, max of max_tokens, the tier with the highest
-limits (compared by requests_per_minute, then tokens_per_minute).
+limits (compared by requests_per_minute, then tokens_per_minute), and `priority` if any role
+grants it. `priority` (default false) lets a role set vLLM's `priority` request field (its
+scheduling order under `--scheduling-policy priority`); other roles get a 403 naming the field.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Role(BaseModel):
     models: list[Annotated[str, Field(min_length=1)]]
     max_tokens: PosInt
     tier: str
+    priority: bool = False
 
 
 class RbacConfig(BaseModel):
@@ -66,6 +69,7 @@ class Policy:
     tier_name: str
     requests_per_minute: int
     tokens_per_minute: int
+    priority: bool = False
     _allowed: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def allows(self, model: str) -> bool:
@@ -130,4 +134,5 @@ class Rbac:
             tier_name=tier_name,
             requests_per_minute=tier.requests_per_minute,
             tokens_per_minute=tier.tokens_per_minute,
+            priority=any(d.priority for d in defs),
         )

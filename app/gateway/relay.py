@@ -1,16 +1,18 @@
 """The SSE relay of a streamed generation: complete events forwarded as they arrive, usage and
-in-band errors read on the way, a broken stream ended with an error event."""
+in-band errors read on the way, a broken stream ended with an error event; and the watch for a
+client that leaves, from the moment the request goes upstream."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import Receive
 
-from app.gateway.errors import sse_error_event
+from app.gateway.errors import sse_error_event, upstream_error_body
 from app.gateway.metrics import UPSTREAM_ERRORS
 from app.gateway.request_ctx import Ctx
 from app.gateway.upstream import (
@@ -36,28 +38,48 @@ def sse_data(event: bytes) -> bytes | None:
     return b"\n".join(ln[1:] if ln.startswith(b" ") else ln for ln in lines)
 
 
+# Responses API streams (vllm/entrypoints/openai/responses/api_router.py) carry `event: <type>` lines
+# and end with one of these events, without `data: [DONE]`.
+RESPONSE_TERMINAL = frozenset({b"response.completed", b"response.incomplete", b"response.failed"})
+
+
+class DisconnectWatch:
+    """Runs beside a streamed request from the moment it goes upstream. A client that leaves while
+    the upstream has not answered yet cancels the request's task (dropping the upstream connection,
+    which aborts the request in vLLM); once the relay runs, it ends the relay instead."""
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any], ctx: Ctx) -> None:
+        self.receive = receive
+        self.task = task
+        self.ctx = ctx
+        self.relay: StreamRelay | None = None
+
+    async def run(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        self.ctx.disconnected = True
+        if self.relay is None:
+            self.task.cancel()
+        elif not self.relay.finished:
+            self.relay.disconnect()
+
+
 class StreamRelay:
     """Forwards complete SSE events as they arrive, reads usage on the way, and ends a
     broken stream with an error event. close() is idempotent and runs on every path."""
 
-    def __init__(self, gw: Gateway, ctx: Ctx, r: UpstreamResponse, strip_usage: bool) -> None:
+    def __init__(self, gw: Gateway, ctx: Ctx, r: UpstreamResponse, strip_usage: bool, responses: bool = False) -> None:
         self.gw = gw
         self.ctx = ctx
         self.r = r
         self.strip_usage = strip_usage
+        self.responses = responses  # a Responses API stream: typed events, no [DONE]
         self.chunks = 0
         self.pieces: list[str] | None = [] if ctx.text is not None else None
         self._closed = False
         self._complete = False
         self.finished = False  # the last byte went to the client
         self.disconnected = False
-
-    async def watch(self, receive: Receive) -> None:
-        """Runs beside the relay: a client disconnect drops the upstream connection."""
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not self.finished:
-            self.disconnect()
 
     def disconnect(self) -> None:
         if self.disconnected:
@@ -73,6 +95,7 @@ class StreamRelay:
         pending_cr = b""
         done = False
         inspect_all = self.pieces is not None
+        responses = self.responses
         cap = self.gw.s.upstream_max_response_bytes
         size = 0
         try:
@@ -102,6 +125,11 @@ class StreamRelay:
                     data = sse_data(event)
                     if data == b"[DONE]":
                         done = True
+                    elif responses:
+                        if data is not None and (
+                            inspect_all or event.startswith((b"event: response.", b"event: error"))
+                        ):
+                            done = self._inspect_response(event, data) or done
                     elif data is not None and (inspect_all or b'"usage"' in data or b'"error"' in data):
                         kept = self._inspect(event, data)
                         if kept is None:
@@ -110,7 +138,7 @@ class StreamRelay:
                     self.chunks += 1
                     out.append(event + b"\n\n")
                 if out:
-                    if ctx.ttft is None:
+                    if ctx.ttft is None and not self.disconnected:
                         ctx.ttft = time.perf_counter() - ctx.t0
                         self.gw.ttft_child(ctx.model or "-").observe(ctx.ttft)
                     yield b"".join(out)
@@ -144,7 +172,8 @@ class StreamRelay:
             status = code if isinstance(code, int) and 400 <= code <= 599 else 502
             self.ctx.status, self.ctx.error = (502 if status >= 500 else status), "upstream_stream_error"
             UPSTREAM_ERRORS.labels("stream_error").inc()
-            return event
+            # In OpenAI's shape, as unary errors are (vLLM's is {"type": "BadRequestError", "code": 400}).
+            return b"data: " + upstream_error_body(status, data, self.ctx.route)
         choices = obj.get("choices") or []
         if self.pieces is not None:
             for c in choices:
@@ -164,6 +193,32 @@ class StreamRelay:
             return b"data: " + orjson.dumps(obj)
         return event
 
+    def _inspect_response(self, event: bytes, data: bytes) -> bool:
+        """Read one Responses API event (text if audited, usage, errors); True at the terminal event."""
+        kind = event[7 : event.find(b"\n")] if event.startswith(b"event: ") else b""
+        if kind == b"response.output_text.delta" and self.pieces is not None:
+            obj = _loads(data)
+            delta = obj.get("delta") if obj else None
+            if isinstance(delta, str):
+                self.pieces.append(delta)
+            return False
+        if kind == b"error":
+            self.ctx.status, self.ctx.error = 502, "upstream_stream_error"
+            UPSTREAM_ERRORS.labels("stream_error").inc()
+            return True
+        if kind not in RESPONSE_TERMINAL:
+            return False
+        obj = _loads(data)
+        response = obj.get("response") if obj else None
+        usage = response.get("usage") if isinstance(response, dict) else None
+        if isinstance(usage, dict):
+            self.ctx.prompt_tokens = usage.get("input_tokens")
+            self.ctx.completion_tokens = usage.get("output_tokens")
+        if kind == b"response.failed":
+            self.ctx.status, self.ctx.error = 502, "upstream_stream_error"
+            UPSTREAM_ERRORS.labels("stream_error").inc()
+        return True
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -179,3 +234,11 @@ class StreamRelay:
             ctx.text["completion"] = "".join(self.pieces)
         self.gw._settle(ctx)
         self.gw._finish(ctx)
+
+
+def _loads(data: bytes) -> dict[str, Any] | None:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None

@@ -87,6 +87,45 @@ async def read_capped(r: UpstreamResponse, cap: int) -> bytes:
         chunks.append(chunk)
 
 
+# The list a successful unary reply must carry, per route (vLLM's response models:
+# ChatCompletionResponse/CompletionResponse `choices`, EmbeddingResponse `data`, ResponsesResponse `output`).
+_REPLY_LIST = {"/v1/embeddings": "data", "/v1/responses": "output"}
+
+
+def reply_list(route: str) -> str:
+    return _REPLY_LIST.get(route, "choices")
+
+
+def reply_usage(route: str, payload: dict[str, Any]) -> tuple[Any, Any] | None:
+    """(prompt tokens, completion tokens) of a unary reply, None if it reports no usage.
+    The Responses API names them input/output tokens; embeddings have no completion."""
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    if route == "/v1/responses":
+        return usage.get("input_tokens"), usage.get("output_tokens")
+    return usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+
+def reply_text(route: str, payload: dict[str, Any]) -> Any:
+    """The generated text of a unary reply, for the audit line (AUDIT_INCLUDE_TEXT)."""
+    if route == "/v1/embeddings":
+        return None
+    if route == "/v1/responses":
+        return [
+            part.get("text")
+            for item in payload.get("output") or ()
+            if isinstance(item, dict) and isinstance(item.get("content"), list)
+            for part in item["content"]
+            if isinstance(part, dict) and "text" in part
+        ]
+    return [
+        (c.get("message") or {}).get("content") if "message" in c else c.get("text")
+        for c in payload["choices"]
+        if isinstance(c, dict)
+    ]
+
+
 class _Connector(aiohttp.TCPConnector):
     """A TCPConnector that never hands out a pooled connection on which bytes arrived while it
     was idle (an unsolicited or smuggled reply): that reply would become the next request's."""

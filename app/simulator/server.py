@@ -417,16 +417,35 @@ class Simulator:
         if req.stream:
             return StreamingResponse(self._stream(req, choices, decision, arrival), media_type="text/event-stream")
 
+        # vLLM's @with_cancellation (vllm/entrypoints/serve/utils/api_utils.py): the handler races a
+        # listener for http.disconnect; when the client leaves first the handler is cancelled, the
+        # engine aborts the request and it counts as vllm:request_success{finished_reason="abort"}.
+        handler = asyncio.create_task(self._unary(req, choices, arrival))
+        listener = asyncio.create_task(_wait_for_disconnect(request))
+        done, _ = await asyncio.wait((handler, listener), return_when=asyncio.FIRST_COMPLETED)
+        if handler in done:
+            listener.cancel()
+            return handler.result()
+        handler.cancel()
+        await asyncio.gather(handler, return_exceptions=True)  # the abort is recorded before we return
+        return Response(status_code=499)  # nobody reads it: the client is gone
+
+    async def _unary(self, req: GenRequest, choices: list[Choice], arrival: float) -> Response:
+        engine = self.engine
         async with engine.admitted(req.prompt_tokens, arrival) as seq:
-            await engine.wait_first_token(seq)
-            steps = max(len(c.tokens) for c in choices)
-            last = seq.first_token
-            engine.add_generated(seq, sum(1 for c in choices if c.tokens))
-            for step in range(1, steps):
-                last = await engine.next_token_at(seq, last)
-                engine.add_generated(seq, sum(1 for c in choices if len(c.tokens) > step))
-            completion_tokens = sum(len(c.tokens) for c in choices)
-            engine.finish(seq, req.prompt_tokens, completion_tokens, req.max_tokens, choices[0].finish_reason)
+            reason = "abort"  # unless the generation runs to its end
+            try:
+                await engine.wait_first_token(seq)
+                steps = max(len(c.tokens) for c in choices)
+                last = seq.first_token
+                engine.add_generated(seq, sum(1 for c in choices if c.tokens))
+                for step in range(1, steps):
+                    last = await engine.next_token_at(seq, last)
+                    engine.add_generated(seq, sum(1 for c in choices if len(c.tokens) > step))
+                reason = choices[0].finish_reason
+            finally:
+                engine.finish(seq, req.prompt_tokens, seq.generated, req.max_tokens, reason)
+        completion_tokens = sum(len(c.tokens) for c in choices)
         return _json(full_response(req, self.config.model, choices, completion_tokens))
 
     async def _stream(

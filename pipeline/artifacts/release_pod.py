@@ -49,6 +49,7 @@ class RunningPod:
     keys: DevKeys
     ready_seconds: float
     evidence: dict[str, Any] = field(default_factory=dict)
+    gateway_internal_url: str = ""  # the gateway's /metrics and /readyz (not on the API port)
 
     def mint(self, sub: str = "smoke", roles: tuple[str, ...] = ("user",), ttl: int = 600) -> str:
         return self.keys.mint(sub=sub, roles=roles, issuer=self.issuer, audience=self.audience, ttl_seconds=ttl)
@@ -125,6 +126,7 @@ class PreparedPod:
             keys=self.keys,
             ready_seconds=ready_s,
             evidence=self.evidence,
+            gateway_internal_url=self.local.url(GATEWAY, "internal"),
         )
 
 
@@ -211,7 +213,7 @@ def prepare(
     local = pods.local_profile(
         manifests,
         images={GATEWAY: images.gateway, VLLM: images.vllm},
-        host_ports={GATEWAY: {"http": gw_port}, VLLM: {"vllm": vllm_port}},
+        host_ports={GATEWAY: {"http": gw_port, "internal": free_port()}, VLLM: {"vllm": vllm_port}},
         overrides=overrides,
         host_paths=host_paths,
         config_data=config_data,

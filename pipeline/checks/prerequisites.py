@@ -240,7 +240,7 @@ def _need(entry: Any, kind: str, where: str) -> Need:
     if not isinstance(labels, dict):
         raise PrerequisitesError(f"{where}: `labels` must be a mapping")
     return Need(
-        kind=str(entry.get("kind") or kind),
+        kind=kind if kind == "SecretStore" else str(entry.get("kind") or kind),
         name=name,
         needed_for=_str(entry, "needed_for" if "needed_for" in entry else "used_by", where),
         install=_str(entry, "install" if "install" in entry else "provisioned_by", where),

@@ -127,8 +127,8 @@ def format_report(timings: Sequence[Timing], rows: Sequence[Row]) -> str:
 def render_stages(python: str) -> list[Stage]:
     argv = (python, "-m", "pipeline", "render", "--env", "all")
     return [
-        Stage("render --env all (cold)", argv, "render --env all"),
-        Stage("render --env all (warm)", argv, "render --env all"),
+        Stage("render --env all (cold)", argv, "all three envs, cold"),
+        Stage("render --env all (warm)", argv, "all three envs, warm"),
     ]
 
 

@@ -55,6 +55,8 @@ def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
             [args.reason, f"Promotions into {args.env} are refused until someone runs `unfreeze --env {args.env}`."],
             {"env": args.env, "commit": sha[:12], "actor source": who.source},
         )
+        if notice is not None:
+            ctx.console.print(notice.line())
     data: dict[str, Any] = {
         "env": args.env,
         "changed": sha is not None,
@@ -74,7 +76,5 @@ def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
             )
         else:
             console.print(f"[red]{args.env} frozen[/red] by {who.name}: {escape(args.reason)} ({sha[:12]})")
-        if notice is not None:
-            console.print(notice.line())
 
     return CommandResult(data=data, render=render)

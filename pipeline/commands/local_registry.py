@@ -2,6 +2,8 @@
 
 It keeps serving after a run, so `podman pull` / `helm pull` of what was promoted work
 afterwards; `python -m pipeline registry stop` stops it (its data stays under the cache dir).
+It stops by itself once its data directory is gone (a deleted temporary checkout): a watchdog
+process started beside it (pipeline.runtime.registry.watch) sees to that.
 """
 
 from __future__ import annotations

@@ -58,6 +58,8 @@ def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
             [args.reason or "(no reason given)", f"was frozen since {before.since} by {before.by}: {before.reason}"],
             {"env": args.env, "commit": sha[:12], "actor source": who.source},
         )
+        if notice is not None:
+            ctx.console.print(notice.line())
     data: dict[str, Any] = {
         "env": args.env,
         "changed": sha is not None,
@@ -75,7 +77,5 @@ def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
             console.print(f"{args.env} is not frozen: nothing to do")
         else:
             console.print(f"[green]{args.env} unfrozen by {who.name}[/green] ({sha[:12]})")
-        if notice is not None:
-            console.print(notice.line())
 
     return CommandResult(data=data, render=render)

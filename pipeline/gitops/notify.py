@@ -46,7 +46,7 @@ class Notice:
         """One line for the human view (rich markup)."""
         if self.sent:
             return f"[dim]notified {self.to}[/dim]"
-        return f"[yellow]notification not delivered:[/yellow] {escape(self.detail)}"
+        return f"[yellow]notification not delivered (the change itself stands):[/yellow] {escape(self.detail)}"
 
 
 def resolve_url(explicit: str | None) -> str | None:
@@ -117,10 +117,9 @@ def send(url: str, doc: Mapping[str, Any], *, timeout: float = TIMEOUT_SECONDS) 
 
 
 def notify(url: str | None, title: str, body: Sequence[str], facts: Mapping[str, str | None]) -> Notice | None:
-    """Send one notification when a URL is configured (None: none configured)."""
+    """Send one notification when a URL is configured (None: none configured); the caller prints `line()` on stderr."""
     if not url:
         return None
     notice = send(url, payload(title, body, facts))
-    if not notice.sent:
-        log.warning("notification not delivered (the change itself stands): %s", notice.detail)
+    log.debug("notification: %s", notice.detail)
     return notice

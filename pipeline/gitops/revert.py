@@ -150,7 +150,7 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
                 f"environments/{env}/{{values,release}}.yaml restored as of {point}.",
                 values_diff.summary(shipped),
                 "",
-                f"{env} stays frozen until `python -m pipeline unfreeze --env {env} --by NAME`.",
+                f"{env} stays frozen until `python -m pipeline unfreeze --env {env} --actor NAME`.",
             ]
         )
         trailers = [

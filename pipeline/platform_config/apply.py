@@ -111,7 +111,10 @@ def _write_all(root: Path, changes: list[Change], platform_text: str | None) -> 
             old = path.read_text() if path.exists() else ""
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_text(text)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
             written.append((path, old))
     except BaseException:
         for path, old in written:

@@ -88,9 +88,12 @@ class Smoker:
         token: str,
         timeout: float = 60.0,
         client: httpx.Client | None = None,
+        gateway_metrics_url: str | None = None,
     ) -> None:
         self.upstream = upstream_url.rstrip("/")
         self.gateway = gateway_url.rstrip("/")
+        # The gateway serves /metrics on its internal port, not the API's.
+        self.gateway_metrics = (gateway_metrics_url or gateway_url).rstrip("/")
         self.model = model
         self.auth = {"Authorization": f"Bearer {token}"}
         # Injectable so the response parsing is unit-tested against canned replies.
@@ -213,7 +216,7 @@ class Smoker:
         _require(r.status_code == 200, f"model server /metrics: HTTP {r.status_code}")
         vllm = {ln.split("{")[0].split(" ")[0] for ln in r.text.splitlines() if ln.startswith(VLLM_METRIC_PREFIX)}
         _require(bool(vllm), f"model server /metrics has no {VLLM_METRIC_PREFIX}* samples")
-        g = self.client.get(f"{self.gateway}/metrics")
+        g = self.client.get(f"{self.gateway_metrics}/metrics")
         _require(g.status_code == 200, f"gateway /metrics: HTTP {g.status_code}")
         gw = {ln.split("{")[0].split(" ")[0] for ln in g.text.splitlines() if ln.startswith(GATEWAY_METRIC_PREFIX)}
         _require(bool(gw), f"gateway /metrics has no {GATEWAY_METRIC_PREFIX}* samples")

@@ -56,6 +56,7 @@ class Stack:
     keys: DevKeys
     rbac_file: Path
     env: dict[str, str]
+    internal_url: str = ""  # the gateway's /metrics and /readyz (not on the API port)
 
     def mint(self, sub: str = "local-user", roles: Sequence[str] = ("user",), ttl: int = 3600) -> str:
         """A token this stack's gateway accepts."""
@@ -122,7 +123,8 @@ def local_stack(
         gw_port = free_port()
         gateway_url = f"http://127.0.0.1:{gw_port}"
         argv = [sys.executable, "-m", "app.gateway", "--host", "127.0.0.1", "--port", str(gw_port)]
-        argv += ["--workers", str(workers), "--log-level", "warning"]
+        internal_port = free_port()
+        argv += ["--internal-port", str(internal_port), "--workers", str(workers), "--log-level", "warning"]
         gateway = stack.enter_context(
             running(
                 "gateway",
@@ -147,4 +149,5 @@ def local_stack(
             keys=keys,
             rbac_file=rbac_file,
             env=env,
+            internal_url=f"http://127.0.0.1:{internal_port}",
         )

@@ -2,11 +2,14 @@
 
 Started on demand, it keeps serving after the run (as a registry does), so `podman pull` and
 `helm pull` of what was promoted work afterwards; `python -m pipeline registry stop` stops it.
+A watchdog started beside it stops it once its data directory is gone: a registry of a deleted
+(temporary) checkout must not keep serving a directory that no longer exists.
 Its data, config, port and PID live under `<project cache>/registry/`; the port is kept across
 restarts so pushed references stay valid. `--registry HOST[:PORT][/PATH]` (any other registry)
 bypasses all of this; its credentials come from the environment or a secret file, never argv.
 
     python -m pipeline.runtime.registry start|stop|status
+    python -m pipeline.runtime.registry watch PID DATA_DIR [INTERVAL]   (started by `start`)
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ BINARY = "docker-registry"
 # Credentials for a non-embedded registry (the chart push uses its own, pipeline.artifacts.chart).
 USERNAME_ENV = "PIPELINE_REGISTRY_USERNAME"
 PASSWORD_FILE_ENV = "PIPELINE_REGISTRY_PASSWORD_FILE"  # noqa: S105 - the variable's name, not a secret
+# How often the watchdog looks for the registry's data directory.
+WATCH_INTERVAL_S = 2.0
+# Where `python -m pipeline.runtime.registry` imports from (the watchdog runs it).
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class RegistryError(RuntimeError):
@@ -131,8 +138,14 @@ def _port_frees(port: int, within: float) -> bool:
     return True
 
 
-def ensure(sdir: Path | None = None, timeout: float = 30.0, binary: str | None = None) -> Registry:
-    """The embedded registry, started (detached, left serving) if it is not running."""
+def ensure(
+    sdir: Path | None = None,
+    timeout: float = 30.0,
+    binary: str | None = None,
+    watch_interval: float = WATCH_INTERVAL_S,
+) -> Registry:
+    """The embedded registry, started (detached, left serving) if it is not running, with a watchdog
+    that stops it once its data directory is gone."""
     sdir = sdir or state_dir()
     running = status(sdir)
     if running:
@@ -157,6 +170,7 @@ def ensure(sdir: Path | None = None, timeout: float = 30.0, binary: str | None =
             start_new_session=True,  # outlives this run: a registry keeps serving
         )
     (sdir / "state.json").write_text(json.dumps({"pid": proc.pid, "port": port}) + "\n")
+    start_watchdog(proc.pid, (sdir / "data").resolve(), watch_interval)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -176,6 +190,17 @@ def stop(sdir: Path | None = None, grace: float = 5.0) -> bool:
     pid = state.get("pid")
     if not pid or not _alive(pid):
         return False
+    deadline = time.monotonic() + grace
+    _terminate(pid, grace)
+    # Its memory goes before its sockets: the PID looks gone while the port is still held.
+    port = state.get("port")
+    if port:
+        _port_frees(port, within=max(deadline - time.monotonic(), 1.0))
+    return True
+
+
+def _terminate(pid: int, grace: float) -> None:
+    """SIGTERM, then SIGKILL if the registry has not exited within `grace` seconds."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -184,11 +209,29 @@ def stop(sdir: Path | None = None, grace: float = 5.0) -> bool:
     if _alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    # Its memory goes before its sockets: the PID looks gone while the port is still held.
-    port = state.get("port")
-    if port:
-        _port_frees(port, within=max(deadline - time.monotonic(), 1.0))
-    return True
+
+
+def start_watchdog(pid: int, data_dir: Path, interval: float = WATCH_INTERVAL_S) -> subprocess.Popen[bytes]:
+    """`watch` in its own detached process (it must outlive this run, as the registry does)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.runtime.registry", "watch", str(pid), str(data_dir), str(interval)],
+        cwd=PACKAGE_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def watch(pid: int, data_dir: Path, interval: float = WATCH_INTERVAL_S) -> bool:
+    """Stop registry `pid` once `data_dir` is gone; return when the registry has exited (True if
+    this stopped it). Lives exactly as long as the registry: no other bound is needed."""
+    while _alive(pid):
+        if not data_dir.is_dir():
+            _terminate(pid, grace=5.0)
+            return True
+        time.sleep(interval)
+    return False
 
 
 def external(spec: str) -> Registry:
@@ -217,12 +260,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"registry serving at {reg.host} (pid {reg.pid}; data {state_dir() / 'data'})")
     elif verb == "stop":
         print("registry stopped" if stop() else "registry was not running")
+    elif verb == "watch" and len(args) in (3, 4):
+        watch(int(args[1]), Path(args[2]), float(args[3]) if len(args) == 4 else WATCH_INTERVAL_S)
     elif verb == "status":
         serving = status()
         print(f"registry serving at {serving.host} (pid {serving.pid})" if serving else "registry not running")
         return 0 if serving else 3
     else:
-        print("usage: python -m pipeline.runtime.registry start|stop|status", file=sys.stderr)
+        print(
+            "usage: python -m pipeline.runtime.registry start|stop|status  (or: watch PID DATA_DIR [INTERVAL])",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -53,6 +53,8 @@ class LoadtestOptions:
     actor: str | None = None
     # With --target: image digests the caller asserts serve the target ({"gateway": ..., "vllm": ...}).
     subject_digests: dict[str, str] = field(default_factory=dict)
+    # With --target: what serves in place of the release's vLLM image (a CPU run of a GPU release).
+    vllm_stand_in: str | None = None
     # The chart's pod: the gateway image with the simulator image standing in for vLLM (by digest).
     pod: PodImages | None = None
     # Why the working tree's processes run instead of the pod (recorded as a substitution).
@@ -76,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="gateway=sha256:…,vllm=sha256:…",
         help="with --target: the image digests serving the target, as the caller that started them asserts "
         "(recorded in the evidence subject as asserted; --attach keeps them and adds the env's pins)",
+    )
+    parser.add_argument(
+        "--vllm-stand-in",
+        metavar="TEXT",
+        help="with --target: what serves in place of the release's vLLM image (e.g. its CPU build), recorded in "
+        "the evidence subject as vllm_stand_in; contradicts a vllm digest in --subject-digests",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed for prompts and lengths")
     parser.add_argument(
@@ -135,6 +143,7 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
         gitops_repo=args.gitops_repo,
         actor=args.actor,
         subject_digests=args.subject_digests,
+        vllm_stand_in=args.vllm_stand_in,
     )
     if opts.attach and not opts.target:
         # The gate vouches for the env's release: run its images when they were built and pushed.
@@ -270,6 +279,13 @@ def run(opts: LoadtestOptions, ctx: RunContext) -> StageResult:
     if opts.subject_digests and not opts.target:
         why = "--subject-digests needs --target: without it the load runs the source tree and the simulator, not images"
         return StageResult.from_checks(NAME, [Check(name="options", status=Status.FAILED, detail=why)], summary=why)
+    if opts.vllm_stand_in and (not opts.target or "vllm" in opts.subject_digests):
+        why = (
+            "--vllm-stand-in needs --target"
+            if not opts.target
+            else "--vllm-stand-in and a vllm digest in --subject-digests contradict: which one served?"
+        )
+        return StageResult.from_checks(NAME, [Check(name="options", status=Status.FAILED, detail=why)], summary=why)
     evidence: dict[str, Any] = {"env": opts.env, "target": target, "model": opts.model, "subject": _subject(opts, ctx)}
     if opts.fallback:
         evidence["substitutions"] = [f"working-tree processes instead of the chart's pod: {opts.fallback}"]
@@ -365,7 +381,9 @@ def _subject(opts: LoadtestOptions, ctx: RunContext) -> dict[str, Any]:
     from pipeline.gitops.repo import safe_url
 
     if opts.target:
-        subject = {"kind": "deployment", "env": opts.env, "url": safe_url(opts.target)}
+        subject: dict[str, Any] = {"kind": "deployment", "env": opts.env, "url": safe_url(opts.target)}
+        if opts.vllm_stand_in:
+            subject["vllm_stand_in"] = opts.vllm_stand_in
         return with_asserted_digests(subject, opts.subject_digests) if opts.subject_digests else subject
     if opts.pod is not None:
         # The gateway image as the chart runs it; the simulator image stands in for vLLM (recorded).

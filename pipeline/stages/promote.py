@@ -375,6 +375,8 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         ],
         {"by": actor, "commit": (tx.sha or "")[:12], "evidence": outcome.get("evidence_path")},
     )
+    if notice is not None:
+        ctx.console.print(notice.line())
     return StageResult.from_checks(
         NAME,
         checks,

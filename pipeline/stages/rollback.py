@@ -72,6 +72,8 @@ def run(opts: RollbackOptions, ctx: RunContext, *, notify_url: str | None = None
             ],
             {"env": opts.env, "by": actor, "commit": out.sha[:12], "trigger": opts.trigger},
         )
+        if notice is not None:
+            ctx.console.print(notice.line())
     return StageResult.from_checks(
         NAME,
         checks,

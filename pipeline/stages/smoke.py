@@ -304,6 +304,7 @@ def _gateway(
     with local_stack(ctx.run_dir / "stack", **stack_kw) as stack:
         evidence["upstream_url"] = stack.upstream_url
         evidence["gateway_url"] = stack.gateway_url
+        evidence["gateway_metrics_url"] = stack.internal_url
         # `user` is the role scoped to exactly this model, so RBAC is exercised too.
         yield stack.upstream_url, stack.gateway_url, stack.mint(sub="smoke", roles=("user",), ttl=600)
 
@@ -345,7 +346,14 @@ def _run_pod(opts: SmokeOptions, ctx: RunContext) -> StageResult:
                     )
                 )
                 evidence["model"] = pod.model
-                smoker = Smoker(pod.upstream_url, pod.gateway_url, pod.model, pod.mint(), opts.request_timeout)
+                smoker = Smoker(
+                    pod.upstream_url,
+                    pod.gateway_url,
+                    pod.model,
+                    pod.mint(),
+                    opts.request_timeout,
+                    gateway_metrics_url=pod.gateway_internal_url,
+                )
                 try:
                     for check in smoker.run_all():
                         ctx.progress(f"{check.name}: {check.status.value} {check.detail}")
@@ -394,7 +402,14 @@ def run(opts: SmokeOptions, ctx: RunContext) -> StageResult:
                 _model_server(opts, ctx, checks, evidence) as upstream,
                 _gateway(opts, ctx, upstream, token, evidence) as (upstream_url, gateway_url, token),
             ):
-                smoker = Smoker(upstream_url, gateway_url, opts.model, token, opts.request_timeout)
+                smoker = Smoker(
+                    upstream_url,
+                    gateway_url,
+                    opts.model,
+                    token,
+                    opts.request_timeout,
+                    gateway_metrics_url=evidence.get("gateway_metrics_url"),
+                )
                 try:
                     for check in smoker.run_all():
                         ctx.progress(f"{check.name}: {check.status.value} {check.detail}")

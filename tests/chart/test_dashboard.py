@@ -75,7 +75,7 @@ def test_each_panel_plots_one_unit(helm_template: Template, repo_root: Path) -> 
     for title, panel in p.items():
         unit = panel["fieldConfig"]["defaults"]["unit"]
         if unit in ("percent", "percentunit"):
-            assert not any(":rate5m" in e and "ratio" not in e or "count" in e for e in exprs(panel)), title
+            assert not any((":rate5m" in e and "ratio" not in e) or "count" in e for e in exprs(panel)), title
 
 
 def test_burn_rate_panels_use_the_env_s_slo(helm_template: Template, repo_root: Path, tmp_path: Path) -> None:

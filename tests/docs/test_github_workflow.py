@@ -1,6 +1,8 @@
 """docs/ci/github-actions.yml: schema-valid, no secrets where pull requests run, publishing only on
-main/tags, the GPU smoke fed the published digests, current actions (Dagger's pinned by commit), jobs
-on runners that can run them, and every `dagger call` flag one the module's function takes."""
+main/tags, the GPU smoke fed the published digests, promotions dev → staging → prod after it with the
+evidence passed as artifacts, current actions (Dagger's and the artifact actions pinned by commit), jobs
+on runners that can run them, and every `dagger call` flag one the module's function takes.
+(tests/docs/test_workflow_promotes.py runs the job graph.)"""
 
 from __future__ import annotations
 
@@ -21,7 +23,19 @@ from tests.helpers.dagger_harness import MODULE_SRC
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO / "docs" / "ci" / "github-actions.yml"
 # Oldest major of each action this example may use (their Node 20+ releases).
-MIN_MAJOR = {"actions/checkout": 5, "actions/upload-artifact": 5, "dagger/dagger-for-github": 8}
+MIN_MAJOR = {
+    "actions/checkout": 5,
+    "actions/upload-artifact": 5,
+    "actions/download-artifact": 5,
+    "dagger/dagger-for-github": 8,
+}
+# Actions pinned by commit: `git rev-list -n1 <tag>` in each action's repository.
+PINNED = {
+    "actions/upload-artifact": ("bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0"),
+    "actions/download-artifact": ("3e5f45b2cfb9172054b4087a40e8e0b5a5461e7c", "v8.0.1"),
+}
+# GitHub environments holding secrets: the release's (registry, HF) and one per promotion target.
+SECRET_ENVIRONMENTS = {"release", "dev", "staging", "prod"}
 PUSH_ONLY = "github.event_name == 'push'"
 # dagger/dagger-for-github v8.4.1 (`git rev-list -n1 v8.4.1` in that repository): v8.4.0 skipped installing the
 # requested version when the latest was already installed (#206 "Avoid unnecessary curl", action.yml).
@@ -75,7 +89,7 @@ def test_publishing_jobs_run_on_main_and_tags_only(wf: dict[str, Any]) -> None:
     for job, spec in wf["jobs"].items():
         if "secrets." in yaml.safe_dump(spec):
             assert not runs_on_pull_requests(wf, job), job
-            assert spec.get("environment") == "release", f"{job}: secrets from the protected environment"
+            assert spec.get("environment") in SECRET_ENVIRONMENTS, f"{job}: secrets from a protected environment"
 
 
 def test_gpu_smoke_tests_the_digests_ci_published(wf: dict[str, Any]) -> None:
@@ -125,9 +139,12 @@ def test_jobs_run_on_runners_that_can_run_them(wf: dict[str, Any]) -> None:
 
 def test_dagger_action_is_pinned_by_commit_to_a_fixed_release(wf: dict[str, Any]) -> None:
     uses = [m for m in USES_RE.finditer(WORKFLOW.read_text()) if m.group(1) == "dagger/dagger-for-github"]
-    assert len(uses) == sum(len(dagger_calls(job)) for job in wf["jobs"].values()) == 3
+    assert len(uses) == sum(len(dagger_calls(job)) for job in wf["jobs"].values()) == 8
     for m in uses:
         assert (m.group(2), m.group(3)) == DAGGER_ACTION, m.group(0)
+    for m in USES_RE.finditer(WORKFLOW.read_text()):
+        if m.group(1) in PINNED:
+            assert (m.group(2), m.group(3)) == PINNED[m.group(1)], m.group(0)
     # ... and the engine it installs stays the module's.
     engine = json.loads((REPO / "dagger.json").read_text())["engineVersion"]
     assert wf["env"]["DAGGER_VERSION"] == engine
@@ -149,7 +166,7 @@ def test_every_dagger_call_flag_is_a_function_argument(wf: dict[str, Any]) -> No
     finally:
         sys.path.remove(str(MODULE_SRC))
     calls = [args for job in wf["jobs"].values() for args in dagger_calls(job)]
-    assert len(calls) == 3
+    assert len(calls) == 8
     for args in calls:
         fn, rest = args[0], args[1 : args.index("report")]
         params = inspect.signature(getattr(Pipeline, fn)).parameters
@@ -199,3 +216,52 @@ def test_documented_dagger_calls_use_function_arguments(doc: str) -> None:
             if flag.startswith("--"):
                 name = flag.removeprefix("--").split("=", 1)[0].replace("-", "_")
                 assert name in params, f"{doc}: dagger call {fn} has no argument {flag}"
+
+
+def job_needs(wf: dict[str, Any], job: str) -> set[str]:
+    """Every job `job` waits for, directly or through the jobs it needs."""
+    needs = wf["jobs"][job].get("needs", [])
+    direct = {needs} if isinstance(needs, str) else set(needs)
+    return direct.union(*(job_needs(wf, n) for n in direct)) if direct else set()
+
+
+def test_promotions_follow_the_gpu_smoke_in_order_with_its_evidence(wf: dict[str, Any]) -> None:
+    """dev only after the GPU smoke, with its smoke.json (the one claiming both digests); staging after dev, prod
+    after staging; each promotion job in the environment whose protection rules the policy counts on."""
+    jobs = wf["jobs"]
+    assert {"release", "smoke-gpu"} <= job_needs(wf, "promote-dev")
+    assert "promote-dev" in job_needs(wf, "promote-staging") and "promote-staging" in job_needs(wf, "promote-prod")
+    for env in ("dev", "staging", "prod"):
+        job = jobs[f"promote-{env}"]
+        assert job["environment"] == env
+        (args,) = [a for a in dagger_calls(job) if a[0] == "promote"]
+        assert f"--to={env}" in args
+    uploads = {
+        s["with"]["name"]: s["with"]["path"]
+        for job in jobs.values()
+        for s in job["steps"]
+        if s.get("uses", "").startswith("actions/upload-artifact@")
+    }
+    downloads = [
+        s["with"]["name"]
+        for s in jobs["promote-dev"]["steps"]
+        if s.get("uses", "").startswith("actions/download-artifact@")
+    ]
+    assert set(downloads) == {"ci-report", "smoke-gpu-report"} and set(downloads) <= set(uploads)
+    (dev,) = dagger_calls(jobs["promote-dev"])
+    evidence = next(a for a in dev if a.startswith("--extra-evidence=")).split("=", 1)[1].split(",")
+    assert "smoke-gpu-report/smoke.json" in evidence and "ci-report/smoke.json" not in evidence
+    assert "--release-file=ci-report/build/release.json" in dev
+    # The GPU smoke is the one smoke whose artifact promote-dev reads, and it runs with --gpu.
+    assert "--gpu" in dagger_calls(jobs["smoke-gpu"])[0]
+
+
+def test_prod_approvers_come_from_githubs_review_history(wf: dict[str, Any]) -> None:
+    """--approve is the output of the step reading the run's approvals (never a literal or an input)."""
+    prod = wf["jobs"]["promote-prod"]
+    (promote,) = [a for a in dagger_calls(prod) if a[0] == "promote"]
+    approve = [a for a in promote if a.startswith("--approve")]
+    assert approve == ["--approve=${{ steps.approvals.outputs.approvers }}"], approve
+    (step,) = [s for s in prod["steps"] if s.get("id") == "approvals"]
+    assert "/actions/runs/$GITHUB_RUN_ID/approvals" in step["run"] and "$GITHUB_OUTPUT" in step["run"]
+    assert prod["permissions"]["actions"] == "read"

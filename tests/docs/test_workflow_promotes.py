@@ -93,7 +93,6 @@ def clean_env(tmp: Path) -> dict[str, str]:
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",
         "PIPELINE_CACHE_DIR": str(tmp / "pipeline-cache"),
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
 
 

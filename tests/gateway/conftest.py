@@ -57,6 +57,15 @@ class Keys:
     jwks: Path
 
 
+# API url → internal url (/metrics, /readyz) of each gateway `start_gateway` started.
+_INTERNAL_URLS: dict[str, str] = {}
+
+
+def internal_url(url: str) -> str:
+    """The internal port's base URL of the gateway serving the API at `url`."""
+    return _INTERNAL_URLS[url]
+
+
 @dataclass
 class Gateway:
     url: str
@@ -64,6 +73,13 @@ class Gateway:
     audit_log: Path
     keys: Keys
     env: dict[str, str]
+
+    @property
+    def internal_url(self) -> str:
+        return internal_url(self.url)
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.internal_url}/metrics", timeout=10).text
 
     def mint(
         self, sub: str = "alice", roles: tuple[str, ...] = ("user",), *, rs: bool = False, ttl: int = 600, **extra: Any
@@ -155,9 +171,11 @@ def gateway_env(keys: Keys, rbac_file: Path, upstream_url: str, audit_log: Path,
 def start_gateway(
     name: str, env: dict[str, str], log_dir: Path, keys: Keys, workers: int = 1
 ) -> tuple[ManagedProcess, str]:
-    port = free_port()
+    port, internal = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "app.gateway", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv += ["--internal-port", str(internal)]
+    _INTERNAL_URLS[url] = f"http://127.0.0.1:{internal}"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     proc = ManagedProcess(name, argv, log_dir / f"{name}.log", env={**clean, **env}, cwd=REPO).start()
     try:

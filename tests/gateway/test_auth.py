@@ -164,5 +164,5 @@ def test_key_rotation_picks_up_new_kid(keys: Keys, rbac_file: Path, upstream: Up
 
 def test_auth_failures_are_counted(gateway: Gateway, client: httpx.Client) -> None:
     client.get("/v1/models", headers={"authorization": "Bearer not.a.jwt"})
-    text = client.get("/metrics").text
+    text = gateway.metrics()
     assert 'gateway_auth_failures_total{reason="malformed"}' in text

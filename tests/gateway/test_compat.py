@@ -70,7 +70,6 @@ NEWER_AND_VLLM_FIELDS: dict[str, Any] = {
     "modalities": ["text"],
     "ignore_eos": True,
     "chat_template_kwargs": {"enable_thinking": False},
-    "guided_json": {"type": "object"},
     "structured_outputs": {"json": {"type": "object"}},
     "skip_special_tokens": True,
     "top_k": 5,

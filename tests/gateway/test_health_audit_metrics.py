@@ -12,13 +12,23 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import HASH_KEY, Gateway, Keys, Upstream, chat_body, gateway_env, refused_port, start_gateway
+from .conftest import (
+    HASH_KEY,
+    Gateway,
+    Keys,
+    Upstream,
+    chat_body,
+    gateway_env,
+    internal_url,
+    refused_port,
+    start_gateway,
+)
 
 
 def _wait_ready(client: httpx.Client, want: bool, timeout: float = 5) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while True:
-        r = client.get("/readyz")
+        r = httpx.get(f"{internal_url(str(client.base_url).rstrip('/'))}/readyz", timeout=5)
         if (r.status_code == 200) == want or time.monotonic() > deadline:
             return r
         time.sleep(0.1)
@@ -67,7 +77,7 @@ def test_audit_records_failures(gateway: Gateway, client: httpx.Client) -> None:
 
 def test_metrics_exposed(gateway: Gateway, client: httpx.Client) -> None:
     client.post("/v1/chat/completions", json=chat_body(stream=True), headers=gateway.auth())
-    text = client.get("/metrics").text
+    text = gateway.metrics()
     for name in (
         # Every request carries the process's release; below 500 nobody is to blame (cause="none").
         'gateway_requests_total{cause="none",model="ok",release="0.3.0+gtest123",route="/v1/chat/completions",status="200"}',
@@ -174,7 +184,7 @@ def test_model_label_values_stay_bounded_without_a_model_list(tmp_path: Path, ke
             for name in names:
                 r = httpx.post(f"{url}/v1/chat/completions", json=chat_body(name), headers=g.auth(roles=("admin",)))
                 assert r.status_code == 503
-            metrics = httpx.get(f"{url}/metrics").text
+            metrics = g.metrics()
             assert not any(name in metrics for name in names)
             assert 'model="unknown"' in metrics
         finally:

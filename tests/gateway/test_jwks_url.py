@@ -89,7 +89,7 @@ def test_refused_idp_fails_fast_with_503(tmp_path: Path, keys: Keys, rbac_file: 
                 _assert_unavailable(r)
         _assert_unavailable(c.get("/v1/models", headers=g.auth()))
         assert time.monotonic() - t0 < 5
-        metrics = c.get("/metrics").text
+        metrics = g.metrics()
         assert 'gateway_auth_failures_total{reason="jwks_unavailable"}' in metrics
         # The IdP's outage is no reason to roll the release back: its own cause, never "release".
         requests_5xx = [

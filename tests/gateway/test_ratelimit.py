@@ -54,7 +54,7 @@ def test_rpm_limit_429(gateway: Gateway, client: httpx.Client) -> None:
     )
     rec = [a for a in gateway.audit() if a["status"] == 429][-1]
     assert rec["ratelimit"] == "deny:requests"
-    assert "gateway_rate_limited_total" in client.get("/metrics").text
+    assert "gateway_rate_limited_total" in gateway.metrics()
 
 
 def test_tpm_settled_with_reported_usage(gateway: Gateway, client: httpx.Client) -> None:
@@ -145,8 +145,8 @@ def test_limit_shared_across_gateways_and_redis_outage(redis_pair: RedisPair) ->
     assert got == [200, 200, 200, 429]
     assert a.audit()[-1]["ratelimit_backend"] == "fallback"
     assert (
-        "gateway_ratelimit_backend_errors_total 1" in httpx.get(f"{a.url}/metrics").text
-        or "gateway_ratelimit_backend_errors_total" in httpx.get(f"{a.url}/metrics").text
+        "gateway_ratelimit_backend_errors_total 1" in a.metrics()
+        or "gateway_ratelimit_backend_errors_total" in a.metrics()
     )
 
 

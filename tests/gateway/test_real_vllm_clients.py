@@ -41,7 +41,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Pat
         vllm_cpu.vllm_server(work, model_dir, name="tiny") as server,
         local_stack(work / "stack", upstream_url=server.url, model="tiny") as st,
     ):
-        st.gateway.wait_http(f"{st.gateway_url}/readyz", timeout=60)
+        st.gateway.wait_http(f"{st.internal_url}/readyz", timeout=60)
         yield st, model_dir
 
 
@@ -88,4 +88,4 @@ def test_clients_reusing_one_request_id_concurrently(stack: tuple[Stack, Path]) 
 
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         assert [f.result(timeout=120) for f in [ex.submit(one) for _ in range(4)]] == [200] * 4
-    assert httpx.get(f"{st.gateway_url}/readyz", timeout=5).status_code == 200
+    assert httpx.get(f"{st.internal_url}/readyz", timeout=5).status_code == 200

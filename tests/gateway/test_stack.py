@@ -35,8 +35,8 @@ def test_local_stack_with_simulator(tmp_path: Path) -> None:
         with pytest.raises(openai.PermissionDeniedError):
             sdk.completions.create(model="other", prompt="hi")
         ready = stack.gateway.wait_http  # readiness needs one successful probe generation
-        ready(f"{stack.gateway_url}/readyz", timeout=15)
-        assert httpx.get(f"{stack.gateway_url}/readyz").json()["ready"] is True
+        ready(f"{stack.internal_url}/readyz", timeout=15)
+        assert httpx.get(f"{stack.internal_url}/readyz").json()["ready"] is True
         assert stack.audit_log.read_text().count('"route":"/v1/chat/completions"') == 3
         gw = stack.gateway
     assert not gw.alive() and stack.simulator is not None and not stack.simulator.alive()

@@ -191,8 +191,8 @@ def test_pool_wait_is_bounded_then_503(
         GATEWAY_UPSTREAM_MAX_CONNECTIONS="2",
         GATEWAY_UPSTREAM_POOL_TIMEOUT_SECONDS="0.3",
     ):
-        httpx.get(f"{g.url}/readyz", timeout=5)
-        g.proc.wait_http(f"{g.url}/readyz", timeout=10)
+        httpx.get(f"{g.internal_url}/readyz", timeout=5)
+        g.proc.wait_http(f"{g.internal_url}/readyz", timeout=10)
         with concurrent.futures.ThreadPoolExecutor(2) as ex:
             slow = [ex.submit(ask, g, "slow", None, stream=True) for _ in range(2)]
             time.sleep(0.5)  # both connections are now busy for ~3 s
@@ -202,7 +202,7 @@ def test_pool_wait_is_bounded_then_503(
             assert_openai_error(r, 503)
             assert waited < 1.5, waited
             time.sleep(1.6)  # the readiness probe shares the pool: it cannot generate either
-            assert httpx.get(f"{g.url}/readyz", timeout=5).status_code == 503
+            assert httpx.get(f"{g.internal_url}/readyz", timeout=5).status_code == 503
             assert all(f.result(timeout=10).status_code == 200 for f in slow)
         rec = [a for a in g.audit() if a["model"] == "ok"][-1]
         assert rec["status"] == 503

@@ -53,7 +53,7 @@ def test_midstream_death_ends_with_error_event(gateway: Gateway) -> None:
     assert len(events) >= 3
     assert json.loads(events[-2])["error"]["code"] == "upstream_error"
     assert events[-1] == "[DONE]"
-    assert 'gateway_upstream_errors_total{kind="protocol"}' in httpx.get(f"{gateway.url}/metrics").text
+    assert 'gateway_upstream_errors_total{kind="protocol"}' in gateway.metrics()
 
 
 def test_client_disconnect_cancels_upstream(gateway: Gateway, upstream: Upstream) -> None:
@@ -111,7 +111,7 @@ def test_refused_upstream_is_503_and_not_ready(dead_upstream_gateway: Gateway) -
         # Promptly: far below the 120 s read-timeout default, generous for a shared machine.
         assert time.monotonic() - t0 < 10
         assert c.get("/healthz").status_code == 200
-        r = c.get("/readyz")
+        r = httpx.get(f"{g.internal_url}/readyz", timeout=5)
         assert r.status_code == 503 and r.json()["ready"] is False
 
 
@@ -137,7 +137,7 @@ def test_midstream_error_event_counts_as_an_error(gateway: Gateway, client: http
     assert r.status_code == 200 and "engine died" in r.text and r.text.rstrip().endswith("data: [DONE]")
     rec = [a for a in gateway.audit() if a["request_id"] == "midstream-error-1"][-1]
     assert rec["status"] == 502 and rec["error"] == "upstream_stream_error"
-    metrics = httpx.get(f"{gateway.url}/metrics").text
+    metrics = gateway.metrics()
     assert any(
         ln.startswith("gateway_requests_total{")
         and 'model="error-midstream"' in ln

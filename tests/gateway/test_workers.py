@@ -91,10 +91,10 @@ def test_metrics_aggregate_both_workers(two_workers: tuple[Gateway, Path]) -> No
     )
     # A stream's bookkeeping finishes as its relay closes, just after the client saw the end.
     deadline = time.monotonic() + 5
-    while _scrape(g.url).get(requests_key) != sent and time.monotonic() < deadline:
+    while _scrape(g.internal_url).get(requests_key) != sent and time.monotonic() < deadline:
         time.sleep(0.05)
     for _ in range(6):
-        m = _scrape(g.url)
+        m = _scrape(g.internal_url)
         # Whichever worker answers, it reports the sum of both.
         assert m[requests_key] == sent
         assert m[("gateway_request_duration_seconds_count", route)] == sent

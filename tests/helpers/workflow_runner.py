@@ -129,7 +129,7 @@ class _Parser:
             self.take()
             right = self.unary()
             same = _loose_equal(left, right)
-            return same if tok[1] == "==" else not same  # type: ignore[index]
+            return same if tok == ("op", "==") else not same
         return left
 
     def unary(self) -> Any:
@@ -160,12 +160,12 @@ class _Parser:
             return self.status(text)
         if text not in self.contexts:
             raise ExpressionError(f"context {text!r} is not available here ({', '.join(sorted(self.contexts))})")
-        value: Any = self.contexts[text]
+        found: Any = self.contexts[text]
         while self.peek() == ("op", "."):
             self.take()
             _, prop = self.take()
-            value = value.get(prop) if isinstance(value, Mapping) else None
-        return value
+            found = found.get(prop) if isinstance(found, Mapping) else None
+        return found
 
 
 def _loose_equal(a: Any, b: Any) -> bool:
@@ -741,5 +741,5 @@ class DaggerHost:
 def _mapped(text: str, mapping: Mapping[str, str]) -> str:
     """`text` with each container path / service URL of `mapping` replaced (longest first, at path boundaries)."""
     for src in sorted(mapping, key=len, reverse=True):
-        text = re.sub(re.escape(src) + r"(?=$|[/,\s=:])", lambda _m, dst=mapping[src]: dst, text)
+        text = re.sub(re.escape(src) + r"(?=$|[/,\s=:])", mapping[src].replace("\\", "\\\\"), text)
     return text

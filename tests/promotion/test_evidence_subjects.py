@@ -338,8 +338,11 @@ def test_status_prints_the_remote_redacted(remote: str, tmp_path: Path, monkeypa
     cfg.write_text(f'[url "{remote}"]\n\tinsteadOf = {url}\n')
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
     ctx = RunContext(run_dir=tmp_path / "run", console=Console(record=True, width=400))
-    assert status.main(argparse.Namespace(gitops_repo=url, json=False), ctx) == 0
-    out = ctx.console.export_text()
+    result = status.main(argparse.Namespace(gitops_repo=url), ctx)
+    assert result.exit_code == 0 and result.render is not None
+    shown = Console(record=True, width=400)
+    result.render(shown)  # the table view (stdout)
+    out = shown.export_text() + ctx.console.export_text()
     assert "s3cr3t" not in out and "https://***@gitops.invalid/r.git" in out.replace("\n", "")
 
 

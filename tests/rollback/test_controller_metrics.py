@@ -92,9 +92,9 @@ def test_a_webhook_moves_the_counters_the_alerts_read(live: LiveController) -> N
     assert delta("rollback_controller_syncs_total", env="staging", state="requested") == 0
     assert value(after, "rollback_controller_last_rollback_timestamp_seconds", env="staging") > time.time() - 120
     # exp of each token file, read at scrape time.
-    service_exp = jwt.decode(
-        (live.tmp_path / "argocd-token").read_text().strip(), options={"verify_signature": False}
-    )["exp"]
+    service_exp = jwt.decode((live.tmp_path / "argocd-token").read_text().strip(), options={"verify_signature": False})[
+        "exp"
+    ]
     expiry = "rollback_controller_argocd_token_expiry_timestamp_seconds"
     assert value(after, expiry, token="service") == service_exp
     assert value(after, expiry, token="root") == 1_800_000_000

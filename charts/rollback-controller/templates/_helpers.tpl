@@ -12,13 +12,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* rollback-controller.ownedSelectorLabels: labels only this chart writes, for selectors over other objects' own metadata (ServiceMonitor -> Service): Argo CD's label tracking sets app.kubernetes.io/instance on every object it syncs to the Application name (policies/manifests/tracking.rego). */}}
 {{- define "rollback-controller.ownedSelectorLabels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
-llm.example.com/instance: {{ .Release.Name }}
+{{ .Values.labelDomain }}/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* rollback-controller.labels: the standard labels on every object. */}}
 {{- define "rollback-controller.labels" -}}
 {{ include "rollback-controller.selectorLabels" . }}
-llm.example.com/instance: {{ .Release.Name }}
+{{ .Values.labelDomain }}/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: rollback-controller
 app.kubernetes.io/part-of: llm-platform

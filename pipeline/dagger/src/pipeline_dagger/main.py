@@ -510,6 +510,9 @@ class Pipeline:
         subject_digests: Annotated[
             str | None, Doc("with target: image digests serving it, gateway=sha256:...,vllm=sha256:... (asserted)")
         ] = None,
+        vllm_stand_in: Annotated[
+            str | None, Doc("with target: what serves in place of the release's vLLM image (recorded)")
+        ] = None,
         gateway_image: Annotated[str | None, GATEWAY_IMAGE_DOC] = None,
         vllm_image: Annotated[str | None, VLLM_IMAGE_DOC] = None,
         registry: Annotated[str, Doc("registry/namespace of the images given by digest")] = "",
@@ -554,6 +557,9 @@ class Pipeline:
         trivy_reports: Annotated[dagger.File | None, Doc("VulnerabilityReports file for the prod gate")] = None,
         extra_evidence: Annotated[list[dagger.File] | None, Doc("extra StageResult JSON files")] = None,
         release_file: Annotated[dagger.File | None, Doc("release.json to promote")] = None,
+        release_id: Annotated[
+            str | None, Doc("promote this release the source env ran (default: its current one)")
+        ] = None,
         actor: Annotated[str | None, Doc("who promotes")] = None,
         gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
         gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,

@@ -51,6 +51,10 @@ def infra_params(verb: str) -> frozenset[str]:
 OMITTED: dict[tuple[str, str], str] = {
     ("render", "out"): "the function returns the run directory; `report export --path` puts the manifests on the host",
     ("build", "registry"): "the function's own `registry` publishes from Dagger and passes the digests in",
+    # A Slack-style webhook URL carries its credential in the path: as a plain string argument the
+    # engine would log it and key caches on it. Notify from the CI job around `dagger call` instead.
+    ("promote", "notify_url"): "a webhook URL is a credential; notify from the calling CI job",
+    ("rollback", "notify_url"): "a webhook URL is a credential; notify from the calling CI job",
 }
 # CLI flags that name a host path: the Dagger function takes them as a File or Directory, mounts it under
 # INPUTS and passes the mount path (a plain string would be resolved inside the container, never the host).
@@ -109,6 +113,7 @@ FLAG_ALIASES: dict[tuple[str, str], str] = {
     ("ci", "images"): "--image",
     ("promote", "source"): "--from",
     ("promote", "extra_evidence"): "--evidence",
+    ("promote", "release_id"): "--release",
 }
 # External tools each verb needs besides the venv (pipeline.runtime.tools names).
 TOOLS: dict[str, tuple[str, ...]] = {
@@ -692,6 +697,11 @@ def release_flags(verb: str, images: Mapping[str, str], gpu: bool) -> dict[str, 
         flags |= {"target": VLLM_URL, "gateway_url": GATEWAY_URL}
     else:  # loadtest: the load goes through the gateway
         flags |= {"target": GATEWAY_URL}
+        if not gpu:
+            # The CUDA vllm image did not run: say what served instead (the policy refuses a gateway gate
+            # that names neither the vLLM digest it ran nor its stand-in).
+            cpu = images.get(VLLM_CPU) or "built from this source (app/Dockerfile vllm, VLLM_FLAVOR=cpu)"
+            flags["vllm_stand_in"] = f"vLLM CPU build {cpu} serving the tiny model, in place of the CUDA vllm image"
     return flags
 
 
