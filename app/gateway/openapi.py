@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.gateway.request_ctx import JSON
-from app.gateway.schemas import ChatCompletionRequest, CompletionRequest
+from app.gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -26,8 +26,8 @@ _ERROR_SCHEMA: dict[str, Any] = {
 
 
 def openapi_spec() -> dict[str, Any]:
-    """The gateway's own OpenAPI 3.1 description: the generation routes (request bodies from the
-    pydantic models the gateway validates with), the model list, health, readiness, metrics."""
+    """The gateway's own OpenAPI 3.1 description: the generation, embedding and responses routes
+    (request bodies from the pydantic models the gateway validates with), the model list, health."""
     schemas: dict[str, Any] = {"Error": _ERROR_SCHEMA}
     err = {"description": "OpenAI-shaped error", "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
     errors = {str(c): err for c in (400, 401, 403, 404, 413, 429, 502, 503, 504)}
@@ -35,6 +35,8 @@ def openapi_spec() -> dict[str, Any]:
     for path, model, op in (
         ("/v1/chat/completions", ChatCompletionRequest, "createChatCompletion"),
         ("/v1/completions", CompletionRequest, "createCompletion"),
+        ("/v1/embeddings", EmbeddingRequest, "createEmbedding"),
+        ("/v1/responses", ResponsesRequest, "createResponse"),
     ):
         js = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(js.pop("$defs", {}))

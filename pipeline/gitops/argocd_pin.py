@@ -12,6 +12,7 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pipeline.core.platform import repo_platform
 from pipeline.gitops.repo import GitOpsError, GitOpsRepo, Message, dump_yaml, git, load_yaml_text
 
 # Files of an env the Application reads (valueFiles): a pin "matches" when these are the same as on the branch.
@@ -21,7 +22,8 @@ APP_FILES = ("values.yaml", "release.yaml")
 # the pipeline, in the same push as the change of the env's pins (see pin_follow_up).
 PIN_FILE = "environments/argocd/applicationset-llm-service.yaml"
 
-PINNED_ENVS: dict[str, str] = {"prod": "prodRevision"}
+# The production env (platform.yaml's last) is pinned; its key keeps the name the template reads.
+PINNED_ENVS: dict[str, str] = {repo_platform().production.name: "prodRevision"}
 # The generator's own `revision` holds the same commit: it reads the env's release.yaml (the chart
 # version) at the pin, so chart and values come from one commit.
 PIN_KEYS = ("revision",)

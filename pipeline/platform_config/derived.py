@@ -296,6 +296,13 @@ def env_values(env: str) -> Callable[[Any, Ctx], None]:
         p = ctx.platform
         e = p.env(env)
         _set(doc, ("environment",), e.name)
+        redis = doc.get("gateway", {}).get("config", {}).get("redisUrl")
+        if isinstance(redis, str):  # an in-cluster Redis of the env's namespace: <svc>.<namespace>.svc
+            _set(
+                doc,
+                ("gateway", "config", "redisUrl"),
+                re.sub(r"^(\w+://[^./@]+)\.[^./]+\.svc\b", rf"\g<1>.{e.namespace}.svc", redis),
+            )
         _set(doc, ("vllm", "model", "id"), p.model.id)
         selector = doc.get("scheduling", {}).get("nodeSelector")
         if isinstance(selector, dict):
@@ -306,7 +313,7 @@ def env_values(env: str) -> Callable[[Any, Ctx], None]:
         _set_seq(doc, ("httpRoute", "hostnames"), [e.host])
         _set(doc, ("ingress", "host"), e.host)
         if doc.get("ingress", {}).get("tlsSecretName"):
-            _set(doc, ("ingress", "tlsSecretName"), e.host.replace(".", "-") + "-tls")
+            _set(doc, ("ingress", "tlsSecretName"), tls_secret(e.host))
 
     return fix
 
@@ -326,6 +333,41 @@ def slo(env: str) -> Callable[[Any, Ctx], None]:
 def model_record(doc: Any, ctx: Ctx) -> None:
     _set(doc, ("id",), ctx.platform.model.id)
     _set(doc, ("revision",), ctx.platform.model.revision)
+
+
+def repository_secret(doc: Any, ctx: Ctx) -> None:
+    """The Argo CD repository Secret for the OCI chart repository."""
+    _set(doc, ("spec", "target", "template", "data", "url"), ctx.platform.chart_repo)
+
+
+_CHART_REPO = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*/charts\b")
+
+
+def prerequisites(doc: Any, ctx: Ctx) -> None:
+    """Secrets every env needs live in every env namespace; prod's TLS secret follows its host."""
+    p = ctx.platform
+    prod = p.production
+    for need in doc.get("secrets") or []:
+        namespaces = list(need.get("namespaces") or [])
+        if str(need.get("name", "")).endswith("-tls"):
+            old_name, old_ns = str(need["name"]), namespaces[0] if namespaces else ""
+            new_name = tls_secret(prod.host)
+            need["name"] = new_name
+            _set_seq(need, ("namespaces",), [prod.namespace])
+            for key in ("used_by", "provisioned_by"):
+                if isinstance(need.get(key), str):
+                    text = need[key].replace(old_name, new_name)
+                    text = re.sub(rf"-n {re.escape(old_ns)}\b", f"-n {prod.namespace}", text) if old_ns else text
+                    need[key] = re.sub(r"(Certificate for )[a-z0-9.-]+", rf"\g<1>{prod.host}", text)
+        elif len(namespaces) > 1:  # per env
+            _set_seq(need, ("namespaces",), [e.namespace for e in p.environments])
+        for key in ("used_by", "provisioned_by"):
+            if isinstance(need.get(key), str) and _CHART_REPO.search(need[key]):
+                need[key] = _CHART_REPO.sub(p.chart_repo, need[key])
+
+
+def tls_secret(host: str) -> str:
+    return host.replace(".", "-") + "-tls"
 
 
 # --- policies ---------------------------------------------------------------------------------
@@ -397,8 +439,10 @@ def yaml_files(p: Platform) -> dict[str, YamlFixer]:
         "environments/argocd/appproject-llm-platform.yaml": appproject,
         "environments/argocd/appproject-llm-service.yaml": appproject,
         "environments/argocd/applicationset-llm-service.yaml": applicationset,
+        "environments/argocd/externalsecret-repository-charts.yaml": repository_secret,
         "app/model.yaml": model_record,
         "policies/params.yaml": policy_params,
+        "policies/prerequisites.yaml": prerequisites,
     }
     for env in p.env_names:
         files[f"environments/{env}/values.yaml"] = env_values(env)
@@ -436,6 +480,7 @@ def derive(root: Path, platform: Platform, renames: dict[str, str] | None = None
     ctx = Ctx(platform, dict(renames or {}))
     changes: list[Change] = []
     params_doc: Any = None
+    prereq_text: str | None = None
     for rel, fix in yaml_files(platform).items():
         path = root / rel
         if not path.is_file():
@@ -447,8 +492,10 @@ def derive(root: Path, platform: Platform, renames: dict[str, str] | None = None
         fix(doc, ctx)
         if rel == "policies/params.yaml":
             params_doc = doc
-        if _plain(doc) != before:
-            new = _dump(doc)
+        new = _dump(doc) if _plain(doc) != before else text
+        if rel == "policies/prerequisites.yaml":
+            prereq_text = new
+        if new is not text:
             changes.append(Change(rel, new, _diff(rel, text, new)))
     for rel, jfix in JSON_FILES.items():
         path = root / rel
@@ -464,7 +511,31 @@ def derive(root: Path, platform: Platform, renames: dict[str, str] | None = None
         new = params_rego(text, ctx, params_doc)
         if _builtin_data(new) != _builtin_data(text):
             changes.append(Change(PARAMS_REGO, new, _diff(PARAMS_REGO, text, new)))
+    if prereq_text is not None and (root / PREREQ_DOC).is_file():
+        text = (root / PREREQ_DOC).read_text()
+        new = prerequisites_doc(text, prereq_text)
+        if new != text:
+            changes.append(Change(PREREQ_DOC, new, _diff(PREREQ_DOC, text, new)))
     return changes
+
+
+PREREQ_DOC = "docs/prerequisites.md"
+
+
+def prerequisites_doc(doc: str, prereq_yaml: str) -> str:
+    """docs/prerequisites.md with its generated part made from `prereq_yaml`."""
+    import tempfile
+
+    from pipeline.checks import prerequisites as prereq
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(prereq_yaml)
+        f.flush()
+        table = prereq.markdown(prereq.load(Path(f.name)))
+    if prereq.documented(doc) is None:
+        return doc
+    head, _, rest = doc.partition(prereq.DOC_BEGIN)
+    return f"{head}{prereq.DOC_BEGIN}\n{table}{prereq.DOC_END}{rest.partition(prereq.DOC_END)[2]}"
 
 
 def _builtin_data(rego: str) -> Any:

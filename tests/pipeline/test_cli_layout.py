@@ -84,7 +84,7 @@ LOWER: dict[str, set[str]] = {
     "artifacts": {"checks", "core", "runtime"},
     "probes": {"core", "runtime"},
     "gitops": {"artifacts", "checks", "core", "runtime"},
-    "platform_config": {"core", "runtime"},
+    "platform_config": {"checks", "core", "runtime"},
     "stages": {"platform_config", "gitops", "probes", "artifacts", "checks", "core", "runtime"},
     "controller": {"stages", "platform_config", "gitops", "probes", "artifacts", "checks", "core", "runtime"},
     "commands": {"controller", "platform_config", "gitops", "probes", "artifacts", "checks", "core", "runtime"},

@@ -187,6 +187,15 @@ def test_init_makes_another_organisations_repo_and_everything_follows(tmp_path: 
     assert bad.returncode == 2
     assert "invalid choice: 'prod' (choose from" in bad.stderr and "'live'" in bad.stderr
 
+    # The bootstrap plan names the new namespaces, chart repository and TLS secret.
+    plan = cli(root, "bootstrap", "--check", "-o", "json")
+    assert plan.returncode == 0, plan.stderr
+    secrets = {i["name"] for i in json.loads(plan.stdout)["items"] if i["kind"] == "secret"}
+    assert {"ml-test/hf-token", "ml-preprod/hf-token", "ml-live/hf-token", "ml-live/llm-acme-test-tls"} <= secrets
+    assert "argocd repo add reg.acme.test/ml/charts" in plan.stdout
+    for old in OLD_VALUES:
+        assert old not in plan.stdout, f"{old!r} survived init in the bootstrap plan"
+
     # Render (charts + Argo CD + every policy) passes for the new organisation.
     out = root / ".runs/render"
     rendered = cli(root, "--run-dir", str(out), "render", "--env", "all")
