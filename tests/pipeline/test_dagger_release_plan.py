@@ -197,6 +197,9 @@ def test_ci_with_published_digests_runs_smoke_and_loadtest_against_the_release_i
     smoke, load = got["smoke"], got["loadtest"]
     assert smoke.target == plan.VLLM_URL and smoke.gateway_url == plan.GATEWAY_URL
     assert load.target == plan.GATEWAY_URL
+    # Without GPUs the CUDA vllm image did not run: the loadtest says what served instead (the policy
+    # refuses a gateway gate naming neither); with GPUs it claims the vllm digest itself.
+    assert (load.vllm_stand_in is None) if gpu else load.vllm_stand_in.startswith("vLLM CPU build ")
     for stage in (smoke, load):
         assert stage.subject_digests == ({"gateway": GW, "vllm": VLLM} if gpu else {"gateway": GW})
         assert str(stage.token_file) == plan.SMOKE_TOKEN and stage.model == "org/llama"

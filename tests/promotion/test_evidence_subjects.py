@@ -421,3 +421,38 @@ def test_weekend_window_refusal_names_the_window_and_its_end(
     assert [w["ends"] for w in year_end["active_deny"]] == ["Sun 2027-01-03 00:00 UTC"]
     monday = dt.datetime(2026, 11, 30, 6, 0, tzinfo=dt.UTC)
     assert to_prod_local(remote, tmp_path, "prod-mon", now=monday).status is Status.PASSED
+
+
+@pytest.mark.parametrize(
+    "stand_in", [None, "vLLM CPU build registry.test/llm/vllm-cpu@sha256:… serving the tiny model"]
+)
+def test_a_cpu_loadtest_of_a_gpu_release_names_its_vllm_stand_in(
+    remote: str, tmp_path: Path, make_release: Callable[..., Release], stand_in: str | None
+) -> None:
+    """Dagger's ci without GPUs loads the release's gateway image in front of the vLLM CPU build: its
+    loadtest asserts the gateway digest only, and says what served instead of the CUDA vllm image."""
+    rel = make_release(1)
+    ctx = RunContext(run_dir=tmp_path / "run", repo_root=REPO)
+    opts = loadtest.LoadtestOptions(
+        env="dev", target="http://gateway:8080", subject_digests={"gateway": rel.gateway_digest}, vllm_stand_in=stand_in
+    )
+    subject = loadtest._subject(opts, ctx)
+    assert subject.get("vllm_stand_in") == stand_in and "vllm_digest" not in subject
+    evidence = ci_evidence(rel=rel)
+    evidence["loadtest"] = StageResult(
+        stage="loadtest", status=Status.PASSED, summary="ok", evidence={"env": "dev", "subject": subject}
+    )
+    res = run_promote(remote, tmp_path, "dev", to="dev", release=rel, evidence=evidence)
+    neither = [d for d in denials(res) if "names neither the vLLM digest it ran nor its stand-in" in d]
+    assert (res.ok, bool(neither)) == ((True, False) if stand_in else (False, True)), denials(res)
+
+
+def test_vllm_stand_in_needs_a_target_and_contradicts_a_vllm_digest(tmp_path: Path) -> None:
+    ctx = RunContext(run_dir=tmp_path / "run", repo_root=REPO)
+    alone = loadtest.run(loadtest.LoadtestOptions(vllm_stand_in="cpu"), ctx)
+    assert alone.status is Status.FAILED and "--vllm-stand-in needs --target" in alone.summary
+    both = loadtest.LoadtestOptions(
+        target="http://gw", subject_digests={"vllm": "sha256:" + "a" * 64}, vllm_stand_in="x"
+    )
+    res = loadtest.run(both, ctx)
+    assert res.status is Status.FAILED and "contradict" in res.summary
