@@ -67,6 +67,8 @@ class SmokeOptions:
     subject_digests: dict[str, str] = field(default_factory=dict)
     # An already-running gateway in front of `target` (then no gateway is started) and a JWT it accepts.
     gateway_url: str | None = None
+    # Its internal port's URL (/metrics is not served on the API port).
+    gateway_metrics_url: str | None = None
     token_file: Path | None = None
     # The release's pod: its images by registry digest (then nothing runs from the working tree).
     pod: PodImages | None = None
@@ -95,6 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gateway-url",
         help="with --target: URL of an already-running gateway in front of it (then no gateway is started)",
+    )
+    parser.add_argument(
+        "--gateway-metrics-url",
+        metavar="URL",
+        help="with --gateway-url: that gateway's internal port (/metrics is not served on its API port)",
     )
     parser.add_argument(
         "--token-file",
@@ -148,6 +155,7 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
             timeout=args.timeout,
             subject_digests=args.subject_digests,
             gateway_url=args.gateway_url,
+            gateway_metrics_url=args.gateway_metrics_url,
             token_file=args.token_file,
         ),
         ctx,
@@ -238,6 +246,10 @@ def _subject(opts: SmokeOptions, ctx: RunContext) -> dict[str, Any]:
         raise ValueError(
             "--gateway-url needs --target (the model server behind it) and --token-file (a JWT it accepts)"
         )
+    if bool(opts.gateway_url) != bool(opts.gateway_metrics_url):
+        raise ValueError(
+            "--gateway-url and --gateway-metrics-url go together: the gateway serves /metrics on its internal port"
+        )
     if opts.token_file and not opts.gateway_url:
         raise ValueError("--token-file needs --gateway-url (without it the stage mints a token for its own gateway)")
     if opts.target:
@@ -295,6 +307,7 @@ def _gateway(
     if opts.gateway_url:
         assert upstream is not None and token is not None  # checked by _subject and _caller_token
         evidence["upstream_url"], evidence["gateway_url"] = upstream, opts.gateway_url.rstrip("/")
+        evidence["gateway_metrics_url"] = (opts.gateway_metrics_url or "").rstrip("/")
         yield upstream, opts.gateway_url.rstrip("/"), token
         return
     ctx.progress("starting the gateway" + (" and the simulator" if upstream is None else ""))

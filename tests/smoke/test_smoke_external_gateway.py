@@ -31,6 +31,7 @@ def test_external_gateway_simulator_passes_every_check_and_claims_the_images(tmp
         opts = SmokeOptions(
             target=stack.upstream_url,
             gateway_url=stack.gateway_url,
+            gateway_metrics_url=stack.internal_url,
             token_file=token,
             model="sim-llama",
             subject_digests={"gateway": GW, "vllm": VLLM},
@@ -51,7 +52,16 @@ def test_external_gateway_simulator_passes_every_check_and_claims_the_images(tmp
         (SmokeOptions(gateway_url="http://gw:8080", token_file=Path("t")), "needs --target"),
         (SmokeOptions(target="http://v:8000", gateway_url="http://gw:8080"), "--token-file"),
         (SmokeOptions(target="http://v:8000", token_file=Path("t")), "needs --gateway-url"),
-        (SmokeOptions(target="http://v:8000", gateway_url="http://gw:8080", token_file=Path("/nonexistent")), "token"),
+        (SmokeOptions(target="http://v:8000", gateway_url="http://gw:8080", token_file=Path("t")), "go together"),
+        (
+            SmokeOptions(
+                target="http://v:8000",
+                gateway_url="http://gw:8080",
+                gateway_metrics_url="http://gw:8081",
+                token_file=Path("/nonexistent"),
+            ),
+            "token",
+        ),
     ],
 )
 def test_external_gateway_options_are_checked_before_anything_runs(
@@ -64,5 +74,6 @@ def test_external_gateway_options_are_checked_before_anything_runs(
 
 def test_cli_accepts_gateway_url_and_token_file() -> None:
     argv = ["smoke", "--target", "http://vllm:8000", "--gateway-url", "http://gateway:8080", "--token-file", "/t"]
-    args = cli.build_parser(cli.discover()).parse_args(argv)
+    args = cli.build_parser(cli.discover()).parse_args([*argv, "--gateway-metrics-url", "http://gateway:8081"])
     assert (args.gateway_url, args.token_file) == ("http://gateway:8080", Path("/t"))
+    assert args.gateway_metrics_url == "http://gateway:8081"

@@ -359,6 +359,8 @@ class Pipeline:
                     retries=HEALTH_RETRIES,
                 )
             ctr = ctr.with_exposed_port(spec.port)
+            for port in spec.extra_ports:
+                ctr = ctr.with_exposed_port(port)
             if spec.gpu:
                 ctr = ctr.experimental_with_all_gp_us()
             built[alias] = ctr.as_service(args=spec.args) if spec.args else ctr.as_service(use_entrypoint=True)
@@ -469,6 +471,7 @@ class Pipeline:
             str | None, Doc("with target: image digests serving it, e.g. vllm=sha256:... (recorded as asserted)")
         ] = None,
         gateway_url: Annotated[str | None, Doc("with target: URL of a running gateway in front of it")] = None,
+        gateway_metrics_url: Annotated[str | None, Doc("with gateway_url: its internal port's URL (/metrics)")] = None,
         token_file: Annotated[dagger.File | None, Doc("with gateway_url: a JWT file that gateway accepts")] = None,
         gateway_image: Annotated[str | None, GATEWAY_IMAGE_DOC] = None,
         vllm_image: Annotated[str | None, VLLM_IMAGE_DOC] = None,

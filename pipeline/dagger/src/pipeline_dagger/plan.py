@@ -375,6 +375,9 @@ VLLM_PORT = 8000
 GATEWAY_PORT = 8080
 VLLM_URL = f"http://vllm:{VLLM_PORT}"
 GATEWAY_URL = f"http://gateway:{GATEWAY_PORT}"
+# The gateway image's internal port (/metrics, /readyz; app/gateway/__main__.py --internal-port default).
+GATEWAY_INTERNAL_PORT = 8081
+GATEWAY_METRICS_URL = f"http://gateway:{GATEWAY_INTERNAL_PORT}"
 # The release's image targets as the functions name their parameters (<target>_image, <target>_digest;
 # vllm_cpu_digest); tests check them against pipeline/runtime/contract.json, where the targets are defined.
 RELEASE_TARGETS = ("gateway", "vllm")
@@ -539,6 +542,7 @@ class Service:
 
     image: str  # a ref pinned by digest; "" = build the image `build_image` (IMAGE_BUILDS) from the source
     port: int
+    extra_ports: tuple[int, ...] = ()  # other ports clients of the service reach (the gateway's internal one)
     build_image: str = ""
     args: list[str] = field(default_factory=list)  # empty = the image's entrypoint + cmd
     env: dict[str, str] = field(default_factory=dict)
@@ -667,6 +671,7 @@ def release_services(
     gateway = Service(
         image=images["gateway"],
         port=GATEWAY_PORT,
+        extra_ports=(GATEWAY_INTERNAL_PORT,),
         env={
             "GATEWAY_UPSTREAM_URL": VLLM_URL,
             "GATEWAY_JWT_JWKS": f"{GATEWAY_CONF}/jwks.json",
@@ -694,7 +699,7 @@ def release_flags(verb: str, images: Mapping[str, str], gpu: bool) -> dict[str, 
     digests = ",".join(f"{t}={images[t].split('@', 1)[1]}" for t in claimed_targets(gpu))
     flags: dict[str, Any] = {"subject_digests": digests, "token_file": SMOKE_TOKEN}
     if verb == "smoke":
-        flags |= {"target": VLLM_URL, "gateway_url": GATEWAY_URL}
+        flags |= {"target": VLLM_URL, "gateway_url": GATEWAY_URL, "gateway_metrics_url": GATEWAY_METRICS_URL}
     else:  # loadtest: the load goes through the gateway
         flags |= {"target": GATEWAY_URL}
         if not gpu:
