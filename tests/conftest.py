@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.runtime import registry
 from pipeline.runtime.procs import free_port
 from tests.helpers import suite_processes
 
@@ -64,7 +65,8 @@ def port() -> int:
 
 # --- no process of the suite survives it ---------------------------------------------------------
 # Each pytest process (the controller and every xdist worker) marks what it starts with its own
-# value of MARK_VAR; at the end it stops what is left and fails the run, naming each process.
+# value of MARK_VAR; at the end it stops what is left and fails the run, naming each process. The
+# checkout's own embedded registry, started by a stage under test, is stopped without failing it.
 _LEFTOVERS: list[str] = []
 
 
@@ -78,9 +80,23 @@ def pytest_testnodedown(node: object, error: object) -> None:
     _LEFTOVERS.extend(getattr(node, "workeroutput", {}).get("suite_leftovers", []))
 
 
+def _stop_project_registry(mark: str) -> str | None:
+    """The checkout's embedded registry, if a test of this process started it (stages that build
+    leave it serving, as `make ci` does for a user): the harness stops it, by its state dir."""
+    serving = registry.status()
+    if serving is None or serving.pid not in suite_processes.marked(mark):
+        return None
+    registry.stop()
+    return f"stopped the checkout's embedded registry (pid {serving.pid}) that the suite started"
+
+
 @pytest.hookimpl(trylast=True)  # after xdist has shut its workers down
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     mark = os.environ.get(suite_processes.MARK_VAR, "")
+    note = _stop_project_registry(mark) if mark else None
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if note and reporter is not None:
+        reporter.write_line(note)
     stopped = suite_processes.stop_leftovers(mark, exclude=frozenset({os.getpid()})) if mark else []
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller reports
@@ -89,7 +105,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _LEFTOVERS.extend(stopped)
     if _LEFTOVERS:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         lines = ["processes started by the suite were still running after it (stopped now):", *_LEFTOVERS]
         if reporter is not None:
             reporter.write_sep("=", "leftover processes", red=True)

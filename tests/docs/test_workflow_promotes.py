@@ -245,6 +245,7 @@ def test_the_workflow_promotes_dev_staging_prod(tmp_path: Path, approvals: Appro
         return {
             "http://vllm:8000": stack.upstream_url,
             "http://gateway:8080": stack.gateway_url,
+            "http://gateway:8081": stack.internal_url,
             "/run/smoke/token": str(token),
         }
 
