@@ -12,11 +12,13 @@ words, the failing test (alertname or expression, eval time, group name when it 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from pipeline.core.result import Timer
 # promtool's default when a test file sets no evaluation_interval (cmd/promtool/unittest.go).
 DEFAULT_EVAL_INTERVAL_S = 60.0
 CACHE_SCHEMA = 1
+# Remembered passes not reused for this long are forgotten (each rule edit adds one per test file).
+CACHE_MAX_AGE_S = 30 * 86400
 
 Runner = Callable[[list[str], Path], "subprocess.CompletedProcess[str]"]
 
@@ -155,6 +159,15 @@ def cache_key(test_file: Path, promtool: str) -> str | None:
     return h.hexdigest()
 
 
+def forget_unused(cache: Path, max_age_s: float) -> None:
+    """Remove remembered passes not written or reused within `max_age_s`."""
+    cutoff = time.time() - max_age_s
+    for entry in cache.iterdir():
+        with contextlib.suppress(OSError):  # another render may remove it first
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink()
+
+
 def _default_runner(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     # One stream keeps promtool's `Unit Testing:` header next to its failures.
     return subprocess.run(
@@ -189,6 +202,7 @@ def run_tests(
     for t in tests:
         key = keys[t]
         if cache is not None and key and (cache / key).is_file():
+            (cache / key).touch()  # still in use: not forgotten
             results[t] = FileResult(t, passed=True, output="", seconds=0.0, reused=True)
         else:
             todo.append(t)
@@ -212,4 +226,5 @@ def run_tests(
                 tmp = cache / f".{key}.{os.getpid()}"
                 tmp.write_text(json.dumps({"file": t, "seconds": round(results[t].seconds, 3)}) + "\n")
                 tmp.replace(cache / key)  # atomic: a reader never sees half a record
+        forget_unused(cache, CACHE_MAX_AGE_S)
     return TestRun([results[t] for t in tests])

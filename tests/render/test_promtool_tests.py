@@ -4,6 +4,7 @@ rule file runs again, and no more processes than asked run at once."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -141,3 +142,19 @@ def test_estimated_steps_follow_eval_times_and_interval(tmp_path: Path) -> None:
     assert pt.estimated_steps(f) == 90 * 2 + 1
     f.write_text("tests: [")  # unreadable: no estimate, and never reused
     assert pt.estimated_steps(f) == 0.0 and pt.rule_files(f) is None
+
+
+def test_passes_not_reused_for_a_month_are_forgotten(tmp_path: Path, promtool: str) -> None:
+    work, cache = tmp_path / "rendered", tmp_path / "cache"
+    tests = write_suite(work, {"dev/good.test.yaml": GOOD.format(last="5m")})
+    pt.run_tests(promtool, tests, work, cache=cache)
+    (entry,) = list(cache.iterdir())
+    old = entry.stat().st_mtime - pt.CACHE_MAX_AGE_S - 60
+    os.utime(entry, (old, old))
+    assert pt.run_tests(promtool, tests, work, cache=cache).reused == 1  # reusing it renews it
+    stale = cache / ("0" * 64)
+    stale.write_text("{}\n")
+    os.utime(stale, (old, old))
+    (work / "dev/rules.yaml").write_text(RULES.replace("> 10", "> 5"))  # still passes: a new pass is written
+    pt.run_tests(promtool, tests, work, cache=cache)
+    assert entry.exists() and not stale.exists() and len(list(cache.iterdir())) == 2
