@@ -148,7 +148,7 @@ def prepare(
     work_dir: Path,
     *,
     keys: tuple[DevKeys, Path] | None = None,
-    ports: tuple[int, int] | None = None,
+    ports: tuple[int, int, int] | None = None,
     model_dir: Path | None = None,
     rbac_yaml: str | None = None,
     simulator_args: Sequence[str] = (),
@@ -157,7 +157,7 @@ def prepare(
     """The rendered env (`helm template` output) as this machine plays it; every change recorded.
 
     keys: (dev keys, the directory `dev_keys` wrote them to) made earlier, so a pod replaced in place
-    keeps accepting the same tokens (default: fresh ones under work_dir); ports: (gateway, vLLM) host ports to publish on (default: free ones).
+    keeps accepting the same tokens (default: fresh ones under work_dir); ports: (gateway API, vLLM, gateway internal) host ports to publish on (default: free ones).
     """
     manifests = pods.load_manifests(rendered)
     dep = next((d for d in manifests if d.get("kind") == "Deployment"), None)
@@ -178,7 +178,7 @@ def prepare(
     data = gateway_cm.get("data") or {}
     issuer, audience = str(data.get("GATEWAY_JWT_ISSUER", "")), str(data.get("GATEWAY_JWT_AUDIENCE", ""))
     dev, keys_dir = keys or (dev_keys(work_dir), work_dir)
-    gw_port, vllm_port = ports or (free_port(), free_port())
+    gw_port, vllm_port, internal_port = ports or (free_port(), free_port(), free_port())
     host_paths: dict[str, Path] = {"gateway-jwks": keys_dir / "jwks"}
     overrides = {
         GATEWAY: pods.ContainerOverride(
@@ -213,7 +213,7 @@ def prepare(
     local = pods.local_profile(
         manifests,
         images={GATEWAY: images.gateway, VLLM: images.vllm},
-        host_ports={GATEWAY: {"http": gw_port, "internal": free_port()}, VLLM: {"vllm": vllm_port}},
+        host_ports={GATEWAY: {"http": gw_port, "internal": internal_port}, VLLM: {"vllm": vllm_port}},
         overrides=overrides,
         host_paths=host_paths,
         config_data=config_data,

@@ -101,7 +101,7 @@ class PodDeployment:
         self.faults, self.rbac, self.timeout, self.progress = faults, rbac, timeout, progress
         self._render, self._play = render, play
         self.name = f"{POD_PREFIX}-{env}"
-        self.ports = (free_port(), free_port())
+        self.ports = (free_port(), free_port(), free_port())
         self.keys = dev_keys(work_dir / "keys")
         self.plays: list[Play] = []
         self.current: PreparedPod | None = None
