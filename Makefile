@@ -49,8 +49,8 @@ render: tools ## Render + validate + policy-check the chart for every env
 smoke: tools vllm ## Smoke: real vLLM CPU build behind the gateway
 	$(PY) -m pipeline smoke
 
-loadtest: tools ## Locust against simulator + gateway, gated on loadtests/slo/dev.yaml
-	$(PY) -m pipeline loadtest --env dev
+loadtest: tools ## Locust against simulator + gateway, gated on the first env's SLO file (loadtests/slo/<env>.yaml)
+	$(PY) -m pipeline loadtest
 
 drill: tools ## Rollback drill: real Prometheus + Alertmanager, bad release reverted in git
 	$(PY) -m pipeline drill

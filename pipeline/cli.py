@@ -39,6 +39,7 @@ from rich.markup import escape
 from pipeline.core import output
 from pipeline.core.context import RunContext, new_run_dir
 from pipeline.core.exit_codes import ExitCode, UsageError, describe
+from pipeline.core.platform import PlatformError
 from pipeline.core.result import CommandResult, StageResult
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,15 @@ def _run_verb(mod: ModuleType, args: argparse.Namespace, ctx: RunContext) -> tup
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     requested = _requested_verb(argv)
-    verbs = (discover(requested) if requested else {}) or discover()
+    try:
+        verbs = (discover(requested) if requested else {}) or discover()
+    except PlatformError as exc:
+        # Verbs read env names, namespaces and registries from platform.yaml when they load.
+        sys.stderr.write(
+            f"python -m pipeline: {exc}\n  fix the file (python -m pipeline init --check names the fields), "
+        )
+        sys.stderr.write("or restore the example with `git checkout platform.yaml`\n")
+        return int(ExitCode.USAGE)
     parser = build_parser(verbs)
     args = parser.parse_args(argv)
     logging.basicConfig(

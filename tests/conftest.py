@@ -71,6 +71,7 @@ _LEFTOVERS: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _refuse_another_organisation()
     os.environ[suite_processes.MARK_VAR] = uuid.uuid4().hex
 
 
@@ -110,3 +111,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_sep("=", "leftover processes", red=True)
             for line in lines:
                 reporter.write_line(line)
+
+
+def _refuse_another_organisation() -> None:
+    """The suite asserts the example organisation's values (tests/example-platform.yaml). In a tree
+    whose platform.yaml is another organisation's, `python -m pipeline test` runs it on a copy
+    re-derived for the example; run directly it would fail on every value, so it refuses up front."""
+    example, platform = REPO / "tests" / "example-platform.yaml", REPO / "platform.yaml"
+    if example.is_file() and platform.is_file() and example.read_text() != platform.read_text():
+        raise pytest.UsageError(
+            "platform.yaml is not the example organisation's (tests/example-platform.yaml), whose values the "
+            "tests assert: run `python -m pipeline test` (it tests a copy re-derived for the example), or "
+            "copy platform.yaml to tests/example-platform.yaml if you changed the example itself"
+        )

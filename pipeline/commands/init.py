@@ -10,15 +10,15 @@ gives new hosts, IdP URLs and label domain unless those are given too)."""
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
+from ruamel.yaml import YAML
 
 from pipeline.core.context import RunContext
-from pipeline.core.exit_codes import ExitCode
+from pipeline.core.exit_codes import ExitCode, UsageError
 from pipeline.core.platform import PLATFORM_FILE, PlatformError, load_platform, parse_platform
 from pipeline.core.result import CommandResult
 from pipeline.platform_config.apply import ApplyError, apply
@@ -54,8 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--env",
         action="append",
         metavar="NAME[=NAMESPACE][@CLUSTER]",
-        help="an environment, in promotion order (repeat; default: platform.yaml's). Namespace default llm-NAME",
+        help="an environment, in promotion order (repeat; default: platform.yaml's). NAMESPACE and CLUSTER default to "
+        "that env's in platform.yaml, else llm-NAME on the cluster Argo CD runs in",
     )
+
+
+# Flags that change a value of platform.yaml (argparse dests); --check/--apply take none of them.
+VALUE_FLAGS = (
+    "org", "registry", "git_url", "git_ssh_url", "branch", "domain", "label_domain", "homepage", "contact",
+    "issuer", "audience", "jwks_url", "model_id", "model_revision", "served_model_name", "gpu_pool_label",
+    "spot_label", "spot_taint", "env",
+)  # fmt: skip
+IN_CLUSTER = "https://kubernetes.default.svc"
 
 
 def _ssh_url(https_url: str) -> str:
@@ -63,97 +73,116 @@ def _ssh_url(https_url: str) -> str:
     return f"ssh://git@{host}/{path}"
 
 
-def _parse_env(spec: str, domain: str, is_last: bool, cluster_default: str) -> dict[str, str]:
-    name, _, rest = spec.partition("=")
-    namespace, _, cluster = rest.partition("@") if rest else ("", "", "")
-    if "@" in name:
-        name, _, cluster = name.partition("@")
+def _derived(domain: str) -> dict[str, str]:
+    """The values a domain gives when they were not chosen separately."""
     return {
-        "name": name,
-        "namespace": namespace or f"llm-{name}",
-        "cluster": cluster or cluster_default,
-        "host": f"llm.{domain}" if is_last else f"llm.{name}.{domain}",
+        "labelDomain": f"llm.{domain}",
+        "contact": f"platform@{domain}",
+        "issuer": f"https://auth.{domain}/",
+        "jwksUrl": f"https://auth.{domain}/.well-known/jwks.json",
     }
 
 
-def new_platform(current: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """platform.yaml's data with the flags applied (derived values follow the values they come from)."""
-    data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(current))
-    old_domain = data["labelDomain"].removeprefix("llm.")
+def _host(name: str, domain: str, is_last: bool) -> str:
+    return f"llm.{domain}" if is_last else f"llm.{name}.{domain}"
+
+
+def _parse_envs(specs: list[str], current: list[Any], domain: str) -> list[dict[str, str]]:
+    """--env NAME[=NAMESPACE][@CLUSTER] in promotion order; what a spec leaves out keeps the existing
+    env of that name (namespace, cluster), else llm-NAME on the cluster Argo CD runs in."""
+    existing = {str(e["name"]): e for e in current}
+    envs = []
+    for i, spec in enumerate(specs):
+        head, _, cluster = spec.partition("@")
+        name, _, namespace = head.partition("=")
+        old = existing.get(name, {})
+        envs.append(
+            {
+                "name": name,
+                "namespace": namespace or str(old.get("namespace", f"llm-{name}")),
+                "cluster": cluster or str(old.get("cluster", IN_CLUSTER)),
+                "host": _host(name, domain, i == len(specs) - 1),
+            }
+        )
+    return envs
+
+
+def apply_flags(data: Any, args: argparse.Namespace) -> None:
+    """Set the flags' values in platform.yaml's (round-trip) data. A value derived from the domain or the
+    git URL follows a new one only while it still is the derived value (a chosen issuer stays)."""
+    old_domain = str(data["labelDomain"]).removeprefix("llm.")
     domain = args.domain or old_domain
+    if args.git_url and not args.git_url.startswith(("https://", "http://")):
+        raise UsageError(
+            f"--git-url {args.git_url!r}: give the https URL Argo CD reads (the ssh form goes to --git-ssh-url)"
+        )
     if args.org:
         data["organisation"] = args.org
     if args.registry:
         data["registry"] = args.registry
     if args.git_url:
+        if data["git"]["sshUrl"] == _ssh_url(data["git"]["url"]):
+            data["git"]["sshUrl"] = _ssh_url(args.git_url)
+        if data["homepage"] == str(data["git"]["url"]).removesuffix(".git"):
+            data["homepage"] = args.git_url.removesuffix(".git")
         data["git"]["url"] = args.git_url
-        data["git"]["sshUrl"] = args.git_ssh_url or _ssh_url(args.git_url)
-        data["homepage"] = args.homepage or args.git_url.removesuffix(".git")
-    if args.git_ssh_url:
-        data["git"]["sshUrl"] = args.git_ssh_url
-    if args.branch:
-        data["git"]["branch"] = args.branch
-    if args.homepage:
-        data["homepage"] = args.homepage
     if args.domain:
-        data["labelDomain"] = f"llm.{domain}"
-        data["contact"] = f"platform@{domain}"
-        data["idp"]["issuer"] = f"https://auth.{domain}/"
-        data["idp"]["jwksUrl"] = f"https://auth.{domain}/.well-known/jwks.json"
-    for flag, key in (("label_domain", "labelDomain"), ("contact", "contact")):
-        if getattr(args, flag):
-            data[key] = getattr(args, flag)
-    if args.issuer:
-        data["idp"]["issuer"] = args.issuer
-        data["idp"]["jwksUrl"] = args.issuer.rstrip("/") + "/.well-known/jwks.json"
-    if args.jwks_url:
-        data["idp"]["jwksUrl"] = args.jwks_url
-    if args.audience:
-        data["idp"]["audience"] = args.audience
-    for flag, key in (("model_id", "id"), ("model_revision", "revision"), ("served_model_name", "servedName")):
-        if getattr(args, flag):
-            data["model"][key] = getattr(args, flag)
-    for flag, key in (("gpu_pool_label", "gpuPoolLabel"), ("spot_label", "spotLabel"), ("spot_taint", "spotTaint")):
-        if getattr(args, flag):
-            data["nodes"][key] = getattr(args, flag)
-    cluster_default = data["environments"][0].get("cluster", "https://kubernetes.default.svc")
-    if args.env:
-        data["environments"] = [
-            _parse_env(spec, domain, i == len(args.env) - 1, cluster_default) for i, spec in enumerate(args.env)
-        ]
-    elif args.domain:
+        old, new = _derived(old_domain), _derived(domain)
+        for key, where in (("labelDomain", data), ("contact", data), ("issuer", data["idp"]), ("jwksUrl", data["idp"])):
+            if where[key] == old[key]:
+                where[key] = new[key]
         last = len(data["environments"]) - 1
         for i, env in enumerate(data["environments"]):
-            env["host"] = f"llm.{domain}" if i == last else f"llm.{env['name']}.{domain}"
-    return data
-
-
-def _header(text: str) -> str:
-    """platform.yaml's leading comment block (kept when init rewrites the file)."""
-    lines = []
-    for line in text.splitlines(keepends=True):
-        if not line.startswith("#"):
-            break
-        lines.append(line)
-    return "".join(lines)
+            if env["host"] == _host(str(env["name"]), old_domain, i == last):
+                env["host"] = _host(str(env["name"]), domain, i == last)
+    plain = (
+        ("git_ssh_url", data["git"], "sshUrl"),
+        ("branch", data["git"], "branch"),
+        ("homepage", data, "homepage"),
+        ("label_domain", data, "labelDomain"),
+        ("contact", data, "contact"),
+        ("audience", data["idp"], "audience"),
+        ("model_id", data["model"], "id"),
+        ("model_revision", data["model"], "revision"),
+        ("served_model_name", data["model"], "servedName"),
+        ("gpu_pool_label", data["nodes"], "gpuPoolLabel"),
+        ("spot_label", data["nodes"], "spotLabel"),
+        ("spot_taint", data["nodes"], "spotTaint"),
+    )
+    for flag, where, key in plain:
+        if getattr(args, flag):
+            where[key] = getattr(args, flag)
+    if args.issuer:
+        if data["idp"]["jwksUrl"] == str(data["idp"]["issuer"]).rstrip("/") + "/.well-known/jwks.json":
+            data["idp"]["jwksUrl"] = args.issuer.rstrip("/") + "/.well-known/jwks.json"
+        data["idp"]["issuer"] = args.issuer
+    if args.jwks_url:
+        data["idp"]["jwksUrl"] = args.jwks_url
+    if args.env:
+        data["environments"] = _parse_envs(args.env, list(data["environments"]), domain)
 
 
 def read_only(args: argparse.Namespace) -> bool:
-    """`init --check` writes nothing (no run directory either)."""
-    return bool(args.check)
+    """init never keeps a run directory: its output is platform.yaml and the files derived from it."""
+    return True
 
 
-def _lines(lines: list[str]) -> Callable[[Console], None]:
+def _lines(lines: list[str], *, stderr: bool = False) -> Callable[[Console], None]:
     def render(console: Console) -> None:
+        target = Console(stderr=True) if stderr else console
         for line in lines:
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
+            target.print(line, markup=False, highlight=False, soft_wrap=True)
 
     return render
 
 
 def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
-    root = Path.cwd()
+    root = ctx.repo_root
     path = root / PLATFORM_FILE
+    given = [f"--{f.replace('_', '-')}" for f in VALUE_FLAGS if getattr(args, f)]
+    if (args.check or args.apply) and given:
+        mode = "--check" if args.check else "--apply"
+        raise UsageError(f"{mode} reads platform.yaml as it is; it takes none of {', '.join(given)}")
     try:
         if args.check:
             platform = load_platform(root)
@@ -167,20 +196,33 @@ def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
                 f"platform: {len(changes)} file(s) disagree with {PLATFORM_FILE} (fix: python -m pipeline init --apply)"
             )
             return CommandResult(data, ExitCode.REFUSED, _lines([head, *(c.diff.rstrip() for c in changes)]))
-        text = path.read_text() if path.exists() else ""
+        if not path.exists():
+            raise PlatformError(
+                f"{path} is missing: `git checkout platform.yaml` restores the example, then run init with your values"
+            )
         if args.apply:
             platform = load_platform(root)
             new_text = None
         else:
-            current = yaml.safe_load(text) if text else None
-            if current is None:
-                raise PlatformError(f"{path} is missing: restore it from the repository first")
-            new_text = _header(text) + yaml.safe_dump(new_platform(current, args), sort_keys=False, allow_unicode=True)
-            platform = parse_platform(new_text)
+            rt = _rt()
+            data = rt.load(path.read_text())
+            apply_flags(data, args)
+            buf = io.StringIO()
+            rt.dump(data, buf)
+            new_text = buf.getvalue()
+            platform = parse_platform(new_text, str(path))
         applied = apply(root, platform, new_text)
     except (PlatformError, ApplyError) as exc:
-        return CommandResult({"error": str(exc)}, ExitCode.USAGE, _lines([f"init: {exc}"]))
+        raise UsageError(str(exc)) from exc
     lines = [f"renamed env {old} → {new}" for old, new in applied.renamed.items()]
     lines += [f"updated {rel}" for rel in applied.changed]
     lines.append(f"platform: {len(applied.changed)} derived file(s) updated from {PLATFORM_FILE}")
     return CommandResult({"renamed": applied.renamed, "changed": applied.changed}, ExitCode.OK, _lines(lines))
+
+
+def _rt() -> YAML:
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.indent(mapping=2, sequence=4, offset=2)
+    y.width = 4096
+    return y

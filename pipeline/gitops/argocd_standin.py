@@ -49,11 +49,13 @@ import json
 import re
 import secrets
 import ssl
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from pipeline.checks import validate
@@ -571,22 +573,40 @@ class _Status(Exception):
 @dataclass
 class GitOpsAppSet:
     """What the ApplicationSet controller writes for environments/argocd/applicationset-llm-service.yaml,
-    the one the root app last synced (`applied()`), not the branch's. Per git files generator
-    (applicationset/generators/git.go `generateParamsForGitFiles`): its `revision` resolved in the
-    GitOps repository (reposerver/repository/repository.go `GetGitFiles`: a branch → its head, a
-    commit → itself; a commit the repository does not have fails "unable to checkout git repo"),
-    the files matching its include patterns minus its excludes at that commit, one parameter set per
-    file (the YAML's keys, `path`, `values`); each rendered through the template (goTemplate,
-    missingkey=error). The first failing generator or template fails the whole generation
-    (applicationset/controllers/template/template.go `GenerateApplications`): AppSetGenerationError,
-    no Application at all. So does a name generated twice (`validateGeneratedApplications`)."""
+    the one the root app last synced (`applied()`), not the branch's (Argo CD v3.1+).
+
+    - Generators (applicationset/generators/git.go `GenerateParams`): only git files generators with
+      repoURL/revision/files/values/requeueAfterSeconds are modelled; anything else (selector,
+      pathParamPrefix, a per-generator template, another generator kind, goTemplate off) is refused
+      rather than silently mis-generated. Before reading git, `GenerateParams` fetches the template's
+      AppProject: one the cluster lacks fails the generator ("error getting project").
+    - Revision (reposerver/repository/repository.go `GetGitFiles` → util/git/client.go `lsRemote`):
+      a full sha as given (checking out one the repository lacks fails "unable to checkout git repo"),
+      else a branch/tag by short or full ref name, HEAD, or a truncated sha; nothing else (no `main~1`).
+    - Files (`GetGitFiles` → `LsFiles`): Argo CD's DEFAULT globbing, `git ls-files -- <pattern>` at that
+      commit, where `*` DOES cross `/` (docs/operator-manual/applicationset/Generators-Git-File-Globbing.md;
+      the doublestar mode needs `applicationsetcontroller.enable.new.git.file.globbing`, which this
+      repository's install does not set). Includes minus excludes, sorted (`generateParamsForGitFiles`).
+    - Parameters (`generateParamsFromGitFile`): a file holding a mapping is one parameter set, a list of
+      mappings one per item, anything else "unable to parse file"; plus `path` and the rendered `values`.
+    - Rendering (applicationset/utils/utils.go `RenderTemplateParams`): the WHOLE template (metadata
+      labels/annotations included, map keys too) through the goTemplate subset of pipeline/checks/validate.py
+      with missingkey=error.
+    - The first failing generator or template fails the whole generation
+      (applicationset/controllers/template/template.go `GenerateApplications`): AppSetGenerationError, no
+      Application at all. A name generated twice fails it too: stricter than `validateGeneratedApplications`
+      (applicationset_controller.go), which only drops the duplicate and still writes the others."""
 
     remote: str  # the GitOps repository (a bare repo path or URL git can read)
     envs: Sequence[str]
     applied: Callable[[], str]  # the commit the root app last synced
     branch: str = "main"
+    # AppProjects that exist in the cluster (None: not checked, for callers that model no projects).
+    projects: Callable[[], Collection[str]] | None = None
     chart_repo: str = field(default_factory=lambda: repo_platform().chart_repo)
     git_repo: str = field(default_factory=lambda: repo_platform().git.url)
+
+    _GIT_KEYS = frozenset({"repoURL", "revision", "files", "values", "requeueAfterSeconds"})
 
     def _show(self, rev: str, path: str) -> str | None:
         try:
@@ -604,41 +624,96 @@ class GitOpsAppSet:
         return git("--git-dir", self.remote, "rev-parse", rev).strip()
 
     def _commit(self, repo_url: str, revision: str) -> str:
-        """The generator's revision as a commit of the GitOps repository, or AppSetGenerationError."""
+        """The generator's revision as a commit (util/git/client.go `lsRemote`, then the checkout)."""
+        rev = revision or "HEAD"
+        refs: dict[str, str] = {}  # ref name → commit (what ls-remote lists)
+        for line in git("--git-dir", self.remote, "show-ref", "--head", check=False).splitlines():
+            sha, _, name = line.partition(" ")
+            refs[name] = sha
+        if re.fullmatch(r"[0-9a-fA-F]{40}", rev):
+            wanted = rev
+        elif rev in refs:
+            wanted = refs[rev]
+        elif f"refs/heads/{rev}" in refs or f"refs/tags/{rev}" in refs:
+            wanted = refs.get(f"refs/heads/{rev}") or refs[f"refs/tags/{rev}"]
+        elif re.fullmatch(r"[0-9a-fA-F]{7,}", rev):
+            wanted = rev
+        else:
+            raise AppSetGenerationError(
+                f"error generating params from git: rpc error: code = Internal desc = unable to resolve git revision "
+                f"{rev}: unable to resolve '{rev}' to a commit SHA"
+            )
         sha = git(
-            "--git-dir", self.remote, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False
+            "--git-dir", self.remote, "rev-parse", "--verify", "--quiet", f"{wanted}^{{commit}}", check=False
         ).strip()
         if not sha:
             raise AppSetGenerationError(
                 f"error generating params from git: unable to checkout git repo {repo_url} with revision "
-                f"{revision}: reference is not a tree"
+                f"{rev}: reference is not a tree"
             )
         return sha
 
-    def _params(self, gen: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """One parameter set per file the git files generator selects at its revision."""
-        spec = gen.get("git")
-        if not isinstance(spec, Mapping) or not spec.get("files"):
-            raise AppSetGenerationError(
-                f"generator {dict(gen)} is not a git files generator (all this stand-in models)"
+    def _ls_files(self, commit: str, pattern: str) -> set[str]:
+        """`git ls-files -- <pattern>` in a checkout of `commit` (a throwaway index; no work tree needed)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            git("--git-dir", self.remote, "read-tree", commit, env=env)
+            out = git(
+                "--git-dir",
+                self.remote,
+                "--work-tree",
+                tmp,
+                "ls-files",
+                "--full-name",
+                "-z",
+                "--",
+                pattern,
+                cwd=Path(tmp),
+                env=env,
             )
-        commit = self._commit(str(spec.get("repoURL")), str(spec.get("revision") or "HEAD"))
-        tracked = git("--git-dir", self.remote, "ls-tree", "-r", "--name-only", commit).split()
+        return {f for f in out.split("\0") if f}
 
-        def matching(pattern: str) -> set[str]:
-            # `*` does not cross `/` (the repo server's LsFiles glob)
-            return {f for f in tracked if fnmatch.fnmatchcase(f, pattern) and f.count("/") == pattern.count("/")}
-
-        files = set().union(*(matching(f["path"]) for f in spec["files"] if not f.get("exclude")))
-        files -= set().union(*(matching(f["path"]) for f in spec["files"] if f.get("exclude")))
+    def _params(self, gen: Mapping[str, Any], project: str) -> list[dict[str, Any]]:
+        """One parameter set per file (per list item) the git files generator selects at its revision."""
+        spec = gen.get("git")
+        if set(gen) != {"git"} or not isinstance(spec, Mapping) or not spec.get("files") or set(spec) - self._GIT_KEYS:
+            raise AppSetGenerationError(
+                f"generator {dict(gen)} is not a plain git files generator (all this stand-in models)"
+            )
+        if self.projects is not None and project not in self.projects():
+            raise AppSetGenerationError(
+                f'error getting project {project}: appprojects.argoproj.io "{project}" not found'
+            )
+        repo_url = str(spec.get("repoURL"))
+        commit = self._commit(repo_url, str(spec.get("revision") or "HEAD"))
+        files: set[str] = set()
+        for item in spec["files"]:
+            if not item.get("exclude"):
+                files |= self._ls_files(commit, str(item["path"]))
+        for item in spec["files"]:
+            if item.get("exclude"):
+                files -= self._ls_files(commit, str(item["path"]))
         out = []
         for rel in sorted(files):
-            content = load_yaml_text(git("--git-dir", self.remote, "show", f"{commit}:{rel}"), rel) or {}
-            params = json.loads(json.dumps(content, default=str))
-            params["path"] = validate._path_params(rel, rel.rsplit("/", 1)[-1])
-            values = spec.get("values") or {}
-            params["values"] = {k: validate.render_go_template(str(v), params) for k, v in values.items()}
-            out.append(params)
+            where = f"error generating params from git: unable to process file '{rel}' from repository '{repo_url}'"
+            try:
+                content = load_yaml_text(git("--git-dir", self.remote, "show", f"{commit}:{rel}"), rel)
+            except GitOpsError as exc:
+                raise AppSetGenerationError(f"{where}: unable to parse file: {exc}") from exc
+            content = json.loads(json.dumps({} if content is None else content, default=str))
+            objects = content if isinstance(content, list) else [content]
+            if not all(isinstance(o, dict) for o in objects):
+                raise AppSetGenerationError(f"{where}: unable to parse file: not a mapping or a list of mappings")
+            for obj in objects:
+                params = {**obj, "path": validate._path_params(rel, rel.rsplit("/", 1)[-1])}
+                try:
+                    values = {
+                        k: validate.render_go_template(str(v), params) for k, v in (spec.get("values") or {}).items()
+                    }
+                except (KeyError, ValueError) as exc:
+                    raise AppSetGenerationError(f"{where}: failed to append templated values: {exc}") from exc
+                params["values"] = values
+                out.append(params)
         return out
 
     def __call__(self) -> dict[str, dict[str, Any]]:
@@ -646,19 +721,24 @@ class GitOpsAppSet:
         if not appset_text:
             return {}
         appset = json.loads(json.dumps(load_yaml_text(appset_text, PIN_FILE), default=str))
-        template = appset["spec"]["template"]
+        aspec = appset["spec"]
+        if aspec.get("goTemplate") is not True or "missingkey=error" not in (aspec.get("goTemplateOptions") or []):
+            # fasttemplate (goTemplate off) or missingkey=default render differently: not modelled.
+            raise AppSetGenerationError(f"{PIN_FILE}: only goTemplate with missingkey=error is modelled")
+        template = aspec["template"]
+        project = str((template.get("spec") or {}).get("project") or "")
         out: dict[str, dict[str, Any]] = {}
         first: AppSetGenerationError | None = None
-        for gen in appset["spec"].get("generators") or []:
+        for gen in aspec.get("generators") or []:
             try:
-                param_sets = self._params(gen)
+                param_sets = self._params(gen, project)
             except (AppSetGenerationError, GitOpsError) as exc:
                 first = first or AppSetGenerationError(str(exc))
                 continue
             for params in param_sets:
                 try:
-                    name = validate.render_go_template(template["metadata"]["name"], params)
-                    spec = _render(template["spec"], params)
+                    app = validate._render_tree(template, params)
+                    name, spec = app["metadata"]["name"], app["spec"]
                 except (KeyError, ValueError) as exc:
                     first = first or AppSetGenerationError(f"error generating application from params: {exc}")
                     continue
@@ -676,15 +756,6 @@ class GitOpsAppSet:
         return out
 
 
-def _render(node: Any, params: dict[str, Any]) -> Any:
-    """The template with every string rendered (Argo CD renders the whole template per parameter set)."""
-    if isinstance(node, dict):
-        return {k: _render(v, params) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_render(v, params) for v in node]
-    return validate.render_go_template(node, params) if isinstance(node, str) else node
-
-
 def stand_in_for(
     remote: str,
     project_docs: Sequence[Mapping[str, Any]],
@@ -697,7 +768,12 @@ def stand_in_for(
     as the ApplicationSet generates them from git (synced to the head when it starts)."""
     projects = {p.name: p for p in (Project.from_doc(d) for d in project_docs)}
     stand_in = ArgoCDStandIn(projects=projects, now=now, on_sync=on_sync, **kw)
-    appset = GitOpsAppSet(remote, envs, applied=lambda: str(stand_in.apps[stand_in.root_app].sync["revision"]))
+    appset = GitOpsAppSet(
+        remote,
+        envs,
+        applied=lambda: str(stand_in.apps[stand_in.root_app].sync["revision"]),
+        projects=lambda: stand_in.projects,
+    )
     stand_in.generate, stand_in.resolve = appset, appset.resolve
     head = appset.head()
     root = stand_in.add_app(

@@ -95,6 +95,7 @@ def _rename_keys(mapping: Any, ctx: Ctx) -> None:
 def chart_values(doc: Any, ctx: Ctx) -> None:
     p = ctx.platform
     doc["labelDomain"] = p.label_domain
+    _set(doc, ("environment",), p.env_names[0])  # the chart's default env: the first (the schema's enum)
     _set(doc, ("gateway", "image", "repository"), p.image("gateway"))
     _set(doc, ("vllm", "image", "repository"), p.image("vllm"))
     _set(doc, ("gateway", "config", "jwtJwks"), p.idp.jwks_url)
@@ -131,6 +132,11 @@ def chart_meta(doc: Any, ctx: Ctx) -> None:
 def rollback_chart_values(doc: Any, ctx: Ctx) -> None:
     _set(doc, ("image", "repository"), ctx.platform.image("pipeline"))
     _set(doc, ("labelDomain",), ctx.platform.label_domain)
+    # Alerts of every env reach the controller (AlertmanagerConfig matcher) and it may roll each back.
+    _set_seq(doc, ("controller", "envs"), list(ctx.platform.env_names))
+    for matcher in doc.get("alertmanagerConfig", {}).get("matchers") or []:
+        if isinstance(matcher, dict) and matcher.get("name") == "env" and matcher.get("matchType") == "=~":
+            _set(matcher, ("value",), "|".join(ctx.platform.env_names))
     for block in doc.values():
         if isinstance(block, dict):
             _set(block, ("runbookBaseUrl",), runbook_base(ctx.platform))
@@ -312,6 +318,13 @@ def env_values(env: str) -> Callable[[Any, Ctx], None]:
                 _relabel_exact(selector, {own[0]}, p.nodes.gpu_pool_label)
         _set_seq(doc, ("httpRoute", "hostnames"), [e.host])
         _set(doc, ("ingress", "host"), e.host)
+        # Secret-manager keys named by env (llm/<env>/gateway) follow a renamed env.
+        for path in (("externalSecret", "remoteKey"), ("externalSecret", "hfToken", "remoteKey")):
+            node: Any = doc
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, str):
+                _set(doc, path, "/".join(ctx.renamed(part) for part in node.split("/")))
         if doc.get("ingress", {}).get("tlsSecretName"):
             _set(doc, ("ingress", "tlsSecretName"), tls_secret(e.host))
 
@@ -459,6 +472,15 @@ JSON_FILES: dict[str, Callable[[Any, Ctx], None]] = {
 PARAMS_REGO = "policies/lib/params.rego"
 
 
+def slo_schema(text: str, ctx: Ctx) -> str:
+    """loadtests/slo/schema.json's env enum (a text edit: the file's compact layout stays)."""
+    names = ", ".join(json.dumps(e) for e in ctx.platform.env_names)
+    return re.sub(r'("env": \{"type": "string", "enum": \[)[^\]]*(\]\})', rf"\g<1>{names}\g<2>", text, count=1)
+
+
+TEXT_FILES: dict[str, Callable[[str, Ctx], str]] = {"loadtests/slo/schema.json": slo_schema}
+
+
 @dataclass
 class Change:
     """One derived file whose content differs from what platform.yaml gives."""
@@ -505,6 +527,11 @@ def derive(root: Path, platform: Platform, renames: dict[str, str] | None = None
         jfix(data, ctx)
         if data != before:
             new = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+            changes.append(Change(rel, new, _diff(rel, text, new)))
+    for rel, tfix in TEXT_FILES.items():
+        text = (root / rel).read_text()
+        new = tfix(text, ctx)
+        if new != text:
             changes.append(Change(rel, new, _diff(rel, text, new)))
     if params_doc is not None:
         text = (root / PARAMS_REGO).read_text()

@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import shlex
+import shutil
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -137,11 +138,42 @@ def _chart_checks(root: Path, log_dir: Path) -> list[Check]:
     return checks
 
 
+# The organisation the test suite's expectations are written for (the repository as shipped).
+EXAMPLE_PLATFORM = Path("tests/example-platform.yaml")
+# Not copied into the example tree: environments, caches and results of this machine.
+_NOT_COPIED = {".git", ".venv", ".tools", ".runs", ".cache", ".gitops", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+
+
+def example_tree(root: Path, work: Path) -> tuple[Path, str | None]:
+    """(where the suite runs, why not `root`): an adopter's tree (platform.yaml is not the example
+    organisation's) is copied and re-derived for the example, whose values the tests and Rego tests
+    assert; the adopter's own values are checked by `render` and `init --check`."""
+    from pipeline.core.platform import parse_platform
+    from pipeline.platform_config.apply import apply
+
+    example = root / EXAMPLE_PLATFORM
+    if not example.is_file() or example.read_text() == (root / "platform.yaml").read_text():
+        return root, None
+    copy = work / "example-tree"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(root, copy, ignore=lambda d, names: [n for n in names if Path(d) == root and n in _NOT_COPIED])
+    for shared in (".tools", ".venv"):  # the installed tools and venv, not copies of them
+        if (root / shared).exists():
+            (copy / shared).symlink_to(root / shared)
+    text = example.read_text()
+    apply(copy, parse_platform(text, str(example)), text)
+    why = f"tests ran on a copy re-derived for the example organisation ({EXAMPLE_PLATFORM}), whose values they assert"
+    return copy, why
+
+
 def run(opts: TestOptions, ctx: RunContext) -> StageResult:
     root = (opts.root or ctx.repo_root).resolve()
     out = ctx.stage_dir(NAME)
     py = sys.executable
     checks: list[Check] = []
+    suite_root, substitution = example_tree(root, out)
+    if substitution:
+        ctx.progress(f"test: {substitution}")
     with Timer() as total:
         steps: list[tuple[str, list[str]]] = [
             ("ruff", [py, "-m", "ruff", "check", "--no-cache", "."]),
@@ -161,7 +193,7 @@ def run(opts: TestOptions, ctx: RunContext) -> StageResult:
             junit = out / "pytest-junit.xml"
             argv = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", opts.markers, f"--junitxml={junit}"]
             argv += _parallel(opts.markers)
-            check, _ = run_command("pytest", [*argv, *opts.pytest_args], cwd=root, log_dir=out)
+            check, _ = run_command("pytest", [*argv, *opts.pytest_args], cwd=suite_root, log_dir=out)
             check.numbers = _junit_numbers(junit)
             if check.numbers:
                 n = check.numbers
@@ -173,7 +205,7 @@ def run(opts: TestOptions, ctx: RunContext) -> StageResult:
         if "rego" in opts.skip:
             checks.append(Check(name="rego", status=Status.SKIPPED, detail="skipped by --skip"))
         else:
-            checks.append(_rego_check(root))
+            checks.append(_rego_check(suite_root))
         if "chart" in opts.skip:
             checks.append(Check(name="chart", status=Status.SKIPPED, detail="skipped by --skip"))
         else:
@@ -190,7 +222,10 @@ def run(opts: TestOptions, ctx: RunContext) -> StageResult:
         seconds=total.seconds,
         logs=str(out),
         artifacts=artifacts,
-        evidence={"subject": tested_subject(root, opts)},
+        evidence={
+            "subject": tested_subject(root, opts),
+            **({"substitutions": [substitution]} if substitution else {}),
+        },
     )
 
 

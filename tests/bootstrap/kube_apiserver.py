@@ -11,8 +11,17 @@ real server (kubernetes v1.33 sources named per rule):
   apiserver/pkg/apiserver/customresource_handler.go: otherwise the path is a plain 404);
 - errors as `Status` objects (apiserver/pkg/endpoints/handlers/responsewriters/status.go) with the
   messages of apimachinery/pkg/api/errors/errors.go: 404 NotFound `<resource>[.<group>] "<name>" not
-  found`, 401 Unauthorized without the bearer token (authentication before anything else), 405
-  MethodNotAllowed for any verb but GET (this stand-in is read-only on purpose: the check must not write).
+  found`, 401 Unauthorized without the bearer token (authentication before anything else: an
+  apiserver with --anonymous-auth=false; with anonymous auth on, no token is system:anonymous and a
+  403), 405 MethodNotAllowed for any verb but GET (this stand-in is read-only on purpose: the check must
+  not write);
+- authorization (RBAC) after authentication and BEFORE the route is looked up
+  (apiserver/pkg/endpoints/filters/authorization.go): with `grants` set, a resource request the token
+  holds no (verb, group, resource, namespace) grant for is 403 Forbidden, even for an object or a
+  resource type that does not exist, with the message of responsewriters/errors.go `forbiddenMessage`
+  wrapped by errors.go `NewForbidden`; `list` across all namespaces needs a cluster-wide grant.
+  Discovery and /version are open to every authenticated user (system:discovery,
+  system:public-info-viewer).
 List items carry no apiVersion/kind (as the real list encoding); objects are served as given, so
 the client's model validation (required fields) applies to them as to real ones.
 """
@@ -22,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -58,6 +67,10 @@ class KubeAPIServer:
     objects: Sequence[Mapping[str, Any]]
     token: str
     git_version: str = "v1.33.2"
+    # The token's RBAC grants: (verb, API group, resource, namespace or None for cluster-wide/all
+    # namespaces). None: a cluster-admin token.
+    grants: Collection[tuple[str, str, str, str | None]] | None = None
+    user: str = "system:serviceaccount:platform:bootstrap-check"
     url: str = ""
     requests: list[tuple[str, str, int]] = field(default_factory=list)
 
@@ -110,6 +123,9 @@ class KubeAPIServer:
         if len(rest) not in (1, 2):
             return 404, _status(404, "NotFound", "the server could not find the requested resource")
         resource, name = rest[0], (rest[1] if len(rest) == 2 else None)
+        denied = self._forbidden(gv, resource, ns, name)
+        if denied is not None:
+            return 403, denied
         builtin = {r: (k, ns_) for k, (r, ns_) in RESOURCES.items()}
         crds = self._crd_resources()
         if (gv, resource) in crds:
@@ -141,6 +157,27 @@ class KubeAPIServer:
             status["details"] = {"name": name, "group": group, "kind": resource}
             return 404, status
         return 200, dict(found[0])
+
+    def _forbidden(self, gv: str, resource: str, ns: str | None, name: str | None) -> dict[str, Any] | None:
+        """RBAC's answer for a GET (verb get with a name, else list), or None when a grant covers it."""
+        if self.grants is None:
+            return None
+        group = gv.split("/")[0] if "/" in gv else ""
+        verb = "get" if name else "list"
+        if any((v, g, r) == (verb, group, resource) and (gns is None or gns == ns) for v, g, r, gns in self.grants):
+            return None
+        where = f"in the namespace {json.dumps(ns)}" if ns else "at the cluster scope"
+        why = f"User {json.dumps(self.user)} cannot {verb} resource {json.dumps(resource)} in API group {json.dumps(group)} {where}"
+        qualified = f"{resource}.{group}" if group else resource
+        status = _status(
+            403,
+            "Forbidden",
+            f"{qualified} {json.dumps(name)} is forbidden: {why}" if name else f"{qualified} is forbidden: {why}",
+        )
+        status["details"] = (
+            {"name": name, "group": group, "kind": resource} if name else {"group": group, "kind": resource}
+        )
+        return status
 
     @staticmethod
     def _builtin_gv(kind: str) -> str:

@@ -369,3 +369,36 @@ def test_every_secret_the_charts_read_is_listed(tmp_path: Path) -> None:
     assert unlisted == []
     missing_keys = sorted(r for r in refs if r[2] != "*" and r[2] not in listed[(r[0], r[1])])
     assert missing_keys == []
+
+
+def _grants_for(requests: list[tuple[str, str, int]]) -> set[tuple[str, str, str, str | None]]:
+    """The least RBAC grants that cover `requests` (as a read-only checker role would list them)."""
+    grants: set[tuple[str, str, str, str | None]] = set()
+    for _method, path, _code in requests:
+        parts = [p for p in path.split("?")[0].split("/") if p]
+        if parts[:1] not in (["api"], ["apis"]) or len(parts) < 3:
+            continue
+        group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+        ns = None
+        if rest[:1] == ["namespaces"]:
+            ns, rest = rest[1], rest[2:]
+        grants.add(("get" if len(rest) == 2 else "list", group, rest[0], ns))
+    return grants
+
+
+def test_a_token_without_a_grant_is_forbidden_and_the_check_says_so(
+    cluster: tuple[KubeAPIServer, Path], tmp_path: Path
+) -> None:
+    server, config = cluster
+    assert check(config)[0] == 0
+    needed = _grants_for(server.requests)
+    assert ("get", "", "secrets", "llm-prod") in needed
+    # The checker role as granted: everything it reads except the prod namespace's Secrets.
+    server.grants = needed - {g for g in needed if g[2] == "secrets" and g[3] == "llm-prod"}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    denied = httpx.get(f"{server.url}/api/v1/namespaces/llm-prod/secrets/does-not-exist", headers=auth)
+    # RBAC answers before the object is looked up: 403, not 404.
+    assert denied.status_code == 403 and denied.json()["reason"] == "Forbidden"
+    assert denied.json()["message"].startswith('secrets "does-not-exist" is forbidden: User ')
+    code, doc = check(config)
+    assert code == 3 and "403" in json.dumps(doc)

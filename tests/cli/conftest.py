@@ -142,6 +142,12 @@ def slack_error(doc: Any) -> str | None:
             els = b.get("elements")
             if not isinstance(els, list) or not 0 < len(els) <= 10:
                 return "invalid_blocks"
+            # Each element is an image or a text object (mrkdwn/plain_text, text at most 3000 characters).
+            for el in els:
+                if not isinstance(el, dict) or el.get("type") not in ("mrkdwn", "plain_text", "image"):
+                    return "invalid_blocks"
+                if el["type"] != "image" and not 0 < len(str(el.get("text") or "")) <= 3000:
+                    return "invalid_blocks"
     return None
 
 

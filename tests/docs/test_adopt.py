@@ -109,6 +109,7 @@ def walk(tmp_path: Path, *, slow: bool) -> tuple[Path, str, list[str]]:
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",
         "PATH": f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        "TMPDIR": str(tmp_path),  # the doc's scratch files (the JSON plan, the seed checkout) land here
     }
     outputs = []
     for b in blocks(DOC.read_text()):
@@ -138,7 +139,7 @@ def test_adopt_walkthrough_runs(tmp_path: Path) -> None:
         in (work / "environments/argocd/applicationset-llm-service.yaml").read_text()
     )
     # bootstrap --check printed the plan (and wrote it as JSON).
-    assert "v3.1.0" in "".join(outputs) and (work / "bootstrap-plan.json").is_file()
+    assert "v3.1.0" in "".join(outputs) and (tmp_path / "bootstrap-plan.json").is_file()
     # The seed commit is the first and only commit of the GitOps remote, and it carries no placeholder pin.
     assert git("--git-dir", remote, "rev-list", "--count", "main").strip() == "1"
     appset = git("--git-dir", remote, "show", "main:environments/argocd/applicationset-llm-service.yaml")

@@ -9,6 +9,8 @@ Runs in a thread of the test process on 127.0.0.1 (free port). What it mirrors, 
                 (vllm/entrypoints/serve/exception_handling/error_response.py: type BadRequestError,
                 integer code) and the message of vllm/renderers/params.py `_token_len_check`
   hang-headers  reads the request, never answers; records when the gateway drops the connection
+  (any other)   404 NotFoundError, as vLLM's `_check_model` (vllm/entrypoints/serve/engine/serving.py)
+A chat stream carries its usage chunk only when `stream_options.include_usage` asks for it.
 /v1/models reports `max_model_len` (CONTEXT) as vLLM does. Every request body is kept (`bodies`).
 """
 
@@ -151,6 +153,17 @@ class ApiUpstream:
             return True
         self.bodies.append((path, body))
         model = body["model"]
+        if model not in MODELS:  # vllm/entrypoints/serve/engine/serving.py `_check_model`
+            err = {
+                "error": {
+                    "message": f"The model `{model}` does not exist. Valid aliases: {', '.join(MODELS)}.",
+                    "type": "NotFoundError",
+                    "param": "model",
+                    "code": 404,
+                }
+            }
+            w.write(_http("404 Not Found", json.dumps(err).encode()))
+            return True
         if model == "hang-headers":
             await reader.read()  # nothing comes: returns when the gateway closes the connection
             self.dropped[headers.get("x-request-id", "")] = time.monotonic()
@@ -197,8 +210,10 @@ class ApiUpstream:
                         b"data: %s\n\n" % json.dumps({"id": "x", "object": "chat.completion.chunk", **delta}).encode()
                     )
                 )
-            usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
-            w.write(_chunk(b"data: %s\n\n" % json.dumps({"id": "x", "choices": [], "usage": usage}).encode()))
+            # Only when asked (vllm/entrypoints/serve/utils/api_utils.py `should_include_usage`).
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+                w.write(_chunk(b"data: %s\n\n" % json.dumps({"id": "x", "choices": [], "usage": usage}).encode()))
             w.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         else:
             message = {"role": "assistant", "content": "a b c"}

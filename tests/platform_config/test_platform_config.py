@@ -241,3 +241,98 @@ def test_policies_follow_the_registry_and_envs(tmp_path: Path) -> None:
     data = json.loads((root / "policies/promotion.data.json").read_text())["promotion"]
     assert data["allowed_sources"] == {"test": ["ci"], "preprod": ["test"], "live": ["preprod"]}
     assert data["approvers_required"] == {"test": 0, "preprod": 0, "live": 2}
+
+
+def test_the_test_stage_runs_another_organisations_tree_as_the_example(tmp_path: Path) -> None:
+    """An adopter's `ci` tests its code, charts and policies on a copy re-derived for the example
+    organisation (the suite's expectations); its own values are render's and init --check's."""
+    from pipeline.checks import policy
+    from pipeline.stages.test import example_tree
+
+    root = copy_tree(tmp_path / "repo")
+    assert example_tree(root, tmp_path / "work") == (root, None)  # the example itself: tested in place
+    assert cli(root, "init", *NEW_ORG).returncode == 0
+    failing = [o for o in policy.run_tests(root / "policies") if not o.passed]
+    assert failing  # the Rego tests assert the example's labels, registries and env names
+    suite, why = example_tree(root, tmp_path / "work")
+    assert suite != root and why and "example organisation" in why
+    assert (suite / "platform.yaml").read_text() == (root / "tests/example-platform.yaml").read_text()
+    assert (suite / "environments/prod/values.yaml").is_file() and not (suite / "environments/live").exists()
+    assert derived.problems(suite) == []
+    assert [o for o in policy.run_tests(suite / "policies") if not o.passed] == []
+    assert load_platform(root).env_names == ("test", "preprod", "live")  # the adopter's tree is untouched
+
+
+def test_pytest_refuses_to_run_on_another_organisations_values(tmp_path: Path) -> None:
+    root = copy_tree(tmp_path / "repo")
+    (root / "platform.yaml").write_text(
+        (root / "platform.yaml").read_text().replace("organisation: example", "organisation: acme")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--co", "tests/platform_config"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
+    assert "run `python -m pipeline test`" in done.stderr
+
+
+def _args(*argv: str) -> object:
+    import argparse
+
+    from pipeline.commands import init
+
+    parser = argparse.ArgumentParser()
+    init.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_init_keeps_values_chosen_apart_from_the_domain_and_envs_clusters() -> None:
+    from ruamel.yaml import YAML
+
+    from pipeline.commands import init
+
+    data = YAML(typ="rt").load((REPO / "platform.yaml").read_text())
+    data["idp"]["issuer"] = "https://login.example.net/"  # chosen, not derived from the domain
+    data["environments"][2]["cluster"] = "https://prod.k8s.example.net"
+    init.apply_flags(data, _args("--domain", "acme.test", "--env", "dev", "--env", "staging", "--env", "prod=ml-prod"))
+    assert data["idp"]["issuer"] == "https://login.example.net/"
+    assert data["labelDomain"] == "llm.acme.test" and data["contact"] == "platform@acme.test"
+    envs = {e["name"]: e for e in data["environments"]}
+    assert envs["prod"] == {
+        "name": "prod",
+        "namespace": "ml-prod",
+        "cluster": "https://prod.k8s.example.net",
+        "host": "llm.acme.test",
+    }
+    assert envs["dev"]["namespace"] == "llm-dev" and envs["dev"]["host"] == "llm.dev.acme.test"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["init", "--git-url", "git@code.acme.test:ml/delivery.git"], "give the https URL Argo CD reads"),
+        (["init", "--check", "--org", "acme"], "--check reads platform.yaml as it is; it takes none of --org"),
+        (["init", "--registry", "https://reg.acme.test/ml"], "registry: Value error"),
+    ],
+)
+def test_init_usage_errors_name_the_flag_and_change_nothing(tmp_path: Path, argv: list[str], message: str) -> None:
+    root = copy_tree(tmp_path / "repo")
+    before = snapshot(root)
+    done = cli(root, *argv)
+    assert done.returncode == 2 and message in done.stderr, done.stdout + done.stderr
+    assert done.stdout == "" and snapshot(root) == before
+
+
+@pytest.mark.parametrize("argv", [["status"], ["--help"], ["promote", "--help"]])
+def test_a_broken_platform_file_is_a_usage_error_not_a_traceback(tmp_path: Path, argv: list[str]) -> None:
+    root = copy_tree(tmp_path / "repo")
+    text = (root / "platform.yaml").read_text()
+    (root / "platform.yaml").write_text(text.replace("registry: registry.example.com/llm", "registry: https://Reg/x"))
+    done = cli(root, *argv)
+    assert done.returncode == 2, done.stderr
+    assert "platform.yaml: registry: Value error" in done.stderr and "Traceback" not in done.stderr
+    assert "git checkout platform.yaml" in done.stderr
