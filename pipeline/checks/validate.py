@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import importlib.resources as importlib_resources
 import json
@@ -285,6 +286,15 @@ def _path_params(rel: str, filename: str | None = None) -> dict[str, Any]:
     return params
 
 
+def _files_under(root: Path, pattern: str) -> list[str]:
+    """Files below the pattern's literal directory (never the whole checkout: venvs, caches)."""
+    literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+    base = root / literal.rpartition("/")[0] if "/" in literal else root
+    if "*" not in pattern and "?" not in pattern and "[" not in pattern:
+        return [pattern] if (root / pattern).is_file() else []
+    return [p.relative_to(root).as_posix() for p in base.rglob("*") if p.is_file()] if base.is_dir() else []
+
+
 def _git_generator_params(appset: dict[str, Any], git: dict[str, Any], repo_root: Path) -> list[dict[str, Any]]:
     """Parameter sets of one git generator (directories or files) over this checkout."""
     param_sets: list[dict[str, Any]] = []
@@ -297,11 +307,12 @@ def _git_generator_params(appset: dict[str, Any], git: dict[str, Any], repo_root
     elif git.get("files"):
         includes = [f["path"] for f in git["files"] if not f.get("exclude")]
         excludes = [f["path"] for f in git["files"] if f.get("exclude")]
-        found = sorted(
-            {p.relative_to(repo_root).as_posix() for i in includes for p in repo_root.glob(i) if p.is_file()}
-        )
+        # Files: Argo CD lists them with `git ls-files -- <pattern>` (util/git/client.go LsFiles; the
+        # default, enable.new.git.file.globbing off), whose `*` DOES cross `/`: environments/*/release.yaml
+        # also matches environments/dev/canary/release.yaml. Excludes are matched the same way.
+        found = sorted({rel for i in includes for rel in _files_under(repo_root, i) if fnmatch.fnmatchcase(rel, i)})
         for rel in found:
-            if any(_matches(x, rel) for x in excludes):
+            if any(fnmatch.fnmatchcase(rel, x) for x in excludes):
                 continue
             # goTemplate: the file's keys become parameters as they are (nested, not flattened).
             content = yaml.safe_load((repo_root / rel).read_text()) or {}

@@ -143,3 +143,23 @@ def test_appending_refuses_to_touch_other_lines(gitops_tree: GitOpsRepo) -> None
 def test_auto_sync_turned_off_by_hand_is_not_re_enabled(repo_root: Path) -> None:
     rules = _appset(repo_root)["spec"]["ignoreApplicationDifferences"]
     assert any("/spec/syncPolicy" in r.get("jsonPointers", []) for r in rules)
+
+
+def test_a_files_pattern_star_crosses_directories_as_argo_cds_ls_files_does(tmp_path: Path) -> None:
+    """`git ls-files -- environments/*/release.yaml` (Argo CD's default file globbing) also lists
+    environments/dev/canary/release.yaml: the render generates that Application too."""
+    from pipeline.checks import validate
+
+    (tmp_path / "environments/dev/canary").mkdir(parents=True)
+    (tmp_path / "environments/prod").mkdir(parents=True)
+    for rel in (
+        "environments/dev/release.yaml",
+        "environments/dev/canary/release.yaml",
+        "environments/prod/release.yaml",
+    ):
+        (tmp_path / rel).write_text("release: {chartVersion: 0.1.0}\n")
+    git = {
+        "files": [{"path": "environments/*/release.yaml"}, {"path": "environments/prod/release.yaml", "exclude": True}]
+    }
+    params = validate._git_generator_params({"metadata": {"name": "a"}}, git, tmp_path)
+    assert sorted(p["path"]["path"] for p in params) == ["environments/dev", "environments/dev/canary"]
