@@ -164,6 +164,11 @@ class PodDeployment:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports[0]}"
 
+    @property
+    def gateway_metrics_url(self) -> str:
+        """The gateway's internal port (/metrics is not served on the API port)."""
+        return f"http://127.0.0.1:{self.ports[2]}"
+
     def close(self, wait: float = 30.0) -> None:
         """Remove the pod and its Secrets by name; an apply under way (the agent's thread) may finish first."""
         self._closed = True

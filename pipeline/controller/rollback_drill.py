@@ -367,7 +367,7 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
                 rbac=rbac_yaml(default_rbac("*")), timeout=cfg.pod_timeout, progress=progress,
             )  # fmt: skip
             stack.callback(deploy.close)  # after the agent stops (callbacks run last-in first-out)
-            targets = [deploy.gateway_url.removeprefix("http://")]
+            targets = [deploy.gateway_metrics_url.removeprefix("http://")]  # the internal port serves /metrics
             report.substitutions.append(
                 f"images: {cfg.images.source} ({cfg.images.pod.gateway}, {cfg.images.pod.vllm})"
             )
@@ -391,7 +391,7 @@ def run_drill(work: Path, cfg: DrillConfig, progress: Callable[[str], None] = lo
                 local_stack(work / "stack-v2", upstream_url=app.upstream_url, gateway_env={"GATEWAY_RELEASE": v2.id})
             )
             gateways = {v1.id: (app.gateway_url, app.mint()), v2.id: (app2.gateway_url, app2.mint())}
-            targets = [url.removeprefix("http://") for url, _ in gateways.values()]
+            targets = [s.internal_url.removeprefix("http://") for s in (app, app2)]  # /metrics: internal port
             prom_url, _ = stack.enter_context(
                 monitoring(work, rules, targets, target_labels, webhook, token_file, **timers)
             )

@@ -2,7 +2,7 @@
 
 The fenced blocks are taken from README.md with a Markdown parser, run as written in a fresh
 environment. What a test substitutes is limited and said here: free loopback ports for the
-service walkthrough's 8000/8080, a private GitOps remote and run directory for the release
+service walkthrough's 8000/8080/8081, a private GitOps remote and run directory for the release
 walkthrough (never the user's `.gitops/`) in which prod already runs an earlier release (promoted
 through the promote stage, as in any deployment but the very first — a rollback needs something to
 return to), the acting identity, and — for the prod promotion only — a clock outside the prod deny
@@ -105,10 +105,10 @@ def checkout_copy(tmp_path: Path) -> Path:
 def test_try_the_service_by_hand(checkout_copy: Path) -> None:
     blocks = fenced_blocks("Try the service by hand")
     assert [lang for lang, _ in blocks] == ["bash", "python"], "the walkthrough's shape changed: update this test"
-    ports = {"8000": str(free_port()), "8080": str(free_port())}
+    ports = {"8000": str(free_port()), "8080": str(free_port()), "8081": str(free_port())}
 
     def on_free_ports(code: str) -> str:
-        return re.sub(r"\b(8000|8080)\b", lambda m: ports[m.group(1)], code)
+        return re.sub(r"\b(8000|8080|8081)\b", lambda m: ports[m.group(1)], code)
 
     shell, python = (on_free_ports(code) for _, code in blocks)
     # The walkthrough leaves the simulator and gateway running, as a user would; stop them with it.
