@@ -27,19 +27,7 @@ HELP = "Freeze an env: every promotion into it is refused until `unfreeze` (reco
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", required=True, choices=pm.ENVS, help="the environment")
-    parser.add_argument(
-        "--actor",
-        metavar="NAME",
-        help="who freezes it (recorded; default: the CI identity, $PIPELINE_ACTOR, git user.email, the OS user)",
-    )
-    parser.add_argument(
-        "--gitops-repo", metavar="URL", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)"
-    )
-    parser.add_argument(
-        "--notify-url",
-        metavar="URL",
-        help=f"post a Slack-compatible notification of the change here (default: ${notify.ENV_VAR}; none if unset)",
-    )
+    notify.add_change_arguments(parser, who="who freezes it", notify="the freeze")
     parser.add_argument("--reason", required=True, metavar="TEXT", help="why (recorded in the commit and freeze.yaml)")
 
 

@@ -15,14 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from ruamel.yaml import YAML
 
 from pipeline.core.context import RunContext
 from pipeline.core.exit_codes import ExitCode, UsageError
 from pipeline.core.platform import PLATFORM_FILE, PlatformError, load_platform, parse_platform
 from pipeline.core.result import CommandResult
 from pipeline.platform_config.apply import ApplyError, apply
-from pipeline.platform_config.derived import derive
+from pipeline.platform_config.derived import derive, round_trip_yaml
 
 NAME = "init"
 HELP = "write platform.yaml (registry, git, domain, IdP, model, envs) and derive the repo from it; --check verifies"
@@ -204,7 +203,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
             platform = load_platform(root)
             new_text = None
         else:
-            rt = _rt()
+            rt = round_trip_yaml()
             data = rt.load(path.read_text())
             apply_flags(data, args)
             buf = io.StringIO()
@@ -218,11 +217,3 @@ def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
     lines += [f"updated {rel}" for rel in applied.changed]
     lines.append(f"platform: {len(applied.changed)} derived file(s) updated from {PLATFORM_FILE}")
     return CommandResult({"renamed": applied.renamed, "changed": applied.changed}, ExitCode.OK, _lines(lines))
-
-
-def _rt() -> YAML:
-    y = YAML(typ="rt")
-    y.preserve_quotes = True
-    y.indent(mapping=2, sequence=4, offset=2)
-    y.width = 4096
-    return y

@@ -22,21 +22,8 @@ HELP = "Lift the freeze on an env after a rollback or a freeze (recorded as a co
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", required=True, choices=pm.ENVS, help="the environment")
-    parser.add_argument(
-        "--actor",
-        metavar="NAME",
-        help="who takes responsibility for lifting the freeze (recorded; default: the CI identity, "
-        "$PIPELINE_ACTOR, git user.email, the OS user)",
-    )
+    notify.add_change_arguments(parser, who="who takes responsibility for lifting the freeze", notify="the change")
     parser.add_argument("--by", dest="actor", metavar="NAME", help=argparse.SUPPRESS)  # the old spelling of --actor
-    parser.add_argument(
-        "--gitops-repo", metavar="URL", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)"
-    )
-    parser.add_argument(
-        "--notify-url",
-        metavar="URL",
-        help=f"post a Slack-compatible notification of the change here (default: ${notify.ENV_VAR}; none if unset)",
-    )
     parser.add_argument("--reason", default="", metavar="TEXT", help="why it is safe again (recorded)")
 
 

@@ -123,3 +123,20 @@ def notify(url: str | None, title: str, body: Sequence[str], facts: Mapping[str,
     notice = send(url, payload(title, body, facts))
     log.debug("notification: %s", notice.detail)
     return notice
+
+
+ACTOR_DEFAULT = "default: the CI identity, $PIPELINE_ACTOR, git user.email, the OS user"
+
+
+def add_change_arguments(parser: Any, *, who: str, notify: str = "the change") -> None:
+    """--actor, --gitops-repo and --notify-url: the flags of every verb that records a change in the
+    GitOps repository (promote, rollback, freeze, unfreeze), worded alike."""
+    parser.add_argument("--actor", metavar="NAME", help=f"{who} (recorded; {ACTOR_DEFAULT})")
+    parser.add_argument(
+        "--gitops-repo", metavar="URL", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)"
+    )
+    parser.add_argument(
+        "--notify-url",
+        metavar="URL",
+        help=f"post a Slack-compatible notification of {notify} here (default: ${ENV_VAR}; none if unset)",
+    )

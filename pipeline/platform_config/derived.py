@@ -27,7 +27,8 @@ from pipeline.core.platform import Platform
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 
-def _rt() -> YAML:
+def round_trip_yaml() -> YAML:
+    """ruamel round-trip with the repo's layout (Helm-style indents, no re-wrapping)."""
     y = YAML(typ="rt")
     y.preserve_quotes = True
     y.indent(mapping=2, sequence=4, offset=2)
@@ -492,7 +493,7 @@ class Change:
 
 def _dump(doc: Any) -> str:
     buf = io.StringIO()
-    _rt().dump(doc, buf)
+    round_trip_yaml().dump(doc, buf)
     return buf.getvalue()
 
 
@@ -509,7 +510,7 @@ def derive(root: Path, platform: Platform, renames: dict[str, str] | None = None
             changes.append(Change(rel, None, f"{rel}: missing (platform.yaml environment)"))
             continue
         text = path.read_text()
-        doc = _rt().load(text)
+        doc = round_trip_yaml().load(text)
         before = copy.deepcopy(_plain(doc))
         fix(doc, ctx)
         if rel == "policies/params.yaml":

@@ -30,19 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="restore the pins as of this GitOps commit (default: undo the last promotion)",
     )
     parser.add_argument("--reason", default="", metavar="TEXT", help="why (recorded in the commit and the freeze file)")
-    parser.add_argument(
-        "--actor",
-        metavar="NAME",
-        help="who rolls back (recorded; default: the CI identity, $PIPELINE_ACTOR, git user.email, the OS user)",
-    )
-    parser.add_argument(
-        "--gitops-repo", metavar="URL", help="GitOps remote URL (default: $PIPELINE_GITOPS_REPO or the local one)"
-    )
-    parser.add_argument(
-        "--notify-url",
-        metavar="URL",
-        help=f"post a Slack-compatible notification of the rollback here (default: ${notify.ENV_VAR}; none if unset)",
-    )
+    notify.add_change_arguments(parser, who="who rolls back", notify="the rollback")
 
 
 def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
