@@ -11,12 +11,15 @@ policy matches it on the commit the release was built from (`subject_match.test:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
 import shutil
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,22 +144,31 @@ def _chart_checks(root: Path, log_dir: Path) -> list[Check]:
 # The organisation the test suite's expectations are written for (the repository as shipped).
 EXAMPLE_PLATFORM = Path("tests/example-platform.yaml")
 # Not copied into the example tree: environments, caches and results of this machine.
-_NOT_COPIED = {".git", ".venv", ".tools", ".runs", ".cache", ".gitops", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+# (.git is copied: tests read the checkout's git metadata, e.g. what is tracked or ignored.)
+_NOT_COPIED = {".venv", ".tools", ".runs", ".cache", ".gitops", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
 
-def example_tree(root: Path, work: Path) -> tuple[Path, str | None]:
+@contextlib.contextmanager
+def example_tree(root: Path) -> Iterator[tuple[Path, str | None]]:
     """(where the suite runs, why not `root`): an adopter's tree (platform.yaml is not the example
     organisation's) is copied and re-derived for the example, whose values the tests and Rego tests
-    assert; the adopter's own values are checked by `render` and `init --check`."""
+    assert; the adopter's own values are checked by `render` and `init --check`. The copy is
+    removed afterwards; it lives under a short temp path (tests bind AF_UNIX sockets inside it)."""
+    example = root / EXAMPLE_PLATFORM
+    if not example.is_file() or example.read_text() == (root / "platform.yaml").read_text():
+        yield root, None
+        return
+    with tempfile.TemporaryDirectory(prefix="llm-example-") as tmp:
+        yield _copy_as_example(root, Path(tmp) / "tree", example)
+
+
+def _copy_as_example(root: Path, copy: Path, example: Path) -> tuple[Path, str]:
     from pipeline.core.platform import parse_platform
     from pipeline.platform_config.apply import apply
 
-    example = root / EXAMPLE_PLATFORM
-    if not example.is_file() or example.read_text() == (root / "platform.yaml").read_text():
-        return root, None
-    copy = work / "example-tree"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(root, copy, ignore=lambda d, names: [n for n in names if Path(d) == root and n in _NOT_COPIED])
+    shutil.copytree(
+        root, copy, symlinks=True, ignore=lambda d, names: [n for n in names if Path(d) == root and n in _NOT_COPIED]
+    )
     for shared in (".tools", ".venv"):  # the installed tools and venv, not copies of them
         if (root / shared).exists():
             (copy / shared).symlink_to(root / shared)
@@ -171,10 +183,9 @@ def run(opts: TestOptions, ctx: RunContext) -> StageResult:
     out = ctx.stage_dir(NAME)
     py = sys.executable
     checks: list[Check] = []
-    suite_root, substitution = example_tree(root, out)
-    if substitution:
-        ctx.progress(f"test: {substitution}")
-    with Timer() as total:
+    with Timer() as total, example_tree(root) as (suite_root, substitution):
+        if substitution:
+            ctx.progress(f"test: {substitution}")
         steps: list[tuple[str, list[str]]] = [
             ("ruff", [py, "-m", "ruff", "check", "--no-cache", "."]),
             ("format", [py, "-m", "ruff", "format", "--check", "--no-cache", "."]),

@@ -93,6 +93,10 @@ def _copy(dest: Path) -> Path:
         )
 
     shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
+    # A clone, as an adopter has it (tests and the Dagger module read what git tracks and ignores).
+    env = {**os.environ, **IDENT, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "clone"]):
+        subprocess.run(["git", *argv], cwd=dest, env=env, check=True, capture_output=True)
     for link in (".venv", ".tools"):
         if (REPO / link).exists():
             (dest / link).symlink_to(REPO / link)

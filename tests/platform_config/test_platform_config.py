@@ -250,16 +250,19 @@ def test_the_test_stage_runs_another_organisations_tree_as_the_example(tmp_path:
     from pipeline.stages.test import example_tree
 
     root = copy_tree(tmp_path / "repo")
-    assert example_tree(root, tmp_path / "work") == (root, None)  # the example itself: tested in place
+    with example_tree(root) as same:
+        assert same == (root, None)  # the example itself: tested in place
     assert cli(root, "init", *NEW_ORG).returncode == 0
     failing = [o for o in policy.run_tests(root / "policies") if not o.passed]
     assert failing  # the Rego tests assert the example's labels, registries and env names
-    suite, why = example_tree(root, tmp_path / "work")
-    assert suite != root and why and "example organisation" in why
-    assert (suite / "platform.yaml").read_text() == (root / "tests/example-platform.yaml").read_text()
-    assert (suite / "environments/prod/values.yaml").is_file() and not (suite / "environments/live").exists()
-    assert derived.problems(suite) == []
-    assert [o for o in policy.run_tests(suite / "policies") if not o.passed] == []
+    with example_tree(root) as (suite, why):
+        assert suite != root and why and "example organisation" in why
+        assert len(str(suite)) < 60  # tests bind AF_UNIX sockets (108 bytes) below it
+        assert (suite / "platform.yaml").read_text() == (root / "tests/example-platform.yaml").read_text()
+        assert (suite / "environments/prod/values.yaml").is_file() and not (suite / "environments/live").exists()
+        assert derived.problems(suite) == []
+        assert [o for o in policy.run_tests(suite / "policies") if not o.passed] == []
+    assert not suite.exists()  # removed after the stage
     assert load_platform(root).env_names == ("test", "preprod", "live")  # the adopter's tree is untouched
 
 
