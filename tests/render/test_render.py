@@ -40,9 +40,11 @@ def test_render_all_passes_on_repo(repo_root: Path, run_render: RenderFn, tmp_pa
     # One ignore file for both Trivy gates: the root one, validated; the old per-render one is gone.
     ignorefile = next(c for c in result.checks if c.name == "trivy ignorefile")
     assert ignorefile.status is Status.PASSED and not (repo_root / "policies/.trivyignore.yaml").exists()
-    # The generated Applications are rendered and checked too.
+    # The generated Applications are rendered and checked too: dev and staging from the branch; prod has
+    # no generator until its first promotion appends it (a fresh GitOps repo is valid from its first commit).
     argocd = (tmp_path / "out" / "argocd" / "manifests.yaml").read_text()
-    assert "name: llm-service-prod" in argocd
+    assert "name: llm-service-dev" in argocd and "name: llm-service-staging" in argocd
+    assert "name: llm-service-prod" not in argocd
 
 
 def _edit(path: Path, old: str, new: str, count: int = 1) -> None:
