@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,19 @@ def _copy(dest: Path) -> Path:
     return dest
 
 
-def walk(tmp_path: Path, *, slow: bool) -> tuple[Path, str, list[str]]:
+def walk(tmp_path: Path, *, slow: bool) -> tuple[Path, str, list[str], list[str]]:
+    """Run the doc's blocks: (the copy, the GitOps remote, each block's stdout, the scratch files left in $TMPDIR)."""
+    # A short $TMPDIR of its own (not under tmp_path): `ci`'s nested test run binds AF_UNIX sockets
+    # (≤108 bytes) under its temp dirs. Removed afterwards, as the doc's scratch files are the user's.
+    scratch = Path(tempfile.mkdtemp(prefix="adopt-"))
+    try:
+        work, remote, outputs = _walk(tmp_path, scratch, slow=slow)
+        return work, remote, outputs, sorted(p.name for p in scratch.iterdir())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _walk(tmp_path: Path, scratch: Path, *, slow: bool) -> tuple[Path, str, list[str]]:
     work = _copy(tmp_path / "repo")
     remote = tmp_path / "gitops.git"
     git("init", "-q", "--bare", "--initial-branch=main", str(remote))
@@ -113,7 +126,7 @@ def walk(tmp_path: Path, *, slow: bool) -> tuple[Path, str, list[str]]:
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",
         "PATH": f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        "TMPDIR": str(tmp_path),  # the doc's scratch files (the JSON plan, the seed checkout) land here
+        "TMPDIR": str(scratch),  # the doc's scratch files (the JSON plan, the seed checkout) land here
     }
     outputs = []
     for b in blocks(DOC.read_text()):
@@ -135,7 +148,7 @@ def walk(tmp_path: Path, *, slow: bool) -> tuple[Path, str, list[str]]:
 
 
 def test_adopt_walkthrough_runs(tmp_path: Path) -> None:
-    work, remote, outputs = walk(tmp_path, slow=False)
+    work, remote, outputs, scratch = walk(tmp_path, slow=False)
     # init wrote the organisation's file and the tree agrees with it.
     assert "registry.acme.test/llm" in (work / "platform.yaml").read_text()
     assert (
@@ -143,7 +156,7 @@ def test_adopt_walkthrough_runs(tmp_path: Path) -> None:
         in (work / "environments/argocd/applicationset-llm-service.yaml").read_text()
     )
     # bootstrap --check printed the plan (and wrote it as JSON).
-    assert "v3.1.0" in "".join(outputs) and (tmp_path / "bootstrap-plan.json").is_file()
+    assert "v3.1.0" in "".join(outputs) and scratch == ["bootstrap-plan.json"]
     # The seed commit is the first and only commit of the GitOps remote, and it carries no placeholder pin.
     assert git("--git-dir", remote, "rev-list", "--count", "main").strip() == "1"
     appset = git("--git-dir", remote, "show", "main:environments/argocd/applicationset-llm-service.yaml")
@@ -154,6 +167,6 @@ def test_adopt_walkthrough_runs(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_adopt_walkthrough_promotes_dev(tmp_path: Path) -> None:
-    _, remote, _ = walk(tmp_path, slow=True)
+    _, remote, _, _ = walk(tmp_path, slow=True)
     log = git("--git-dir", remote, "log", "--format=%s%n%b", "main")
     assert "Promote-To: dev" in log, log
