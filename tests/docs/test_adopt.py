@@ -166,6 +166,7 @@ def test_adopt_walkthrough_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # `ci` (test with the unit suite, build, scan, render, smoke, loadtest) is part of it
 def test_adopt_walkthrough_promotes_dev(tmp_path: Path) -> None:
     _, remote, _, _ = walk(tmp_path, slow=True)
     log = git("--git-dir", remote, "log", "--format=%s%n%b", "main")
