@@ -91,10 +91,13 @@ class Prompted(_Strict):
         return getattr(self, "n", None) or 1
 
     def rendered_texts(self) -> Iterator[str]:
-        raise NotImplementedError
+        """Every text a chat template or the engine renders from this request (each request kind
+        defines it: chat, completions, embeddings, responses); the base class has none to give."""
+        raise NotImplementedError(f"{type(self).__name__} must define rendered_texts()")
 
     def message_count(self) -> int:
-        raise NotImplementedError
+        """Messages (or prompts) in the request; defined by each request kind, as rendered_texts()."""
+        raise NotImplementedError(f"{type(self).__name__} must define message_count()")
 
     def prompt_chars(self) -> int:
         """Characters of everything rendered into the prompt(s) (the cap and the rate-limit estimate)."""
