@@ -83,11 +83,12 @@ LOWER: dict[str, set[str]] = {
     "checks": {"core", "runtime"},
     "artifacts": {"checks", "core", "runtime"},
     "probes": {"core", "runtime"},
-    "gitops": {"artifacts", "checks", "core", "runtime"},
+    "models": {"artifacts", "checks", "core", "runtime"},
+    "gitops": {"models", "artifacts", "checks", "core", "runtime"},
     "platform_config": {"checks", "core", "runtime"},
-    "stages": {"platform_config", "gitops", "probes", "artifacts", "checks", "core", "runtime"},
-    "controller": {"stages", "platform_config", "gitops", "probes", "artifacts", "checks", "core", "runtime"},
-    "commands": {"controller", "platform_config", "gitops", "probes", "artifacts", "checks", "core", "runtime"},
+    "stages": {"platform_config", "gitops", "models", "probes", "artifacts", "checks", "core", "runtime"},
+    "controller": {"stages", "platform_config", "gitops", "models", "probes", "artifacts", "checks", "core", "runtime"},
+    "commands": {"controller", "platform_config", "gitops", "models", "probes", "artifacts", "checks", "core", "runtime"},
     "cli": {"core"},
 }
 
