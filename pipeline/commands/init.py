@@ -44,7 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audience", metavar="AUD", help="JWT audience the gateway requires")
     parser.add_argument("--jwks-url", metavar="URL", help="JWKS URL (default: <issuer>.well-known/jwks.json)")
     parser.add_argument("--model-id", metavar="ORG/NAME", help="Hugging Face model id")
-    parser.add_argument("--model-revision", metavar="SHA", help="the model's 40-hex commit")
+    parser.add_argument(
+        "--model-revision",
+        metavar="SHA",
+        help="the model's 40-hex commit a new --model-id starts from (app/model.yaml owns the revision after that)",
+    )
     parser.add_argument("--served-model-name", metavar="NAME", help="model name clients request")
     parser.add_argument("--gpu-pool-label", metavar="KEY", help="node label naming an env's GPU pool")
     parser.add_argument("--spot-label", metavar="KEY", help="node label (value spot) of spot GPU nodes")
@@ -114,6 +118,12 @@ def apply_flags(data: Any, args: argparse.Namespace) -> None:
     if args.git_url and not args.git_url.startswith(("https://", "http://")):
         raise UsageError(
             f"--git-url {args.git_url!r}: give the https URL Argo CD reads (the ssh form goes to --git-ssh-url)"
+        )
+    if args.model_revision and (args.model_id or data["model"]["id"]) == data["model"]["id"]:
+        # The revision of the model the organisation already serves is a model release (app/model.yaml).
+        raise UsageError(
+            "--model-revision goes with a new --model-id; to ship another revision of "
+            f"{data['model']['id']}, edit app/model.yaml's revision (a model release: eval, promote)"
         )
     if args.org:
         data["organisation"] = args.org

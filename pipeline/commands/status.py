@@ -14,6 +14,7 @@ from rich.table import Table
 from pipeline.core.context import RunContext
 from pipeline.core.result import CommandResult
 from pipeline.gitops import promotion as pm
+from pipeline.gitops import promotion_model
 from pipeline.gitops.argocd_pin import pin_status
 from pipeline.gitops.argocd_sync import ArgoCDConfig, rollout_state
 from pipeline.gitops.evidence import read_evidence
@@ -70,6 +71,8 @@ def collect(repo: GitOpsRepo, now: dt.datetime | None = None) -> list[dict[str, 
                 "gateway_digest": rel.gateway_digest if rel else None,
                 "vllm_digest": rel.vllm_digest if rel else None,
                 "model_revision": rel.model_revision if rel else None,
+                # Model id, revision, artifact digest and the eval score its promotion recorded.
+                "model": promotion_model.read_model(repo, env, rel, evidence),
                 "images_built": rel.images_built if rel else None,
                 "since": pm.iso(last.date) if last else None,
                 "by": by,
@@ -90,6 +93,13 @@ def collect(repo: GitOpsRepo, now: dt.datetime | None = None) -> list[dict[str, 
 
 def short(digest: str | None) -> str:
     return (digest or "-").removeprefix("sha256:")[:12]
+
+
+def model_cell(m: dict[str, Any]) -> str:
+    ev = m.get("eval") or {}
+    score = f"eval {ev['score']} ({ev.get('gate')})" if ev.get("score") is not None else "eval -"
+    artifact = f"artifact {short(m['artifact_digest'])}" if m.get("artifact_digest") else "hub (no artifact)"
+    return "\n".join([m.get("id") or "-", f"rev {(m.get('revision') or '-')[:12]}", artifact, score])
 
 
 def revision_cell(rev: dict[str, Any]) -> str:
@@ -131,7 +141,7 @@ def render(console: Console, rows: list[dict[str, Any]], remote: str) -> None:
             r["env"],
             escape(r["release"] or "(none)"),
             f"{short(r['gateway_digest'])} / {short(r['vllm_digest'])}",
-            escape(r["model_revision"] or "-"),
+            escape(model_cell(r["model"])),
             r["since"] or "-",
             escape(r["by"] + (f" (approved: {', '.join(r['approved_by'])})" if r["approved_by"] else "")),
             gates,

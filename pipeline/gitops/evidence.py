@@ -126,6 +126,8 @@ def gate_record(
     if subject is not None and rel is not None:
         subject = bind_subject(subject, rel)
     skipped = [c.get("name") for c in r.get("checks", []) if c.get("status") == "skipped"]
+    # An eval gate keeps its result object (verdict, scores, both content digests): the model rule reads it.
+    model_eval = {"eval": dict(ev["eval"])} if isinstance(ev.get("eval"), Mapping) else {}
     return {
         "stage": str(r.get("stage") or name),
         "env": ev.get("env"),
@@ -137,6 +139,7 @@ def gate_record(
         "run_id": run_id,
         # What the stage exercised, as it recorded it (None: it recorded nothing → policy refuses).
         "subject": subject,
+        **model_eval,
     }
 
 

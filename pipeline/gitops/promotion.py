@@ -174,7 +174,15 @@ def read_release(repo: GitOpsRepo, env: str) -> Release | None:
 def same_pins(a: Release | None, b: Release | None) -> bool:
     if a is None or b is None:
         return False
-    keys = ("id", "gateway_digest", "vllm_digest", "model_revision", "chart_version")
+    keys = (
+        "id",
+        "gateway_digest",
+        "vllm_digest",
+        "model_revision",
+        "model_digest",
+        "model_content_digest",
+        "chart_version",
+    )
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.gitops import promotion as pm
 from pipeline.gitops import values_diff
 from pipeline.gitops.argocd_pin import APP_FILES, pin_follow_up
+from pipeline.gitops.release import Release
 from pipeline.gitops.repo import Commit, GitOpsError, GitOpsRepo, Message, edit_yaml, git
 
 # Returns a reason to do nothing (already handled, rate limited, ...) or None to proceed.
@@ -100,6 +101,15 @@ def restore_env_files(repo: GitOpsRepo, env: str, rev: str) -> None:
             git("rm", "-q", "--ignore-unmatch", "--", rel, cwd=repo.path)
 
 
+def _model_line(bad: Release | None, restored: Release) -> str:
+    """The model the rollback restores, by content digest (a model-only rollback changes only this)."""
+    old = bad.model_content_digest if bad else None
+    new = restored.model_content_digest
+    if old == new:
+        return f"Model: unchanged (content digest {new or 'none'}, revision {restored.model_revision})."
+    return f"Model: content digest {old or 'none'} → {new or 'none'} (revision {restored.model_revision})."
+
+
 def _exists(repo: GitOpsRepo, rev: str, rel: str) -> bool:
     return bool(git("ls-tree", "--name-only", rev, "--", rel, cwd=repo.path, check=False).strip())
 
@@ -149,6 +159,7 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
                 "",
                 f"environments/{env}/{{values,release}}.yaml restored as of {point}.",
                 values_diff.summary(shipped),
+                _model_line(bad, restored),
                 "",
                 f"{env} stays frozen until `python -m pipeline unfreeze --env {env} --actor NAME`.",
             ]
@@ -161,6 +172,12 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
             ("Gateway-Digest", restored.gateway_digest),
             ("Vllm-Digest", restored.vllm_digest),
             ("Model-Revision", restored.model_revision),
+            # The model artifact the env serves again (byte-equal pins: restored from `point`).
+            *(
+                [("Model-Digest", str(restored.model_digest)), ("Model-Content-Digest", restored.model_content_digest)]
+                if restored.model_content_digest
+                else []
+            ),
             ("Rollback-Reason", reason),
             ("Rollback-Trigger", opts.trigger),
             ("Rolled-Back-By", actor),

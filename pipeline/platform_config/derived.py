@@ -345,8 +345,15 @@ def slo(env: str) -> Callable[[Any, Ctx], None]:
 
 
 def model_record(doc: Any, ctx: Ctx) -> None:
-    _set(doc, ("id",), ctx.platform.model.id)
-    _set(doc, ("revision",), ctx.platform.model.revision)
+    """app/model.yaml: platform.yaml says WHICH model the organisation serves (id, served name); the
+    record owns the revision, which changes release by release (a model-only release is no drift).
+    A new model id (init for another model) starts from platform.yaml's revision."""
+    model = ctx.platform.model
+    if isinstance(doc, dict) and doc.get("id") != model.id:
+        _set(doc, ("revision",), model.revision)
+        _set(doc, ("tokenizerRevision",), model.revision)
+    _set(doc, ("id",), model.id)
+    _set(doc, ("servedName",), model.served_name)
 
 
 def repository_secret(doc: Any, ctx: Ctx) -> None:

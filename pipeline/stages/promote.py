@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from pipeline.core.context import RunContext
 from pipeline.core.exit_codes import UsageError
 from pipeline.core.result import Check, StageResult, Status, Timer
-from pipeline.gitops import notify, promotion_trivy, values_diff
+from pipeline.gitops import notify, promotion_model, promotion_trivy, values_diff
 from pipeline.gitops import promotion as pm
 from pipeline.gitops.argocd_pin import pin_follow_up
 from pipeline.gitops.evidence import evidence_bundle, merge_stage_files, read_evidence, source_slo_keys, source_subject
@@ -245,6 +245,10 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         # What the promotion pushes (shown by --dry-run, recorded otherwise): pins edited in this work copy only.
         outcome["pins_diff"] = pm.edit_pins(repo, target, rel)
         outcome["values_diff"] = values_diff.shipped(repo, target)
+        # The model this promotion ships beside the values: pins, what it replaces, the eval that vouched.
+        model = promotion_model.record(rel, current, bundle, promotion_model.env_model_id(repo, target))
+        outcome["model"] = model
+        outcome["model_diff"] = promotion_model.diff_lines(current, rel, model)
         freeze = pm.read_freeze(repo, target)
         policy_input = {
             "kind": "PromotionRequest",
@@ -262,8 +266,11 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
                 opts.trivy_reports, opts.trivy_lister, target, rel, now, params, source
             ),
             "allow_unbuilt_images": opts.allow_unbuilt_images,
+            "target_model": promotion_model.target_input(current),
         }
-        denials = evaluate_policy(policy_input, data)
+        # The policy's model rule, backed by the same rule in Python: a model change no eval vouches for
+        # is never pushed, even under a policy file that lost the rule.
+        denials = evaluate_policy(policy_input, data) or promotion_model.denials(rel, current, bundle, source, target)
         outcome["input"] = policy_input
         if denials:
             raise Refused(denials)
@@ -293,6 +300,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             "unbuilt_images_allowed": opts.allow_unbuilt_images and not rel.images_built,
             "trivy_operator": policy_input["trivy_operator"],
             "values_shipped": {"against": shipped["against"], "changes": shipped["changes"]},
+            "model": outcome["model"],
         }
         bundle = {**bundle, "promotions": [*bundle.get("promotions", []), record]}
         ev_rel = pm.evidence_path(target, rel.id)
@@ -300,7 +308,9 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         outcome["evidence_path"] = ev_rel
         msg = _message(rel, source, target, who, opts, run_id, ev_rel, bundle, str(record["policy_profile"]), accepted)
         vals = {"against": shipped["against"], "changes": shipped["changes"]}
-        msg.body += "\n\n" + values_diff.summary(vals)
+        msg.body += (
+            "\n\n" + values_diff.summary(vals) + "\n\nModel:\n" + "\n".join(f"  {m}" for m in outcome["model_diff"])
+        )
         msg.trailers[-1:-1] = values_diff.trailers(vals)
         return msg
 
@@ -358,6 +368,7 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             detail=values_diff.summary({"against": shipped.get("against", ""), "changes": shipped.get("changes", [])}),
         )
     )
+    checks.append(Check(name="model", status=Status.PASSED, detail="\n".join(outcome.get("model_diff") or [])))
     if tx.follow_up_sha:
         checks.append(
             Check(
@@ -369,7 +380,8 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         notify.resolve_url(opts.notify_url),
         f"{rel.id} promoted {source} → {target}",
         [
-            f"*Release* {rel.id} (commit {rel.commit[:12]}), model {rel.model_revision}",
+            f"*Release* {rel.id} (commit {rel.commit[:12]}), model {rel.model_revision}"
+            + (f" content {rel.model_content_digest}" if rel.model_content_digest else ""),
             f"*Approved by*: {', '.join(sorted({a.lower() for a in opts.approvers})) or 'no approvers required'}",
             values_diff.summary(shipped),
         ],
@@ -404,6 +416,8 @@ def _ev(outcome: Mapping[str, Any], source: str, target: str) -> dict[str, Any]:
         "pins_diff": outcome.get("pins_diff"),
         "values_diff": outcome.get("values_diff"),
         "eligible_at": outcome.get("eligible_at"),
+        "model": outcome.get("model"),
+        "model_diff": outcome.get("model_diff"),
     }
 
 
@@ -428,6 +442,8 @@ def _diff_checks(outcome: Mapping[str, Any]) -> list[Check]:
     if dropped:
         detail += "\nbranch edits undone:\n" + "\n".join(dropped)
     out.append(Check(name="values", status=Status.PASSED, detail=f"vs {against}:\n{detail}" if against else detail))
+    if outcome.get("model_diff"):
+        out.append(Check(name="model", status=Status.PASSED, detail="\n".join(outcome["model_diff"])))
     return out
 
 
@@ -458,6 +474,10 @@ def _message(
         ("Gateway-Digest", rel.gateway_digest),
         ("Vllm-Digest", rel.vllm_digest),
         ("Model-Revision", rel.model_revision),
+    ]
+    if rel.model_content_digest:
+        trailers += [("Model-Digest", rel.model_digest or "-"), ("Model-Content-Digest", rel.model_content_digest)]
+    trailers += [
         ("Images-Built", "true" if rel.images_built else "false (local executor)"),
         ("Run-Id", run_id),
         ("Promoted-By", actor),

@@ -17,7 +17,8 @@ Kubernetes minimum equal to the charts' kubeVersion.
 
 Every independent step runs concurrently; only helm, trivy and promtool are subprocesses
 (one per env for helm, one in total for trivy and `promtool check rules`; `promtool test rules`
-one per test file, at most one per core, passes of unchanged files reused: pipeline.checks.promtool_tests).
+one per test file, at most one per core, each test group on only the rules it reads, passes of
+unchanged files reused: pipeline.checks.promtool_tests).
 
 Each env is rendered from the chart Argo CD will deploy: the version pinned in its release.yaml
 (`release.chartVersion`, the OCI chart's targetRevision). That is the tree's chart only when the

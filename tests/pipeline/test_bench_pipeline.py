@@ -1,17 +1,20 @@
 """`make bench-pipeline`'s fast parts: the README's measured table, the comparison it prints, the
-timing loop (runner and clock injected) and the clone with a new commit (real git). The benchmark
-itself prints numbers and is not run here."""
+timing loop (runner and clock injected), the clone with a new commit (real git), and the `make ci`
+stages end to end on a stand-in checkout (real make, git and embedded registry). The benchmark's
+figures themselves are printed, never asserted."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from pipeline.commands import bench_pipeline as bench
+from pipeline.runtime import registry
 
 TABLE = """\
 # Project
@@ -116,3 +119,52 @@ def test_the_clone_has_one_new_commit_and_shares_the_installs(tmp_path: Path) ->
         assert log == [f"{head.strip()} bench: a new commit", " first"]
         assert (clone / ".venv").resolve() == (src / ".venv").resolve()
         assert (clone / ".tools").is_symlink()
+
+
+# A stand-in for the checkout's Makefile (Makefile: `ci: tools vllm`, its install targets, then
+# `python -m pipeline ci`), at least as strict: an install recipe that runs fails the benchmark
+# (they must be taken as done), and its `ci` starts the embedded registry under the checkout's
+# `.cache/registry` as the real `ci` stages leave it serving (pipeline.runtime.registry).
+STANDIN_MAKEFILE = """\
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ci: .venv/.synced .tools/.ensured .tools/vllm-venv/.vllm-ready.json
+\tPIPELINE_STATE_DIR=$(CURDIR)/.cache PYTHONPATH=$(BENCH_PACKAGE_ROOT) $(BENCH_PYTHON) -m pipeline.runtime.registry start
+\techo "$$(git log -1 --format=%s) $$(python3 -c 'import json; print(json.load(open(".cache/registry/state.json"))["pid"])')" >> $(BENCH_EVIDENCE)
+.venv/.synced .tools/.ensured .tools/vllm-venv/.vllm-ready.json:
+\techo "would reinstall $@ into the checkout's shared installs" >&2; exit 1
+"""
+
+
+def test_the_make_ci_stages_run_in_a_clone_whose_registry_is_stopped_before_it_goes(
+    tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, evidence = tmp_path / "src", tmp_path / "ci-runs.txt"
+    (src / ".venv").mkdir(parents=True)
+    (src / ".tools").mkdir()
+    (src / "Makefile").write_text(STANDIN_MAKEFILE)
+    (src / "README.md").write_text(TABLE)
+    (src / ".gitignore").write_text(".cache/\n")
+    env = bench.base_env(**bench.GIT_ENV)
+    for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "first"]):
+        subprocess.run(["git", *argv], cwd=src, check=True, env=env)
+    monkeypatch.setenv("BENCH_PYTHON", sys.executable)
+    monkeypatch.setenv("BENCH_PACKAGE_ROOT", str(repo_root))
+    monkeypatch.setenv("BENCH_EVIDENCE", str(evidence))
+    pids: list[int] = []
+    try:
+        code = bench.main(["--only", "ci", "--repo", str(src), "--readme", str(src / "README.md")])
+        runs = evidence.read_text().splitlines() if evidence.exists() else []
+        pids = [int(line.rsplit(" ", 1)[1]) for line in runs]
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        # Both runs in the clone, on its new commit; the second finds the first one's registry serving.
+        assert [line.rsplit(" ", 1)[0] for line in runs] == ["bench: a new commit"] * 2
+        assert len(set(pids)) == 1
+        assert not registry._alive(pids[0]), "the clone's registry outlived the benchmark"
+        lines = out.out.splitlines()
+        assert re.fullmatch(r"make ci \(new commit\)\s+\d+\.\d s\s+253 s", lines[1]), lines
+        assert re.fullmatch(r"make ci \(unchanged tree\)\s+\d+\.\d s\s+1\.5 s", lines[2]), lines
+    finally:
+        for pid in set(pids):
+            registry._terminate(pid, grace=2.0)

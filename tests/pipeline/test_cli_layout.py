@@ -14,7 +14,7 @@ import pytest
 from pipeline import cli
 
 REPO = Path(__file__).resolve().parents[2]
-PIPELINE_ORDER = ("test", "build", "scan", "render", "smoke", "loadtest", "promote", "ci")
+PIPELINE_ORDER = ("test", "build", "scan", "render", "smoke", "eval", "loadtest", "promote", "ci")
 
 
 def test_registry_lists_pipeline_verbs_in_pipeline_order_then_operational_verbs() -> None:
@@ -88,7 +88,17 @@ LOWER: dict[str, set[str]] = {
     "platform_config": {"checks", "core", "runtime"},
     "stages": {"platform_config", "gitops", "models", "probes", "artifacts", "checks", "core", "runtime"},
     "controller": {"stages", "platform_config", "gitops", "models", "probes", "artifacts", "checks", "core", "runtime"},
-    "commands": {"controller", "platform_config", "gitops", "models", "probes", "artifacts", "checks", "core", "runtime"},
+    "commands": {
+        "controller",
+        "platform_config",
+        "gitops",
+        "models",
+        "probes",
+        "artifacts",
+        "checks",
+        "core",
+        "runtime",
+    },
     "cli": {"core"},
 }
 

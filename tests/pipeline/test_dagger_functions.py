@@ -34,7 +34,7 @@ from tests.helpers.dagger_harness import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-VERBS = ("test", "build", "scan", "render", "smoke", "loadtest", "promote", "rollback", "ci")
+VERBS = ("test", "build", "scan", "render", "smoke", "loadtest", "promote", "rollback", "ci", "eval")
 GW = "sha256:" + "a" * 64
 VLLM = "sha256:" + "b" * 64
 CPU = "sha256:" + "c" * 64

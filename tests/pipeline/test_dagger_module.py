@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-VERBS = ("test", "build", "scan", "render", "smoke", "loadtest", "promote", "rollback", "ci")
+VERBS = ("test", "build", "scan", "render", "smoke", "loadtest", "promote", "rollback", "ci", "eval")
 
 
 @pytest.fixture(scope="module")

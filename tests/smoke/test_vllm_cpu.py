@@ -20,14 +20,21 @@ def test_venv_dir_honours_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
 def _ready_venv(path: Path) -> Path:
     (path / "bin").mkdir(parents=True)
     (path / "bin" / "python").write_text("")
-    (path / vllm_cpu.MARKER).write_text(json.dumps({"vllm": "0.32.0", "torch": "2.13.0+cpu"}))
+    (path / vllm_cpu.MARKER).write_text(json.dumps(READY))
     return path
+
+
+READY = {"vllm": "0.32.0", "torch": "2.13.0+cpu", "lm_eval": vllm_cpu.LM_EVAL_VERSION}
 
 
 def test_installed_needs_the_marker_and_the_interpreter(tmp_path: Path) -> None:
     assert vllm_cpu.installed(tmp_path / "none") is None
     venv = _ready_venv(tmp_path / "v")
-    assert vllm_cpu.installed(venv) == {"vllm": "0.32.0", "torch": "2.13.0+cpu"}
+    assert vllm_cpu.installed(venv) == READY
+    # A venv from before the eval gate (no lm_eval recorded) is not ready: ensure installs it.
+    (venv / vllm_cpu.MARKER).write_text(json.dumps({k: v for k, v in READY.items() if k != "lm_eval"}))
+    assert vllm_cpu.installed(venv) is None
+    (venv / vllm_cpu.MARKER).write_text(json.dumps(READY))
     (venv / "bin" / "python").unlink()
     assert vllm_cpu.installed(venv) is None
 

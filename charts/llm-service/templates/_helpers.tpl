@@ -63,6 +63,18 @@ app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* llm-service.modelArtifact: the pinned model artifact reference (<repository>@<digest>) when vllm.model.source is artifact, else empty (hub). */}}
+{{- define "llm-service.modelArtifact" -}}
+{{- $m := .Values.vllm.model }}
+{{- if eq (default "hub" $m.source) "artifact" }}
+{{- $a := $m.artifact }}
+{{- $repo := required "vllm.model.artifact.repository must be set (vllm.model.source is artifact)" $a.repository }}
+{{- $digest := required "vllm.model.artifact.digest must be set (vllm.model.source is artifact: the artifact is pulled by digest)" $a.digest }}
+{{- $content := required "vllm.model.artifact.contentDigest must be set (vllm.model.source is artifact: the init container verifies it)" $a.contentDigest }}
+{{- printf "%s@%s" $repo $digest }}
+{{- end }}
+{{- end }}
+
 {{/* llm-service.serviceAccountName: the ServiceAccount the pods run as. */}}
 {{- define "llm-service.serviceAccountName" -}}
 {{- default (include "llm-service.fullname" .) .Values.serviceAccount.name }}
@@ -117,7 +129,7 @@ seccompProfile:
 {{/* llm-service.validate: render-time checks across values that the schema cannot express (model access, drain timing). */}}
 {{- define "llm-service.validate" -}}
 {{- $v := .Values }}
-{{- if and $v.vllm.model.gated (not $v.vllm.hfToken.secretName) }}
+{{- if and $v.vllm.model.gated (not $v.vllm.hfToken.secretName) (ne (default "hub" $v.vllm.model.source) "artifact") }}
 {{- fail (printf "vllm.model.gated is true: %s is a gated Hugging Face model and this release has no token source; set vllm.hfToken.secretName to a Secret holding a token with access (key vllm.hfToken.secretKey), or vllm.model.gated=false when the weights come from a mirror that needs none" $v.vllm.model.id) }}
 {{- end }}
 {{- $stream := int $v.scheduling.maxStreamSeconds }}

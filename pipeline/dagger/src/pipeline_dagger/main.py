@@ -26,6 +26,15 @@ from typing import Annotated, Any, TypeVar, cast
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, field, function, object_type
 
+from .eval_inputs import (
+    EVAL_MODELS,
+    MODEL_PATH,
+    PLATFORM_FILE,
+    baseline_env,
+    env_model_artifact,
+    eval_models,
+    release_file,
+)
 from .plan import (
     CALL_NONCE_ENV,
     CHART_PASSWORD_ENV,
@@ -585,6 +594,48 @@ class Pipeline:
     ) -> RunResult:
         """Revert an environment's last promotion in the GitOps repo."""
         return await self._run("rollback", dict(locals(), self=None), gitops=(gitops_ssh_key, gitops_known_hosts))
+
+    @never_cached
+    async def eval(
+        self,
+        candidate: Annotated[
+            str | None, Doc("candidate model artifact, <registry>/model@sha256:... (default: the stand-in)")
+        ] = None,
+        candidate_dir: Annotated[
+            dagger.Directory | None, Doc("candidate model directory (instead of candidate)")
+        ] = None,
+        baseline: Annotated[str | None, Doc("baseline model artifact (default: the model env runs)")] = None,
+        baseline_dir: Annotated[dagger.Directory | None, Doc("baseline model directory (instead of baseline)")] = None,
+        env: Annotated[str | None, Doc("compare with the model this env runs (default: the first env)")] = None,
+        no_cache: Annotated[bool, Doc("serve both models again; ignore cached runs")] = False,
+        timeout: Annotated[float, Doc("seconds to wait for each vLLM server")] = 300.0,  # noqa: ASYNC109 - a CLI flag
+        registry_username: Annotated[str, Doc("registry user for pulling the model artifacts")] = "",
+        registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
+        commit: Annotated[str, COMMIT_DOC] = "",
+        dirty: Annotated[bool, DIRTY_DOC] = False,
+        extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
+    ) -> RunResult:
+        """Model gate: candidate vs the env's model on vLLM's CPU build (lm-evaluation-harness); returns the verdict."""
+        params = dict(locals(), self=None)
+        refs = eval_models(params)
+        if "baseline" not in refs:
+            # The env's model: pulled here by the engine (the stage's own pull needs one), else floor-only.
+            env_name = baseline_env(env, await self.source.file(PLATFORM_FILE).contents())
+            pinned = env_model_artifact(await self.source.file(release_file(env_name)).contents(), env_name)
+            if pinned:
+                refs["baseline"], params["env"] = pinned, None
+        dirs = {dest: params.pop(f"{dest}_dir") for dest in EVAL_MODELS}  # mounted under the CLI flag's name
+        for dest, ref in refs.items():
+            params[dest] = dirs[dest] if ref is None else self._model_dir(ref, registry_username, registry_password)
+        return await self._run("eval", params)
+
+    @staticmethod
+    def _model_dir(ref: str, username: str, password: dagger.Secret | None) -> dagger.Directory:
+        """The model directory of a model artifact (a "modelcar" image), pulled by digest with the registry credentials."""
+        ctr = dag.container()
+        if password is not None:
+            ctr = ctr.with_registry_auth(ref.split("/", 1)[0], username, password)
+        return ctr.from_(ref).directory(MODEL_PATH)
 
     @never_cached
     async def ci(

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .eval_inputs import EVAL_MODELS
+
 WORKDIR = "/src"
 RUNS = "/runs"
 UV_VERSION = "0.13.9"  # the uv that wrote uv.lock
@@ -33,10 +35,13 @@ RELEASE_PARAMS = frozenset({"gateway_image", "vllm_image", "gateway_digest", "vl
 # `ci` takes its images from the digests it published (or was given) with `registry`; these only
 # configure the vLLM service and the model its smoke/loadtest stages ask for (see `ci_stage_args`).
 CI_RELEASE_PARAMS = frozenset({"model", "vllm_cpu_digest", *VLLM_PARAMS})
+# `eval`: a model directory on the host comes as `<dest>_dir` (a Directory; see eval_inputs.eval_models).
+EVAL_PARAMS = frozenset(f"{dest}_dir" for dest in EVAL_MODELS)
 VERB_INFRA_PARAMS: dict[str, frozenset[str]] = {
     "smoke": RELEASE_PARAMS,
     "loadtest": RELEASE_PARAMS,
     "ci": CI_RELEASE_PARAMS,
+    "eval": EVAL_PARAMS,
 }
 # The stages `ci` runs against the release's services.
 CI_RELEASE_STAGES = ("smoke", "loadtest")
@@ -55,6 +60,9 @@ OMITTED: dict[tuple[str, str], str] = {
     # engine would log it and key caches on it. Notify from the CI job around `dagger call` instead.
     ("promote", "notify_url"): "a webhook URL is a credential; notify from the calling CI job",
     ("rollback", "notify_url"): "a webhook URL is a credential; notify from the calling CI job",
+    # pipeline/stages/build.py packages the model artifact only where it also built the images (the local executor).
+    ("build", "model_artifact"): "the function publishes the images; the stage then packages no model artifact",
+    ("eval", "output"): "`--json` sets the CLI's stdout format; the function returns the run directory (report.json)",
 }
 # CLI flags that name a host path: the Dagger function takes them as a File or Directory, mounts it under
 # INPUTS and passes the mount path (a plain string would be resolved inside the container, never the host).
@@ -85,8 +93,9 @@ def input_path(dest: str, index: int | None = None) -> str:
 # vulnerability DB, fresh tokens) must run every time; `test` and `render` too: they RETURN a failed
 # gate as a result (report + exit code), and Dagger's default policy would serve a flaky failure
 # again for 7 days (since v0.19.4). Their setup layers stay cached; the stages' own result cache
-# (pipeline-cache) keeps only PASSED results, so an unchanged tree still skips the work.
-NEVER_CACHED = frozenset({"test", "build", "scan", "render", "smoke", "loadtest", "promote", "rollback", "ci"})
+# (pipeline-cache) keeps only PASSED results, so an unchanged tree still skips the work. `eval` returns a
+# blocked verdict as a result too.
+NEVER_CACHED = frozenset({"test", "build", "scan", "render", "smoke", "loadtest", "promote", "rollback", "ci", "eval"})
 # Functions that write to the GitOps repository: a remote is required, or they would commit to a
 # throwaway clone inside the container and report success. (`ci` promotes only with a remote.)
 GITOPS_WRITES: dict[str, str] = {"promote": "dry_run", "rollback": "", "loadtest": "attach"}
@@ -141,6 +150,7 @@ APT: dict[str, tuple[str, ...]] = {
     "promote": ("git", "openssh-client"),
     "rollback": ("git", "openssh-client"),
     "ci": ("git", "openssh-client"),
+    "eval": ("git",),
 }
 # Where a Dagger function mounts what it is given (never inside the source tree).
 CRD_SCHEMAS_MOUNT = "/crd-schemas"  # --crd-schemas Directory
@@ -304,11 +314,13 @@ def plan(verb: str, params: Mapping[str, Any], *, image: str = PYTHON_IMAGE, con
 
 
 def vllm_in_container(verb: str, params: Mapping[str, Any]) -> bool:
-    """Whether the smoke stage (ci: its smoke) starts vLLM's CPU build itself, in the function's container:
+    """Whether the smoke stage (ci: its smoke; eval always) starts vLLM's CPU build itself, in the function's container:
     no --target (release services, a GPU service) and not --server simulator. `params` as planned (ci: its
     stage_args with the services' smoke flags)."""
     if verb == "smoke":
         return not params.get("target") and (params.get("server") or "vllm") == "vllm"
+    if verb == "eval":
+        return True  # the gate serves candidate and baseline on vLLM's CPU build itself, one after the other
     if verb != "ci" or not ci_runs(params, "smoke"):
         return False
     return stage_flag(params, "smoke", "--target") is None and stage_flag(params, "smoke", "--server") in (None, "vllm")

@@ -1,0 +1,243 @@
+"""`eval`: the model gate — the candidate must reach the floor and not be worse than the baseline.
+
+    python -m pipeline eval [--candidate DIR|REF] [--baseline DIR|REF | --env ENV] [--json]
+
+The candidate (default: the stand-in the record describes, pipeline.models.standin) and the
+baseline are each served on REAL vLLM (CPU build) behind the real gateway with the record's
+serving arguments, and the record's lm-evaluation-harness suite runs through the gateway
+(pipeline.models.eval_gate). Without --baseline the baseline is the model the env runs: the
+artifact pinned in environments/<env>/release.yaml (`vllm.model.artifact.*`), pulled by digest;
+an env with no model artifact yet gets a floor-only verdict (baseline null).
+
+A model's run is cached by its content digest + serving arguments + suite + vLLM/lm_eval
+versions, so an env's baseline is served once. The eval JSON (verdict, scores, McNemar b/c/p,
+digests) is the stage evidence under "eval"; promotion reads it there.
+Exit 0 pass, 1 blocked, 2 usage, 3 no verdict (the model could not be served or scored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.cache import Extra
+from pipeline.core.context import RunContext
+from pipeline.core.environments import env_names
+from pipeline.core.exit_codes import UsageError
+from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.models import eval_gate
+from pipeline.models.record import ModelRecordError, load_record
+from pipeline.runtime import vllm_cpu
+
+log = logging.getLogger(__name__)
+
+NAME = "eval"
+HELP = "model gate: serve candidate (+ baseline) on vLLM CPU behind the gateway, lm_eval suite, floor + exact McNemar"
+# What the verdict depends on inside the tree (ci's cache): the record, its suite, the gate's code.
+CACHE_INPUTS = ("app/model.yaml", "evals", "pipeline/models", "pipeline/runtime/vllm_cpu.py")
+# An image reference: registry/name[:tag][@sha256:...] (a path that exists is a directory instead).
+REF_RE = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+)?(@sha256:[0-9a-f]{64})?$")
+
+
+@dataclass
+class EvalOptions:
+    candidate: str | None = None  # DIR or REF; None = the record's stand-in
+    baseline: str | None = None  # DIR or REF; None = what `env` runs
+    env: str | None = None  # None = the first env
+    no_cache: bool = False
+    timeout: float = vllm_cpu.DEFAULT_READY_TIMEOUT
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--candidate", metavar="DIR|REF", help="model directory or model artifact reference (default: the stand-in)"
+    )
+    base = parser.add_mutually_exclusive_group()
+    base.add_argument("--baseline", metavar="DIR|REF", help="compare against this model instead of the env's")
+    base.add_argument("--env", choices=env_names(), help="compare against the model this env runs (default: first)")
+    parser.add_argument("--no-cache", action="store_true", help="serve both models again; ignore cached runs")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=vllm_cpu.DEFAULT_READY_TIMEOUT,
+        help="seconds to wait for each vLLM server (default: %(default)s)",
+    )
+    # `--json` = `-o json`: the stage result, whose evidence.eval is the gate's JSON (with `seconds`).
+    parser.add_argument(
+        "--json", dest="output", action="store_const", const="json", default=argparse.SUPPRESS, help="same as -o json"
+    )
+
+
+def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
+    return run(
+        EvalOptions(
+            candidate=args.candidate,
+            baseline=args.baseline,
+            env=args.env,
+            no_cache=args.no_cache,
+            timeout=args.timeout,
+        ),
+        ctx,
+    )
+
+
+def cache_extra(opts: object, root: Path) -> Extra:
+    """Outside the tree: the vLLM venv (versions) and the candidate's weights (its directory)."""
+    paths = [str(vllm_cpu.venv_dir() / vllm_cpu.MARKER)]
+    cand = getattr(opts, "candidate", None)
+    if cand and Path(cand).is_dir():
+        paths.append(str(Path(cand).resolve()))
+    facts: dict[str, Any] = {}
+    env = getattr(opts, "env", None) or env_names()[0]
+    release = root / "environments" / env / "release.yaml"
+    if release.is_file():  # the baseline the env runs is part of the verdict
+        facts["release"] = hashlib.sha256(release.read_bytes()).hexdigest()
+    return Extra(paths=tuple(paths), facts=facts)
+
+
+def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> EvalOptions:
+    """In `ci`: the model build packaged (pulled by digest), else the stand-in; baseline = the first env's."""
+    build = upstream.get("build")
+    artifact = (build.evidence.get("model_artifact") or {}) if build is not None else {}
+    ref = artifact.get("ref") if isinstance(artifact, dict) else None
+    return EvalOptions(candidate=str(ref) if ref else None)
+
+
+def _pull(ref: str, out: Path, expected: str | None, label: str) -> eval_gate.ModelSpec:
+    try:
+        from pipeline.models.artifact import pull_model  # owner H3
+        from pipeline.runtime import engine as engines
+    except ImportError as exc:  # pragma: no cover - until the artifact module lands
+        raise eval_gate.EvalSetupError(f"cannot pull {ref}: pipeline.models.artifact is not available ({exc})") from exc
+    status = engines.current()
+    if status.engine is None:
+        raise eval_gate.EvalSetupError(f"cannot pull {ref}: no container engine ({status.reason})")
+    digest = pull_model(ref, out, engine=status.engine, expected=expected)
+    spec = eval_gate.dir_spec(out, label=label)
+    if spec.content_digest != digest:
+        raise eval_gate.EvalSetupError(f"{ref}: pulled content {spec.content_digest} != the artifact's {digest}")
+    return eval_gate.ModelSpec(path=out, content_digest=digest, source=ref, label=label)
+
+
+def _resolve(value: str, work: Path, label: str, ctx: RunContext) -> eval_gate.ModelSpec:
+    """A directory (relative to the repo or the cwd) or an artifact reference; UsageError otherwise."""
+    path = Path(value)
+    for candidate in (path, ctx.repo_root / path):
+        if candidate.is_dir():
+            return eval_gate.dir_spec(candidate, label=label)
+    if REF_RE.match(value):
+        return _pull(value, work / f"{label}-model", None, label)
+    raise UsageError(f"--{label} {value!r} is neither a model directory nor an artifact reference (host/name@sha256:…)")
+
+
+def _env_baseline(env: str, work: Path, ctx: RunContext) -> tuple[eval_gate.ModelSpec | None, str]:
+    """The model `env` runs (its release's artifact pins), or None when it pins no artifact yet."""
+    from ruamel.yaml import YAML
+
+    from pipeline.gitops.release import Release
+
+    path = ctx.repo_root / "environments" / env / "release.yaml"
+    try:
+        values = YAML(typ="safe").load(path.read_text()) or {}
+    except (OSError, ValueError) as exc:
+        raise eval_gate.EvalSetupError(f"{path}: cannot read the env's release: {exc}") from exc
+    release = Release.from_values(values)
+    if release.model_artifact is None:
+        return None, f"{env} pins no model artifact yet: floor-only verdict"
+    spec = _pull(release.model_artifact, work / "baseline-model", release.model_content_digest, "baseline")
+    return spec, f"baseline: the model {env} runs ({release.model_artifact})"
+
+
+def _stand_in(ctx: RunContext) -> eval_gate.ModelSpec:
+    from pipeline.models import standin  # owner H1
+
+    record = load_record(ctx.repo_root)
+    built = standin.ensure_model_dir(record, progress=ctx.progress)
+    return eval_gate.ModelSpec(
+        path=Path(built.path), content_digest=built.content_digest, source="stand-in", label="candidate"
+    )
+
+
+def run(opts: EvalOptions, ctx: RunContext) -> StageResult:
+    checks: list[Check] = []
+    evidence: dict[str, Any] = {}
+    work = ctx.stage_dir(NAME)
+    with Timer() as t:
+        try:
+            record = load_record(ctx.repo_root)
+            candidate = _resolve(opts.candidate, work, "candidate", ctx) if opts.candidate else _stand_in(ctx)
+            if opts.baseline:
+                baseline: eval_gate.ModelSpec | None = _resolve(opts.baseline, work, "baseline", ctx)
+                why = f"baseline: {opts.baseline}"
+            else:
+                baseline, why = _env_baseline(opts.env or env_names()[0], work, ctx)
+            ctx.progress(why)
+            outcome = eval_gate.run_gate(
+                candidate,
+                baseline,
+                record=record,
+                root=ctx.repo_root,
+                work_dir=work,
+                reuse_candidate=not opts.no_cache,
+                reuse_baseline=not opts.no_cache,
+                timeout=opts.timeout,
+                progress=ctx.progress,
+            )
+        except (eval_gate.EvalSetupError, ModelRecordError, ValueError) as exc:
+            check = Check(name="eval", status=Status.FAILED, detail=str(exc)[-3000:])
+            return StageResult.from_checks(NAME, [check], summary=str(exc)[:300], error=True, logs=str(work))
+    res = outcome.result
+    res["seconds"] = t.seconds  # the whole verb, model resolution included
+    evidence["eval"] = res
+    evidence["baseline_reason"] = why
+    cand = res["candidate"]
+    checks.append(
+        Check(
+            name="candidate",
+            status=Status.PASSED,
+            detail=f"{cand['correct']}/{res['n_items']} correct ({cand['score']:.3f}), {cand['content_digest']}"
+            + (" (cached)" if cand["cached"] else ""),
+            seconds=outcome.candidate.seconds,
+            numbers={"score": cand["score"]},
+        )
+    )
+    if res["baseline"] is not None:
+        base = res["baseline"]
+        checks.append(
+            Check(
+                name="baseline",
+                status=Status.PASSED,
+                detail=f"{base['correct']}/{res['n_items']} correct ({base['score']:.3f}), {base['content_digest']}"
+                + (" (cached)" if base["cached"] else ""),
+                seconds=outcome.baseline.seconds if outcome.baseline else 0.0,
+                numbers={"score": base["score"]},
+            )
+        )
+    verdict = Status.PASSED if outcome.passed else Status.FAILED
+    mc = res["mcnemar"]
+    checks.append(
+        Check(
+            name="verdict",
+            status=verdict,
+            detail="; ".join(res["reasons"])
+            or f"pass: floor {res['floor']}"
+            + (f", McNemar b={mc['b']} c={mc['c']} p={mc['p_value']:.3g}" if mc["b"] is not None else ""),
+        )
+    )
+    numbers = {"seconds": t.seconds, "candidate_score": cand["score"]}
+    if res["baseline"] is not None:
+        numbers["baseline_score"] = res["baseline"]["score"]
+    result = StageResult.from_checks(
+        NAME, checks, numbers=numbers, evidence=evidence, logs=str(work), seconds=t.seconds
+    )
+    result.summary = (
+        f"{res['verdict']}: candidate {cand['score']:.3f}"
+        + (f" vs baseline {res['baseline']['score']:.3f}" if res["baseline"] else " (floor-only)")
+        + (f" — {'; '.join(res['reasons'])}" if res["reasons"] else "")
+    )
+    return result
