@@ -22,6 +22,10 @@ COMMIT_ENV = "PIPELINE_COMMIT"
 DIRTY_ENV = "PIPELINE_DIRTY"
 # Files that make up an image's build context (besides the target name).
 CONTEXT_INPUTS = ("app", "pyproject.toml", "uv.lock")
+# Under CONTEXT_INPUTS but not in any image (.dockerignore leaves them out too): the model's release
+# record is read by the pipeline at build/eval time, never by a running image, so a model-only
+# release keeps every image's context digest (and image).
+CONTEXT_EXCLUDED = ("app/model.yaml",)
 
 
 def git_commit(root: Path) -> tuple[str, bool]:
@@ -61,5 +65,18 @@ def commit_time(root: Path) -> str:
 
 def context_digest(root: Path, target: str) -> str:
     """Content digest of an image's build context: stands in for a registry digest when no engine exists."""
-    tree, _ = InputHasher().tree_digest(root, CONTEXT_INPUTS)
+    tree, _ = InputHasher().tree_digest(root, context_files(root))
     return "sha256:" + hashlib.sha256(f"{target}\0{tree}".encode()).hexdigest()
+
+
+def context_files(root: Path) -> list[str]:
+    """CONTEXT_INPUTS as repo-relative paths, CONTEXT_EXCLUDED left out (one level down where excluded)."""
+    out: list[str] = []
+    for rel in CONTEXT_INPUTS:
+        if (root / rel).is_dir() and any(x.startswith(f"{rel}/") for x in CONTEXT_EXCLUDED):
+            out += [
+                f"{rel}/{p.name}" for p in sorted((root / rel).iterdir()) if f"{rel}/{p.name}" not in CONTEXT_EXCLUDED
+            ]
+        elif rel not in CONTEXT_EXCLUDED:
+            out.append(rel)
+    return out

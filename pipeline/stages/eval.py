@@ -136,15 +136,21 @@ def _resolve(value: str, work: Path, label: str, ctx: RunContext) -> eval_gate.M
 
 
 def _env_baseline(env: str, work: Path, ctx: RunContext) -> tuple[eval_gate.ModelSpec | None, str]:
-    """The model `env` runs (its release's artifact pins), or None when it pins no artifact yet."""
-    from ruamel.yaml import YAML
-
+    """The model `env` runs (its release's artifact pins in the GitOps repo promotion reads), or None
+    when it pins no artifact yet."""
+    from pipeline.gitops import promotion as pm
     from pipeline.gitops.release import Release
+    from pipeline.gitops.repo import GitOpsError, GitOpsRepo, safe_url, work_dir_for
 
-    path = ctx.repo_root / "environments" / env / "release.yaml"
+    # The GitOps remote ($PIPELINE_GITOPS_REPO or the local one), not the tree's copy: the promotion
+    # compares the eval's baseline with what the remote pins.
+    remote = pm.remote_for_reading(None, ctx.repo_root, ctx.run_dir)
+    repo = GitOpsRepo(remote, work_dir_for(ctx.run_dir / "work"))
+    path = f"{safe_url(remote)}:environments/{env}/release.yaml"
     try:
-        values = YAML(typ="safe").load(path.read_text()) or {}
-    except (OSError, ValueError) as exc:
+        repo.sync()
+        values = repo.read_yaml(f"environments/{env}/release.yaml") or {}
+    except (OSError, ValueError, GitOpsError) as exc:
         raise eval_gate.EvalSetupError(f"{path}: cannot read the env's release: {exc}") from exc
     release = Release.from_values(values)
     if release.model_artifact is None:
