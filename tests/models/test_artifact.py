@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from pipeline.models import artifact
 from pipeline.models.content import write_manifest
-from pipeline.runtime import base_image, engine, registry
+from pipeline.runtime import engine, registry
 
 DOMAIN = "llm.test.example"
 
@@ -58,33 +57,6 @@ def test_release_pins_only_from_a_pushed_artifact() -> None:
     }
     assert artifact.release_pins(pushed | {"digest": None}) == {}
     assert artifact.release_pins(None) == {}
-
-
-@pytest.fixture(scope="module")
-def podman() -> engine.Engine:
-    st = engine.detect()
-    if st.engine is None or st.engine.kind != "podman":
-        pytest.fail(f"these tests need podman (`make test` installs it): {st.reason}")
-    return st.engine
-
-
-@pytest.fixture(scope="module")
-def base(podman: engine.Engine) -> str:
-    if shutil.which("debootstrap") is None and shutil.which("debootstrap", path="/usr/sbin") is None:
-        pytest.fail("debootstrap missing (`make test` installs it)")
-    return base_image.ensure_local(podman, replaced="test").name
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[registry.Registry]:
-    if shutil.which(registry.BINARY) is None:
-        pytest.fail("docker-registry missing (`make test` installs it)")
-    sdir = tmp_path / "registry"
-    r = registry.ensure(sdir)
-    try:
-        yield r
-    finally:
-        registry.stop(sdir)
 
 
 @pytest.fixture

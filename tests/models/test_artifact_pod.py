@@ -32,14 +32,6 @@ ENV = "dev"
 
 
 @pytest.fixture(scope="module")
-def podman() -> engine.Engine:
-    st = engine.detect()
-    if st.engine is None or st.engine.kind != "podman":
-        pytest.fail(f"this test needs podman (`make test` installs it): {st.reason}")
-    return st.engine
-
-
-@pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> StageResult:
     """`build` as the pipeline runs it (gateway + vllm-cpu; the CUDA image cannot be built here)."""
     run_dir = tmp_path_factory.mktemp("run")

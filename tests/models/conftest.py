@@ -1,0 +1,5 @@
+"""The model artifact tests' podman, local base and registry fixtures (shared with tests/images)."""
+
+from tests.helpers.container_fixtures import base, podman, reg
+
+__all__ = ["base", "podman", "reg"]
