@@ -6,7 +6,9 @@ cheaper than running `--version` and changes whenever the binary does). A stage 
 paths it reads in `CACHE_INPUTS` (`TRACKED` = every file git knows: tracked plus untracked,
 not ignored); inputs outside the tree or facts of the machine (a CRD schema directory, an env
 variable, today's date for expiring ignore entries, a reachable engine) come from the module's
-`cache_extra(options, root) -> Extra`. An unchanged
+`cache_extra(options, root) -> Extra`; root-relative files a stage's result provably does not
+depend on are left out with `CACHE_EXCLUDE` (the test stage runs its suite on an example model
+record, not on app/model.yaml). An unchanged
 tree therefore re-uses the previous PASSED result; any changed file, option or tool
 misses. Only PASSED results are stored: a failure must be re-proven every time, and a
 SKIPPED result depends on the machine (engine, DB, GPU), which is not in the key.
@@ -88,7 +90,7 @@ def tracked_files(root: Path) -> list[Path] | None:
     return [base / n for n in names if not EXCLUDED_DIRS.intersection(n.split("/")) and (base / n).is_file()]
 
 
-def _iter_files(root: Path, paths: Iterable[str]) -> list[Path]:
+def _iter_files(root: Path, paths: Iterable[str], exclude: Iterable[str] = ()) -> list[Path]:
     files: set[Path] = set()
     for rel in paths:
         if rel == TRACKED:
@@ -108,7 +110,8 @@ def _iter_files(root: Path, paths: Iterable[str]) -> list[Path]:
             for name in filenames:
                 if not name.endswith((".pyc", ".pyo")):
                     files.add(Path(dirpath) / name)
-    return sorted(files)
+    left_out = {(root / rel).resolve() for rel in exclude}
+    return sorted(files - left_out)
 
 
 class InputHasher:
@@ -138,10 +141,10 @@ class InputHasher:
         self._dirty = True
         return digest
 
-    def tree_digest(self, root: Path, paths: Iterable[str]) -> tuple[str, int]:
-        """sha256 over (relative path, content digest) of every file; also the file count."""
+    def tree_digest(self, root: Path, paths: Iterable[str], exclude: Iterable[str] = ()) -> tuple[str, int]:
+        """sha256 over (relative path, content digest) of every file but `exclude`; also the file count."""
         h = hashlib.sha256()
-        files = _iter_files(root, paths)
+        files = _iter_files(root, paths, exclude)
         for f in files:
             try:
                 rel = f.relative_to(root.resolve())
@@ -161,15 +164,17 @@ class InputHasher:
 
 
 def tool_identity(names: Iterable[str]) -> dict[str, str]:
-    """name → "path:size:mtime" for each tool (or "absent"): part of the key."""
+    """name → "path:size:mtime" for each tool (or "absent"): part of the key. The path is resolved:
+    a checkout whose .tools links to another's runs the same binaries, and shares its results."""
     out: dict[str, str] = {"python": sys.version.split()[0]}
     for name in sorted(set(names)):
         path = find(name)
         if path is None:
             out[name] = "absent"
             continue
-        st = Path(path).stat()
-        out[name] = f"{path}:{st.st_size}:{int(st.st_mtime)}"
+        real = Path(path).resolve()
+        st = real.stat()
+        out[name] = f"{real}:{st.st_size}:{int(st.st_mtime)}"
     return out
 
 
@@ -181,10 +186,11 @@ def cache_key(
     options: Mapping[str, Any],
     tools: Iterable[str] = (),
     hasher: InputHasher | None = None,
+    exclude: Iterable[str] = (),
 ) -> str:
-    """The stage's cache key: inputs tree + options + tool identities."""
+    """The stage's cache key: inputs tree (but `exclude`) + options + tool identities."""
     own = hasher or InputHasher()
-    tree, count = own.tree_digest(root, inputs)
+    tree, count = own.tree_digest(root, inputs, exclude)
     if hasher is None:
         own.save()
     material = json.dumps(

@@ -13,8 +13,9 @@ Promotion contract: `promote.run(promote.PromoteOptions(to="dev", release=..., e
 Under the Dagger executor with no GitOps remote outside the container, promotion is SKIPPED
 (pipeline.gitops.remote): a commit into the container's own bare repo would be thrown away.
 
-Cache keys (pipeline.core.cache): a module's `CACHE_INPUTS` + `CACHE_TOOLS`, plus its
-`cache_extra(options, root)` when it has one (paths outside the tree, machine facts).
+Cache keys (pipeline.core.cache): a module's `CACHE_INPUTS` + `CACHE_TOOLS`, less its
+`CACHE_EXCLUDE`, plus its `cache_extra(options, root)` when it has one (paths outside the
+tree, machine facts).
 """
 
 from __future__ import annotations
@@ -202,7 +203,13 @@ def stage_cache_key(
     if name == "build":  # the release pins name the commit
         key_opts["head"] = head
     return cache_key(
-        name, root=ctx.repo_root, inputs=inputs, options=key_opts, tools=getattr(mod, "CACHE_TOOLS", ()), hasher=hasher
+        name,
+        root=ctx.repo_root,
+        inputs=inputs,
+        options=key_opts,
+        tools=getattr(mod, "CACHE_TOOLS", ()),
+        hasher=hasher,
+        exclude=getattr(mod, "CACHE_EXCLUDE", ()),
     )
 
 

@@ -39,6 +39,9 @@ CHECKS = ("ruff", "format", "mypy", "pytest", "rego", "chart")
 # What the result depends on (for the ci cache): the unit tests may read any file of the tree
 # (docs, environments, Makefile, ...), so every file git knows; tool identities are added by ci.
 CACHE_INPUTS = (TRACKED,)
+# ... but app/model.yaml: the suite runs on the example record (example_tree), so a model-only
+# change re-runs the stages that read the record (build, scan, smoke, eval, loadtest), not the suite.
+CACHE_EXCLUDE = ("app/model.yaml",)
 CACHE_TOOLS = ("ruff", "mypy", "helm", "hadolint", "trivy", "promtool")
 # The CRD schemas the suites validate against live outside the tree (tests/conftest.py).
 CRD_SCHEMAS_TEST_ENV = "CRD_SCHEMA_LOCATION"
@@ -143,6 +146,10 @@ def _chart_checks(root: Path, log_dir: Path) -> list[Check]:
 
 # The organisation the test suite's expectations are written for (the repository as shipped).
 EXAMPLE_PLATFORM = Path("tests/example-platform.yaml")
+# The model record the suite's expectations are written for; app/model.yaml changes release by
+# release (a new revision, stand-in recipe, serving arguments) and is gated by eval, not by the suite.
+MODEL_RECORD = Path("app/model.yaml")
+EXAMPLE_MODEL = Path("tests/example-model.yaml")
 # Not copied into the example tree: environments, caches and results of this machine.
 # (.git is copied: tests read the checkout's git metadata, e.g. what is tracked or ignored.)
 _NOT_COPIED = {".venv", ".tools", ".runs", ".cache", ".gitops", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
@@ -150,19 +157,31 @@ _NOT_COPIED = {".venv", ".tools", ".runs", ".cache", ".gitops", ".mypy_cache", "
 
 @contextlib.contextmanager
 def example_tree(root: Path) -> Iterator[tuple[Path, str | None]]:
-    """(where the suite runs, why not `root`): an adopter's tree (platform.yaml is not the example
-    organisation's) is copied and re-derived for the example, whose values the tests and Rego tests
-    assert; the adopter's own values are checked by `render` and `init --check`. The copy is
-    removed afterwards; it lives under a short temp path (tests bind AF_UNIX sockets inside it)."""
-    example = root / EXAMPLE_PLATFORM
-    if not example.is_file() or example.read_text() == (root / "platform.yaml").read_text():
+    """(where the suite runs, why not `root`): a tree whose platform.yaml is not the example
+    organisation's (an adopter's) or whose app/model.yaml is not the example model record (a new
+    model) is copied with the example's platform.yaml and model record and re-derived, so the
+    tests and Rego tests assert the values they are written for; the tree's own values are
+    checked by `render` and `init --check`, its model by `build`'s validation, smoke and `eval`.
+    The copy is removed afterwards; it lives under a short temp path (tests bind AF_UNIX sockets
+    inside it)."""
+    platform, model = root / EXAMPLE_PLATFORM, root / EXAMPLE_MODEL
+    other_platform = platform.is_file() and platform.read_text() != (root / "platform.yaml").read_text()
+    other_model = model.is_file() and model.read_bytes() != _read_or_empty(root / MODEL_RECORD)
+    if not (other_platform or other_model):
         yield root, None
         return
     with tempfile.TemporaryDirectory(prefix="llm-example-") as tmp:
-        yield _copy_as_example(root, Path(tmp) / "tree", example)
+        yield _copy_as_example(root, Path(tmp) / "tree", platform if other_platform else None, other_model)
 
 
-def _copy_as_example(root: Path, copy: Path, example: Path) -> tuple[Path, str]:
+def _read_or_empty(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _copy_as_example(root: Path, copy: Path, platform: Path | None, model: bool) -> tuple[Path, str]:
     from pipeline.core.platform import parse_platform
     from pipeline.platform_config.apply import apply
 
@@ -172,10 +191,15 @@ def _copy_as_example(root: Path, copy: Path, example: Path) -> tuple[Path, str]:
     for shared in (".tools", ".venv"):  # the installed tools and venv, not copies of them
         if (root / shared).exists():
             (copy / shared).symlink_to(root / shared)
-    text = example.read_text()
-    apply(copy, parse_platform(text, str(example)), text)
-    why = f"tests ran on a copy re-derived for the example organisation ({EXAMPLE_PLATFORM}), whose values they assert"
-    return copy, why
+    why = []
+    if model:
+        shutil.copyfile(root / EXAMPLE_MODEL, copy / MODEL_RECORD)
+        why.append(f"the example model record ({EXAMPLE_MODEL})")
+    if platform is not None:
+        text = platform.read_text()
+        apply(copy, parse_platform(text, str(platform)), text)
+        why.append(f"the example organisation ({EXAMPLE_PLATFORM})")
+    return copy, f"tests ran on a copy re-derived for {' and '.join(why)}, whose values they assert"
 
 
 def run(opts: TestOptions, ctx: RunContext) -> StageResult:

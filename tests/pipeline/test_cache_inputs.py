@@ -91,6 +91,42 @@ def test_test_stage_key_covers_every_tracked_file(ctx: RunContext) -> None:
     assert key("test", ctx, test.TestOptions()) != after_doc
 
 
+def test_test_stage_key_leaves_out_the_model_record_but_not_the_example_record(ctx: RunContext) -> None:
+    """The suite runs on tests/example-model.yaml (example_tree): a model-only change does not
+    re-run it, a change of the example record the tests assert does."""
+    assert test.CACHE_EXCLUDE == ("app/model.yaml",)
+    root = ctx.repo_root
+    (root / "tests").mkdir()
+    shutil.copyfile(root / "app" / "model.yaml", root / "tests" / "example-model.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    before = key("test", ctx, test.TestOptions())
+    record = root / "app" / "model.yaml"
+    record.write_text(record.read_text().replace("steps: 600", "steps: 700"))
+    assert "steps: 700" in record.read_text()
+    assert key("test", ctx, test.TestOptions()) == before
+    example = root / "tests" / "example-model.yaml"
+    example.write_text(example.read_text().replace("steps: 600", "steps: 700"))
+    assert key("test", ctx, test.TestOptions()) != before
+
+
+def test_tool_identity_follows_links_to_the_same_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout whose .tools links to another's runs the same binaries: same identity, shared results."""
+    from pipeline.core import cache
+
+    real = tmp_path / "a" / "helm"
+    real.parent.mkdir()
+    real.write_text("#!/bin/sh\n")
+    link = tmp_path / "b" / "helm"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    monkeypatch.setattr(cache, "find", lambda name: str(real))
+    at_real = cache.tool_identity(["helm"])
+    monkeypatch.setattr(cache, "find", lambda name: str(link))
+    assert cache.tool_identity(["helm"]) == at_real
+    real.write_text("#!/bin/sh\nexit 1\n")  # another binary: another identity
+    assert cache.tool_identity(["helm"]) != at_real
+
+
 def test_tracked_falls_back_to_the_tree_outside_git(ctx: RunContext) -> None:
     (ctx.repo_root / "a").mkdir(parents=True)
     (ctx.repo_root / "a" / "x.txt").write_text("1\n")

@@ -268,6 +268,24 @@ def test_the_test_stage_runs_another_organisations_tree_as_the_example(tmp_path:
     assert load_platform(root).env_names == ("test", "preprod", "live")  # the adopter's tree is untouched
 
 
+def test_the_test_stage_runs_a_new_model_record_as_the_example(tmp_path: Path) -> None:
+    """A model-only change (app/model.yaml) is tested on a copy holding the example record the
+    suite asserts; the new record itself is build's, smoke's and eval's to judge."""
+    from pipeline.stages.test import example_tree
+
+    root = copy_tree(tmp_path / "repo")
+    record = root / "app/model.yaml"
+    shipped = record.read_text()
+    record.write_text(shipped.replace("steps: 600", "steps: 700"))
+    assert record.read_text() != shipped
+    with example_tree(root) as (suite, why):
+        assert suite != root and why and "example model record" in why and "organisation" not in why
+        assert (suite / "app/model.yaml").read_text() == (root / "tests/example-model.yaml").read_text() == shipped
+        assert derived.problems(suite) == []
+    assert not suite.exists()
+    assert "steps: 700" in record.read_text()  # the tree's own record is untouched
+
+
 def test_pytest_refuses_to_run_on_another_organisations_values(tmp_path: Path) -> None:
     root = copy_tree(tmp_path / "repo")
     (root / "platform.yaml").write_text(
