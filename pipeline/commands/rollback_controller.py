@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, ctx: RunContext) -> int:
     import uvicorn
 
-    from pipeline.controller import ControllerConfig, create_app
+    from pipeline.controller.app import create_app
+    from pipeline.controller.config import ControllerConfig
 
     try:
         cfg = ControllerConfig.from_env(

@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipeline.commands import status
-from pipeline.controller import ControllerConfig, create_app
+from pipeline.controller.app import create_app
+from pipeline.controller.config import ControllerConfig
 from pipeline.core.context import RunContext
 from pipeline.core.result import StageResult, Status
 from pipeline.gitops import promotion as pm

@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from ruamel.yaml import YAML
 
 from pipeline.commands import status
-from pipeline.controller import ControllerConfig, create_app
+from pipeline.controller.app import create_app
+from pipeline.controller.config import ControllerConfig
 from pipeline.gitops.argocd_pin import pinned_revision
 from pipeline.gitops.argocd_standin import ArgoCDStandIn, stand_in_for
 from pipeline.gitops.argocd_sync import ArgoCDConfig, request_sync

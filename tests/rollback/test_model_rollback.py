@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.gateway import metrics
-from pipeline.controller import ControllerConfig, create_app
+from pipeline.controller.app import create_app
+from pipeline.controller.config import ControllerConfig
 from pipeline.core.context import RunContext
 from pipeline.core.result import Status
 from pipeline.gitops import promotion as pm

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.controller import ControllerConfig, create_app
+from pipeline.controller.app import create_app
+from pipeline.controller.config import ControllerConfig
 from pipeline.gitops import promotion as pm
 from pipeline.gitops.release import Release
 from pipeline.gitops.repo import GitOpsRepo
