@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,17 +88,42 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
 
 
 def cache_extra(opts: object, root: Path) -> Extra:
-    """Outside the tree: the vLLM venv (versions) and the candidate's weights (its directory)."""
+    """Outside the tree: the vLLM venv (versions), the candidate's weights (its directory) and, when
+    the baseline is the env's model, what the GitOps remote pins (`_env_baseline` reads it there)."""
     paths = [str(vllm_cpu.venv_dir() / vllm_cpu.MARKER)]
     cand = getattr(opts, "candidate", None)
     if cand and Path(cand).is_dir():
         paths.append(str(Path(cand).resolve()))
     facts: dict[str, Any] = {}
-    env = getattr(opts, "env", None) or env_names()[0]
-    release = root / "environments" / env / "release.yaml"
-    if release.is_file():  # the baseline the env runs is part of the verdict
-        facts["release"] = hashlib.sha256(release.read_bytes()).hexdigest()
+    if not getattr(opts, "baseline", None):
+        facts["baseline_pins"] = _remote_pins(root)
     return Extra(paths=tuple(paths), facts=facts)
+
+
+def _remote_pins(root: Path) -> str:
+    """Identity of what the baseline's remote pins: its main's commit (`git ls-remote`, local or URL; any
+    promotion moves it, which re-judges conservatively); the tree's environments/ when no remote exists yet
+    (`remote_for_reading` then seeds one from them); "unreadable" lets the stage run and say why."""
+    import subprocess
+
+    from pipeline.gitops.repo import ENV_VAR
+
+    remote = os.environ.get(ENV_VAR) or ""
+    default = root / ".gitops" / "gitops.git"
+    if not remote and not (default / "HEAD").exists():
+        envs = sorted((root / "environments").glob("*/release.yaml"))
+        return hashlib.sha256(b"".join(p.read_bytes() for p in envs)).hexdigest()
+    try:
+        out = subprocess.run(
+            ["git", "ls-remote", remote or str(default), "refs/heads/main"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unreadable"
+    return out.split()[0] if out.strip() else "empty"
 
 
 def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> EvalOptions:

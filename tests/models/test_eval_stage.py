@@ -4,6 +4,7 @@ with the model's behaviour inputs (app/model.yaml, the suite) but not with unrel
 from __future__ import annotations
 
 import argparse
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,51 @@ def test_json_flag_is_o_json(tmp_path: Path) -> None:
     assert not hasattr(parser.parse_args([]), "output")
     with pytest.raises(SystemExit):
         parser.parse_args(["--baseline", "d", "--env", "dev"])
+
+
+def _commit(work: Path, text: str) -> None:
+    """A commit on the remote's main (identity injected: never the host's git config)."""
+    (work / "environments" / "dev").mkdir(parents=True, exist_ok=True)
+    (work / "environments" / "dev" / "release.yaml").write_text(text)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for argv in (["add", "-A"], [*ident, "commit", "-qm", "promote"], ["push", "-q", "origin", "HEAD:main"]):
+        subprocess.run(["git", *argv], cwd=work, check=True, capture_output=True)
+
+
+def test_cache_key_follows_what_the_gitops_remote_pins_not_the_trees_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baseline is the model the env runs as the GitOps remote pins it (`_env_baseline`): a
+    promotion there re-judges the candidate; the tree's environments/ copy is not what is compared."""
+    root = _tree(tmp_path / "repo")
+    (root / "environments" / "dev").mkdir(parents=True)
+    (root / "environments" / "dev" / "release.yaml").write_text("release: {id: a}\n")
+    remote, work = tmp_path / "gitops.git", tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    subprocess.run(["git", "clone", "-q", str(remote), str(work)], check=True, capture_output=True)
+    _commit(work, "release: {id: a}\n")
+    monkeypatch.setenv("PIPELINE_GITOPS_REPO", str(remote))
+    before = _key(root, tmp_path)
+    (root / "environments" / "dev" / "release.yaml").write_text("release: {id: b}\n")
+    assert _key(root, tmp_path) == before  # the tree's copy is not the baseline
+    _commit(work, "release: {id: b}\n")
+    moved = _key(root, tmp_path)
+    assert moved != before  # dev was promoted: the verdict against its model is re-judged
+    # An explicit baseline does not depend on the remote.
+    opts = stage.EvalOptions(baseline=str(tmp_path / "base"))
+    ctx = RunContext(run_dir=tmp_path / "run", repo_root=root)
+    explicit = ci.stage_cache_key("eval", stage, opts, ci._jsonable(opts), ctx, InputHasher(tmp_path / "idx"), "h")
+    _commit(work, "release: {id: c}\n")
+    assert ci.stage_cache_key("eval", stage, opts, ci._jsonable(opts), ctx, InputHasher(tmp_path / "idx"), "h") == (
+        explicit
+    )
+
+
+def test_without_a_remote_the_trees_envs_seed_the_baseline_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PIPELINE_GITOPS_REPO", raising=False)
+    root = _tree(tmp_path / "repo")
+    (root / "environments" / "dev").mkdir(parents=True)
+    (root / "environments" / "dev" / "release.yaml").write_text("release: {id: a}\n")
+    before = _key(root, tmp_path)
+    (root / "environments" / "dev" / "release.yaml").write_text("release: {id: b}\n")
+    assert _key(root, tmp_path) != before  # remote_for_reading would seed from these files
