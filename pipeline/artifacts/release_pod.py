@@ -184,9 +184,9 @@ def prepare(
     keeps accepting the same tokens (default: fresh ones under work_dir); ports: (gateway API, vLLM, gateway internal) host ports to publish on (default: free ones).
     """
     manifests = pods.load_manifests(rendered)
-    dep = next((d for d in manifests if d.get("kind") == "Deployment"), None)
+    dep = next((d for d in manifests if d.get("kind") in pods.WORKLOAD_KINDS), None)
     if dep is None:
-        raise pods.PodFailed(f"env {env}: no Deployment rendered")
+        raise pods.PodFailed(f"env {env}: no Deployment or Rollout rendered")
     served = _served_name(dep)
     artifact = model_artifact(dep)
     artifact_path = _vllm_arg(dep, "--model") if artifact else None

@@ -15,7 +15,7 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from pipeline.checks import policy, validate
+from pipeline.checks import canary, policy, validate
 from pipeline.core.environments import ARGOCD_DIR, namespace_for
 from pipeline.core.shell import tail
 
@@ -42,6 +42,8 @@ def check_manifests(
     out: dict[str, list[str]] = {
         f"kubernetes schema {env}": [f"{env}: {f}" for d in core_docs for f in core.validate(d)],
         f"crd schema {env}": [f"{env}: {f}" for d in cr_docs for f in crds.validate(d)],
+        # Argo Rollouts objects: analysis conditions, analysis args, the canary's pod budget, autoscaler targets.
+        f"rollout {env}": [f"{env}: {p}" for p in canary.problems(docs)],
     }
     engine = engine_factory(env)
     by_rule = policy.evaluate_by_rule(engine, {"kind": "List", "items": docs}, rule_names)

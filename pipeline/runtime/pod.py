@@ -98,6 +98,10 @@ def _cpu(value: object) -> float:
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
+# The model-serving workload: a Deployment, or an Argo Rollouts Rollout with the same pod template.
+WORKLOAD_KINDS = ("Deployment", "Rollout")
+
+
 def local_profile(
     manifests: list[Doc],
     *,
@@ -114,11 +118,18 @@ def local_profile(
 
     rename: (new Deployment name, why) — podman names the pod and its containers after it.
     """
-    deployments = [d for d in manifests if d.get("kind") == "Deployment"]
+    deployments = [d for d in manifests if d.get("kind") in WORKLOAD_KINDS]
     if len(deployments) != 1:
-        raise PodFailed(f"expected one Deployment in the rendered manifests, found {len(deployments)}")
+        raise PodFailed(f"expected one Deployment (or Rollout) in the rendered manifests, found {len(deployments)}")
     dep = copy.deepcopy(deployments[0])
     subs: list[str] = []
+    if dep["kind"] == "Rollout":
+        # An Argo Rollouts Rollout (rollout.enabled) has a Deployment's pod template; podman plays Deployments.
+        subs.append(
+            f"Rollout {dep['metadata']['name']} played as a Deployment (one pod; the canary strategy needs a cluster)"
+        )
+        dep.update(apiVersion="apps/v1", kind="Deployment")
+        dep["spec"].pop("strategy", None)
     if rename is not None:
         subs.append(f"deployment {dep['metadata']['name']} renamed {rename[0]} ({rename[1]})")
         dep["metadata"]["name"] = rename[0]

@@ -17,8 +17,8 @@ Kubernetes minimum equal to the charts' kubeVersion.
 
 Every independent step runs concurrently; only helm, trivy and promtool are subprocesses
 (one per env for helm, one in total for trivy and `promtool check rules`; `promtool test rules`
-one per test file, at most one per core, each test group on only the rules it reads, passes of
-unchanged files reused: pipeline.checks.promtool_tests).
+one per core over the test groups of every file, each group on only the rules it reads, passes
+of unchanged files reused: pipeline.checks.promtool_tests).
 
 Each env is rendered from the chart Argo CD will deploy: the version pinned in its release.yaml
 (`release.chartVersion`, the OCI chart's targetRevision). That is the tree's chart only when the
@@ -55,7 +55,7 @@ from pipeline.artifacts.chart_render import (
     resolve_chart,
     values_args,
 )
-from pipeline.checks import policy, prerequisites, trivy_ignore, validate
+from pipeline.checks import canary, policy, prerequisites, trivy_ignore, validate
 from pipeline.checks.manifests import (
     ChartApp,
     argocd_docs,
@@ -244,6 +244,9 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             manifest = env_out / "manifests.yaml"
             manifest.write_text(proc.stdout)
             docs = load_docs(proc.stdout)
+            # trivy's Kubernetes checks skip custom kinds: it scans each Rollout's pods as a Deployment.
+            if trivy_view := canary.trivy_view(docs):
+                (env_out / canary.TRIVY_VIEW).write_text(yaml.safe_dump_all(trivy_view, sort_keys=False, width=1000))
             with lock:
                 kinds_by_target[env] = prerequisites.object_kinds(docs)
             checks.add(f"helm template {env}", [], t.seconds, ok_detail=f"{len(docs)} objects", objects=len(docs))
@@ -383,6 +386,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 checks.add("trivy config", [f"trivy failed: {tail(proc.stderr)}"], t.seconds)
                 return
             report = json.loads(proc.stdout or "{}")
+            for r in report.get("Results") or []:  # a Rollout's findings belong to the env's manifests.yaml
+                r["Target"] = str(r.get("Target", "")).replace(canary.TRIVY_VIEW, "manifests.yaml")
             report["Results"] = [
                 r for r in report.get("Results") or [] if str(r.get("Target", "")).split("/", 1)[0] in env_list
             ]
@@ -418,7 +423,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                     0.0,
                 )
                 return
-            # One process per file, at most one per core; passes of unchanged files are reused.
+            # Every file's test groups over one process per core; passes of unchanged files are reused.
             with Timer() as t:
                 tested = run_promtool_tests(promtool, tests, out, cache=cache_dir() / "promtool-tests")
             checks.add(

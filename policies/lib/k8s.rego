@@ -2,7 +2,11 @@
 # OPA and the pipeline use (see `objects`); policies read documents only through `objects`.
 package lib.k8s
 
-pod_kinds := {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+# Rollout: an Argo Rollouts Rollout (argoproj.io/v1alpha1) carries a Deployment's spec.template.
+pod_kinds := {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Rollout"}
+
+# Replicated long-running workloads: the Deployment, or the Rollout that replaces it (rollout.enabled).
+replicated_kinds := {"Deployment", "Rollout"}
 
 # The human name policies put in messages: `Deployment <llm-service>`.
 name(obj) := sprintf("%s <%s>", [obj.kind, obj.metadata.name])

@@ -69,9 +69,13 @@ labelled_envs contains e if {
 	e := obj.metadata.labels[label("environment")]
 }
 
+# Argo CD's own kinds; argoproj.io also holds Argo Rollouts' Rollout/AnalysisTemplate, which belong to an env.
+argocd_kinds := {"Application", "ApplicationSet", "AppProject"}
+
 argocd_objects if {
 	some obj in k8s.objects
 	startswith(object.get(obj, "apiVersion", ""), "argoproj.io/")
+	obj.kind in argocd_kinds
 }
 
 env := e if {

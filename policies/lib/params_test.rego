@@ -43,3 +43,8 @@ test_env_unknown_when_labels_disagree if {
 }
 
 test_explicit_env_wins if env == "staging" with input as pod with data.env as "staging"
+
+test_argo_rollouts_objects_keep_their_env if {
+	rollout := {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "r", "labels": {"llm.example.com/environment": "prod"}}}
+	env == "prod" with input as rollout
+}

@@ -1,5 +1,5 @@
 # Availability: enough replicas for the env (counting autoscaler minimums), a PDB covering each
-# Deployment, and a hard zone spread where the env requires it.
+# Deployment (or Rollout), and a hard zone spread where the env requires it.
 package main
 
 import data.lib.k8s
@@ -27,7 +27,8 @@ min_replicas(obj) := object.get(obj.spec, "replicas", 1) if not autoscaler_min(o
 
 availability_violations contains msg if {
 	k8s.whole_set
-	some obj in k8s.objects_of_kind("Deployment")
+	some obj in k8s.objects
+	obj.kind in k8s.replicated_kinds
 	min_replicas(obj) < params.value("min_replicas")
 	msg := sprintf("%s runs at least %d replica(s); %s requires at least %d", [k8s.name(obj), min_replicas(obj), params.env, params.value("min_replicas")])
 }
@@ -35,7 +36,8 @@ availability_violations contains msg if {
 availability_violations contains msg if {
 	params.value("require_pdb")
 	k8s.whole_set
-	some obj in k8s.objects_of_kind("Deployment")
+	some obj in k8s.objects
+	obj.kind in k8s.replicated_kinds
 	not covered_by_pdb(obj)
 	msg := sprintf("%s has no PodDisruptionBudget selecting its pods", [k8s.name(obj)])
 }
@@ -47,7 +49,8 @@ covered_by_pdb(obj) if {
 
 availability_violations contains msg if {
 	params.value("require_zone_spread")
-	some obj in k8s.objects_of_kind("Deployment")
+	some obj in k8s.objects
+	obj.kind in k8s.replicated_kinds
 	not hard_zone_spread(obj)
 	msg := sprintf("%s has no topologySpreadConstraint on %s with whenUnsatisfiable: DoNotSchedule", [k8s.name(obj), params.value("zone_key")])
 }

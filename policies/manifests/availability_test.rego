@@ -44,3 +44,10 @@ test_dev_relaxed if {
 	count(availability_violations) == 0 with input as {"items": [deployment(1, [])]}
 		with data.params as {"env": "dev", "min_replicas": 1, "require_pdb": false, "require_zone_spread": false}
 }
+
+test_rollout_needs_pdb_like_a_deployment if {
+	rollout := object.union(deployment(3, hard_spread), {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout"})
+	availability_violations["Rollout <llm> has no PodDisruptionBudget selecting its pods"] with input as {"items": [rollout]}
+		with data.params as prod_params
+	count(availability_violations) == 0 with input as {"items": [rollout, pdb_fixture]} with data.params as prod_params
+}

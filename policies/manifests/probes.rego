@@ -8,7 +8,7 @@ import data.lib.params
 # conftest/OPA entry point; tests assert on probes_violations so policies stay independent.
 deny contains msg if some msg in probes_violations
 
-long_running := {"Deployment", "StatefulSet", "DaemonSet"}
+long_running := {"Deployment", "StatefulSet", "DaemonSet", "Rollout"}
 
 probes_violations contains msg if {
 	some obj in k8s.workloads

@@ -46,3 +46,9 @@ def helm_template(chart: Path) -> Template:
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
+
+
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one model-serving workload: the Deployment, or the Argo Rollouts Rollout when rollout.enabled."""
+    (found,) = [d for d in docs if d["kind"] in ("Deployment", "Rollout")]
+    return found

@@ -13,14 +13,14 @@ import yaml
 
 from pipeline.gitops.release import Release
 from pipeline.models.content import write_manifest
-from tests.chart.conftest import Template, by_kind, env_files
+from tests.chart.conftest import Template, env_files, workload
 
 REPO = "registry.example.com/llm/model"
 DIGEST = "sha256:" + "d" * 64
 
 
 def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    return workload(docs)["spec"]["template"]["spec"]
 
 
 def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import yaml
 from pipeline.artifacts.chart_render import helm_template
 from pipeline.checks import manifests
 from pipeline.runtime.tools import require
-from tests.chart.conftest import Template, by_kind, env_files
+from tests.chart.conftest import Template, by_kind, env_files, workload
 
 ENVS = ("dev", "staging", "prod")
 MIN = ("vllm.model.id=m/x", "vllm.model.revision=abc", "vllm.model.gated=false")
@@ -174,7 +174,7 @@ def test_servicemonitors_select_services_on_labels_argocd_never_rewrites(
         assert port in {p["name"] for p in selected[0]["spec"]["ports"]}
     # Pods carry the chart's own label too, and the Services still select them on the Deployment's
     # (immutable) selector, so an upgrade never leaves a Service without endpoints.
-    dep = by_kind(docs, "Deployment")[0]
+    dep = workload(docs)
     assert dep["spec"]["template"]["metadata"]["labels"]["llm.example.com/instance"] == "llm-service"
     for svc in services:
         assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]

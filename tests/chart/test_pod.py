@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pipeline.runtime.tools import require
-from tests.chart.conftest import Template, by_kind, env_files
+from tests.chart.conftest import Template, by_kind, env_files, workload
 
 ENVS = ("dev", "staging", "prod")
 MIN = ("vllm.model.id=m/x", "vllm.model.revision=abc", "vllm.model.gated=false")
@@ -29,7 +29,7 @@ CACHE_VARS = (
 
 
 def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    spec: dict[str, Any] = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    spec: dict[str, Any] = workload(docs)["spec"]["template"]["spec"]
     return spec
 
 

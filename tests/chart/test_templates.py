@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.gitops.release import Release
-from tests.chart.conftest import Template, by_kind, env_files
+from tests.chart.conftest import Template, by_kind, env_files, workload
 
 ENVS = ("dev", "staging", "prod")
 MIN = ("vllm.model.id=m/x", "vllm.model.revision=abc", "vllm.model.gated=false")
@@ -51,7 +51,7 @@ def test_standard_labels_and_security(repo_root: Path, helm_template: Template, 
         labels = d["metadata"]["labels"]
         for key in ("name", "instance", "version", "component", "part-of", "managed-by"):
             assert f"app.kubernetes.io/{key}" in labels, (d["kind"], key)
-    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    pod = workload(docs)["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     for c in pod["containers"]:
         sc = c["securityContext"]
@@ -84,7 +84,7 @@ def test_release_pins_from_release_model(repo_root: Path, helm_template: Templat
     pins = tmp_path / "release.yaml"
     pins.write_text(yaml.safe_dump(rel.to_values()))
     docs = helm_template(repo_root / "environments/prod/values.yaml", pins, env="prod")
-    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]
+    pod = workload(docs)["spec"]["template"]
     images = {c["name"]: c["image"] for c in pod["spec"]["containers"]}
     assert images == {
         "gateway": "registry.example.com/llm/gateway@sha256:" + "a" * 64,
@@ -98,7 +98,7 @@ def test_release_pins_from_release_model(repo_root: Path, helm_template: Templat
 def test_tag_defaults_to_app_version(chart: Path, helm_template: Template) -> None:
     app_version = yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"]
     docs = helm_template(sets=MIN)
-    images = [c["image"] for c in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]]
+    images = [c["image"] for c in workload(docs)["spec"]["template"]["spec"]["containers"]]
     assert all(i.endswith(f":{app_version}") for i in images)
 
 
@@ -153,7 +153,7 @@ def test_autoscaling_toggles(helm_template: Template) -> None:
     keda = helm_template(sets=(*MIN, "autoscaling.mode=keda"))
     so = by_kind(keda, "ScaledObject")[0]
     assert "vllm:num_requests_waiting" in so["spec"]["triggers"][0]["metadata"]["query"]
-    assert "replicas" not in by_kind(keda, "Deployment")[0]["spec"]
+    assert "replicas" not in workload(keda)["spec"]
     hpa = helm_template(sets=(*MIN, "autoscaling.mode=hpa"))
     assert by_kind(hpa, "HorizontalPodAutoscaler") and not by_kind(hpa, "ScaledObject")
     none = helm_template(sets=MIN)
@@ -168,22 +168,18 @@ def test_exposure_and_secret_toggles(helm_template: Template) -> None:
     assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     assert by_kind(on, "HTTPRoute")[0]["spec"]["rules"][0]["timeouts"]["request"] == "300s"
     es = by_kind(on, "ExternalSecret")[0]
-    env = next(
-        c for c in by_kind(on, "Deployment")[0]["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"
-    )["env"]
+    env = next(c for c in workload(on)["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway")["env"]
     assert env[0]["valueFrom"]["secretKeyRef"]["name"] == es["spec"]["target"]["name"]
     assert not by_kind(on, "Secret"), "secret values never render into manifests"
 
 
 def test_spot_pool_handling(repo_root: Path, helm_template: Template) -> None:
-    pod = by_kind(helm_template(*env_files(repo_root, "dev")), "Deployment")[0]["spec"]["template"]["spec"]
+    pod = workload(helm_template(*env_files(repo_root, "dev")))["spec"]["template"]["spec"]
     assert any(t["key"] == "cloud.example.com/spot" for t in pod["tolerations"])
     pref = pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert pref[0]["preference"]["matchExpressions"][0]["values"] == ["spot"]
     assert pod["terminationGracePeriodSeconds"] == 25
-    prod = by_kind(helm_template(*env_files(repo_root, "prod"), env="prod"), "Deployment")[0]["spec"]["template"][
-        "spec"
-    ]
+    prod = workload(helm_template(*env_files(repo_root, "prod"), env="prod"))["spec"]["template"]["spec"]
     assert "affinity" not in prod and prod["terminationGracePeriodSeconds"] == 360
     assert prod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "DoNotSchedule"
 
@@ -206,9 +202,7 @@ def test_hf_token_external_secret_follows_the_gateway_one(repo_root: Path, helm_
     assert hf["spec"]["target"] == {"name": "hf-token", "creationPolicy": "Owner"}
     assert hf["spec"]["data"] == [{"secretKey": "hf", "remoteRef": {"key": "llm/hf-token", "property": "token"}}]
     assert hf["spec"]["secretStoreRef"] == es["llm-service-gateway"]["spec"]["secretStoreRef"]
-    vllm = next(
-        c for c in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"] if c["name"] == "vllm"
-    )
+    vllm = next(c for c in workload(docs)["spec"]["template"]["spec"]["containers"] if c["name"] == "vllm")
     ref = next(e for e in vllm["env"] if e["name"] == "HF_TOKEN")["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "hf-token", "key": "hf"}
     # Same gate as the gateway's: no ExternalSecret without externalSecret.enabled or without a token Secret.

@@ -63,19 +63,19 @@ def test_bad_deployment_denied_in_every_shape(
     repo_root: Path, rendered: dict[str, list[dict[str, Any]]], shape: str, style: str
 ) -> None:
     docs = copy.deepcopy(rendered["prod"])
-    dep = next(d for d in docs if d["kind"] == "Deployment")
+    dep = next(d for d in docs if d["kind"] in ("Deployment", "Rollout"))  # prod: a Rollout (rollout.enabled)
     vllm = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "vllm")
     vllm["image"] = "docker.io/someone/vllm:latest"
     vllm["securityContext"]["privileged"] = True
     del vllm["resources"]["limits"]
     msgs = _denials(repo_root, _shapes(docs)[shape], _data(repo_root, "prod", style))
-    name = dep["metadata"]["name"]
+    name = f"{dep['kind']} <{dep['metadata']['name']}>"
     for expected in (
-        f"container <vllm> in Deployment <{name}> is privileged",
-        f"container <vllm> in Deployment <{name}> uses the latest tag (docker.io/someone/vllm:latest); pin a version or digest",
-        f"container <vllm> in Deployment <{name}> has no resources.limits.cpu",
+        f"container <vllm> in {name} is privileged",
+        f"container <vllm> in {name} uses the latest tag (docker.io/someone/vllm:latest); pin a version or digest",
+        f"container <vllm> in {name} has no resources.limits.cpu",
         # prod's params (digests required) apply in both styles: flattened, or picked by the env label.
-        f"container <vllm> in Deployment <{name}> is not pinned by digest (docker.io/someone/vllm:latest); prod requires digests",
+        f"container <vllm> in {name} is not pinned by digest (docker.io/someone/vllm:latest); prod requires digests",
     ):
         assert expected in msgs, msgs
 

@@ -56,7 +56,7 @@ def _edit(path: Path, old: str, new: str, count: int = 1) -> None:
 # One edit of one file, rendered for one env: the failure names the check and the object.
 PLANTED = [
     pytest.param(
-        "charts/llm-service/templates/deployment-llm.yaml",
+        "charts/llm-service/templates/_podtemplate-llm.tpl",
         '{{ include "llm-service.image" (dict "ctx" . "image" .Values.gateway.image "what" "gateway") }}',
         "registry.example.com/llm/gateway:latest",
         "dev",
@@ -157,7 +157,7 @@ def test_privileged_container_fails(repo_copy: Path, run_render: RenderFn) -> No
     _edit(repo_copy / "charts/llm-service/templates/_helpers.tpl", "privileged: false", "privileged: true")
     result = run_render(repo_copy, ["prod"])
     text = failure_text(result)
-    assert "policy security: container <vllm> in Deployment <llm-service> is privileged" in text
+    assert "policy security: container <vllm> in Rollout <llm-service> is privileged" in text  # prod: rollout.enabled
     # trivy flags it as well (HIGH), naming the env.
     assert re.search(r"\[trivy config\] prod/manifests\.yaml: KSV-?0*17 HIGH", text), text
 

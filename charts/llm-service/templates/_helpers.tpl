@@ -153,3 +153,22 @@ seccompProfile:
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* llm-service.rolloutRouter: how a rollout splits traffic: `gatewayAPI` (the Argo Rollouts Gateway API plugin on the chart's HTTPRoute; needs a rollout.surge budget, the canary's pods come up before stable's go), `replicas` (replica ratio, maxSurge rollout.surge) or "" (no rollout). */}}
+{{- define "llm-service.rolloutRouter" -}}
+{{- if .Values.rollout.enabled }}
+{{- if and .Values.httpRoute.enabled (gt (int .Values.rollout.surge) 0) }}gatewayAPI{{ else }}replicas{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* llm-service.workloadRef: apiVersion/kind/name of the model-serving workload (the Rollout when rollout.enabled), for scaleTargetRef. */}}
+{{- define "llm-service.workloadRef" -}}
+{{- if .Values.rollout.enabled -}}
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+{{- else -}}
+apiVersion: apps/v1
+kind: Deployment
+{{- end }}
+name: {{ include "llm-service.fullname" . }}
+{{- end }}
