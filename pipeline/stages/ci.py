@@ -13,6 +13,10 @@ Promotion contract: `promote.run(promote.PromoteOptions(to="dev", release=..., e
 Under the Dagger executor with no GitOps remote outside the container, promotion is SKIPPED
 (pipeline.gitops.remote): a commit into the container's own bare repo would be thrown away.
 
+A cached result is served as it was recorded, except by a stage with `rebind_cached(result,
+root) -> result` (the test stage: its subject names the commit it ran on, which the promotion
+matches with the release's; the key proved the suite's inputs at this commit identical).
+
 Cache keys (pipeline.core.cache): a module's `CACHE_INPUTS` + `CACHE_TOOLS`, less its
 `CACHE_EXCLUDE`, plus its `cache_extra(options, root)` when it has one (paths outside the
 tree, machine facts).
@@ -384,7 +388,9 @@ def _run_stage(
             key = stage_cache_key(name, mod, raw, recorded, ctx, hasher, head)
             hit = cache.get(name, key)
             if hit is not None:
-                return hit
+                # A stage whose subject is the source tree re-names it: the key proved its inputs identical.
+                rebind = getattr(mod, "rebind_cached", None)
+                return rebind(hit, ctx.repo_root) if rebind is not None else hit
         with Timer() as t:
             result = thunk()
         if not result.seconds:

@@ -272,6 +272,27 @@ def _parallel(markers: str) -> list[str]:
     return ["-n", "auto"] if markers == "not slow" and importlib.util.find_spec("xdist") else []
 
 
+def rebind_cached(result: StageResult, root: Path) -> StageResult:
+    """A result `ci` serves from its cache, for `root` as it is now. The key proved the suite's inputs
+    identical (every file git knows but app/model.yaml, which the suite replaces by the example
+    record; options; tools), so the subject names this tree's commit, dirty flag and build contexts
+    and records the commit the suite ran on (`reused_from`)."""
+    from pipeline.gitops.evidence import source_subject
+
+    before = result.evidence.get("subject")
+    if not isinstance(before, dict) or before.get("kind") != "source":
+        return result
+    extra = {k: v for k, v in before.items() if k not in {"kind", "commit", "dirty", "content_digests", "reused_from"}}
+    subject = source_subject(root, "source", **extra)
+    if (subject["commit"], subject["dirty"]) != (before.get("commit"), before.get("dirty")):
+        subject["reused_from"] = {
+            "commit": before.get("commit"),
+            "dirty": before.get("dirty"),
+            "why": "ci's cache: the same suite inputs (tracked files but app/model.yaml), options and tools",
+        }
+    return result.model_copy(update={"evidence": {**result.evidence, "subject": subject}})
+
+
 def tested_subject(root: Path, opts: TestOptions) -> dict[str, Any]:
     """What this run tested: the source tree at `root` (commit, dirty flag, build-context digests)."""
     from pipeline.gitops.evidence import source_subject

@@ -276,3 +276,25 @@ def test_scan_is_not_given_a_render_dir_render_scans_its_own_output(ctx: RunCont
     assert ci.ORDER.index("scan") < ci.ORDER.index("render")
     ropts = ci._own_options("render", render, ci.CiOptions(crd_schemas="/schemas"), {})
     assert isinstance(ropts, render.RenderOptions) and ropts.crd_schemas == "/schemas"
+
+
+def test_a_cache_hit_is_rebound_by_the_stage_that_asks(ctx: RunContext, repo: Path) -> None:
+    """`rebind_cached(result, root)`: the test stage re-names its source subject on a hit; only on a hit."""
+    calls: list[str] = []
+    loader = make_loader({}, calls, [])
+    rebound: list[str] = []
+
+    def rebind(result: StageResult, root: Path) -> StageResult:
+        rebound.append(result.stage)
+        return result.model_copy(update={"evidence": {**result.evidence, "subject": {"commit": "now"}}})
+
+    mod = loader("test")
+    assert mod is not None
+    mod.rebind_cached = rebind  # type: ignore[attr-defined]
+    ci.run(ci.CiOptions(no_promote=True), ctx, loader=loader)
+    assert rebound == []  # a fresh run records its own subject
+    ci.run(ci.CiOptions(no_promote=True), ctx, loader=loader)
+    assert rebound == ["test"]
+    report = json.loads((ctx.run_dir / "report.json").read_text())
+    test_stage = next(s for s in report["stages"] if s["stage"] == "test")
+    assert test_stage["cached"] and test_stage["evidence"]["subject"] == {"commit": "now"}
