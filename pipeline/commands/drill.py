@@ -12,6 +12,7 @@ from pipeline.controller.rollback_drill import DrillConfig, DrillReport, run_dri
 from pipeline.core.context import RunContext
 from pipeline.core.environments import env_names
 from pipeline.core.instant import instant_arg
+from pipeline.core.result import CommandResult
 from pipeline.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--env", default=env_names()[1], choices=env_names(), help="env whose release goes bad (default: %(default)s)"
     )
-    parser.add_argument("--window", default="10s", help="rate window replacing the chart's 5m (drill timer)")
+    parser.add_argument(
+        "--window",
+        help="drill timer: rate window replacing the chart's 5m (default 10s); with --canary the analysis window (15s)",
+    )
     parser.add_argument("--error-rate", type=float, default=0.5, help="fault profile of the bad release")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds (default 120, 900 production)")
     parser.add_argument(
@@ -42,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gitops-repo", help="GitOps remote to read --images-from (default: $PIPELINE_GITOPS_REPO or local)"
     )
     parser.add_argument("--processes", action="store_true", help="gateway + simulator processes instead of pods")
+    canary = parser.add_argument_group("canary drill (--canary; docs/rollout.md)")
+    canary.add_argument("--canary", action="store_true", help="canary drill: the chart's canary steps behind HAProxy")
+    canary.add_argument("--fault", choices=["errors", "latency", "none"], default="none", help="the canary's fault")
+    canary.add_argument("--json", action="store_true", help="print the canary drill's result as one JSON object")
+    canary.add_argument("--replicas", type=int, help="model pods of the env (default: its minimum replicas)")
+    canary.add_argument("--interval", default="5s", help="analysis interval replacing the template's (drill timer)")
     parser.add_argument(
         "--at",
         type=instant_arg,
@@ -71,12 +81,16 @@ def drill_images(args: argparse.Namespace, ctx: RunContext) -> tuple[DrillImages
     return images, status.engine if images else None, why
 
 
-def main(args: argparse.Namespace, ctx: RunContext) -> int:
+def main(args: argparse.Namespace, ctx: RunContext) -> int | CommandResult:
+    if args.canary:
+        from pipeline.commands.drill_canary import main as canary_main
+
+        return canary_main(args, ctx)
     timeout = args.timeout or (900.0 if args.production_timers else 120.0)
     images, engine, why = drill_images(args, ctx)
     cfg = DrillConfig(
         env=args.env,
-        window=args.window,
+        window=args.window or "10s",
         error_rate=args.error_rate,
         timeout=timeout,
         production=args.production_timers,

@@ -40,8 +40,13 @@ def monitoring(
     scrape_interval: str = "1s",
     eval_interval: str = "1s",
     am_timers: dict[str, str] | None = None,
+    scrape_configs: list[dict[str, Any]] | None = None,
 ) -> Iterator[tuple[str, str]]:
-    """Real Alertmanager + Prometheus on free loopback ports; stopped by PID on exit."""
+    """Real Alertmanager + Prometheus on free loopback ports; stopped by PID on exit.
+
+    scrape_configs: instead of one static job of `gateway_targets` (the canary drill's pods come and go:
+    it passes a file_sd job).
+    """
     timers = am_timers or {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}
     y = YAML(typ="safe")
     y.default_flow_style = False
@@ -83,9 +88,8 @@ def monitoring(
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": eval_interval},
         "rule_files": [str(work / "rules.yml")],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [
-            {"job_name": "gateway", "static_configs": [{"targets": gateway_targets, "labels": target_labels}]}
-        ],
+        "scrape_configs": scrape_configs
+        or [{"job_name": "gateway", "static_configs": [{"targets": gateway_targets, "labels": target_labels}]}],
     }
     with (work / "prometheus.yml").open("w") as fh:
         y.dump(prom_cfg, fh)

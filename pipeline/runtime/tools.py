@@ -50,6 +50,8 @@ APT_PACKAGES = {
     "debootstrap": "debootstrap",
     # `registry mirror`: copies a release's images and model artifact to a second registry by digest.
     "skopeo": "skopeo",
+    # `drill --canary`: the load balancer applying the canary's step weights (runtime API over a socket).
+    "haproxy": "haproxy",
     # Docker where a user builds with it (PIPELINE_ENGINE=docker): dockerd and Debian's 20.10 client
     # (/usr/bin/docker, BuildKit without buildx); the slow Docker test starts its own dockerd.
     # ≈65 MB download, ≈250 MB installed with containerd and iptables, ≈5 s on a fresh Debian 12.

@@ -1,0 +1,167 @@
+"""The canary drill's step logic: walk the chart's canary steps and judge each `analysis` step the way an
+Argo Rollouts AnalysisRun does, with the metrics of pipeline/rollout/analysis.py (the one source the
+AnalysisTemplate renders from).
+
+Run semantics mirrored from argoproj/argo-rollouts analysis/analysis.go: every metric is measured each
+`interval` until its phase is terminal (metric_phase: count, failureLimit, consecutiveSuccessLimit,
+inconclusiveLimit); a Failed or Inconclusive metric terminates the run at once (isTerminating), Failed
+being the worse; the run is Successful when every metric is. A Failed run aborts the rollout; an
+Inconclusive one pauses it upstream — the drill has no one to resume it, so it aborts and says why.
+An empty query result (Argo: a measurement Error) is recorded as NaN, which every condition but `!=`
+finds neither met nor failed: inconclusive.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx
+
+from pipeline.rollout.analysis import Analysis, Metric, Phase, measurement_phase, metric_phase, resolve_args
+from pipeline.rollout.pod_budget import weight_to_replicas
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+
+
+def seconds(text: str) -> float:
+    """A Go-style duration as the chart writes them (`30s`, `1m`, `500ms`) in seconds."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"not a duration (e.g. 30s, 1m): {text!r}")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+
+
+def drill_timers(analysis: Analysis, interval: str, window: str) -> Analysis:
+    """The same queries and conditions with drill timers: every metric's `interval` and the `window`
+    argument shortened; counts, limits and the minimum request count stay as the template carries them."""
+    seconds(interval), seconds(window)  # refuse bad timers before any pod starts
+    metrics = tuple(replace(m, interval=interval) for m in analysis.metrics)
+    return Analysis(metrics, {**analysis.args, "window": window})
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "setWeight" | "analysis" | "pause"
+    weight: int = 0
+    pause_s: float | None = None  # None: `pause: {}` (until promoted by hand)
+
+
+def parse_steps(steps: Sequence[Mapping[str, Any]]) -> list[Step]:
+    """The chart's `rollout.steps`; anything else names the step."""
+    out: list[Step] = []
+    for i, s in enumerate(steps):
+        if "setWeight" in s:
+            w = int(s["setWeight"])
+            if not 0 <= w <= 100:
+                raise ValueError(f"rollout.steps[{i}]: setWeight {w} outside 0..100")
+            out.append(Step("setWeight", weight=w))
+        elif "analysis" in s:
+            out.append(Step("analysis"))
+        elif "pause" in s:
+            dur = (s.get("pause") or {}).get("duration")
+            out.append(Step("pause", pause_s=seconds(str(dur)) if dur is not None else None))
+        else:
+            raise ValueError(f"rollout.steps[{i}]: expected setWeight, analysis or pause, got {dict(s)}")
+    return out
+
+
+def pod_split(weight: int, replicas: int) -> tuple[int, int]:
+    """(canary, stable) model pods at a weight without surge: the canary's ceil(weight x replicas / 100)
+    (trafficWeightToReplicas), at least one while it takes traffic, and the stable gives up as many."""
+    canary = min(replicas, max(1 if weight > 0 else 0, weight_to_replicas(replicas, weight)))
+    return canary, replicas - canary
+
+
+@dataclass
+class Measured:
+    metric: str
+    value: float | None  # None: NaN (JSON has no NaN)
+    phase: Phase
+    at: float  # seconds since the run started
+
+
+@dataclass
+class RunResult:
+    phase: Phase
+    failing: str | None = None  # the metric that ended the run (Failed or Inconclusive)
+    failing_query: str = ""
+    measurements: list[Measured] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float | None]:
+        return [m.value for m in self.measurements if m.metric == metric]
+
+
+def run_analysis(
+    analysis: Analysis,
+    args: Mapping[str, str],
+    measure: Callable[[str], float],
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> RunResult:
+    """One AnalysisRun: measure each metric every `interval` until the run is decided (bounded by count)."""
+    full = {**analysis.args, **args}
+    missing = [k for k, v in full.items() if v is None]
+    if missing:
+        raise ValueError(f"analysis arguments without a value: {missing}")
+    resolved: dict[str, str | None] = dict(full)
+    queries = {m.name: resolve_args(m.query, resolved) for m in analysis.metrics}
+    phases: dict[str, list[Phase]] = {m.name: [] for m in analysis.metrics}
+    status: dict[str, Phase] = {m.name: Phase.RUNNING for m in analysis.metrics}
+    result = RunResult(Phase.RUNNING)
+    start = clock()
+    interval = min(seconds(m.interval) for m in analysis.metrics)
+    rounds = max(m.count for m in analysis.metrics)
+    for _ in range(rounds):
+        for metric in analysis.metrics:
+            if status[metric.name] is not Phase.RUNNING:
+                continue
+            value = measure(queries[metric.name])
+            phase = measurement_phase(metric, value, resolved)
+            phases[metric.name].append(phase)
+            kept = None if math.isnan(value) else value
+            result.measurements.append(Measured(metric.name, kept, phase, round(clock() - start, 3)))
+            status[metric.name] = metric_phase(metric, phases[metric.name])
+        worst = _worst(status, analysis.metrics)
+        if worst is not None:
+            result.phase, result.failing = status[worst], worst
+            result.failing_query = queries[worst]
+            return result
+        if all(p is Phase.SUCCESSFUL for p in status.values()):
+            result.phase = Phase.SUCCESSFUL
+            return result
+        sleep(interval)
+    # Upstream a metric reaching `count` is always terminal; only a bad template ends here.
+    result.phase = Phase.INCONCLUSIVE
+    result.failing = next(n for n, p in status.items() if p is Phase.RUNNING)
+    result.failing_query = queries[result.failing]
+    return result
+
+
+def _worst(status: Mapping[str, Phase], metrics: Sequence[Metric]) -> str | None:
+    for bad in (Phase.FAILED, Phase.INCONCLUSIVE):
+        for m in metrics:
+            if status[m.name] is bad:
+                return m.name
+    return None
+
+
+def prometheus_measure(prom_url: str, timeout: float = 5.0) -> Callable[[str], float]:
+    """result[0] of an instant query against Prometheus' HTTP API (/api/v1/query), as Argo's provider reads it."""
+
+    def measure(query: str) -> float:
+        r = httpx.get(f"{prom_url}/api/v1/query", params={"query": query}, timeout=timeout)
+        body = r.json()
+        if r.status_code != 200 or body.get("status") != "success":
+            raise RuntimeError(f"prometheus refused {query!r}: {body.get('error', r.text[:200])}")
+        data = body["data"]
+        if data["resultType"] == "scalar":
+            return float(data["result"][1])
+        result = data["result"]
+        return float(result[0]["value"][1]) if result else math.nan
+
+    return measure
