@@ -1,12 +1,12 @@
-"""`promtool test rules` over many test files: one process per file, at most one per core, the
-most expensive files first; each test group runs as a file of its own against only the rules its
-assertions read (pipeline.checks.promtool_subset); a file that passed is not run again while it,
-the rule files it names and promtool itself are byte-for-byte unchanged.
+"""`promtool test rules` over many test files: every test group runs as a file of its own against
+only the rules its assertions read (pipeline.checks.promtool_subset), the groups of all files
+spread over one promtool process per core, balanced by their evaluation steps; promtool's TSDBs
+live in memory (memory_tmp); a file that passed is not run again while it, the rule files it
+names and promtool itself are byte-for-byte unchanged.
 
-Why: promtool runs its files and their test groups one after another on one core, and a test
-group re-evaluates every rule of its rule files at each evaluation_interval step up to its last
-eval_time (the 6 h SLO windows made the SLO file about 3.5 s of CPU per env; its groups on the
-rules they read take about 1.3 s).
+Why: a test group re-evaluates its rules at each evaluation_interval step up to its last
+eval_time, and each promtool process costs ~35 ms to start: one process per file (16 for three
+envs) spent more on starting and on syncing its TSDBs to disk than on the small files' tests.
 Every case of every file still runs whenever its inputs change; a reused pass is reported as
 such, failures are never reused. Each failure names its file and test group (promtool's `Unit
 Testing: <file>/group-<i>-of-<n>.yaml` header) and, in promtool's own words, the failing test
@@ -24,7 +24,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +40,12 @@ DEFAULT_EVAL_INTERVAL_S = 60.0
 CACHE_SCHEMA = 2  # 2: test groups run on their rule subsets
 # Remembered passes not reused for this long are forgotten (each rule edit adds one per test file).
 CACHE_MAX_AGE_S = 30 * 86400
+# A test group's fixed cost (its TSDB, loading its rules) in evaluation steps, for balancing.
+GROUP_COST = 10.0
+# Linux's shared-memory tmpfs: promtool's per-group TSDBs live there when it exists (memory_tmp).
+MEMORY_TMP = Path("/dev/shm")  # noqa: S108 - only the parent of a private mkdtemp directory
 
-Runner = Callable[[list[str], Path], "subprocess.CompletedProcess[str]"]
+Runner = Callable[[list[str], Path, Mapping[str, str]], "subprocess.CompletedProcess[str]"]
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,14 @@ class FileResult:
     path: str  # as passed to promtool (relative to the working directory)
     passed: bool
     output: str
-    seconds: float
+    seconds: float  # wall time of the promtool process(es) its groups ran in, shared with other files
     reused: bool = False
 
 
 @dataclass(frozen=True)
 class TestRun:
     files: list[FileResult]
+    processes: int = 0  # promtool processes this run started
 
     @property
     def failed(self) -> list[FileResult]:
@@ -73,7 +78,9 @@ class TestRun:
 
     def summary(self) -> str:
         ran = len(self.files) - self.reused
-        text = f"{len(self.files)} test files ({ran} run"
+        text = f"{len(self.files)} test files ({ran} run" + (
+            f" in {self.processes} promtool process{'es' * (self.processes != 1)}" if ran else ""
+        )
         return text + (
             f", {self.reused} passed before with identical tests, rules and promtool)" if self.reused else ")"
         )
@@ -175,10 +182,17 @@ def forget_unused(cache: Path, max_age_s: float) -> None:
                 entry.unlink()
 
 
-def _default_runner(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _default_runner(argv: list[str], cwd: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     # One stream keeps promtool's `Unit Testing:` header next to its failures.
     return subprocess.run(
-        argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False
+        argv,
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -190,6 +204,58 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def memory_tmp() -> str | None:
+    """A memory-backed directory for the scratch files and promtool's TSDBs (None: the default
+    temporary directory). promtool opens a TSDB per test group under $TMPDIR and syncs it to
+    disk; on a busy disk that waiting was half of its wall time."""
+    return str(MEMORY_TMP) if MEMORY_TMP.is_dir() and os.access(MEMORY_TMP, os.W_OK | os.X_OK) else None
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """What one promtool argument runs: a group file (relative to the scratch directory) or, when a
+    test file cannot be split, the test file itself (relative to cwd, in a process of its own)."""
+
+    test: str
+    arg: str
+    cost: float
+    whole: bool = False
+
+
+# A process: the units it ran, promtool's exit and output, its wall seconds.
+_Ran = tuple[list[_Unit], "subprocess.CompletedProcess[str]", float]
+
+
+def _plan(units: list[_Unit], processes: int) -> list[list[_Unit]]:
+    """Group files into at most `processes` balanced processes (longest first onto the least
+    loaded: every process ends within one group's cost of the others); whole files alone."""
+    bins: list[list[_Unit]] = [[] for _ in range(max(1, processes))]
+    load = [0.0] * len(bins)
+    for u in sorted((u for u in units if not u.whole), key=lambda u: -u.cost):
+        i = load.index(min(load))
+        bins[i].append(u)
+        load[i] += u.cost
+    plan = [b for b in bins if b] + [[u] for u in units if u.whole]
+    # Each process runs its groups in test-file order (a readable report); the heaviest starts first.
+    order = {u: n for n, u in enumerate(units)}
+    return sorted((sorted(b, key=order.__getitem__) for b in plan), key=lambda b: -sum(u.cost for u in b))
+
+
+def _sections(output: str) -> dict[str, str]:
+    """promtool's `Unit Testing:  <file>` sections by file."""
+    found = {}
+    for s in re.split(r"(?m)^(?=Unit Testing:)", output):
+        head, _, _ = s.partition("\n")
+        if head.startswith("Unit Testing:"):
+            found[head.removeprefix("Unit Testing:").strip()] = s.strip()
+    return found
+
+
+def _passed(section: str | None) -> bool:
+    """A section that reports its file passed, and nothing else."""
+    return section is not None and section.splitlines()[1:] == ["  SUCCESS"]
+
+
 def run_tests(
     promtool: str,
     tests: Sequence[str],
@@ -199,7 +265,8 @@ def run_tests(
     workers: int | None = None,
     runner: Runner = _default_runner,
 ) -> TestRun:
-    """`promtool test rules` on each of `tests` (paths relative to cwd), in parallel.
+    """`promtool test rules` on each of `tests` (paths relative to cwd): their test groups spread
+    over at most `workers` processes (default: the cores), each on the rules it reads.
 
     cache: directory remembering passes (None: nothing reused, nothing stored).
     """
@@ -213,35 +280,65 @@ def run_tests(
             results[t] = FileResult(t, passed=True, output="", seconds=0.0, reused=True)
         else:
             todo.append(t)
-    # Longest first: with one process per core the slowest file must not start last.
-    todo.sort(key=lambda t: -estimated_steps(cwd / t))
 
-    def one(test: str, scratch: Path) -> FileResult:
-        with Timer() as timer:
-            files = rule_files(cwd / test)
-            inside = not Path(test).is_absolute() and ".." not in Path(test).parts
-            # promtool resolves each group file's rule files relative to it, inside `scratch`.
-            groups = split(cwd / test, files, scratch / test, scratch) if files is not None and inside else None
-            if groups is None:
-                proc = runner([promtool, "test", "rules", test], cwd)
-            else:
-                proc = runner([promtool, "test", "rules", *(g.path for g in groups)], scratch)
-        return FileResult(test, proc.returncode == 0, proc.stdout or "", timer.seconds)
-
+    ran: list[_Ran] = []
     if todo:
-        with (
-            tempfile.TemporaryDirectory(prefix="promtool-tests-") as scratch,
-            ThreadPoolExecutor(max_workers=min(len(todo), workers or default_workers())) as pool,
-        ):
-            for res in pool.map(lambda t: one(t, Path(scratch)), todo):
-                results[res.path] = res
+        with tempfile.TemporaryDirectory(prefix="promtool-tests-", dir=memory_tmp()) as tmp:
+            scratch, tsdb = Path(tmp) / "tests", Path(tmp) / "tsdb"
+            tsdb.mkdir()
+            units: list[_Unit] = []
+            for t in todo:
+                files = rule_files(cwd / t)
+                inside = not Path(t).is_absolute() and ".." not in Path(t).parts
+                # promtool resolves each group file's rule files relative to it, inside `scratch`.
+                groups = split(cwd / t, files, scratch / t, scratch) if files is not None and inside else None
+                if groups is None:
+                    units.append(_Unit(t, t, GROUP_COST + estimated_steps(cwd / t), whole=True))
+                else:
+                    units += [_Unit(t, g.path, GROUP_COST + estimated_steps(scratch / g.path)) for g in groups]
+            plan = _plan(units, min(len(todo), workers or default_workers()))
+            env = {**os.environ, "TMPDIR": str(tsdb)}
+
+            def one(batch: list[_Unit]) -> _Ran:
+                with Timer() as timer:
+                    where = cwd if batch[0].whole else scratch
+                    proc = runner([promtool, "test", "rules", *(u.arg for u in batch)], where, env)
+                return batch, proc, timer.seconds
+
+            with ThreadPoolExecutor(max_workers=min(len(plan), workers or default_workers())) as pool:
+                ran = list(pool.map(one, plan))
+        results |= _results(todo, ran)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         for t in todo:
             key = keys[t]
             if key and results[t].passed:
-                tmp = cache / f".{key}.{os.getpid()}"
-                tmp.write_text(json.dumps({"file": t, "seconds": round(results[t].seconds, 3)}) + "\n")
-                tmp.replace(cache / key)  # atomic: a reader never sees half a record
+                tmp_entry = cache / f".{key}.{os.getpid()}"
+                tmp_entry.write_text(json.dumps({"file": t, "seconds": round(results[t].seconds, 3)}) + "\n")
+                tmp_entry.replace(cache / key)  # atomic: a reader never sees half a record
         forget_unused(cache, CACHE_MAX_AGE_S)
-    return TestRun([results[t] for t in tests])
+    return TestRun([results[t] for t in tests], processes=len(ran))
+
+
+def _results(todo: list[str], ran: list[_Ran]) -> dict[str, FileResult]:
+    """Each test file's result from the processes its groups ran in: passed only if every group
+    of it reported SUCCESS (or its process passed as a whole); its output is its groups' sections,
+    or all of a process's output when promtool stopped before reporting a group."""
+    passed = dict.fromkeys(todo, True)
+    parts: dict[str, list[str]] = {t: [] for t in todo}
+    seconds = dict.fromkeys(todo, 0.0)
+    for batch, proc, secs in ran:
+        output = proc.stdout or ""
+        sections = _sections(output)
+        for u in batch:
+            seconds[u.test] = max(seconds[u.test], secs)
+            section = sections.get(u.arg)
+            if proc.returncode == 0 and not u.whole:
+                parts[u.test].append(section or "")
+            elif u.whole:
+                passed[u.test] &= proc.returncode == 0
+                parts[u.test].append(output)
+            else:
+                passed[u.test] &= _passed(section)
+                parts[u.test].append(section if section is not None else output)
+    return {t: FileResult(t, passed[t], "\n\n".join(dict.fromkeys(p for p in parts[t] if p)), seconds[t]) for t in todo}

@@ -1,12 +1,15 @@
 """`make bench-pipeline`: the developer loop's wall times beside the README's measured figures.
 
 Runs `python -m pipeline render --env all` cold (empty pipeline cache) and warm (that cache
-again), then `make ci` in a temporary clone for a new commit and again for the unchanged tree,
-and prints each wall time next to the figure the README's "Measured on this machine" table
-records for it (parsed from README.md, never copied here), so a regression is seen the day it
-lands. A benchmark that prints numbers, not a test: nothing here passes or fails on a time.
+again), `--repeat` times (each cold run on a fresh cache), then `make ci` in a temporary clone
+for a new commit and again for the unchanged tree, and prints each wall time (the median and
+range when repeated) and the machine's 1-minute load average when it ran next to the figure the
+README's "Measured on this machine" table records for it (parsed from README.md, never copied
+here), so a regression is seen the day it lands; on 2 shared cores the load says how far a
+figure is from a quiet machine's. A benchmark that prints numbers, not a test: nothing here
+passes or fails on a time.
 
-    python -m pipeline.commands.bench_pipeline [--only render|ci] [--readme README.md] [--repo CHECKOUT]
+    python -m pipeline.commands.bench_pipeline [--only render|ci] [--repeat N] [--readme README.md] [--repo CHECKOUT]
 
 The clone gets the checkout's `.venv` and `.tools` as symlinks and its install targets are taken
 as done (`make -o`), so it never reinstalls into them; its registry, GitOps repo, runs and caches
@@ -19,6 +22,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +77,7 @@ class Timing:
     stage: Stage
     seconds: float
     exit_code: int
+    load: float | None = None  # the 1-minute load average when it started
 
 
 Runner = Callable[[Sequence[str], Path, Mapping[str, str]], int]
@@ -109,19 +114,38 @@ def previous_figure(rows: Sequence[Row], stage: Stage) -> str:
     return "(not in the README)"
 
 
+def _span(values: Sequence[float], unit: str = "") -> str:
+    low, high = min(values), max(values)
+    return f"{low:.1f}{unit}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}\u2013{high:.1f}{unit}"
+
+
 def format_report(timings: Sequence[Timing], rows: Sequence[Row]) -> str:
-    """One line per stage: name, wall time now (and exit code if not 0), the README's figure."""
-    header = ("stage", "now", "README")
-    lines = [
-        (
-            t.stage.name,
-            f"{t.seconds:.1f} s" + ("" if t.exit_code == 0 else f" (exit {t.exit_code})"),
-            previous_figure(rows, t.stage),
-        )
-        for t in timings
-    ]
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(3)]
+    """One line per stage (its runs together): name, wall time now (the median and range of
+    repeated runs; exit codes if not 0), the load average it ran at, the README's figure."""
+    runs: dict[str, list[Timing]] = {}
+    for t in timings:
+        runs.setdefault(t.stage.name, []).append(t)
+    header = ("stage", "now", "load", "README")
+    lines = []
+    for name, ts in runs.items():
+        seconds = [t.seconds for t in ts]
+        now = f"{seconds[0]:.1f} s"
+        if len(ts) > 1:
+            now = f"{statistics.median(seconds):.1f} s median ({_span(seconds, ' s')}, {len(ts)} runs)"
+        failed = sorted({t.exit_code for t in ts} - {0})
+        now += f" (exit {', '.join(map(str, failed))})" if failed else ""
+        loads = [t.load for t in ts if t.load is not None]
+        lines.append((name, now, _span(loads) if loads else "-", previous_figure(rows, ts[0].stage)))
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *lines])
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def render_stages(python: str) -> list[Stage]:
@@ -159,13 +183,17 @@ def time_stages(
     runner: Runner,
     clock: Callable[[], float] = time.monotonic,
     report: Callable[[str], None] = lambda line: None,
+    load: Callable[[], float | None] = load_average,
 ) -> list[Timing]:
     timings = []
     for stage in stages:
+        busy = load()
         start = clock()
         code = runner(stage.argv, cwd, env)
-        timings.append(Timing(stage, clock() - start, code))
-        report(f"{stage.name}: {timings[-1].seconds:.1f} s (exit {code})")
+        timings.append(Timing(stage, clock() - start, code, busy))
+        report(
+            f"{stage.name}: {timings[-1].seconds:.1f} s (exit {code}, load {'-' if busy is None else f'{busy:.1f}'})"
+        )
     return timings
 
 
@@ -205,9 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pipeline.commands.bench_pipeline", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--only", choices=["render", "ci"], help="run only these stages")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="render runs, each cold (fresh cache) then warm (default 3)"
+    )
     parser.add_argument("--readme", type=Path, default=REPO / "README.md", help="README with the measured table")
     parser.add_argument("--repo", type=Path, default=REPO, help="checkout to time (its HEAD is cloned for `make ci`)")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     try:
         rows = measured_rows(args.readme.read_text())
     except (OSError, ValueError) as exc:
@@ -223,10 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         (work / "logs").mkdir()
         runner = run_logged(work / "logs")
         if args.only in (None, "render"):
-            # Cold: an empty pipeline cache (stage results, promtool passes); warm: the one it filled.
-            env = base_env(PIPELINE_CACHE_DIR=str(work / "cache"), PIPELINE_RUNS_DIR=str(work / "runs"))
             python = str(args.repo / ".venv/bin/python")
-            timings += time_stages(render_stages(python), args.repo, env, runner, report=progress)
+            for i in range(args.repeat):
+                # Cold: an empty pipeline cache (stage results, promtool passes); warm: the one it filled.
+                env = base_env(PIPELINE_CACHE_DIR=str(work / f"cache-{i}"), PIPELINE_RUNS_DIR=str(work / "runs"))
+                timings += time_stages(render_stages(python), args.repo, env, runner, report=progress)
         if args.only in (None, "ci"):
             with new_commit_clone(args.repo.resolve(), work) as clone:
                 timings += time_stages(ci_stages(), clone, base_env(**GIT_ENV), runner, report=progress)

@@ -70,13 +70,36 @@ def test_the_report_puts_each_time_beside_the_readme_figure() -> None:
         bench.Stage("make ci (new commit)", ("m",), "first run of a commit"),
         bench.Stage("drill", ("d",), "no such row"),
     ]
-    timings = [bench.Timing(stages[0], 3.14159, 0), bench.Timing(stages[1], 301.0, 2), bench.Timing(stages[2], 1.0, 0)]
+    timings = [
+        bench.Timing(stages[0], 3.14159, 0, 0.52),
+        bench.Timing(stages[1], 301.0, 2, 6.0),
+        bench.Timing(stages[2], 1.0, 0),
+    ]
     cells = [re.split(r"\s{2,}", line) for line in bench.format_report(timings, rows).splitlines()]
     assert cells == [
-        ["stage", "now", "README"],
-        ["render (cold)", "3.1 s", "4.4\u20134.9 s"],
-        ["make ci (new commit)", "301.0 s (exit 2)", "253 s"],
-        ["drill", "1.0 s", "(not in the README)"],
+        ["stage", "now", "load", "README"],
+        ["render (cold)", "3.1 s", "0.5", "4.4\u20134.9 s"],
+        ["make ci (new commit)", "301.0 s (exit 2)", "6.0", "253 s"],
+        ["drill", "1.0 s", "-", "(not in the README)"],
+    ]
+
+
+def test_repeated_runs_of_a_stage_give_one_line_median_range_and_load() -> None:
+    rows = bench.measured_rows(TABLE)
+    cold, warm = bench.render_stages("py")
+    timings = [
+        bench.Timing(cold, 5.0, 0, 1.0),
+        bench.Timing(warm, 2.0, 0, 1.2),
+        bench.Timing(cold, 9.0, 1, 4.0),
+        bench.Timing(warm, 2.0, 0, 3.5),
+        bench.Timing(cold, 4.0, 0, 0.5),
+        bench.Timing(warm, 2.04, 0, 0.4),
+    ]
+    cells = [re.split(r"\s{2,}", line) for line in bench.format_report(timings, rows).splitlines()]
+    assert cells == [
+        ["stage", "now", "load", "README"],
+        ["render --env all (cold)", "5.0 s median (4.0\u20139.0 s, 3 runs) (exit 1)", "0.5\u20134.0", "4.4\u20134.9 s"],
+        ["render --env all (warm)", "2.0 s median (2.0 s, 3 runs)", "0.4\u20133.5", "(not in the README)"],
     ]
 
 
@@ -89,10 +112,13 @@ def test_stages_run_in_order_each_timed_by_the_clock(tmp_path: Path) -> None:
         return len(calls) - 1
 
     stages = bench.render_stages("py")
-    timings = bench.time_stages(stages, tmp_path, {"MARK": "x"}, runner, clock=lambda: next(ticks))
-    assert [(t.stage.name, t.seconds, t.exit_code) for t in timings] == [
-        ("render --env all (cold)", 2.5, 0),
-        ("render --env all (warm)", 0.25, 1),
+    loads = iter([0.5, 3.0])
+    timings = bench.time_stages(
+        stages, tmp_path, {"MARK": "x"}, runner, clock=lambda: next(ticks), load=lambda: next(loads)
+    )
+    assert [(t.stage.name, t.seconds, t.exit_code, t.load) for t in timings] == [
+        ("render --env all (cold)", 2.5, 0, 0.5),
+        ("render --env all (warm)", 0.25, 1, 3.0),
     ]
     assert calls == [(("py", "-m", "pipeline", "render", "--env", "all"), tmp_path, "x")] * 2
 
@@ -163,8 +189,8 @@ def test_the_make_ci_stages_run_in_a_clone_whose_registry_is_stopped_before_it_g
         assert len(set(pids)) == 1
         assert not registry._alive(pids[0]), "the clone's registry outlived the benchmark"
         lines = out.out.splitlines()
-        assert re.fullmatch(r"make ci \(new commit\)\s+\d+\.\d s\s+253 s", lines[1]), lines
-        assert re.fullmatch(r"make ci \(unchanged tree\)\s+\d+\.\d s\s+1\.5 s", lines[2]), lines
+        assert re.fullmatch(r"make ci \(new commit\)\s+\d+\.\d s\s+(\d+\.\d|-)\s+253 s", lines[1]), lines
+        assert re.fullmatch(r"make ci \(unchanged tree\)\s+\d+\.\d s\s+(\d+\.\d|-)\s+1\.5 s", lines[2]), lines
     finally:
         for pid in set(pids):
             registry._terminate(pid, grace=2.0)

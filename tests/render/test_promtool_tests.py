@@ -1,12 +1,13 @@
 """`promtool test rules` in parallel with reuse of unchanged passes (pipeline.checks.promtool_tests),
 on the real promtool: a failing case names its file and test, failures are never reused, a changed
-rule file runs again, and no more processes than asked run at once."""
+rule file runs again, and the groups of all files share no more processes than asked, balanced."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,10 @@ def test_a_failing_case_names_its_file_and_test_and_is_never_reused(tmp_path: Pa
         ("dev/good.test.yaml", True, True),
         ("prod/bad.test.yaml", False, False),  # a failure is proven again, every time
     ]
-    assert again.summary() == "2 test files (1 run, 1 passed before with identical tests, rules and promtool)"
+    assert (
+        again.summary()
+        == "2 test files (1 run in 1 promtool process, 1 passed before with identical tests, rules and promtool)"
+    )
 
 
 def test_a_changed_rule_file_runs_its_tests_again(tmp_path: Path, promtool: str) -> None:
@@ -105,35 +109,52 @@ def test_a_changed_rule_file_runs_its_tests_again(tmp_path: Path, promtool: str)
     assert rerun.reused == 0 and [f.path for f in rerun.failed] == ["dev/good.test.yaml"]
 
 
-def test_files_run_longest_first_and_never_more_at_once_than_workers(tmp_path: Path, promtool: str) -> None:
+def test_groups_spread_over_at_most_workers_processes_balanced_by_steps(tmp_path: Path, promtool: str) -> None:
     work = tmp_path / "rendered"
-    tests = write_suite(
-        work, {f"e{i}/t.test.yaml": GOOD.format(last=f"{m}m") for i, m in enumerate((5, 300, 30, 120, 60))}
-    )
-    started: list[str] = []
+    lasts = (5, 300, 30, 120, 60)
+    tests = write_suite(work, {f"e{i}/t.test.yaml": GOOD.format(last=f"{m}m") for i, m in enumerate(lasts)})
+    processes: list[list[str]] = []
     running, peak = 0, 0
     lock = threading.Lock()
 
-    def real_promtool(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    def real_promtool(argv: list[str], cwd: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
         nonlocal running, peak
         with lock:
-            started.append(argv[3].split("/group-")[0])  # the test file its group files were split from
+            processes.append(argv[3:])
             running += 1
             peak = max(peak, running)
         try:
-            return subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            return subprocess.run(
+                argv, cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
         finally:
             with lock:
                 running -= 1
 
     serial = pt.run_tests(promtool, tests, work, workers=1, runner=real_promtool)
-    assert not serial.failed and peak == 1
-    assert started == ["e1/t.test.yaml", "e3/t.test.yaml", "e4/t.test.yaml", "e2/t.test.yaml", "e0/t.test.yaml"]
-    assert [f.path for f in serial.files] == tests  # reported in the order asked, whatever the run order
+    assert not serial.failed and peak == 1 and serial.processes == 1
+    # One process over every file's group, in the order asked.
+    assert [a.split("/group-")[0] for a in processes[0]] == tests
+    assert [f.path for f in serial.files] == tests  # reported in the order asked
 
-    started.clear()
+    processes.clear()
     both = pt.run_tests(promtool, tests, work, workers=2, runner=real_promtool)
-    assert not both.failed and peak <= 2 and sorted(started) == tests
+    assert not both.failed and peak <= 2 and both.processes == 2 == len(processes)
+    assert sorted(a.split("/group-")[0] for p in processes for a in p) == tests  # each group once
+    # Balanced by steps: the 300m file alone on one process, the other four on the other.
+    steps = {f"e{i}/t.test.yaml": m for i, m in enumerate(lasts)}
+    loads = sorted(sum(steps[a.split("/group-")[0]] for a in p) for p in processes)
+    assert loads == [215, 300]
+
+
+def test_a_failure_in_a_shared_process_is_reported_only_for_its_file(tmp_path: Path, promtool: str) -> None:
+    work = tmp_path / "rendered"
+    tests = write_suite(work, {"dev/good.test.yaml": GOOD.format(last="5m"), "prod/bad.test.yaml": BAD})
+    run = pt.run_tests(promtool, tests, work, workers=1)
+    assert run.processes == 1
+    assert [(f.path, f.passed) for f in run.files] == [("dev/good.test.yaml", True), ("prod/bad.test.yaml", False)]
+    bad = run.files[1].output
+    assert bad.startswith("Unit Testing:  prod/bad.test.yaml/group-1-of-1.yaml") and "good" not in bad, bad
 
 
 def test_estimated_steps_follow_eval_times_and_interval(tmp_path: Path) -> None:
