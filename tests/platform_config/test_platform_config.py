@@ -211,7 +211,8 @@ def test_init_makes_another_organisations_repo_and_everything_follows(tmp_path: 
         assert old not in everything, f"{old!r} survived init in the rendered manifests"
 
     live = list(yaml.safe_load_all(manifests["live"]))
-    deployment = next(d for d in live if d and d["kind"] == "Deployment")
+    # live (was prod) enables the canary: its model-serving workload is an Argo Rollouts Rollout.
+    deployment = next(d for d in live if d and d["kind"] == "Rollout")
     assert deployment["metadata"]["namespace"] == "ml-live"
     assert deployment["metadata"]["labels"]["ml.acme.test/environment"] == "live"
     images = {c["name"]: c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
