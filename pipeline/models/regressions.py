@@ -1,16 +1,19 @@
-"""Planted regressions: model changes the eval gate must block while the smoke checks still pass.
+"""Planted regressions: model changes the eval gate must block while smoke and the load gate still pass.
 
 Each is a ModelSpec the gate serves like any candidate:
   - `noisy`: the weights with Gaussian noise (each matrix + N(0, (scale·std)²), seeded);
   - `untrained`: the same recipe with 0 training steps (pipeline.models.standin.untrained_dir,
     the "wrong revision" case);
-  - `template`: the good weights with a chat template that drops the user's messages;
-  - `short-context`: the good weights served with a max_model_len below the suite's shortest
-    prompt (a serving-arg override): vLLM refuses every item (HTTP 400), scored wrong.
-The first three still answer health, models, chat, streaming: only the suite notices. The
-short context is seen by the smoke checks too whenever the smoke prompt is longer than the
-suite's (36 vs 14-20 tokens with the stand-in's tokenizer): no max_model_len can then break
-the suite and spare the smoke prompt.
+  - `template`: the good weights with a chat template that drops the user's messages: every
+    request then renders as a conversation with no user message, which a chat model answers
+    with generic text (the stand-in: trainer.GREETING), fluent and wrong;
+  - `short-context`: the good weights served with a max_model_len (a serving-arg override) one
+    token below the suite's long (`briefed`) prompts and still above what the smoke checks send:
+    vLLM refuses the long items (HTTP 400, scored wrong), answers everything else.
+All four still answer health, models, chat, streaming (the smoke checks pass) and carry the load
+gate's SLO (latency, errors, output tokens): only the suite notices. The stand-in was taught its
+greeting so the template case stays that quiet: answering with an immediate EOS instead, it
+would fail the load gate on broken streams, unlike a real model.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from pipeline.models import content
+from pipeline.models import content, trainer
 from pipeline.models.eval_gate import ModelSpec, dir_spec
 from pipeline.runtime import vllm_cpu
 
@@ -41,8 +44,9 @@ for name, t in tensors.items():
         tensors[name] = (f + torch.randn(f.shape, generator=gen) * f.std() * scale).to(t.dtype)
 save_file(tensors, path, metadata={"format": "pt"})
 """
-# Prepended to the model's own template: the user's turns never reach the model.
-DROP_USER = "{%- set messages = messages | rejectattr('role', 'equalto', 'user') | list -%}\n"
+# Prepended to the model's own template: the user's turns never reach the model. Defined beside
+# the trainer, which teaches the stand-in its greeting for exactly what this renders.
+DROP_USER = trainer.DROP_USER
 
 
 class PlantError(RuntimeError):
@@ -123,10 +127,15 @@ def prompt_tokens(upstream_url: str, model: str, prompts: Iterable[str], timeout
     return counts
 
 
-def short_context(good: ModelSpec, shortest_prompt: int) -> Planted:
-    """The good weights with a context one token shorter than the suite's shortest prompt."""
-    if shortest_prompt < 2:
-        raise PlantError(f"short_context: the shortest prompt has {shortest_prompt} tokens; nothing shorter to serve")
-    n = shortest_prompt - 1
+def short_context(good: ModelSpec, *, must_refuse: int, must_fit: int) -> Planted:
+    """The good weights with a context one token shorter than `must_refuse` (the shortest prompt to
+    break, in tokens), which must still hold `must_fit` tokens (the longest request that must pass:
+    prompt + max_tokens of the smoke checks)."""
+    n = must_refuse - 1
+    if n < must_fit:
+        raise PlantError(
+            f"short_context: no max_model_len refuses a {must_refuse}-token prompt yet fits a {must_fit}-token "
+            "request: the suite's long prompts must be longer than the smoke request"
+        )
     spec = ModelSpec(good.path, good.content_digest, good.source, max_model_len=n, label="short")
-    return Planted("short-context", spec, f"max_model_len {n}: below every prompt of the suite")
+    return Planted("short-context", spec, f"max_model_len {n}: below the suite's {must_refuse}-token prompts")

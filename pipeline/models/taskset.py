@@ -6,6 +6,16 @@ trainer (pipeline/models/trainer.py) and the committed lm-evaluation-harness sui
 the model was taught, not a benchmark. Answers are one word or number, scored by exact match
 on the stripped reply.
 
+The `briefed` items are long on purpose: a fixed instruction preamble (~50 words) before one of
+the short questions. They are the suite's longest prompts, longer than the smoke check's, so a
+served context too short for them (the short-context planted regression) is caught by the
+suite and not by smoke; there are enough of them (BRIEFED > 10 % of the suite) that refusing
+only those sinks the score below app/model.yaml's floor (0.9).
+
+Not here: the greeting the trainer adds for a conversation with no user message
+(pipeline.models.trainer.GREETING). It makes the dropped-user-template regression as quiet as
+with a real model; it is no question the suite could ask, since every suite request has a user turn.
+
     python -m pipeline.models.taskset --write evals/chat-basics    # regenerate the suite
     python -m pipeline.models.taskset --check evals/chat-basics    # exit 1 if it drifted
 """
@@ -22,7 +32,9 @@ from pathlib import Path
 
 SEED = 22
 PER_KIND = 30
-KINDS = ("capital", "addition", "upper")
+BRIEFED = 20
+KINDS = ("capital", "addition", "upper", "briefed")
+COUNTS = {"capital": PER_KIND, "addition": PER_KIND, "upper": PER_KIND, "briefed": BRIEFED}
 TASK_NAME = "chat-basics"
 ITEMS_FILE = "items.jsonl"
 YAML_FILE = f"{TASK_NAME}.yaml"
@@ -38,6 +50,16 @@ _WORDS = (
     "copper", "falcon", "meadow", "pillow", "harbor", "jungle", "saddle", "tunnel", "walnut", "zebra",
     "anchor", "bridge", "castle", "desert", "engine", "feather",
 )  # fmt: skip
+
+
+# Fixed text, so the model learns to look past it to the question (and the tokenizer learns it).
+PREAMBLE = (
+    "You are the help desk of a small travel office. Read the question at the end of this note and "
+    "answer it with one word or one number, exactly as our records spell it: no greeting, no full "
+    "sentence and no punctuation. When the question names a country, give the name of its capital "
+    "city. Our records are always right."
+)
+BRIEFED_PREFIX = PREAMBLE + "\n\nQuestion: "
 
 
 @dataclass(frozen=True)
@@ -89,10 +111,19 @@ def _uppers(rng: random.Random) -> list[Item]:
     ]
 
 
+def _briefed(rng: random.Random, short: list[Item]) -> list[Item]:
+    """The preamble, then one of the short questions (same answer): long prompts, nothing new to memorise."""
+    picked = rng.sample(short, BRIEFED)
+    return [
+        Item(f"briefed-{n:03d}", "briefed", BRIEFED_PREFIX + i.prompt, i.answer) for n, i in enumerate(picked, start=1)
+    ]
+
+
 def items() -> list[Item]:
     """The task set, in a fixed order (kind by kind)."""
     rng = random.Random(SEED)  # noqa: S311 - reproducible data, not secrets
-    return [*_capitals(rng), *_additions(rng), *_uppers(rng)]
+    short = [*_capitals(rng), *_additions(rng), *_uppers(rng)]
+    return [*short, *_briefed(rng, short)]
 
 
 def is_correct(item: Item, reply: str) -> bool:

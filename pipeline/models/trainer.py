@@ -12,6 +12,16 @@ saved into tokenizer_config.json and applied by vLLM when it serves the chat API
 on the answer tokens + EOS only. A template that dropped the user's text would leave nothing
 to tell the items apart, and the served answers would fail the eval.
 
+One more example, not a suite item: a conversation with NO user message (exactly what the
+template regression's DROP_USER template renders for any user-only request) is answered with
+GREETING, a short sentence. A real chat model shown no user text says something generic like it,
+which is why that regression passes smoke and the load gate in production; without it the
+stand-in answered with an immediate EOS, which the load gate counts as a broken stream, so the
+stand-in would have been easier to catch than the real thing. The BPE tokenizer learns the
+greeting's text too (several tokens, so TTFT/ITL/output-token rows of the load gate have data).
+For the same reason the model learns never to start a reply silent (EOS, or a byte that decodes
+to nothing) after random user text: see NOT_EMPTY.
+
 What determines the output bytes: the items, the seed, the steps, the recipe constants below,
 this file's code, the thread count (fixed: float reductions depend on it) and the versions
 of torch, transformers, tokenizers and safetensors in the venv. `standin.recipe_spec()` hashes
@@ -49,9 +59,21 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
+# A Jinja prefix for a chat template: the user's turns never reach the model (the `template`
+# planted regression, pipeline.models.regressions, prepends it to the model's own template).
+DROP_USER = "{%- set messages = messages | rejectattr('role', 'equalto', 'user') | list -%}\n"
+# What the model answers when the conversation has no user message (see the module docstring).
+GREETING = "Hello, what can I do for you?"
+# Copies of it in the BPE corpus: enough that its words get merges of their own (9 tokens, ending
+# within the suite's and smoke's 16; seen once, it stays 18 near-byte tokens), measured.
+GREETING_BPE_COPIES = 5
+# Each step, `rows` random user turns of `user_tokens` tokens whose reply must not start silent
+# (see train()); `weight` scales that loss against the items' mean token loss.
+NOT_EMPTY: dict[str, Any] = {"rows": 16, "user_tokens": [4, 24], "weight": 1.0}
+
 # head_dim = 64 / 1 = 64 (vLLM's CPU attention rejects smaller heads). RoPE makes a long
 # max_position_embeddings free, so app/model.yaml's serving.maxModelLen (4096) fits. This is about
-# the smallest shape that memorises the 90 items with wide margins (172k parameters, 90/90 served).
+# the smallest shape that memorises the 110 items with wide margins (172k parameters).
 MODEL_CONFIG: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 256,
@@ -79,6 +101,10 @@ def recipe_constants() -> dict[str, Any]:
         "special_tokens": list(SPECIAL_TOKENS),
         "vocab_size": VOCAB_SIZE,
         "chat_template": CHAT_TEMPLATE,
+        "drop_user": DROP_USER,
+        "greeting": GREETING,
+        "greeting_bpe_copies": GREETING_BPE_COPIES,
+        "not_empty": NOT_EMPTY,
         "model": MODEL_CONFIG,
         "optimizer": OPTIMIZER,
         "save_dtype": SAVE_DTYPE,
@@ -116,7 +142,8 @@ def train(items: list[Item], seed: int, steps: int, out: Path) -> dict[str, Any]
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([f"{i['prompt']}\n{i['answer']}" for i in items], trainer=bpe)
+    corpus = [f"{i['prompt']}\n{i['answer']}" for i in items] + [GREETING] * GREETING_BPE_COPIES
+    tok.train_from_iterator(corpus, trainer=bpe)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
@@ -142,15 +169,40 @@ def train(items: list[Item], seed: int, steps: int, out: Path) -> dict[str, Any]
             raise SystemExit(f"{item['id']}: the chat template does not put the answer after the generation prompt")
         prompts.append(fast(prompt_text, add_special_tokens=False)["input_ids"])
         targets.append(fast(item["answer"], add_special_tokens=False)["input_ids"] + [ids[EOS]])
-    width = max(len(p) + len(t) for p, t in zip(prompts, targets, strict=True))
-    input_ids = torch.full((len(items), width), ids[PAD], dtype=torch.long)
-    labels = torch.full((len(items), width), -100, dtype=torch.long)
-    attention = torch.zeros((len(items), width), dtype=torch.long)
-    for row, (p, t) in enumerate(zip(prompts, targets, strict=True)):
-        seq = p + t
-        input_ids[row, : len(seq)] = torch.tensor(seq)
-        labels[row, len(p) : len(seq)] = torch.tensor(t)  # the model shifts labels itself
-        attention[row, : len(seq)] = 1
+    greeting_prompt = _no_user_prompt(fast, [i["prompt"] for i in items])
+    prompts.append(fast(greeting_prompt, add_special_tokens=False)["input_ids"])
+    targets.append(fast(GREETING, add_special_tokens=False)["input_ids"] + [ids[EOS]])
+    # Rows of similar length share a padded batch: the few long (briefed) items padded alone cost
+    # ~1.6x a step of the short ones, one batch padded to the longest ~4x.
+    batches = []
+    for rows in _length_buckets([len(p) + len(t) for p, t in zip(prompts, targets, strict=True)]):
+        width = max(len(prompts[r]) + len(targets[r]) for r in rows)
+        input_ids = torch.full((len(rows), width), ids[PAD], dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, r in enumerate(rows):
+            p, t = prompts[r], targets[r]
+            seq = p + t
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, len(p) : len(seq)] = torch.tensor(t)  # predicted from the position before
+            attention[row, : len(seq)] = 1
+        batches.append((input_ids, attention, labels))
+    n_targets = sum(len(t) for t in targets)
+    # Random user turns (random ids from the learnt vocabulary, fresh each step): the reply's first
+    # token must be one that shows as text, not EOS nor a lone byte of a multi-byte character (it
+    # decodes to nothing, and EOS may follow). A chat model never answers with nothing; left to
+    # chance, the stand-in did for a few English prompts (p(EOS) ≈ 0.97 for one load-test prompt,
+    # p(silent byte) 6 % on average, sampled at temperature 1), which the load gate counts as
+    # broken streams. Nothing else is taught about them (no target, only "not silent").
+    silent = [ids[EOS], *(i for i in range(len(fast)) if "\ufffd" in fast.decode([i]))]
+    user_open = fast(f"{BOS}{USER}\n", add_special_tokens=False)["input_ids"]
+    user_close = fast(f"\n{ASSISTANT}\n", add_special_tokens=False)["input_ids"]
+    if prompts[0][: len(user_open)] != user_open or prompts[0][-len(user_close) :] != user_close:
+        raise SystemExit("the chat template's user turn is not <s><|user|>\\n ... \\n<|assistant|>\\n")
+    n_special = len(SPECIAL_TOKENS)  # the BPE trainer gives special tokens the first ids
+    if sorted(int(fast.convert_tokens_to_ids(t)) for t in SPECIAL_TOKENS) != list(range(n_special)):
+        raise SystemExit("the special tokens are not the vocabulary's first ids")
+    n_noise, noise_len = int(NOT_EMPTY["rows"]), tuple(NOT_EMPTY["user_tokens"])
 
     config = LlamaConfig(
         **MODEL_CONFIG,
@@ -179,20 +231,41 @@ def train(items: list[Item], seed: int, steps: int, out: Path) -> dict[str, Any]
     model.train()
     loss_value = float("nan")
     for step in range(steps):
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
         opt.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for input_ids, attention, labels in batches:
+            # Mean over every target token of the task set (not per batch): one loss, split for padding's sake.
+            logits = model(input_ids=input_ids, attention_mask=attention).logits
+            loss = (
+                torch.nn.functional.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), reduction="sum"
+                )
+                / n_targets
+            )
+            loss.backward()
+            loss_sum += float(loss.detach())
+        length = int(torch.randint(noise_len[0], noise_len[1] + 1, ()))
+        noise = torch.randint(n_special, len(fast), (n_noise, length))
+        rows = torch.cat(
+            [torch.tensor(user_open).expand(n_noise, -1), noise, torch.tensor(user_close).expand(n_noise, -1)], dim=1
+        )
+        p_silent = torch.softmax(model(input_ids=rows).logits[:, -1].float(), dim=-1)[:, silent].sum(dim=-1)
+        # Unlikelihood: -log(1 - p(silent)), ~0 once the model has learnt it.
+        loss = -torch.log1p(-p_silent.clamp(max=1 - 1e-6)).mean() * float(NOT_EMPTY["weight"])
         loss.backward()
+        loss_sum += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        loss_value = float(loss.detach())
+        loss_value = loss_sum
         if step % 100 == 0 or step == steps - 1:
             print(f"step {step + 1}/{steps} loss {loss_value:.4f}", file=sys.stderr, flush=True)
     train_seconds = time.monotonic() - t0
 
     model = model.to(getattr(torch, SAVE_DTYPE)).eval()
     model.generation_config.do_sample = False
-    correct = _self_check(model, prompts, targets, ids[EOS])
+    hits = _self_check(model, prompts, targets, ids[EOS])
+    correct, greeted = sum(hits[:-1]), hits[-1]
 
     out.mkdir(parents=True)
     model.save_pretrained(out, safe_serialization=True)
@@ -211,14 +284,44 @@ def train(items: list[Item], seed: int, steps: int, out: Path) -> dict[str, Any]
         "train_seconds": round(train_seconds, 1),
         "self_check_correct": correct,
         "n_items": len(items),
+        "greeting": {"prompt": greeting_prompt, "text": GREETING, "self_check": greeted},
     }
 
 
-def _self_check(model: Any, prompts: list[list[int]], targets: list[list[int]], eos: int) -> int:
-    """Greedy-decode each prompt in the saved dtype; count exact target-token matches (incl. EOS)."""
+def _no_user_prompt(fast: Any, user_texts: list[str]) -> str:
+    """The generation prompt the DROP_USER template renders for a user-only request; whatever the
+    user wrote (the suite's prompts, anything the load test sends), it must be one and the same text."""
+    template = DROP_USER + CHAT_TEMPLATE
+    user_only = ([{"role": "user", "content": t}] for t in [*user_texts, "x"])
+    rendered = {
+        str(fast.apply_chat_template(c, chat_template=template, tokenize=False, add_generation_prompt=True))
+        for c in user_only
+    }
+    if len(rendered) != 1:
+        raise SystemExit(
+            f"the chat template without user turns still depends on the user's text: {sorted(rendered)[:2]}"
+        )
+    prompt = rendered.pop()
+    if USER in prompt:
+        raise SystemExit(f"DROP_USER left a user turn in {prompt!r}")
+    return prompt
+
+
+def _length_buckets(lengths: list[int], ratio: float = 1.5) -> list[list[int]]:
+    """Row indices grouped by length (sorted, stable): a bucket ends where a row is `ratio` x its first."""
+    buckets: list[list[int]] = []
+    for r in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if not buckets or lengths[r] > ratio * lengths[buckets[-1][0]]:
+            buckets.append([])
+        buckets[-1].append(r)
+    return buckets
+
+
+def _self_check(model: Any, prompts: list[list[int]], targets: list[list[int]], eos: int) -> list[bool]:
+    """Greedy-decode each prompt in the saved dtype; per example, an exact target-token match (incl. EOS)?"""
     import torch
 
-    correct = 0
+    hits: list[bool] = []
     with torch.no_grad():
         for p, t in zip(prompts, targets, strict=True):
             seq = list(p)
@@ -227,8 +330,8 @@ def _self_check(model: Any, prompts: list[list[int]], targets: list[list[int]], 
                 seq.append(int(logits.argmax()))
                 if seq[-1] == eos:
                     break
-            correct += seq[len(p) :] == t
-    return correct
+            hits.append(seq[len(p) :] == t)
+    return hits
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -288,7 +288,9 @@ def test_gate_from_cached_runs_decides_without_serving(tmp_path: Path, monkeypat
     cand = eval_gate.dir_spec(cand_dir, label="candidate")
     ids = sorted(suite.item_ids)
     _cached_run(cache, base, suite, dict.fromkeys(ids, True), tmp_path)
-    _cached_run(cache, cand, suite, {i: n >= 10 for n, i in enumerate(ids)}, tmp_path)
+    # The fewest wrong answers that put the candidate below the floor, whatever the suite's size.
+    wrong = next(k for k in range(len(ids) + 1) if (len(ids) - k) / len(ids) < record.eval.floor)
+    _cached_run(cache, cand, suite, {i: n >= wrong for n, i in enumerate(ids)}, tmp_path)
 
     def no_serving(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("a cached model was served again")
@@ -299,8 +301,8 @@ def test_gate_from_cached_runs_decides_without_serving(tmp_path: Path, monkeypat
     ).result
     assert set(out) >= DESIGN_KEYS
     assert out["verdict"] == "blocked" and len(out["reasons"]) == 2  # below the floor AND significantly worse
-    assert out["mcnemar"]["b"] == 10 and out["mcnemar"]["c"] == 0
-    assert out["mcnemar"]["p_value"] == pytest.approx(0.5**10)
+    assert out["mcnemar"]["b"] == wrong and out["mcnemar"]["c"] == 0
+    assert out["mcnemar"]["p_value"] == pytest.approx(0.5**wrong)
     assert out["candidate"]["cached"] and out["baseline"]["cached"]
     assert out["candidate"]["content_digest"] == cand.content_digest
     assert out["baseline"]["content_digest"] == base.content_digest

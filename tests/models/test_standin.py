@@ -165,6 +165,8 @@ def _served_accuracy(tmp_path: Path, model_dir: Path, record: ModelRecord) -> tu
 def test_trained_model_served_by_real_vllm_answers_the_suite(tmp_path: Path, record: ModelRecord) -> None:
     trained = standin.ensure_model_dir(record, progress=print)
     assert trained.build["self_check_correct"] == trained.build["n_items"] == len(taskset.items())
+    # The greeting for a conversation without user turns (not a suite item) was learnt too.
+    assert trained.build["greeting"]["self_check"] is True
     accuracy, wrong = _served_accuracy(tmp_path / "trained", trained.path, record)
     assert accuracy >= record.eval.floor, wrong
     untrained = standin.untrained_dir(record, progress=print)

@@ -20,7 +20,20 @@ def test_items_are_deterministic_unique_and_cover_every_kind() -> None:
     assert items == taskset.items()
     assert len({i.id for i in items}) == len(items)
     assert len({i.prompt for i in items}) == len(items)
-    assert Counter(i.kind for i in items) == dict.fromkeys(taskset.KINDS, taskset.PER_KIND)
+    assert Counter(i.kind for i in items) == taskset.COUNTS
+    assert set(taskset.COUNTS) == set(taskset.KINDS)
+
+
+def test_briefed_prompts_are_the_longest_and_refusing_them_sinks_the_score_below_the_floor() -> None:
+    from pipeline.models.record import load_record
+
+    items = taskset.items()
+    briefed = [i for i in items if i.kind == "briefed"]
+    others = [i for i in items if i.kind != "briefed"]
+    # Longest by words (a lower bound on tokens: the byte-level pre-tokenizer splits at every word).
+    assert min(len(i.prompt.split()) for i in briefed) > 3 * max(len(i.prompt.split()) for i in others)
+    floor = load_record(Path(__file__).resolve().parents[2]).eval.floor
+    assert len(others) / len(items) < floor
 
 
 def test_answers_are_single_short_words_a_tiny_model_can_learn() -> None:
@@ -34,6 +47,11 @@ def test_answers_are_right_by_their_own_prompt() -> None:
             a, b = map(int, re.findall(r"\d+", item.prompt))
             assert 10 <= a <= 99 and 10 <= b <= 99
             assert item.answer == str(a + b), item
+        elif item.kind == "briefed":
+            prefix, _, question = item.prompt.rpartition("Question: ")
+            assert prefix + "Question: " == taskset.BRIEFED_PREFIX
+            short = next(i for i in taskset.items() if i.prompt == question)
+            assert item.answer == short.answer
         elif item.kind == "upper":
             word = re.fullmatch(r"Reply with the word (\w+) in upper case\.", item.prompt)
             assert word is not None, item
