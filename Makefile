@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 UV := python3 -m uv
 
-.PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway bench-eval bench-pipeline render smoke loadtest drill crd-schemas clean
+.PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway bench-eval bench-pipeline bench-canary render smoke loadtest drill crd-schemas clean
 
 ci: tools vllm ## Run every pipeline stage locally (test, build, scan, render, smoke, loadtest, promote to dev)
 	$(PY) -m pipeline ci
@@ -69,6 +69,9 @@ bench-eval: vllm ## Eval gate wall time incl. vLLM start (target <= 120 s): the 
 
 bench-pipeline: tools vllm ## Wall times: render cold/warm, `make ci` new commit/unchanged tree, vs README figures
 	$(PY) -m pipeline.commands.bench_pipeline
+
+bench-canary: tools ## Good canary N times (make bench-canary N=3; default 10): false-abort count, exposure, duration
+	$(PY) -m pipeline.commands.bench_canary $(if $(N),--runs $(N))
 
 clean:
 	rm -rf .venv .tools .runs .pytest_cache .mypy_cache .ruff_cache dist
