@@ -55,3 +55,14 @@ def run_render(tmp_path: Path, crd_schemas: Path) -> RenderFn:
 
 def failure_text(result: StageResult) -> str:
     return "\n".join(f"[{c.name}] {c.detail}" for c in result.failures())
+
+
+# The checks a test about other checks leaves out (they take most of render's time).
+FAST = frozenset({"trivy", "promtool"})
+
+
+def edit(path: Path, old: str, new: str, count: int = 1) -> None:
+    """Replace `old` (which must be there) `count` times in a file of the copy."""
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, count))

@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.result import Status
-from tests.render.conftest import RenderFn, failure_text
+from tests.render.conftest import RenderFn, edit, failure_text
 
 pytestmark = pytest.mark.slow
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1))
 
 
 def test_the_controller_s_rules_are_tested_and_its_policies_checked(
@@ -33,7 +27,7 @@ def test_the_controller_s_rules_are_tested_and_its_policies_checked(
 
 
 def test_a_broken_controller_alert_fails_its_promtool_case(repo_copy: Path, run_render: RenderFn) -> None:
-    _edit(
+    edit(
         repo_copy / "charts/rollback-controller/templates/prometheusrule-controller.yaml",
         'outcome="error"',
         'outcome="failed"',
@@ -45,7 +39,7 @@ def test_a_broken_controller_alert_fails_its_promtool_case(repo_copy: Path, run_
 
 
 def test_an_instance_selector_and_a_missing_runbook_fail(repo_copy: Path, run_render: RenderFn) -> None:
-    _edit(
+    edit(
         repo_copy / "charts/rollback-controller/templates/servicemonitor-controller.yaml",
         '{{- include "rollback-controller.ownedSelectorLabels" . | nindent 6 }}',
         '{{- include "rollback-controller.selectorLabels" . | nindent 6 }}',

@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.result import Status
-from tests.render.conftest import RenderFn, failure_text
+from tests.render.conftest import FAST, RenderFn, edit, failure_text
 
 pytestmark = pytest.mark.slow
-
-FAST = frozenset({"trivy", "promtool"})
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1))
 
 
 def test_rollout_checks_pass_for_every_env(repo_copy: Path, run_render: RenderFn) -> None:
@@ -33,7 +25,7 @@ def test_rollout_checks_pass_for_every_env(repo_copy: Path, run_render: RenderFn
 
 
 def test_condition_not_of_the_allowed_form_is_refused(repo_copy: Path, run_render: RenderFn) -> None:
-    _edit(
+    edit(
         repo_copy / "charts/llm-service/values.yaml",
         "        successCondition: result[0] <= 1.5\n",
         "        successCondition: result[0] <= 1.5 || isNaN(result[0])\n",
@@ -47,7 +39,7 @@ def test_condition_not_of_the_allowed_form_is_refused(repo_copy: Path, run_rende
 
 
 def test_gateway_api_canary_beyond_the_surge_budget_is_refused(repo_copy: Path, run_render: RenderFn) -> None:
-    _edit(
+    edit(
         repo_copy / "environments/prod/values.yaml",
         "rollout:\n  enabled: true\n",
         "rollout:\n  enabled: true\n  surge: 1\n",
@@ -59,7 +51,7 @@ def test_gateway_api_canary_beyond_the_surge_budget_is_refused(repo_copy: Path, 
 
 
 def test_invalid_rollout_field_fails_the_crd_schema(repo_copy: Path, run_render: RenderFn) -> None:
-    _edit(
+    edit(
         repo_copy / "charts/llm-service/templates/rollout-llm.yaml",
         "      maxSurge: {{ $r.surge }}\n",
         "      maxSurge: {{ $r.surge }}\n      maxSurges: 1\n",

@@ -8,22 +8,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.result import Status
-from tests.render.conftest import RenderFn, failure_text
+from tests.render.conftest import FAST, RenderFn, edit, failure_text
 
 pytestmark = pytest.mark.slow
-
-FAST = frozenset({"trivy", "promtool"})
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1))
 
 
 def test_servicemonitor_selecting_on_the_instance_label_fails(repo_copy: Path, run_render: RenderFn) -> None:
     """The selector the chart had before: its Service carries instance=llm-service-<env> under label tracking."""
-    _edit(
+    edit(
         repo_copy / "charts/llm-service/templates/servicemonitor-gateway.yaml",
         '{{- include "llm-service.ownedSelectorLabels" . | nindent 6 }}',
         '{{- include "llm-service.selectorLabels" . | nindent 6 }}',
@@ -40,7 +32,7 @@ def test_servicemonitor_selecting_on_the_instance_label_fails(repo_copy: Path, r
 
 def test_https_argocd_server_without_a_ca_decision_fails(repo_copy: Path, run_render: RenderFn) -> None:
     values = repo_copy / "environments/argocd/rollback-controller-values.yaml"
-    _edit(values, "    caConfigMap:\n      name: argocd-server-ca\n", "    insecure: false\n")
+    edit(values, "    caConfigMap:\n      name: argocd-server-ca\n", "    insecure: false\n")
     result = run_render(repo_copy, ["dev"], skip=FAST)
     assert result.status is Status.FAILED
     text = failure_text(result)
@@ -56,7 +48,7 @@ def test_https_argocd_server_without_a_ca_decision_fails(repo_copy: Path, run_re
 
 def test_insecure_opt_out_renders(repo_copy: Path, run_render: RenderFn, tmp_path: Path) -> None:
     values = repo_copy / "environments/argocd/rollback-controller-values.yaml"
-    _edit(values, "    caConfigMap:\n      name: argocd-server-ca\n", "    insecure: true\n")
+    edit(values, "    caConfigMap:\n      name: argocd-server-ca\n", "    insecure: true\n")
     result = run_render(repo_copy, ["dev"], skip=FAST)
     assert result.status is Status.PASSED, failure_text(result)
     manifests = (tmp_path / "out" / "rollback-controller" / "manifests.yaml").read_text()
