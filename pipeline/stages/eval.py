@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.artifacts.release_pod import PodImages
 from pipeline.core.cache import Extra
 from pipeline.core.context import RunContext
 from pipeline.core.environments import env_names
@@ -50,8 +51,14 @@ class EvalOptions:
     candidate: str | None = None  # DIR or REF; None = the record's stand-in
     baseline: str | None = None  # DIR or REF; None = what `env` runs
     env: str | None = None  # None = the first env
+    # The GitOps remote the env's pins are read from (None = $PIPELINE_GITOPS_REPO or the local one).
+    gitops_repo: str | None = None
     no_cache: bool = False
     timeout: float = vllm_cpu.DEFAULT_READY_TIMEOUT
+    # In `ci`, after build pushed the images: each model is served as the env's pod (release_pod) from
+    # these images with `release`'s pins (the build's Release as JSON) holding that model's artifact.
+    pod: PodImages | None = None
+    release: dict[str, Any] | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     base = parser.add_mutually_exclusive_group()
     base.add_argument("--baseline", metavar="DIR|REF", help="compare against this model instead of the env's")
     base.add_argument("--env", choices=env_names(), help="compare against the model this env runs (default: first)")
+    parser.add_argument(
+        "--gitops-repo",
+        metavar="URL",
+        help="GitOps remote whose pins name the env's model (default: $PIPELINE_GITOPS_REPO or the local one)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="serve both models again; ignore cached runs")
     parser.add_argument(
         "--timeout",
@@ -80,6 +92,7 @@ def run_from_args(args: argparse.Namespace, ctx: RunContext) -> StageResult:
             candidate=args.candidate,
             baseline=args.baseline,
             env=args.env,
+            gitops_repo=args.gitops_repo,
             no_cache=args.no_cache,
             timeout=args.timeout,
         ),
@@ -96,11 +109,11 @@ def cache_extra(opts: object, root: Path) -> Extra:
         paths.append(str(Path(cand).resolve()))
     facts: dict[str, Any] = {}
     if not getattr(opts, "baseline", None):
-        facts["baseline_pins"] = _remote_pins(root)
+        facts["baseline_pins"] = _remote_pins(root, getattr(opts, "gitops_repo", None))
     return Extra(paths=tuple(paths), facts=facts)
 
 
-def _remote_pins(root: Path) -> str:
+def _remote_pins(root: Path, url: str | None = None) -> str:
     """Identity of what the baseline's remote pins: its main's commit (`git ls-remote`, local or URL; any
     promotion moves it, which re-judges conservatively); the tree's environments/ when no remote exists yet
     (`remote_for_reading` then seeds one from them); "unreadable" lets the stage run and say why."""
@@ -108,7 +121,7 @@ def _remote_pins(root: Path) -> str:
 
     from pipeline.gitops.repo import ENV_VAR
 
-    remote = os.environ.get(ENV_VAR) or ""
+    remote = url or os.environ.get(ENV_VAR) or ""
     default = root / ".gitops" / "gitops.git"
     if not remote and not (default / "HEAD").exists():
         envs = sorted((root / "environments").glob("*/release.yaml"))
@@ -127,11 +140,23 @@ def _remote_pins(root: Path) -> str:
 
 
 def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> EvalOptions:
-    """In `ci`: the model build packaged (pulled by digest), else the stand-in; baseline = the first env's."""
+    """In `ci`: the model build packaged, else the stand-in; baseline = the first env's. With the images
+    pushed too, both models are served as the env's pod from them (the chart's model-fetch pulls each)."""
     build = upstream.get("build")
     artifact = (build.evidence.get("model_artifact") or {}) if build is not None else {}
     ref = artifact.get("ref") if isinstance(artifact, dict) else None
-    return EvalOptions(candidate=str(ref) if ref else None)
+    if not ref:
+        return EvalOptions()
+    assert build is not None
+    images = build.evidence.get("images") or {}
+    refs = {n: (images.get(n) or {}).get("ref") for n in ("gateway", "vllm-cpu")}
+    release = build.evidence.get("release")
+    if refs["gateway"] and refs["vllm-cpu"] and isinstance(release, dict):
+        from pipeline.stages.smoke import pod_images
+
+        pod = pod_images(str(refs["gateway"]), str(refs["vllm-cpu"]), "vllm-cpu")
+        return EvalOptions(candidate=str(ref), pod=pod, release=release)
+    return EvalOptions(candidate=str(ref))
 
 
 def _pull(ref: str, out: Path, expected: str | None, label: str) -> eval_gate.ModelSpec:
@@ -147,7 +172,7 @@ def _pull(ref: str, out: Path, expected: str | None, label: str) -> eval_gate.Mo
     spec = eval_gate.dir_spec(out, label=label)
     if spec.content_digest != digest:
         raise eval_gate.EvalSetupError(f"{ref}: pulled content {spec.content_digest} != the artifact's {digest}")
-    return eval_gate.ModelSpec(path=out, content_digest=digest, source=ref, label=label)
+    return eval_gate.ModelSpec(path=out, content_digest=digest, source=ref, label=label, artifact=ref)
 
 
 def _resolve(value: str, work: Path, label: str, ctx: RunContext) -> eval_gate.ModelSpec:
@@ -161,7 +186,9 @@ def _resolve(value: str, work: Path, label: str, ctx: RunContext) -> eval_gate.M
     raise UsageError(f"--{label} {value!r} is neither a model directory nor an artifact reference (host/name@sha256:…)")
 
 
-def _env_baseline(env: str, work: Path, ctx: RunContext) -> tuple[eval_gate.ModelSpec | None, str]:
+def _env_baseline(
+    env: str, work: Path, ctx: RunContext, gitops_repo: str | None = None
+) -> tuple[eval_gate.ModelSpec | None, str]:
     """The model `env` runs (its release's artifact pins in the GitOps repo promotion reads), or None
     when it pins no artifact yet."""
     from pipeline.gitops import promotion as pm
@@ -170,7 +197,7 @@ def _env_baseline(env: str, work: Path, ctx: RunContext) -> tuple[eval_gate.Mode
 
     # The GitOps remote ($PIPELINE_GITOPS_REPO or the local one), not the tree's copy: the promotion
     # compares the eval's baseline with what the remote pins.
-    remote = pm.remote_for_reading(None, ctx.repo_root, ctx.run_dir)
+    remote = pm.remote_for_reading(gitops_repo, ctx.repo_root, ctx.run_dir)
     repo = GitOpsRepo(remote, work_dir_for(ctx.run_dir / "work"))
     path = f"{safe_url(remote)}:environments/{env}/release.yaml"
     try:
@@ -195,19 +222,39 @@ def _stand_in(ctx: RunContext) -> eval_gate.ModelSpec:
     )
 
 
+def _server(opts: EvalOptions, ctx: RunContext, evidence: dict[str, Any]) -> eval_gate.ModelServer | None:
+    """The env's pod when `opts.pod` (and an engine that plays pods), else processes (None); recorded."""
+    if opts.pod is None or opts.release is None:
+        evidence["served_by"] = "processes (vLLM CPU venv + the gateway from the working tree)"
+        return None
+    from pipeline.gitops.release import Release
+    from pipeline.models.eval_pod import PodServer
+    from pipeline.runtime import engine as engines
+
+    status = engines.current()
+    if status.engine is None or not status.engine.can_play_pods:
+        why = f"models served as processes, not the env's pod: no engine that plays pods ({status.reason})"
+        evidence["served_by"], evidence["substitutions"] = "processes", [why]
+        return None
+    env = opts.env or env_names()[0]
+    evidence["served_by"] = f"the {env} chart's pod (images {opts.pod.gateway}, {opts.pod.vllm})"
+    return PodServer(ctx.repo_root, env, opts.pod, Release.model_validate(opts.release), status.engine)
+
+
 def run(opts: EvalOptions, ctx: RunContext) -> StageResult:
     checks: list[Check] = []
     evidence: dict[str, Any] = {}
     work = ctx.stage_dir(NAME)
     with Timer() as t:
         try:
+            server = _server(opts, ctx, evidence)
             record = load_record(ctx.repo_root)
             candidate = _resolve(opts.candidate, work, "candidate", ctx) if opts.candidate else _stand_in(ctx)
             if opts.baseline:
                 baseline: eval_gate.ModelSpec | None = _resolve(opts.baseline, work, "baseline", ctx)
                 why = f"baseline: {opts.baseline}"
             else:
-                baseline, why = _env_baseline(opts.env or env_names()[0], work, ctx)
+                baseline, why = _env_baseline(opts.env or env_names()[0], work, ctx, opts.gitops_repo)
             ctx.progress(why)
             outcome = eval_gate.run_gate(
                 candidate,
@@ -219,6 +266,7 @@ def run(opts: EvalOptions, ctx: RunContext) -> StageResult:
                 reuse_baseline=not opts.no_cache,
                 timeout=opts.timeout,
                 progress=ctx.progress,
+                server=server,
             )
         except (eval_gate.EvalSetupError, ModelRecordError, ValueError) as exc:
             check = Check(name="eval", status=Status.FAILED, detail=str(exc)[-3000:])

@@ -75,6 +75,9 @@ class SmokeOptions:
     env: str = field(default_factory=lambda: env_names()[0])
     # Why the working tree's processes run instead of the pod (recorded as a substitution).
     fallback: str | None = None
+    # With `pod`: release values rendered in place of the env's release.yaml (ci: the build's release,
+    # so the pod's model-fetch pulls the model artifact build just pushed).
+    pins: dict[str, Any] | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +141,13 @@ def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> SmokeOption
     images = (build.evidence.get("images") or {}) if build is not None else {}
     refs = {n: (images.get(n) or {}).get("ref") for n in ("gateway", "vllm-cpu")}
     if refs["gateway"] and refs["vllm-cpu"]:
-        return SmokeOptions(pod=pod_images(refs["gateway"], refs["vllm-cpu"], "vllm-cpu"))
+        from pipeline.gitops.release import release_of
+
+        assert build is not None
+        release = release_of(build)
+        # The release's model artifact when build pushed one (else the tiny local model is mounted).
+        pins = release.to_values() if release is not None and release.model_artifact else None
+        return SmokeOptions(pod=pod_images(refs["gateway"], refs["vllm-cpu"], "vllm-cpu"), pins=pins)
     why = "build pushed no gateway + vllm-cpu images"
     if build is not None:
         skipped = [c.detail for c in build.checks if c.name == "image gateway" and c.status is Status.SKIPPED]
@@ -337,7 +346,7 @@ def _run_pod(opts: SmokeOptions, ctx: RunContext) -> StageResult:
         try:
             if status.engine is None or not status.engine.can_play_pods:
                 raise PodFailed(f"no engine that plays pods: {status.reason}")
-            model_dir = vllm_cpu.ensure_tiny_model(ctx.progress)
+            model_dir = None if opts.pins else vllm_cpu.ensure_tiny_model(ctx.progress)
             with release_pod(
                 ctx.repo_root,
                 opts.env,
@@ -347,6 +356,7 @@ def _run_pod(opts: SmokeOptions, ctx: RunContext) -> StageResult:
                 model_dir=model_dir,
                 timeout=opts.timeout,
                 progress=ctx.progress,
+                pins=opts.pins,
             ) as pod:
                 evidence["pod"] = pod.evidence
                 checks.append(
@@ -383,7 +393,12 @@ def _run_pod(opts: SmokeOptions, ctx: RunContext) -> StageResult:
         "env": opts.env,
         **digests,
         "gateway": opts.pod.gateway,
-        "model_server": f"{opts.pod.vllm} (vllm-cpu image, tiny local model)",
+        "model_server": f"{opts.pod.vllm} (vllm-cpu image, "
+        + (
+            f"model artifact {artifact})"
+            if (artifact := (evidence.get("pod") or {}).get("model_artifact"))
+            else "tiny local model)"
+        ),
         "pod_spec_digest": (evidence.get("pod") or {}).get("pod_spec_digest"),
     }
     numbers = {k: v for c in checks for k, v in c.numbers.items() if k in ("ttft_ms", "ready_s")}

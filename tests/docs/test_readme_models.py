@@ -17,6 +17,7 @@ sockets under it), the acting identity.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -155,6 +156,15 @@ def test_shipping_a_new_model(tmp_path: Path) -> None:
     candidate = content_digest(work / ".runs" / "candidate-model")
     assert candidate != previous.model_content_digest
     assert re.search(r'"verdict":\s*"pass"', output_of(res.stdout, "python -m pipeline eval")), res.stdout[-4000:]
+    # make ci served the new artifact as the chart's pod: smoke through its model-fetch, eval's candidate too.
+    runs = tmp_path / "runs"
+    evals = [json.loads(p.read_text())["evidence"] for p in runs.glob("*/eval.json")]
+    in_ci = [e for e in evals if "pod" in str(e.get("served_by"))]
+    assert len(in_ci) == 1, [e.get("served_by") for e in evals]
+    cand = in_ci[0]["eval"]["candidate"]
+    assert cand["served_by"]["kind"] == "pod" and cand["content_digest"] == candidate, cand
+    smokes = [json.loads(p.read_text())["evidence"] for p in runs.glob("*/smoke.json")]
+    assert any((s.get("pod") or {}).get("model_artifact") == cand["served_by"]["model_artifact"] for s in smokes)
 
     # dev, then staging, moved to the new model with the earlier release's images, digest for digest.
     dev = Release.from_values(values(remote, "main", DEV))

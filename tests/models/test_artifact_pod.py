@@ -135,3 +135,39 @@ def test_tampered_artifact_fails_the_init_container_and_the_pod(
     assert "init container model-fetch" in message
     assert "files differ from MANIFEST.sha256" in message and "model.safetensors" in message
     assert podman.run(["pod", "exists", prepared.local.pod_name]).returncode != 0  # torn down
+
+
+def test_eval_serves_the_artifact_as_the_chart_pod(built: StageResult, podman: engine.Engine, tmp_path: Path) -> None:
+    """The eval gate as `ci` runs it: the artifact served as the env's pod (model-fetch by digest, the eval's
+    serving arguments), the suite through the pod's gateway. A/A: the baseline is the same artifact, so its
+    run is the candidate's (same inputs digest) and the verdict passes with b = c = 0; no pod outlives it."""
+    from pipeline.core.cache import ResultCache
+    from pipeline.models import eval_gate
+    from pipeline.models.eval_pod import PodServer
+    from pipeline.models.record import load_record
+    from pipeline.stages.eval import _pull
+
+    rel = release_of(built)
+    assert rel is not None and rel.model_artifact is not None
+    spec = _pull(rel.model_artifact, tmp_path / "candidate-model", rel.model_content_digest, "candidate")
+    assert spec.artifact == rel.model_artifact
+    server = PodServer(REPO, ENV, _images(built), rel, podman)
+    outcome = eval_gate.run_gate(
+        spec,
+        spec,
+        record=load_record(REPO),
+        root=REPO,
+        work_dir=tmp_path / "eval",
+        cache=ResultCache(tmp_path / "cache"),
+        timeout=400,
+        server=server,
+    )
+    res = outcome.result
+    print({k: res[k] for k in ("verdict", "n_items", "seconds")}, res["candidate"]["vllm_ready_s"])
+    assert res["verdict"] == "pass" and res["mcnemar"]["b"] == res["mcnemar"]["c"] == 0
+    served_by = res["candidate"]["served_by"]
+    assert served_by["kind"] == "pod" and served_by["model_artifact"] == rel.model_artifact
+    assert any("eval's serving arguments" in s for s in served_by["substitutions"])
+    assert res["candidate"]["score"] >= 0.9 and not res["candidate"]["cached"] and res["baseline"]["cached"]
+    left = podman.run(["pod", "ps", "-q", "--filter", "name=llm-eval-"]).stdout.strip()
+    assert left == "", left
