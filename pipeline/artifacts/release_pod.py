@@ -372,6 +372,13 @@ def helm_template_with_pins(root: Path, env: str, pins: dict[str, Any], work_dir
     return proc.stdout
 
 
+def pod_images(gateway: str, vllm: str, kind: VllmKind) -> PodImages:
+    """Images by reference; the embedded registry on loopback is plain HTTP."""
+    from pipeline.runtime.registry import is_loopback
+
+    return PodImages(gateway=gateway, vllm=vllm, vllm_kind=kind, tls_verify=not is_loopback(gateway))
+
+
 class PinnedRelease(Protocol):
     """What pod_images_for reads of a release's pins (pipeline.gitops.release.Release)."""
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts.release_pod import PodImages, VllmServing, release_pod
-from pipeline.gitops.release import Release
 from pipeline.models.eval_gate import EvalSetupError, ModelSpec, Progress, Served, Serving
 from pipeline.runtime.engine import Engine
+
+Pins = Callable[[str, str], dict[str, Any]]
 
 
 def _rbac_yaml(model: str) -> str:
@@ -34,10 +35,11 @@ def _rbac_yaml(model: str) -> str:
 
 
 class PodServer:
-    """Serve each model as `env`'s pod: `release`'s pins with the model's artifact, the given images."""
+    """Serve each model as `env`'s pod from the given images; `pins(artifact, content_digest)` gives the
+    release values to render for a model (the stage's: the run's release with that model's pins)."""
 
-    def __init__(self, root: Path, env: str, images: PodImages, release: Release, engine: Engine) -> None:
-        self.root, self.env, self.images, self.release, self.engine = root, env, images, release, engine
+    def __init__(self, root: Path, env: str, images: PodImages, pins: Pins, engine: Engine) -> None:
+        self.root, self.env, self.images, self.pins, self.engine = root, env, images, pins, engine
         self._last: dict[str, Any] = {}
 
     def identity(self) -> dict[str, Any]:
@@ -52,21 +54,13 @@ class PodServer:
         return {"kind": "pod", "env": self.env, **self._last}
 
     def pins_for(self, spec: ModelSpec) -> dict[str, Any]:
-        """The run's release values with the model pins replaced by `spec`'s artifact."""
+        """The release values to render for `spec`: its artifact pinned by digest (a directory cannot be)."""
         if spec.artifact is None or "@" not in spec.artifact:
             raise EvalSetupError(
                 f"{spec.label or spec.source}: the chart's pod serves a model artifact pinned by digest; "
                 f"{spec.source} is a directory"
             )
-        repository, digest = spec.artifact.split("@", 1)
-        rel = self.release.model_copy(
-            update={
-                "model_repository": repository,
-                "model_digest": digest,
-                "model_content_digest": spec.content_digest,
-            }
-        )
-        return rel.to_values()
+        return self.pins(spec.artifact, spec.content_digest)
 
     @contextlib.contextmanager
     def serve(

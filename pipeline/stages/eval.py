@@ -22,16 +22,18 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts.release_pod import PodImages
+from pipeline.artifacts.release_pod import PodImages, pod_images
 from pipeline.core.cache import Extra
 from pipeline.core.context import RunContext
 from pipeline.core.environments import env_names
 from pipeline.core.exit_codes import UsageError
 from pipeline.core.result import Check, StageResult, Status, Timer
+from pipeline.gitops.release import Release
 from pipeline.models import eval_gate
 from pipeline.models.record import ModelRecordError, load_record
 from pipeline.runtime import vllm_cpu
@@ -152,8 +154,6 @@ def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> EvalOptions
     refs = {n: (images.get(n) or {}).get("ref") for n in ("gateway", "vllm-cpu")}
     release = build.evidence.get("release")
     if refs["gateway"] and refs["vllm-cpu"] and isinstance(release, dict):
-        from pipeline.stages.smoke import pod_images
-
         pod = pod_images(str(refs["gateway"]), str(refs["vllm-cpu"]), "vllm-cpu")
         return EvalOptions(candidate=str(ref), pod=pod, release=release)
     return EvalOptions(candidate=str(ref))
@@ -192,7 +192,6 @@ def _env_baseline(
     """The model `env` runs (its release's artifact pins in the GitOps repo promotion reads), or None
     when it pins no artifact yet."""
     from pipeline.gitops import promotion as pm
-    from pipeline.gitops.release import Release
     from pipeline.gitops.repo import GitOpsError, GitOpsRepo, safe_url, work_dir_for
 
     # The GitOps remote ($PIPELINE_GITOPS_REPO or the local one), not the tree's copy: the promotion
@@ -227,7 +226,6 @@ def _server(opts: EvalOptions, ctx: RunContext, evidence: dict[str, Any]) -> eva
     if opts.pod is None or opts.release is None:
         evidence["served_by"] = "processes (vLLM CPU venv + the gateway from the working tree)"
         return None
-    from pipeline.gitops.release import Release
     from pipeline.models.eval_pod import PodServer
     from pipeline.runtime import engine as engines
 
@@ -238,7 +236,18 @@ def _server(opts: EvalOptions, ctx: RunContext, evidence: dict[str, Any]) -> eva
         return None
     env = opts.env or env_names()[0]
     evidence["served_by"] = f"the {env} chart's pod (images {opts.pod.gateway}, {opts.pod.vllm})"
-    return PodServer(ctx.repo_root, env, opts.pod, Release.model_validate(opts.release), status.engine)
+    return PodServer(ctx.repo_root, env, opts.pod, release_pins(Release.model_validate(opts.release)), status.engine)
+
+
+def release_pins(release: Release) -> Callable[[str, str], dict[str, Any]]:
+    """(artifact, content digest) → the run's release values with the model pins replaced by that artifact's."""
+
+    def pins(artifact: str, content_digest: str) -> dict[str, Any]:
+        repository, digest = artifact.split("@", 1)
+        update = {"model_repository": repository, "model_digest": digest, "model_content_digest": content_digest}
+        return release.model_copy(update=update).to_values()
+
+    return pins
 
 
 def run(opts: EvalOptions, ctx: RunContext) -> StageResult:

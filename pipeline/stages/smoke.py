@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.artifacts.release_pod import PodImages
+from pipeline.artifacts.release_pod import PodImages, pod_images
 from pipeline.core.cache import Extra
 from pipeline.core.context import RunContext
 from pipeline.core.environments import env_names
@@ -126,13 +126,6 @@ def _digests_arg(text: str) -> dict[str, str]:
         return parse_subject_digests(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def pod_images(gateway: str, vllm: str, kind: Literal["vllm-cpu", "simulator"]) -> PodImages:
-    """Images by reference; the embedded registry on loopback is plain HTTP."""
-    from pipeline.runtime.registry import is_loopback
-
-    return PodImages(gateway=gateway, vllm=vllm, vllm_kind=kind, tls_verify=not is_loopback(gateway))
 
 
 def ci_options(upstream: dict[str, StageResult], ctx: RunContext) -> SmokeOptions:

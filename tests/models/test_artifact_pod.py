@@ -145,13 +145,13 @@ def test_eval_serves_the_artifact_as_the_chart_pod(built: StageResult, podman: e
     from pipeline.models import eval_gate
     from pipeline.models.eval_pod import PodServer
     from pipeline.models.record import load_record
-    from pipeline.stages.eval import _pull
+    from pipeline.stages.eval import _pull, release_pins
 
     rel = release_of(built)
     assert rel is not None and rel.model_artifact is not None
     spec = _pull(rel.model_artifact, tmp_path / "candidate-model", rel.model_content_digest, "candidate")
     assert spec.artifact == rel.model_artifact
-    server = PodServer(REPO, ENV, _images(built), rel, podman)
+    server = PodServer(REPO, ENV, _images(built), release_pins(rel), podman)
     outcome = eval_gate.run_gate(
         spec,
         spec,

@@ -79,7 +79,7 @@ def test_ci_gives_eval_its_own_gitops_repo(tmp_path: Path) -> None:
 
 
 def test_the_pod_pins_each_models_artifact_and_refuses_a_directory(tmp_path: Path) -> None:
-    server = PodServer(REPO, "dev", IMAGES, _release(), engine=None)  # type: ignore[arg-type]
+    server = PodServer(REPO, "dev", IMAGES, stage.release_pins(_release()), engine=None)  # type: ignore[arg-type]
     pins = server.pins_for(_spec(tmp_path))
     artifact = pins["vllm"]["model"]["artifact"]
     assert artifact == {
@@ -94,7 +94,7 @@ def test_the_pod_pins_each_models_artifact_and_refuses_a_directory(tmp_path: Pat
 
 def test_the_run_release_renders_in_place_of_the_envs_pins(tmp_path: Path) -> None:
     """Real helm: the env's values delta stays, its release.yaml is replaced by the given pins."""
-    server = PodServer(REPO, "dev", IMAGES, _release(), engine=None)  # type: ignore[arg-type]
+    server = PodServer(REPO, "dev", IMAGES, stage.release_pins(_release()), engine=None)  # type: ignore[arg-type]
     rendered = release_pod.helm_template_with_pins(REPO, "dev", server.pins_for(_spec(tmp_path)), tmp_path)
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     dep = next(d for d in docs if d["kind"] in ("Deployment", "Rollout"))
@@ -108,7 +108,7 @@ def test_the_run_release_renders_in_place_of_the_envs_pins(tmp_path: Path) -> No
 
 
 def test_the_eval_serving_arguments_reach_vllm_with_the_template_mounted(tmp_path: Path) -> None:
-    server = PodServer(REPO, "dev", IMAGES, _release(), engine=None)  # type: ignore[arg-type]
+    server = PodServer(REPO, "dev", IMAGES, stage.release_pins(_release()), engine=None)  # type: ignore[arg-type]
     rendered = release_pod.helm_template_with_pins(REPO, "dev", server.pins_for(_spec(tmp_path)), tmp_path)
     template = tmp_path / "drop-user.jinja"
     template.write_text("{{ messages[0].role }}")
@@ -137,7 +137,7 @@ def test_pod_runs_are_cached_apart_from_process_runs(tmp_path: Path) -> None:
     serving = eval_gate.Serving("m", "bfloat16", 128, None, None)
     versions = {"vllm": "0.32.0", "lm_eval": "0.4.13"}
     spec = _spec(tmp_path)
-    server = PodServer(REPO, "dev", IMAGES, _release(), engine=None)  # type: ignore[arg-type]
+    server = PodServer(REPO, "dev", IMAGES, stage.release_pins(_release()), engine=None)  # type: ignore[arg-type]
     process = eval_gate.run_key(spec, serving, suite, versions, eval_gate.ProcessServer().identity())
     pod = eval_gate.run_key(spec, serving, suite, versions, server.identity())
     assert process != pod
@@ -146,7 +146,7 @@ def test_pod_runs_are_cached_apart_from_process_runs(tmp_path: Path) -> None:
         REPO,
         "dev",
         release_pod.PodImages(IMAGES.gateway.replace("a", "c"), IMAGES.vllm.replace("a", "c"), "vllm-cpu"),
-        _release(),
+        stage.release_pins(_release()),
         engine=None,  # type: ignore[arg-type]
     )
     assert eval_gate.run_key(spec, serving, suite, versions, other.identity()) == pod
