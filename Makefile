@@ -12,7 +12,7 @@ ci: tools vllm ## Run every pipeline stage locally (test, build, scan, render, s
 
 test: tools vllm lint ## The whole test suite: lint, types, unit and slow end-to-end tests
 	$(PY) -m pytest -q -n auto -m "not slow"
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow --durations=30
 
 test-fast: venv ## Unit tests only (no slow end-to-end tests)
 	$(PY) -m pytest -q -n auto -m "not slow"
