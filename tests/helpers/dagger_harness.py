@@ -4,10 +4,11 @@ The SDK builds every Dagger object lazily: a chain of GraphQL field selections t
 engine only when a leaf is awaited. This harness uses the SDK's own registration
 (`Module._typedefs()`) and invocation (`Module.get_structured_result()`, which converts raw JSON
 inputs the way the engine hands them over) and fakes only the awaited leaves: `Container.exit_code`,
-`Container.sync`, `Container.publish`, `File.contents` (answered from this checkout; a run directory's
-`exit-code` file with `Harness.exit_code`) and `Module.id`. Each faked leaf records the chain it was
-called on, so a test asserts on what the function would send to the engine: the containers, their
-order of steps, services, secrets and cache policies.
+`Container.sync`, `Container.publish`, `Container.stdout` (answered by the test's `Harness.stdout_of`, given
+the chain; like the engine, an error without an exec, and an unanswered one fails the call), `File.contents`
+(answered from this checkout; a run directory's `exit-code` file with `Harness.exit_code`) and `Module.id`.
+Each faked leaf records the chain it was called on, so a test asserts on what the function would send to
+the engine: the containers, their order of steps, services, secrets and cache policies.
 
 As strict as the engine where it can be here: every `dockerBuild` anywhere in what a call sent must name
 a stage of that Dockerfile (`FROM … AS <stage>`; BuildKit fails a build whose target is none), else the
@@ -25,7 +26,7 @@ import hashlib
 import importlib
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def chain(obj: Any) -> list[Call]:
 class Leaf:
     """An awaited call that would reach the engine, with the chain of the object it was called on."""
 
-    kind: str  # report | exit_code | sync | publish | contents | module_id
+    kind: str  # report | exit_code | sync | publish | stdout | contents | module_id
     chain: list[Call]
     arg: Any = None
 
@@ -204,6 +205,8 @@ class Harness:
         self.leaves: list[Leaf] = []
         self.module_ids: list[Any] = []
         self.exit_code = 0  # what a run directory's exit-code file says
+        # What a container's `stdout()` returns, given its chain (None: no test expects one; the call fails).
+        self.stdout_of: Callable[[list[Call]], str] | None = None
         leaves = self.leaves
 
         async def exit_code(ctr: Any) -> int:
@@ -217,6 +220,16 @@ class Harness:
         async def publish(ctr: Any, address: str, **_: Any) -> str:
             leaves.append(Leaf("publish", chain(ctr), address))
             return f"{address.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(address.encode()).hexdigest()}"
+
+        async def stdout(ctr: Any) -> str:
+            calls = chain(ctr)
+            # The SDK's Container.stdout: "Returns an error if no command was executed".
+            assert any(c.name == "withExec" for c in calls), f"stdout() of a container with no exec: {names(calls)}"
+            leaves.append(Leaf("stdout", calls))
+            if self.stdout_of is None:
+                last = [c.args["args"] for c in calls if c.name == "withExec"][-1]
+                raise AssertionError(f"stdout() of {last}: the test gives no Harness.stdout_of")
+            return self.stdout_of(calls)
 
         async def contents(file: Any, **_: Any) -> str:
             calls = chain(file)
@@ -235,6 +248,7 @@ class Harness:
         monkeypatch.setattr(dagger.Container, "exit_code", exit_code)
         monkeypatch.setattr(dagger.Container, "sync", sync)
         monkeypatch.setattr(dagger.Container, "publish", publish)
+        monkeypatch.setattr(dagger.Container, "stdout", stdout)
         monkeypatch.setattr(dagger.File, "contents", contents)
         monkeypatch.setattr(dagger.Module, "id", module_id)
         self.module = importlib.import_module("pipeline_dagger.main").Pipeline.__dagger_module__

@@ -1,17 +1,21 @@
 """`dagger call eval`: the model gate as a Dagger function, driven through the SDK offline (dagger_harness).
 
-Its options are the CLI verb's (`eval [--candidate DIR|REF] [--baseline DIR|REF | --env ENV]`, checked with
-every other verb in test_dagger_module.py); here: what the function sends to the engine. A REF is pulled
-by the engine (the artifact's /model directory), a host directory is mounted as given; either reaches the
+Its options are the CLI verb's (`eval [--candidate DIR|REF] [--baseline DIR|REF | --env ENV] [--gitops-repo URL]`,
+checked with every other verb in test_dagger_module.py); here: what the function sends to the engine. A REF is
+pulled by the engine (the artifact's /model directory), a host directory is mounted as given; either reaches the
 stage as a path. Without a baseline, the model the env pins (release.yaml as the product writes it) is
-pulled by the engine too: the function's container has no engine for the stage's own pull. The stage runs
-in a container prepared for vLLM's CPU build exactly like smoke's.
+pulled by the engine too: the function's container has no engine for the stage's own pull. With `gitops_repo`
+those pins are the remote's main, read by git in a container (a real bare repository here, the exact exec
+run with the real git); without, the source tree's copy. The stage runs in a container prepared for vLLM's
+CPU build exactly like smoke's.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -21,12 +25,13 @@ import pytest
 
 from pipeline.gitops.promotion import pin_updates
 from pipeline.gitops.release import Release
-from pipeline.gitops.repo import edit_yaml
-from tests.helpers.dagger_harness import MODULE_SRC, Call, Harness, chain, env, names
+from pipeline.gitops.repo import BRANCH, GitOpsRepo, Message, edit_yaml, ensure_local_remote
+from tests.helpers.dagger_harness import MODULE_SRC, Call, Harness, chain, env, names, secret_id
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_REF = "registry.example.com/llm/model@sha256:" + "d" * 64
 BASE_REF = "registry.example.com/llm/model@sha256:" + "e" * 64
+NEXT_REF = "registry.example.com/llm/model@sha256:" + "c" * 64
 
 
 @pytest.fixture
@@ -110,7 +115,7 @@ def release_yaml(rel: Release, tmp_path: Path) -> str:
     return path.read_text()
 
 
-def pinned_release() -> Release:
+def pinned_release(model_ref: str = BASE_REF) -> Release:
     digest = "sha256:" + "f" * 64
     return Release(
         id="0.2.0+gabcdef0",
@@ -120,7 +125,7 @@ def pinned_release() -> Release:
         vllm_digest=digest,
         model_revision="r2",
         model_repository="registry.example.com/llm/model",
-        model_digest=BASE_REF.split("@", 1)[1],
+        model_digest=model_ref.split("@", 1)[1],
         model_content_digest="sha256:" + "9" * 64,
     )
 
@@ -208,3 +213,183 @@ def test_bad_model_arguments_are_refused_before_anything_runs(
     with pytest.raises(Exception, match=message):
         harness.call("eval", **inputs)
     assert not harness.leaves
+
+
+# -- the env's pins on the GitOps remote (`gitops_repo`) -----------------------------------------
+
+
+@pytest.fixture
+def eval_inputs() -> Iterator[ModuleType]:
+    import sys
+
+    sys.path.insert(0, str(MODULE_SRC))
+    try:
+        yield importlib.import_module("pipeline_dagger.eval_inputs")
+    finally:
+        sys.path.remove(str(MODULE_SRC))
+
+
+@pytest.fixture
+def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Real git with nothing of the host's configuration (no global/system config, HOME and TMPDIR in tmp_path):
+    for this process (the product's git helpers) and for the read the function execs (returned)."""
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_SSH_COMMAND", "PIPELINE_GITOPS_REPO"):
+        monkeypatch.delenv(name, raising=False)
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    isolated = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(home), "TMPDIR": str(tmp)}
+    for key, value in isolated.items():
+        monkeypatch.setenv(key, value)
+    return dict(os.environ)
+
+
+def promote_model(remote: Path, work: Path, env_name: str, model_ref: str) -> str:
+    """Commit `model_ref` as `env_name`'s model to the remote's main as a promotion does (its pin_updates, the
+    round-trip editor, GitOpsRepo.transact); returns the file as pushed."""
+    repo = GitOpsRepo(str(remote), work)
+    rel_path = f"environments/{env_name}/release.yaml"
+
+    def mutate(r: GitOpsRepo) -> Message:
+        assert edit_yaml(r.file(rel_path), pin_updates(pinned_release(model_ref)), rel_path)
+        return Message(f"Promote the model to {env_name}")
+
+    assert repo.transact(mutate).sha
+    return repo.file(rel_path).read_text()
+
+
+@pytest.fixture
+def gitops_remote(tmp_path: Path, git_env: dict[str, str]) -> Path:
+    """A bare GitOps remote seeded (pipeline.gitops.repo.ensure_local_remote) from the committed envs' release.yaml
+    files, which pin no model artifact; a promotion then pins BASE_REF in prod."""
+    src = tmp_path / "src"
+    for release in sorted((REPO / "environments").glob("*/release.yaml")):
+        (src / release.parent.relative_to(REPO)).mkdir(parents=True)
+        (src / release.relative_to(REPO)).write_text(release.read_text())
+    remote = ensure_local_remote(tmp_path / "gitops.git", src, seed_paths=("environments",))
+    promote_model(remote, tmp_path / "promoter", "prod", BASE_REF)
+    return remote
+
+
+def run_read(argv: list[str], git_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, env=git_env, timeout=60, check=False)
+
+
+def test_the_remote_read_prints_the_release_the_remote_main_pins(
+    eval_inputs: ModuleType, gitops_remote: Path, git_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The exact exec the function runs, with the real git against a real bare remote."""
+    assert eval_inputs.GITOPS_BRANCH == BRANCH  # the branch promotion writes
+    pushed = GitOpsRepo(str(gitops_remote), tmp_path / "reader")
+    pushed.sync()
+    for env_name, model in (("prod", BASE_REF), ("dev", None)):
+        proc = run_read(eval_inputs.release_read_argv(str(gitops_remote), env_name), git_env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == pushed.file(f"environments/{env_name}/release.yaml").read_text()
+        assert eval_inputs.env_model_artifact(proc.stdout, env_name) == model
+    # The remote's main, not what the tree has: the committed prod release pins no artifact.
+    assert eval_inputs.env_model_artifact((REPO / "environments/prod/release.yaml").read_text(), "prod") is None
+    # A URL form git reads like a network one (a shallow fetch, not a local clone).
+    proc = run_read(eval_inputs.release_read_argv(gitops_remote.as_uri(), "prod"), git_env)
+    assert eval_inputs.env_model_artifact(proc.stdout, "prod") == BASE_REF
+    assert not any((tmp_path / "tmp").iterdir())  # each clone is removed
+
+
+def test_the_remote_read_fails_naming_what_is_missing(
+    eval_inputs: ModuleType, gitops_remote: Path, git_env: dict[str, str], tmp_path: Path
+) -> None:
+    missing_env = run_read(eval_inputs.release_read_argv(str(gitops_remote), "qa"), git_env)
+    assert missing_env.returncode != 0 and not missing_env.stdout
+    assert "environments/qa/release.yaml" in missing_env.stderr
+    missing_repo = run_read(eval_inputs.release_read_argv(str(tmp_path / "nowhere.git"), "prod"), git_env)
+    assert missing_repo.returncode != 0 and "nowhere.git" in missing_repo.stderr
+    # A remote that looks like an option is still a repository name (`--`), never an option of git clone.
+    dashed = run_read(eval_inputs.release_read_argv("--upload-pack=touch pwned", "prod"), git_env)
+    assert dashed.returncode != 0 and "repository '--upload-pack=touch pwned' does not exist" in dashed.stderr
+    with pytest.raises(ValueError, match="gitops_repo is empty"):
+        eval_inputs.release_read_argv("", "prod")
+
+
+def answer_reads(harness: Harness, git_env: dict[str, str]) -> None:
+    """A container's stdout(): its last exec run for real on this host (only the remote read reaches here)."""
+
+    def stdout_of(calls: list[Call]) -> str:
+        argv = [c.args["args"] for c in calls if c.name == "withExec"][-1]
+        proc = run_read(argv, git_env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    harness.stdout_of = stdout_of
+
+
+def secrets_mounted(calls: list[Call]) -> dict[str, tuple[str, int]]:
+    return {
+        c.args["path"]: (secret_id(c.args["source"]), c.args.get("mode", 0o400))  # 0o400: the SDK default, not sent
+        for c in calls
+        if c.name == "withMountedSecret"
+    }
+
+
+def test_with_gitops_repo_the_engine_pulls_the_model_the_remote_pins(
+    harness: Harness, plan: ModuleType, gitops_remote: Path, git_env: dict[str, str], tmp_path: Path
+) -> None:
+    answer_reads(harness, git_env)
+    key = {"gitops_ssh_key": "key-id", "gitops_known_hosts": "hosts-id"}
+    run = harness.call("eval", candidate=MODEL_REF, env="prod", gitops_repo=str(gitops_remote), **key)
+    (read,) = run.of("stdout")
+    eval_inputs = importlib.import_module("pipeline_dagger.eval_inputs")
+    execs = [c.args["args"] for c in read.chain if c.name == "withExec"]
+    assert execs[-1] == eval_inputs.release_read_argv(str(gitops_remote), "prod")
+    assert "git openssh-client" in " ".join(execs[0])  # the stage's apt step: git and ssh for the remote
+    # With the deploy key, on the stage's own setup layers (the same chain up to the read's own steps).
+    want = {plan.GITOPS_SSH_KEY: ("key-id", 0o400), plan.GITOPS_KNOWN_HOSTS: ("hosts-id", 0o444)}
+    assert secrets_mounted(read.chain) == want and env(read.chain)["GIT_SSH_COMMAND"] == plan.git_ssh_command(True)
+    setup_end = max(i for i, c in enumerate(read.chain) if c.name == "withExec" and c.args["args"] in execs[:-1])
+    assert read.chain[: setup_end + 1] == run.final[: setup_end + 1]
+    # The tree's release.yaml is not read: the remote's pin is what the engine pulls.
+    read_files = [c.args["path"] for leaf in run.of("contents") for c in leaf.chain if c.name == "file"]
+    assert read_files == ["platform.yaml"]
+    pulled = mounted_dirs(run.final)["/inputs/baseline"]
+    assert [c.args for c in pulled if c.name == "from"] == [{"address": BASE_REF}]
+    cmd = run.execs()[-1]
+    assert flag(cmd, "--baseline") == "/inputs/baseline" and "--env" not in cmd and "--gitops-repo" not in cmd
+    assert "key-id" not in " ".join(cmd)
+
+    # The remote moves (another promotion): the next call reads it again (a fresh nonce before the read).
+    promote_model(gitops_remote, tmp_path / "promoter", "prod", NEXT_REF)
+    again = harness.call("eval", candidate=MODEL_REF, env="prod", gitops_repo=str(gitops_remote), **key)
+    (read2,) = again.of("stdout")
+    assert env(read.chain)["PIPELINE_CALL_NONCE"] != env(read2.chain)["PIPELINE_CALL_NONCE"]
+    nonce_at = next(i for i, c in enumerate(read2.chain) if c.args.get("name") == "PIPELINE_CALL_NONCE")
+    assert nonce_at < len(read2.chain) - 1 and read2.chain[-1].name == "withExec"
+    pulled = mounted_dirs(again.final)["/inputs/baseline"]
+    assert [c.args for c in pulled if c.name == "from"] == [{"address": NEXT_REF}]
+
+
+def test_with_gitops_repo_an_env_pinning_no_model_goes_to_the_stage_with_the_remote_and_key(
+    harness: Harness, plan: ModuleType, gitops_remote: Path, git_env: dict[str, str]
+) -> None:
+    """dev pins no artifact on the remote: the stage reads the same remote itself (floor-only), with the key."""
+    answer_reads(harness, git_env)
+    run = harness.call("eval", env="dev", gitops_repo=str(gitops_remote), gitops_ssh_key="key-id")
+    assert len(run.of("stdout")) == 1 and mounted_dirs(run.final) == {}
+    cmd = run.execs()[-1]
+    assert flag(cmd, "--env") == "dev" and flag(cmd, "--gitops-repo") == str(gitops_remote)
+    assert secrets_mounted(run.final) == {plan.GITOPS_SSH_KEY: ("key-id", 0o400)}
+    assert env(run.final)["GIT_SSH_COMMAND"] == plan.git_ssh_command(False)
+
+
+def test_a_given_baseline_reads_no_remote_and_keeps_gitops_repo_as_the_cli_does(harness: Harness) -> None:
+    """The CLI accepts --gitops-repo beside --baseline (it only names where the env's pins are): so does the
+    function; nothing is read from the remote (no stdout() awaited: the harness would fail an unanswered one)."""
+    url = "ssh://git@git.example.com/llm/gitops.git"
+    run = harness.call("eval", candidate=MODEL_REF, baseline=BASE_REF, gitops_repo=url)
+    assert not run.of("stdout")
+    cmd = run.execs()[-1]
+    assert flag(cmd, "--baseline") == "/inputs/baseline" and flag(cmd, "--gitops-repo") == url
+
+
+def test_an_empty_gitops_repo_is_refused_before_anything_runs(harness: Harness) -> None:
+    with pytest.raises(Exception, match="gitops_repo is empty"):
+        harness.call("eval", env="prod", gitops_repo="")
+    assert [leaf.kind for leaf in harness.leaves] == ["contents"]  # platform.yaml only: no read, no stage

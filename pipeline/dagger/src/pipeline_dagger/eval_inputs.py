@@ -5,8 +5,10 @@ directory reaches a function only as a Directory (`<dest>_dir`); a REF, a model 
 digest, is pulled by the ENGINE (the image's MODEL_PATH, with the registry credentials). Without a
 baseline the stage compares with the model the env runs (`--env`, default the first env), which it
 would pull with a container engine the function's container does not have: the function reads the
-env's pins from its source instead and has the engine pull that artifact too. Every model reaches
-the stage as a directory mounted at /inputs/<dest>.
+env's pins itself and has the engine pull that artifact too. With `gitops_repo` the pins are the GitOps
+remote's (what promotion compares with: `release_read_argv` runs git in a container); without, the
+source tree's copy of environments/<env>/release.yaml (what was committed with this source). Every model
+reaches the stage as a directory mounted at /inputs/<dest>.
 """
 
 from __future__ import annotations
@@ -22,8 +24,27 @@ _REF_RE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$
 _LINE_RE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+):(?: +(?P<value>[^#]*?))?\s*(?:#.*)?$")
 
 
+GITOPS_BRANCH = "main"  # pipeline.gitops.repo.BRANCH: the branch promotion writes (a test compares)
+# Prints `$3` as the remote `$2` has it on branch `$1`: a shallow clone of that branch alone, no checkout
+# (`git show` reads the blob). Arguments stay positional: a URL is never shell text, and `--` keeps one
+# starting with `-` from being an option. The clone goes under $TMPDIR and is removed on exit.
+RELEASE_READ_SH = (
+    "set -eu; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
+    'git clone -q --depth 1 --single-branch --no-tags --no-checkout --branch "$1" -- "$2" "$d"; '
+    'git -C "$d" show "HEAD:$3"'
+)
+
+
 def release_file(env: str) -> str:
     return f"environments/{env}/release.yaml"
+
+
+def release_read_argv(remote: str, env: str) -> list[str]:
+    """The exec that prints `env`'s release.yaml on the GitOps remote's main (git fails naming a missing
+    branch, path or repository). GIT_SSH_COMMAND (plan.git_ssh_command) supplies the deploy key."""
+    if not remote:
+        raise ValueError("gitops_repo is empty: give the GitOps remote URL, or leave it out to read the source tree")
+    return ["sh", "-c", RELEASE_READ_SH, "read-release", GITOPS_BRANCH, remote, release_file(env)]
 
 
 def eval_models(params: Mapping[str, Any]) -> dict[str, str | None]:

@@ -34,6 +34,7 @@ from .eval_inputs import (
     env_model_artifact,
     eval_models,
     release_file,
+    release_read_argv,
 )
 from .plan import (
     CALL_NONCE_ENV,
@@ -133,14 +134,13 @@ class Pipeline:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _container(self, p: Plan, mounts: Mapping[str, dagger.File | dagger.Directory]) -> dagger.Container:
-        """Setup first (cached layers: each step with only the source files it reads), then the source and the
-        project install (per commit), then what changes per call: host inputs, the nonce, env, per-call steps."""
+    def _setup(self, p: Plan) -> dagger.Container:
+        """The plan's setup: cached layers, each step with only the source files it reads (also what
+        `eval` reads the GitOps remote with: the same chain, so the same layers)."""
         ctr = dag.container().from_(p.image).with_workdir(WORKDIR)
         # LOCKED/PRIVATE caches take an engine-wide lock for every exec that mounts them (core/container_exec.go,
         # cacheSharingModeLocksWrites): mounted only after setup, so setup never waits on another run's stage.
         shared = {n: c for n, c in p.caches.items() if c.sharing == "SHARED"}
-        locked = {n: c for n, c in p.caches.items() if c.sharing != "SHARED"}
         for name, cache in shared.items():
             ctr = ctr.with_mounted_cache(cache.path, dag.cache_volume(name), sharing=dagger.CacheSharingMode.SHARED)
         for key, value in p.env.items():
@@ -149,9 +149,15 @@ class Pipeline:
             for path in step.files:
                 ctr = ctr.with_file(f"{WORKDIR}/{path}", self.source.file(path))
             ctr = ctr.with_exec(step.argv)
-        ctr = ctr.with_directory(WORKDIR, self.source)
+        return ctr
+
+    def _container(self, p: Plan, mounts: Mapping[str, dagger.File | dagger.Directory]) -> dagger.Container:
+        """Setup first (`_setup`), then the source and the project install (per commit), then what changes per
+        call: host inputs, the nonce, env, per-call steps."""
+        ctr = self._setup(p).with_directory(WORKDIR, self.source)
         for argv in p.install:
             ctr = ctr.with_exec(argv)
+        locked = {n: c for n, c in p.caches.items() if c.sharing != "SHARED"}
         for name, cache in locked.items():
             sharing = dagger.CacheSharingMode(cache.sharing)
             ctr = ctr.with_mounted_cache(cache.path, dag.cache_volume(name), sharing=sharing)
@@ -607,27 +613,50 @@ class Pipeline:
         baseline: Annotated[str | None, Doc("baseline model artifact (default: the model env runs)")] = None,
         baseline_dir: Annotated[dagger.Directory | None, Doc("baseline model directory (instead of baseline)")] = None,
         env: Annotated[str | None, Doc("compare with the model this env runs (default: the first env)")] = None,
+        gitops_repo: Annotated[
+            str | None,
+            Doc(
+                "GitOps remote whose environments/<env>/release.yaml names the env's model (default: the source "
+                "tree's copy, i.e. what was committed with this source, not what the env runs now)"
+            ),
+        ] = None,
         no_cache: Annotated[bool, Doc("serve both models again; ignore cached runs")] = False,
         timeout: Annotated[float, Doc("seconds to wait for each vLLM server")] = 300.0,  # noqa: ASYNC109 - a CLI flag
         registry_username: Annotated[str, Doc("registry user for pulling the model artifacts")] = "",
         registry_password: Annotated[dagger.Secret | None, Doc("registry password or token")] = None,
+        gitops_ssh_key: Annotated[dagger.Secret | None, GITOPS_KEY_DOC] = None,
+        gitops_known_hosts: Annotated[dagger.Secret | None, KNOWN_HOSTS_DOC] = None,
         commit: Annotated[str, COMMIT_DOC] = "",
         dirty: Annotated[bool, DIRTY_DOC] = False,
         extra_args: Annotated[list[str] | None, EXTRA_ARGS_DOC] = None,
     ) -> RunResult:
-        """Model gate: candidate vs the env's model on vLLM's CPU build (lm-evaluation-harness); returns the verdict."""
+        """Model gate: candidate vs the model env pins (on gitops_repo, else in the source); returns the verdict."""
         params = dict(locals(), self=None)
         refs = eval_models(params)
+        gitops = (gitops_ssh_key, gitops_known_hosts)
         if "baseline" not in refs:
             # The env's model: pulled here by the engine (the stage's own pull needs one), else floor-only.
             env_name = baseline_env(env, await self.source.file(PLATFORM_FILE).contents())
-            pinned = env_model_artifact(await self.source.file(release_file(env_name)).contents(), env_name)
+            pinned = env_model_artifact(await self._env_release(env_name, gitops_repo, *gitops), env_name)
             if pinned:
-                refs["baseline"], params["env"] = pinned, None
+                # env and remote are resolved into that baseline: the stage reads neither.
+                refs["baseline"], params["env"], params["gitops_repo"] = pinned, None, None
         dirs = {dest: params.pop(f"{dest}_dir") for dest in EVAL_MODELS}  # mounted under the CLI flag's name
         for dest, ref in refs.items():
             params[dest] = dirs[dest] if ref is None else self._model_dir(ref, registry_username, registry_password)
-        return await self._run("eval", params)
+        # Key mounted for the stage too: with no pinned artifact it reads the remote itself (floor-only verdict).
+        return await self._run("eval", params, gitops=gitops)
+
+    async def _env_release(
+        self, env: str, gitops_repo: str | None, key: dagger.Secret | None, known_hosts: dagger.Secret | None
+    ) -> str:
+        """`env`'s release.yaml: on the GitOps remote's main when `gitops_repo` is given (git in the stage's setup
+        layers with the deploy key; a per-call nonce, as the remote moves), else the source tree's copy."""
+        if gitops_repo is None:
+            return await self.source.file(release_file(env)).contents()
+        argv = release_read_argv(gitops_repo, env)
+        ctr = self._with_gitops_key(self._setup(plan("eval", {}, image=self.python_image)), key, known_hosts)
+        return await ctr.with_env_variable(CALL_NONCE_ENV, secrets.token_hex(8)).with_exec(argv).stdout()
 
     @staticmethod
     def _model_dir(ref: str, username: str, password: dagger.Secret | None) -> dagger.Directory:

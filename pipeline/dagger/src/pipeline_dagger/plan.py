@@ -150,7 +150,7 @@ APT: dict[str, tuple[str, ...]] = {
     "promote": ("git", "openssh-client"),
     "rollback": ("git", "openssh-client"),
     "ci": ("git", "openssh-client"),
-    "eval": ("git",),
+    "eval": ("git", "openssh-client"),  # reads the env's pins on the GitOps remote (eval_inputs.release_read_argv)
 }
 # Where a Dagger function mounts what it is given (never inside the source tree).
 CRD_SCHEMAS_MOUNT = "/crd-schemas"  # --crd-schemas Directory
