@@ -27,7 +27,7 @@ from pipeline.runtime.procs import ProcessFailed
 @dataclass
 class Run:
     n: int
-    verdict: str  # "promoted" | "aborted" | "error"
+    verdict: str  # "promoted" | "aborted" | "paused" | "error"
     exposed_fraction: float | None = None
     seconds: float | None = None
     failing: str | None = None  # the metric that aborted it, or the error
@@ -35,11 +35,13 @@ class Run:
 
 
 def tally(runs: Sequence[Run]) -> dict[str, int]:
-    """False aborts (a good canary aborted), errors (no verdict), promotions."""
+    """False aborts (a good canary aborted), pauses (an Inconclusive step: no verdict yet, a human's turn
+    upstream — counted apart, not as an abort), errors (no verdict), promotions."""
     return {
         "runs": len(runs),
         "promoted": sum(r.verdict == "promoted" for r in runs),
         "false_aborts": sum(r.verdict == "aborted" for r in runs),
+        "paused": sum(r.verdict == "paused" for r in runs),
         "errors": sum(r.verdict == "error" for r in runs),
     }
 
@@ -79,7 +81,7 @@ def main(argv: Sequence[str] | None = None, drill: Callable[[Path, CanaryConfig]
     counts = tally(runs)
     print(
         f"false aborts: {counts['false_aborts']}/{counts['runs']} (errors {counts['errors']}, "
-        f"promoted {counts['promoted']})"
+        f"paused {counts['paused']}, promoted {counts['promoted']})"
     )
     (work / "summary.json").write_text(json.dumps({**counts, "runs_detail": [asdict(r) for r in runs]}, indent=2))
     return 0 if counts["promoted"] == counts["runs"] else 1

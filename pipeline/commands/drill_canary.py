@@ -17,10 +17,12 @@ from pipeline.core.result import CommandResult
 from pipeline.runtime.procs import ProcessFailed
 
 # Exit codes: 0 the drill ran and gave the verdict its fault calls for (aborted for errors/latency,
-# promoted for none) without a problem; 1 otherwise; 3 the drill could not run.
+# promoted for none) without a problem; 1 otherwise (a "paused" verdict included: an Inconclusive analysis
+# waits for a human); 3 the drill could not run.
 EXPECTED = {"errors": "aborted", "latency": "aborted", "none": "promoted"}
 KEYS = (
     "verdict",
+    "paused",
     "exposed_fraction",
     "abort_seconds",
     "failed_requests",
@@ -31,6 +33,11 @@ KEYS = (
 
 
 def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
+    # Pods when an engine plays them and the release `--images-from` runs has built images in a serving
+    # registry (as the rollback drill finds them); `--processes` or anything missing: processes, and why.
+    from pipeline.commands.drill import drill_images
+
+    images, engine, why = drill_images(args, ctx)
     cfg = CanaryConfig(
         env=args.env,
         fault=args.fault,
@@ -39,9 +46,9 @@ def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
         replicas=args.replicas,
         timeout=args.timeout or 240.0,
         gitops_repo=args.gitops_repo,
-        processes_because=(
-            "pods for the canary drill are not wired yet (the rollback drill's PodDeployment plays one pod per env)"
-        ),
+        engine=engine,
+        images=images.pod if images else None,
+        processes_because=why,
     )
     work = ctx.run_dir / "canary-drill"
     try:

@@ -13,9 +13,10 @@ from rich.table import Table
 
 from pipeline.core.context import RunContext
 from pipeline.core.result import CommandResult
+from pipeline.gitops import canary_record, promotion_model
 from pipeline.gitops import promotion as pm
-from pipeline.gitops import promotion_model
 from pipeline.gitops.argocd_pin import pin_status
+from pipeline.gitops.argocd_rollout import ABORTED, PAUSED, live_rollout
 from pipeline.gitops.argocd_sync import ArgoCDConfig, rollout_state
 from pipeline.gitops.evidence import read_evidence
 from pipeline.gitops.repo import GitOpsRepo, safe_url, work_dir_for
@@ -49,8 +50,44 @@ def sync_cell(repo: GitOpsRepo, env: str, last: Any, pin: dict[str, Any], now: d
     return state
 
 
+def rollout_cell(repo: GitOpsRepo, env: str, argocd: ArgoCDConfig | None) -> dict[str, Any] | None:
+    """The env's canary: git's record (rollout.yaml: state, from → to, steps) and the Rollout's live phase as
+    Argo CD reports it (paused = health Suspended, aborted = Degraded "RolloutAborted: ..."). None: no Rollout."""
+    record = canary_record.read(repo, env)
+    live = live_rollout(argocd, env)
+    if record is None and live is None:
+        return None
+    release = (record or {}).get("release") or {}
+    plan = (record or {}).get("plan") or {}
+    out: dict[str, Any] = {
+        "git_state": (record or {}).get("state"),
+        "from": release.get("from"),
+        "to": release.get("to"),
+        "steps": canary_record.steps_line(plan["steps"]) if plan.get("steps") else (record or {}).get("steps"),
+        "live": live,
+    }
+    phase = (live or {}).get("phase")
+    out["state"] = phase or out["git_state"]
+    if phase == ABORTED:
+        out["detail"] = (
+            f"aborted: the stable release serves, git still pins {out['to'] or '?'} until it is reverted "
+            f"(the rollback controller does so on an error-rate alert; by hand: rollback --env {env})"
+        )
+    elif phase == PAUSED:
+        msg = str(((live or {}).get("health") or {}).get("message") or "")
+        out["detail"] = f"paused{f' ({msg})' if msg else ''}: the canary waits for a human (promote or abort it)"
+    elif phase is not None:
+        out["detail"] = f"{phase} (Argo CD health {((live or {}).get('health') or {}).get('status', '?')})"
+    elif live is not None and "error" in live:
+        out["detail"] = f"{out['git_state']} per git; live phase unknown: Argo CD: {live['error']}"
+    else:
+        out["detail"] = f"{out['git_state']} per git (live phase: needs the Argo CD API)"
+    return out
+
+
 def collect(repo: GitOpsRepo, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     now = now or pm.utcnow()
+    argocd = ArgoCDConfig.from_env()
     rows = []
     for env in pm.ENVS:
         if not repo.file(f"environments/{env}").is_dir():
@@ -86,6 +123,8 @@ def collect(repo: GitOpsRepo, now: dt.datetime | None = None) -> list[dict[str, 
                 "argocd_revision": pin,
                 # Has the cluster caught up? "reverted in git, not yet synced: <window> until <time>".
                 "sync": sync_cell(repo, env, last, pin, now),
+                # The canary: git's rollout.yaml and the Rollout's live phase (None: the env has no Rollout).
+                "rollout": rollout_cell(repo, env, argocd),
             }
         )
     return rows
@@ -131,6 +170,7 @@ def render(console: Console, rows: list[dict[str, Any]], remote: str) -> None:
         "frozen",
         "argo cd syncs",
         "cluster",
+        "rollout",
     )
     for col in cols:
         table.add_column(col, overflow="fold")
@@ -150,5 +190,16 @@ def render(console: Console, rows: list[dict[str, Any]], remote: str) -> None:
             f"[red]{escape(str(r['sync']['detail']))}[/red]"
             if r["sync"]["state"] in ("held", "pending")
             else r["sync"]["state"],
+            rollout_text(r["rollout"]),
         )
     console.print(table)
+
+
+def rollout_text(ro: dict[str, Any] | None) -> str:
+    if ro is None:
+        return "-"
+    moved = f"{ro.get('from') or '(none)'} → {ro.get('to') or '?'}"
+    head = f"[red]{escape(str(ro['state']))}[/red]" if ro["state"] in (ABORTED, PAUSED) else escape(str(ro["state"]))
+    return "\n".join(
+        [f"{head} {escape(moved)}", escape(str(ro.get("detail") or "")), escape(str(ro.get("steps") or ""))]
+    )

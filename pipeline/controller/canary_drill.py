@@ -2,10 +2,16 @@
 drives steady traffic, real Prometheus scrapes both releases, and each analysis step is judged by the
 SAME queries and conditions the AnalysisTemplate carries (pipeline/rollout/analysis.py, drill timers).
 
-Verdict: promoted (every step passed → weight 100, the stable's replicas replaced one at a time) or
-aborted (weight 0 on the canary at once; the failing query and its values are recorded). The verdict is
-committed to the GitOps repo as evidence. Model pods never exceed `replicas`: the canary takes a replica
-only after a stable one was drained and stopped (no surge, as the chart's default `rollout.surge: 0`).
+Verdict: promoted (every step passed → weight 100, the stable's replicas replaced one at a time),
+aborted (a Failed analysis: weight 0 on the canary at once; the failing query and its values are recorded)
+or paused (an Inconclusive analysis: Argo Rollouts pauses the rollout for a human, canary_steps.rollout_action;
+the drill records the inconclusive query and ends). The verdict is committed to the GitOps repo as evidence.
+Model pods never exceed `replicas`: the canary takes a replica only after a stable one was drained and
+stopped (no surge, as the chart's default `rollout.surge: 0`); each split is Argo Rollouts' (pod_split).
+
+The model pods are the chart's pods played by podman (canary_podman.ChartPods) when the config carries an
+engine and built images, counted by the engine; else gateway + simulator processes (canary_pods), recorded
+as a substitution with the reason.
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.controller.canary_pods import ModelPod, ProcessPods
+from pipeline.artifacts.release_pod import PodImages
+from pipeline.controller.canary_podman import ChartPods, live_pods
+from pipeline.controller.canary_pods import ModelPods, ProcessPods, ServingPod
 from pipeline.controller.canary_steps import (
     RunResult,
     drill_timers,
     parse_steps,
     pod_split,
     prometheus_measure,
+    rollout_action,
     run_analysis,
     seconds,
 )
@@ -38,6 +47,7 @@ from pipeline.controller.drill_monitoring import monitoring
 from pipeline.gitops import promotion as pm
 from pipeline.gitops.repo import GitOpsRepo, Message, ensure_local_remote
 from pipeline.rollout import analysis as ra
+from pipeline.runtime.engine import Engine
 from pipeline.runtime.haproxy import Balancer, haproxy
 from pipeline.runtime.procs import ManagedProcess
 from pipeline.runtime.tools import REPO_ROOT
@@ -65,12 +75,18 @@ class CanaryConfig:
     latency_factor: float = 3.0  # fault `latency`: TTFT x this
     timeout: float = 240.0
     gitops_repo: str | None = None  # evidence remote (default: a local one in the work dir)
+    # Pods: an engine that plays them and built images (the drill command finds them, tests build them);
+    # without both the model pods run as processes, for `processes_because`.
+    engine: Engine | None = None
+    images: PodImages | None = None
+    pod_timeout: float = 120.0  # each pod's `kube play` → every readinessProbe passed
     processes_because: str = "no engine or built images: model pods run as processes"
 
 
 @dataclass
 class CanaryReport:
-    verdict: str = ""  # "promoted" | "aborted"
+    verdict: str = ""  # "promoted" | "aborted" | "paused" (an Inconclusive analysis: upstream waits for a human)
+    paused: bool = False
     fault: str = ""
     exposed_fraction: float = 0.0
     abort_seconds: float | None = None
@@ -109,17 +125,28 @@ def env_replicas(values: dict[str, Any]) -> int:
 
 
 class Sampler(threading.Thread):
-    """Samples the number of model pods every `period` seconds; keeps the maximum."""
+    """Samples the number of model pods every `period` seconds; keeps the maximum and the first error
+    (a count that cannot be taken is a problem of the drill, not a zero)."""
 
     def __init__(self, count: Callable[[], int], period: float = 0.2) -> None:
         super().__init__(name="canary-pod-sampler", daemon=True)
-        self.count, self.period, self.max = count, period, 0
+        self.count, self.period, self.max, self.samples = count, period, 0, 0
+        self.error: str | None = None
         self.stop_event = threading.Event()
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            self.max = max(self.max, self.count())
+            try:
+                self.max = max(self.max, self.count())
+                self.samples += 1
+            except Exception as exc:
+                self.error = self.error or f"{type(exc).__name__}: {exc}"
             self.stop_event.wait(self.period)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.is_alive():
+            self.join(timeout=self.period + 65)  # one count in flight (podman pod ps: bounded by its timeout)
 
 
 class Router:
@@ -127,12 +154,12 @@ class Router:
 
     def __init__(self, lb: Balancer, replicas: int) -> None:
         self.lb, self.replicas = lb, replicas
-        self.slots: dict[str, ModelPod | None] = {
+        self.slots: dict[str, ServingPod | None] = {
             f"{r}-{i}": None for r in ("stable", "canary") for i in range(replicas)
         }
         self.weight = 0  # canary weight in percent
 
-    def attach(self, slot: str, pod: ModelPod) -> None:
+    def attach(self, slot: str, pod: ServingPod) -> None:
         self.slots[slot] = pod
         self.lb.api.point(self.lb.backend, slot, pod.gateway_port, 0)
         self.apply(self.weight)
@@ -197,8 +224,6 @@ def run_canary_drill(work: Path, cfg: CanaryConfig, progress: Callable[[str], No
     analysis = drill_timers(ra.load(REPO_ROOT, cfg.env), cfg.interval, cfg.window)
     replicas = cfg.replicas or env_replicas(values)
     report = CanaryReport(fault=cfg.fault, replicas=replicas)
-    report.substitutions.append(f"model pods: processes (gateway + simulator per replica): {cfg.processes_because}")
-    report.max_model_pods_source = "live simulator processes, by PID"
     template = (values.get("rollout") or {}).get("analysis") or {}
     report.substitutions.append(
         f"drill timers: analysis interval {cfg.interval}, window {cfg.window}, scrape {cfg.scrape} "
@@ -210,17 +235,18 @@ def run_canary_drill(work: Path, cfg: CanaryConfig, progress: Callable[[str], No
     started = time.monotonic()
     deadline = started + cfg.timeout
     with contextlib.ExitStack() as stack:
-        pods = ProcessPods(work / "pods", namespace)
+        pods = _model_pods(cfg, work / "pods", namespace, report, progress)
         stack.callback(pods.close)
         lb = stack.enter_context(
             haproxy(work / "haproxy", [f"{r}-{i}" for r in ("stable", "canary") for i in range(replicas)])
         )
         router = Router(lb, replicas)
-        sampler = Sampler(pods.live)
+        sampler = Sampler(pods.live, period=0.2 if pods.deploy == "processes" else 0.5)
         sampler.start()
-        stack.callback(sampler.stop_event.set)
+        stack.callback(sampler.stop)
         for i in range(replicas):
             router.attach(f"stable-{i}", pods.start(f"stable-{i}", STABLE, stable_args))
+        report.substitutions += [f"model pod: {sub}" for sub in pods.substitutions]
         token_file = work / "tokens.txt"
         token_file.write_text(pods.mint(int(cfg.timeout) + 600) + "\n")
         token_file.chmod(0o600)
@@ -274,23 +300,25 @@ def run_canary_drill(work: Path, cfg: CanaryConfig, progress: Callable[[str], No
                 progress(
                     f"analysis at weight {router.weight}: {run.phase}" + (f" ({run.failing})" if run.failing else "")
                 )
-                if run.phase is not ra.Phase.SUCCESSFUL:
+                if rollout_action(run.phase) != "continue":
                     verdict_run = run
                     break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"canary drill: over {cfg.timeout:.0f}s")
-        if verdict_run is not None:
+        if verdict_run is not None and rollout_action(verdict_run.phase) == "pause":
+            # rollout/analysis.go reconcileStepBasedAnalysisRun: Inconclusive → PauseReasonInconclusiveAnalysis.
+            # The rollout stays at its weight and pods until a human resumes or aborts it; the drill has no
+            # human, so it records the pause and ends there (its pods are removed with the drill).
+            report.verdict, report.paused = "paused", True
+            report.failing = _failing(verdict_run)
+            progress(f"paused at weight {router.weight}: {verdict_run.failing} inconclusive {report.failing['values']}")
+        elif verdict_run is not None:
             router.apply(0)  # abort: the canary gets no new request, at once
             _wait("the canary's in-flight requests", lambda: router.canary_in_flight() == 0, deadline, 0.05)
             assert canary_start is not None
             report.abort_seconds = round(time.monotonic() - canary_start, 2)
             report.verdict = "aborted"
-            report.failing = {
-                "metric": verdict_run.failing,
-                "phase": str(verdict_run.phase),
-                "query": verdict_run.failing_query,
-                "values": verdict_run.values(verdict_run.failing or ""),
-            }
+            report.failing = _failing(verdict_run)
             _scale_canary(router, pods, 0, (stable_args, canary_args), progress)  # the stable back to `replicas`
             progress(f"aborted after {report.abort_seconds}s: {verdict_run.failing} {report.failing['values']}")
         else:
@@ -301,8 +329,12 @@ def run_canary_drill(work: Path, cfg: CanaryConfig, progress: Callable[[str], No
             progress("promoted: every step passed; the canary serves all replicas")
         time.sleep(2.0)  # traffic keeps flowing on the final state
         _stop_locust(locust)
-        sampler.stop_event.set()
+        sampler.stop()
         report.canary_requests, report.total_requests = router.requests()
+    if isinstance(pods, ChartPods) and (left := live_pods(pods.engine, pods.prefix)):
+        report.problems.append(f"model pods left after the drill: {left}")
+    if sampler.error:
+        report.problems.append(f"counting model pods failed: {sampler.error}")
     samples = _samples(locust_out / "samples.jsonl")
     report.failed_requests = sum(1 for s in samples if not s["ok"])
     report.broken_streams = sum(1 for s in samples if not s["ok"] and int(s.get("status") or 0) == 200)
@@ -317,13 +349,47 @@ def run_canary_drill(work: Path, cfg: CanaryConfig, progress: Callable[[str], No
     return report
 
 
+def _model_pods(
+    cfg: CanaryConfig, work: Path, namespace: str, report: CanaryReport, progress: Callable[[str], None]
+) -> ModelPods:
+    """The chart's pods where an engine plays them and built images exist, else processes (recorded)."""
+    if cfg.engine is not None and cfg.images is not None:
+        from pipeline.controller.drill_pods import rbac_yaml
+        from pipeline.runtime.local_stack import default_rbac  # the gateway's module: imported late
+
+        pods = ChartPods(
+            cfg.engine, cfg.images, cfg.env, work, namespace,
+            rbac=rbac_yaml(default_rbac("*")), timeout=cfg.pod_timeout, progress=progress,
+        )  # fmt: skip
+        report.deploy = "pods"
+        report.max_model_pods_source = f"podman pod ps --filter name=^{pods.prefix}- (every state), every 0.5 s"
+        report.substitutions.append(
+            f"model pods: the env's chart pod per replica (podman kube play {pods.prefix}-<slot>), gateway "
+            f"{cfg.images.gateway}, simulator image {cfg.images.vllm} standing in for vLLM with each release's flags"
+        )
+        return pods
+    report.deploy = "processes"
+    report.max_model_pods_source = "live simulator processes, by PID"
+    report.substitutions.append(f"model pods: processes (gateway + simulator per replica): {cfg.processes_because}")
+    return ProcessPods(work, namespace)
+
+
+def _failing(run: RunResult) -> dict[str, Any]:
+    return {
+        "metric": run.failing,
+        "phase": str(run.phase),
+        "query": run.failing_query,
+        "values": run.values(run.failing or ""),
+    }
+
+
 def analysis_intervals(values: dict[str, Any]) -> str:
     metrics = ((values.get("rollout") or {}).get("analysis") or {}).get("metrics") or []
     return "interval " + "/".join(sorted({str(m.get("interval")) for m in metrics}))
 
 
 def _scale_canary(
-    router: Router, pods: ProcessPods, want: int, flags: tuple[list[str], list[str]], progress: Callable[[str], None]
+    router: Router, pods: ModelPods, want: int, flags: tuple[list[str], list[str]], progress: Callable[[str], None]
 ) -> None:
     """Move replicas between the releases one at a time; a pod of one release stops before one of the other starts."""
     replicas = router.replicas

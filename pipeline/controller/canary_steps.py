@@ -5,8 +5,10 @@ AnalysisTemplate renders from).
 Run semantics mirrored from argoproj/argo-rollouts analysis/analysis.go: every metric is measured each
 `interval` until its phase is terminal (metric_phase: count, failureLimit, consecutiveSuccessLimit,
 inconclusiveLimit); a Failed or Inconclusive metric terminates the run at once (isTerminating), Failed
-being the worse; the run is Successful when every metric is. A Failed run aborts the rollout; an
-Inconclusive one pauses it upstream — the drill has no one to resume it, so it aborts and says why.
+being the worse; the run is Successful when every metric is. What the rollout does with the run is
+argoproj/argo-rollouts rollout/analysis.go `reconcileStepBasedAnalysisRun`: Failed (or Error) → AddAbort;
+Inconclusive → AddPauseCondition(InconclusiveAnalysis): the rollout pauses at its current weight, neither
+promoted nor aborted, until a human resumes or aborts it (`rollout_action`).
 An empty query result (Argo: a measurement Error) is recorded as NaN, which every condition but `!=`
 finds neither met nor failed: inconclusive.
 """
@@ -23,7 +25,6 @@ from typing import Any
 import httpx
 
 from pipeline.rollout.analysis import Analysis, Metric, Phase, measurement_phase, metric_phase, resolve_args
-from pipeline.rollout.pod_budget import weight_to_replicas
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 
@@ -70,11 +71,45 @@ def parse_steps(steps: Sequence[Mapping[str, Any]]) -> list[Step]:
     return out
 
 
-def pod_split(weight: int, replicas: int) -> tuple[int, int]:
-    """(canary, stable) model pods at a weight without surge: the canary's ceil(weight x replicas / 100)
-    (trafficWeightToReplicas), at least one while it takes traffic, and the stable gives up as many."""
-    canary = min(replicas, max(1 if weight > 0 else 0, weight_to_replicas(replicas, weight)))
-    return canary, replicas - canary
+def pod_split(weight: int, replicas: int, max_surge: int = 0, max_weight: int = 100) -> tuple[int, int]:
+    """(canary, stable) model pods at `weight` by replica ratio, as Argo Rollouts splits a basic canary:
+    argoproj/argo-rollouts utils/replicaset/canary.go `approximateWeightedCanaryStableReplicaCounts` (called by
+    `CalculateReplicaCountsForBasicCanary`). The canary count nearest to weight x replicas / max_weight, from
+    the floor and the ceiling of it (a tie, e.g. 1.5, takes the ceiling); the ceiling only while it leaves the
+    stable a pod, the floor only when it is not zero — unless the weight is 0 or max_weight, or one replica
+    without surge — and, with surge, the same options over replicas + 1. The first option wins equal deltas.
+    """
+    if replicas <= 0:
+        return 0, 0
+    exact = replicas * weight / max_weight
+    ceil, floor = math.ceil(exact), math.floor(exact)
+    zero_allowed = weight in (0, max_weight) or (replicas == 1 and max_surge == 0)
+    options: list[tuple[int, int]] = []  # (canary, total)
+    if ceil < replicas or zero_allowed:
+        options.append((ceil, replicas))
+    if not _tied(weight, max_weight, replicas) and (floor != 0 or zero_allowed):
+        options.append((floor, replicas))
+    if max_surge > 0:
+        options.append((ceil, replicas + 1))
+        if not _tied(weight, max_weight, replicas + 1) and (floor != 0 or zero_allowed):
+            options.append((floor, replicas + 1))
+    if not options:  # upstream: "should not get here"
+        return 0, replicas
+    best = options[0]
+    for option in options[1:]:
+        if _delta(weight, max_weight, *option) < _delta(weight, max_weight, *best):
+            best = option
+    return best[0], best[1] - best[0]
+
+
+def _tied(weight: int, max_weight: int, total: int) -> bool:
+    """floorCeilingTied: floor and ceiling equally far from the weight (same float arithmetic as upstream)."""
+    return math.modf(float(total) * (weight / max_weight))[0] == 0.5
+
+
+def _delta(weight: int, max_weight: int, canary: int, total: int) -> float:
+    """weightDelta: how far canary/total pods is from the weight."""
+    return abs(canary * max_weight / total - weight)
 
 
 @dataclass
@@ -148,6 +183,19 @@ def _worst(status: Mapping[str, Phase], metrics: Sequence[Metric]) -> str | None
             if status[m.name] is bad:
                 return m.name
     return None
+
+
+def rollout_action(phase: Phase) -> str:
+    """What the Rollout does with a step's finished AnalysisRun (rollout/analysis.go
+    `reconcileStepBasedAnalysisRun`): "abort" (Failed; upstream's Error too, which the drill raises instead),
+    "pause" (Inconclusive), "continue" (Successful)."""
+    if phase is Phase.FAILED:
+        return "abort"
+    if phase is Phase.INCONCLUSIVE:
+        return "pause"
+    if phase is Phase.SUCCESSFUL:
+        return "continue"
+    raise ValueError(f"analysis run still {phase}: no rollout action yet")
 
 
 def prometheus_measure(prom_url: str, timeout: float = 5.0) -> Callable[[str], float]:

@@ -10,21 +10,31 @@ completes the rollback or is recognised as a duplicate.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 from pipeline.controller.audit import write_audit
 from pipeline.controller.config import ControllerConfig
 from pipeline.controller.metrics import Metrics
 from pipeline.controller.webhook import Alert, WebhookPayload, parse_time
+from pipeline.gitops import canary_record, revert
 from pipeline.gitops import promotion as pm
-from pipeline.gitops import revert
+from pipeline.gitops.argocd_rollout import ABORTED, PAUSED, live_rollout
 from pipeline.gitops.argocd_sync import SyncRequest, request_sync
 from pipeline.gitops.repo import Commit, GitOpsRepo, work_dir_for
+
+# Seconds the controller waits for Argo CD's view of the Rollout before reverting anyway.
+ROLLOUT_QUERY_TIMEOUT = 2.0
+# What the controller says before the revert's own detail when the env's Rollout is paused or aborted.
+ROLLOUT_NOTES = {
+    ABORTED: "aborted rollout: reverting the promotion so git matches the stable release served",
+    PAUSED: "paused rollout: reverting the promotion (the revert aborts it: Argo Rollouts goes back to the stable "
+    "release)",
+}
 
 
 def incident_key(env: str, alert: Alert) -> str:
@@ -131,6 +141,13 @@ class Controller:
             if key in self._seen:
                 self.metrics.rollbacks.labels(env=env, outcome="duplicate").inc()
                 return {**base, "outcome": "duplicate", "detail": f"incident already handled: {self._seen[key]}"}
+            # Live phase from Argo CD (paused/aborted/...); the git record is read on the fresh base by the guard.
+            # The revert happens whatever the phase, so an unreachable Argo CD may delay it by ROLLOUT_QUERY_TIMEOUT only.
+            argocd = self.cfg.argocd
+            if argocd is not None:
+                argocd = dataclasses.replace(argocd, timeout=min(argocd.timeout, ROLLOUT_QUERY_TIMEOUT))
+            live = live_rollout(argocd, env)
+            seen: dict[str, Any] = {}
             reason = f"alert {base['alertname']} firing since {alert.starts_at}" + (
                 f": {alert.annotations['summary']}" if alert.annotations.get("summary") else ""
             )
@@ -148,11 +165,15 @@ class Controller:
                     ("Alert-Group-Key", group_key),
                     ("Incident", key),
                 ],
-                guard=lambda repo, history: self._guard(repo, env, key, alert, history, failing),
+                guard=lambda repo, history: self._guard(repo, env, key, alert, history, failing, seen),
                 attempts=self.cfg.attempts,
+                rollout_observed=(live or {}).get("phase"),
             )
-            self.audit(event="rollback_start", **base)
+            self.audit(event="rollback_start", **base, rollout_live=live)
             out = revert.execute(opts, self.repo)
+            rollout = rollout_view(live, seen.get("record"))
+            if rollout is not None:
+                base["rollout"] = rollout
             if out.status == "rolled_back":
                 # The push is done: the drill measures webhook → revert to here, before the sync request.
                 self.audit(event="pushed", env=env, incident=key, commit=out.sha, pin_commit=out.pin_sha)
@@ -162,6 +183,9 @@ class Controller:
             elif outcome == "refused":
                 outcome = "nothing_to_roll_back"
             self.metrics.rollbacks.labels(env=env, outcome=outcome).inc()
+            note = ROLLOUT_NOTES.get(str((rollout or {}).get("state")))
+            if note and outcome == "rolled_back":
+                detail = f"{note}; {detail}"
             result = {**base, "outcome": outcome, "detail": detail, "commit": out.sha, "pin_commit": out.pin_sha}
             if out.values:
                 result["values_diff"] = out.values
@@ -202,9 +226,13 @@ class Controller:
         alert: Alert,
         history: list[Commit],
         failing: set[str] | frozenset[str] = frozenset(),
+        seen: dict[str, Any] | None = None,
     ) -> str | None:
         """Re-checked on every fresh base: duplicates, already rolled back, the alert's release and age
-        (not the current release, stale, beyond the bake window), rate limit."""
+        (not the current release, stale, beyond the bake window), rate limit. `seen` gets the env's canary
+        record on this base (what git says the Rollout is doing)."""
+        if seen is not None:
+            seen["record"] = canary_record.read(repo, env)
         for c in history:
             if c.trailer("Incident") == key:
                 return f"duplicate: incident {key} already rolled back in {c.sha[:12]}"
@@ -256,5 +284,18 @@ class Controller:
         return None
 
 
-def summarize(results: list[Mapping[str, Any]]) -> str:
-    return ", ".join(f"{r.get('env')}:{r.get('outcome')}" for r in results)
+def rollout_view(live: dict[str, Any] | None, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The env's rollout for the decision and the audit: the live phase Argo CD reports (paused, aborted,
+    progressing, healthy) when it could be asked, else what git's canary record says; None: no Rollout."""
+    if live is None and record is None:
+        return None
+    out: dict[str, Any] = {"state": None, "source": None, "git_state": None, "git_release": None}
+    if record is not None:
+        out.update(
+            state=record.get("state"), source="git", git_state=record.get("state"), git_release=record.get("release")
+        )
+    if live is not None and "error" in live:
+        out["argocd_error"] = live["error"]
+    elif live is not None:
+        out.update(state=live["phase"], source="argocd", health=live["health"], name=live.get("name"))
+    return out

@@ -26,6 +26,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from app.gateway.tokens import DevKeys
 from pipeline.artifacts.chart_render import helm_template_at
 from pipeline.artifacts.release_pod import PodImages, PreparedPod, dev_keys, prepare
 from pipeline.controller.drill_traffic import longest_gap
@@ -80,6 +81,43 @@ def rbac_yaml(rbac: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
+def drill_pod(
+    rendered: str,
+    env: str,
+    images: PodImages,
+    pod_dir: Path,
+    *,
+    name: str,
+    keys: tuple[DevKeys, Path],
+    ports: tuple[int, int, int] | None = None,
+    rbac: str | None = None,
+    fault: Sequence[str] = (),
+    release: str = "",
+    fault_why: str = "the drill's bad build",
+) -> PreparedPod:
+    """A drill's pod of the rendered env (not played): its own name, the drill's dev keys ((keys, the dir
+    `dev_keys` wrote them to): one set for all its pods), the release's flags on the simulator standing in for
+    vLLM; each change a recorded substitution. Shared by the rollback drill (one pod per env, replaced) and
+    the canary drill (one pod per replica, canary_podman)."""
+    pod = prepare(
+        rendered,
+        env,
+        images,
+        pod_dir,
+        keys=keys,
+        ports=ports,
+        rbac_yaml=rbac,
+        simulator_args=list(fault),
+        rename=(name, "the drill's own pod name; a smoke or loadtest pod keeps its own"),
+    )
+    if rbac is not None:
+        pod.local.substitutions.append("configmap rbac: drill limits far above its traffic (as loadtest)")
+    if fault:
+        pod.local.substitutions.append(f"container vllm: simulator {' '.join(fault)} — release {release}: {fault_why}")
+    pod.evidence["pod_spec_digest"] = pod.local.spec_digest()
+    return pod
+
+
 class PodDeployment:
     """The drill's SyncAgent applier: `(release, revision)` → the env's pod at that revision, replaced."""
 
@@ -112,26 +150,18 @@ class PodDeployment:
     def prepared(self, rel: Release, revision: Revision) -> PreparedPod:
         """The env's pod as the checkout renders it at revision.commit (not played)."""
         rendered = self._render(revision.checkout, self.env, revision.commit)
-        fault = list(self.faults.get(rel.id, ()))
-        pod = prepare(
+        return drill_pod(
             rendered,
             self.env,
             self.images.pod,
             self.work_dir / "pod",
+            name=self.name,
             keys=(self.keys, self.work_dir / "keys"),
             ports=self.ports,
-            rbac_yaml=self.rbac,
-            simulator_args=fault,
-            rename=(self.name, "the drill's own pod name; a smoke or loadtest pod keeps its own"),
+            rbac=self.rbac,
+            fault=self.faults.get(rel.id, ()),
+            release=rel.id,
         )
-        if self.rbac is not None:
-            pod.local.substitutions.append("configmap rbac: drill limits far above its traffic (as loadtest)")
-        if fault:
-            pod.local.substitutions.append(
-                f"container vllm: simulator {' '.join(fault)} — release {rel.id} is the drill's bad build"
-            )
-        pod.evidence["pod_spec_digest"] = pod.local.spec_digest()
-        return pod
 
     def __call__(self, rel: Release | None, revision: Revision) -> None:
         if rel is None:

@@ -37,6 +37,9 @@ real server: a request the real one refuses is refused here, with the same HTTP 
   fails the whole generation (applicationset/controllers/template/template.go `GenerateApplications`
   returns its first error; applicationset_controller.go `Reconcile` then sets the ErrorOccurred
   condition and returns before creating, updating or deleting any Application: argo-cd#19586).
+- `GET .../resource-tree` (`ResourceTree`, `get` on the app as above) lists the app's live objects (`App.live`,
+  set by the caller for the cluster there is not); a Rollout's health is Argo CD's built-in
+  resource_customizations/argoproj.io/Rollout/health.lua, ported in pipeline/gitops/argocd_rollout.py.
 Errors are written as the gRPC gateway writes a status: `{"error", "code", "message"}`.
 """
 
@@ -61,6 +64,7 @@ from typing import Any
 from pipeline.checks import validate
 from pipeline.core.platform import repo_platform
 from pipeline.gitops.argocd_pin import PIN_FILE
+from pipeline.gitops.argocd_rollout import rollout_health
 from pipeline.gitops.repo import GitOpsError, git, load_yaml_text
 from pipeline.gitops.sync_windows import AppIdentity, can_sync, window_matches
 
@@ -250,6 +254,22 @@ class App:
     operation: dict[str, Any] | None = None
     sync: dict[str, Any] = field(default_factory=lambda: {"status": "OutOfSync", "revision": "", "revisions": []})
     operation_state: dict[str, Any] | None = None
+    # Live objects of the app in the cluster (tests set them): served by GET .../resource-tree.
+    live: list[dict[str, Any]] = field(default_factory=list)
+
+    def resource_tree(self) -> dict[str, Any]:
+        """`ApplicationTree` (pkg/apis/application/v1alpha1/types.go): one `ResourceNode` per live object; a
+        Rollout's health from Argo CD's built-in health.lua (pipeline/gitops/argocd_rollout.py mirrors it)."""
+        nodes = []
+        for obj in self.live:
+            group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
+            meta = obj.get("metadata") or {}
+            node: dict[str, Any] = {"group": group, "version": version, "kind": obj.get("kind", "")}
+            node |= {"namespace": meta.get("namespace", ""), "name": meta.get("name", "")}
+            if group == "argoproj.io" and obj.get("kind") == "Rollout":
+                node["health"] = rollout_health(obj)
+            nodes.append(node)
+        return {"nodes": nodes}
 
     def manifest(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"project": self.project, "destination": dict(self.destination)}
@@ -404,12 +424,13 @@ class ArgoCDStandIn:
 
     def _handle(self, method: str, path: str, auth: str, body: bytes) -> dict[str, Any]:
         who = self._subject(auth)
-        m = re.fullmatch(r"/api/v1/applications/([^/?]+)(/sync)?(\?.*)?", path)
-        if m is None or (method, bool(m.group(2))) not in (("GET", False), ("POST", True)):
+        m = re.fullmatch(r"/api/v1/applications/([^/?]+)(/sync|/resource-tree)?(\?.*)?", path)
+        allowed = (("GET", None), ("POST", "/sync"), ("GET", "/resource-tree"))
+        if m is None or (method, m.group(2)) not in allowed:
             raise _Status(NOT_FOUND, "Not Found")
         app = self._get_app(who, "get", m.group(1))
         if method == "GET":
-            return app.manifest()
+            return app.resource_tree() if m.group(2) else app.manifest()
         try:
             req = decode_sync_request(body)
         except GoDecodeError as exc:

@@ -6,6 +6,7 @@ all read git the same way. Layout of one env in the GitOps repository:
     environments/<env>/release.yaml               the pins (pipeline.gitops.release.Release.to_values)
     environments/<env>/freeze.yaml                frozen: true|false (+ since, by, reason)
     environments/<env>/evidence/<release-id>.json gate results + promotion records for that release
+    environments/<env>/rollout.yaml               canary envs: the plan + state of the last change (pipeline.gitops.canary_record)
 
 Commit trailers (see docs/promotion.md) make every change answerable from `git log` alone.
 Beside this module: `evidence` (gate subjects, bundles, attached gates), `promotion_policy`
@@ -444,6 +445,9 @@ def history_entry(commit: Commit, env: str) -> dict[str, Any]:
         "frozen": {"rollback": True, "freeze": True, "unfreeze": False}.get(kind),
         "values_changes": commit.trailer_all("Values-Change"),
         "evidence": commit.trailer("Evidence") or None,
+        # Canary envs: progressing/initial (promotion), rolled_back (+ what the Rollout was doing) — rollout.yaml.
+        "rollout_state": commit.trailer("Rollout-State") or None,
+        "rollout_observed": commit.trailer("Rollout-Observed") or None,
     }
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.gitops import canary_record, values_diff
 from pipeline.gitops import promotion as pm
-from pipeline.gitops import values_diff
 from pipeline.gitops.argocd_pin import APP_FILES, pin_follow_up
 from pipeline.gitops.release import Release
 from pipeline.gitops.repo import Commit, GitOpsError, GitOpsRepo, Message, edit_yaml, git
@@ -40,6 +40,8 @@ class RollbackOptions:
     # Extra trailers (alert name, fingerprint, incident key) written by the controller.
     trailers: list[tuple[str, str]] = field(default_factory=list)
     guard: Guard | None = None
+    # The env's Rollout as the caller saw it live (paused, aborted, ...; None: not known), recorded in git.
+    rollout_observed: str | None = None
     now: dt.datetime | None = None
     attempts: int = 5
 
@@ -130,6 +132,7 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
                 info["noop"] = why
                 return None
         bad = pm.read_release(r, env)
+        canary_before = canary_record.read(r, env)
         chosen = plan(r, env, opts.to, history)
         r.revert_no_commit([c.sha for c in chosen])
         # Keep the evidence of what ran: a rollback changes pins and freeze state only.
@@ -151,6 +154,29 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
             pm.freeze_path(env),
         )
         info.update(restored=restored.id, reverted=bad.id if bad else "?", values=shipped, point=point)
+        canary_trailers: list[tuple[str, str]] = []
+        if canary_before is not None:
+            # The env runs a Rollout: its record says the release moved back, and what the Rollout was doing.
+            # The reverted spec is the stable ReplicaSet's template again, so Argo Rollouts goes straight back
+            # to it without steps (argo-rollouts rollout/canary.go, "SkipSteps: Rollback to stable ReplicaSets").
+            canary_record.write(
+                r,
+                env,
+                canary_record.record(
+                    canary_record.ROLLED_BACK,
+                    info["reverted"],
+                    restored.id,
+                    pm.iso(now),
+                    actor,
+                    None,
+                    observed=opts.rollout_observed,
+                    reverts=[c.sha for c in chosen],
+                    steps="none: back to the stable ReplicaSet at once",
+                ),
+            )
+            canary_trailers = [("Rollout-State", canary_record.ROLLED_BACK)]
+            if opts.rollout_observed:
+                canary_trailers.append(("Rollout-Observed", opts.rollout_observed))
         body = "\n".join(
             [f"This reverts commit {c.sha}." for c in chosen]
             + [
@@ -183,6 +209,7 @@ def execute(opts: RollbackOptions, repo: GitOpsRepo) -> RollbackOutcome:
             ("Rolled-Back-By", actor),
             ("Restored-From", point),
             *values_diff.trailers(shipped),
+            *canary_trailers,
             *opts.trailers,
             ("Frozen", "true"),
         ]

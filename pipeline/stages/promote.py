@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from pipeline.core.context import RunContext
 from pipeline.core.exit_codes import UsageError
 from pipeline.core.result import Check, StageResult, Status, Timer
-from pipeline.gitops import notify, promotion_model, promotion_trivy, values_diff
+from pipeline.gitops import canary_record, notify, promotion_model, promotion_trivy, values_diff
 from pipeline.gitops import promotion as pm
 from pipeline.gitops.argocd_pin import pin_follow_up
 from pipeline.gitops.evidence import evidence_bundle, merge_stage_files, read_evidence, source_slo_keys, source_subject
@@ -245,6 +245,9 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         # What the promotion pushes (shown by --dry-run, recorded otherwise): pins edited in this work copy only.
         outcome["pins_diff"] = pm.edit_pins(repo, target, rel)
         outcome["values_diff"] = values_diff.shipped(repo, target)
+        # An env whose values enable the rollout takes the release through its canary steps: the plan, derived
+        # from the values Argo CD renders, goes into environments/<env>/rollout.yaml in this same commit.
+        outcome["rollout"] = _canary(repo, target, current, rel)
         # The model this promotion ships beside the values: pins, what it replaces, the eval that vouched.
         model = promotion_model.record(rel, current, bundle, promotion_model.env_model_id(repo, target))
         outcome["model"] = model
@@ -306,12 +309,22 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         ev_rel = pm.evidence_path(target, rel.id)
         pm.write_json(repo.file(ev_rel), bundle)
         outcome["evidence_path"] = ev_rel
+        canary = outcome["rollout"]
+        if canary is not None:
+            canary_record.write(
+                repo,
+                target,
+                canary_record.record(canary["state"], canary["from"], canary["to"], pm.iso(now), actor, canary["plan"]),
+            )
         msg = _message(rel, source, target, who, opts, run_id, ev_rel, bundle, str(record["policy_profile"]), accepted)
         vals = {"against": shipped["against"], "changes": shipped["changes"]}
         msg.body += (
             "\n\n" + values_diff.summary(vals) + "\n\nModel:\n" + "\n".join(f"  {m}" for m in outcome["model_diff"])
         )
         msg.trailers[-1:-1] = values_diff.trailers(vals)
+        if canary is not None:
+            msg.body += f"\n\nRollout ({canary['path']}):\n  {_canary_detail(canary, target)}"
+            msg.trailers[-1:-1] = [("Rollout-State", canary["state"]), ("Rollout-Steps", canary["steps"])]
         return msg
 
     with Timer() as t:
@@ -369,6 +382,9 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
         )
     )
     checks.append(Check(name="model", status=Status.PASSED, detail="\n".join(outcome.get("model_diff") or [])))
+    canary = outcome.get("rollout")
+    if canary is not None:
+        checks.append(Check(name="rollout", status=Status.PASSED, detail=_canary_detail(canary, target)))
     if tx.follow_up_sha:
         checks.append(
             Check(
@@ -376,6 +392,8 @@ def run(opts: PromoteOptions, ctx: RunContext) -> StageResult:
             )
         )
     summary = f"promoted {rel.id} {source} → {target} as {tx.sha[:12] if tx.sha else ''}"
+    if canary is not None:
+        summary += "; " + _canary_summary(canary)
     notice = notify.notify(
         notify.resolve_url(opts.notify_url),
         f"{rel.id} promoted {source} → {target}",
@@ -418,6 +436,8 @@ def _ev(outcome: Mapping[str, Any], source: str, target: str) -> dict[str, Any]:
         "eligible_at": outcome.get("eligible_at"),
         "model": outcome.get("model"),
         "model_diff": outcome.get("model_diff"),
+        # None: the env switches all at once (a Deployment); else the canary it goes through (rollout.yaml).
+        "rollout": outcome.get("rollout"),
     }
 
 
@@ -444,7 +464,51 @@ def _diff_checks(outcome: Mapping[str, Any]) -> list[Check]:
     out.append(Check(name="values", status=Status.PASSED, detail=f"vs {against}:\n{detail}" if against else detail))
     if outcome.get("model_diff"):
         out.append(Check(name="model", status=Status.PASSED, detail="\n".join(outcome["model_diff"])))
+    if outcome.get("rollout"):
+        out.append(Check(name="rollout", status=Status.PASSED, detail=_canary_detail(outcome["rollout"], "")))
     return out
+
+
+def _canary(repo: GitOpsRepo, target: str, current: Release | None, rel: Release) -> dict[str, Any] | None:
+    """The canary this promotion starts in `target` (None: its values do not enable the rollout)."""
+    try:
+        plan = canary_record.plan(repo.path, target, rel.id)
+    except canary_record.RolloutPlanError as exc:
+        raise pm.PromotionError(f"canary plan of <{target}>: {exc}") from exc
+    if plan is None:
+        return None
+    return {
+        # No stable release yet: Argo Rollouts deploys the first one at once (rollout/sync.go
+        # shouldFullPromote: "Initial deploy"); every later one goes through the steps.
+        "state": canary_record.PROGRESSING if current is not None else canary_record.INITIAL,
+        "from": current.id if current is not None else None,
+        "to": rel.id,
+        "mode": "canary" if current is not None else "all-at-once (initial deploy)",
+        "steps": canary_record.steps_line(plan["steps"]),
+        "path": canary_record.rollout_path(target),
+        "plan": plan,
+    }
+
+
+def _canary_summary(canary: Mapping[str, Any]) -> str:
+    if canary["state"] == canary_record.INITIAL:
+        return "first release of a canary env: deployed at once (no stable release to compare with)"
+    return f"canary: {canary['steps']}"
+
+
+def _canary_detail(canary: Mapping[str, Any], target: str) -> str:
+    where = f"<{target}>" if target else "the env"
+    metrics = ", ".join(m["name"] for m in canary["plan"]["analysis"]["metrics"])
+    if canary["state"] == canary_record.INITIAL:
+        return (
+            f"{where} has no stable release: Argo Rollouts deploys {canary['to']} at once (initial deploy); "
+            f"later releases go through {canary['steps']} (state {canary['state']} in {canary['path']})"
+        )
+    return (
+        f"{where} goes through the canary, not all at once: {canary['from']} → {canary['to']} via {canary['steps']}; "
+        f"each analysis step runs {canary['plan']['analysis']['template']} ({metrics}) and a failed one aborts "
+        f"(state {canary['state']} in {canary['path']})"
+    )
 
 
 def _message(

@@ -31,17 +31,23 @@ def scripted(outcomes: list[str]) -> tuple[list[CanaryConfig], Callable[[Path, C
 
 
 def test_counts_false_aborts_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    seen, drill = scripted(["promoted", "aborted", "timeout", "promoted"])
-    code = bench_canary.main(["--runs", "4", "--work", str(tmp_path)], drill=drill)
+    seen, drill = scripted(["promoted", "aborted", "timeout", "promoted", "paused"])
+    code = bench_canary.main(["--runs", "5", "--work", str(tmp_path)], drill=drill)
     out = capsys.readouterr().out
     assert code == 1
-    assert [c.fault for c in seen] == ["none"] * 4 and {c.env for c in seen} == {"staging"}
-    assert "false aborts: 1/4 (errors 1, promoted 2)" in out
-    assert "run  2/4: aborted" in out and "failing ttft-p95-ratio" in out
+    assert [c.fault for c in seen] == ["none"] * 5 and {c.env for c in seen} == {"staging"}
+    # A paused canary (Inconclusive analysis) is neither promoted nor a false abort.
+    assert "false aborts: 1/5 (errors 1, paused 1, promoted 2)" in out
+    assert "run  2/5: aborted" in out and "failing ttft-p95-ratio" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert (summary["false_aborts"], summary["errors"], summary["promoted"]) == (1, 1, 2)
+    assert (summary["false_aborts"], summary["errors"], summary["paused"], summary["promoted"]) == (1, 1, 1, 2)
     assert summary["runs_detail"][2]["failing"].startswith("TimeoutError")
-    assert sorted(p.name for p in tmp_path.glob("run-*.json")) == ["run-01.json", "run-02.json", "run-04.json"]
+    assert sorted(p.name for p in tmp_path.glob("run-*.json")) == [
+        "run-01.json",
+        "run-02.json",
+        "run-04.json",
+        "run-05.json",
+    ]
 
 
 def test_all_promoted_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,8 @@
-"""End to end: the canary drill per fault (real HAProxy, Locust, Prometheus, gateway + simulator processes,
-a local GitOps remote in tmp_path), its result checked against the issue's targets."""
+"""End to end: the canary drill per fault (real HAProxy, Locust, Prometheus, a local GitOps remote in
+tmp_path), its result checked against the issue's targets. The errors canary runs on the chart's pods
+(podman kube play of images built from this tree, the pod count sampled from podman); the latency and good
+canaries on gateway + simulator processes (the fallback where no engine plays pods), which keeps the slow
+suite at three drills of ≈1 minute each."""
 
 from __future__ import annotations
 
@@ -10,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.controller.canary_drill import CanaryConfig, run_canary_drill
+from pipeline.controller.canary_podman import POD_PREFIX, live_pods
+from pipeline.controller.drill_pods import DrillImages
 from pipeline.gitops.repo import GitOpsRepo
 from pipeline.rollout import analysis as ra
+from pipeline.runtime import engine as engines
 from pipeline.runtime import tools
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,12 +38,30 @@ def first_weight(env: str) -> int:
 
 
 @pytest.mark.timeout(480)
-@pytest.mark.parametrize("fault", ["errors", "latency", "none"])
-def test_canary_drill_meets_its_targets(tmp_path: Path, fault: str) -> None:
-    report = run_canary_drill(tmp_path / "drill", CanaryConfig(env="staging", fault=fault, timeout=360))
+@pytest.mark.parametrize(("fault", "deploy"), [("errors", "pods"), ("latency", "processes"), ("none", "processes")])
+def test_canary_drill_meets_its_targets(
+    tmp_path: Path, fault: str, deploy: str, request: pytest.FixtureRequest
+) -> None:
+    cfg = CanaryConfig(env="staging", fault=fault, timeout=360)
+    engine: engines.Engine | None = None
+    if deploy == "pods":
+        engine, images = request.getfixturevalue("built")  # tests/drill/conftest.py
+        assert isinstance(images, DrillImages)
+        cfg.engine, cfg.images = engine, images.pod
+    try:
+        report = run_canary_drill(tmp_path / "drill", cfg)
+    finally:
+        if engine is not None:  # the pods are gone however the drill ended (podman's own list)
+            left = live_pods(engine, f"{POD_PREFIX}-staging")
+            assert left == [], f"canary drill pods left behind: {left}"
     data = json.loads(json.dumps(asdict(report)))  # what --json prints
     print(json.dumps(data))  # shown when an assertion fails
     assert data["problems"] == []
+    assert data["deploy"] == deploy and any(
+        s.startswith(f"model pods: {'the env' if engine else 'processes'}") for s in data["substitutions"]
+    )
+    # Sampled from the engine (podman pod ps) on pods, from the processes' PIDs otherwise.
+    assert ("podman pod ps" in data["max_model_pods_source"]) == (deploy == "pods")
     assert 1 <= data["max_model_pods"] <= data["replicas"]
     assert data["total_requests"] > 0 and data["canary_requests"] > 0
     if fault == "none":

@@ -13,6 +13,7 @@ from pipeline.controller.canary_steps import (
     drill_timers,
     parse_steps,
     pod_split,
+    rollout_action,
     run_analysis,
     seconds,
 )
@@ -114,5 +115,102 @@ def test_steps_timers_and_pod_split() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         drill_timers(chart_analysis(), "soon", "10s")
     # No surge: the canary's pods come out of the stable's; never more than replicas in all.
-    assert [pod_split(w, 2) for w in (0, 25, 50, 100)] == [(0, 2), (1, 1), (1, 1), (2, 0)]
-    assert [pod_split(w, 4) for w in (10, 25, 60)] == [(1, 3), (1, 3), (3, 1)]
+    assert [pod_split(w, 2) for w in (0, 10, 50, 100)] == [(0, 2), (1, 1), (1, 1), (2, 0)]
+    for replicas in range(1, 13):
+        for weight in range(101):
+            canary, stable = pod_split(weight, replicas)
+            assert canary + stable == replicas and (weight == 0) <= (canary == 0), (weight, replicas)
+
+
+# argoproj/argo-rollouts utils/replicaset/canary_test.go TestApproximateWeightedNewStableReplicaCounts, every
+# case: (replicas, weight, maxSurge, expected canary, expected stable), maxWeight 100.
+UPSTREAM_SPLITS = [
+    (0, 0, 0, 0, 0),
+    (0, 50, 0, 0, 0),
+    (0, 100, 0, 0, 0),
+    (0, 0, 1, 0, 0),
+    (0, 50, 1, 0, 0),
+    (0, 100, 1, 0, 0),
+    (1, 0, 0, 0, 1),
+    (1, 1, 0, 0, 1),
+    (1, 49, 0, 0, 1),
+    (1, 50, 0, 1, 0),
+    (1, 99, 0, 1, 0),
+    (1, 100, 0, 1, 0),
+    (1, 0, 1, 0, 1),
+    (1, 1, 1, 1, 1),
+    (1, 49, 1, 1, 1),
+    (1, 50, 1, 1, 1),
+    (1, 99, 1, 1, 1),
+    (1, 100, 1, 1, 0),
+    (2, 0, 0, 0, 2),
+    (2, 1, 0, 1, 1),
+    (2, 50, 0, 1, 1),
+    (2, 99, 0, 1, 1),
+    (2, 100, 0, 2, 0),
+    (2, 0, 1, 0, 2),
+    (2, 1, 1, 1, 2),
+    (2, 50, 1, 1, 1),
+    (2, 99, 1, 2, 1),
+    (2, 100, 1, 2, 0),
+    (3, 10, 0, 1, 2),
+    (3, 25, 0, 1, 2),
+    (3, 33, 0, 1, 2),
+    (3, 34, 0, 1, 2),
+    (3, 49, 0, 1, 2),
+    (3, 50, 0, 2, 1),
+    (3, 10, 1, 1, 3),
+    (3, 25, 1, 1, 3),
+    (3, 33, 1, 1, 2),
+    (3, 34, 1, 1, 2),
+    (3, 49, 1, 2, 2),
+    (3, 50, 1, 2, 2),
+    (10, 0, 1, 0, 10),
+    (10, 1, 0, 1, 9),
+    (10, 14, 0, 1, 9),
+    (10, 15, 0, 2, 8),
+    (10, 16, 0, 2, 8),
+    (10, 99, 0, 9, 1),
+    (10, 100, 1, 10, 0),
+    (10, 0, 1, 0, 10),
+    (10, 1, 1, 1, 10),
+    (10, 18, 1, 2, 9),
+    (10, 19, 1, 2, 9),
+    (10, 20, 1, 2, 8),
+    (10, 23, 1, 2, 8),
+    (10, 24, 1, 3, 8),
+    (10, 25, 1, 3, 8),
+    (10, 99, 1, 10, 1),
+    (10, 100, 1, 10, 0),
+]
+
+
+@pytest.mark.parametrize(("replicas", "weight", "surge", "canary", "stable"), UPSTREAM_SPLITS)
+def test_pod_split_is_argo_rollouts_basic_canary_split(
+    replicas: int, weight: int, surge: int, canary: int, stable: int
+) -> None:
+    assert pod_split(weight, replicas, surge) == (canary, stable)
+
+
+def test_nearest_not_ceiling_ties_round_up() -> None:
+    # 4 replicas at 60 %: 2.4 pods → 2 (50 %) is nearer than 3 (75 %); ceil would give 3.
+    assert pod_split(60, 4) == (2, 2)
+    # 3 replicas at 50 %: 1.5 is a tie → the ceiling, 2.
+    assert pod_split(50, 3) == (2, 1)
+    # One replica, no surge: 10 % gives the canary no pod (its analysis then never reaches min-requests).
+    assert pod_split(10, 1) == (0, 1) and pod_split(50, 1) == (1, 0)
+
+
+def test_rollout_pauses_on_an_inconclusive_run_and_aborts_on_a_failed_one() -> None:
+    # rollout/analysis.go reconcileStepBasedAnalysisRun: Inconclusive → pause, Failed → abort.
+    analysis = chart_analysis()
+    nan = math.nan
+    quiet = {"canary-requests": [0.0], "error-ratio": [nan], "ttft-p95-ratio": [nan], "itl-p95-ratio": [nan]}
+    run = run_analysis(analysis, ARGS, by_metric(analysis, quiet), sleep=lambda _s: None)
+    assert rollout_action(run.phase) == "pause" and run.failing == "canary-requests"
+    bad = {"canary-requests": [80.0], "error-ratio": [5.0], "ttft-p95-ratio": [1.0], "itl-p95-ratio": [1.0]}
+    run = run_analysis(analysis, ARGS, by_metric(analysis, bad), sleep=lambda _s: None)
+    assert rollout_action(run.phase) == "abort" and run.failing == "error-ratio"
+    assert rollout_action(ra.Phase.SUCCESSFUL) == "continue"
+    with pytest.raises(ValueError, match="still Running"):
+        rollout_action(ra.Phase.RUNNING)
