@@ -7,7 +7,7 @@ UV := python3 -m uv
 
 .PHONY: ci test test-fast lint fmt venv tools vllm bench-gateway bench-eval bench-pipeline bench-canary render smoke loadtest drill crd-schemas clean
 
-ci: tools vllm ## Run every pipeline stage locally (test, build, scan, render, smoke, loadtest, promote to dev)
+ci: tools vllm ## Run every pipeline stage locally (test, build, scan, render, smoke, eval, loadtest, canary gate, promote to dev)
 	$(PY) -m pipeline ci
 
 test: tools vllm lint ## The whole test suite: lint, types, unit and slow end-to-end tests

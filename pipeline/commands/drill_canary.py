@@ -14,12 +14,14 @@ from pipeline.controller.canary_drill import CanaryConfig, run_canary_drill
 from pipeline.core.context import RunContext
 from pipeline.core.exit_codes import ExitCode
 from pipeline.core.result import CommandResult
+from pipeline.rollout.targets import EXPECTED_VERDICT
 from pipeline.runtime.procs import ProcessFailed
 
 # Exit codes: 0 the drill ran and gave the verdict its fault calls for (aborted for errors/latency,
-# promoted for none) without a problem; 1 otherwise (a "paused" verdict included: an Inconclusive analysis
-# waits for a human); 3 the drill could not run.
-EXPECTED = {"errors": "aborted", "latency": "aborted", "none": "promoted"}
+# promoted for none: pipeline.rollout.targets, whose other targets ci's canary_gate judges) without a
+# problem; 1 otherwise (a "paused" verdict included: an Inconclusive analysis waits for a human); 3 the
+# drill could not run.
+EXPECTED = EXPECTED_VERDICT
 KEYS = (
     "verdict",
     "paused",

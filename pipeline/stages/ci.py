@@ -1,4 +1,4 @@
-"""`ci`: every stage in order — test → build → scan → render → smoke → eval → loadtest → promote (dev).
+"""`ci`: every stage in order — test → build → scan → render → smoke → eval → loadtest → canary_gate → promote (dev).
 
 Stops at the first FAILED stage; promotes to dev only when nothing failed. A SKIPPED stage
 (not implemented yet, no engine, no DB, no GPU) never counts as passed: it is listed as an
@@ -51,8 +51,9 @@ log = logging.getLogger(__name__)
 
 NAME = "ci"
 PRINTS_SUMMARY = True  # the stage table, unproven checks and report paths
-HELP = "run test → build → scan → render → smoke → eval → loadtest → promote to dev; stop at the first failure"
-ORDER = ("test", "build", "scan", "render", "smoke", "eval", "loadtest", "promote")
+HELP = "run test → build → scan → render → smoke → eval → loadtest → canary_gate → promote to dev; stop at the first failure"
+# `canary_gate` is a stage of ci only (the canary drill, pipeline/stages/canary_gate.py), not a verb of its own.
+ORDER = ("test", "build", "scan", "render", "smoke", "eval", "loadtest", "canary_gate", "promote")
 GATES = ORDER[:-1]
 NOT_IMPLEMENTED = "stage not implemented yet"
 # What each stage reads, when its module does not say (module attribute CACHE_INPUTS wins).

@@ -114,7 +114,7 @@ def test_failed_stage_stops_ci_and_nothing_is_promoted(ctx: RunContext, repo: Pa
     assert promoted == []
     report = json.loads((ctx.run_dir / "report.json").read_text())
     assert report["failed_stage"] == "scan" and report["promoted"] is False
-    assert report["not_run"] == ["render", "smoke", "eval", "loadtest", "promote"]
+    assert report["not_run"] == ["render", "smoke", "eval", "loadtest", "canary_gate", "promote"]
     summary = (ctx.run_dir / "summary.md").read_text()
     assert "scan-check" in summary and "FAILED" in summary
 

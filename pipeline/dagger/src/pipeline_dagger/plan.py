@@ -130,7 +130,8 @@ TOOLS: dict[str, tuple[str, ...]] = {
     "build": ("helm",),  # helm package / helm push of the chart
     "render": ("helm", "kubectl", "promtool"),
     "loadtest": ("prometheus", "promtool"),
-    "ci": ("helm", "kubectl", "prometheus", "promtool"),
+    # ci's canary_gate stage: the canary drill's HAProxy, Prometheus and Alertmanager (pipeline/stages/canary_gate.py).
+    "ci": ("helm", "kubectl", "prometheus", "promtool", "haproxy", "prometheus-alertmanager"),
 }
 # The build stage pushes the packaged chart to oci://$PIPELINE_CHART_REGISTRY, logging in with
 # these (same names as pipeline/artifacts/chart.py; the password is a Dagger secret variable).
