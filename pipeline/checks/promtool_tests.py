@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -182,6 +183,24 @@ def forget_unused(cache: Path, max_age_s: float) -> None:
                 entry.unlink()
 
 
+def _run_signalling(
+    argv: list[str], cwd: Path, env: Mapping[str, str], spawned: Callable[[], None]
+) -> subprocess.CompletedProcess[str]:
+    """`_default_runner` that calls `spawned` as soon as the process exists (subprocess.run's
+    timeout behaviour: kill, wait, raise)."""
+    with subprocess.Popen(
+        argv, cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        spawned()
+        try:
+            output, _ = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, output)
+
+
 def _default_runner(argv: list[str], cwd: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     # One stream keeps promtool's `Unit Testing:` header next to its failures.
     return subprocess.run(
@@ -264,11 +283,15 @@ def run_tests(
     cache: Path | None = None,
     workers: int | None = None,
     runner: Runner = _default_runner,
+    on_start: Callable[[], None] | None = None,
 ) -> TestRun:
     """`promtool test rules` on each of `tests` (paths relative to cwd): their test groups spread
     over at most `workers` processes (default: the cores), each on the rules it reads.
 
     cache: directory remembering passes (None: nothing reused, nothing stored).
+    on_start: called once every promtool process has started (with an injected runner: as the
+    last is handed to it), so the caller's Python work cannot delay their start on the GIL; not
+    called when every file is reused.
     """
     keys = {t: cache_key(cwd / t, promtool) if cache else None for t in tests}
     results: dict[str, FileResult] = {}
@@ -298,11 +321,25 @@ def run_tests(
                     units += [_Unit(t, g.path, GROUP_COST + estimated_steps(scratch / g.path)) for g in groups]
             plan = _plan(units, min(len(todo), workers or default_workers()))
             env = {**os.environ, "TMPDIR": str(tsdb)}
+            waiting = [len(plan)]
+            lock = threading.Lock()
+
+            def spawned() -> None:
+                with lock:
+                    waiting[0] -= 1
+                    last = waiting[0] == 0
+                if last and on_start is not None:
+                    on_start()
 
             def one(batch: list[_Unit]) -> _Ran:
                 with Timer() as timer:
                     where = cwd if batch[0].whole else scratch
-                    proc = runner([promtool, "test", "rules", *(u.arg for u in batch)], where, env)
+                    argv = [promtool, "test", "rules", *(u.arg for u in batch)]
+                    if runner is _default_runner:
+                        proc = _run_signalling(argv, where, env, spawned)
+                    else:
+                        spawned()
+                        proc = runner(argv, where, env)
                 return batch, proc, timer.seconds
 
             with ThreadPoolExecutor(max_workers=min(len(plan), workers or default_workers())) as pool:

@@ -18,7 +18,11 @@ Kubernetes minimum equal to the charts' kubeVersion.
 Every independent step runs concurrently; only helm, trivy and promtool are subprocesses
 (one per env for helm, one in total for trivy and `promtool check rules`; `promtool test rules`
 one per core over the test groups of every file, each group on only the rules it reads, passes
-of unchanged files reused: pipeline.checks.promtool_tests).
+of unchanged files reused: pipeline.checks.promtool_tests; trivy's report of byte-identical
+manifests reused, its gate applied every run: pipeline.checks.trivy_config). On 2 cores the
+run is CPU-bound, so the order matters: every `helm template` first, then promtool and trivy
+(the longest steps) as soon as the files they read are written, the in-process checks once
+promtool's processes are running.
 
 Each env is rendered from the chart Argo CD will deploy: the version pinned in its release.yaml
 (`release.chartVersion`, the OCI chart's targetRevision). That is the tree's chart only when the
@@ -35,10 +39,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +58,7 @@ from pipeline.artifacts.chart_render import (
     resolve_chart,
     values_args,
 )
-from pipeline.checks import canary, policy, prerequisites, trivy_ignore, validate
+from pipeline.checks import canary, policy, prerequisites, trivy_config, trivy_ignore, validate
 from pipeline.checks.manifests import (
     ChartApp,
     argocd_docs,
@@ -189,11 +192,6 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             0.0,
             ok_detail=f"{len(ignores.entries)} valid entries in {TRIVY_IGNORE}",
         )
-        with Timer() as t_platform:
-            platform_problems = derived.problems(root)
-        checks.add(
-            "platform.yaml", platform_problems, t_platform.seconds, ok_detail="every derived file agrees with it"
-        )
         yl_conf = YamlLintConfig(file=str(root / YAMLLINT_CONFIG))
 
         rule_names = policy.violation_rules([root / d for d in POLICY_DIRS])
@@ -211,6 +209,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         rendered_envs: list[str] = []
         rendered_apps: list[str] = []
         rule_apps: list[str] = []  # chart apps that render a PrometheusRule
+        app_lints: list[Callable[[], None]] = []  # `helm lint` of each chart app, run with the envs'
         lock = threading.Lock()
         ctx.progress(f"render: {', '.join(envs)} -> {out} (CRD schemas: {crd_location})")
 
@@ -230,7 +229,9 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             problems = [] if proc.returncode == 0 else [f"{env}: {tail(proc.stdout + proc.stderr)}"]
             checks.add(f"helm lint {env}", problems, t.seconds)
 
-        def render_env(env: str) -> None:
+        def render_env(env: str) -> list[Callable[[], None]]:
+            """helm template and the files trivy and promtool read; returns the in-process checks
+            over its objects, run once those tools have started (they share the cores)."""
             env_out = out / env
             env_out.mkdir(parents=True, exist_ok=True)
             with Timer() as t:
@@ -240,7 +241,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 )
             if proc.returncode != 0:
                 checks.add(f"helm template {env}", [f"{env}: {tail(proc.stderr or proc.stdout)}"], t.seconds)
-                return
+                return []
+            text = proc.stdout
             manifest = env_out / "manifests.yaml"
             manifest.write_text(proc.stdout)
             docs = load_docs(proc.stdout)
@@ -250,23 +252,28 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             with lock:
                 kinds_by_target[env] = prerequisites.object_kinds(docs)
             checks.add(f"helm template {env}", [], t.seconds, ok_detail=f"{len(docs)} objects", objects=len(docs))
-            with Timer() as t:
-                results = check_manifests(env, docs, core, crds, engine_for, rule_names)
-            for name, problems in results.items():
-                checks.add(name, problems, t.seconds)
-            with Timer() as t:
-                yl = yamllint_problems(f"{env}/manifests.yaml", proc.stdout, yl_conf)
-            checks.add(f"yamllint {env}", [f"{env}: {p}" for p in yl], t.seconds)
             rules = extract_rules(docs)
             if rules is None:
                 checks.add(f"alert rules {env}", [f"{env}: no PrometheusRule rendered"], 0.0)
-                return
-            (env_out / "prometheus-rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False, width=1000))
-            write_alert_tests(env, rules, env_out, root / ALERT_TESTS)
-            checks.add(f"runbooks {env}", check_runbooks(env, rules, root), 0.0)
-            with lock:
-                rules_by_env[env] = rules
-                rendered_envs.append(env)
+            else:
+                (env_out / "prometheus-rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False, width=1000))
+                write_alert_tests(env, rules, env_out, root / ALERT_TESTS)
+                with lock:
+                    rules_by_env[env] = rules
+                    rendered_envs.append(env)
+
+            def check() -> None:
+                with Timer() as t:
+                    results = check_manifests(env, docs, core, crds, engine_for, rule_names)
+                for name, problems in results.items():
+                    checks.add(name, problems, t.seconds)
+                with Timer() as t:
+                    yl = yamllint_problems(f"{env}/manifests.yaml", text, yl_conf)
+                checks.add(f"yamllint {env}", [f"{env}: {p}" for p in yl], t.seconds)
+                if rules is not None:
+                    checks.add(f"runbooks {env}", check_runbooks(env, rules, root), 0.0)
+
+            return [check]
 
         def argocd() -> None:
             with Timer() as t:
@@ -289,29 +296,36 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 t.seconds,
             )
 
-        def render_app(app: ChartApp) -> None:
-            """A chart an Application deploys, with exactly that Application's values: lint, render, schemas."""
+        def render_app(app: ChartApp) -> list[Callable[[], None]]:
+            """A chart an Application deploys, with exactly that Application's values: render (and
+            the files trivy and promtool read); returns the checks over its objects, its lint
+            goes to `app_lints`."""
             label = app.name
             app_out = out / label
             app_out.mkdir(parents=True, exist_ok=True)
             missing = [str(f.relative_to(root)) for f in app.value_files if not f.is_file()]
             if missing:
                 checks.add(f"helm template {label}", [f"{label}: value file(s) {', '.join(missing)} missing"], 0.0)
-                return
+                return []
             args = [a for f in app.value_files for a in ("-f", str(f))]
             if app.values_object:
                 inline = app_out / "values-object.yaml"
                 inline.write_text(yaml.safe_dump(app.values_object, sort_keys=False))
                 args += ["-f", str(inline)]
-            with Timer() as t:
-                proc = run_capture(
-                    [helm, "lint", "--strict", str(app.chart), "--namespace", app.namespace, *args], cwd=root
+
+            def lint_app() -> None:
+                with Timer() as t:
+                    proc = run_capture(
+                        [helm, "lint", "--strict", str(app.chart), "--namespace", app.namespace, *args], cwd=root
+                    )
+                checks.add(
+                    f"helm lint {label}",
+                    [] if proc.returncode == 0 else [f"{label}: {tail(proc.stdout + proc.stderr)}"],
+                    t.seconds,
                 )
-            checks.add(
-                f"helm lint {label}",
-                [] if proc.returncode == 0 else [f"{label}: {tail(proc.stdout + proc.stderr)}"],
-                t.seconds,
-            )
+
+            with lock:
+                app_lints.append(lint_app)
             with Timer() as t:
                 proc = run_capture(
                     [
@@ -329,36 +343,47 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 )
             if proc.returncode != 0:
                 checks.add(f"helm template {label}", [f"{label}: {tail(proc.stderr or proc.stdout)}"], t.seconds)
-                return
+                return []
             (app_out / "manifests.yaml").write_text(proc.stdout)
             docs = load_docs(proc.stdout)
             with lock:
                 kinds_by_target[label] = prerequisites.object_kinds(docs)
             checks.add(f"helm template {label}", [], t.seconds, ok_detail=f"{len(docs)} objects", objects=len(docs))
-            with Timer() as t:
-                core_docs = [d for d in docs if core.is_core(d)]
-                cr_docs = [d for d in docs if not core.is_core(d)]
-                core_problems = [f"{label}: {f}" for d in core_docs for f in core.validate(d)]
-                cr_problems = [f"{label}: {f}" for d in cr_docs for f in crds.validate(d)]
-                # The manifest policies too (params: the defaults): e.g. tracking, over its ServiceMonitor.
-                by_rule = policy.evaluate_by_rule(engine_for(label), {"kind": "List", "items": docs}, rule_names)
-            checks.add(f"kubernetes schema {label}", core_problems, t.seconds, objects=len(core_docs))
-            checks.add(f"crd schema {label}", cr_problems, t.seconds, objects=len(cr_docs))
-            checks.add(
-                f"policy {label}",
-                [f"{label}: policy {rule}: {m}" for rule, msgs in sorted(by_rule.items()) for m in msgs],
-                t.seconds,
-            )
             # A chart app's alerts get what an env's get: runbooks, and its chart's promtool cases.
             rules = extract_rules(docs)
             if rules is not None:
                 (app_out / "prometheus-rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False, width=1000))
                 write_alert_tests(label, rules, app_out, app.chart / "tests", namespace=app.namespace)
-                checks.add(f"runbooks {label}", check_runbooks(label, rules, root), 0.0)
             with lock:
                 rendered_apps.append(label)
                 if rules is not None:
                     rule_apps.append(label)
+
+            def check() -> None:
+                with Timer() as t:
+                    core_docs = [d for d in docs if core.is_core(d)]
+                    cr_docs = [d for d in docs if not core.is_core(d)]
+                    core_problems = [f"{label}: {f}" for d in core_docs for f in core.validate(d)]
+                    cr_problems = [f"{label}: {f}" for d in cr_docs for f in crds.validate(d)]
+                    # The manifest policies too (params: the defaults): e.g. tracking, over its ServiceMonitor.
+                    by_rule = policy.evaluate_by_rule(engine_for(label), {"kind": "List", "items": docs}, rule_names)
+                checks.add(f"kubernetes schema {label}", core_problems, t.seconds, objects=len(core_docs))
+                checks.add(f"crd schema {label}", cr_problems, t.seconds, objects=len(cr_docs))
+                checks.add(
+                    f"policy {label}",
+                    [f"{label}: policy {rule}: {m}" for rule, msgs in sorted(by_rule.items()) for m in msgs],
+                    t.seconds,
+                )
+                if rules is not None:
+                    checks.add(f"runbooks {label}", check_runbooks(label, rules, root), 0.0)
+
+            return [check]
+
+        def platform_agrees() -> None:
+            # Pure Python (~0.4 s of CPU): once promtool runs, beside it, not before every helm process.
+            with Timer() as t:
+                problems = derived.problems(root)
+            checks.add("platform.yaml", problems, t.seconds, ok_detail="every derived file agrees with it")
 
         def policy_tests_present() -> None:
             # A file scan (milliseconds); the Rego tests themselves run once, in the `test` stage.
@@ -381,11 +406,18 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 argv += ["--misconfig-scanners", "kubernetes", "--skip-dirs", "argocd"]
                 for pattern in ("**/*.test.yaml", "**/prometheus-rules.yaml", "**/values-object.yaml"):
                     argv += ["--skip-files", pattern]  # not Kubernetes objects
-                proc = run_capture([*argv, "--format", "json", str(out)], cwd=root)
-            if proc.returncode != 0:
-                checks.add("trivy config", [f"trivy failed: {tail(proc.stderr)}"], t.seconds)
+                # The report of identical inputs is reused; the gate below runs every time.
+                scanned = trivy_config.scan(
+                    [*argv, "--format", "json"],
+                    out,
+                    cwd=root,
+                    cache=cache_dir() / "trivy-config",
+                    skip_dirs=("argocd",),
+                )
+            if scanned.report is None:
+                checks.add("trivy config", [f"trivy failed: {tail(scanned.stderr)}"], t.seconds)
                 return
-            report = json.loads(proc.stdout or "{}")
+            report = scanned.report
             for r in report.get("Results") or []:  # a Rollout's findings belong to the env's manifests.yaml
                 r["Target"] = str(r.get("Target", "")).replace(canary.TRIVY_VIEW, "manifests.yaml")
             report["Results"] = [
@@ -393,6 +425,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
             ]
             bad, ignored, total = trivy_ignore.gate_misconfigs(report, ignores, opts.trivy_severities)
             note = f"; {len(ignored)} accepted by {TRIVY_IGNORE}" if ignored else ""
+            note += "; report reused: identical manifests, options and trivy" if scanned.reused else ""
             checks.add(
                 "trivy config",
                 bad,
@@ -400,6 +433,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 ok_detail=f"{total} finding(s) below {'/'.join(opts.trivy_severities)}{note}",
                 findings=len(bad),
                 ignored=len(ignored),
+                reused=float(scanned.reused),
             )
 
         def promtool_rules(env_list: list[str]) -> None:
@@ -412,61 +446,77 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 t.seconds,
             )
 
-        def promtool_tests(env_list: list[str]) -> None:
-            # promtool resolves rule_files relative to each test file.
-            tests = sorted(f"{e}/{p.name}" for e in env_list for p in (out / e).glob("*.test.yaml"))
-            missing = [e for e in env_list if not any(t.startswith(f"{e}/") for t in tests)]
-            if missing:
+        def promtool_tests(env_list: list[str], started: threading.Event) -> None:
+            """`started` is set once promtool's processes are running, or this ends (whichever first)."""
+            try:
+                # promtool resolves rule_files relative to each test file.
+                tests = sorted(f"{e}/{p.name}" for e in env_list for p in (out / e).glob("*.test.yaml"))
+                missing = [e for e in env_list if not any(t.startswith(f"{e}/") for t in tests)]
+                if missing:
+                    checks.add(
+                        "promtool test rules",
+                        [f"{e}: no promtool tests (charts/<chart>/tests/*.test.yaml) for its rules" for e in missing],
+                        0.0,
+                    )
+                    return
+                # Every file's test groups over one process per core; passes of unchanged files are reused.
+                with Timer() as t:
+                    tested = run_promtool_tests(
+                        promtool, tests, out, cache=cache_dir() / "promtool-tests", on_start=started.set
+                    )
                 checks.add(
                     "promtool test rules",
-                    [f"{e}: no promtool tests (charts/<chart>/tests/*.test.yaml) for its rules" for e in missing],
-                    0.0,
+                    [tested.report()] if tested.failed else [],
+                    t.seconds,
+                    ok_detail=tested.summary(),
+                    files=len(tests),
+                    reused=tested.reused,
                 )
-                return
-            # Every file's test groups over one process per core; passes of unchanged files are reused.
-            with Timer() as t:
-                tested = run_promtool_tests(promtool, tests, out, cache=cache_dir() / "promtool-tests")
-            checks.add(
-                "promtool test rules",
-                [tested.report()] if tested.failed else [],
-                t.seconds,
-                ok_detail=tested.summary(),
-                files=len(tests),
-                reused=tested.reused,
-            )
+            finally:
+                started.set()
 
-        workers = max(4, min(8, (os.cpu_count() or 2) * 2))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render") as pool:
-            renders: list[Future[None]] = [pool.submit(render_env, e) for e in envs if e in chart_of]
+        def run_in_turn(steps: list[Callable[[], None]]) -> None:
+            for step in steps:
+                step()
+
+        # Critical path on 2 cores: helm template (all targets at once), then promtool's test groups
+        # and trivy, the longest steps, as soon as the files they read are written; the helm lints
+        # and the in-process checks (they would slow promtool's group split, Python on the GIL)
+        # once promtool's processes are running. Threads mostly wait on processes.
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="render") as pool:
+            writes: list[Future[list[Callable[[], None]]]] = [pool.submit(render_env, e) for e in envs if e in chart_of]
             try:
                 apps = chart_apps(root)
             except (yaml.YAMLError, ValueError, KeyError) as exc:
                 checks.add("argocd chart apps", [f"argocd: {exc}"], 0.0)
                 apps = []
-            renders += [pool.submit(render_app, a) for a in apps]
-            # In-process checks only until the manifests are on disk: helm processes would compete
-            # for the cores and delay trivy, the longest step (the critical path on 2 cores).
-            side: list[Future[None]] = [pool.submit(argocd), pool.submit(policy_tests_present)]
-            for fut in renders:
-                fut.result()
+            writes += [pool.submit(render_app, a) for a in apps]
+            follow_ups = [f for fut in writes for f in fut.result()]
             done = sorted(rendered_envs)
+            promtool_started = threading.Event()
             later: list[Future[None]] = []
+            if done and "promtool" not in opts.skip:
+                later.append(pool.submit(promtool_tests, done + sorted(rule_apps), promtool_started))
+            else:
+                if done:
+                    checks.skip("promtool test rules", "skipped by RenderOptions.skip")
+                promtool_started.set()
             if done:
                 if "trivy" in opts.skip:
                     checks.skip("trivy config", "skipped by RenderOptions.skip")
                 else:
                     later.append(pool.submit(trivy_scan, done + sorted(rendered_apps)))
+                later.append(pool.submit(promtool_rules, done + sorted(rule_apps)))
+            promtool_started.wait()  # its group split done (or failed): set in promtool_tests' finally
             if "lint" in opts.skip:
                 checks.skip("helm lint", "skipped by RenderOptions.skip")
             else:
                 later += [pool.submit(lint, e) for e in envs if e in chart_of]
-            if done:
-                if "promtool" in opts.skip:
-                    checks.skip("promtool test rules", "skipped by RenderOptions.skip")
-                else:
-                    later.append(pool.submit(promtool_tests, done + sorted(rule_apps)))
-                later.append(pool.submit(promtool_rules, done + sorted(rule_apps)))
-            for fut in side + later:
+            later += [pool.submit(f) for f in app_lints]
+            # The in-process checks one after another in one thread: they hold the GIL anyway, and
+            # threads contending for it only cost CPU the processes above could use.
+            later.append(pool.submit(run_in_turn, [*follow_ups, platform_agrees, argocd, policy_tests_present]))
+            for fut in later:
                 fut.result()
 
         # In-process, milliseconds: over the kinds of every target rendered above.

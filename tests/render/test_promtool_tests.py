@@ -179,3 +179,27 @@ def test_passes_not_reused_for_a_month_are_forgotten(tmp_path: Path, promtool: s
     (work / "dev/rules.yaml").write_text(RULES.replace("> 10", "> 5"))  # still passes: a new pass is written
     pt.run_tests(promtool, tests, work, cache=cache)
     assert entry.exists() and not stale.exists() and len(list(cache.iterdir())) == 2
+
+
+def test_on_start_runs_once_after_the_split_as_promtool_starts(tmp_path: Path, promtool: str) -> None:
+    # render starts its Python checks at on_start: not before the group split and the promtool
+    # processes (they would delay both on the GIL); never when every file is reused.
+    work, cache = tmp_path / "rendered", tmp_path / "cache"
+    tests = write_suite(
+        work, {"dev/good.test.yaml": GOOD.format(last="5m"), "prod/other.test.yaml": GOOD.format(last="9m")}
+    )
+    events: list[str] = []
+
+    def real_promtool(argv: list[str], cwd: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+        events.append("promtool: group files written" if all((cwd / a).is_file() for a in argv[3:]) else "promtool")
+        return subprocess.run(argv, cwd=cwd, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    one = pt.run_tests(promtool, tests, work, workers=1, runner=real_promtool, on_start=lambda: events.append("start"))
+    assert not one.failed and events == ["start", "promtool: group files written"]
+    events.clear()
+    # The default runner: once, when both processes exist.
+    both = pt.run_tests(promtool, tests, work, cache=cache, workers=2, on_start=lambda: events.append("start"))
+    assert not both.failed and both.processes == 2 and events == ["start"]
+    events.clear()
+    assert pt.run_tests(promtool, tests, work, cache=cache, on_start=lambda: events.append("start")).reused == 2
+    assert events == []
