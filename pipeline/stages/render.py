@@ -40,6 +40,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -93,6 +95,19 @@ ALERT_TESTS = CHART / "tests"
 # The CRD schema location and today's date (ignore entries expire) come from cache_extra().
 CACHE_INPUTS = ("charts", "environments", "policies", "docs/runbooks", str(TRIVY_IGNORE), "pipeline")
 CACHE_TOOLS = ("helm", "trivy", "promtool")
+
+
+# trivy's walk skips every directory NAMED dev, proc or sys (aquasecurity/trivy#6651, open; fix PR
+# #10975): the dev env's manifests were never scanned. It scans copies under `env-<name>/` instead.
+TRIVY_VIEW_PREFIX = "env-"
+
+
+def trivy_view(out: Path, targets: list[str], view: Path) -> Path:
+    """Copies of each target's rendered directory under `view/env-<target>/` (a name trivy walks)."""
+    for name in targets:
+        if (out / name).is_dir():
+            shutil.copytree(out / name, view / f"{TRIVY_VIEW_PREFIX}{name}")
+    return view
 
 
 @dataclass
@@ -394,7 +409,8 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
         def trivy_scan(env_list: list[str]) -> None:
             # One process over every rendered env and chart app; the Argo CD objects are not
             # workloads. Findings go through the scan stage's gate and ignore file.
-            with Timer() as t:
+            with Timer() as t, tempfile.TemporaryDirectory(prefix="trivy-view-") as tmp:
+                view = trivy_view(out, env_list, Path(tmp))
                 argv = [
                     trivy,
                     "config",
@@ -403,26 +419,24 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                     "--skip-version-check",
                     "--disable-telemetry",
                 ]
-                argv += ["--misconfig-scanners", "kubernetes", "--skip-dirs", "argocd"]
+                argv += ["--misconfig-scanners", "kubernetes"]
                 for pattern in ("**/*.test.yaml", "**/prometheus-rules.yaml", "**/values-object.yaml"):
                     argv += ["--skip-files", pattern]  # not Kubernetes objects
                 # The report of identical inputs is reused; the gate below runs every time.
                 scanned = trivy_config.scan(
-                    [*argv, "--format", "json"],
-                    out,
-                    cwd=root,
-                    cache=cache_dir() / "trivy-config",
-                    skip_dirs=("argocd",),
+                    [*argv, "--format", "json"], view, cwd=root, cache=cache_dir() / "trivy-config"
                 )
             if scanned.report is None:
                 checks.add("trivy config", [f"trivy failed: {tail(scanned.stderr)}"], t.seconds)
                 return
             report = scanned.report
             for r in report.get("Results") or []:  # a Rollout's findings belong to the env's manifests.yaml
-                r["Target"] = str(r.get("Target", "")).replace(canary.TRIVY_VIEW, "manifests.yaml")
+                target = str(r.get("Target", "")).removeprefix(TRIVY_VIEW_PREFIX)
+                r["Target"] = target.replace(canary.TRIVY_VIEW, "manifests.yaml")
             report["Results"] = [
                 r for r in report.get("Results") or [] if str(r.get("Target", "")).split("/", 1)[0] in env_list
             ]
+            walked = sorted({str(r["Target"]).split("/", 1)[0] for r in report["Results"]})
             bad, ignored, total = trivy_ignore.gate_misconfigs(report, ignores, opts.trivy_severities)
             note = f"; {len(ignored)} accepted by {TRIVY_IGNORE}" if ignored else ""
             note += "; report reused: identical manifests, options and trivy" if scanned.reused else ""
@@ -430,7 +444,7 @@ def run(opts: RenderOptions, ctx: RunContext) -> StageResult:
                 "trivy config",
                 bad,
                 t.seconds,
-                ok_detail=f"{total} finding(s) below {'/'.join(opts.trivy_severities)}{note}",
+                ok_detail=f"{total} finding(s) below {'/'.join(opts.trivy_severities)} in {', '.join(walked)}{note}",
                 findings=len(bad),
                 ignored=len(ignored),
                 reused=float(scanned.reused),
