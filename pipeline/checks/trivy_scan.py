@@ -37,6 +37,66 @@ def skip_args() -> list[str]:
     return out
 
 
+# Trivy's walker skips the relative paths `dev`, `proc` and `sys` of every filesystem target by
+# default, so a project directory of that name directly under the target (a rendered `dev`
+# environment, say) is silently never read — aquasecurity/trivy#6651 (fix PR #10975, both open).
+# Measured with trivy 0.76: only direct children of the target; deeper ones (environments/dev from
+# the repository root) are read. `--skip-dirs` adds to these defaults and cannot lift them.
+TRIVY_DEFAULT_SKIPPED = ("dev", "proc", "sys")
+
+
+def blind_spots(target: Path) -> list[Path]:
+    """Directories under `target` a trivy walk of it never enters, outermost first: its children
+    named dev/proc/sys and, as each is then scanned as a target of its own, theirs."""
+    if not target.is_dir() or target.is_symlink():
+        return []
+    found: list[Path] = []
+    for name in TRIVY_DEFAULT_SKIPPED:
+        child = target / name
+        if child.is_dir() and not child.is_symlink():  # trivy's walk does not follow links either
+            found += [child, *blind_spots(child)]
+    return found
+
+
+def _reroot(report: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """The report's Results with Target (and package paths) relative to the outer target again."""
+    results: list[dict[str, Any]] = []
+    for res in report.get("Results") or []:
+        res = dict(res, Target=f"{prefix}/{res.get('Target')}")
+        for key in ("Vulnerabilities", "Packages"):
+            if res.get(key):
+                res[key] = [dict(x, PkgPath=f"{prefix}/{x['PkgPath']}") if x.get("PkgPath") else x for x in res[key]]
+        results.append(res)
+    return results
+
+
+def trivy_json_tree(
+    name: str, argv: list[str], target: Path, root: Path, out: Path, report: Path
+) -> tuple[Check | None, dict[str, Any]]:
+    """`trivy_json` of `argv + [target]` that also reads its blind spots (see TRIVY_DEFAULT_SKIPPED):
+    each is scanned with the same argv, and its Results join the report with Targets named from
+    `target` as before (`dev/values.yaml`). `report` holds the merged JSON; any failing scan fails."""
+    failed, merged = trivy_json(name, [*argv, str(target)], root, out, report)
+    if failed:
+        return failed, {}
+    where = target if target.is_absolute() else root / target
+    extra: list[dict[str, Any]] = []
+    for spot in blind_spots(where):
+        rel = spot.relative_to(where).as_posix()
+        part = report.with_name(f"{report.stem}.{rel.replace('/', '.')}{report.suffix}")
+        failed, sub = trivy_json(f"{name} ({rel})", [*argv, str(spot)], root, out, part)
+        if failed:
+            return failed, {}
+        extra += _reroot(sub, rel)
+    # Once trivy reads these directories itself (#10975), their Targets are already in the report.
+    seen = {str(r.get("Target")) for r in merged.get("Results") or []}
+    extra = [r for r in extra if r["Target"] not in seen]
+    if extra:
+        merged = dict(merged, Results=[*(merged.get("Results") or []), *extra])
+        report.write_text(json.dumps(merged, indent=2))
+    return None, merged
+
+
 def trivy_json(name: str, argv: list[str], root: Path, out: Path, report: Path) -> tuple[Check | None, dict[str, Any]]:
     """Run a trivy command writing JSON to `report`; return (failure check or None, parsed report)."""
     check, output = run_command(name, [*argv, "--format", "json", "--output", str(report)], cwd=root, log_dir=out)

@@ -97,8 +97,9 @@ CACHE_INPUTS = ("charts", "environments", "policies", "docs/runbooks", str(TRIVY
 CACHE_TOOLS = ("helm", "trivy", "promtool")
 
 
-# trivy's walk skips every directory NAMED dev, proc or sys (aquasecurity/trivy#6651, open; fix PR
-# #10975): the dev env's manifests were never scanned. It scans copies under `env-<name>/` instead.
+# trivy's walk skips a directory named dev, proc or sys right under its target (default skip dirs,
+# pkg/fanal/walker/walk.go; aquasecurity/trivy#6651, fix PR #10975 open): the dev env's rendered
+# manifests were never scanned. It scans copies under `env-<name>/` instead.
 TRIVY_VIEW_PREFIX = "env-"
 
 

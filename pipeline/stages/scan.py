@@ -30,12 +30,14 @@ from typing import Any
 
 from pipeline.checks import image_source, trivy_ignore
 from pipeline.checks.trivy_scan import (
+    blind_spots,
     db_present,
     gate_secrets,
     gate_vulnerabilities,
     skip_args,
     trivy_cache_dir,
     trivy_json,
+    trivy_json_tree,
     verdict,
 )
 from pipeline.core.cache import Extra
@@ -155,8 +157,8 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
         # Secrets in the working tree (tracked or not: a local leak is still a leak).
         ctx.progress("scan: trivy fs --scanners secret")
         with Timer() as t:
-            argv = [trivy, "fs", *common, "--scanners", "secret", *skip_args(), "."]
-            failed, report = trivy_json("secrets", argv, root, out, out / "secrets.json")
+            argv = [trivy, "fs", *common, "--scanners", "secret", *skip_args()]
+            failed, report = trivy_json_tree("secrets", argv, Path("."), root, out, out / "secrets.json")
         if failed:
             checks.append(failed)
         else:
@@ -172,8 +174,8 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
             rel = target.relative_to(root) if target.is_relative_to(root) else target
             ctx.progress(f"scan: trivy config {rel}")
             with Timer() as t:
-                argv = [trivy, "config", *common, "--skip-check-update", str(target)]
-                failed, report = trivy_json(f"config {rel}", argv, root, out, out / f"config-{i}.json")
+                argv = [trivy, "config", *common, "--skip-check-update"]
+                failed, report = trivy_json_tree(f"config {rel}", argv, target, root, out, out / f"config-{i}.json")
             if failed:
                 checks.append(failed)
                 continue
@@ -183,21 +185,7 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
 
         # SBOM of the source tree (lockfile packages); needs no DB.
         ctx.progress("scan: SBOM (CycloneDX)")
-        sbom = out / "sbom.cdx.json"
-        check, _ = run_command(
-            "sbom",
-            [trivy, "fs", *common, "--format", "cyclonedx", "--output", str(sbom), *skip_args(), "."],
-            cwd=root,
-            log_dir=out,
-        )
-        if check.status is Status.PASSED:
-            try:
-                comps = len(json.loads(sbom.read_text()).get("components") or [])
-                check.detail, check.numbers = f"{comps} components → {sbom.name}", {"components": comps}
-                artifacts.append(str(sbom))
-            except (OSError, ValueError) as exc:
-                check = Check(name="sbom", status=Status.FAILED, detail=f"SBOM unreadable: {exc}")
-        checks.append(check)
+        checks.append(_source_sbom(trivy, common, root, out, artifacts))
 
         checks.extend(_vulnerability_checks(trivy, opts, ctx, root, out, ignores, artifacts))
         checks.extend(_built_image_checks(trivy, opts, ctx, root, out, ignores, artifacts))
@@ -218,6 +206,32 @@ def run(opts: ScanOptions, ctx: RunContext) -> StageResult:
         artifacts=artifacts,
         evidence={"subject": _with_built(scan_subject(root, opts.images, checks), opts.built, checks)},
     )
+
+
+def _source_sbom(trivy: str, common: list[str], root: Path, out: Path, artifacts: list[str]) -> Check:
+    """CycloneDX SBOM of the tree, plus one per directory trivy's walk skips (`blind_spots`):
+    separate documents, as merging CycloneDX graphs by hand would be a second SBOM generator."""
+    parts = [(Path("."), out / "sbom.cdx.json")]
+    parts += [(s, out / f"sbom.{s.relative_to(root).as_posix().replace('/', '.')}.cdx.json") for s in blind_spots(root)]
+    comps, names = 0, []
+    for target, sbom in parts:
+        rel = target.relative_to(root).as_posix() if target.is_absolute() else ""
+        name = f"sbom ({rel})" if rel else "sbom"
+        argv = [trivy, "fs", *common, "--format", "cyclonedx", "--output", str(sbom), *skip_args(), str(target)]
+        check, _ = run_command(name, argv, cwd=root, log_dir=out)
+        if check.status is not Status.PASSED:
+            check.name = "sbom"
+            return check
+        try:
+            comps += len(json.loads(sbom.read_text()).get("components") or [])
+        except (OSError, ValueError) as exc:
+            return Check(name="sbom", status=Status.FAILED, detail=f"SBOM {sbom.name} unreadable: {exc}")
+        names.append(sbom.name)
+    artifacts += [str(out / n) for n in names]
+    return Check(
+        name="sbom", status=Status.PASSED, detail=f"{comps} components → {', '.join(names)}",
+        numbers={"components": comps},
+    )  # fmt: skip
 
 
 def _with_built(subject: dict[str, Any], built: dict[str, dict[str, str]], checks: list[Check]) -> dict[str, Any]:
@@ -395,19 +409,25 @@ def _vulnerability_checks(
         yield Check(name="vulnerabilities", status=Status.SKIPPED, detail=why)
         return
     db_flags = ["--skip-db-update"] if have_db and not download else []
-    targets: list[tuple[str, list[str]]] = [("lockfile", ["fs", "--scanners", "vuln", *skip_args(), "."])]
-    targets += [(f"image {ref}", ["image", "--scanners", "vuln", ref]) for ref in opts.images]
+    targets: list[tuple[str, list[str], Path | None]] = [
+        ("lockfile", ["fs", "--scanners", "vuln", *skip_args()], Path("."))
+    ]
+    targets += [(f"image {ref}", ["image", "--scanners", "vuln", ref], None) for ref in opts.images]
     if not opts.images:
         yield Check(
             name="vulnerabilities image",
             status=Status.SKIPPED,
             detail="no image refs given (no image was built here) — image vulnerabilities NOT scanned",
         )
-    for i, (label, args) in enumerate(targets):
+    for i, (label, args, tree) in enumerate(targets):
         ctx.progress(f"scan: trivy vulnerabilities {label}")
         with Timer() as t:
             argv = [trivy, *args[:1], "--quiet", "--timeout", "15m", *db_flags, *args[1:]]
-            failed, report = trivy_json(f"vulnerabilities {label}", argv, root, out, out / f"vuln-{i}.json")
+            report_path = out / f"vuln-{i}.json"
+            if tree is None:  # an image: no directory walk to fill in
+                failed, report = trivy_json(f"vulnerabilities {label}", argv, root, out, report_path)
+            else:
+                failed, report = trivy_json_tree(f"vulnerabilities {label}", argv, tree, root, out, report_path)
         if failed:
             yield failed
             continue

@@ -1,4 +1,4 @@
-"""trivy's walk skips every directory NAMED dev (aquasecurity/trivy#6651, open): render scans copies of
+"""trivy's walk skips a directory named dev right under its target (aquasecurity/trivy#6651, open): render scans copies of
 each env's output under `env-<name>/`, so the dev env's manifests are config-scanned like the others.
 Real trivy and a real render."""
 
