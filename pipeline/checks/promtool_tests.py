@@ -15,7 +15,6 @@ Testing: <file>/group-<i>-of-<n>.yaml` header) and, in promtool's own words, the
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import json
@@ -24,7 +23,6 @@ import re
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from typing import Any
 import yaml
 
 from pipeline.checks.promtool_subset import load_yaml, split
+from pipeline.core.cache import forget_unused
 from pipeline.core.result import Timer
 
 # promtool's default when a test file sets no evaluation_interval (cmd/promtool/unittest.go).
@@ -172,15 +171,6 @@ def cache_key(test_file: Path, promtool: str) -> str | None:
             return None
         h.update(f"{len(content)}\0".encode() + content)
     return h.hexdigest()
-
-
-def forget_unused(cache: Path, max_age_s: float) -> None:
-    """Remove remembered passes not written or reused within `max_age_s`."""
-    cutoff = time.time() - max_age_s
-    for entry in cache.iterdir():
-        with contextlib.suppress(OSError):  # another render may remove it first
-            if entry.stat().st_mtime < cutoff:
-                entry.unlink()
 
 
 def _run_signalling(

@@ -14,13 +14,13 @@ import hashlib
 import json
 import os
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.checks.trivy_scan import trivy_cache_dir
+from pipeline.core.cache import forget_unused
 
 CACHE_SCHEMA = 1
 # Reports not written or reused for this long are forgotten (each chart edit adds one).
@@ -62,14 +62,6 @@ def cache_key(argv: Sequence[str], target: Path, skip_dirs: Sequence[str], envir
         content = path.read_bytes()
         h.update(f"{rel}\0{len(content)}\0".encode() + content)
     return h.hexdigest()
-
-
-def forget_unused(cache: Path, max_age_s: float) -> None:
-    cutoff = time.time() - max_age_s
-    for entry in cache.iterdir():
-        with contextlib.suppress(OSError):  # another render may remove it first
-            if entry.stat().st_mtime < cutoff:
-                entry.unlink()
 
 
 def scan(

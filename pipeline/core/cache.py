@@ -238,3 +238,15 @@ class ResultCache:
         tmp.write_text(result.model_dump_json(indent=2))
         tmp.replace(path)
         return True
+
+
+def forget_unused(cache: Path, max_age_s: float) -> None:
+    """Remove the entries of a reuse cache not written or reused (mtime) within `max_age_s`."""
+    import contextlib
+    import time
+
+    cutoff = time.time() - max_age_s
+    for entry in cache.iterdir():
+        with contextlib.suppress(OSError):  # another run may remove it first
+            if entry.stat().st_mtime < cutoff:
+                entry.unlink()
