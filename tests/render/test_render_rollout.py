@@ -24,39 +24,52 @@ def test_rollout_checks_pass_for_every_env(repo_copy: Path, run_render: RenderFn
     assert "kind: Rollout" in rendered and "kind: AnalysisTemplate" in rendered
 
 
-def test_condition_not_of_the_allowed_form_is_refused(repo_copy: Path, run_render: RenderFn) -> None:
-    edit(
-        repo_copy / "charts/llm-service/values.yaml",
-        "        successCondition: result[0] <= 1.5\n",
-        "        successCondition: result[0] <= 1.5 || isNaN(result[0])\n",
-    )
-    result = run_render(repo_copy, ["prod"], skip=FAST)
+@pytest.mark.parametrize(
+    ("path", "old", "new", "env", "check", "expected"),
+    [
+        pytest.param(
+            "charts/llm-service/values.yaml",
+            "        successCondition: result[0] <= 1.5\n",
+            "        successCondition: result[0] <= 1.5 || isNaN(result[0])\n",
+            "prod",
+            "rollout prod",
+            ("metric ttft-p95-ratio", "'result[0] <= 1.5 || isNaN(result[0])'"),
+            id="condition-not-of-the-allowed-form",
+        ),
+        pytest.param(
+            "environments/prod/values.yaml",
+            "rollout:\n  enabled: true\n",
+            "rollout:\n  enabled: true\n  surge: 1\n",
+            "prod",
+            "rollout prod",
+            ("exceed replicas + surge budget 1",),
+            id="gateway-api-canary-beyond-the-surge-budget",
+        ),
+        pytest.param(
+            "charts/llm-service/templates/rollout-llm.yaml",
+            "      maxSurge: {{ $r.surge }}\n",
+            "      maxSurge: {{ $r.surge }}\n      maxSurges: 1\n",
+            "staging",
+            "crd schema staging",
+            ("Rollout", "maxSurges"),
+            id="invalid-rollout-field-fails-the-crd-schema",
+        ),
+    ],
+)
+def test_a_bad_rollout_is_refused_naming_what_is_wrong(
+    repo_copy: Path,
+    run_render: RenderFn,
+    path: str,
+    old: str,
+    new: str,
+    env: str,
+    check: str,
+    expected: tuple[str, ...],
+) -> None:
+    edit(repo_copy / path, old, new)
+    result = run_render(repo_copy, [env], skip=FAST)
     assert result.status is Status.FAILED
     failed = {c.name: c.detail for c in result.failures()}
-    assert "rollout prod" in failed, failure_text(result)
-    assert "metric ttft-p95-ratio" in failed["rollout prod"]
-    assert "'result[0] <= 1.5 || isNaN(result[0])'" in failed["rollout prod"]
-
-
-def test_gateway_api_canary_beyond_the_surge_budget_is_refused(repo_copy: Path, run_render: RenderFn) -> None:
-    edit(
-        repo_copy / "environments/prod/values.yaml",
-        "rollout:\n  enabled: true\n",
-        "rollout:\n  enabled: true\n  surge: 1\n",
-    )
-    result = run_render(repo_copy, ["prod"], skip=FAST)
-    failed = {c.name: c.detail for c in result.failures()}
-    assert "rollout prod" in failed, failure_text(result)
-    assert "exceed replicas + surge budget 1" in failed["rollout prod"]
-
-
-def test_invalid_rollout_field_fails_the_crd_schema(repo_copy: Path, run_render: RenderFn) -> None:
-    edit(
-        repo_copy / "charts/llm-service/templates/rollout-llm.yaml",
-        "      maxSurge: {{ $r.surge }}\n",
-        "      maxSurge: {{ $r.surge }}\n      maxSurges: 1\n",
-    )
-    result = run_render(repo_copy, ["staging"], skip=FAST)
-    failed = {c.name: c.detail for c in result.failures()}
-    assert "crd schema staging" in failed, failure_text(result)
-    assert "Rollout" in failed["crd schema staging"] and "maxSurges" in failed["crd schema staging"]
+    assert check in failed, failure_text(result)
+    for text in expected:
+        assert text in failed[check]
