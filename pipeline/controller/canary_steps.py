@@ -9,12 +9,17 @@ being the worse; the run is Successful when every metric is. What the rollout do
 argoproj/argo-rollouts rollout/analysis.go `reconcileStepBasedAnalysisRun`: Failed (or Error) → AddAbort;
 Inconclusive → AddPauseCondition(InconclusiveAnalysis): the rollout pauses at its current weight, neither
 promoted nor aborted, until a human resumes or aborts it (`rollout_action`).
-An empty query result (Argo: a measurement Error) is recorded as NaN, which every condition but `!=`
-finds neither met nor failed: inconclusive.
+A NaN result (the chart's queries end in `or on() vector(NaN)` below min-requests) is neither met nor failed by
+every condition but `!=`: inconclusive. A result `result[0]` cannot index (an empty vector; a scalar, which
+Argo hands the condition as a float64) is an expr error upstream, a measurement Error (utils/evaluate/
+evaluate.go EvalCondition, metricproviders/prometheus/prometheus.go processResponse): `prometheus_measure`
+raises on it (an empty vector only with `empty_is_error`, the analysis' reader), and on a matrix, which no
+instant query of the chart's returns.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -65,10 +70,27 @@ def parse_steps(steps: Sequence[Mapping[str, Any]]) -> list[Step]:
             out.append(Step("analysis"))
         elif "pause" in s:
             dur = (s.get("pause") or {}).get("duration")
-            out.append(Step("pause", pause_s=seconds(str(dur)) if dur is not None else None))
+            out.append(Step("pause", pause_s=None if dur is None else pause_seconds(dur, i)))
         else:
             raise ValueError(f"rollout.steps[{i}]: expected setWeight, analysis or pause, got {dict(s)}")
     return out
+
+
+def pause_seconds(duration: Any, index: int) -> float:
+    """`pause.duration` (int-or-string) as RolloutPause.DurationSeconds (pkg/apis/rollouts/v1alpha1/types.go)
+    reads it: an integer, or a string of digits, is seconds; any other string a Go duration."""
+    if isinstance(duration, int) and not isinstance(duration, bool):
+        return float(duration)
+    if isinstance(duration, str) and duration.strip().isdigit():
+        return float(duration.strip())
+    if isinstance(duration, str):
+        try:
+            return seconds(duration)
+        except ValueError as exc:
+            raise ValueError(f"rollout.steps[{index}].pause.duration: {exc}") from exc
+    raise ValueError(
+        f"rollout.steps[{index}].pause.duration: an integer (seconds) or a duration string, not {duration!r}"
+    )
 
 
 def pod_split(weight: int, replicas: int, max_surge: int = 0, max_weight: int = 100) -> tuple[int, int]:
@@ -79,7 +101,10 @@ def pod_split(weight: int, replicas: int, max_surge: int = 0, max_weight: int = 
     stable a pod, the floor only when it is not zero — unless the weight is 0 or max_weight, or one replica
     without surge — and, with surge, the same options over replicas + 1. The first option wins equal deltas.
     """
-    if replicas <= 0:
+    if max_weight <= 0 or not 0 <= weight <= max_weight or replicas < 0 or max_surge < 0:
+        # validation.go InvalidSetWeightMessage; replicas and maxSurge are never negative there.
+        raise ValueError(f"pod_split: weight {weight} outside 0..{max_weight}, or negative replicas/surge")
+    if replicas == 0:
         return 0, 0
     exact = replicas * weight / max_weight
     ceil, floor = math.ceil(exact), math.floor(exact)
@@ -198,18 +223,29 @@ def rollout_action(phase: Phase) -> str:
     raise ValueError(f"analysis run still {phase}: no rollout action yet")
 
 
-def prometheus_measure(prom_url: str, timeout: float = 5.0) -> Callable[[str], float]:
-    """result[0] of an instant query against Prometheus' HTTP API (/api/v1/query), as Argo's provider reads it."""
+def prometheus_measure(prom_url: str, timeout: float = 5.0, *, empty_is_error: bool = False) -> Callable[[str], float]:
+    """result[0] of an instant query against Prometheus' HTTP API (/api/v1/query), as Argo's provider reads it:
+    a vector's first sample. A scalar (Argo hands the condition a float64) or a matrix raises, naming the query.
+    An empty vector is an Argo measurement Error too (`result[0]` out of range): with `empty_is_error` (what
+    an analysis should use) it raises; without, it is NaN (for readiness waits before the first scrape)."""
 
     def measure(query: str) -> float:
         r = httpx.get(f"{prom_url}/api/v1/query", params={"query": query}, timeout=timeout)
-        body = r.json()
-        if r.status_code != 200 or body.get("status") != "success":
-            raise RuntimeError(f"prometheus refused {query!r}: {body.get('error', r.text[:200])}")
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if r.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
+            why = body.get("error") if isinstance(body, dict) else None
+            raise RuntimeError(f"prometheus refused {query!r}: HTTP {r.status_code} {why or r.text[:200]}")
         data = body["data"]
-        if data["resultType"] == "scalar":
-            return float(data["result"][1])
-        result = data["result"]
-        return float(result[0]["value"][1]) if result else math.nan
+        if data["resultType"] == "vector" and not data["result"] and not empty_is_error:
+            return math.nan
+        if data["resultType"] != "vector" or not data["result"]:
+            raise RuntimeError(
+                f"result[0] of {query!r} is an Argo Rollouts measurement Error: the query returned "
+                f"{data['resultType']} {json.dumps(data['result'])[:200]}, not a vector with a sample"
+            )
+        return float(data["result"][0]["value"][1])
 
     return measure

@@ -1,8 +1,11 @@
 """What Argo CD reports of an env's Argo Rollouts `Rollout`: its health, and the canary phase that implies.
 
 - Argo CD computes a Rollout's health with its built-in Lua check, argoproj/argo-cd
-  `resource_customizations/argoproj.io/Rollout/health.lua`; `rollout_health` is that script in Python (the
-  Argo CD stand-in serves it; nothing in the pipeline computes health itself). Argo Rollouts ≥ v1.0 writes
+  `resource_customizations/argoproj.io/Rollout/health.lua`; `rollout_health` is that script in Python, and
+  `argocd_health` what Argo CD makes of it (gitops-engine/pkg/health/health.go `GetResourceHealth`: an object
+  being deleted is Progressing "Pending deletion"; a script error is Unknown with the error; util/lua/lua.go
+  `ExecuteHealthLua`: a status that is not a health code is Unknown). The Argo CD stand-in serves
+  `argocd_health`; nothing in the pipeline computes health itself. Argo Rollouts ≥ v1.0 writes
   `status.phase`/`status.message` (argoproj/argo-rollouts utils/rollout/rolloututil.go
   `CalculateRolloutPhase`), which health.lua surfaces with `Paused` renamed `Suspended`: a paused canary
   (pause step, inconclusive analysis, `kubectl argo rollouts pause`) is `Suspended`, an aborted one is
@@ -32,6 +35,10 @@ PAUSED, ABORTED, PROGRESSING, HEALTHY, DEGRADED = "paused", "aborted", "progress
 # ---------------------------------------------------------------- health.lua, line by line
 
 
+class LuaError(RuntimeError):
+    """Where health.lua itself fails (indexing or comparing nil): Argo CD reports the resource Unknown."""
+
+
 def _num(value: Any, default: float) -> float:
     # health.lua getNumberValueOrDefault
     return default if value is None else float(value)
@@ -46,8 +53,10 @@ def _generation_observed(obj: Mapping[str, Any]) -> bool:
         observed = float(status.get("observedGeneration"))
     except (TypeError, ValueError):
         return True
-    generation = float((obj.get("metadata") or {}).get("generation") or 0)
-    return True if observed > generation else observed == generation
+    generation = (obj.get("metadata") or {}).get("generation")
+    if generation is None:  # `observedGeneration > obj.metadata.generation`: number compared with nil
+        raise LuaError("attempt to compare number with nil")
+    return True if observed > float(generation) else observed == float(generation)
 
 
 def _workload_generation_observed(obj: Mapping[str, Any]) -> bool:
@@ -68,14 +77,17 @@ def _workload_generation_observed(obj: Mapping[str, Any]) -> bool:
 
 
 def rollout_health(obj: Mapping[str, Any]) -> dict[str, str]:
-    """Argo CD's health of a Rollout object: `{"status", "message"}` exactly as health.lua returns them."""
+    """Argo CD's health of a Rollout object: `{"status", "message"}` exactly as health.lua returns them
+    (LuaError where the script itself fails)."""
     if not _generation_observed(obj) or not _workload_generation_observed(obj):
         return {"status": "Progressing", "message": "Waiting for rollout spec update to be observed"}
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     if status.get("phase") is not None:
         phase = str(status["phase"])
         return {"status": "Suspended" if phase == "Paused" else phase, "message": str(status.get("message") or "")}
-    for cond in status.get("conditions") or []:
+    if status.get("conditions") is None:  # ipairs(obj.status.conditions)
+        raise LuaError("bad argument #1 to ipairs (table expected, got nil)")
+    for cond in status["conditions"]:
         if cond.get("type") == "InvalidSpec":
             return {"status": "Degraded", "message": str(cond.get("message") or "")}
         if cond.get("type") == "Progressing" and cond.get("reason") in ("RolloutAborted", "ProgressDeadlineExceeded"):
@@ -95,12 +107,18 @@ def rollout_health(obj: Mapping[str, Any]) -> dict[str, str]:
             "status": "Progressing",
             "message": "Waiting for roll out to finish: updated replicas are still becoming available",
         }
-    stable = status.get("stableRS") or ((status.get("canary") or {}).get("stableRS")) or ""
-    strategy = spec.get("strategy") or {}
+    # getStableRS: status.stableRS when set (even ""), else status.canary.stableRS (nil when absent), else "".
+    canary = status.get("canary")
+    stable = (
+        status["stableRS"] if status.get("stableRS") is not None else "" if canary is None else canary.get("stableRS")
+    )
+    strategy = spec.get("strategy")
+    if strategy is None:  # obj.spec.strategy.blueGreen
+        raise LuaError("attempt to index a nil value")
     if strategy.get("blueGreen") is not None:
         if (status.get("blueGreen") or {}).get("activeSelector") != status.get("currentPodHash"):
             return {"status": "Progressing", "message": "active service cutover pending"}
-        if stable and stable != status.get("currentPodHash"):
+        if stable != "" and stable != status.get("currentPodHash"):
             return {"status": "Progressing", "message": "waiting for analysis to complete"}
     elif strategy.get("canary") is not None:
         if replicas > updated:
@@ -108,9 +126,36 @@ def rollout_health(obj: Mapping[str, Any]) -> dict[str, str]:
                 "status": "Progressing",
                 "message": "Waiting for roll out to finish: old replicas are pending termination",
             }
-        if not stable or stable != status.get("currentPodHash"):
+        if stable == "" or stable != status.get("currentPodHash"):
             return {"status": "Progressing", "message": "Waiting for rollout to finish steps"}
     return {"status": "Healthy", "message": ""}
+
+
+HEALTH_CODES = (
+    "Unknown",
+    "Progressing",
+    "Suspended",
+    "Healthy",
+    "Degraded",
+    "Missing",
+)  # lua.go isValidHealthStatusCode
+HOOK_FINALIZER = "argocd.argoproj.io/hook-finalizer"  # gitops-engine/pkg/sync/hook/hook.go
+
+
+def argocd_health(obj: Mapping[str, Any]) -> dict[str, str]:
+    """The health Argo CD records for a Rollout object: health.lua's, as GetResourceHealth/ExecuteHealthLua
+    treat it. Keys as HealthStatus marshals them (`message` omitted when empty, `omitempty`)."""
+    meta = obj.get("metadata") or {}
+    if meta.get("deletionTimestamp") is not None and HOOK_FINALIZER not in (meta.get("finalizers") or []):
+        health = {"status": "Progressing", "message": "Pending deletion"}
+    else:
+        try:
+            health = rollout_health(obj)
+        except LuaError as exc:
+            health = {"status": "Unknown", "message": str(exc)}
+        if health["status"] not in HEALTH_CODES:
+            health = {"status": "Unknown", "message": "Lua returned an invalid health status"}
+    return {k: v for k, v in health.items() if v}
 
 
 # ---------------------------------------------------------------- reading it from Argo CD
@@ -148,8 +193,15 @@ def live_rollout(
         return {"app": app, "error": str(exc)}
     if resp.status_code != 200:
         return {"app": app, "error": f"HTTP {resp.status_code}: {resp.text[:200]}"}
-    nodes = resp.json().get("nodes") or []
-    for node in nodes:
+    try:
+        tree = resp.json()
+    except ValueError:
+        tree = None
+    # ApplicationTree: `nodes` is omitted when empty (omitempty); anything but an object is not one.
+    nodes = tree.get("nodes") if isinstance(tree, dict) else None
+    if not isinstance(tree, dict) or not isinstance(nodes, list | None):
+        return {"app": app, "error": f"not an ApplicationTree: {resp.text[:200]}"}
+    for node in nodes or []:
         if node.get("group") == ROLLOUT_GROUP and node.get("kind") == ROLLOUT_KIND:
             health = dict(node.get("health") or {})
             return {"app": app, "name": node.get("name"), "health": health, "phase": phase_of(health)}

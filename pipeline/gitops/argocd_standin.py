@@ -40,6 +40,10 @@ real server: a request the real one refuses is refused here, with the same HTTP 
 - `GET .../resource-tree` (`ResourceTree`, `get` on the app as above) lists the app's live objects (`App.live`,
   set by the caller for the cluster there is not); a Rollout's health is Argo CD's built-in
   resource_customizations/argoproj.io/Rollout/health.lua, ported in pipeline/gitops/argocd_rollout.py.
+  JSON as encoding/json writes the v1alpha1 types: every ResourceRef/ApplicationTree field is `omitempty`.
+- A GET's `appNamespace`/`project` query (`getAppEnforceRBAC`): only the server's namespace is enabled (any
+  other is 403, `isNamespaceEnabled`); with `project`, a project the caller may not `get` in is 403, and an
+  unknown app, one the caller may not get, or one in another project is 404 NotFound.
 Errors are written as the gRPC gateway writes a status: `{"error", "code", "message"}`.
 """
 
@@ -55,6 +59,7 @@ import ssl
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,12 +69,14 @@ from typing import Any
 from pipeline.checks import validate
 from pipeline.core.platform import repo_platform
 from pipeline.gitops.argocd_pin import PIN_FILE
-from pipeline.gitops.argocd_rollout import rollout_health
+from pipeline.gitops.argocd_rollout import argocd_health
 from pipeline.gitops.repo import GitOpsError, git, load_yaml_text
 from pipeline.gitops.sync_windows import AppIdentity, can_sync, window_matches
 
 # google.golang.org/grpc/codes, and the HTTP status grpc-gateway maps each to (runtime/errors.go).
 UNKNOWN, INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, UNAUTHENTICATED = 2, 3, 5, 7, 9, 16
+# The namespace argocd-server runs in, the only one whose Applications it serves (no `application.namespaces`).
+SERVER_NAMESPACE = "argocd"
 HTTP_STATUS = {UNKNOWN: 500, INVALID_ARGUMENT: 400, NOT_FOUND: 404, PERMISSION_DENIED: 403, 9: 400, 16: 401}
 
 # Go types of ApplicationSyncRequest (pkg/apiclient/application/application.pb.go) and of the
@@ -258,8 +265,9 @@ class App:
     live: list[dict[str, Any]] = field(default_factory=list)
 
     def resource_tree(self) -> dict[str, Any]:
-        """`ApplicationTree` (pkg/apis/application/v1alpha1/types.go): one `ResourceNode` per live object; a
-        Rollout's health from Argo CD's built-in health.lua (pipeline/gitops/argocd_rollout.py mirrors it)."""
+        """`ApplicationTree` (pkg/apis/application/v1alpha1/types.go): one `ResourceNode` per live object, empty
+        fields left out (`omitempty`: a core object has no `group`); a Rollout's health from Argo CD's built-in
+        health.lua (pipeline/gitops/argocd_rollout.py mirrors it)."""
         nodes = []
         for obj in self.live:
             group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
@@ -267,9 +275,9 @@ class App:
             node: dict[str, Any] = {"group": group, "version": version, "kind": obj.get("kind", "")}
             node |= {"namespace": meta.get("namespace", ""), "name": meta.get("name", "")}
             if group == "argoproj.io" and obj.get("kind") == "Rollout":
-                node["health"] = rollout_health(obj)
-            nodes.append(node)
-        return {"nodes": nodes}
+                node["health"] = argocd_health(obj)
+            nodes.append({k: v for k, v in node.items() if v})
+        return {"nodes": nodes} if nodes else {}
 
     def manifest(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"project": self.project, "destination": dict(self.destination)}
@@ -408,18 +416,29 @@ class ArgoCDStandIn:
             raise _Status(UNAUTHENTICATED, "invalid session: token is not valid")
         return found
 
-    def _enforce(self, who: tuple[str, str], action: str, app: App) -> bool:
-        project = self.projects.get(app.project)
+    def _enforce(self, who: tuple[str, str], action: str, app: App, project_name: str = "") -> bool:
+        project = self.projects.get(project_name or app.project)
         # enforceProjectToken: a project token is judged only within its own project.
         if project is None or who[0] != project.name:
             return False
-        return project.allows(f"proj:{who[0]}:{who[1]}", "applications", action, f"{app.project}/{app.name}")
+        return project.allows(f"proj:{who[0]}:{who[1]}", "applications", action, f"{project.name}/{app.name}")
 
-    def _get_app(self, who: tuple[str, str], action: str, name: str) -> App:
+    def _get_app(self, who: tuple[str, str], action: str, name: str, project: str = "", namespace: str = "") -> App:
+        """getApplicationEnforceRBACInformer → getAppEnforceRBAC, for a request naming `project`/`appNamespace`
+        or not: without a project, 403 for "unknown" and "not allowed" alike; with one, 404 past the first check."""
+        denied, missing = (
+            _Status(PERMISSION_DENIED, "permission denied"),
+            f'applications.argoproj.io "{name}" not found',
+        )
+        if project and not self._enforce(who, action, App(name, project, []), project):
+            raise denied
+        if (namespace or SERVER_NAMESPACE) != SERVER_NAMESPACE:
+            raise denied  # isNamespaceEnabled: NamespaceNotPermittedError is not a NotFound
         app = self.apps.get(name)
-        # getAppEnforceRBAC without a project in the request: 403 for "unknown" and "not allowed" alike.
-        if app is None or not self._enforce(who, action, app):
-            raise _Status(PERMISSION_DENIED, "permission denied")
+        if app is None or app.namespace != SERVER_NAMESPACE or not self._enforce(who, action, app):
+            raise _Status(NOT_FOUND, missing) if project else denied
+        if project and app.project != project:
+            raise _Status(NOT_FOUND, missing)
         return app
 
     def _handle(self, method: str, path: str, auth: str, body: bytes) -> dict[str, Any]:
@@ -428,9 +447,12 @@ class ArgoCDStandIn:
         allowed = (("GET", None), ("POST", "/sync"), ("GET", "/resource-tree"))
         if m is None or (method, m.group(2)) not in allowed:
             raise _Status(NOT_FOUND, "Not Found")
-        app = self._get_app(who, "get", m.group(1))
         if method == "GET":
+            query = urllib.parse.parse_qs((m.group(3) or "").removeprefix("?"))
+            project, namespace = (query.get(k, [""])[-1] for k in ("project", "appNamespace"))
+            app = self._get_app(who, "get", m.group(1), project, namespace)
             return app.resource_tree() if m.group(2) else app.manifest()
+        app = self._get_app(who, "get", m.group(1))
         try:
             req = decode_sync_request(body)
         except GoDecodeError as exc:

@@ -3,9 +3,13 @@ on the chart's own analysis (the one source the AnalysisTemplate renders from) a
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +17,7 @@ from pipeline.controller.canary_steps import (
     drill_timers,
     parse_steps,
     pod_split,
+    prometheus_measure,
     rollout_action,
     run_analysis,
     seconds,
@@ -123,73 +128,80 @@ def test_steps_timers_and_pod_split() -> None:
 
 
 # argoproj/argo-rollouts utils/replicaset/canary_test.go TestApproximateWeightedNewStableReplicaCounts, every
-# case: (replicas, weight, maxSurge, expected canary, expected stable), maxWeight 100.
+# case: (replicas, weight, maxWeight, maxSurge, expected canary, expected stable).
 UPSTREAM_SPLITS = [
-    (0, 0, 0, 0, 0),
-    (0, 50, 0, 0, 0),
-    (0, 100, 0, 0, 0),
-    (0, 0, 1, 0, 0),
-    (0, 50, 1, 0, 0),
-    (0, 100, 1, 0, 0),
-    (1, 0, 0, 0, 1),
-    (1, 1, 0, 0, 1),
-    (1, 49, 0, 0, 1),
-    (1, 50, 0, 1, 0),
-    (1, 99, 0, 1, 0),
-    (1, 100, 0, 1, 0),
-    (1, 0, 1, 0, 1),
-    (1, 1, 1, 1, 1),
-    (1, 49, 1, 1, 1),
-    (1, 50, 1, 1, 1),
-    (1, 99, 1, 1, 1),
-    (1, 100, 1, 1, 0),
-    (2, 0, 0, 0, 2),
-    (2, 1, 0, 1, 1),
-    (2, 50, 0, 1, 1),
-    (2, 99, 0, 1, 1),
-    (2, 100, 0, 2, 0),
-    (2, 0, 1, 0, 2),
-    (2, 1, 1, 1, 2),
-    (2, 50, 1, 1, 1),
-    (2, 99, 1, 2, 1),
-    (2, 100, 1, 2, 0),
-    (3, 10, 0, 1, 2),
-    (3, 25, 0, 1, 2),
-    (3, 33, 0, 1, 2),
-    (3, 34, 0, 1, 2),
-    (3, 49, 0, 1, 2),
-    (3, 50, 0, 2, 1),
-    (3, 10, 1, 1, 3),
-    (3, 25, 1, 1, 3),
-    (3, 33, 1, 1, 2),
-    (3, 34, 1, 1, 2),
-    (3, 49, 1, 2, 2),
-    (3, 50, 1, 2, 2),
-    (10, 0, 1, 0, 10),
-    (10, 1, 0, 1, 9),
-    (10, 14, 0, 1, 9),
-    (10, 15, 0, 2, 8),
-    (10, 16, 0, 2, 8),
-    (10, 99, 0, 9, 1),
-    (10, 100, 1, 10, 0),
-    (10, 0, 1, 0, 10),
-    (10, 1, 1, 1, 10),
-    (10, 18, 1, 2, 9),
-    (10, 19, 1, 2, 9),
-    (10, 20, 1, 2, 8),
-    (10, 23, 1, 2, 8),
-    (10, 24, 1, 3, 8),
-    (10, 25, 1, 3, 8),
-    (10, 99, 1, 10, 1),
-    (10, 100, 1, 10, 0),
+    (0, 0, 100, 0, 0, 0),
+    (0, 50, 100, 0, 0, 0),
+    (0, 100, 100, 0, 0, 0),
+    (0, 0, 100, 1, 0, 0),
+    (0, 50, 100, 1, 0, 0),
+    (0, 100, 100, 1, 0, 0),
+    (1, 0, 100, 0, 0, 1),
+    (1, 1, 100, 0, 0, 1),
+    (1, 49, 100, 0, 0, 1),
+    (1, 50, 100, 0, 1, 0),
+    (1, 99, 100, 0, 1, 0),
+    (1, 100, 100, 0, 1, 0),
+    (1, 0, 100, 1, 0, 1),
+    (1, 1, 100, 1, 1, 1),
+    (1, 49, 100, 1, 1, 1),
+    (1, 50, 100, 1, 1, 1),
+    (1, 99, 100, 1, 1, 1),
+    (1, 100, 100, 1, 1, 0),
+    (2, 0, 100, 0, 0, 2),
+    (2, 1, 100, 0, 1, 1),
+    (2, 50, 100, 0, 1, 1),
+    (2, 99, 100, 0, 1, 1),
+    (2, 100, 100, 0, 2, 0),
+    (2, 0, 100, 1, 0, 2),
+    (2, 1, 100, 1, 1, 2),
+    (2, 50, 100, 1, 1, 1),
+    (2, 99, 100, 1, 2, 1),
+    (2, 100, 100, 1, 2, 0),
+    (3, 10, 100, 0, 1, 2),
+    (3, 25, 100, 0, 1, 2),
+    (3, 33, 100, 0, 1, 2),
+    (3, 34, 100, 0, 1, 2),
+    (3, 49, 100, 0, 1, 2),
+    (3, 50, 100, 0, 2, 1),
+    (3, 10, 100, 1, 1, 3),
+    (3, 25, 100, 1, 1, 3),
+    (3, 33, 100, 1, 1, 2),
+    (3, 34, 100, 1, 1, 2),
+    (3, 49, 100, 1, 2, 2),
+    (3, 50, 100, 1, 2, 2),
+    (10, 0, 100, 1, 0, 10),
+    (10, 1, 100, 0, 1, 9),
+    (10, 14, 100, 0, 1, 9),
+    (10, 15, 100, 0, 2, 8),
+    (10, 16, 100, 0, 2, 8),
+    (10, 99, 100, 0, 9, 1),
+    (10, 100, 100, 1, 10, 0),
+    (10, 0, 100, 1, 0, 10),
+    (10, 1, 100, 1, 1, 10),
+    (10, 18, 100, 1, 2, 9),
+    (10, 19, 100, 1, 2, 9),
+    (10, 20, 100, 1, 2, 8),
+    (10, 23, 100, 1, 2, 8),
+    (10, 24, 100, 1, 3, 8),
+    (10, 25, 100, 1, 3, 8),
+    (10, 99, 100, 1, 10, 1),
+    (10, 100, 100, 1, 10, 0),
 ]
 
 
-@pytest.mark.parametrize(("replicas", "weight", "surge", "canary", "stable"), UPSTREAM_SPLITS)
+@pytest.mark.parametrize(("replicas", "weight", "max_weight", "surge", "canary", "stable"), UPSTREAM_SPLITS)
 def test_pod_split_is_argo_rollouts_basic_canary_split(
-    replicas: int, weight: int, surge: int, canary: int, stable: int
+    replicas: int, weight: int, max_weight: int, surge: int, canary: int, stable: int
 ) -> None:
-    assert pod_split(weight, replicas, surge) == (canary, stable)
+    assert pod_split(weight, replicas, surge, max_weight) == (canary, stable)
+
+
+def test_pod_split_refuses_what_the_rollout_validation_refuses() -> None:
+    # validation.go InvalidSetWeightMessage "SetWeight needs to be between 0 and 100"; no negative counts.
+    for args in ((101, 3), (-1, 3), (10, -1), (10, 3, -1)):
+        with pytest.raises(ValueError, match="pod_split"):
+            pod_split(*args)
 
 
 def test_nearest_not_ceiling_ties_round_up() -> None:
@@ -214,3 +226,65 @@ def test_rollout_pauses_on_an_inconclusive_run_and_aborts_on_a_failed_one() -> N
     assert rollout_action(ra.Phase.SUCCESSFUL) == "continue"
     with pytest.raises(ValueError, match="still Running"):
         rollout_action(ra.Phase.RUNNING)
+
+
+def test_pause_duration_is_read_as_rollout_pause_duration_seconds() -> None:
+    # pkg/apis/rollouts/v1alpha1/types.go RolloutPause.DurationSeconds: int-or-string; digits alone are seconds.
+    steps = parse_steps([{"pause": {"duration": 30}}, {"pause": {"duration": "45"}}, {"pause": {"duration": "2m"}}])
+    assert [s.pause_s for s in steps] == [30.0, 45.0, 120.0]
+    with pytest.raises(ValueError, match=r"steps\[1\].pause.duration"):
+        parse_steps([{"setWeight": 10}, {"pause": {"duration": "soon"}}])
+    with pytest.raises(ValueError, match=r"steps\[0\].pause.duration"):
+        parse_steps([{"pause": {"duration": True}}])
+
+
+# Replies of Prometheus' /api/v1/query (docs/querying/api.md "Expression query result formats"), by query.
+PROM_REPLIES: dict[str, tuple[int, Any]] = {
+    "one": (
+        200,
+        {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "0.5"]}]}},
+    ),
+    "empty": (200, {"status": "success", "data": {"resultType": "vector", "result": []}}),
+    "scalar": (200, {"status": "success", "data": {"resultType": "scalar", "result": [1, "1"]}}),
+    "bad": (400, {"status": "error", "errorType": "bad_data", "error": "parse error"}),
+    "proxy": (502, "<html>bad gateway</html>"),
+}
+
+
+@pytest.fixture
+def prom_api() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = self.path.partition("query=")[2]
+            code, reply = PROM_REPLIES[query]
+            payload = (reply if isinstance(reply, str) else json.dumps(reply)).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_prometheus_measure_reads_result_0_as_argo_and_refuses_what_argo_cannot_index(prom_api: str) -> None:
+    strict, waits = prometheus_measure(prom_api, empty_is_error=True), prometheus_measure(prom_api)
+    assert strict("one") == 0.5
+    # metricproviders/prometheus processResponse + EvalCondition: `result[0]` of [] or of a float64 is an Error.
+    for query in ("empty", "scalar"):
+        with pytest.raises(RuntimeError, match=f"result\\[0\\] of '{query}' is an Argo Rollouts measurement Error"):
+            strict(query)
+    assert math.isnan(waits("empty"))  # readiness waits before the first scrape
+    with pytest.raises(RuntimeError, match="HTTP 400 parse error"):
+        strict("bad")
+    with pytest.raises(RuntimeError, match="HTTP 502 <html>bad gateway"):
+        strict("proxy")

@@ -144,3 +144,75 @@ def test_bare_action_names_argo_cd_does_not_know_are_refused() -> None:
     with pytest.raises(ValueError, match="invalid action 'invoke'"):
         Project.from_doc(policy("p, proj:llm-service:ci, applications, invoke, llm-service/*, allow"))
     assert Project.from_doc(policy("p, proj:llm-service:ci, applications, action/restart, llm-service/*, allow"))
+
+
+def _tree_stand_in() -> tuple[ArgoCDStandIn, str]:
+    docs = [
+        policy("p, proj:llm-service:ci, applications, get, llm-service/*, allow"),
+        {"metadata": {"name": "other"}, "spec": {"roles": []}},
+    ]
+    fake = ArgoCDStandIn(projects={d["metadata"]["name"]: Project.from_doc(d) for d in docs}, now=lambda: WEDNESDAY)
+    fake.add_app(App("llm-service-staging", "llm-service", [{"repoURL": "r", "targetRevision": "main"}]))
+    fake.add_app(App("elsewhere", "other", [{"repoURL": "r", "targetRevision": "main"}]))
+    return fake, f"Bearer {fake.issue_token('llm-service', 'ci')}"
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        # getAppEnforceRBAC with `project`: the first check is on the named project → 403.
+        ("?project=other", 403, "permission denied"),
+        # The app's own project and argocd-server's namespace, named explicitly: served.
+        ("?project=llm-service&appNamespace=argocd", 200, None),
+        # isNamespaceEnabled: only argocd-server's own namespace; NamespaceNotPermittedError is 403.
+        ("?appNamespace=llm-staging", 403, "permission denied"),
+        ("?appNamespace=llm-staging&project=llm-service", 403, "permission denied"),
+    ],
+)
+def test_resource_tree_honours_project_and_app_namespace_as_get_app_enforce_rbac(
+    query: str, status: int, message: str | None
+) -> None:
+    fake, auth = _tree_stand_in()
+    got, body = fake.handle("GET", f"/api/v1/applications/llm-service-staging/resource-tree{query}", auth, b"")
+    assert got == status, body
+    if message is not None:
+        assert body["message"] == message
+
+
+def test_resource_tree_of_an_unknown_or_foreign_app_is_404_with_a_project_and_403_without() -> None:
+    fake, auth = _tree_stand_in()
+    for name in ("nope", "elsewhere"):
+        got, body = fake.handle("GET", f"/api/v1/applications/{name}/resource-tree?project=llm-service", auth, b"")
+        assert (got, body["code"], body["message"]) == (404, 5, f'applications.argoproj.io "{name}" not found')
+        got, body = fake.handle("GET", f"/api/v1/applications/{name}/resource-tree", auth, b"")
+        assert (got, body["message"]) == (403, "permission denied")
+
+
+def test_resource_tree_json_leaves_empty_fields_out_as_encoding_json_omitempty() -> None:
+    fake, auth = _tree_stand_in()
+    path = "/api/v1/applications/llm-service-staging/resource-tree"
+    assert fake.handle("GET", path, auth, b"") == (200, {})  # ApplicationTree.Nodes omitempty
+    healthy = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "llm-service", "namespace": "llm-staging", "generation": 1},
+        "spec": {"replicas": 1, "strategy": {"canary": {}}},
+        "status": {"observedGeneration": "1", "phase": "Healthy"},
+    }
+    fake.apps["llm-service-staging"].live = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "llm-staging"}},
+        healthy,
+    ]
+    _, tree = fake.handle("GET", path, auth, b"")
+    # A core, cluster-scoped object: no `group`, no `namespace`; Healthy has no `message` (HealthStatus omitempty).
+    assert tree["nodes"] == [
+        {"version": "v1", "kind": "Namespace", "name": "llm-staging"},
+        {
+            "group": "argoproj.io",
+            "version": "v1alpha1",
+            "kind": "Rollout",
+            "namespace": "llm-staging",
+            "name": "llm-service",
+            "health": {"status": "Healthy"},
+        },
+    ]

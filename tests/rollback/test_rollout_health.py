@@ -7,11 +7,14 @@ reads), with the health resource_customizations/argoproj.io/Rollout/health_test.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from pipeline.gitops.argocd_rollout import phase_of, rollout_health
+from pipeline.gitops.argocd_rollout import argocd_health, live_rollout, phase_of, rollout_health
+from pipeline.gitops.argocd_sync import ArgoCDConfig
 
 CANARY = {"canary": {"steps": [{"setWeight": 10}, {"analysis": {}}]}}
 
@@ -70,6 +73,7 @@ CASES = {
             4,
             {
                 "observedGeneration": "4",
+                "conditions": [],
                 "currentPodHash": "new",
                 "stableRS": "old",
                 "replicas": 5,
@@ -84,6 +88,7 @@ CASES = {
             4,
             {
                 "observedGeneration": "4",
+                "conditions": [],
                 "currentPodHash": "new",
                 "stableRS": "new",
                 "replicas": 5,
@@ -118,3 +123,88 @@ def test_health_is_what_argo_cds_health_lua_returns(case: str) -> None:
 )
 def test_phase_of_the_reported_health(health: dict[str, str], phase: str) -> None:
     assert phase_of(health) == phase
+
+
+def test_stable_rs_is_read_as_get_stable_rs_does() -> None:
+    """getStableRS: `status.canary` present without `stableRS` is nil (not ""), which a blue-green rollout
+    reads as "not yet stable"; `status.stableRS: ""` is returned as it is, not replaced by canary.stableRS."""
+    status = {
+        "observedGeneration": "1",
+        "currentPodHash": "new",
+        "conditions": [],
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "availableReplicas": 1,
+        "blueGreen": {"activeSelector": "new"},
+    }
+    blue_green = {"replicas": 1, "strategy": {"blueGreen": {}}}
+    obj = rollout(1, {**status, "canary": {}}, blue_green)
+    assert rollout_health(obj) == {"status": "Progressing", "message": "waiting for analysis to complete"}
+    assert rollout_health(rollout(1, status, blue_green)) == {"status": "Healthy", "message": ""}
+    canary = rollout(1, {**status, "stableRS": "", "canary": {"stableRS": "new"}}, {"replicas": 1})
+    assert rollout_health(canary) == {"status": "Progressing", "message": "Waiting for rollout to finish steps"}
+
+
+@pytest.mark.parametrize(
+    ("obj", "want"),
+    [
+        # gitops-engine/pkg/health/health.go GetResourceHealth: deletion comes before the Lua check.
+        (
+            {
+                **rollout(5, {"observedGeneration": "5", "phase": "Healthy"}),
+                "metadata": {"name": "llm-service", "generation": 5, "deletionTimestamp": "2026-12-08T00:00:00Z"},
+            },
+            {"status": "Progressing", "message": "Pending deletion"},
+        ),
+        # health.lua fails on `ipairs(nil)` (no phase, no conditions): Unknown with the script's error.
+        (
+            rollout(5, {"observedGeneration": "5", "currentPodHash": "a"}),
+            {"status": "Unknown", "message": "bad argument #1 to ipairs (table expected, got nil)"},
+        ),
+        # util/lua/lua.go ExecuteHealthLua: a phase that is no health code is not passed through.
+        (
+            rollout(5, {"observedGeneration": "5", "phase": "Running"}),
+            {"status": "Unknown", "message": "Lua returned an invalid health status"},
+        ),
+        # HealthStatus.message is omitempty.
+        (rollout(5, {"observedGeneration": "5", "phase": "Healthy", "message": ""}), {"status": "Healthy"}),
+    ],
+)
+def test_argocd_health_is_what_argo_cd_records_of_the_script(obj: dict[str, Any], want: dict[str, str]) -> None:
+    assert argocd_health(obj) == want
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (httpx.Response(200, text="<html>login</html>"), "not an ApplicationTree"),
+        (httpx.Response(200, json=[]), "not an ApplicationTree"),
+        (httpx.Response(200, json={"nodes": {}}), "not an ApplicationTree"),
+        (httpx.Response(403, json={"code": 7, "message": "permission denied"}), "HTTP 403"),
+    ],
+)
+def test_live_rollout_reports_what_is_not_a_resource_tree_instead_of_raising(
+    tmp_path: Path, reply: httpx.Response, error: str
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    cfg = ArgoCDConfig(server="https://argocd.invalid", token_file=token)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return reply
+
+    got = live_rollout(cfg, "staging", transport=httpx.MockTransport(handler))
+    assert got is not None and got["error"].startswith(error), got
+    # The read the real server requires: the app's resource-tree, a Bearer token.
+    assert seen[0].url.path == f"/api/v1/applications/{cfg.app_name.format(env='staging')}/resource-tree"
+    assert seen[0].headers["Authorization"] == "Bearer t"
+
+
+def test_an_empty_tree_is_no_rollout(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    cfg = ArgoCDConfig(server="https://argocd.invalid", token_file=token)
+    # ApplicationTree with no nodes marshals as {} (omitempty): a Deployment env, or nothing live yet.
+    assert live_rollout(cfg, "dev", transport=httpx.MockTransport(lambda r: httpx.Response(200, json={}))) is None
