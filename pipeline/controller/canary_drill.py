@@ -216,8 +216,18 @@ def _wait(what: str, cond: Callable[[], bool], deadline: float, step: float = 0.
     raise TimeoutError(f"canary drill: timed out waiting for {what}")
 
 
+def interruptible_children() -> None:
+    """Let the processes this one starts take SIGINT. A process started with SIGINT ignored (a background job
+    of a non-interactive shell, as a CI runner starts its script) hands SIG_IGN down to every child it execs,
+    and Locust then ignores the SIGINT that stops it gracefully: killed after the grace, it writes no
+    samples. A handler, unlike SIG_IGN, is reset to the default at exec, so one is installed here."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_canary_drill(work: Path, cfg: CanaryConfig, progress: Callable[[str], None] = log.info) -> CanaryReport:
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    interruptible_children()
     stable_args, canary_args = fault_args(cfg)
     values = ra.merged_values(REPO_ROOT, cfg.env)
     steps = parse_steps((values.get("rollout") or {}).get("steps") or [])
