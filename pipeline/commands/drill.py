@@ -7,6 +7,8 @@ import json
 import logging
 from dataclasses import asdict
 
+from rich.markup import escape
+
 from pipeline.controller.drill_pods import DrillImages
 from pipeline.controller.rollback_drill import DrillConfig, DrillReport, run_drill
 from pipeline.core.context import RunContext
@@ -122,7 +124,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> int | CommandResult:
         ctx.console.print(f"  {k}: {v}")
     if not report.ok:
         for p in report.problems:
-            ctx.console.print(f"[red]  problem: {p}[/red]")
+            ctx.console.print(f"[red]  problem: {escape(str(p))}[/red]")
         return 1
     ctx.console.print("[bold green]drill: PASSED[/]")
     return 0
@@ -150,7 +152,7 @@ def _print_production(ctx: RunContext, report: DrillReport) -> int:
     ctx.console.print(f"  traffic: {report.traffic}")
     ctx.console.print(f"  git: {report.git['subject']} — reason: {report.git['reason']}; frozen={report.git['frozen']}")
     for p in report.problems:
-        ctx.console.print(f"[red]  problem: {p}[/red]")
+        ctx.console.print(f"[red]  problem: {escape(str(p))}[/red]")
     ctx.console.print("[bold green]drill: PASSED[/]" if report.ok else "[bold red]drill: FAILED[/]")
     return 0 if report.ok else 1
 

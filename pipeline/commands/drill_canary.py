@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.controller.canary_drill import CanaryConfig, run_canary_drill
 from pipeline.core.context import RunContext
@@ -56,7 +57,7 @@ def main(args: argparse.Namespace, ctx: RunContext) -> CommandResult:
     try:
         report = run_canary_drill(work, cfg, progress=ctx.progress)
     except (TimeoutError, RuntimeError, ProcessFailed, ValueError) as exc:
-        ctx.console.print(f"[bold red]canary drill: FAILED[/] {exc}\n[dim]logs: {work}[/dim]")
+        ctx.console.print(f"[bold red]canary drill: FAILED[/] {escape(str(exc))}\n[dim]logs: {escape(str(work))}[/dim]")
         return CommandResult({"verdict": "error", "error": str(exc)}, int(ExitCode.ERROR))
     data = asdict(report)
     (ctx.run_dir / "canary-drill.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -79,7 +80,7 @@ def _table(console: Console, data: dict[str, Any], cfg: CanaryConfig) -> None:
     if data["failing"]:
         console.print(f"  failing metric     {data['failing']['metric']} {data['failing']['values']}")
     for sub in data["substitutions"]:
-        console.print(f"  substitution: {sub}")
+        console.print(f"  substitution: {escape(str(sub))}")
     console.print(f"  evidence: {data['evidence'].get('path')} at {str(data['evidence'].get('sha'))[:12]}")
     for p in data["problems"]:
-        console.print(f"  problem: {p}")
+        console.print(f"  problem: {escape(str(p))}")

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,9 +225,33 @@ def interruptible_children() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@contextlib.contextmanager
+def stops_cleanly_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a caller's timeout, canary_gate's) unwinds the drill like an exception, so each process it
+    started is stopped by its own `with`: they run in sessions of their own, which the caller's killpg of
+    the drill's group does not reach. The previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_canary_drill(work: Path, cfg: CanaryConfig, progress: Callable[[str], None] = log.info) -> CanaryReport:
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     interruptible_children()
+    with stops_cleanly_on_sigterm():
+        return _run_canary_drill(work, cfg, progress)
+
+
+def _run_canary_drill(work: Path, cfg: CanaryConfig, progress: Callable[[str], None]) -> CanaryReport:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stable_args, canary_args = fault_args(cfg)
     values = ra.merged_values(REPO_ROOT, cfg.env)
     steps = parse_steps((values.get("rollout") or {}).get("steps") or [])

@@ -26,7 +26,9 @@ from pipeline.runtime.tools import require
 
 HEALTH_PATH = "/haproxy-health"  # `monitor-uri`: answered by HAProxy itself (readiness of the balancer)
 MAX_WEIGHT = 256  # HAProxy's per-server weight range is 0..256
-_SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes; a long work dir gets a short private directory
+# HAProxy 2.6 refuses a longer admin socket path ("socket path ... too long (max 97)": sun_path holds 108 bytes,
+# less the temporary suffix it binds first); a long work dir gets a short private directory.
+_SOCKET_PATH_MAX = 97
 # What `set server ... addr` answers on success (src/server.c srv_update_addr_port), unlike an error.
 _ADDR_NOTE = re.compile(r"^(no need to change the addr|IP changed from|.*changed from .* by 'stats socket command')")
 

@@ -86,3 +86,12 @@ def test_config_refuses_bad_names(tmp_path: Path) -> None:
         render_config(1234, tmp_path / "s", "llm", ["a b"])
     with pytest.raises(ValueError, match="at least one server"):
         render_config(1234, tmp_path / "s", "llm", [])
+
+
+@pytest.mark.parametrize("extra", [0, 1, 5, 40])
+def test_a_long_work_dir_still_starts(tmp_path: Path, extra: int) -> None:
+    """HAProxy refuses an admin socket path over 97 bytes: around that length the balancer still starts."""
+    work = tmp_path / ("w" * max(1, 97 - len(str(tmp_path / "admin.sock")) - 1 + extra))
+    with named_server("stable") as port, haproxy(work, ["s0"]) as lb:
+        lb.api.point(lb.backend, "s0", port, 1)
+        assert _split(lb.url, 4) == {"stable": 4}
